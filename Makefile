@@ -1,0 +1,45 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+# Every target is idempotent: a stamp file records a finished set-up, keyed by the files that define it.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+PIP     = $(PY) -m pip
+STAMP   = $(VENV)/.soco-setup-stamp
+# Pinned: an unpinned torch/torchvision pulls a multi-GB download.
+TORCH   = torch==2.14.1 torchvision==0.29.1
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean help
+
+help:
+	@echo "make demo   - set up .venv and run the main job (outputs under demo_out/)"
+	@echo "make test   - set up .venv and run the test suite"
+	@echo "make bench  - set up .venv and run the benchmark commands (reports under bench_out/)"
+	@echo "make setup  - only the set-up"
+
+setup: $(STAMP)
+
+$(STAMP): setup.py package.xml Makefile
+	@if [ "$$(id -u)" = "0" ] && ! ldconfig -p 2>/dev/null | grep -q libusb-1.0.so.0; then \
+		echo "[setup] installing libusb-1.0-0 (needed by Open3D)"; \
+		(apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq libusb-1.0-0 >/dev/null)) \
+		|| echo "[setup] warning: could not install libusb-1.0-0; Open3D features will be unavailable"; \
+	fi
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e ".[all]"
+	@touch $(STAMP)
+
+demo: setup
+	$(PY) -m correspondence.demo --out demo_out
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m correspondence.cli bench latency --backbones dinov2_vits14,dense_daisy --sizes 224,448 --random-weights --out bench_out/latency
+
+clean:
+	rm -rf demo_out bench_out .pytest_cache

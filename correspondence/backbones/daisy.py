@@ -1,0 +1,74 @@
+"""A weight-free dense descriptor backbone (DAISY + colour) under the same contract as the ViTs.
+
+Pretrained weights cannot always be had (air-gapped robots, CI). This backbone needs none, so the whole
+pipeline still runs and is measurable; it is a geometric/appearance baseline, not a semantic one. Each
+patch gets two DAISY descriptors (a local and a context radius, both centred on the patch centre) and the
+mean Lab colour of the patch and of its 3x3 neighbourhood.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.color import rgb2gray, rgb2lab
+from skimage.feature import daisy
+
+from .contract import BackboneContract, DenseBackbone, OutputKind
+
+DAISY_RINGS, DAISY_HISTOGRAMS, DAISY_ORIENTATIONS = 2, 6, 8
+DAISY_DIM = (DAISY_RINGS * DAISY_HISTOGRAMS + 1) * DAISY_ORIENTATIONS  # 104
+COLOUR_DIM = 6
+RADII_IN_PATCHES = (1.0, 2.5)
+COLOUR_WEIGHT = 0.5
+
+
+def daisy_contract(patch_size: int) -> BackboneContract:
+    return BackboneContract(
+        patch_size=patch_size,
+        feature_dim=len(RADII_IN_PATCHES) * DAISY_DIM + COLOUR_DIM,
+        num_blocks=1,
+        output_kinds=(OutputKind.LAST_RAW, OutputKind.LAST_NORM, OutputKind.BLOCKS),
+        has_cls_token=False,
+    )
+
+
+class DaisyBackbone(DenseBackbone):
+    """Classical dense descriptors; expects RGB in [0, 1] (identity normalisation)."""
+
+    def __init__(self, patch_size: int = 14) -> None:
+        super().__init__()
+        self.contract = daisy_contract(patch_size)
+
+    def _one_image(self, rgb: np.ndarray) -> np.ndarray:
+        p = self.contract.patch_size
+        height, width = rgb.shape[:2]
+        grid_h, grid_w = height // p, width // p
+        gray = rgb2gray(rgb)
+        parts = []
+        for radius_patches in RADII_IN_PATCHES:
+            radius = max(int(round(radius_patches * p)), p // 2 + 1)
+            # Pad so DAISY's first centre (at ``radius``) lands on the first patch centre (p // 2); the extra
+            # ``p`` on the far side gives the last row/column a full support.
+            pad = radius - p // 2
+            padded = np.pad(gray, ((pad, pad + p), (pad, pad + p)), mode="reflect")
+            desc = daisy(padded, step=p, radius=radius, rings=DAISY_RINGS, histograms=DAISY_HISTOGRAMS,
+                         orientations=DAISY_ORIENTATIONS, normalization="l2")
+            parts.append(desc[:grid_h, :grid_w].astype(np.float32))
+        lab = rgb2lab(rgb).astype(np.float32) / np.array([100.0, 128.0, 128.0], dtype=np.float32)
+        lab_t = torch.from_numpy(lab).permute(2, 0, 1)[None]
+        local = F.avg_pool2d(lab_t, p)
+        context = F.avg_pool2d(local, 3, stride=1, padding=1, count_include_pad=False)
+        colour = torch.cat([local, context], 1)[0].permute(1, 2, 0).numpy() * COLOUR_WEIGHT
+        return np.concatenate(parts + [colour], axis=-1)
+
+    def forward_dense(self, images: torch.Tensor, kind: OutputKind = OutputKind.LAST_RAW,
+                      layers: Sequence[int] = (-1,)) -> list[torch.Tensor]:
+        kind = self.contract.check_kind(kind)
+        self.check_input(images)
+        rgb = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        feats = torch.from_numpy(np.stack([self._one_image(im) for im in rgb])).permute(0, 3, 1, 2)
+        feats = feats.to(images.device)
+        n = len(self.contract.check_layers(layers)) if kind is OutputKind.BLOCKS else 1
+        return [feats] * n

@@ -1,0 +1,212 @@
+"""Dense feature extraction: images -> :class:`FeatureMap`, batched, cached, with exact geometry.
+
+A FeatureMap carries everything needed to go from a pixel in the *original* image to a descriptor and from a
+matched cell back to an original pixel, so callers never handle padding, resizing or grid conventions.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .backbones.contract import OutputKind
+from .backbones.registry import LoadedBackbone
+from .coords import Convention, cell_to_pixel, grid_to_normalised, grid_to_pixel, pixel_to_grid
+from .errors import ConfigError, InputError
+from .preprocessing import ImageGeometry, PreprocessSettings, mask_to_processed, preprocess, to_rgb_array
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """Everything that changes the features; recorded with every result."""
+
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    kind: OutputKind = OutputKind.LAST_RAW
+    layers: tuple[int, ...] = (-1,)
+    convention: Convention = Convention.PATCH_CENTER
+    dtype: str = "float32"  # float32 | float16 (CUDA) | bfloat16
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "kind", OutputKind(self.kind))
+        object.__setattr__(self, "convention", Convention(self.convention))
+        object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
+        if self.dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+
+    def as_dict(self) -> dict:
+        return {"preprocess": self.preprocess.as_dict(), "kind": self.kind.value, "layers": list(self.layers),
+                "convention": self.convention.value, "dtype": self.dtype}
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureMap:
+    """Per-patch features ``(C, h, w)`` of one image plus the geometry to map pixels to cells and back."""
+
+    features: torch.Tensor
+    geometry: ImageGeometry
+    patch_size: int
+    convention: Convention
+    block_dims: tuple[int, ...] = ()
+
+    @property
+    def grid_wh(self) -> tuple[int, int]:
+        return int(self.features.shape[2]), int(self.features.shape[1])
+
+    @property
+    def processed_wh(self) -> tuple[int, int]:
+        return self.geometry.processed_width, self.geometry.processed_height
+
+    @property
+    def dim(self) -> int:
+        return int(self.features.shape[0])
+
+    def flat(self) -> torch.Tensor:
+        """``(h*w, C)`` in row-major cell order (index = row * w + col)."""
+        return self.features.flatten(1).T
+
+    def blocks(self) -> list[torch.Tensor]:
+        """Split a ``blocks`` feature map back into its per-block ``(C_i, h, w)`` tensors."""
+        return list(torch.split(self.features, list(self.block_dims or (self.dim,)), dim=0))
+
+    def check_points(self, xy: np.ndarray, what: str = "point") -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+        w, h = self.geometry.original_width, self.geometry.original_height
+        bad = ~np.isfinite(xy).all(1) | (xy[:, 0] < 0) | (xy[:, 0] >= w) | (xy[:, 1] < 0) | (xy[:, 1] >= h)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise InputError(f"{what} {i} at {xy[i].tolist()} is outside the image ({w} x {h})")
+        return xy
+
+    def original_to_grid(self, xy: np.ndarray) -> np.ndarray:
+        return pixel_to_grid(self.geometry.to_processed(xy), self.grid_wh, self.processed_wh, self.convention)
+
+    def grid_to_original(self, uv: np.ndarray) -> np.ndarray:
+        return self.geometry.to_original(grid_to_pixel(uv, self.grid_wh, self.processed_wh, self.convention))
+
+    def cell_to_original(self, uv: np.ndarray) -> np.ndarray:
+        """Original-image pixel a predicted (possibly fractional) cell stands for."""
+        return self.geometry.to_original(cell_to_pixel(uv, self.grid_wh, self.processed_wh, self.convention))
+
+    def index_to_uv(self, index: np.ndarray | torch.Tensor) -> np.ndarray:
+        index = np.asarray(index, dtype=np.int64)
+        return np.stack([index % self.grid_wh[0], index // self.grid_wh[0]], -1).astype(np.float64)
+
+    def sample(self, xy: np.ndarray) -> torch.Tensor:
+        """Bilinearly sampled descriptors ``(N, C)`` at original-image pixels."""
+        xy = self.check_points(xy)
+        uv = self.original_to_grid(xy)
+        grid = torch.from_numpy(grid_to_normalised(uv, self.grid_wh)).to(self.features)
+        sampled = F.grid_sample(self.features[None].float(), grid[None, None].float(), mode="bilinear",
+                                align_corners=True, padding_mode="border")
+        return sampled[0, :, 0].T
+
+    def cell_mask(self, mask: np.ndarray, min_fraction: float = 0.25) -> torch.Tensor:
+        """Which cells an original-size object mask covers (by area fraction; the best-covered cells if none
+        reaches ``min_fraction``). Raises InputError for an empty mask."""
+        processed = mask_to_processed(mask, self.geometry)
+        if not processed.any():
+            raise InputError("the object mask is empty (or vanishes at this image size)")
+        w, h = self.grid_wh
+        p = self.processed_wh[0] // w
+        coverage = F.avg_pool2d(torch.from_numpy(processed.astype(np.float32))[None, None], p)[0, 0][:h, :w]
+        valid = coverage >= min_fraction
+        if not valid.any():
+            valid = coverage >= coverage.max()
+        return valid.to(self.features.device)
+
+
+def image_key(rgb: np.ndarray) -> str:
+    return hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
+
+
+class FeatureExtractor:
+    """Turns images into FeatureMaps with one backbone and one set of settings.
+
+    Keeps an LRU cache keyed by (image content, backbone and weights, settings), so an image used by many
+    pairs or frames is encoded once per run.
+    """
+
+    def __init__(self, backbone: LoadedBackbone, settings: ExtractionSettings | None = None,
+                 device: str | torch.device = "cpu", batch_size: int = 8, cache_size: int = 64) -> None:
+        self.backbone = backbone
+        self.settings = settings or ExtractionSettings(
+            preprocess=PreprocessSettings(size=backbone.spec.preprocessing.default_size))
+        self.device = torch.device(device)
+        if self.settings.dtype == "float16" and self.device.type != "cuda":
+            raise ConfigError("float16 extraction needs a CUDA device; use bfloat16 or float32 on CPU")
+        self.settings.kind  # validated in ExtractionSettings
+        backbone.spec.contract.check_kind(self.settings.kind)
+        self.batch_size = max(1, int(batch_size))
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, FeatureMap] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.module = backbone.module.to(self.device).eval()
+        self._settings_key = json.dumps({"backbone": backbone.identity, **self.settings.as_dict()}, sort_keys=True)
+
+    def describe(self) -> dict:
+        """Settings record for results: backbone, weights, preprocessing, effective size and grid."""
+        contract = self.backbone.spec.contract
+        size = self.settings.preprocess
+        from .preprocessing import effective_size
+        side = effective_size(size.size, contract.patch_size, size.size_policy)
+        return {"backbone": self.backbone.describe(), "extraction": self.settings.as_dict(),
+                "effective_image_size": side, "grid": side // contract.patch_size, "device": str(self.device)}
+
+    def _key(self, rgb: np.ndarray) -> str:
+        return image_key(rgb) + "|" + self._settings_key
+
+    def __call__(self, image: Image.Image | np.ndarray) -> FeatureMap:
+        return self.extract_batch([image])[0]
+
+    extract = __call__
+
+    def extract_batch(self, images: Sequence[Image.Image | np.ndarray] | Iterable) -> list[FeatureMap]:
+        rgbs = [to_rgb_array(image) for image in images]
+        keys = [self._key(rgb) for rgb in rgbs]
+        todo = [i for i, key in enumerate(keys) if key not in self._cache]
+        todo_unique = list(dict.fromkeys(keys[i] for i in todo))
+        first_index = {keys[i]: i for i in reversed(todo)}
+        self.cache_hits += len(rgbs) - len(todo_unique)
+        self.cache_misses += len(todo_unique)
+        for start in range(0, len(todo_unique), self.batch_size):
+            chunk = [first_index[key] for key in todo_unique[start:start + self.batch_size]]
+            for index, fmap in zip(chunk, self._encode([rgbs[i] for i in chunk])):
+                self._remember(keys[index], fmap)
+        results = []
+        for key in keys:
+            self._cache.move_to_end(key)
+            results.append(self._cache[key])
+        return results
+
+    def _remember(self, key: str, fmap: FeatureMap) -> None:
+        self._cache[key] = fmap
+        while len(self._cache) > max(self.cache_size, 1):
+            self._cache.popitem(last=False)
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    @torch.inference_mode()
+    def _encode(self, rgbs: list[np.ndarray]) -> list[FeatureMap]:
+        contract = self.backbone.spec.contract
+        prepared = [preprocess(rgb, self.settings.preprocess, contract.patch_size) for rgb in rgbs]
+        batch = torch.from_numpy(np.stack([p[0] for p in prepared])).permute(0, 3, 1, 2).to(self.device)
+        norm = self.backbone.spec.preprocessing
+        mean = torch.tensor(norm.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(norm.std, device=self.device).view(1, 3, 1, 1)
+        batch = (batch - mean) / std
+        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(self.settings.dtype)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            outputs = self.module.forward_dense(batch, self.settings.kind, self.settings.layers)
+        block_dims = tuple(int(o.shape[1]) for o in outputs) if len(outputs) > 1 else ()
+        stacked = torch.cat(outputs, dim=1).float()
+        return [FeatureMap(stacked[i], geometry, contract.patch_size, self.settings.convention, block_dims)
+                for i, (_, geometry) in enumerate(prepared)]

@@ -1,0 +1,160 @@
+"""Image preprocessing policies and the exact geometry they apply.
+
+Correspondence numbers depend on how an image was padded and resized, so every policy returns an
+:class:`ImageGeometry` that maps original pixels to processed pixels and back exactly, and is recorded in
+every result. Pixel coordinates are continuous: pixel ``(x, y)`` covers ``[x, x+1) x [y, y+1)``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+import numpy as np
+from PIL import Image
+
+from .errors import ConfigError, InputError
+
+
+class PadPolicy(str, Enum):
+    """How a non-square image becomes square.
+
+    ``pad-topleft-white``: paste at the top-left of a white square canvas (the SOCO reference);
+    ``center-pad``: paste in the centre of a square canvas; ``stretch``: resize without keeping the aspect.
+    """
+
+    PAD_TOPLEFT_WHITE = "pad-topleft-white"
+    CENTER_PAD = "center-pad"
+    STRETCH = "stretch"
+
+
+class SizePolicy(str, Enum):
+    """``nearest-multiple``: the target size rounded to a multiple of the patch (800 -> 798 for /14);
+    ``fixed-grid``: the target is a number of patches (60 -> 840 px for /14)."""
+
+    NEAREST_MULTIPLE = "nearest-multiple"
+    FIXED_GRID = "fixed-grid"
+
+
+def effective_size(target: int, patch_size: int, policy: SizePolicy | str = SizePolicy.NEAREST_MULTIPLE) -> int:
+    """Side length in pixels the network sees."""
+    policy = SizePolicy(policy)
+    if target <= 0:
+        raise ConfigError(f"image size must be positive, got {target}")
+    if policy is SizePolicy.FIXED_GRID:
+        return target * patch_size
+    return max(1, int(round(target / patch_size))) * patch_size
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    """original pixel ``x`` -> processed pixel ``(x + offset_x) * scale_x`` (same for y)."""
+
+    original_width: int
+    original_height: int
+    processed_width: int
+    processed_height: int
+    scale_x: float
+    scale_y: float
+    offset_x: float
+    offset_y: float
+    pad_policy: str
+
+    def to_processed(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64)
+        return np.stack([(xy[..., 0] + self.offset_x) * self.scale_x, (xy[..., 1] + self.offset_y) * self.scale_y], -1)
+
+    def to_original(self, xy: np.ndarray) -> np.ndarray:
+        xy = np.asarray(xy, dtype=np.float64)
+        return np.stack([xy[..., 0] / self.scale_x - self.offset_x, xy[..., 1] / self.scale_y - self.offset_y], -1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PreprocessSettings:
+    pad: PadPolicy = PadPolicy.PAD_TOPLEFT_WHITE
+    size: int = 448
+    size_policy: SizePolicy = SizePolicy.NEAREST_MULTIPLE
+    pad_color: tuple[int, int, int] = (255, 255, 255)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pad", PadPolicy(self.pad))
+        object.__setattr__(self, "size_policy", SizePolicy(self.size_policy))
+        if self.size <= 0:
+            raise ConfigError(f"image size must be positive, got {self.size}")
+
+    def as_dict(self) -> dict:
+        return {"pad": self.pad.value, "size": self.size, "size_policy": self.size_policy.value,
+                "pad_color": list(self.pad_color)}
+
+
+def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    """Any PIL image or HxW / HxWx{1,3,4} array -> HxWx3 uint8 RGB (alpha composited on white)."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(canvas, rgba)
+        return np.asarray(image.convert("RGB"))
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[-1] not in (1, 3, 4):
+        raise InputError(f"image array must be HxW, HxWx1, HxWx3 or HxWx4, got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InputError(f"image is empty (shape {array.shape})")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and np.nanmax(array) <= 1.0:
+            array = np.nan_to_num(array) * 255.0
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    if array.shape[-1] == 1:
+        array = np.repeat(array, 3, axis=-1)
+    if array.shape[-1] == 4:
+        alpha = array[..., 3:4].astype(np.float32) / 255.0
+        array = (array[..., :3] * alpha + 255.0 * (1 - alpha)).round().astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def preprocess(image: Image.Image | np.ndarray, settings: PreprocessSettings, patch_size: int
+               ) -> tuple[np.ndarray, ImageGeometry]:
+    """Return the processed HxWx3 float32 image in [0, 1] and its geometry."""
+    rgb = to_rgb_array(image)
+    height, width = rgb.shape[:2]
+    side = effective_size(settings.size, patch_size, settings.size_policy)
+    if settings.pad is PadPolicy.STRETCH:
+        resized = Image.fromarray(rgb).resize((side, side), Image.BILINEAR)
+        geometry = ImageGeometry(width, height, side, side, side / width, side / height, 0.0, 0.0, settings.pad.value)
+        return np.asarray(resized, dtype=np.float32) / 255.0, geometry
+    canvas_side = max(width, height)
+    if settings.pad is PadPolicy.PAD_TOPLEFT_WHITE:
+        offset_x = offset_y = 0
+        color = (255, 255, 255)
+    else:
+        offset_x, offset_y = (canvas_side - width) // 2, (canvas_side - height) // 2
+        color = tuple(settings.pad_color)
+    canvas = Image.new("RGB", (canvas_side, canvas_side), color)
+    canvas.paste(Image.fromarray(rgb), (offset_x, offset_y))
+    resized = canvas.resize((side, side), Image.BILINEAR)
+    scale = side / canvas_side
+    geometry = ImageGeometry(width, height, side, side, scale, scale, float(offset_x), float(offset_y), settings.pad.value)
+    return np.asarray(resized, dtype=np.float32) / 255.0, geometry
+
+
+def mask_to_processed(mask: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
+    """Warp an original-size boolean mask into the processed frame (padding is outside the mask)."""
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask[..., 0]
+    if mask.shape != (geometry.original_height, geometry.original_width):
+        raise InputError(f"mask shape {mask.shape} does not match the image size "
+                         f"{(geometry.original_height, geometry.original_width)} (H, W)")
+    mask_img = Image.fromarray((mask > 0).astype(np.uint8) * 255)
+    if geometry.pad_policy == PadPolicy.STRETCH.value:
+        out = mask_img.resize((geometry.processed_width, geometry.processed_height), Image.BILINEAR)
+        return np.asarray(out) >= 128
+    canvas_side = max(geometry.original_width, geometry.original_height)
+    canvas = Image.new("L", (canvas_side, canvas_side), 0)
+    canvas.paste(mask_img, (int(geometry.offset_x), int(geometry.offset_y)))
+    out = canvas.resize((geometry.processed_width, geometry.processed_height), Image.BILINEAR)
+    return np.asarray(out) >= 128
