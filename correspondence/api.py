@@ -1,0 +1,68 @@
+"""The Python API in one place: build a :class:`Matcher` once, call it per frame (or use :func:`match`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from .backbones import LoadedBackbone, create_backbone
+from .coords import Convention
+from .features import ExtractionSettings, FeatureExtractor
+from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
+from .keypoint_matching import MatchResult, MatchSettings, match_keypoints
+from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy
+
+ImageLike = str | Path | Image.Image | np.ndarray
+
+
+def as_image(image: ImageLike) -> Image.Image | np.ndarray:
+    return load_image(image) if isinstance(image, (str, Path)) else image
+
+
+def as_mask(mask: str | Path | np.ndarray | None) -> np.ndarray | None:
+    if mask is None:
+        return None
+    return load_mask(mask) if isinstance(mask, (str, Path)) else np.asarray(mask) > 0
+
+
+def as_keypoints(keypoints: str | Path | KeypointSet | dict | list) -> KeypointSet:
+    if isinstance(keypoints, KeypointSet):
+        return keypoints
+    if isinstance(keypoints, (str, Path)):
+        return load_keypoints(keypoints)
+    return parse_keypoints(keypoints)
+
+
+@dataclass
+class Matcher:
+    """A backbone + extraction settings + match settings, reused across calls (features are cached)."""
+
+    extractor: FeatureExtractor
+    settings: MatchSettings
+
+    @classmethod
+    def create(cls, backbone: str | LoadedBackbone = "auto", weights: str | Path | None = None,
+               random_weights: bool = False, size: int | None = None, pad: str = PadPolicy.PAD_TOPLEFT_WHITE.value,
+               size_policy: str = SizePolicy.NEAREST_MULTIPLE.value, convention: str = Convention.PATCH_CENTER.value,
+               device: str = "cpu", dtype: str = "float32", method: str = "argmax", window: int = 7,
+               beta: float = 0.02, allow_download: bool = True) -> "Matcher":
+        loaded = backbone if isinstance(backbone, LoadedBackbone) else create_backbone(
+            backbone, weights=weights, random_init=random_weights, allow_download=allow_download)
+        size = size or loaded.spec.preprocessing.default_size
+        settings = ExtractionSettings(PreprocessSettings(pad=pad, size=size, size_policy=size_policy),
+                                      convention=convention, dtype=dtype)
+        return cls(FeatureExtractor(loaded, settings, device=device), MatchSettings(method, window, beta))
+
+    def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,
+                 demo_mask: Any = None) -> MatchResult:
+        return match_keypoints(as_image(demo), as_keypoints(keypoints), as_image(live), self.extractor,
+                               live_mask=as_mask(live_mask), demo_mask=as_mask(demo_mask), settings=self.settings)
+
+
+def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None, backbone: str = "auto",
+          **options: Any) -> MatchResult:
+    """One call: where are the demo's keypoints in the live image? (See :meth:`Matcher.create` for options.)"""
+    return Matcher.create(backbone, **options)(demo, keypoints, live, live_mask=live_mask)

@@ -1,0 +1,1 @@
+"""Benchmark commands: each writes a JSON report (with every setting) and a Markdown table."""

@@ -1,0 +1,40 @@
+"""``soco`` command line. Each sub-command lives in its own module with ``add_parser`` and ``run``.
+
+Exit codes: 0 success, 1 bad input or settings, 2 something missing from the environment (weights,
+optional packages, a GPU).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from ..errors import SocoError
+from . import backbones_cmd, bench_cmd, match_cmd
+
+COMMANDS = (match_cmd, backbones_cmd, bench_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="soco", description="Semantic and functional correspondence transfer.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except SocoError as exc:
+        print(f"soco {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

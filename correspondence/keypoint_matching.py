@@ -1,0 +1,110 @@
+"""Keypoint transfer from a demo image to a live image: the one call behind ``soco match``."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .features import FeatureExtractor, FeatureMap
+from .io import KeypointSet
+from .matching import nearest_neighbors, similarity_maps, soft_argmax_window
+
+
+@dataclass(frozen=True)
+class MatchSettings:
+    """How keypoints are matched; recorded in every result."""
+
+    method: str = "argmax"  # argmax | soft-argmax
+    window: int = 7
+    beta: float = 0.02
+    mask_min_fraction: float = 0.25
+    cycle_threshold_px: float | None = None  # None: report cycle distance, never reject
+
+    def __post_init__(self) -> None:
+        if self.method not in ("argmax", "soft-argmax"):
+            from .errors import ConfigError
+            raise ConfigError(f"match method must be 'argmax' or 'soft-argmax', got {self.method!r}")
+
+
+@dataclass(frozen=True)
+class KeypointMatch:
+    name: str
+    demo_xy: tuple[float, float]
+    live_xy: tuple[float, float]
+    score: float  # cosine similarity at the matched cell
+    mutual: bool  # the live cell's best demo match is the demo keypoint's cell
+    cycle_distance_px: float  # demo px between the keypoint and its forward-backward match
+    accepted: bool = True
+
+
+@dataclass(frozen=True)
+class MatchResult:
+    matches: tuple[KeypointMatch, ...]
+    settings: dict[str, Any]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def live_xy(self) -> np.ndarray:
+        return np.array([m.live_xy for m in self.matches], dtype=np.float64).reshape(-1, 2)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"matches": [asdict(m) for m in self.matches], "settings": self.settings, "timings_s": self.timings_s}
+
+
+def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Tensor | None,
+                 settings: MatchSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Returns the matched live (u, v) (continuous for soft-argmax), the hard cell index and the score."""
+    if settings.method == "soft-argmax":
+        sims = similarity_maps(demo_desc, live.features)
+        valid = live_valid.view(live.grid_wh[1], live.grid_wh[0]) if live_valid is not None else None
+        uv, hard = soft_argmax_window(sims, settings.window, settings.beta, valid)
+        index = (hard[:, 1] * live.grid_wh[0] + hard[:, 0]).long()
+        score = sims.flatten(1).gather(1, index[:, None])[:, 0]
+        return uv.numpy(), index.numpy(), score.numpy()
+    nn = nearest_neighbors(demo_desc, live.flat(), live_valid)
+    return live.index_to_uv(nn.index.numpy()), nn.index.numpy(), nn.score.numpy()
+
+
+def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,
+                       live_mask: np.ndarray | None = None, demo_mask: np.ndarray | None = None,
+                       settings: MatchSettings | None = None) -> tuple[list[KeypointMatch], dict[str, float]]:
+    settings = settings or MatchSettings()
+    xy = demo.check_points(keypoints.xy, "demo keypoint")
+    t0 = time.perf_counter()
+    live_valid = live.cell_mask(live_mask, settings.mask_min_fraction).flatten() if live_mask is not None else None
+    demo_valid = demo.cell_mask(demo_mask, settings.mask_min_fraction).flatten() if demo_mask is not None else None
+    desc = demo.sample(xy)
+    uv, cells, scores = _match_cells(desc, live, live_valid, settings)
+    live_xy = live.cell_to_original(uv)
+    # Cycle: the matched live cell's descriptor back into the demo (restricted to the demo mask if given).
+    back = nearest_neighbors(live.flat()[torch.from_numpy(cells)], demo.flat(), demo_valid)
+    back_xy = demo.cell_to_original(demo.index_to_uv(back.index.numpy()))
+    cycle = np.linalg.norm(back_xy - xy, axis=1)
+    demo_cells = np.round(demo.original_to_grid(xy)).astype(int)
+    gw, gh = demo.grid_wh
+    demo_index = np.clip(demo_cells[:, 1], 0, gh - 1) * gw + np.clip(demo_cells[:, 0], 0, gw - 1)
+    mutual = back.index.numpy() == demo_index
+    matches = []
+    for i, point in enumerate(keypoints.points):
+        accepted = settings.cycle_threshold_px is None or bool(cycle[i] <= settings.cycle_threshold_px)
+        matches.append(KeypointMatch(point.name, (float(xy[i, 0]), float(xy[i, 1])),
+                                     (float(live_xy[i, 0]), float(live_xy[i, 1])), float(scores[i]),
+                                     bool(mutual[i]), float(cycle[i]), accepted))
+    return matches, {"matching": time.perf_counter() - t0}
+
+
+def match_keypoints(demo_image: Any, keypoints: KeypointSet, live_image: Any, extractor: FeatureExtractor,
+                    live_mask: np.ndarray | None = None, demo_mask: np.ndarray | None = None,
+                    settings: MatchSettings | None = None) -> MatchResult:
+    """Find each demo keypoint in the live image (inside ``live_mask`` when given)."""
+    settings = settings or MatchSettings()
+    t0 = time.perf_counter()
+    demo, live = extractor.extract_batch([demo_image, live_image])
+    t_features = time.perf_counter() - t0
+    matches, timings = match_keypoint_set(demo, keypoints, live, live_mask, demo_mask, settings)
+    record = {**extractor.describe(), "matching": asdict(settings), "live_mask": live_mask is not None,
+              "demo_mask": demo_mask is not None}
+    return MatchResult(tuple(matches), record, {"features": t_features, **timings})

@@ -1,0 +1,126 @@
+"""Dense matching primitives on descriptor sets: cosine NN, windowed soft-argmax, mutual NN, cycle distance.
+
+Everything is vectorised and chunked over query rows, so a 4096 x 4096 patch similarity never has to exist
+at once (peak memory is ``chunk x M`` floats).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+
+NEG_INF = -1e9  # cells excluded from a soft-argmax window or outside a mask get this logit: no weight
+DEFAULT_CHUNK = 1024
+
+
+def normalise(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    return F.normalize(x.float(), dim=dim, eps=1e-12)
+
+
+@dataclass(frozen=True)
+class NNResult:
+    index: torch.Tensor  # (N,) best target index per query
+    score: torch.Tensor  # (N,) its cosine similarity
+
+
+def nearest_neighbors(query: torch.Tensor, target: torch.Tensor, target_valid: torch.Tensor | None = None,
+                      chunk: int = DEFAULT_CHUNK) -> NNResult:
+    """Cosine argmax of each query row over the (valid) target rows."""
+    q, t = normalise(query), normalise(target)
+    valid = _check_valid(target_valid, t.shape[0])
+    idx, score = [], []
+    for start in range(0, q.shape[0], chunk):
+        sim = q[start:start + chunk] @ t.T
+        if valid is not None:
+            sim = sim.masked_fill(~valid[None], float("-inf"))
+        best = sim.max(dim=1)
+        idx.append(best.indices)
+        score.append(best.values)
+    if not idx:
+        return NNResult(torch.zeros(0, dtype=torch.long), torch.zeros(0))
+    return NNResult(torch.cat(idx), torch.cat(score))
+
+
+def _check_valid(valid: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    if valid is None:
+        return None
+    valid = valid.reshape(-1).bool()
+    if valid.numel() != n:
+        raise InputError(f"validity mask has {valid.numel()} entries for {n} target cells")
+    if not valid.any():
+        raise InputError("the target mask leaves no valid cell to match into")
+    return valid
+
+
+@dataclass(frozen=True)
+class MutualResult:
+    forward: NNResult  # source -> target
+    backward: NNResult  # target -> source
+    mutual: torch.Tensor  # (N,) bool: backward[forward[i]] == i
+
+
+def mutual_nearest_neighbors(source: torch.Tensor, target: torch.Tensor, source_valid: torch.Tensor | None = None,
+                             target_valid: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> MutualResult:
+    """Both-direction argmax in one chunked pass (the column maxima are accumulated across row chunks)."""
+    s, t = normalise(source), normalise(target)
+    sv, tv = _check_valid(source_valid, s.shape[0]), _check_valid(target_valid, t.shape[0])
+    col_best = torch.full((t.shape[0],), float("-inf"))
+    col_idx = torch.zeros(t.shape[0], dtype=torch.long)
+    row_idx, row_best = [], []
+    for start in range(0, s.shape[0], chunk):
+        sim = s[start:start + chunk] @ t.T
+        if tv is not None:
+            sim = sim.masked_fill(~tv[None], float("-inf"))
+        if sv is not None:
+            sim = sim.masked_fill(~sv[start:start + chunk, None], float("-inf"))
+        rows = sim.max(dim=1)
+        row_idx.append(rows.indices)
+        row_best.append(rows.values)
+        cols = sim.max(dim=0)
+        better = cols.values > col_best
+        col_best = torch.where(better, cols.values, col_best)
+        col_idx = torch.where(better, cols.indices + start, col_idx)
+    forward = NNResult(torch.cat(row_idx), torch.cat(row_best))
+    backward = NNResult(col_idx, col_best)
+    mutual = backward.index[forward.index] == torch.arange(s.shape[0])
+    if sv is not None:
+        mutual &= sv
+    return MutualResult(forward, backward, mutual)
+
+
+def soft_argmax_window(similarity: torch.Tensor, window: int = 7, beta: float = 0.02,
+                       valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windowed soft-argmax over similarity maps ``(N, h, w)``.
+
+    Around each map's argmax, a ``window x window`` box of cells keeps its similarity; every other cell (and any
+    invalid cell) gets ``-1e9``. The softmax of ``logits / beta`` weights the cell coordinates. Returns the
+    continuous ``(u, v)`` per map ``(N, 2)`` and the hard argmax ``(u, v)`` ``(N, 2)``.
+    """
+    if similarity.ndim == 2:
+        similarity = similarity[None]
+    if window < 1 or beta <= 0:
+        raise InputError(f"soft-argmax needs window >= 1 and beta > 0, got window={window}, beta={beta}")
+    n, h, w = similarity.shape
+    sim = similarity.float()
+    if valid is not None:
+        sim = sim.masked_fill(~valid.reshape(1, h, w).bool(), NEG_INF)
+    flat_arg = sim.flatten(1).argmax(1)
+    arg_v, arg_u = flat_arg // w, flat_arg % w
+    rows = torch.arange(h).view(1, h, 1)
+    cols = torch.arange(w).view(1, 1, w)
+    half = window // 2
+    inside = ((rows - arg_v.view(n, 1, 1)).abs() <= half) & ((cols - arg_u.view(n, 1, 1)).abs() <= half)
+    logits = torch.where(inside, sim, torch.full_like(sim, NEG_INF)) / beta
+    weights = torch.softmax(logits.flatten(1), dim=1).view(n, h, w)
+    u = (weights * cols).sum((1, 2))
+    v = (weights * rows).sum((1, 2))
+    return torch.stack([u, v], 1), torch.stack([arg_u, arg_v], 1).float()
+
+
+def similarity_maps(query: torch.Tensor, target_grid: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of query descriptors ``(N, C)`` to every cell of a ``(C, h, w)`` map -> ``(N, h, w)``."""
+    c, h, w = target_grid.shape
+    return (normalise(query) @ normalise(target_grid.reshape(c, -1).T).T).view(-1, h, w)

@@ -1,0 +1,56 @@
+"""Figures people would rather look at than read: side-by-side match overlays."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from .preprocessing import to_rgb_array
+
+PALETTE = [(230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
+           (70, 240, 240), (240, 50, 230), (210, 245, 60), (250, 190, 212), (0, 128, 128), (220, 190, 255),
+           (170, 110, 40), (255, 250, 200), (128, 0, 0), (170, 255, 195), (128, 128, 0), (255, 215, 180)]
+
+
+def _fit_height(image: np.ndarray, height: int) -> tuple[Image.Image, float]:
+    img = Image.fromarray(to_rgb_array(image))
+    scale = height / img.height
+    return img.resize((max(1, round(img.width * scale)), height), Image.BILINEAR), scale
+
+
+def match_overlay(demo_image, live_image, demo_xy: np.ndarray, live_xy: np.ndarray, labels: Sequence[str],
+                  accepted: Sequence[bool] | None = None, height: int = 480, title: str = "",
+                  live_mask: np.ndarray | None = None) -> Image.Image:
+    """Demo (left) and live (right) side by side; a coloured line per keypoint; rejected ones dashed grey."""
+    left, s_left = _fit_height(demo_image, height)
+    right, s_right = _fit_height(live_image, height)
+    if live_mask is not None:
+        tint = Image.fromarray((np.asarray(live_mask) > 0).astype(np.uint8) * 70).resize(right.size)
+        right = Image.composite(Image.new("RGB", right.size, (0, 255, 0)), right, tint)
+    gap, top = 8, 24 if title else 0
+    canvas = Image.new("RGB", (left.width + gap + right.width, height + top), (255, 255, 255))
+    canvas.paste(left, (0, top))
+    canvas.paste(right, (left.width + gap, top))
+    draw = ImageDraw.Draw(canvas)
+    font = ImageFont.load_default()
+    if title:
+        draw.text((4, 4), title, fill=(0, 0, 0), font=font)
+    accepted = list(accepted) if accepted is not None else [True] * len(labels)
+    for i, (p, q, label) in enumerate(zip(np.asarray(demo_xy), np.asarray(live_xy), labels)):
+        color = PALETTE[i % len(PALETTE)] if accepted[i] else (150, 150, 150)
+        a = (p[0] * s_left, p[1] * s_left + top)
+        b = (q[0] * s_right + left.width + gap, q[1] * s_right + top)
+        draw.line([a, b], fill=color, width=2 if accepted[i] else 1)
+        for c in (a, b):
+            draw.ellipse([c[0] - 4, c[1] - 4, c[0] + 4, c[1] + 4], fill=color, outline=(0, 0, 0))
+        draw.text((a[0] + 5, a[1] - 5), label, fill=color, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+    return canvas
+
+
+def save(image: Image.Image, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path

@@ -1,0 +1,172 @@
+"""Weight resolution and official-checkpoint loading, on checkpoints written here in the official key layout."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from correspondence.backbones import OutputKind, create_backbone, get_spec
+from correspondence.backbones.vit import resize_patch_pos_embed
+from correspondence.backbones.weights import load_state_dict, resolve_weights
+from correspondence.cli import main
+from correspondence.errors import CorruptCheckpointError, WeightsNotFoundError
+
+
+def official_dinov2_state(timm_state: dict[str, torch.Tensor], registers: bool,
+                          cls_position: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """Write a timm DINOv2 model's weights in the layout of ``dinov2_vits14[_reg4]_pretrain.pth``.
+
+    Official checkpoints carry ``mask_token``; register models call their tokens ``register_tokens`` and keep
+    the CLS position inside ``pos_embed`` (timm folds it into ``cls_token``).
+    """
+    state = {k: v.clone() for k, v in timm_state.items()}
+    dim = state["cls_token"].shape[-1]
+    state["mask_token"] = torch.randn(1, dim)
+    if registers:
+        state["register_tokens"] = state.pop("reg_token")
+        position = torch.zeros(1, 1, dim) if cls_position is None else cls_position
+        state["cls_token"] = state["cls_token"] - position
+        state["pos_embed"] = torch.cat([position, state["pos_embed"]], dim=1)
+    return state
+
+
+@pytest.fixture(scope="module")
+def source_vits14():
+    torch.manual_seed(123)
+    loaded = create_backbone("dinov2_vits14", random_init=True)
+    for p in loaded.module.parameters():  # make sure no parameter is still at a constant init value
+        p.add_(torch.randn_like(p) * 0.02)
+    return loaded
+
+
+def test_official_layout_has_the_official_keys(source_vits14):
+    state = official_dinov2_state(source_vits14.module.model.state_dict(), registers=False)
+    assert state["pos_embed"].shape == (1, 1 + 37 * 37, 384)  # 518 px / 14 = 37, plus the CLS position
+    assert {"mask_token", "cls_token", "patch_embed.proj.weight", "blocks.0.ls1.gamma", "blocks.11.mlp.fc2.weight",
+            "norm.weight"} <= set(state)
+
+
+def test_official_dinov2_checkpoint_reproduces_source_features(source_vits14, tmp_path):
+    path = tmp_path / "dinov2_vits14_pretrain.pth"
+    torch.save(official_dinov2_state(source_vits14.module.model.state_dict(), registers=False), path)
+    loaded = create_backbone("dinov2_vits14", weights=path)
+    assert loaded.weights.kind == "pretrained" and loaded.weights.sha256
+    x = torch.randn(2, 3, 224, 224)
+    for kind in (OutputKind.LAST_RAW, OutputKind.LAST_NORM, OutputKind.DENSE_CLS):
+        assert torch.equal(loaded.module.forward_dense(x, kind)[0], source_vits14.module.forward_dense(x, kind)[0])
+    blocks = loaded.module.forward_dense(x, OutputKind.BLOCKS, (-3, -2, -1))
+    assert len(blocks) == 3 and all(torch.equal(a, b) for a, b in
+                                    zip(blocks, source_vits14.module.forward_dense(x, OutputKind.BLOCKS, (9, 10, 11))))
+
+
+def test_register_checkpoint_folds_the_cls_position(tmp_path):
+    torch.manual_seed(5)
+    source = create_backbone("dinov2_vits14_reg", random_init=True)
+    timm_state = source.module.model.state_dict()
+    path = tmp_path / "reg_zero.pth"
+    torch.save(official_dinov2_state(timm_state, registers=True), path)
+    loaded = create_backbone("dinov2_vits14_reg", weights=path)
+    x = torch.randn(1, 3, 112, 112)
+    assert torch.equal(loaded.module.forward_dense(x)[0], source.module.forward_dense(x)[0])
+    position = torch.randn(1, 1, 384)
+    official = official_dinov2_state(timm_state, registers=True, cls_position=position)
+    torch.save(official, tmp_path / "reg.pth")
+    loaded = create_backbone("dinov2_vits14_reg", weights=tmp_path / "reg.pth")
+    expected_cls = official["cls_token"] + official["pos_embed"][:, :1]
+    assert torch.equal(loaded.module.model.cls_token, expected_cls)
+    assert torch.allclose(loaded.module.forward_dense(x)[0], source.module.forward_dense(x)[0], atol=1e-5)
+
+
+def test_block_by_block_forward_matches_timm_at_native_size(source_vits14):
+    x = torch.randn(1, 3, 518, 518)
+    ours = source_vits14.module.forward_dense(x, OutputKind.LAST_NORM)[0]
+    timm_tokens = source_vits14.module.model.forward_features(x)[:, 1:]
+    assert torch.allclose(ours.flatten(2).transpose(1, 2), timm_tokens, atol=1e-5)
+
+
+def test_pos_embed_resize_follows_the_official_rule():
+    torch.manual_seed(0)
+    pos = torch.randn(1, 37 * 37, 8)
+    assert resize_patch_pos_embed(pos, 37, 37) is pos
+    grid = pos.reshape(1, 37, 37, 8).permute(0, 3, 1, 2)
+    expected = F.interpolate(grid, scale_factor=(16.1 / 37, 16.1 / 37), mode="bicubic", antialias=False)
+    out = resize_patch_pos_embed(pos, 16, 16)
+    assert out.shape == (1, 256, 8)
+    assert torch.equal(out, expected.permute(0, 2, 3, 1).reshape(1, 256, 8))
+
+
+def test_resolution_order_explicit_env_cache(source_vits14, tmp_path, monkeypatch):
+    spec = get_spec("dinov2_vits14")
+    state = official_dinov2_state(source_vits14.module.model.state_dict(), registers=False)
+    env_dir, hub = tmp_path / "env", tmp_path / "torch_home" / "hub" / "checkpoints"
+    env_dir.mkdir()
+    hub.mkdir(parents=True)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.save(state, hub / spec.source.filename)
+    assert resolve_weights(spec.source) == hub / spec.source.filename
+    monkeypatch.setenv("SOCO_WEIGHTS_DIR", str(env_dir))
+    torch.save(state, env_dir / spec.source.filename)
+    assert resolve_weights(spec.source) == env_dir / spec.source.filename
+    explicit = tmp_path / "mine.pth"
+    torch.save(state, explicit)
+    assert resolve_weights(spec.source, explicit) == explicit
+    assert create_backbone("dinov2_vits14").weights.path == str(env_dir / spec.source.filename)
+
+
+def test_missing_weights_name_file_url_and_variable():
+    spec = get_spec("dinov2_vits14")
+    with pytest.raises(WeightsNotFoundError) as info:
+        create_backbone("dinov2_vits14")
+    message = str(info.value)
+    assert spec.source.filename in message and spec.source.url in message and "SOCO_WEIGHTS_DIR" in message
+    with pytest.raises(WeightsNotFoundError, match="does not exist"):
+        create_backbone("dinov2_vits14", weights="/nonexistent/dinov2.pth")
+    with pytest.raises(WeightsNotFoundError, match="licence-gated"):
+        create_backbone("dinov3_vits16")
+
+
+def test_cli_exit_code_2_when_weights_missing(tmp_path, capsys):
+    image = tmp_path / "img.png"
+    from PIL import Image
+    Image.new("RGB", (64, 64), (10, 200, 30)).save(image)
+    kps = tmp_path / "kp.json"
+    kps.write_text('{"keypoints": [{"name": "a", "xy": [10, 10]}]}')
+    code = main(["match", "--demo", str(image), "--demo-keypoints", str(kps), "--live", str(image),
+                 "--backbone", "dinov2_vits14", "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "dinov2_vits14_pretrain.pth" in err and "https://dl.fbaipublicfiles.com" in err and "SOCO_WEIGHTS_DIR" in err
+
+
+def test_corrupt_and_mismatched_checkpoints_give_clear_errors(source_vits14, tmp_path):
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"this is not a checkpoint" * 10)
+    with pytest.raises(CorruptCheckpointError, match="cannot read checkpoint"):
+        create_backbone("dinov2_vits14", weights=corrupt)
+    truncated = tmp_path / "truncated.pth"
+    torch.save(official_dinov2_state(source_vits14.module.model.state_dict(), registers=False), truncated)
+    truncated.write_bytes(truncated.read_bytes()[: os.path.getsize(truncated) // 2])
+    with pytest.raises(CorruptCheckpointError):
+        create_backbone("dinov2_vits14", weights=truncated)
+    wrong = tmp_path / "vitb_for_vits.pth"
+    torch.save({"cls_token": torch.zeros(1, 1, 768)}, wrong)
+    with pytest.raises(CorruptCheckpointError, match="does not fit"):
+        create_backbone("dinov2_vits14", weights=wrong)
+
+
+def test_checkpoint_with_code_is_refused(tmp_path):
+    """weights_only=True: a pickle that would run code is rejected, not executed."""
+    evil = tmp_path / "evil.pth"
+    torch.save({"model": {"w": torch.zeros(1)}, "callback": os.getcwd}, evil)
+    with pytest.raises(CorruptCheckpointError):
+        load_state_dict(evil)
+
+
+def test_remap_handles_chunked_blocks_and_swiglu():
+    from correspondence.backbones.vit import remap_official_dinov2
+    state = {"blocks.1.10.mlp.w12.weight": torch.zeros(1), "blocks.1.10.mlp.w3.bias": torch.zeros(1),
+             "blocks.0.3.attn.qkv.weight": torch.zeros(1), "mask_token": torch.zeros(1)}
+    out = remap_official_dinov2(state, torch.nn.Module())
+    assert set(out) == {"blocks.10.mlp.fc1.weight", "blocks.10.mlp.fc2.bias", "blocks.3.attn.qkv.weight"}
