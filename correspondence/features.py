@@ -171,24 +171,31 @@ class FeatureExtractor:
     def extract_batch(self, images: Sequence[Image.Image | np.ndarray] | Iterable) -> list[FeatureMap]:
         rgbs = [to_rgb_array(image) for image in images]
         keys = [self._key(rgb) for rgb in rgbs]
-        todo = [i for i, key in enumerate(keys) if key not in self._cache]
-        todo_unique = list(dict.fromkeys(keys[i] for i in todo))
-        first_index = {keys[i]: i for i in reversed(todo)}
+        fresh: dict[str, FeatureMap] = {}
+        todo_unique = list(dict.fromkeys(key for key in keys if key not in self._cache))
+        first_index = {key: i for i, key in reversed(list(enumerate(keys)))}
         self.cache_hits += len(rgbs) - len(todo_unique)
         self.cache_misses += len(todo_unique)
         for start in range(0, len(todo_unique), self.batch_size):
             chunk = [first_index[key] for key in todo_unique[start:start + self.batch_size]]
             for index, fmap in zip(chunk, self._encode([rgbs[i] for i in chunk])):
-                self._remember(keys[index], fmap)
+                fresh[keys[index]] = fmap
         results = []
         for key in keys:
-            self._cache.move_to_end(key)
-            results.append(self._cache[key])
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                results.append(self._cache[key])
+            else:
+                results.append(fresh[key])
+        for key, fmap in fresh.items():
+            self._remember(key, fmap)
         return results
 
     def _remember(self, key: str, fmap: FeatureMap) -> None:
+        if self.cache_size <= 0:
+            return
         self._cache[key] = fmap
-        while len(self._cache) > max(self.cache_size, 1):
+        while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
 
     def clear_cache(self) -> None:

@@ -1,0 +1,74 @@
+"""``soco match`` end to end on the real photos in ../shared, with the weight-free backbone and a tiny random ViT."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from correspondence import match
+from correspondence.cli import main
+from conftest import EXAMPLES
+
+
+@pytest.mark.parametrize("backbone", ["daisy", "test_vit_tiny"])
+def test_soco_match_on_real_cats(shared_images, tmp_path, backbone):
+    out = tmp_path / backbone
+    code = main(["match", "--demo", str(shared_images / "sddino_cat0.jpg"),
+                 "--demo-keypoints", str(EXAMPLES / "keypoints" / "sddino_cat0.json"),
+                 "--live", str(shared_images / "sddino_cat1.jpg"), "--backbone", backbone, "--out", str(out)])
+    assert code == 0
+    record = json.loads((out / "matches.json").read_text())
+    names = [kp["name"] for kp in json.loads((EXAMPLES / "keypoints" / "sddino_cat0.json").read_text())["keypoints"]]
+    assert [m["name"] for m in record["matches"]] == names
+    w, h = Image.open(shared_images / "sddino_cat1.jpg").size
+    for m in record["matches"]:
+        assert 0 <= m["live_xy"][0] < w and 0 <= m["live_xy"][1] < h and -1.0 <= m["score"] <= 1.0
+    assert record["settings"]["backbone"]["name"] == backbone
+    assert record["settings"]["extraction"]["convention"] == "patch-center"
+    overlay = Image.open(out / "overlay.png")
+    assert overlay.width > overlay.height > 100
+
+
+def test_live_mask_keeps_matches_on_the_object(shared_images):
+    mask = np.asarray(Image.open(shared_images / "sddino_dog_Anno_59.png")) > 0
+    result = match(shared_images / "sddino_dog_00.jpg", EXAMPLES / "keypoints" / "sddino_dog_00.json",
+                   shared_images / "sddino_dog_59.jpg", live_mask=mask, backbone="daisy")
+    for m in result.matches:
+        x, y = (int(round(v)) for v in m.live_xy)
+        window = mask[max(0, y - 14):y + 15, max(0, x - 14):x + 15]
+        assert window.any(), f"{m.name} landed at {m.live_xy}, away from the dog"
+
+
+def test_console_script_and_bad_input_exit_codes(shared_images, tmp_path):
+    bad_kp = tmp_path / "bad.json"
+    bad_kp.write_text('{"keypoints": [{"name": "nose", "xy": [1e9, 3]}]}')
+    soco = [sys.executable, "-m", "correspondence.cli"]
+    env = dict(os.environ, SOCO_OFFLINE="1")
+    run = subprocess.run(soco + ["match", "--demo", str(shared_images / "sddino_cat0.jpg"), "--demo-keypoints",
+                                 str(bad_kp), "--live", str(shared_images / "sddino_cat1.jpg"), "--backbone", "daisy",
+                                 "--out", str(tmp_path)], capture_output=True, text=True, env=env)
+    assert run.returncode == 1 and "outside the image" in run.stderr and "Traceback" not in run.stderr
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    run = subprocess.run(soco + ["match", "--demo", str(corrupt), "--demo-keypoints", str(bad_kp), "--live",
+                                 str(corrupt), "--backbone", "daisy"], capture_output=True, text=True, env=env)
+    assert run.returncode == 1 and "cannot read image" in run.stderr
+
+
+def test_keypoint_file_errors_name_the_field(tmp_path):
+    from correspondence.errors import InputError
+    from correspondence.io import load_keypoints
+    cases = {"not json": "is not valid JSON", '{"keypoints": []}': "non-empty list",
+             '{"keypoints": [{"name": "a"}]}': "keypoints[0].xy",
+             '{"keypoints": [{"name": "a", "xy": [1, 2]}, {"name": "a", "xy": [3, 4]}]}': "duplicated",
+             '{"keypoints": [{"name": "a", "xy": [1, 2], "identity": {"left_right": "up"}}]}': "not one of"}
+    for i, (text, message) in enumerate(cases.items()):
+        path = tmp_path / f"k{i}.json"
+        path.write_text(text)
+        with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
+            load_keypoints(path)
