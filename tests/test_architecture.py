@@ -1,0 +1,44 @@
+"""Package boundaries and ROS packaging metadata."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+
+from conftest import REPO
+
+
+def imported_modules(package: str) -> set[str]:
+    names = set()
+    for path in (REPO / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names.update(alias.name.split(".")[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module.split(".")[0])
+    return names
+
+
+def test_core_library_never_imports_ros():
+    assert not {"rclpy", "soco_ros", "sensor_msgs", "geometry_msgs"} & imported_modules("correspondence")
+    code = "import sys, correspondence, correspondence.cli, correspondence.demo; print('rclpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_package_xml_is_an_ament_python_package():
+    root = ET.parse(REPO / "package.xml").getroot()
+    assert root.get("format") == "3" and root.findtext("name") == "soco_ros"
+    assert root.find("export/build_type").text == "ament_python"
+    exec_deps = {e.text for e in root.findall("exec_depend")}
+    assert {"rclpy", "sensor_msgs", "geometry_msgs", "visualization_msgs", "std_msgs", "std_srvs"} <= exec_deps
+    assert (REPO / "resource" / "soco_ros").is_file()
+
+
+def test_setup_declares_packages_script_and_extras():
+    import importlib.metadata as md
+    dist = md.distribution("soco_ros")
+    assert any(ep.name == "soco" and ep.value == "correspondence.cli:main" for ep in dist.entry_points)
+    extras = set(dist.metadata.get_all("Provides-Extra") or [])
+    assert {"ros", "gpu", "dev", "all"} <= extras
