@@ -39,7 +39,7 @@ test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m correspondence.cli bench latency --backbones dinov2_vits14,dense_daisy --sizes 224,448 --random-weights --out bench_out/latency
+	$(PY) -m correspondence.cli bench latency --backbones dinov2_vits14,daisy --sizes 224,448 --random-weights --out bench_out/latency
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache

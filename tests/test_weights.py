@@ -32,13 +32,22 @@ def official_dinov2_state(timm_state: dict[str, torch.Tensor], registers: bool,
     return state
 
 
+def perturbed(name: str, seed: int):
+    """A random-init backbone moved away from the registry's seeded init, so a load that silently kept the
+    fresh init could not pass for a successful one."""
+    loaded = create_backbone(name, random_init=True)
+    generator = torch.Generator().manual_seed(seed)
+    for p in loaded.module.parameters():
+        p.add_(torch.randn(p.shape, generator=generator) * 0.02)
+    fresh = create_backbone(name, random_init=True)
+    x = torch.randn(1, 3, 4 * fresh.spec.contract.patch_size, 4 * fresh.spec.contract.patch_size)
+    assert not torch.allclose(fresh.module.forward_dense(x)[0], loaded.module.forward_dense(x)[0])
+    return loaded
+
+
 @pytest.fixture(scope="module")
 def source_vits14():
-    torch.manual_seed(123)
-    loaded = create_backbone("dinov2_vits14", random_init=True)
-    for p in loaded.module.parameters():  # make sure no parameter is still at a constant init value
-        p.add_(torch.randn_like(p) * 0.02)
-    return loaded
+    return perturbed("dinov2_vits14", 123)
 
 
 def test_official_layout_has_the_official_keys(source_vits14):
@@ -62,8 +71,7 @@ def test_official_dinov2_checkpoint_reproduces_source_features(source_vits14, tm
 
 
 def test_register_checkpoint_folds_the_cls_position(tmp_path):
-    torch.manual_seed(5)
-    source = create_backbone("dinov2_vits14_reg", random_init=True)
+    source = perturbed("dinov2_vits14_reg", 5)
     timm_state = source.module.model.state_dict()
     path = tmp_path / "reg_zero.pth"
     torch.save(official_dinov2_state(timm_state, registers=True), path)
@@ -170,3 +178,27 @@ def test_remap_handles_chunked_blocks_and_swiglu():
              "blocks.0.3.attn.qkv.weight": torch.zeros(1), "mask_token": torch.zeros(1)}
     out = remap_official_dinov2(state, torch.nn.Module())
     assert set(out) == {"blocks.10.mlp.fc1.weight", "blocks.10.mlp.fc2.bias", "blocks.3.attn.qkv.weight"}
+
+
+def test_official_dinov3_layout_loads_through_timm_conversion(tmp_path):
+    """DINOv3 checkpoints name registers ``storage_tokens`` and layer scales ``ls1.gamma``; they carry a
+    ``mask_token``, RoPE ``periods`` and (all-zero for the distilled models) ``qkv.bias`` + ``bias_mask``."""
+    source = perturbed("dinov3_vits16", 11)
+    official = {}
+    for key, value in source.module.model.state_dict().items():
+        if "rope" in key:
+            continue
+        key = key.replace("reg_token", "storage_tokens").replace("gamma_1", "ls1.gamma").replace("gamma_2", "ls2.gamma")
+        official[key] = value.clone()
+        if key.endswith("attn.qkv.weight"):
+            official[key.replace("weight", "bias")] = torch.zeros(value.shape[0])
+            official[key.replace("weight", "bias_mask")] = torch.ones(value.shape[0])
+    official["mask_token"] = torch.zeros(1, 384)
+    official["rope_embed.periods"] = torch.ones(16)
+    assert "storage_tokens" in official and "blocks.0.ls1.gamma" in official
+    path = tmp_path / "dinov3_vits16_pretrain_lvd1689m-08c60483.pth"
+    torch.save(official, path)
+    loaded = create_backbone("dinov3_vits16", weights=path)
+    x = torch.randn(1, 3, 64, 64)
+    for kind in (OutputKind.LAST_RAW, OutputKind.DENSE_CLS):
+        assert torch.equal(loaded.module.forward_dense(x, kind)[0], source.module.forward_dense(x, kind)[0])

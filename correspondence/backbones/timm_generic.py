@@ -18,8 +18,12 @@ class TimmIntermediatesViT(DenseBackbone):
     def load_official(self, state: dict[str, torch.Tensor], layout: str, source: str = "checkpoint") -> None:
         """Official DINOv3 checkpoints go through timm's own key conversion (storage tokens, biases, RoPE)."""
         if layout == "dinov3":
+            import contextlib
+            import io
+
             from timm.models.eva import checkpoint_filter_fn
-            state = checkpoint_filter_fn(state, self.model)
+            with contextlib.redirect_stdout(io.StringIO()):  # timm prints when a model has no q/v bias
+                state = checkpoint_filter_fn(state, self.model)
         result = self.model.load_state_dict(state, strict=False)
         missing = [k for k in result.missing_keys if "rope" not in k]
         if missing or result.unexpected_keys:
