@@ -101,3 +101,15 @@ def test_bad_images_and_masks():
     one_pixel = np.zeros((50, 60), bool)
     one_pixel[25, 30] = True
     assert fmap.cell_mask(one_pixel).sum() >= 1  # a tiny object still yields its best-covered cell
+
+
+@pytest.mark.parametrize("radius,step", [(14, 14), (35, 14), (12, 8)])
+def test_torch_daisy_equals_scikit_image(radius, step):
+    from skimage.feature import daisy
+
+    from correspondence.backbones.daisy_torch import DaisyParams, daisy_grid
+    gray = np.random.default_rng(radius).random((120, 150))
+    reference = daisy(gray, step=step, radius=radius, rings=2, histograms=6, orientations=8, normalization="l2")
+    ours = daisy_grid(torch.from_numpy(gray), DaisyParams(radius), step).numpy()
+    assert ours.shape == reference.shape
+    assert np.abs(ours - reference).max() < 1e-9

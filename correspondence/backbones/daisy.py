@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from skimage.color import rgb2gray, rgb2lab
-from skimage.feature import daisy
 
 from .contract import BackboneContract, DenseBackbone, OutputKind
+from .daisy_torch import DaisyParams, daisy_grid, orientation_maps
 
 DAISY_RINGS, DAISY_HISTOGRAMS, DAISY_ORIENTATIONS = 2, 6, 8
 DAISY_DIM = (DAISY_RINGS * DAISY_HISTOGRAMS + 1) * DAISY_ORIENTATIONS  # 104
@@ -45,17 +45,17 @@ class DaisyBackbone(DenseBackbone):
         p = self.contract.patch_size
         height, width = rgb.shape[:2]
         grid_h, grid_w = height // p, width // p
-        gray = rgb2gray(rgb)
-        parts = []
-        for radius_patches in RADII_IN_PATCHES:
-            radius = max(int(round(radius_patches * p)), p // 2 + 1)
-            # Pad so DAISY's first centre (at ``radius``) lands on the first patch centre (p // 2); the extra
-            # ``p`` on the far side gives the last row/column a full support.
-            pad = radius - p // 2
-            padded = np.pad(gray, ((pad, pad + p), (pad, pad + p)), mode="reflect")
-            desc = daisy(padded, step=p, radius=radius, rings=DAISY_RINGS, histograms=DAISY_HISTOGRAMS,
-                         orientations=DAISY_ORIENTATIONS, normalization="l2")
-            parts.append(desc[:grid_h, :grid_w].astype(np.float32))
+        radii = [max(int(round(k * p)), p // 2 + 1) for k in RADII_IN_PATCHES]
+        # Pad once so every radius has full support: descriptor centres sit on patch centres (p // 2 + k p).
+        pad = max(radii) - p // 2
+        gray = np.pad(rgb2gray(rgb), ((pad, pad + p), (pad, pad + p)), mode="reflect")
+        gray_t = torch.from_numpy(gray.astype(np.float32))
+        maps = orientation_maps(gray_t, DAISY_ORIENTATIONS)
+        blurred: dict[float, torch.Tensor] = {}
+        origin = (pad + p // 2, pad + p // 2)
+        parts = [daisy_grid(gray_t, DaisyParams(radius, DAISY_RINGS, DAISY_HISTOGRAMS, DAISY_ORIENTATIONS), p,
+                            maps=maps, origin=origin, grid=(grid_h, grid_w), blurred=blurred).float().numpy()
+                 for radius in radii]
         lab = rgb2lab(rgb).astype(np.float32) / np.array([100.0, 128.0, 128.0], dtype=np.float32)
         lab_t = torch.from_numpy(lab).permute(2, 0, 1)[None]
         local = F.avg_pool2d(lab_t, p)
