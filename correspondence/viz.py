@@ -54,3 +54,18 @@ def save(image: Image.Image, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
     return path
+
+
+def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], columns: int = 6, tile: int = 160) -> Image.Image:
+    """A grid of thumbnails with a caption under each (for looking at many renders at once)."""
+    rows = (len(images) + columns - 1) // columns
+    caption = 14
+    sheet = Image.new("RGB", (columns * tile, rows * (tile + caption)), (255, 255, 255))
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default()
+    for i, (image, label) in enumerate(zip(images, labels)):
+        thumb = Image.fromarray(to_rgb_array(image)).resize((tile, tile), Image.BILINEAR)
+        x, y = (i % columns) * tile, (i // columns) * (tile + caption)
+        sheet.paste(thumb, (x, y))
+        draw.text((x + 3, y + tile + 1), label, fill=(0, 0, 0), font=font)
+    return sheet

@@ -15,7 +15,7 @@ RIM = concept("rim_point", "{identity} point of the rim")
 HANDLE_TOP = concept("handle_top", "top of the handle", functional=True)
 HANDLE_BOTTOM = concept("handle_bottom", "bottom of the handle", functional=True)
 SPOUT = concept("spout_tip", "tip of the spout", functional=True)
-BASE = concept("base_center", "center of the base")
+BASE = concept("base_point", "{identity} point of the base edge")
 LID = concept("lid_top", "top of the lid knob")
 LABEL = concept("label_center", "center of the label")
 SHOULDER = concept("shoulder_point", "{identity} point of the shoulder")
@@ -33,6 +33,13 @@ def _rim_points(kps: list, radius: float, z: float, which=("front", "rear", "lef
         kps.append(KeypointSpec(RIM, part, np.array([dx * radius, dy * radius, z]), _identity(name)))
 
 
+def _base_points(kps: list, radius: float, which=("front", "rear")) -> None:
+    """Points on the rim of the base disk, where the outer wall meets the table (visible from above)."""
+    for name in which:
+        dx, dy = DIRECTIONS[name]
+        kps.append(KeypointSpec(BASE, "base", np.array([dx * radius, dy * radius, 0.0]), _identity(name)))
+
+
 def _side_handle(b: MeshBuilder, kps: list, x_wall: float, z_low: float, z_high: float, thickness: float,
                  reach: float) -> None:
     """A C-shaped handle on the rear (-x) wall between two heights."""
@@ -41,7 +48,7 @@ def _side_handle(b: MeshBuilder, kps: list, x_wall: float, z_low: float, z_high:
     # arc in the local xz plane bulging towards -x: rotate the +x-facing half-torus by 180 deg around z
     rotation = rot_z(np.pi) @ np.diag([reach / major, 1.0, 1.0])
     b.torus_arc("handle", [x_wall, 0, centre_z], major, thickness, -np.pi / 2, np.pi / 2, rotation)
-    for c, u in ((HANDLE_TOP, np.radians(60)), (HANDLE_BOTTOM, np.radians(-60))):
+    for c, u in ((HANDLE_TOP, np.radians(60)), (HANDLE_BOTTOM, np.radians(-25))):
         # outer surface of the (x-scaled) torus at arc angle u: the side a hand wraps around
         outer = major + thickness
         point = np.array([x_wall - outer * np.cos(u) * reach / major, 0.0, centre_z + outer * np.sin(u)])
@@ -64,7 +71,7 @@ def mug(rng: np.random.Generator, instance_id: str, seed: int):
     _side_handle(b, kps, -r + 0.002, h * rng.uniform(0.2, 0.3), h * rng.uniform(0.7, 0.85), rng.uniform(0.005, 0.008),
                  rng.uniform(0.025, 0.04))
     _rim_points(kps, r - t / 2, h)
-    kps.append(KeypointSpec(BASE, "base", np.array([0.0, 0.0, 0.0])))
+    _base_points(kps, r)
     functions = {"pour-with": ("rim",), "scoop-with": ("rim",), "press-with": ("base",), "hang-onto": ("handle",)}
     return _finish(b, kps, rng, instance_id, "mug", functions, dict(radius=r, height=h), seed)
 
@@ -78,7 +85,7 @@ def cup(rng: np.random.Generator, instance_id: str, seed: int):
     wall_x = -(r0 + r1) / 2 + 0.002
     _side_handle(b, kps, wall_x, h * 0.3, h * 0.75, rng.uniform(0.004, 0.006), rng.uniform(0.015, 0.025))
     _rim_points(kps, r1 - t / 2, h)
-    kps.append(KeypointSpec(BASE, "base", np.array([0.0, 0.0, 0.0])))
+    _base_points(kps, r0)
     functions = {"pour-with": ("rim",), "scoop-with": ("bowl", "rim"), "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "cup", functions, dict(top_radius=r1, height=h), seed)
 
@@ -101,7 +108,7 @@ def kettle(rng: np.random.Generator, instance_id: str, seed: int):
                  rng.uniform(0.04, 0.06))
     # on the lip of the spout opening, its upper side (the centre of the opening is not a surface point)
     kps.append(KeypointSpec(SPOUT, "mouth", tip + 0.007 * np.array([-np.sin(angle), 0.0, np.cos(angle)])))
-    kps.append(KeypointSpec(BASE, "base", np.array([0.0, 0.0, 0.0])))
+    _base_points(kps, r)
     kps.append(KeypointSpec(LID, "lid", np.array([0.0, 0.0, h + knob_h])))
     functions = {"pour-with": ("spout", "mouth"), "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "kettle", functions, dict(radius=r, height=h, spout=spout_len), seed)
@@ -124,7 +131,7 @@ def bottle(rng: np.random.Generator, instance_id: str, seed: int):
     _rim_points(kps, neck_r - 0.001, top, ("front", "rear"), part="mouth")
     mid = h + shoulder_h * 0.5
     kps.append(KeypointSpec(SHOULDER, "neck", np.array([(r + neck_r) / 2, 0.0, mid]), {"front_rear": "front"}))
-    kps.append(KeypointSpec(BASE, "base", np.array([0.0, 0.0, 0.0])))
+    _base_points(kps, r)
     functions = {"pour-with": ("mouth", "neck"), "press-with": ("base",), "roll-onto": ("body",)}
     return _finish(b, kps, rng, instance_id, "bottle", functions, dict(radius=r, height=h), seed)
 
@@ -142,7 +149,7 @@ def jug(rng: np.random.Generator, instance_id: str, seed: int):
     _side_handle(b, kps, -(r0 + r1) / 2 + 0.003, h * 0.25, h * 0.85, rng.uniform(0.006, 0.009), rng.uniform(0.03, 0.045))
     kps.append(KeypointSpec(SPOUT, "spout", np.array([r1 - 0.003 + spout_len, 0.0, h])))
     _rim_points(kps, r1 - t / 2, h, ("left", "right"))
-    kps.append(KeypointSpec(BASE, "base", np.array([0.0, 0.0, 0.0])))
+    _base_points(kps, r0)
     functions = {"pour-with": ("rim", "spout"), "scoop-with": ("rim",), "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "jug", functions, dict(radius=r0, height=h, spout=spout_len), seed)
 
@@ -161,7 +168,7 @@ def pan(rng: np.random.Generator, instance_id: str, seed: int):
     b.box("handle", (start + end) / 2, [handle_len, handle_w, 0.01], rotation=_tilt_y(tilt))
     kps.append(KeypointSpec(HANDLE_END, "handle", end + _tilt_y(tilt) @ np.array([0.0, 0.0, 0.005])))
     _rim_points(kps, r1 - t / 2, h, ("front", "left", "right"))
-    kps.append(KeypointSpec(BASE, "base", np.array([0.0, 0.0, 0.0])))
+    _base_points(kps, r0)
     functions = {"pour-with": ("rim",), "scoop-with": ("bowl", "rim"), "pound-with": ("base", "side"),
                  "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "pan", functions, dict(radius=r1, height=h, handle=handle_len), seed)

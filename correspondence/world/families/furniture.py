@@ -26,7 +26,10 @@ def _legs(b: MeshBuilder, kps: list, half_x: float, half_y: float, height: float
             else:
                 centre = (top + bottom) / 2
                 b.box("leg", centre, [thickness, thickness, height])
-            kps.append(KeypointSpec(LEG, "leg", bottom, {"front_rear": end, "left_right": side}))
+            # the outer bottom corner (round legs: the outermost point of the foot), which a camera above the floor
+            # can see; the centre of the foot's underside never is
+            outward = np.array([sx, sy, 0.0]) * (thickness / 2 if not round_legs else thickness / 2 / np.sqrt(2))
+            kps.append(KeypointSpec(LEG, "leg", bottom + outward, {"front_rear": end, "left_right": side}))
 
 
 def _corners(kps: list, c, part: str, half_x: float, half_y: float, z: float) -> None:

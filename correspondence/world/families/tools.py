@@ -10,7 +10,7 @@ from ..objects import KeypointSpec, concept, finalize, random_appearance
 from . import register
 
 HANDLE_END = concept("handle_end", "end of the handle", functional=True)
-HANDLE_TOP = concept("handle_top", "top of the handle, where it meets the working end", functional=True)
+HANDLE_NECK = concept("handle_neck", "end of the handle where it meets the working end", functional=True)
 FACE = concept("face_center", "center of the {identity} striking face", functional=True)
 CLAW = concept("claw_tip", "tip of the claw", functional=True)
 HEAD_TOP = concept("head_top", "top of the head")
@@ -102,7 +102,7 @@ def knife(rng: np.random.Generator, instance_id: str, seed: int):
     kps.append(KeypointSpec(BLADE_TIP, "tip", tip + np.array([0.006, 0.0, 0.0])))
     kps.append(KeypointSpec(EDGE_MID, "edge", np.array([blade_len * 0.35, edge_y, z])))
     kps.append(KeypointSpec(SPINE_MID, "blade", np.array([blade_len * 0.3, spine_y, z])))
-    kps.append(KeypointSpec(HANDLE_TOP, "handle", np.array([0.0, 0.0, z + hh / 2])))
+    kps.append(KeypointSpec(HANDLE_NECK, "handle", np.array([0.0, 0.0, z + hh / 2])))
     functions = {"cut-with": ("edge",), "pierce-with": ("tip",), "scrape-with": ("edge",), "spread-with": ("blade",)}
     return _finish(b, kps, rng, instance_id, "knife", functions, dict(blade=blade_len, width=blade_w), seed)
 
@@ -120,7 +120,7 @@ def spatula(rng: np.random.Generator, instance_id: str, seed: int):
     poly = np.array([[neck, -blade_w * 0.3], [neck + blade_len, -blade_w / 2], [neck + blade_len, blade_w / 2],
                      [neck, blade_w * 0.3]])
     b.extrude("blade", poly, t, offset=(0.0, 0.0, z), edge_part="edge", edge_mask=np.array([False, True, False, False]))
-    kps.append(KeypointSpec(HANDLE_TOP, "handle", np.array([0.0, 0.0, z + hr * 0.85])))
+    kps.append(KeypointSpec(HANDLE_NECK, "handle", np.array([0.0, 0.0, z + hr * 0.85])))
     for side, s in (("left", 1.0), ("right", -1.0)):
         kps.append(KeypointSpec(EDGE_CORNER, "edge", np.array([neck + blade_len, s * blade_w / 2, z]), {"left_right": side}))
     functions = {"scrape-with": ("edge",), "lift-with": ("blade", "edge"), "spread-with": ("blade",),
@@ -141,7 +141,7 @@ def spoon(rng: np.random.Generator, instance_id: str, seed: int):
     b.ellipsoid("bowl", centre, [bowl_len / 2, bowl_w / 2, depth], rows=10, cols=20)
     kps.append(KeypointSpec(BOWL_TIP, "bowl", centre + np.array([bowl_len / 2, 0.0, 0.0])))
     kps.append(KeypointSpec(BOWL_CENTER, "bowl", centre + np.array([0.0, 0.0, depth])))
-    kps.append(KeypointSpec(HANDLE_TOP, "handle", np.array([0.0, 0.0, z + 0.0015])))
+    kps.append(KeypointSpec(HANDLE_NECK, "handle", np.array([0.0, 0.0, z + 0.0015])))
     functions = {"scoop-with": ("bowl",), "mix-with": ("bowl",), "press-with": ("bowl",)}
     return _finish(b, kps, rng, instance_id, "spoon", functions, dict(handle=hl, bowl=bowl_len), seed)
 
@@ -158,7 +158,7 @@ def screwdriver(rng: np.random.Generator, instance_id: str, seed: int):
     b.frustum("tip", [shaft_len, 0, z], [shaft_len + tip_len, 0, z], shaft_r, shaft_r * 0.35, 12, cap0=False,
               scale_xy=(1.0, 0.45))
     kps.append(KeypointSpec(SHAFT_TIP, "tip", np.array([shaft_len + tip_len, 0.0, z])))
-    kps.append(KeypointSpec(HANDLE_TOP, "handle", np.array([0.0, 0.0, z + hr * 0.85])))
+    kps.append(KeypointSpec(HANDLE_NECK, "handle", np.array([0.0, 0.0, z + hr * 0.85])))
     functions = {"poke-with": ("tip",), "pry-with": ("tip",), "dig-with": ("tip", "shaft"), "scrape-with": ("tip",)}
     return _finish(b, kps, rng, instance_id, "screwdriver", functions, dict(shaft=shaft_len), seed)
 

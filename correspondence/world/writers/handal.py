@@ -1,0 +1,712 @@
+"""The HANDAL dataset layout (BOP with HANDAL's differences): writers for procedural objects and views, readers,
+and a schema check, so that tools written for the real HANDAL data run unchanged on procedural data.
+
+Layout under ``root``::
+
+    handal_dataset_<category>/models/obj_<id:06d>.ply          mesh in millimetres, per-vertex colours (BOP)
+    handal_dataset_<category>/models/obj_<id:06d>_parts.json   {"part_names", "face_parts"} (our addition)
+    handal_dataset_<category>/models/models_info.json          {"<id>": {diameter, min_x.., size_x..}} in mm
+    handal_dataset_<category>/<split>/<scene:06d>/
+        rgb/<frame:06d>.jpg  depth/<frame:06d>.png  mask/<frame:06d>_<k:06d>.png  mask_visib/<frame:06d>_<k:06d>.png
+        scene_gt.json  scene_camera.json
+    functional_pairs/<function>/<catA>|||<catB>|||<group:04d>/trial_<N>/<catA>|||<imageA>.npy, <catB>|||<imageB>.npy
+
+Decisions a reader of the data must know:
+
+* Depth PNGs are uint16 with ``depth_mm = value * depth_scale`` (``depth_scale`` in ``scene_camera.json``,
+  0.1 by default, so 0.1 mm units and at most 6.55 m); 0 means no depth. Poses are object -> camera, with
+  ``cam_t_m2c`` in millimetres; ``cam_K`` is the OpenCV-convention matrix (pixel centres at integers).
+* Frames are numbered 0..n-1 in the order of the views; a scene is written whole (its JSON files are replaced).
+  Object ids are positive integers, as in BOP. RGB is JPEG quality 95 without chroma subsampling.
+* In a functional-pair file name, ``<image>`` is the image path relative to ``root`` with every "/" replaced by
+  "+" (``handal_dataset_mug+test+000000+rgb+000003.jpg``), so the file name stays flat. Image paths therefore
+  may not contain "+" or "|||", which keeps the mapping reversible. Arrays are (N, 2) int64 [row, col],
+  corresponding row by row.
+* When both sides share a category both file names start with ``<cat>|||``; the writer then stores as side A the
+  side whose file name sorts first (swapping the arrays; a correspondence is symmetric) and the reader sorts alike.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from ...camera import CameraIntrinsics
+from ...errors import InputError
+from ...io import write_json
+from ..types import ObjectInstance, RenderedView
+
+SEP = "|||"
+FUNCTIONAL_DIR = "functional_pairs"
+MODEL_INFO_FIELDS = ("diameter", "min_x", "min_y", "min_z", "size_x", "size_y", "size_z")
+UINT16_MODES = ("I;16", "I;16L", "I;16B", "I")  # how Pillow opens a 16-bit grayscale PNG
+
+
+def dataset_name(category: str) -> str:
+    return f"handal_dataset_{check_name(category, 'category')}"
+
+
+# ---- small shared helpers (also used by the training writer) ----------------------------------------------------
+def check_name(value: Any, what: str) -> str:
+    """A string usable as one path component and inside a ``|||``-separated name."""
+    if not isinstance(value, str) or not value or value in (".", "..") or any(c in value for c in "/\\\0") \
+            or SEP in value:
+        raise InputError(f"{what} must be a non-empty name without '/', '\\\\' or '{SEP}', got {value!r}")
+    return value
+
+
+def load_json(path: str | Path, what: str = "JSON file") -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
+
+
+def open_image(path: str | Path, what: str, header_only: bool = False) -> Image.Image:
+    """A loaded PIL image (or only its header), with an InputError naming the file when it cannot be read."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{what} file {str(path)!r} does not exist")
+    try:
+        img = Image.open(path)
+        if not header_only:
+            img.load()
+        return img
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise InputError(f"cannot read {what} file {str(path)!r}: {exc}") from exc
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def numbers(value: Any, n: int) -> bool:
+    return isinstance(value, list) and len(value) == n and all(is_number(v) for v in value)
+
+
+def describe(value: Any) -> str:
+    return f"{len(value)} values" if isinstance(value, list) else f"{type(value).__name__} {value!r}"[:80]
+
+
+def check_pose(pose: np.ndarray, what: str) -> np.ndarray:
+    """A 4x4 rigid transform (rotation within 1e-4 of orthonormal, det +1), as float64."""
+    pose = np.asarray(pose, dtype=np.float64)
+    if pose.shape != (4, 4) or not np.isfinite(pose).all():
+        raise InputError(f"{what} must be a finite 4x4 matrix, got shape {pose.shape}")
+    R = pose[:3, :3]
+    if np.abs(R.T @ R - np.eye(3)).max() > 1e-4 or np.linalg.det(R) < 0:
+        raise InputError(f"{what} must be a rigid transform (its 3x3 block is not a rotation)")
+    return pose
+
+
+# ---- PLY --------------------------------------------------------------------------------------------------------
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+
+
+@dataclass(frozen=True)
+class PlyModel:
+    """A triangle mesh read from a PLY file; part labels come from the ``<stem>_parts.json`` sidecar if present."""
+
+    vertices: np.ndarray  # (V, 3) float64 metres
+    faces: np.ndarray  # (F, 3) int64 (polygons are fan-triangulated)
+    colors: np.ndarray | None  # (V, 3) uint8
+    path: Path
+    part_names: tuple[str, ...] | None = None
+    face_parts: np.ndarray | None = None  # (F,) int16
+
+
+def write_ply(path: str | Path, vertices: np.ndarray, faces: np.ndarray, colors: np.ndarray) -> Path:
+    """Binary little-endian PLY with float x/y/z, uchar red/green/blue and triangle ``vertex_indices``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = "\n".join(["ply", "format binary_little_endian 1.0", "comment soco_ros procedural object, millimetres",
+                        f"element vertex {len(vertices)}", "property float x", "property float y",
+                        "property float z", "property uchar red", "property uchar green", "property uchar blue",
+                        f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]) + "\n"
+    v = np.empty(len(vertices), np.dtype([("p", "<f4", (3,)), ("c", "u1", (3,))]))
+    v["p"], v["c"] = vertices, colors
+    f = np.empty(len(faces), np.dtype([("n", "u1"), ("i", "<i4", (3,))]))
+    f["n"], f["i"] = 3, faces
+    path.write_bytes(header.encode("ascii") + v.tobytes() + f.tobytes())
+    return path
+
+
+def _ply_header(data: bytes, path: Path) -> tuple[str, list[tuple[str, int, list[tuple[str, str, str | None]]]], int]:
+    end = data.find(b"end_header")
+    if not data.startswith(b"ply") or end < 0:
+        raise InputError(f"{str(path)!r} is not a PLY file (no 'ply' magic or no 'end_header')")
+    newline = data.find(b"\n", end)
+    offset = len(data) if newline < 0 else newline + 1
+    fmt, elements = "", []
+    for line in data[:end].decode("ascii", errors="replace").splitlines()[1:]:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        try:
+            if words[0] == "format":
+                fmt = words[1]
+            elif words[0] == "element":
+                elements.append((words[1], int(words[2]), []))
+            elif words[0] == "property" and words[1] == "list":
+                elements[-1][2].append((words[4], _PLY_TYPES[words[3]], _PLY_TYPES[words[2]]))
+            elif words[0] == "property":
+                elements[-1][2].append((words[2], _PLY_TYPES[words[1]], None))
+        except (IndexError, KeyError, ValueError) as exc:
+            raise InputError(f"{str(path)!r}: malformed PLY header line {line!r}") from exc
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian"):
+        raise InputError(f"{str(path)!r}: unsupported PLY format {fmt!r}")
+    return fmt, elements, offset
+
+
+def _read_element(stream: np.ndarray | bytes, pos: int, count: int, props: list, endian: str | None,
+                  path: Path) -> tuple[dict[str, Any], int]:
+    """Read one element block. ``endian`` None means ASCII (``stream`` is a flat float array)."""
+    ascii_ = endian is None
+    size = (lambda t: 1) if ascii_ else (lambda t: np.dtype(t).itemsize)  # noqa: E731
+
+    def scalar(t: str, at: int) -> float:
+        if at + size(t) > len(stream):
+            raise InputError(f"{str(path)!r}: PLY data is truncated")
+        return float(stream[at]) if ascii_ else np.frombuffer(stream, endian + t, 1, at)[0]
+
+    # The first row's list lengths give a fixed layout; every row is checked against it, else read row by row.
+    layout, at = [], pos
+    for name, t, ct in props:
+        n = None if ct is None or count == 0 else int(scalar(ct, at))
+        layout.append((name, t, ct, n))
+        at += size(t) if ct is None else size(ct) + (n or 0) * size(t)
+    row = at - pos
+    if count == 0 or pos + row * count <= len(stream):
+        if ascii_:
+            block = stream[pos:pos + row * count].reshape(count, row) if count else np.zeros((0, row))
+            cols, out, c = [], {}, 0
+            for name, t, ct, n in layout:
+                if ct is not None:
+                    cols.append(block[:, c] == n)
+                    c += 1
+                width = 1 if ct is None else (n or 0)
+                out[name] = block[:, c] if ct is None else block[:, c:c + width]
+                c += width
+        else:
+            fields = []
+            for name, t, ct, n in layout:
+                if ct is not None:
+                    fields.append((f"__n_{name}", endian + ct))
+                fields.append((name, endian + t) if ct is None else (name, endian + t, (n or 0,)))
+            block = np.frombuffer(stream, np.dtype(fields), count, pos)
+            cols = [block[f"__n_{name}"] == n for name, _, ct, n in layout if ct is not None]
+            out = {name: block[name] for name, *_ in layout}
+        if all(col.all() for col in cols):
+            return out, pos + row * count
+    out = {name: [] for name, *_ in props}
+    at = pos
+    for _ in range(count):  # ragged lists (mixed polygons): slow path
+        for name, t, ct in props:
+            if ct is None:
+                out[name].append(scalar(t, at))
+                at += size(t)
+            else:
+                n = int(scalar(ct, at))
+                at += size(ct)
+                out[name].append(np.array([scalar(t, at + k * size(t)) for k in range(n)]))
+                at += n * size(t)
+    return out, at
+
+
+def read_ply_model(path: str | Path, unit_to_m: float = 0.001) -> PlyModel:
+    """Vertices (converted to metres; BOP models are in millimetres), triangles and per-vertex colours of a PLY
+    file (ASCII or binary); reads the ``_parts.json`` sidecar so part-labelled user meshes load as ours do."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"PLY model {str(path)!r} does not exist")
+    data = path.read_bytes()
+    fmt, elements, offset = _ply_header(data, path)
+    if fmt == "ascii":
+        try:
+            stream: Any = np.array(data[offset:].split(), dtype=np.float64)
+        except ValueError as exc:
+            raise InputError(f"{str(path)!r}: PLY body has a non-numeric value") from exc
+        endian, offset = None, 0  # positions now count values, not bytes
+    else:
+        stream, endian = data, "<" if fmt == "binary_little_endian" else ">"
+    values, types = {}, {}
+    for name, count, props in elements:
+        values[name], offset = _read_element(stream, offset, count, props, endian, path)
+        types[name] = {p[0]: p[1] for p in props}
+    vertex = values.get("vertex", {})
+    if not all(k in vertex for k in "xyz"):
+        raise InputError(f"{str(path)!r}: PLY has no vertex element with x, y, z")
+    vertices = np.stack([np.asarray(vertex[k], dtype=np.float64) for k in "xyz"], 1) * unit_to_m
+    colors = None
+    for names in (("red", "green", "blue"), ("diffuse_red", "diffuse_green", "diffuse_blue")):
+        if all(k in vertex for k in names):
+            rgb = np.stack([np.asarray(vertex[k], dtype=np.float64) for k in names], 1)
+            rgb = rgb * 255 if types["vertex"][names[0]].startswith("f") else rgb
+            colors = np.clip(np.round(rgb), 0, 255).astype(np.uint8)
+            break
+    face = values.get("face", {})
+    key = next((k for k in ("vertex_indices", "vertex_index") if k in face), None)
+    if key is None:
+        raise InputError(f"{str(path)!r}: PLY has no face element with 'vertex_indices'")
+    polygons = face[key]
+    if isinstance(polygons, np.ndarray) and polygons.ndim == 2 and polygons.shape[1] == 3:
+        faces = polygons.astype(np.int64)
+    else:
+        tris = []
+        for i, poly in enumerate(polygons):
+            if len(poly) < 3:
+                raise InputError(f"{str(path)!r}: face {i} has {len(poly)} vertices (need at least 3)")
+            tris.extend((poly[0], poly[k], poly[k + 1]) for k in range(1, len(poly) - 1))
+        faces = np.asarray(tris, dtype=np.int64).reshape(-1, 3)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(vertices)):
+        raise InputError(f"{str(path)!r}: face vertex_indices out of range [0, {len(vertices)})")
+    part_names, face_parts = _read_parts(path.with_name(path.stem + "_parts.json"), len(faces))
+    return PlyModel(vertices, faces, colors, path, part_names, face_parts)
+
+
+def _read_parts(path: Path, n_faces: int) -> tuple[tuple[str, ...] | None, np.ndarray | None]:
+    if not path.exists():
+        return None, None
+    data = load_json(path, "part label file")
+    names = data.get("part_names") if isinstance(data, dict) else None
+    parts = data.get("face_parts") if isinstance(data, dict) else None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise InputError(f"{str(path)!r}: field 'part_names' must be a list of strings")
+    if not isinstance(parts, list) or len(parts) != n_faces or not all(is_int(p) for p in parts):
+        raise InputError(f"{str(path)!r}: field 'face_parts' must be {n_faces} integers (one per face), "
+                         f"got {describe(parts)}")
+    if parts and (min(parts) < 0 or max(parts) >= len(names)):
+        raise InputError(f"{str(path)!r}: field 'face_parts' has ids outside [0, {len(names)})")
+    return tuple(names), np.asarray(parts, dtype=np.int16)
+
+
+# ---- models -----------------------------------------------------------------------------------------------------
+def _diameter(points: np.ndarray) -> float:
+    """Largest distance between two vertices (over the convex hull when there is one)."""
+    pts = np.unique(points, axis=0)
+    if len(pts) > 4:
+        try:
+            from scipy.spatial import ConvexHull
+
+            pts = pts[ConvexHull(pts).vertices]
+        except Exception:  # noqa: BLE001 -- flat or degenerate input: Qhull refuses, use every point
+            pass
+    best, step = 0.0, max(1, 2_000_000 // max(len(pts), 1))
+    for start in range(0, len(pts), step):
+        best = max(best, float(np.linalg.norm(pts[start:start + step, None] - pts[None], axis=-1).max()))
+    return best
+
+
+def vertex_colors(obj: ObjectInstance) -> np.ndarray:
+    """uint8 colour per vertex from the part colours of the faces using it (grey where a part has no colour)."""
+    face_rgb = np.array([obj.appearance.part_colors.get(n, (0.5, 0.5, 0.5)) for n in obj.part_names], np.float64)
+    colors = np.full((len(obj.vertices), 3), 128, dtype=np.uint8)
+    if len(face_rgb):
+        per_face = np.clip(np.round(face_rgb[np.asarray(obj.face_parts)] * 255), 0, 255).astype(np.uint8)
+        for k in range(3):  # a vertex shared by parts keeps the last write
+            colors[np.asarray(obj.faces)[:, k]] = per_face
+    return colors
+
+
+def write_handal_model(root: str | Path, category: str, obj_id: int, obj: ObjectInstance) -> Path:
+    """``models/obj_<id>.ply`` in millimetres, its ``_parts.json`` and its ``models_info.json`` entry (merged)."""
+    if not is_int(obj_id) or obj_id <= 0:
+        raise InputError(f"obj_id must be a positive integer (BOP ids start at 1), got {obj_id!r}")
+    models = Path(root) / dataset_name(category) / "models"
+    vertices_mm = np.asarray(obj.vertices, dtype=np.float64) * 1000.0
+    faces = np.asarray(obj.faces, dtype=np.int64)
+    if len(vertices_mm) == 0 or len(faces) == 0:
+        raise InputError(f"{obj.instance_id}: cannot write a model without vertices and faces")
+    ply = write_ply(models / f"obj_{obj_id:06d}.ply", vertices_mm, faces, vertex_colors(obj))
+    write_json(models / f"obj_{obj_id:06d}_parts.json",
+               {"part_names": list(obj.part_names), "face_parts": np.asarray(obj.face_parts).astype(int).tolist()})
+    info_path = models / "models_info.json"
+    info = load_json(info_path, "models info") if info_path.exists() else {}
+    if not isinstance(info, dict):
+        raise InputError(f"{str(info_path)!r} must be an object keyed by obj_id")
+    lo, size = vertices_mm.min(0), vertices_mm.max(0) - vertices_mm.min(0)
+    values = (_diameter(vertices_mm), *lo, *size)
+    info[str(obj_id)] = {field: float(v) for field, v in zip(MODEL_INFO_FIELDS, values)}
+    write_json(info_path, dict(sorted(info.items(), key=lambda kv: int(kv[0]) if kv[0].isdigit() else -1)))
+    return ply
+
+
+# ---- scenes -----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class HandalFrame:
+    """One annotated object in one frame of a HANDAL/BOP scene, in metres."""
+
+    frame_id: int
+    gt_index: int  # position in the frame's scene_gt list (the ``_<k:06d>`` of the mask files)
+    obj_id: int
+    rgb: np.ndarray  # (H, W, 3) uint8
+    depth_m: np.ndarray  # (H, W) float32 metres, 0 = no depth
+    mask: np.ndarray  # (H, W) bool, from mask_visib
+    intrinsics: CameraIntrinsics
+    pose: np.ndarray  # (4, 4) object -> camera, metres
+    rgb_path: Path
+
+
+def write_handal_scene(root: str | Path, category: str, scene_id: int, obj_id: int, views: list[RenderedView],
+                       split: str = "test", depth_scale: float = 0.1) -> Path:
+    """Write views of one object as a BOP scene (frames 0..n-1); returns the scene folder."""
+    if not is_int(scene_id) or scene_id < 0 or not is_int(obj_id) or obj_id <= 0:
+        raise InputError(f"scene_id must be an integer >= 0 and obj_id > 0, got {scene_id!r}, {obj_id!r}")
+    if not is_number(depth_scale) or depth_scale <= 0:
+        raise InputError(f"depth_scale must be a positive number (mm per depth unit), got {depth_scale!r}")
+    if not views:
+        raise InputError("write_handal_scene needs at least one view")
+    scene = Path(root) / dataset_name(category) / check_name(split, "split") / f"{scene_id:06d}"
+    for sub in ("rgb", "depth", "mask", "mask_visib"):
+        (scene / sub).mkdir(parents=True, exist_ok=True)
+    gt, cameras = {}, {}
+    for frame, view in enumerate(views):
+        cam = view.intrinsics
+        shape = (cam.height, cam.width)
+        if view.rgb.shape != shape + (3,) or view.depth.shape != shape or view.mask.shape != shape:
+            raise InputError(f"view {frame}: rgb/depth/mask shapes {view.rgb.shape}/{view.depth.shape}/"
+                             f"{view.mask.shape} do not match the intrinsics' {cam.width} x {cam.height}")
+        pose = check_pose(view.pose, f"view {frame} pose")
+        depth = np.asarray(view.depth, dtype=np.float64)
+        units = np.where(np.isfinite(depth) & (depth > 0), depth * 1000.0 / depth_scale, 0.0)
+        if units.max() > 65535.49:
+            raise InputError(f"view {frame}: depth {depth.max():.3f} m exceeds uint16 at depth_scale "
+                             f"{depth_scale} mm; pass a larger depth_scale")
+        name = f"{frame:06d}"
+        Image.fromarray(np.ascontiguousarray(view.rgb, dtype=np.uint8)).save(
+            scene / "rgb" / f"{name}.jpg", quality=95, subsampling=0)
+        Image.fromarray(np.round(units).astype(np.uint16)).save(scene / "depth" / f"{name}.png")
+        mask = Image.fromarray(np.asarray(view.mask, dtype=bool).astype(np.uint8) * 255)
+        mask.save(scene / "mask" / f"{name}_000000.png")
+        mask.save(scene / "mask_visib" / f"{name}_000000.png")
+        gt[str(frame)] = [{"cam_R_m2c": pose[:3, :3].ravel().tolist(), "cam_t_m2c": (pose[:3, 3] * 1000).tolist(),
+                           "obj_id": obj_id}]
+        cameras[str(frame)] = {"cam_K": cam.K.ravel().tolist(), "depth_scale": float(depth_scale),
+                               "width": int(cam.width), "height": int(cam.height)}
+    write_json(scene / "scene_gt.json", gt)
+    write_json(scene / "scene_camera.json", cameras)
+    return scene
+
+
+def _frame_key_problem(key: Any, path: Path) -> str | None:
+    return None if isinstance(key, str) and key.isdigit() else f"{path}: frame key {key!r} is not an integer"
+
+
+def scene_gt_problems(data: Any, path: Path) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"{path}: must be an object mapping frame ids to lists of annotations"]
+    problems: list[str] = []
+    for key, anns in data.items():
+        if (bad := _frame_key_problem(key, path)) or not isinstance(anns, list) or not anns:
+            problems.append(bad or f"{path}: frame {key}: must be a non-empty list of annotations")
+            continue
+        for k, ann in enumerate(anns):
+            at = f"{path}: frame {key}[{k}]"
+            if not isinstance(ann, dict):
+                problems.append(f"{at}: must be an object")
+                continue
+            for field, n in (("cam_R_m2c", 9), ("cam_t_m2c", 3)):
+                if field not in ann:
+                    problems.append(f"{at}: missing field {field!r}")
+                elif not numbers(ann[field], n):
+                    problems.append(f"{at}: field {field!r} must be {n} finite numbers, got {describe(ann[field])}")
+            if "cam_R_m2c" in ann and numbers(ann["cam_R_m2c"], 9):
+                R = np.reshape(ann["cam_R_m2c"], (3, 3))
+                if np.abs(R.T @ R - np.eye(3)).max() > 1e-4 or np.linalg.det(R) < 0:
+                    problems.append(f"{at}: field 'cam_R_m2c' is not a rotation matrix")
+            if not is_int(ann.get("obj_id")) or ann["obj_id"] <= 0:
+                problems.append(f"{at}: field 'obj_id' must be a positive integer, got {ann.get('obj_id')!r}")
+    return problems
+
+
+def scene_camera_problems(data: Any, path: Path) -> list[str]:
+    if not isinstance(data, dict):
+        return [f"{path}: must be an object mapping frame ids to camera entries"]
+    problems: list[str] = []
+    for key, cam in data.items():
+        if (bad := _frame_key_problem(key, path)) or not isinstance(cam, dict):
+            problems.append(bad or f"{path}: frame {key}: must be an object")
+            continue
+        at = f"{path}: frame {key}"
+        checks = (("cam_K", lambda v: numbers(v, 9), "9 finite numbers"),
+                  ("depth_scale", lambda v: is_number(v) and v > 0, "a positive number"),
+                  ("width", lambda v: is_int(v) and v > 0, "a positive integer"),
+                  ("height", lambda v: is_int(v) and v > 0, "a positive integer"))
+        for field, ok, expected in checks:
+            if field not in cam:
+                problems.append(f"{at}: missing field {field!r}")
+            elif not ok(cam[field]):
+                problems.append(f"{at}: field {field!r} must be {expected}, got {describe(cam[field])}")
+    return problems
+
+
+def _load_scene_json(scene: Path) -> tuple[dict, dict]:
+    gt = load_json(scene / "scene_gt.json", "scene_gt")
+    cams = load_json(scene / "scene_camera.json", "scene_camera")
+    problems = scene_gt_problems(gt, scene / "scene_gt.json") + scene_camera_problems(cams, scene / "scene_camera.json")
+    missing = [k for k in gt if k not in cams] if not problems else []
+    problems += [f"{scene / 'scene_camera.json'}: no entry for frame {k} of scene_gt.json" for k in missing]
+    if problems:
+        raise InputError("; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else ""))
+    return gt, cams
+
+
+def rgb_file(scene: Path, frame: int) -> Path:
+    jpg = scene / "rgb" / f"{frame:06d}.jpg"
+    png = jpg.with_suffix(".png")
+    return png if not jpg.exists() and png.exists() else jpg
+
+
+def image_array(path: Path, what: str, shape: tuple[int, int], modes: tuple[str, ...] | None = None,
+                rgb: bool = False) -> np.ndarray:
+    """Pixels of an image file whose size (and Pillow mode) must be as declared."""
+    img = open_image(path, what)
+    if modes is not None and img.mode not in modes:
+        raise InputError(f"{what} file {str(path)!r} has mode {img.mode} (expected {' or '.join(modes)})")
+    array = np.asarray(img.convert("RGB") if rgb else img)
+    if array.shape[:2] != shape:
+        raise InputError(f"{what} file {str(path)!r} is {array.shape[1]} x {array.shape[0]}, but scene_camera "
+                         f"declares width {shape[1]}, height {shape[0]}")
+    return array
+
+
+def read_handal_scene(scene_dir: str | Path) -> list[HandalFrame]:
+    """Every annotated object of every frame of a scene folder, in frame order."""
+    scene = Path(scene_dir)
+    gt, cams = _load_scene_json(scene)
+    frames = []
+    for key in sorted(gt, key=int):
+        frame, cam = int(key), cams[key]
+        shape = (cam["height"], cam["width"])
+        try:
+            intrinsics = CameraIntrinsics.from_matrix(cam["cam_K"], cam["width"], cam["height"])
+        except InputError as exc:
+            raise InputError(f"{scene / 'scene_camera.json'}: frame {key} field 'cam_K': {exc}") from exc
+        rgb_path = rgb_file(scene, frame)
+        rgb = image_array(rgb_path, "rgb", shape, rgb=True)
+        raw = image_array(scene / "depth" / f"{frame:06d}.png", "depth", shape, UINT16_MODES)
+        depth = (raw.astype(np.float64) * cam["depth_scale"] / 1000.0).astype(np.float32)
+        for k, ann in enumerate(gt[key]):
+            mask = image_array(scene / "mask_visib" / f"{frame:06d}_{k:06d}.png", "mask_visib", shape)
+            pose = np.eye(4)
+            pose[:3, :3] = np.reshape(ann["cam_R_m2c"], (3, 3))
+            pose[:3, 3] = np.asarray(ann["cam_t_m2c"], dtype=np.float64) / 1000.0
+            frames.append(HandalFrame(frame, k, ann["obj_id"], rgb, depth, mask.reshape(shape + (-1,)).max(-1) > 0,
+                                      intrinsics, pose, rgb_path))
+    return frames
+
+
+# ---- functional pairs -------------------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class FunctionalPairAnnotation:
+    """Dense functional correspondences between two images: rows of ``rc_a`` and ``rc_b`` ([row, col]) match."""
+
+    function: str
+    category_a: str
+    category_b: str
+    group: int
+    trial: int
+    image_a: str  # relative to the dataset root, "/"-separated
+    image_b: str
+    rc_a: np.ndarray  # (N, 2) int64
+    rc_b: np.ndarray
+    path_a: Path
+    path_b: Path
+
+
+def flatten_image(image: str) -> str:
+    """Image path relative to the root -> the flat form used in file names ("/" -> "+")."""
+    if not isinstance(image, str) or not image or image.startswith("/") or "\\" in image or "+" in image \
+            or SEP in image or any(p in ("", ".", "..") for p in image.split("/")):
+        raise InputError(f"image must be a relative '/'-separated path without '+', '{SEP}', '.' or '..' parts, "
+                         f"got {image!r}")
+    return image.replace("/", "+")
+
+
+def _rc_array(value: Any, what: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.ndim != 2 or array.shape[1] != 2 or (array.size and not np.issubdtype(array.dtype, np.integer)):
+        raise InputError(f"{what} must be an (N, 2) integer array of [row, col], got {array.dtype} {array.shape}")
+    return array.astype(np.int64)
+
+
+def write_functional_pair(root: str | Path, function: str, category_a: str, image_a: str, category_b: str,
+                          image_b: str, corr: Any, group: int = 0, trial: int = 0) -> tuple[Path, Path]:
+    """Save row-aligned [row, col] arrays (``corr``: PixelCorrespondences, or a pair of arrays)."""
+    rc_a, rc_b = corr.rows_cols() if hasattr(corr, "rows_cols") else corr
+    rc_a, rc_b = _rc_array(rc_a, "rows/cols of A"), _rc_array(rc_b, "rows/cols of B")
+    if len(rc_a) != len(rc_b):
+        raise InputError(f"correspondences differ in length: {len(rc_a)} rows for A, {len(rc_b)} for B")
+    if (rc_a < 0).any() or (rc_b < 0).any():
+        raise InputError("correspondence rows/cols must be >= 0")
+    if not (is_int(group) and is_int(trial) and group >= 0 and trial >= 0):
+        raise InputError(f"group and trial must be integers >= 0, got {group!r}, {trial!r}")
+    check_name(function, "function")
+    name_a = f"{check_name(category_a, 'category_a')}{SEP}{flatten_image(image_a)}.npy"
+    name_b = f"{check_name(category_b, 'category_b')}{SEP}{flatten_image(image_b)}.npy"
+    if category_a == category_b:
+        if image_a == image_b:
+            raise InputError(f"functional pair of {category_a!r} pairs image {image_a!r} with itself")
+        if name_b < name_a:
+            (name_a, rc_a), (name_b, rc_b) = (name_b, rc_b), (name_a, rc_a)
+    directory = (Path(root) / FUNCTIONAL_DIR / function / f"{category_a}{SEP}{category_b}{SEP}{group:04d}"
+                 / f"trial_{trial}")
+    directory.mkdir(parents=True, exist_ok=True)
+    np.save(directory / name_a, rc_a)
+    np.save(directory / name_b, rc_b)
+    return directory / name_a, directory / name_b
+
+
+def _load_rc(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read correspondence file {str(path)!r}: {exc}") from exc
+    return _rc_array(array, f"correspondence file {str(path)!r}")
+
+
+def read_functional_trial(trial_dir: Path) -> FunctionalPairAnnotation:
+    """One ``trial_<N>`` folder of ``functional_pairs/<function>/<catA>|||<catB>|||<group>/``."""
+    pair_dir, function = trial_dir.parent, trial_dir.parent.parent.name
+    parts = pair_dir.name.split(SEP)
+    trial = trial_dir.name.removeprefix("trial_")
+    if len(parts) != 3 or not parts[2].isdigit() or not trial_dir.name.startswith("trial_") or not trial.isdigit():
+        raise InputError(f"{str(trial_dir)!r}: expected <catA>{SEP}<catB>{SEP}<group>/trial_<N>")
+    cat_a, cat_b = parts[0], parts[1]
+    files = sorted(p for p in trial_dir.iterdir() if p.suffix == ".npy")
+    side_a = [p for p in files if p.name.startswith(cat_a + SEP)]
+    side_b = [p for p in files if p.name.startswith(cat_b + SEP)]
+    if len(files) != 2 or (cat_a != cat_b and (len(side_a) != 1 or len(side_b) != 1)) or not side_a or not side_b:
+        raise InputError(f"{str(trial_dir)!r}: expected two files {cat_a}{SEP}<image>.npy and "
+                         f"{cat_b}{SEP}<image>.npy, found {[p.name for p in files]}")
+    path_a, path_b = (files[0], files[1]) if cat_a == cat_b else (side_a[0], side_b[0])
+    rc_a, rc_b = _load_rc(path_a), _load_rc(path_b)
+    if len(rc_a) != len(rc_b):
+        raise InputError(f"{str(trial_dir)!r}: {path_a.name} has {len(rc_a)} rows but {path_b.name} has {len(rc_b)}")
+    image = lambda p, cat: p.name[len(cat) + len(SEP):-len(".npy")].replace("+", "/")  # noqa: E731
+    return FunctionalPairAnnotation(function, cat_a, cat_b, int(parts[2]), int(trial), image(path_a, cat_a),
+                                    image(path_b, cat_b), rc_a, rc_b, path_a, path_b)
+
+
+def _trial_dirs(root: Path) -> list[Path]:
+    base = root / FUNCTIONAL_DIR
+    return sorted(t for t in base.glob("*/*/*") if t.is_dir())
+
+
+def read_functional_pairs(root: str | Path) -> list[FunctionalPairAnnotation]:
+    """Every functional pair annotation under ``root/functional_pairs``."""
+    root = Path(root)
+    if not (root / FUNCTIONAL_DIR).is_dir():
+        raise InputError(f"{str(root / FUNCTIONAL_DIR)!r} does not exist")
+    return [read_functional_trial(t) for t in _trial_dirs(root)]
+
+
+# ---- schema check -----------------------------------------------------------------------------------------------
+def _file_problems(path: Path, what: str, size: tuple[int, int], modes: tuple[str, ...]) -> list[str]:
+    try:
+        img = open_image(path, what, header_only=True)
+    except InputError as exc:
+        return [str(exc)]
+    problems = []
+    if img.size != size:
+        problems.append(f"{what} file {path}: size {img.size[0]} x {img.size[1]} differs from the declared "
+                        f"width {size[0]}, height {size[1]}")
+    if img.mode not in modes:
+        problems.append(f"{what} file {path}: mode {img.mode} (expected {' or '.join(modes)})")
+    return problems
+
+
+def _model_problems(models: Path) -> list[str]:
+    try:
+        info = load_json(models / "models_info.json", "models info")
+    except InputError as exc:
+        return [str(exc)]
+    if not isinstance(info, dict):
+        return [f"{models / 'models_info.json'}: must be an object keyed by obj_id"]
+    problems = []
+    for key, entry in info.items():
+        at = f"{models / 'models_info.json'}: obj {key}"
+        if not key.isdigit():
+            problems.append(f"{at}: key is not an integer obj_id")
+            continue
+        for field in MODEL_INFO_FIELDS:
+            value = entry.get(field) if isinstance(entry, dict) else None
+            if not is_number(value):
+                problems.append(f"{at}: field {field!r} must be a number, got {value!r}")
+        try:
+            read_ply_model(models / f"obj_{int(key):06d}.ply")
+        except InputError as exc:
+            problems.append(str(exc))
+    for ply in models.glob("obj_*.ply"):
+        if ply.stem[4:].isdigit() and str(int(ply.stem[4:])) not in info:
+            problems.append(f"{models / 'models_info.json'}: no entry for {ply.name}")
+    return problems
+
+
+def _scene_problems(scene: Path) -> list[str]:
+    try:
+        gt, cams = _load_scene_json(scene)
+    except InputError as exc:
+        return [str(exc)]
+    problems = []
+    for key, anns in gt.items():
+        frame, cam = int(key), cams[key]
+        size = (cam["width"], cam["height"])
+        problems += _file_problems(rgb_file(scene, frame), "rgb", size, ("RGB", "L"))
+        problems += _file_problems(scene / "depth" / f"{frame:06d}.png", "depth", size, UINT16_MODES)
+        for k in range(len(anns)):
+            for sub in ("mask", "mask_visib"):
+                problems += _file_problems(scene / sub / f"{frame:06d}_{k:06d}.png", sub, size, ("L", "1"))
+    return problems
+
+
+def _pair_problems(root: Path) -> list[str]:
+    problems = []
+    for trial_dir in _trial_dirs(root):
+        try:
+            pair = read_functional_trial(trial_dir)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        for image, rc, path in ((pair.image_a, pair.rc_a, pair.path_a), (pair.image_b, pair.rc_b, pair.path_b)):
+            try:
+                width, height = open_image(root / image, "image", header_only=True).size
+            except InputError as exc:
+                problems.append(f"{path}: {exc}")
+                continue
+            bad = (rc[:, 0] >= height) | (rc[:, 1] >= width)
+            if bad.any():
+                problems.append(f"{path}: {int(bad.sum())} rows/cols outside the {width} x {height} image {image}")
+    return problems
+
+
+def check_handal_dataset(root: str | Path) -> list[str]:
+    """Human-readable problems of a HANDAL-layout root (``[]`` when everything a reader needs is there)."""
+    root = Path(root)
+    if not root.is_dir():
+        return [f"{root}: not a directory"]
+    datasets = sorted(d for d in root.glob("handal_dataset_*") if d.is_dir())
+    if not datasets and not (root / FUNCTIONAL_DIR).is_dir():
+        return [f"{root}: no handal_dataset_<category> folder and no {FUNCTIONAL_DIR} folder"]
+    problems = []
+    for dataset in datasets:
+        if (dataset / "models").is_dir():
+            problems += _model_problems(dataset / "models")
+        for split in sorted(d for d in dataset.iterdir() if d.is_dir() and d.name != "models"):
+            for scene in sorted(s for s in split.iterdir() if s.is_dir()):
+                problems += _scene_problems(scene)
+    return problems + _pair_problems(root)
