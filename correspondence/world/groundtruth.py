@@ -107,6 +107,11 @@ def _proper_pca_frames(points: np.ndarray) -> list[np.ndarray]:
     return frames
 
 
+def _rotation_angle(T: np.ndarray) -> float:
+    R = T[:3, :3] / np.cbrt(abs(np.linalg.det(T[:3, :3])))
+    return float(np.arccos(np.clip((np.trace(R) - 1) / 2, -1.0, 1.0)))
+
+
 def align_functional_parts(a: ObjectInstance, b: ObjectInstance, function: str, n_samples: int = 3000,
                            seed: int = 0, match_radius_ratio: float = 0.08) -> FunctionalAlignment:
     """Align A's functional part to B's with a similarity ICP, as the dense functional correspondence work does
@@ -131,9 +136,9 @@ def align_functional_parts(a: ObjectInstance, b: ObjectInstance, function: str, 
     cloud_a.points, cloud_b.points = o3d.utility.Vector3dVector(pa), o3d.utility.Vector3dVector(pb)
     scale0 = size_b / max(size_a, 1e-9)
     inits = [np.eye(3)] + [Rb @ Ra.T for Ra in _proper_pca_frames(pa) for Rb in _proper_pca_frames(pb)[:1]]
-    best = None
     estimation = o3d.pipelines.registration.TransformationEstimationPointToPoint(with_scaling=True)
     criteria = o3d.pipelines.registration.ICPConvergenceCriteria(max_iteration=60)
+    results = []
     for R0 in inits:
         T0 = np.eye(4)
         T0[:3, :3] = scale0 * R0
@@ -141,10 +146,14 @@ def align_functional_parts(a: ObjectInstance, b: ObjectInstance, function: str, 
         for r in (4 * radius, radius):
             result = o3d.pipelines.registration.registration_icp(cloud_a, cloud_b, r, T0, estimation, criteria)
             T0 = result.transformation
-        key = (round(result.fitness, 3), -result.inlier_rmse)
-        if best is None or key > best[0]:
-            best = (key, result)
-    result = best[1]
+        results.append(result)
+    # Symmetric parts (a rim is a ring) fit equally well flipped; among the near-best fits prefer the rotation
+    # closest to the canonical frames, in which both objects stand upright facing +x.
+    top_fitness = max(r.fitness for r in results)
+    good = [r for r in results if r.fitness >= top_fitness - 0.02]
+    top_rmse = min(r.inlier_rmse for r in good)
+    good = [r for r in good if r.inlier_rmse <= 1.2 * top_rmse + 1e-6]
+    result = min(good, key=lambda r: _rotation_angle(np.asarray(r.transformation)))
     T = np.asarray(result.transformation)
     scale = float(np.cbrt(abs(np.linalg.det(T[:3, :3]))))
     return FunctionalAlignment(function, T, scale, float(result.inlier_rmse), float(result.fitness), float(radius))

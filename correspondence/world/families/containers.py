@@ -33,11 +33,12 @@ def _rim_points(kps: list, radius: float, z: float, which=("front", "rear", "lef
         kps.append(KeypointSpec(RIM, part, np.array([dx * radius, dy * radius, z]), _identity(name)))
 
 
-def _base_points(kps: list, radius: float, which=("front", "rear")) -> None:
-    """Points on the rim of the base disk, where the outer wall meets the table (visible from above)."""
+def _base_points(kps: list, radius: float, wall: str, which=("front", "rear")) -> None:
+    """Points at the foot of the outer wall, just above the table: the base edge as a camera above sees it
+    (the base disk itself faces the table)."""
     for name in which:
         dx, dy = DIRECTIONS[name]
-        kps.append(KeypointSpec(BASE, "base", np.array([dx * radius, dy * radius, 0.0]), _identity(name)))
+        kps.append(KeypointSpec(BASE, wall, np.array([dx * radius, dy * radius, 0.002]), _identity(name)))
 
 
 def _side_handle(b: MeshBuilder, kps: list, x_wall: float, z_low: float, z_high: float, thickness: float,
@@ -71,7 +72,7 @@ def mug(rng: np.random.Generator, instance_id: str, seed: int):
     _side_handle(b, kps, -r + 0.002, h * rng.uniform(0.2, 0.3), h * rng.uniform(0.7, 0.85), rng.uniform(0.005, 0.008),
                  rng.uniform(0.025, 0.04))
     _rim_points(kps, r - t / 2, h)
-    _base_points(kps, r)
+    _base_points(kps, r, "body")
     functions = {"pour-with": ("rim",), "scoop-with": ("rim",), "press-with": ("base",), "hang-onto": ("handle",)}
     return _finish(b, kps, rng, instance_id, "mug", functions, dict(radius=r, height=h), seed)
 
@@ -85,7 +86,7 @@ def cup(rng: np.random.Generator, instance_id: str, seed: int):
     wall_x = -(r0 + r1) / 2 + 0.002
     _side_handle(b, kps, wall_x, h * 0.3, h * 0.75, rng.uniform(0.004, 0.006), rng.uniform(0.015, 0.025))
     _rim_points(kps, r1 - t / 2, h)
-    _base_points(kps, r0)
+    _base_points(kps, r0, "side")
     functions = {"pour-with": ("rim",), "scoop-with": ("bowl", "rim"), "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "cup", functions, dict(top_radius=r1, height=h), seed)
 
@@ -108,7 +109,7 @@ def kettle(rng: np.random.Generator, instance_id: str, seed: int):
                  rng.uniform(0.04, 0.06))
     # on the lip of the spout opening, its upper side (the centre of the opening is not a surface point)
     kps.append(KeypointSpec(SPOUT, "mouth", tip + 0.007 * np.array([-np.sin(angle), 0.0, np.cos(angle)])))
-    _base_points(kps, r)
+    _base_points(kps, r, "body")
     kps.append(KeypointSpec(LID, "lid", np.array([0.0, 0.0, h + knob_h])))
     functions = {"pour-with": ("spout", "mouth"), "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "kettle", functions, dict(radius=r, height=h, spout=spout_len), seed)
@@ -131,7 +132,7 @@ def bottle(rng: np.random.Generator, instance_id: str, seed: int):
     _rim_points(kps, neck_r - 0.001, top, ("front", "rear"), part="mouth")
     mid = h + shoulder_h * 0.5
     kps.append(KeypointSpec(SHOULDER, "neck", np.array([(r + neck_r) / 2, 0.0, mid]), {"front_rear": "front"}))
-    _base_points(kps, r)
+    _base_points(kps, r, "body")
     functions = {"pour-with": ("mouth", "neck"), "press-with": ("base",), "roll-onto": ("body",)}
     return _finish(b, kps, rng, instance_id, "bottle", functions, dict(radius=r, height=h), seed)
 
@@ -149,7 +150,7 @@ def jug(rng: np.random.Generator, instance_id: str, seed: int):
     _side_handle(b, kps, -(r0 + r1) / 2 + 0.003, h * 0.25, h * 0.85, rng.uniform(0.006, 0.009), rng.uniform(0.03, 0.045))
     kps.append(KeypointSpec(SPOUT, "spout", np.array([r1 - 0.003 + spout_len, 0.0, h])))
     _rim_points(kps, r1 - t / 2, h, ("left", "right"))
-    _base_points(kps, r0)
+    _base_points(kps, r0, "body")
     functions = {"pour-with": ("rim", "spout"), "scoop-with": ("rim",), "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "jug", functions, dict(radius=r0, height=h, spout=spout_len), seed)
 
@@ -168,7 +169,7 @@ def pan(rng: np.random.Generator, instance_id: str, seed: int):
     b.box("handle", (start + end) / 2, [handle_len, handle_w, 0.01], rotation=_tilt_y(tilt))
     kps.append(KeypointSpec(HANDLE_END, "handle", end + _tilt_y(tilt) @ np.array([0.0, 0.0, 0.005])))
     _rim_points(kps, r1 - t / 2, h, ("front", "left", "right"))
-    _base_points(kps, r0)
+    _base_points(kps, r0, "side")
     functions = {"pour-with": ("rim",), "scoop-with": ("bowl", "rim"), "pound-with": ("base", "side"),
                  "press-with": ("base",)}
     return _finish(b, kps, rng, instance_id, "pan", functions, dict(radius=r1, height=h, handle=handle_len), seed)

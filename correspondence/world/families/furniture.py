@@ -55,10 +55,11 @@ def chair(rng: np.random.Generator, instance_id: str, seed: int):
     inset = leg / 2 + 0.01
     _legs(b, kps, d / 2 - inset, w / 2 - inset, h, leg, round_legs)
     back_t = rng.uniform(0.02, 0.035)
-    b.box("back", [-d / 2 + back_t / 2, 0, h + t + back_h / 2], [back_t, w, back_h])
+    # the backrest stands behind the seat (not on it), so the seat's rear corners stay seat corners
+    b.box("back", [-d / 2 - back_t / 2, 0, h + (t + back_h) / 2], [back_t, w, t + back_h])
     _corners(kps, SEAT, "seat", d / 2, w / 2, h + t)
     for side, sy in SIDES.items():
-        kps.append(KeypointSpec(BACK, "back", np.array([-d / 2 + back_t / 2, sy * w / 2, h + t + back_h]), {"left_right": side}))
+        kps.append(KeypointSpec(BACK, "back", np.array([-d / 2 - back_t / 2, sy * w / 2, h + t + back_h]), {"left_right": side}))
     return _finish(b, kps, rng, instance_id, "chair", dict(width=w, depth=d, seat_height=h, back_height=back_h), seed)
 
 

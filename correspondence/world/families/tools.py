@@ -123,7 +123,7 @@ def spatula(rng: np.random.Generator, instance_id: str, seed: int):
     kps.append(KeypointSpec(HANDLE_NECK, "handle", np.array([0.0, 0.0, z + hr * 0.85])))
     for side, s in (("left", 1.0), ("right", -1.0)):
         kps.append(KeypointSpec(EDGE_CORNER, "edge", np.array([neck + blade_len, s * blade_w / 2, z]), {"left_right": side}))
-    functions = {"scrape-with": ("edge",), "lift-with": ("blade", "edge"), "spread-with": ("blade",),
+    functions = {"scrape-with": ("edge",), "lift-with": ("blade",), "spread-with": ("blade",),
                  "press-with": ("blade",)}
     return _finish(b, kps, rng, instance_id, "spatula", functions, dict(handle=hl, blade=blade_len), seed)
 
