@@ -9,7 +9,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("synth", help="generate datasets from the procedural RGB-D world",
                             description="Render procedural objects with exact ground truth and write them in the SOCO, "
                                         "HANDAL (BOP) or functional-training layout.")
-    parser.add_argument("format", choices=("soco", "handal", "functional"))
+    parser.add_argument("format", choices=("soco", "handal", "functional", "sheet"),
+                        help="dataset layout, or 'sheet': a contact-sheet PNG (--out FILE.png) of every category")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--categories", default="", help="comma-separated categories (default: all; see --list)")
     parser.add_argument("--views", type=int, default=20,

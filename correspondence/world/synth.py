@@ -207,3 +207,33 @@ def synth_functional(config: SynthConfig) -> dict:
 
 SYNTHESISERS: dict[str, Callable[[SynthConfig], dict]] = {"soco": synth_soco, "handal": synth_handal,
                                                           "functional": synth_functional}
+
+
+def contact_sheet(config: SynthConfig, per_category: int = 2) -> dict:
+    """A PNG of rendered instances of every chosen category, visible keypoints green, hidden ones red."""
+    from PIL import Image, ImageDraw
+
+    from ..viz import contact_sheet as grid
+
+    rng = np.random.default_rng(config.seed)
+    settings = RenderSettings(width=config.size, height=config.size)
+    tiles, labels = [], []
+    names = config.resolved_categories()
+    for name in names:
+        for i in range(per_category):
+            obj = make_instance(name, i, config.seed)
+            view = _render(obj, rng, settings, seed=config.seed + i + 7)
+            image = Image.fromarray(view.rgb)
+            draw = ImageDraw.Draw(image)
+            for (x, y), visible in zip(view.keypoints_xy, view.keypoints_visible):
+                color = (0, 255, 0) if visible else (255, 0, 0)
+                draw.ellipse([x - 2, y - 2, x + 2, y + 2], outline=color)
+            tiles.append(np.asarray(image))
+            labels.append(f"{get_category(name).family}/{obj.instance_id}")
+    path = Path(config.out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid(tiles, labels, columns=6, tile=160).save(path, optimize=True)
+    return {"tiles": len(tiles), "path": str(path)}
+
+
+SYNTHESISERS["sheet"] = contact_sheet
