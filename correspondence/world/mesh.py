@@ -36,6 +36,21 @@ def rot_x(angle: float) -> np.ndarray:
     return np.array([[1.0, 0, 0], [0, c, -s], [0, s, c]])
 
 
+def _unit_ring(segments: int, scale_xy: tuple[float, float] = (1.0, 1.0)) -> np.ndarray:
+    """``segments`` points on the (elliptic) unit circle in the local xy plane."""
+    angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
+    return np.stack([np.cos(angles) * scale_xy[0], np.sin(angles) * scale_xy[1], np.zeros_like(angles)], 1)
+
+
+def _band_faces(segments: int) -> list[tuple[int, int, int]]:
+    """Triangles joining ring ``0..n-1`` to ring ``n..2n-1`` (a cylinder's side, a rim annulus)."""
+    faces = []
+    for i in range(segments):
+        j = (i + 1) % segments
+        faces += [(i, j, segments + j), (i, segments + j, segments + i)]
+    return faces
+
+
 @dataclass
 class MeshBuilder:
     vertices: list[np.ndarray] = field(default_factory=list)
@@ -78,15 +93,11 @@ class MeshBuilder:
         p0, p1 = np.asarray(p0, dtype=np.float64), np.asarray(p1, dtype=np.float64)
         axis = p1 - p0
         rotation = rotation_to(axis)
-        angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-        ring = np.stack([np.cos(angles) * scale_xy[0], np.sin(angles) * scale_xy[1], np.zeros_like(angles)], 1)
+        ring = _unit_ring(segments, scale_xy)
         bottom = p0 + (ring * r0) @ rotation.T
         top = p1 + (ring * r1) @ rotation.T
         verts = np.concatenate([bottom, top])
-        faces = []
-        for i in range(segments):
-            j = (i + 1) % segments
-            faces += [(i, j, segments + j), (i, segments + j, segments + i)]
+        faces = _band_faces(segments)
         self.add(verts, faces, part)
         cap_parts = cap_parts or (part, part)
         if cap0 and r0 > 0:
@@ -98,8 +109,7 @@ class MeshBuilder:
              scale_xy: tuple[float, float] = (1.0, 1.0), rotation: np.ndarray | None = None) -> None:
         center = np.asarray(center, dtype=np.float64)
         rotation = rotation_to(normal) if rotation is None else rotation
-        angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-        ring = np.stack([np.cos(angles) * scale_xy[0], np.sin(angles) * scale_xy[1], np.zeros_like(angles)], 1)
+        ring = _unit_ring(segments, scale_xy)
         verts = np.concatenate([center[None], center + (ring * radius) @ rotation.T])
         outward = np.dot(rotation[:, 2], np.asarray(normal, dtype=np.float64)) > 0
         faces = [(0, 1 + i, 1 + (i + 1) % segments) if outward else (0, 1 + (i + 1) % segments, 1 + i)
@@ -119,15 +129,11 @@ class MeshBuilder:
         self.frustum(inner_part or part, inner0, p1, ri0, ri1, segments, cap0=bottom, cap1=False, scale_xy=scale_xy,
                      cap_parts=(inner_part or part, part))
         rotation = rotation_to(p1 - p0)
-        angles = np.linspace(0, 2 * np.pi, segments, endpoint=False)
-        ring = np.stack([np.cos(angles) * scale_xy[0], np.sin(angles) * scale_xy[1], np.zeros_like(angles)], 1)
+        ring = _unit_ring(segments, scale_xy)
         outer = p1 + (ring * r_outer1) @ rotation.T
         inner = p1 + (ring * ri1) @ rotation.T
         verts = np.concatenate([outer, inner])
-        faces = []
-        for i in range(segments):
-            j = (i + 1) % segments
-            faces += [(i, j, segments + j), (i, segments + j, segments + i)]
+        faces = _band_faces(segments)
         self.add(verts, faces, rim_part or part)
 
     def ellipsoid(self, part: str, center, radii, rotation: np.ndarray | None = None, rows: int = 12,
