@@ -180,7 +180,9 @@ def test_soco_dataset_schema_counts_and_determinism(tmp_path):
         cc_sources = {n for m in pair["concept_matches"] for n in m["src_keypoints"]}
         assert set(pair["semantic_overlap"]) <= cc_sources  # every SOC match is also a CC match
         cross = pair["src_category"] != pair["trg_category"]
-        assert cross == ("-" in pair["pair_group"] and pair["pair_group"] not in ("train", "test", "intra"))
+        assert pair["pair_group"] == (f"{pair['src_category']}-{pair['trg_category']}" if cross else pair["category"])
+        assert isinstance(pair["pair_id"], int)
+        assert (tmp_path / "a" / "Images" / pair["src_category"] / pair["src_image"]).is_file()
     assert any(p["src_category"] != p["trg_category"] and p["semantic_overlap"] for p in pairs)  # Cross-SOC exists
     broken = next((tmp_path / "a" / "PairAnnotations" / "intra").rglob("*.json"))
     record = json.loads(broken.read_text())

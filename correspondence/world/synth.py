@@ -72,7 +72,7 @@ def synth_soco(config: SynthConfig) -> dict:
     counts = {"images": len(mapping), "intra": 0, "cross": 0, "train": 0, "test": 0, "skipped_no_shared_concept": 0}
 
     def emit(folder: str, group: str, category: str, src, trg, key: str) -> None:
-        record = pair_record(f"{src.stem}-{trg.stem}", group, category, src, trg)
+        record = pair_record(sum(v for k, v in counts.items() if k in PAIR_KINDS) + 1, group, category, src, trg)
         if record is None:
             counts["skipped_no_shared_concept"] += 1
             return
@@ -82,12 +82,12 @@ def synth_soco(config: SynthConfig) -> dict:
     for c in cats:
         ordered = list(itertools.permutations(range(len(images[c])), 2))
         for s, t in _sample(ordered, config.pairs_per_category, rng):
-            emit(f"intra/{c}", "intra", c, images[c][s], images[c][t], "intra")
+            emit(f"intra/{c}", c, c, images[c][s], images[c][t], "intra")
         n_train = max(2, int(round(config.train_fraction * len(images[c]))))
         for split, members in (("train", range(n_train)), ("test", range(n_train, len(images[c])))):
             ordered = list(itertools.permutations(members, 2))
             for s, t in _sample(ordered, config.pairs_per_category, rng):
-                emit(f"trainsplits/{split}/{c}", split, c, images[c][s], images[c][t], split)
+                emit(f"trainsplits/{split}/{c}", c, c, images[c][s], images[c][t], split)
     for a, b in itertools.combinations(cats, 2):
         shared = {n for n, cs in index.concept_categories.items() if a in cs and b in cs}
         if not shared or get_category(a).family != get_category(b).family:
@@ -101,6 +101,9 @@ def synth_soco(config: SynthConfig) -> dict:
     write_metadata(root, index, mapping, supercats, families, {"generator": "soco synth soco", **asdict(config)})
     counts["seconds"] = round(time.perf_counter() - start, 2)
     return counts
+
+
+PAIR_KINDS = ("intra", "cross", "train", "test")
 
 
 def _sample(items: Sequence, k: int, rng: np.random.Generator) -> list:

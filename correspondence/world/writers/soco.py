@@ -29,7 +29,7 @@ class SocoImage:
 
     category: str
     stem: str
-    relpath: str  # "Images/<category>/<stem>.JPEG"
+    image_name: str  # file name inside Images/<category>/ (what pair files reference)
     imsize: tuple[int, int]  # (W, H)
     bndbox: tuple[int, int, int, int]
     keypoints: tuple[dict, ...]  # visible keypoints in the pair-file format
@@ -94,15 +94,19 @@ def write_image(root: Path, index: TaxonomyIndex, obj: ObjectInstance, view: Ren
     everything = [dict(index.keypoint_record(obj, i, view.keypoints_xy[i]), visible=bool(view.keypoints_visible[i]))
                   for i in range(len(obj.keypoints))]
     write_json(root / f"KeypointAnnotations/{obj.category}/{stem}.json",
-               {"image": rel, "category": obj.category, "imsize": [w, h], "bndbox": list(bbox), "keypoints": everything})
+               {"image": f"{stem}.JPEG", "category": obj.category, "imsize": [w, h], "bndbox": list(bbox), "keypoints": everything})
     mapping[rel] = {"instance_id": obj.instance_id, "category": obj.category, "seed": int(view.seed),
                     "pose_object_to_camera": np.round(view.pose, 6).tolist(), "intrinsics": view.intrinsics.as_dict(),
                     "source": "soco_ros procedural world"}
-    return SocoImage(obj.category, stem, rel, (w, h), bbox, visible)
+    return SocoImage(obj.category, stem, f"{stem}.JPEG", (w, h), bbox, visible)
 
 
-def pair_record(pair_id: str, pair_group: str, category: str, src: SocoImage, trg: SocoImage) -> dict | None:
-    """A pair file; None when the two images share no concept (nothing to evaluate)."""
+def pair_record(pair_id: int, pair_group: str, category: str, src: SocoImage, trg: SocoImage) -> dict | None:
+    """A pair file; None when the two images share no concept (nothing to evaluate).
+
+    As released: ``pair_id`` is an integer; ``pair_group`` is what results are aggregated by (the category for
+    intra and train/test pairs, ``<a>-<b>`` for cross pairs); images are file names inside
+    ``Images/<src_category>/`` and ``Images/<trg_category>/``."""
     trg_names = {k["name"] for k in trg.keypoints}
     overlap = [k["name"] for k in src.keypoints if k["name"] in trg_names]
     concept_matches = []
@@ -114,14 +118,14 @@ def pair_record(pair_id: str, pair_group: str, category: str, src: SocoImage, tr
     if not concept_matches:
         return None
     return {"pair_id": pair_id, "pair_group": pair_group, "category": category, "src_category": src.category,
-            "trg_category": trg.category, "src_image": src.relpath, "trg_image": trg.relpath,
+            "trg_category": trg.category, "src_image": src.image_name, "trg_image": trg.image_name,
             "src_imsize": list(src.imsize), "trg_imsize": list(trg.imsize), "src_bndbox": list(src.bndbox),
             "trg_bndbox": list(trg.bndbox), "src_keypoints": list(src.keypoints), "trg_keypoints": list(trg.keypoints),
             "semantic_overlap": overlap, "concept_matches": concept_matches}
 
 
 def write_pair(root: Path, folder: str, record: dict) -> Path:
-    return write_json(root / "PairAnnotations" / folder / f"{record['pair_id']}.json", record)
+    return write_json(root / "PairAnnotations" / folder / f"{record['pair_id']:07d}.json", record)
 
 
 def write_metadata(root: Path, index: TaxonomyIndex, mapping: dict, supercategories: dict[str, str],
@@ -132,7 +136,7 @@ def write_metadata(root: Path, index: TaxonomyIndex, mapping: dict, supercategor
 
 
 # ---- schema check ---------------------------------------------------------------------------------------------
-PAIR_FIELDS = {"pair_id": str, "pair_group": str, "category": str, "src_category": str, "trg_category": str,
+PAIR_FIELDS = {"pair_id": int, "pair_group": str, "category": str, "src_category": str, "trg_category": str,
                "src_image": str, "trg_image": str, "src_imsize": list, "trg_imsize": list, "src_bndbox": list,
                "trg_bndbox": list, "src_keypoints": list, "trg_keypoints": list, "semantic_overlap": list,
                "concept_matches": list}
@@ -164,7 +168,7 @@ def check_soco_dataset(root: str | Path) -> list[str]:
         if any(p.startswith(where) for p in problems):
             continue
         for side in ("src", "trg"):
-            image = root / pair[f"{side}_image"]
+            image = root / "Images" / pair[f"{side}_category"] / pair[f"{side}_image"]
             if not image.is_file():
                 problems.append(f"{where}: {side}_image {pair[side + '_image']} does not exist")
                 continue
