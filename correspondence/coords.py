@@ -1,8 +1,9 @@
 """Pixel <-> feature-grid transforms in the two conventions used in the field.
 
-``soco`` (the SOCO reference implementation): a query pixel is truncated to an integer and sampled with
-bilinear ``grid_sample(align_corners=True)``, i.e. grid coordinate ``u = int(x) * (w - 1) / (S - 1)``; a
-predicted cell ``j`` lands at its top-left corner ``x = j / w * S``.
+``soco`` (the SOCO reference implementation): a query pixel is truncated to an integer in the original image
+and again after scaling, normalised by the processed size ``S`` and sampled with bilinear
+``grid_sample(align_corners=True)``, i.e. grid coordinate ``u = int(x) * (w - 1) / S``; a predicted cell ``j``
+lands at its top-left corner ``x = j / w * S``.
 ``patch-center``: pixel ``x`` is at grid coordinate ``u = x / P - 0.5`` and cell ``j`` lands at its centre
 ``(j + 0.5) * P``. The first is needed to reproduce published numbers; the second is unbiased.
 
@@ -32,7 +33,7 @@ def pixel_to_grid(xy: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int,
     grid = np.asarray(grid_wh, dtype=np.float64)
     size = np.asarray(image_wh, dtype=np.float64)
     if convention is Convention.SOCO:
-        return np.trunc(xy) * (grid - 1) / np.maximum(size - 1, 1)
+        return np.trunc(xy) * (grid - 1) / size
     return xy * grid / size - 0.5
 
 
@@ -44,7 +45,7 @@ def grid_to_pixel(uv: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int,
     grid = np.asarray(grid_wh, dtype=np.float64)
     size = np.asarray(image_wh, dtype=np.float64)
     if convention is Convention.SOCO:
-        return uv * np.maximum(size - 1, 1) / np.maximum(grid - 1, 1)
+        return uv * size / np.maximum(grid - 1, 1)
     return (uv + 0.5) * size / grid
 
 

@@ -85,6 +85,8 @@ class FeatureMap:
         return xy
 
     def original_to_grid(self, xy: np.ndarray) -> np.ndarray:
+        if self.convention is Convention.SOCO:  # the reference truncates in the original image first
+            xy = np.trunc(np.asarray(xy, dtype=np.float64))
         return pixel_to_grid(self.geometry.to_processed(xy), self.grid_wh, self.processed_wh, self.convention)
 
     def grid_to_original(self, uv: np.ndarray) -> np.ndarray:

@@ -45,6 +45,9 @@ def effective_size(target: int, patch_size: int, policy: SizePolicy | str = Size
     return max(1, int(round(target / patch_size))) * patch_size
 
 
+RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR}
+
+
 @dataclass(frozen=True)
 class ImageGeometry:
     """original pixel ``x`` -> processed pixel ``(x + offset_x) * scale_x`` (same for y)."""
@@ -77,8 +80,11 @@ class PreprocessSettings:
     size: int = 448
     size_policy: SizePolicy = SizePolicy.NEAREST_MULTIPLE
     pad_color: tuple[int, int, int] = (255, 255, 255)
+    resample: str = "bicubic"  # bicubic (antialiased, as the SOCO reference and DINOv2 use) | bilinear
 
     def __post_init__(self) -> None:
+        if self.resample not in RESAMPLE:
+            raise ConfigError(f"resample must be one of {sorted(RESAMPLE)}, got {self.resample!r}")
         object.__setattr__(self, "pad", PadPolicy(self.pad))
         object.__setattr__(self, "size_policy", SizePolicy(self.size_policy))
         if self.size <= 0:
@@ -86,7 +92,7 @@ class PreprocessSettings:
 
     def as_dict(self) -> dict:
         return {"pad": self.pad.value, "size": self.size, "size_policy": self.size_policy.value,
-                "pad_color": list(self.pad_color)}
+                "pad_color": list(self.pad_color), "resample": self.resample}
 
 
 def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
@@ -123,7 +129,7 @@ def preprocess(image: Image.Image | np.ndarray, settings: PreprocessSettings, pa
     height, width = rgb.shape[:2]
     side = effective_size(settings.size, patch_size, settings.size_policy)
     if settings.pad is PadPolicy.STRETCH:
-        resized = Image.fromarray(rgb).resize((side, side), Image.BILINEAR)
+        resized = Image.fromarray(rgb).resize((side, side), RESAMPLE[settings.resample])
         geometry = ImageGeometry(width, height, side, side, side / width, side / height, 0.0, 0.0, settings.pad.value)
         return np.asarray(resized, dtype=np.float32) / 255.0, geometry
     canvas_side = max(width, height)
@@ -135,7 +141,7 @@ def preprocess(image: Image.Image | np.ndarray, settings: PreprocessSettings, pa
         color = tuple(settings.pad_color)
     canvas = Image.new("RGB", (canvas_side, canvas_side), color)
     canvas.paste(Image.fromarray(rgb), (offset_x, offset_y))
-    resized = canvas.resize((side, side), Image.BILINEAR)
+    resized = canvas.resize((side, side), RESAMPLE[settings.resample])
     scale = side / canvas_side
     geometry = ImageGeometry(width, height, side, side, scale, scale, float(offset_x), float(offset_y), settings.pad.value)
     return np.asarray(resized, dtype=np.float32) / 255.0, geometry

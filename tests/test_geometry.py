@@ -20,12 +20,23 @@ def test_size_policies():
 
 def test_soco_convention_reference_values():
     grid, size = (57, 57), (798, 798)
-    # query: int(x) then align_corners=True over the 798 px image -> 57 cells
+    # query: int(x), normalised by S, then grid_sample(align_corners=True) over the 57 cells
     assert np.allclose(pixel_to_grid([[0.0, 0.0]], grid, size, "soco"), 0.0)
-    assert np.allclose(pixel_to_grid([[797.9, 797.0]], grid, size, "soco"), 56.0)
-    assert np.allclose(pixel_to_grid([[398.7, 0]], grid, size, "soco")[0, 0], 398 * 56 / 797)
+    assert np.allclose(pixel_to_grid([[797.9, 797.0]], grid, size, "soco"), 797 * 56 / 798)
+    assert np.allclose(pixel_to_grid([[398.7, 0]], grid, size, "soco")[0, 0], 398 * 56 / 798)
     # prediction: the cell's top-left corner idx / W * S
     assert np.allclose(cell_to_pixel([[56, 3]], grid, size, "soco"), [[784.0, 42.0]])
+
+
+def test_soco_feature_map_truncates_twice_like_the_reference():
+    """Reference: int(pos) in the original image, then int(pos * S / max(W, H)), then / S for grid_sample."""
+    import torch
+    from correspondence.features import FeatureMap
+    _, geometry = preprocess(np.zeros((300, 500, 3), np.uint8), PreprocessSettings(size=800), 14)
+    fmap = FeatureMap(torch.zeros(1, 57, 57), geometry, 14, Convention.SOCO)
+    x = 333.9
+    expected = int(int(x) * 798 / 500) / 798 * 56
+    assert fmap.original_to_grid([[x, x / 2]])[0, 0] == pytest.approx(expected)
 
 
 def test_patch_center_convention_reference_values():
