@@ -93,16 +93,17 @@ def mutual_nearest_neighbors(source: torch.Tensor, target: torch.Tensor, source_
 
 def soft_argmax_window(similarity: torch.Tensor, window: int = 7, beta: float = 0.02,
                        valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windowed soft-argmax over similarity maps ``(N, h, w)``.
+    """Windowed soft-argmax over similarity maps ``(N, h, w)``, as the SOCO reference (OmniProbe) computes it.
 
-    Around each map's argmax, a ``window x window`` box of cells keeps its similarity; every other cell (and any
-    invalid cell) gets ``-1e9``. The softmax of ``logits / beta`` weights the cell coordinates. Returns the
-    continuous ``(u, v)`` per map ``(N, 2)`` and the hard argmax ``(u, v)`` ``(N, 2)``.
+    ``window`` is a half-width: the cells within ``window`` rows and columns of each map's argmax (a
+    ``(2 window + 1)^2`` box, 15 x 15 for the default 7) keep their similarity; every other cell (and any invalid
+    cell) gets ``-1e9``. The softmax of ``logits / beta`` weights the cell coordinates. Returns the continuous
+    ``(u, v)`` per map ``(N, 2)`` and the hard argmax ``(u, v)`` ``(N, 2)``.
     """
     if similarity.ndim == 2:
         similarity = similarity[None]
-    if window < 1 or beta <= 0:
-        raise InputError(f"soft-argmax needs window >= 1 and beta > 0, got window={window}, beta={beta}")
+    if window < 0 or beta <= 0:
+        raise InputError(f"soft-argmax needs window >= 0 and beta > 0, got window={window}, beta={beta}")
     n, h, w = similarity.shape
     sim = similarity.float()
     if valid is not None:
@@ -111,7 +112,7 @@ def soft_argmax_window(similarity: torch.Tensor, window: int = 7, beta: float = 
     arg_v, arg_u = flat_arg // w, flat_arg % w
     rows = torch.arange(h).view(1, h, 1)
     cols = torch.arange(w).view(1, 1, w)
-    half = window // 2
+    half = window
     inside = ((rows - arg_v.view(n, 1, 1)).abs() <= half) & ((cols - arg_u.view(n, 1, 1)).abs() <= half)
     logits = torch.where(inside, sim, torch.full_like(sim, NEG_INF)) / beta
     weights = torch.softmax(logits.flatten(1), dim=1).view(n, h, w)

@@ -22,8 +22,10 @@ def _fit_height(image: np.ndarray, height: int) -> tuple[Image.Image, float]:
 
 def match_overlay(demo_image, live_image, demo_xy: np.ndarray, live_xy: np.ndarray, labels: Sequence[str],
                   accepted: Sequence[bool] | None = None, height: int = 480, title: str = "",
-                  live_mask: np.ndarray | None = None) -> Image.Image:
-    """Demo (left) and live (right) side by side; a coloured line per keypoint; rejected ones dashed grey."""
+                  live_mask: np.ndarray | None = None,
+                  colors: Sequence[tuple[int, int, int]] | None = None) -> Image.Image:
+    """Demo (left) and live (right) side by side; a coloured line per keypoint (rejected ones thin grey).
+    ``colors`` overrides the palette (e.g. green = correct, red = wrong)."""
     left, s_left = _fit_height(demo_image, height)
     right, s_right = _fit_height(live_image, height)
     if live_mask is not None:
@@ -39,7 +41,7 @@ def match_overlay(demo_image, live_image, demo_xy: np.ndarray, live_xy: np.ndarr
         draw.text((4, 4), title, fill=(0, 0, 0), font=font)
     accepted = list(accepted) if accepted is not None else [True] * len(labels)
     for i, (p, q, label) in enumerate(zip(np.asarray(demo_xy), np.asarray(live_xy), labels)):
-        color = PALETTE[i % len(PALETTE)] if accepted[i] else (150, 150, 150)
+        color = (colors[i] if colors is not None else PALETTE[i % len(PALETTE)]) if accepted[i] else (150, 150, 150)
         a = (p[0] * s_left, p[1] * s_left + top)
         b = (q[0] * s_right + left.width + gap, q[1] * s_right + top)
         draw.line([a, b], fill=color, width=2 if accepted[i] else 1)

@@ -68,8 +68,8 @@ def test_soft_argmax_matches_hand_computation():
     sim = torch.tensor([[0.1, 0.2, 0.0, 0.9],
                         [0.3, 0.8, 0.5, 0.0],
                         [0.0, 0.4, 0.2, 0.0]])
-    # window 3 around the argmax (0.9 at u=3, v=0) covers u in {2, 3}, v in {0, 1}
-    uv, hard = soft_argmax_window(sim, window=3, beta=0.5)
+    # half-width 1 around the argmax (0.9 at u=3, v=0) covers u in {2, 3}, v in {0, 1}
+    uv, hard = soft_argmax_window(sim, window=1, beta=0.5)
     cells = {(2, 0): 0.0, (3, 0): 0.9, (2, 1): 0.5, (3, 1): 0.0}
     z = sum(math.exp(s / 0.5) for s in cells.values())
     u = sum(c[0] * math.exp(s / 0.5) for c, s in cells.items()) / z
@@ -79,10 +79,14 @@ def test_soft_argmax_matches_hand_computation():
 
 
 def test_soft_argmax_window_excludes_far_peaks_and_small_beta_is_argmax():
-    sim = torch.zeros(9, 9)
-    sim[4, 4], sim[0, 8] = 1.0, 0.99  # second peak outside a 7x7 window
+    sim = torch.zeros(20, 20)
+    sim[4, 4], sim[4, 12] = 1.0, 0.99  # second peak 8 cells away: outside the 15 x 15 window (half-width 7)
     uv, _ = soft_argmax_window(sim, window=7, beta=0.02)
     assert uv[0].tolist() == pytest.approx([4.0, 4.0], abs=1e-6)
+    sim[4, 11] = 0.99  # 7 cells away: inside, and it pulls the estimate
+    uv, _ = soft_argmax_window(sim, window=7, beta=0.02)
+    assert 4.5 < uv[0, 0].item() < 7.5
+    sim[4, 11] = 0.0
     sim[4, 5] = 1.0 - 1e-9
     uv, _ = soft_argmax_window(sim, window=7, beta=0.02)
     assert uv[0, 0].item() == pytest.approx(4.5, abs=1e-3)

@@ -18,6 +18,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     latency.add_argument("--out", default="bench_out/latency")
     latency.set_defaults(handler=run_latency)
 
+    soco = bench.add_parser("soco", help="the SOCO benchmark (CC / SOC / Cross-SOC / SOC-geo) on a SOCO-layout folder")
+    soco.add_argument("--root", required=True, help="extracted SOCO dataset (or one from `soco synth soco`)")
+    soco.add_argument("--backbone", default="dinov2_vitb14")
+    soco.add_argument("--weights", default=None)
+    soco.add_argument("--random-weights", action="store_true")
+    soco.add_argument("--protocol", default="soco-798", choices=("soco-798", "soco-grid60"),
+                      help="soco-798: 800 px -> nearest patch multiple; soco-grid60: fixed 60-patch grid")
+    soco.add_argument("--task", default="cc,soc,cross,geo", help="comma-separated: cc, soc, cross, geo")
+    soco.add_argument("--alpha", default="0.1,0.05,0.02", help="comma-separated PCK thresholds")
+    soco.add_argument("--reduction", default="pair-category-mean",
+                      choices=("pair-category-mean", "keypoint-category-mean", "pooled"))
+    soco.add_argument("--soft-argmax", action="store_true", help="windowed soft-argmax (half-width 7, beta 0.02)")
+    soco.add_argument("--convention", default="soco", choices=("soco", "patch-center"))
+    soco.add_argument("--categories", default="", help="comma-separated categories (default: all)")
+    soco.add_argument("--supercategories", default="", help="comma-separated super-categories")
+    soco.add_argument("--max-pairs-per-category", type=int, default=0, help="0 = all pairs")
+    soco.add_argument("--feature-cache", default=None, help="folder for on-disk feature caching across runs")
+    soco.add_argument("--device", default="cpu")
+    soco.add_argument("--out", default="bench_out/soco")
+    soco.set_defaults(handler=run_soco)
+
+    compare = bench.add_parser("compare", help="side-by-side table of several results.json files")
+    compare.add_argument("results", nargs="+")
+    compare.set_defaults(handler=run_compare)
+
 
 def run_latency(args: argparse.Namespace) -> int:
     from ..benchmarks.latency import LatencyConfig, run_latency_benchmark
@@ -29,4 +54,35 @@ def run_latency(args: argparse.Namespace) -> int:
     report = run_latency_benchmark(config, args.out)
     print(report.markdown)
     print(f"wrote {report.json_path} and {report.markdown_path}")
+    return 0
+
+
+def run_soco(args: argparse.Namespace) -> int:
+    from ..backbones import create_backbone
+    from ..benchmarks.soco.protocol import preset
+    from ..benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
+
+    split = lambda text: tuple(filter(None, text.split(",")))  # noqa: E731
+    settings = preset(args.protocol, tasks=split(args.task), alphas=tuple(float(a) for a in split(args.alpha)),
+                      reduction=args.reduction, method="soft-argmax" if args.soft_argmax else "argmax",
+                      convention=args.convention)
+    backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
+    config = SocoBenchConfig(args.root, args.out, categories=split(args.categories) or None,
+                             supercategories=split(args.supercategories) or None,
+                             max_pairs_per_category=args.max_pairs_per_category or None,
+                             feature_cache=args.feature_cache)
+    result = run_soco_benchmark(config, settings, backbone, device=args.device)
+    print((result["paths"]["table"] and open(result["paths"]["table"], encoding="utf-8").read()))
+    timing = result["timing"]
+    print(f"{result['run'].pairs} pairs in {timing['wall_seconds']:.1f} s ({timing['pairs_per_second']:.2f} pairs/s); "
+          f"{timing.get('images_encoded', 0)} images encoded once each, caching speed-up x"
+          f"{timing.get('caching_speedup') or float('nan'):.2f} against encoding per pair")
+    print(f"wrote {result['paths']['results']}")
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from ..benchmarks.soco.compare import compare_table
+
+    print(compare_table(args.results))
     return 0

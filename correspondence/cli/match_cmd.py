@@ -17,7 +17,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--live-mask", default=None, help="object mask of the live image (non-zero = object)")
     parser.add_argument("--demo-mask", default=None, help="object mask of the demo image (for the cycle check)")
     parser.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
-    parser.add_argument("--window", type=int, default=7, help="soft-argmax window in cells (default: %(default)s)")
+    parser.add_argument("--window", type=int, default=7,
+                        help="soft-argmax half-width in cells: a (2w+1)^2 window (default: %(default)s, as SOCO)")
     parser.add_argument("--beta", type=float, default=0.02, help="soft-argmax temperature (default: %(default)s)")
     parser.add_argument("--out", default="match_out", help="output folder (default: %(default)s)")
     add_backbone_options(parser)
