@@ -137,7 +137,7 @@ def test_loader_errors_name_file_and_field(tmp_path):
 def synthetic_soco(tmp_path_factory):
     from correspondence.world.synth import SynthConfig, synth_soco
     root = tmp_path_factory.mktemp("soco")
-    synth_soco(SynthConfig(out=str(root), categories=("car", "bus", "mug", "cup", "chair", "stool"), views=5,
+    synth_soco(SynthConfig(out=str(root), categories=("car", "bus", "mug", "cup", "chair", "stool"), views=6,
                            size=128, pairs_per_category=5, cross_pairs_per_group=4, seed=1, progress=False))
     return root
 
@@ -174,6 +174,7 @@ def test_oracle_on_a_synthetic_dataset(synthetic_soco):
     """Oracle features at the synthetic annotations: SOC and Cross-SOC at 100 at alpha 0.1."""
     settings = ProtocolSettings(size=128, convention="patch-center")
     cells = 128 // 4
+    channel: dict[str, int] = {}  # one channel per keypoint name (a stable vocabulary, no hash collisions)
 
     def features(view) -> FeatureMap:
         _, geometry = preprocess(np.zeros((view.size[1], view.size[0], 3), np.uint8),
@@ -183,10 +184,57 @@ def test_oracle_on_a_synthetic_dataset(synthetic_soco):
         for k in view.keypoints:
             col, row = int(k.xy[0] // 4), int(k.xy[1] // 4)
             grid[:, row, col] = 0
-            grid[hash(k.name) % 120, row, col] = 1.0
+            grid[channel.setdefault(k.name, len(channel)), row, col] = 1.0
         return FeatureMap(grid, geometry, 4, Convention.PATCH_CENTER)
 
     pairs = list(SocoPairs(synthetic_soco, "intra")) + list(SocoPairs(synthetic_soco, "cross"))
     run = evaluate(pairs, features, settings, progress=False)
     assert overall(run.records, "soc", 0, "pair-category-mean") == 100.0
     assert overall(run.records, "cross", 0, "pair-category-mean") == 100.0
+
+
+def _random_features(view) -> FeatureMap:
+    """A 'random backbone': features that carry no information about the image."""
+    import zlib
+    _, geometry = preprocess(np.zeros((view.size[1], view.size[0], 3), np.uint8), PreprocessSettings(size=112), 14)
+    generator = torch.Generator().manual_seed(zlib.crc32(str(view.image_path).encode()))
+    return FeatureMap(torch.randn(32, 8, 8, generator=generator), geometry, 14, Convention.PATCH_CENTER)
+
+
+def test_four_choice_circular_eval_of_a_random_backbone_is_chance(synthetic_soco):
+    from scipy.stats import binomtest
+
+    from correspondence.benchmarks.soco.four_choice import evaluate_backbone, evaluate_random
+    pairs = list(SocoPairs(synthetic_soco, "intra")) + list(SocoPairs(synthetic_soco, "train"))
+    result = evaluate_backbone(pairs, _random_features, seed=3)
+    n = result["questions"]
+    assert n >= 100
+    k = round(result["circular_accuracy"] * n / 100)
+    interval = binomtest(k, n, 0.25).proportion_ci(confidence_level=0.999)
+    assert interval.low <= 0.25 <= interval.high
+    plus = evaluate_random(pairs, seed=3, consistent=True)
+    assert binomtest(round(plus["circular_accuracy"] * n / 100), n, 0.25).pvalue > 0.001
+    assert evaluate_random(pairs, seed=3, consistent=False)["circular_accuracy"] < 5.0  # 1/256 expected
+
+
+def test_oracle_answers_every_four_choice_question(tmp_path):
+    write_fixture(tmp_path, {"wheel/right": (2, 5), "wheel/left": (5, 5), "roof": (4, 0), "door": (3, 3)})
+    from correspondence.benchmarks.soco.four_choice import evaluate_backbone
+    result = evaluate_backbone(list(SocoPairs(tmp_path)), oracle({**IDENTITY, "door": 4}.get))
+    assert result["questions"] == 3 and result["circular_accuracy"] == 100.0
+
+
+def test_linear_probe_starts_as_identity_learns_and_reloads(synthetic_soco, tmp_path):
+    from correspondence.backbones import create_backbone
+    from correspondence.benchmarks.soco.features_store import FeatureStore
+    from correspondence.benchmarks.soco.probe import LinearProbe, ProbeConfig, train_probe
+    from correspondence.features import FeatureExtractor
+    settings = ProtocolSettings(size=112, tasks=("cc", "soc"))
+    store = FeatureStore(FeatureExtractor(create_backbone("test_vit_tiny"), settings.extraction(), cache_size=0))
+    grid = torch.randn(64, 4, 4)
+    assert torch.allclose(LinearProbe(64)(grid), torch.nn.functional.normalize(grid, dim=0), atol=1e-6)
+    probe, losses = train_probe(list(SocoPairs(synthetic_soco, "train")), store, ProbeConfig(epochs=4), progress=False)
+    assert losses[-1] < losses[0]
+    path = probe.save(tmp_path / "probe.safetensors", {"note": "test"})
+    again = LinearProbe.load(path)
+    assert torch.allclose(probe(grid), again(grid)) and not torch.allclose(probe(grid), LinearProbe(64)(grid))

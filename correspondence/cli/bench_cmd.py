@@ -35,6 +35,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     soco.add_argument("--supercategories", default="", help="comma-separated super-categories")
     soco.add_argument("--max-pairs-per-category", type=int, default=0, help="0 = all pairs")
     soco.add_argument("--feature-cache", default=None, help="folder for on-disk feature caching across runs")
+    soco.add_argument("--linear-probe", action="store_true",
+                      help="also train a Linear(C, C) probe on trainsplits/train and evaluate it on trainsplits/test")
+    soco.add_argument("--four-choice", action="store_true",
+                      help="also run the LVLM-style 4-choice protocol with CircularEval (and its random baselines)")
     soco.add_argument("--device", default="cpu")
     soco.add_argument("--out", default="bench_out/soco")
     soco.set_defaults(handler=run_soco)
@@ -70,13 +74,24 @@ def run_soco(args: argparse.Namespace) -> int:
     config = SocoBenchConfig(args.root, args.out, categories=split(args.categories) or None,
                              supercategories=split(args.supercategories) or None,
                              max_pairs_per_category=args.max_pairs_per_category or None,
-                             feature_cache=args.feature_cache)
+                             feature_cache=args.feature_cache, linear_probe=args.linear_probe,
+                             four_choice=args.four_choice)
     result = run_soco_benchmark(config, settings, backbone, device=args.device)
     print((result["paths"]["table"] and open(result["paths"]["table"], encoding="utf-8").read()))
     timing = result["timing"]
     print(f"{result['run'].pairs} pairs in {timing['wall_seconds']:.1f} s ({timing['pairs_per_second']:.2f} pairs/s); "
           f"{timing.get('images_encoded', 0)} images encoded once each, caching speed-up x"
           f"{timing.get('caching_speedup') or float('nan'):.2f} against encoding per pair")
+    summary = result["summary"]
+    if "linear_probe" in summary:
+        lp = summary["linear_probe"]
+        key = f"{settings.alphas[0]:g}"
+        print(f"linear probe (test split, PCK@{key}): base CC {lp['base']['cc'][key]:.1f} SOC "
+              f"{lp['base']['soc'][key]:.1f} -> probe CC {lp['probe']['cc'][key]:.1f} SOC {lp['probe']['soc'][key]:.1f}")
+    if "four_choice" in summary:
+        for name, row in summary["four_choice"].items():
+            print(f"4-choice {name:9s}: circular {row['circular_accuracy']:.1f}%  average "
+                  f"{row['average_accuracy']:.1f}%  ({row['questions']} questions)")
     print(f"wrote {result['paths']['results']}")
     return 0
 

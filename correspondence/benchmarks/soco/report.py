@@ -126,8 +126,25 @@ def write_reports(run: EvaluationRun, summary: dict, record: dict, out: Path, la
     alpha = run.settings.alphas[0]
     markdown = (f"# SOCO results: {label}\n\nProtocol `{run.settings.name}`, reduction `{run.settings.reduction}`, "
                 f"{run.pairs} pairs.\n\n## Table 2 layout (PCK@{alpha:g})\n\n" + table2(label, summary, alpha)
-                + "\n## Per category (Table r6 layout)\n\n" + table_r6(summary, run.settings.alphas))
+                + "\n## Per category (Table r6 layout)\n\n" + table_r6(summary, run.settings.alphas)
+                + extra_sections(summary, alpha))
     table = out / "results.md"
     table.write_text(markdown, encoding="utf-8")
     figures = plots(run, summary, out, label)
     return {"results": results, "table": table, **{p.stem: p for p in figures}}
+
+
+def extra_sections(summary: dict, alpha: float) -> str:
+    """Markdown for the optional linear-probe and 4-choice results."""
+    key = f"{alpha:g}"
+    text = ""
+    if "linear_probe" in summary:
+        lp = summary["linear_probe"]
+        text += (f"\n## Linear probe (trainsplits/test, PCK@{key})\n\n| features | CC | SOC |\n|---|---|---|\n"
+                 f"| frozen | {fmt(lp['base']['cc'][key])} | {fmt(lp['base']['soc'][key])} |\n"
+                 f"| + linear probe | {fmt(lp['probe']['cc'][key])} | {fmt(lp['probe']['soc'][key])} |\n")
+    if "four_choice" in summary:
+        text += "\n## 4-choice protocol (CircularEval)\n\n| method | circular acc. | average acc. | questions |\n|---|---|---|---|\n"
+        for name, row in summary["four_choice"].items():
+            text += f"| {name} | {fmt(row['circular_accuracy'])} | {fmt(row['average_accuracy'])} | {row['questions']} |\n"
+    return text

@@ -28,11 +28,35 @@ class SocoBenchConfig:
     max_pairs_per_category: int | None = None
     feature_cache: str | None = None
     progress: bool = True
+    linear_probe: bool = False
+    four_choice: bool = False
+    seed: int = 0
 
 
 def dataset_counts(sets: dict[str, SocoPairs]) -> dict:
     return {kind: {"pairs": len(pairs), "groups": len({p.parent.name for p in pairs.paths})}
             for kind, pairs in sets.items()}
+
+
+def _linear_probe(config: SocoBenchConfig, settings: ProtocolSettings, features: FeatureSource, root: Path) -> dict:
+    """Train the probe on trainsplits/train, evaluate base and probed features on trainsplits/test."""
+    from dataclasses import replace as dc_replace
+
+    from .probe import ProbeConfig, probe_record, train_probe
+    from .reductions import overall
+
+    train = list(SocoPairs(root, "train", config.categories, config.supercategories, config.max_pairs_per_category))
+    test = list(SocoPairs(root, "test", config.categories, config.supercategories, config.max_pairs_per_category))
+    probe_config = ProbeConfig(seed=config.seed)
+    probe, losses = train_probe(train, features, probe_config, progress=config.progress)
+    path = probe.save(Path(config.out) / "linear_probe.safetensors", probe_record(probe_config, losses, len(train)))
+    test_settings = dc_replace(settings, tasks=("cc", "soc"))
+    out = {"probe_path": str(path), **probe_record(probe_config, losses, len(train)), "test_pairs": len(test)}
+    for name, source in (("base", features), ("probe", probe.wrap(features))):
+        run = evaluate(test, source, test_settings, progress=False)
+        out[name] = {task: {f"{a:g}": overall(run.records, task, i, settings.reduction)
+                            for i, a in enumerate(settings.alphas)} for task in ("cc", "soc")}
+    return out
 
 
 def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None = None,
@@ -58,6 +82,15 @@ def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, back
                                   progress=config.progress)
     wall = time.perf_counter() - start
     summary = summarise(run, root)
+    if config.linear_probe:
+        summary["linear_probe"] = _linear_probe(config, settings, features, root)
+    if config.four_choice:
+        from .four_choice import evaluate_backbone, evaluate_random
+        pairs = list(sets.get("intra") or SocoPairs(root, "intra", config.categories, None,
+                                                     config.max_pairs_per_category))
+        summary["four_choice"] = {"backbone": evaluate_backbone(pairs, features, config.seed),
+                                  "random++": evaluate_random(pairs, config.seed, consistent=True),
+                                  "random": evaluate_random(pairs, config.seed, consistent=False)}
     timing = {"wall_seconds": wall, "pairs_per_second": run.pairs / wall if wall > 0 else None}
     if store is not None:
         stats = store.stats
