@@ -118,7 +118,7 @@ def train_probe(pairs: list[SocoPair], features: FeatureSource, config: ProbeCon
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total, batches = total + float(loss), batches + 1
+            total, batches = total + float(loss.detach()), batches + 1
         schedule.step()
         losses.append(total / max(batches, 1))
     return probe.eval(), losses
