@@ -203,7 +203,7 @@ class FeatureExtractor:
     def clear_cache(self) -> None:
         self._cache.clear()
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: trainable heads on top need ordinary tensors
     def _encode(self, rgbs: list[np.ndarray]) -> list[FeatureMap]:
         contract = self.backbone.spec.contract
         prepared = [preprocess(rgb, self.settings.preprocess, contract.patch_size) for rgb in rgbs]

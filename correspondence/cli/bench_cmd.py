@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from . import umd_cmd
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="benchmarks (reports as JSON + Markdown)")
@@ -42,6 +44,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     soco.add_argument("--device", default="cpu")
     soco.add_argument("--out", default="bench_out/soco")
     soco.set_defaults(handler=run_soco)
+
+    for name, helptext in (("handal", "dense functional correspondence on HANDAL-format scenes + functional pairs"),
+                           ("functional", "dense functional correspondence on a `soco synth functional` split")):
+        fn = bench.add_parser(name, help=helptext)
+        fn.add_argument("--root", required=True, help="dataset folder")
+        if name == "functional":
+            fn.add_argument("--split", default="test", help="split to evaluate (held-out categories: test)")
+        fn.add_argument("--backbone", default="dinov2_vitb14")
+        fn.add_argument("--weights", default=None)
+        fn.add_argument("--random-weights", action="store_true")
+        fn.add_argument("--head", default=None, help="trained functional head checkpoint (.safetensors)")
+        fn.add_argument("--stride", type=int, default=4, help="embedding grid stride in 224-px crops")
+        fn.add_argument("--max-pairs", type=int, default=0)
+        fn.add_argument("--device", default="cpu")
+        fn.add_argument("--out", default=f"bench_out/{name}")
+        fn.set_defaults(handler=run_functional, benchmark=name)
+
+    umd_cmd.add_bench_parser(bench)
 
     compare = bench.add_parser("compare", help="side-by-side table of several results.json files")
     compare.add_argument("results", nargs="+")
@@ -100,4 +120,22 @@ def run_compare(args: argparse.Namespace) -> int:
     from ..benchmarks.soco.compare import compare_table
 
     print(compare_table(args.results))
+    return 0
+
+
+def run_functional(args: argparse.Namespace) -> int:
+    from ..backbones import create_backbone
+    from ..benchmarks.functional import handal_pairs, methods_for, run_functional_benchmark, synthetic_pairs
+
+    pairs = handal_pairs(args.root) if args.benchmark == "handal" else synthetic_pairs(args.root, args.split)
+    if args.max_pairs:
+        pairs = pairs[:args.max_pairs]
+    backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
+    methods = methods_for(backbone, args.head, device=args.device, stride=args.stride)
+    settings = {"benchmark": args.benchmark, "root": args.root, "backbone": backbone.describe(), "head": args.head,
+                "stride": args.stride, "crop": "square around the mask, pad 1.2, 224 px"}
+    results = run_functional_benchmark(pairs, methods, args.out, settings)
+    from ..benchmarks.functional import table1
+    print(table1(results))
+    print(f"wrote {args.out}/functional_results.json, functional_results.md and pr_curves.png")
     return 0

@@ -1,0 +1,780 @@
+"""UMD-i: one-shot affordance transfer through dense correspondences (the AffCorrs benchmark, CoRL 2022).
+
+The protocol is the one in ``UMD_i/README.md`` inside the released zip:
+
+* every affordance region of a *reference* object is transferred to a *target* object through dense
+  correspondences; here each target pixel inside the target mask takes the labels of its best-matching
+  reference cell (cosine similarity, on the patch grid, among the reference cells inside the reference mask);
+* per affordance, the IoU and the weighted F-measure ``F^w_beta`` (Margolin et al., CVPR 2014, ``WFb.m`` with
+  beta = 1; the README's "IoU/Fw") of the transferred region against the target's own region;
+* **intra-class**: every ordered pair of different objects of one class, for each class that the README lists
+  under the affordance; **inter-class**: every ordered pair of objects of two *different* listed classes;
+* mean over pairs per affordance (pairs pooled over classes), then mean over affordances.
+
+Labels. ``*_label_rank.npy`` holds, per pixel and affordance, the UMD *rank* of that affordance: ``1`` is the
+pixel's primary affordance, ``2``/``3`` secondary ones, ``9`` "does not apply" and ``0`` background (every
+object pixel has exactly one rank-1 affordance). The default rule ``primary`` (rank == 1) gives the UMD part
+regions (a partition of the object); ``ranked`` (1 <= rank < 9) also counts secondary ranks (then, e.g., a
+hammer's head is also "grasp").
+
+Which classes count for an affordance is the README's table (:data:`AFFORDANCE_CLASSES`), not the label
+files. With the primary rule two listed combinations have objects without the region (the ladles' bowls
+are primary "contain", secondary "scoop"; 7 of the 19 mugs show no handle), so a pair whose reference or
+target has no pixel of the affordance is skipped (nothing to transfer / nothing to score) and counted in the
+report as ``skipped_empty``.
+
+Floors: **chance** labels each target mask pixel with the affordance independently with probability equal to
+the reference's share of its own mask (seeded per pair); **whole-mask** labels every target mask pixel.
+"""
+from __future__ import annotations
+
+import io
+import re
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+from scipy import ndimage
+
+from ..errors import ConfigError, InputError
+from ..features import FeatureExtractor, FeatureMap
+from ..io import write_json
+from ..matching import nearest_neighbors
+from ..preprocessing import mask_to_processed
+
+# channel order of *_label_rank.npy
+AFFORDANCES: tuple[str, ...] = ("grasp", "cut", "scoop", "contain", "pound", "support", "wrap-grasp")
+
+# UMD_i/README.md, "Classes containing each affordance" (class names as the dataset folders spell them)
+AFFORDANCE_CLASSES: dict[str, tuple[str, ...]] = {
+    "grasp": ("mug", "hammer", "mallet", "knife", "scissors", "spoon", "tenderizer", "trowel", "shovel", "turner",
+              "ladle", "scoop", "shears"),
+    "cut": ("knife", "scissors", "shears"),
+    "scoop": ("spoon", "trowel", "ladle", "scoop"),
+    "contain": ("bowl", "mug", "cup", "pot"),
+    "pound": ("hammer", "mallet", "tenderizer"),
+    "support": ("turner", "shovel"),
+    "wrap-grasp": ("mug", "cup", "pot"),
+}
+
+LABEL_RULES = ("primary", "ranked")
+ABSENT_RANK = 9
+SETTINGS = ("intra", "inter")
+METHODS = ("transfer", "chance", "whole-mask")
+TRANSFER_MODES = ("cell", "pixel")
+F_KERNEL_RADIUS = 3  # fspecial('gaussian', 7, 5)
+
+_SAMPLE_DIR = re.compile(r"^(?P<cls>[A-Za-z][A-Za-z_-]*?)_(?P<idx>\d+)$")
+_KINDS = {"rgb": "_rgb.jpg", "mask": "_mask.jpg", "depth": "_depth.png", "labels": "_label_rank.npy"}
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+@dataclass(frozen=True, eq=False)
+class UMDSample:
+    """One UMD-i object: RGB, binary mask, optional depth and per-affordance labels (channel order
+    :data:`AFFORDANCES`)."""
+
+    name: str  # sample folder, e.g. "hammer_01"
+    class_name: str  # "hammer"
+    frame: str  # UMD frame id from the file names, e.g. "00000001"
+    rgb: np.ndarray  # H x W x 3 uint8
+    mask: np.ndarray  # H x W bool (the JPEG mask thresholded at > 127)
+    depth: np.ndarray | None  # H x W float32 metres (uint16 mm / 1000, as the README's reader); None: no file
+    ranks: np.ndarray  # H x W x 7 uint8 as stored (1 primary, 2/3 secondary, 9 absent, 0 background)
+    labels: np.ndarray  # H x W x 7 bool under ``label_rule``
+    label_rule: str = "primary"
+    source: str = ""
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return int(self.rgb.shape[1]), int(self.rgb.shape[0])
+
+    def region(self, affordance: str) -> np.ndarray:
+        """H x W bool region of one affordance (inside the object mask)."""
+        return self.labels[..., affordance_index(affordance)] & self.mask
+
+    def has(self, affordance: str) -> bool:
+        return bool(self.region(affordance).any())
+
+
+def affordance_index(name: str) -> int:
+    try:
+        return AFFORDANCES.index(name)
+    except ValueError:
+        raise ConfigError(f"unknown affordance {name!r}; known: {', '.join(AFFORDANCES)}") from None
+
+
+def labels_from_ranks(ranks: np.ndarray, rule: str = "primary") -> np.ndarray:
+    """``primary``: rank == 1 (the UMD part regions); ``ranked``: any rank 1..8 (9 = absent, 0 = background)."""
+    if rule == "primary":
+        return ranks == 1
+    if rule == "ranked":
+        return (ranks >= 1) & (ranks < ABSENT_RANK)
+    raise ConfigError(f"label rule must be one of {', '.join(LABEL_RULES)}, got {rule!r}")
+
+
+class _Source:
+    """Files of a zip archive or of a folder, addressed by '/'-separated relative paths."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        if not root.exists():
+            raise InputError(f"UMD-i root {str(root)!r} does not exist (give the UMD_i.zip or its extracted folder)")
+        self.zip: zipfile.ZipFile | None = None
+        if root.is_file():
+            if not zipfile.is_zipfile(root):
+                raise InputError(f"UMD-i root {str(root)!r} is a file but not a zip archive")
+            try:
+                self.zip = zipfile.ZipFile(root)
+                self.paths = [n for n in self.zip.namelist() if not n.endswith("/")]
+            except (zipfile.BadZipFile, OSError) as exc:
+                raise InputError(f"cannot read zip archive {str(root)!r}: {exc}") from exc
+        else:
+            self.paths = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+    def read(self, path: str) -> bytes:
+        try:
+            if self.zip is not None:
+                return self.zip.read(path)
+            return (self.root / path).read_bytes()
+        except (KeyError, OSError, zipfile.BadZipFile) as exc:
+            raise InputError(f"cannot read {self.where(path)}: {exc}") from exc
+
+    def where(self, path: str) -> str:
+        return f"{self.root}!{path}" if self.zip is not None else str(self.root / path)
+
+    def close(self) -> None:
+        if self.zip is not None:
+            self.zip.close()
+
+
+def _decode_image(source: _Source, path: str, field_name: str) -> np.ndarray:
+    try:
+        with Image.open(io.BytesIO(source.read(path))) as img:
+            img.load()
+            if field_name == "rgb":
+                return np.asarray(img.convert("RGB"))
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise InputError(f"{field_name}: cannot decode image {source.where(path)}: {exc}") from exc
+
+
+def _read_sample(source: _Source, folder: str, files: dict[str, list[str]], label_rule: str) -> UMDSample:
+    name = folder.rsplit("/", 1)[-1]
+    match = _SAMPLE_DIR.match(name)
+    if not match:
+        raise InputError(f"sample folder {source.where(folder)} is not named <class>_<NN>")
+    for kind, found in files.items():
+        if len(found) > 1:
+            raise InputError(f"sample {name}: {len(found)} {kind} files ({', '.join(found)}); expected one")
+    for kind in ("rgb", "mask", "labels"):
+        if not files.get(kind):
+            raise InputError(f"sample {name} ({source.where(folder)}): no {kind} file (*{_KINDS[kind]})")
+    rgb_path, mask_path, label_path = files["rgb"][0], files["mask"][0], files["labels"][0]
+    rgb = _decode_image(source, rgb_path, "rgb")
+    height, width = rgb.shape[:2]
+    mask_raw = _decode_image(source, mask_path, "mask")
+    if mask_raw.ndim == 3:
+        mask_raw = mask_raw[..., :3].astype(np.float32).mean(-1)
+    if mask_raw.shape != (height, width):
+        raise InputError(f"mask {source.where(mask_path)} has shape {mask_raw.shape}, the rgb image "
+                         f"{(height, width)} (H, W)")
+    mask = np.asarray(mask_raw) > 127  # JPEG: threshold
+    try:
+        ranks = np.load(io.BytesIO(source.read(label_path)), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"labels: cannot read numpy array {source.where(label_path)}: {exc}") from exc
+    if ranks.ndim != 3 or ranks.shape[2] != len(AFFORDANCES) or ranks.shape[:2] != (height, width):
+        raise InputError(f"labels {source.where(label_path)} have shape {ranks.shape}; expected "
+                         f"{(height, width, len(AFFORDANCES))} (H, W, affordances) to match the rgb image")
+    if not np.issubdtype(ranks.dtype, np.integer):
+        raise InputError(f"labels {source.where(label_path)} have dtype {ranks.dtype}; expected integer ranks")
+    depth = None
+    if files.get("depth"):
+        depth_path = files["depth"][0]
+        raw = _decode_image(source, depth_path, "depth")
+        if raw.shape != (height, width):
+            raise InputError(f"depth {source.where(depth_path)} has shape {raw.shape}; the rgb image "
+                             f"{(height, width)} (H, W)")
+        depth = raw.astype(np.float32) / 1000.0
+    frame = Path(rgb_path).name[len(name) + 1:-len(_KINDS["rgb"])]
+    return UMDSample(name, match.group("cls").lower(), frame, rgb, mask, depth, ranks.astype(np.uint8),
+                     labels_from_ranks(ranks, label_rule), label_rule, source.where(folder))
+
+
+class UMDDataset:
+    """All UMD-i samples under ``root``: the released ``UMD_i.zip`` or its extracted folder (``UMD_i/``,
+    ``UMD_i/dataset/`` or any folder holding the ``<class>_<NN>/`` sample folders)."""
+
+    def __init__(self, root: str | Path, label_rule: str = "primary", classes: Sequence[str] | None = None) -> None:
+        labels_from_ranks(np.zeros((1, 1, 1), np.uint8), label_rule)  # validates the rule
+        self.root = Path(root)
+        self.label_rule = label_rule
+        source = _Source(self.root)
+        try:
+            folders: dict[str, dict[str, list[str]]] = {}
+            for path in source.paths:
+                if "/" not in path:
+                    continue
+                folder, filename = path.rsplit("/", 1)
+                for kind, suffix in _KINDS.items():
+                    if filename.endswith(suffix):
+                        folders.setdefault(folder, {}).setdefault(kind, []).append(path)
+            folders = {f: files for f, files in folders.items() if "labels" in files or "rgb" in files}
+            if not folders:
+                raise InputError(f"no UMD-i samples (<class>_<NN>/*{_KINDS['labels']}) under {str(self.root)!r}")
+            wanted = {c.lower() for c in classes} if classes else None
+            samples = []
+            for folder in sorted(folders, key=lambda f: f.rsplit("/", 1)[-1]):
+                name = folder.rsplit("/", 1)[-1]
+                match = _SAMPLE_DIR.match(name)
+                if wanted is not None and match and match.group("cls").lower() not in wanted:
+                    continue
+                samples.append(_read_sample(source, folder, folders[folder], label_rule))
+        finally:
+            source.close()
+        names = [s.name for s in samples]
+        if len(set(names)) != len(names):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            raise InputError(f"sample folders found twice under {str(self.root)!r}: {', '.join(dupes)}")
+        if wanted is not None:
+            missing = sorted(wanted - {s.class_name for s in samples})
+            if missing:
+                raise ConfigError(f"no UMD-i samples of class(es) {', '.join(missing)} under {str(self.root)!r}")
+        self.samples: tuple[UMDSample, ...] = tuple(samples)
+        self._by_name = {s.name: s for s in samples}
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __iter__(self):
+        return iter(self.samples)
+
+    def __getitem__(self, name: str) -> UMDSample:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise InputError(f"no UMD-i sample named {name!r}") from None
+
+    @property
+    def classes(self) -> dict[str, list[str]]:
+        """class -> sample names (sorted)."""
+        out: dict[str, list[str]] = {}
+        for s in self.samples:
+            out.setdefault(s.class_name, []).append(s.name)
+        return dict(sorted(out.items()))
+
+
+def load_umd(root: str | Path, label_rule: str = "primary") -> UMDDataset:
+    return UMDDataset(root, label_rule)
+
+
+# ----------------------------------------------------------------------------------------------- metrics
+
+
+def iou(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Intersection over union of two boolean maps; 1.0 when both are empty."""
+    pred, gt = _binary_pair(pred, gt)
+    union = np.logical_or(pred, gt).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(pred, gt).sum() / union)
+
+
+def _binary_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred), np.asarray(gt)
+    if pred.shape != gt.shape:
+        raise InputError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
+    return pred.astype(bool), gt.astype(bool)
+
+
+def _matlab_gaussian(size: int = 7, sigma: float = 5.0) -> np.ndarray:
+    """``fspecial('gaussian', size, sigma)``."""
+    half = (size - 1) / 2
+    y, x = np.ogrid[-half:half + 1, -half:half + 1]
+    kernel = np.exp(-(x * x + y * y) / (2 * sigma * sigma))
+    kernel[kernel < np.finfo(kernel.dtype).eps * kernel.max()] = 0
+    return kernel / kernel.sum()
+
+
+_KERNEL = _matlab_gaussian(2 * F_KERNEL_RADIUS + 1, 5.0)
+_EPS = np.finfo(np.float64).eps
+
+
+def f_measure(pred: np.ndarray, gt: np.ndarray, beta: float = 1.0) -> float:
+    """Weighted F-measure ``F^w_beta`` (Margolin, Zelnik-Manor, Tal, "How to Evaluate Foreground Maps?",
+    CVPR 2014), line by line as their ``WFb.m`` (beta = 1, the value the UMD papers use).
+
+    ``pred`` is a boolean map or a foreground map in [0, 1]; ``gt`` a boolean map of the same shape.
+    Errors are spread by a 7 x 7 Gaussian (sigma 5) inside the ground truth (pixel dependency), and false
+    positives weigh ``2 - 0.5 ** (d / 5)`` at distance ``d`` from the ground truth (pixel importance);
+    ``R = 1 - mean(Ew[gt])``, ``P = TPw / (TPw + FPw)``, ``F = (1 + b^2) P R / (b^2 P + R)``.
+    An empty ground truth (undefined in ``WFb.m``) gives 1.0 for an empty prediction, else 0.0.
+    """
+    pred = np.asarray(pred)
+    gt = np.asarray(gt).astype(bool)
+    if pred.shape != gt.shape:
+        raise InputError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
+    fg = pred.astype(np.float64)
+    if fg.size and (fg.min() < 0 or fg.max() > 1):
+        raise InputError("the foreground map must lie in [0, 1]")
+    if not gt.any():
+        return 1.0 if not fg.any() else 0.0
+    dgt = gt.astype(np.float64)
+    error = np.abs(fg - dgt)
+    # [Dst, IDXT] = bwdist(dGT): distance to, and index of, the nearest ground-truth pixel
+    dist, (iy, ix) = ndimage.distance_transform_edt(~gt, return_indices=True)
+    spread = error.copy()
+    spread[~gt] = error[iy[~gt], ix[~gt]]  # edges of the foreground handled as in the reference
+    blurred = ndimage.correlate(spread, _KERNEL, mode="constant", cval=0.0)  # imfilter: zero padding
+    dependent = error.copy()
+    lower = gt & (blurred < error)
+    dependent[lower] = blurred[lower]
+    importance = np.ones_like(dgt)
+    importance[~gt] = 2.0 - np.exp(np.log(1 - 0.5) / 5.0 * dist[~gt])
+    weighted = dependent * importance
+    tp_w = dgt.sum() - weighted[gt].sum()
+    fp_w = weighted[~gt].sum()
+    recall = 1.0 - weighted[gt].mean()
+    precision = tp_w / (_EPS + tp_w + fp_w)
+    b2 = beta * beta
+    return float((1 + b2) * recall * precision / (_EPS + recall + b2 * precision))
+
+
+def metric_box(*maps: np.ndarray, margin: int = F_KERNEL_RADIUS) -> tuple[slice, slice]:
+    """Bounding box of the union of ``maps`` grown by ``margin`` (clipped to the image). The weighted F-measure
+    on this crop equals the full-image value when every predicted and true pixel lies inside the union: errors
+    are zero outside it, and the 7 x 7 filter around a true pixel never reaches past the margin."""
+    union = np.zeros(maps[0].shape, bool)
+    for m in maps:
+        union |= np.asarray(m, bool)
+    if not union.any():
+        return slice(0, 0), slice(0, 0)
+    ys, xs = np.nonzero(union)
+    h, w = union.shape
+    return (slice(max(0, ys.min() - margin), min(h, ys.max() + margin + 1)),
+            slice(max(0, xs.min() - margin), min(w, xs.max() + margin + 1)))
+
+
+# ---------------------------------------------------------------------------------------------- transfer
+
+
+def reference_cells(fmap: FeatureMap, mask: np.ndarray, labels: np.ndarray, min_fraction: float = 0.25
+                    ) -> tuple[torch.Tensor, np.ndarray]:
+    """Which reference cells may be matched (``FeatureMap.cell_mask``) and the labels each carries.
+
+    A cell carries affordance ``k`` when ``k`` covers at least half of the cell's object pixels, or is the
+    affordance covering most of them (so every object cell of a part labelling carries its dominant part).
+    Returns ``(valid (h, w) bool tensor, labels (h * w, K) bool)``.
+    """
+    mask = np.asarray(mask, bool)
+    labels = np.asarray(labels, bool)
+    _check_label_shape(fmap, mask, labels, "reference")
+    valid = fmap.cell_mask(mask, min_fraction=min_fraction)
+    w, h = fmap.grid_wh
+    p = fmap.processed_wh[0] // w
+    planes = [mask] + [labels[..., k] & mask for k in range(labels.shape[2])]
+    processed = np.stack([mask_to_processed(plane, fmap.geometry) for plane in planes]).astype(np.float32)
+    coverage = F.avg_pool2d(torch.from_numpy(processed)[None], p)[0][:, :h, :w]
+    share = (coverage[1:] / coverage[:1].clamp_min(1e-12)).flatten(1).T  # (h*w, K)
+    best = share.max(dim=1, keepdim=True).values
+    carried = (share > 0) & (share >= torch.minimum(best, torch.tensor(0.5)))
+    return valid, carried.numpy()
+
+
+def _check_label_shape(fmap: FeatureMap, mask: np.ndarray, labels: np.ndarray | None, what: str) -> None:
+    size = (fmap.geometry.original_height, fmap.geometry.original_width)
+    if mask.shape != size:
+        raise InputError(f"{what} mask has shape {mask.shape}; its feature map was computed on an image of "
+                         f"{size} (H, W)")
+    if labels is not None and (labels.ndim != 3 or labels.shape[:2] != size):
+        raise InputError(f"{what} labels have shape {labels.shape}; expected {size} x affordances")
+
+
+def pixel_cells(fmap: FeatureMap, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """Row-major cell index holding each original pixel (its centre), after padding and resizing."""
+    processed = fmap.geometry.to_processed(np.stack([xs + 0.5, ys + 0.5], -1))
+    w, h = fmap.grid_wh
+    p = fmap.processed_wh[0] / w
+    col = np.clip(np.floor(processed[:, 0] / p), 0, w - 1).astype(np.int64)
+    row = np.clip(np.floor(processed[:, 1] / p), 0, h - 1).astype(np.int64)
+    return row * w + col
+
+
+def transfer_affordances(ref_fmap: FeatureMap, ref_mask: np.ndarray, ref_labels: np.ndarray, trg_fmap: FeatureMap,
+                         trg_mask: np.ndarray, mode: str = "cell", min_fraction: float = 0.25,
+                         reference: tuple[torch.Tensor, np.ndarray] | None = None) -> np.ndarray:
+    """Transfer every affordance region of the reference to the target: ``H x W x K`` bool at the target's size.
+
+    Each target pixel inside ``trg_mask`` takes the labels of the reference cell most similar (cosine) to it,
+    among the reference cells inside ``ref_mask`` (:func:`reference_cells`). ``mode="cell"`` matches the
+    target's own cell (each pixel gets its cell's match); ``mode="pixel"`` matches the bilinearly sampled
+    descriptor at each pixel centre. Works for any FeatureMap source (backbone, functional head, oracle).
+    ``reference`` may pass a precomputed :func:`reference_cells` result.
+    """
+    if mode not in TRANSFER_MODES:
+        raise ConfigError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}, got {mode!r}")
+    if ref_fmap.dim != trg_fmap.dim:
+        raise InputError(f"reference features have {ref_fmap.dim} channels, target features {trg_fmap.dim}")
+    ref_mask = np.asarray(ref_mask, bool)
+    trg_mask = np.asarray(trg_mask, bool)
+    ref_labels = np.asarray(ref_labels, bool)
+    _check_label_shape(trg_fmap, trg_mask, None, "target")
+    valid, carried = reference if reference is not None else reference_cells(ref_fmap, ref_mask, ref_labels,
+                                                                                min_fraction)
+    out = np.zeros(trg_mask.shape + (carried.shape[1],), bool)
+    ys, xs = np.nonzero(trg_mask)
+    if ys.size == 0:
+        return out
+    ref_flat = ref_fmap.flat()
+    if mode == "cell":
+        cells = pixel_cells(trg_fmap, xs, ys)
+        unique, inverse = np.unique(cells, return_inverse=True)
+        query = trg_fmap.flat()[torch.from_numpy(unique)]
+        best = nearest_neighbors(query, ref_flat, valid.reshape(-1)).index.cpu().numpy()[inverse]
+    else:
+        query = trg_fmap.sample(np.stack([xs + 0.5, ys + 0.5], -1))
+        best = nearest_neighbors(query, ref_flat, valid.reshape(-1)).index.cpu().numpy()
+    out[ys, xs] = carried[best]
+    return out
+
+
+def chance_prediction(ref_mask: np.ndarray, ref_region: np.ndarray, trg_mask: np.ndarray,
+                      rng: np.random.Generator) -> np.ndarray:
+    """Each target mask pixel gets the affordance with probability = the reference region's share of its mask."""
+    ref_mask = np.asarray(ref_mask, bool)
+    share = float((np.asarray(ref_region, bool) & ref_mask).sum() / max(1, ref_mask.sum()))
+    trg_mask = np.asarray(trg_mask, bool)
+    out = np.zeros(trg_mask.shape, bool)
+    out[trg_mask] = rng.random(int(trg_mask.sum())) < share
+    return out
+
+
+def chance_expected_iou(share: float, mask_pixels: int, region_pixels: int) -> float:
+    """First-order expectation of the chance row's IoU: ``E[TP] / E[|pred u gt|] = p g / (g + p (n - g))``."""
+    g, n = float(region_pixels), float(mask_pixels)
+    denominator = g + share * (n - g)
+    return share * g / denominator if denominator > 0 else 1.0
+
+
+# ------------------------------------------------------------------------------------------------- pairs
+
+
+@dataclass(frozen=True)
+class UMDPair:
+    setting: str  # intra | inter
+    affordance: str
+    reference: str  # sample name
+    target: str
+
+
+def enumerate_pairs(samples: Iterable[UMDSample], setting: str,
+                    affordance_classes: dict[str, Sequence[str]] = AFFORDANCE_CLASSES) -> list[UMDPair]:
+    """The README's loops: per affordance, over its listed classes; intra: object i of a class -> every other
+    object j of the same class; inter: object i of class A -> every object j of every other listed class B."""
+    if setting not in SETTINGS:
+        raise ConfigError(f"setting must be intra or inter, got {setting!r}")
+    by_class: dict[str, list[str]] = {}
+    for s in samples:
+        by_class.setdefault(s.class_name, []).append(s.name)
+    pairs = []
+    for affordance, classes in affordance_classes.items():
+        present = [c for c in classes if c in by_class]
+        for class_a in present:
+            for i in sorted(by_class[class_a]):
+                if setting == "intra":
+                    pairs += [UMDPair(setting, affordance, i, j) for j in sorted(by_class[class_a]) if j != i]
+                    continue
+                for class_b in present:
+                    if class_b != class_a:
+                        pairs += [UMDPair(setting, affordance, i, j) for j in sorted(by_class[class_b])]
+    return pairs
+
+
+# --------------------------------------------------------------------------------------------- benchmark
+
+
+FeatureSource = Callable[[UMDSample], FeatureMap]
+
+
+def _feature_source(features) -> tuple[FeatureSource | None, dict, str]:
+    if features is None:
+        return None, {}, ""
+    if isinstance(features, FeatureExtractor):
+        extractor = features
+        description = extractor.describe()
+        return (lambda sample: extractor(sample.rgb)), description, description["backbone"]["name"]
+    if not callable(features):
+        raise ConfigError("features must be a FeatureExtractor or a callable(sample) -> FeatureMap")
+    description = features.describe() if hasattr(features, "describe") else {}
+    name = getattr(features, "name", None) or getattr(features, "__name__", None) or type(features).__name__
+    return features, description or {"features": str(name)}, str(name)
+
+
+def _stable_seed(*parts) -> int:
+    return zlib.crc32("|".join(str(p) for p in parts).encode())
+
+
+def _select(pairs: list[UMDPair], max_pairs: int | None, seed: int) -> list[UMDPair]:
+    if not max_pairs or len(pairs) <= max_pairs:
+        return pairs
+    first = pairs[0]
+    rng = np.random.default_rng([seed, _stable_seed(first.setting, first.affordance)])
+    keep = np.sort(rng.choice(len(pairs), size=max_pairs, replace=False))
+    return [pairs[i] for i in keep]
+
+
+def run_umd_benchmark(root: str | Path | UMDDataset, features, out_dir: str | Path,
+                      methods: Sequence[str] = METHODS, *, label_rule: str = "primary", mode: str = "cell",
+                      min_fraction: float = 0.25, max_pairs: int | None = None, seed: int = 0,
+                      settings: Sequence[str] = SETTINGS, classes: Sequence[str] | None = None,
+                      name: str | None = None, progress: bool = True, plot: bool = True) -> dict:
+    """Evaluate one feature source (a FeatureExtractor or ``callable(sample) -> FeatureMap``) and the chance /
+    whole-mask floors on UMD-i; write ``umd_results.json``, ``umd_results.md`` and ``umd_results.png``.
+
+    ``max_pairs`` caps the pairs per (setting, affordance) (seeded sample); ``classes`` restricts the dataset.
+    ``root`` may be a loaded :class:`UMDDataset` (its own label rule applies; ``label_rule`` is for paths).
+    Every image is encoded once (FeatureMaps cached by sample name). Returns the report dict plus ``paths`` and
+    ``markdown``.
+    """
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    methods = tuple(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise ConfigError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+    for s in settings:
+        if s not in SETTINGS:
+            raise ConfigError(f"unknown setting {s!r}; known: intra, inter")
+    if mode not in TRANSFER_MODES:
+        raise ConfigError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}, got {mode!r}")
+    if max_pairs is not None and max_pairs < 0:
+        raise ConfigError(f"max_pairs must be >= 0, got {max_pairs}")
+    source, description, source_name = _feature_source(features)
+    if "transfer" in methods and source is None:
+        raise ConfigError("the transfer method needs features (a FeatureExtractor or callable)")
+    if isinstance(root, UMDDataset):
+        dataset = root
+        if classes:
+            dataset_samples = [s for s in dataset if s.class_name in set(classes)]
+        else:
+            dataset_samples = list(dataset)
+    else:
+        dataset = UMDDataset(root, label_rule=label_rule, classes=classes)
+        dataset_samples = list(dataset)
+    label_rule = dataset.label_rule
+    samples = {s.name: s for s in dataset_samples}
+    load_seconds = time.perf_counter() - start
+
+    # pairs: enumerate as the README does, drop those without a region on either side, cap
+    pair_counts: dict[str, dict[str, dict[str, int]]] = {}
+    chosen: list[UMDPair] = []
+    for setting in settings:
+        pair_counts[setting] = {}
+        everything = enumerate_pairs(samples.values(), setting)
+        for affordance in AFFORDANCES:
+            pairs = [p for p in everything if p.affordance == affordance]
+            usable = [p for p in pairs if samples[p.reference].has(affordance) and samples[p.target].has(affordance)]
+            selected = _select(usable, max_pairs, seed)
+            pair_counts[setting][affordance] = {"total": len(pairs), "skipped_empty": len(pairs) - len(usable),
+                                                "evaluated": len(selected)}
+            chosen += selected
+
+    # encode every image once
+    fmaps: dict[str, FeatureMap] = {}
+    encode_start = time.perf_counter()
+    if "transfer" in methods:
+        needed = sorted({n for p in chosen for n in (p.reference, p.target)})
+        for sample_name in tqdm(needed, desc="umd: encode", unit="img", disable=not progress):
+            fmaps[sample_name] = source(samples[sample_name])
+    encode_seconds = time.perf_counter() - encode_start
+
+    # evaluate: one transfer per ordered (reference, target), reused by every affordance the pair counts for
+    by_pair: dict[tuple[str, str], list[UMDPair]] = {}
+    for p in chosen:
+        by_pair.setdefault((p.reference, p.target), []).append(p)
+    scores: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {
+        m: {s: {a: [] for a in AFFORDANCES} for s in settings} for m in methods}
+    reference_cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
+    whole_cache: dict[tuple[str, str], tuple[float, float]] = {}
+    boxes: dict[str, tuple[slice, slice]] = {}
+    pair_start = time.perf_counter()
+    for (ref_name, trg_name), group in tqdm(by_pair.items(), desc="umd: pairs", unit="pair", disable=not progress):
+        ref, trg = samples[ref_name], samples[trg_name]
+        if trg_name not in boxes:
+            boxes[trg_name] = metric_box(trg.mask, trg.labels.any(-1))
+        box = boxes[trg_name]
+        transferred = None
+        if "transfer" in methods:
+            if ref_name not in reference_cache:
+                reference_cache[ref_name] = reference_cells(fmaps[ref_name], ref.mask, ref.labels, min_fraction)
+            transferred = transfer_affordances(fmaps[ref_name], ref.mask, ref.labels, fmaps[trg_name], trg.mask,
+                                               mode=mode, reference=reference_cache[ref_name])
+        for pair in group:
+            k = affordance_index(pair.affordance)
+            gt = trg.region(pair.affordance)[box]
+            for method in methods:
+                if method == "transfer":
+                    pred = transferred[..., k][box]
+                elif method == "chance":
+                    rng = np.random.default_rng([seed, _stable_seed(ref_name, trg_name, pair.affordance)])
+                    pred = chance_prediction(ref.mask, ref.region(pair.affordance), trg.mask, rng)[box]
+                else:
+                    key = (trg_name, pair.affordance)
+                    if key not in whole_cache:
+                        whole = trg.mask[box]
+                        whole_cache[key] = (iou(whole, gt), f_measure(whole, gt))
+                    scores[method][pair.setting][pair.affordance].append(whole_cache[key])
+                    continue
+                scores[method][pair.setting][pair.affordance].append((iou(pred, gt), f_measure(pred, gt)))
+    pair_seconds = time.perf_counter() - pair_start
+
+    results = {}
+    for method in methods:
+        results[method] = {}
+        for setting in settings:
+            per_aff = {}
+            for affordance in AFFORDANCES:
+                values = scores[method][setting][affordance]
+                if values:
+                    arr = np.asarray(values, dtype=np.float64)
+                    per_aff[affordance] = {"iou": float(arr[:, 0].mean()), "f": float(arr[:, 1].mean()),
+                                           "pairs": len(values)}
+            mean = ({"iou": float(np.mean([v["iou"] for v in per_aff.values()])),
+                     "f": float(np.mean([v["f"] for v in per_aff.values()])), "affordances": len(per_aff)}
+                    if per_aff else {"iou": None, "f": None, "affordances": 0})
+            results[method][setting] = {"per_affordance": per_aff, "mean": mean}
+
+    labels = {m: (name or source_name) if m == "transfer" else m for m in methods}
+    grids = sorted({f"{fm.grid_wh[0]}x{fm.grid_wh[1]}" for fm in fmaps.values()})
+    processed = sorted({f"{fm.processed_wh[0]}x{fm.processed_wh[1]}" for fm in fmaps.values()})
+    report = {
+        "benchmark": "UMD-i one-shot affordance transfer (AffCorrs protocol, UMD_i/README.md)",
+        "protocol": {
+            "affordances": list(AFFORDANCES), "affordance_classes": {a: list(c) for a, c in AFFORDANCE_CLASSES.items()},
+            "settings": list(settings), "label_rule": label_rule,
+            "label_rule_meaning": ("rank == 1 (primary affordance; UMD part regions)" if label_rule == "primary"
+                                   else "1 <= rank < 9 (any ranked affordance)"),
+            "metrics": {"iou": "|P & G| / |P | G| on the full target image",
+                        "f": "weighted F-measure F^w_beta, beta=1 (Margolin et al. CVPR 2014, WFb.m)"},
+            "reduction": "mean over pairs per affordance (pooled over classes), then mean over affordances",
+            "pair_rule": "ordered pairs; pairs whose reference or target has no pixel of the affordance are skipped",
+            "transfer": {"mode": mode, "reference_cell_min_fraction": min_fraction,
+                         "similarity": "cosine, nearest reference cell inside the reference mask"},
+            "chance": "each target mask pixel labelled with p = reference region / reference mask, "
+                      "numpy default_rng([seed, crc32(ref|trg|affordance)])",
+            "whole_mask": "every target mask pixel labelled",
+            "seed": seed, "max_pairs_per_setting_affordance": max_pairs or None,
+            "classes": sorted(classes) if classes else None,
+        },
+        "dataset": {"root": str(dataset.root), "samples": len(samples),
+                    "classes": {c: sum(1 for s in samples.values() if s.class_name == c)
+                                for c in sorted({s.class_name for s in samples.values()})},
+                    "without_depth": sorted(n for n, s in samples.items() if s.depth is None)},
+        "features": {"description": description, "name": labels.get("transfer"),
+                     "processed_sizes": processed, "grids": grids},
+        "methods": labels,
+        "pairs": pair_counts,
+        "results": results,
+        "timing": {"wall_seconds": time.perf_counter() - start, "load_seconds": load_seconds,
+                   "encode_seconds": encode_seconds, "pairs_seconds": pair_seconds,
+                   "images_encoded": len(fmaps), "ordered_pairs": len(by_pair),
+                   "pair_affordance_evaluations": len(chosen)},
+    }
+    out = Path(out_dir)
+    json_path = write_json(out / "umd_results.json", report)
+    markdown = umd_markdown(report)
+    md_path = out / "umd_results.md"
+    md_path.write_text(markdown, encoding="utf-8")
+    png_path = umd_plot(report, out / "umd_results.png") if plot else None
+    report["timing"]["wall_seconds"] = time.perf_counter() - start
+    write_json(json_path, report)
+    return {**report, "markdown": markdown,
+            "paths": {"json": str(json_path), "markdown": str(md_path), "plot": str(png_path) if png_path else None}}
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def umd_markdown(report: dict) -> str:
+    results, labels, settings = report["results"], report["methods"], report["protocol"]["settings"]
+    feat = report["features"]
+    size = ", ".join(feat["processed_sizes"]) or "-"
+    lines = ["# UMD-i one-shot affordance transfer",
+             "",
+             f"Features: {feat['name'] or '-'} (processed {size}, grid {', '.join(feat['grids']) or '-'}); "
+             f"labels: {report['protocol']['label_rule']}; transfer mode: {report['protocol']['transfer']['mode']}; "
+             f"seed {report['protocol']['seed']}; {report['dataset']['samples']} samples. "
+             f"IoU and weighted F-measure (F^w, beta=1): mean over pairs per affordance, then over affordances.",
+             ""]
+    head = "| method | " + " | ".join(f"{s} IoU | {s} Fw" for s in settings) + " |"
+    lines += [head, "|---|" + "---|" * (2 * len(settings))]
+    for method, label in labels.items():
+        cells = []
+        for s in settings:
+            mean = results[method][s]["mean"]
+            cells += [_fmt(mean["iou"]), _fmt(mean["f"])]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    lines += ["", "## Per affordance (IoU / Fw)", ""]
+    lines.append("| method | setting | " + " | ".join(AFFORDANCES) + " |")
+    lines.append("|---|---|" + "---|" * len(AFFORDANCES))
+    for s in settings:
+        for method, label in labels.items():
+            per = results[method][s]["per_affordance"]
+            cells = [f"{per[a]['iou']:.3f} / {per[a]['f']:.3f}" if a in per else "-" for a in AFFORDANCES]
+            lines.append(f"| {label} | {s} | " + " | ".join(cells) + " |")
+    lines += ["", "## Pairs (evaluated / listed; skipped = reference or target without the region)", ""]
+    lines.append("| setting | " + " | ".join(AFFORDANCES) + " |")
+    lines.append("|---|" + "---|" * len(AFFORDANCES))
+    for s in settings:
+        counts = report["pairs"][s]
+        cells = [f"{counts[a]['evaluated']} / {counts[a]['total']}"
+                 + (f" ({counts[a]['skipped_empty']} skipped)" if counts[a]["skipped_empty"] else "")
+                 for a in AFFORDANCES]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def umd_plot(report: dict, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results, labels, settings = report["results"], report["methods"], report["protocol"]["settings"]
+    names = list(AFFORDANCES) + ["mean"]
+    fig, axes = plt.subplots(2, len(settings), figsize=(6.5 * len(settings), 6.5), squeeze=False)
+    x = np.arange(len(names))
+    width = 0.8 / max(1, len(labels))
+    for col, setting in enumerate(settings):
+        for row, (metric, title) in enumerate((("iou", "IoU"), ("f", "Fw"))):
+            ax = axes[row][col]
+            for i, (method, label) in enumerate(labels.items()):
+                per = results[method][setting]["per_affordance"]
+                values = [per[a][metric] if a in per else 0.0 for a in AFFORDANCES]
+                values.append(results[method][setting]["mean"][metric] or 0.0)
+                ax.bar(x + (i - (len(labels) - 1) / 2) * width, values, width, label=label)
+            ax.set_xticks(x, names, rotation=30, ha="right")
+            ax.set_ylim(0, 1)
+            ax.set_ylabel(title)
+            ax.set_title(f"UMD-i {setting}-class {title}")
+            ax.grid(axis="y", alpha=0.3)
+            if row == 0 and col == 0:
+                ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,1 @@
+"""Dense functional correspondence: function-conditioned head, training, inference and metrics."""
