@@ -71,7 +71,7 @@ def tiny_functional(tmp_path_factory):
     from correspondence.world.synth import SynthConfig, synth_functional
     root = tmp_path_factory.mktemp("functional")
     common = dict(categories=("mug", "jug", "cup"), size=96, instances=2, progress=False)
-    synth_functional(SynthConfig(out=str(root / "train"), views=6, seed=1, train_fraction=1.0, **common))
+    synth_functional(SynthConfig(out=str(root / "train"), views=5, seed=1, train_fraction=1.0, **common))
     synth_functional(SynthConfig(out=str(root / "heldout"), views=3, seed=2, train_fraction=1.0, **common))
     return root
 
@@ -84,8 +84,8 @@ def test_training_lowers_the_loss_and_beats_the_untrained_head(tiny_functional, 
     from correspondence.functional.metrics import aggregate
     from correspondence.functional.train import LAYERS, TrainConfig, train_head
     backbone = create_backbone("test_vit_tiny")
-    config = TrainConfig(data=str(tiny_functional / "train"), out=str(tmp_path / "head"), epochs=6, batch_pairs=6,
-                         points=48, lr=2e-3, image_size=112, progress=False)
+    config = TrainConfig(data=str(tiny_functional / "train"), out=str(tmp_path / "head"), epochs=5, batch_pairs=6,
+                         points=48, lr=2e-3, image_size=112, hidden=128, output=64, progress=False)
     result = train_head(config, backbone)
     history = result["history"]
     assert history[-1]["total"] < history[0]["total"]
@@ -109,7 +109,7 @@ def test_training_resumes_from_its_state(tiny_functional, tmp_path):
     from correspondence.functional.train import TrainConfig, train_head
     backbone = create_backbone("test_vit_tiny")
     config = TrainConfig(data=str(tiny_functional / "train"), out=str(tmp_path / "head"), epochs=1, batch_pairs=8,
-                         points=16, image_size=112, progress=False)
+                         points=16, image_size=112, hidden=64, output=32, progress=False)
     first = train_head(config, backbone)
     second = train_head(TrainConfig(**{**config.__dict__, "epochs": 2}), backbone)
     assert [h["epoch"] for h in second["history"]] == [1, 2]

@@ -23,6 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     functional.add_argument("--text-encoder", default="all-MiniLM-L6-v2",
                             choices=("all-MiniLM-L6-v2", "clip-vit-b-32"))
     functional.add_argument("--no-mask-head", action="store_true")
+    functional.add_argument("--hidden", type=int, default=1024, help="MLP width (the paper: 1024)")
     functional.add_argument("--seed", type=int, default=0)
     functional.add_argument("--device", default="cpu")
     functional.add_argument("--out", required=True, help="checkpoint path (.safetensors + .json are written)")
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     config = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, batch_pairs=args.batch_pairs,
                          points=args.points, lr=args.lr, image_size=args.image_size, text_encoder=args.text_encoder,
-                         mask_head=not args.no_mask_head, seed=args.seed, device=args.device)
+                         mask_head=not args.no_mask_head, hidden=args.hidden, seed=args.seed, device=args.device)
     result = train_head(config, backbone)
     for row in result["history"]:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))

@@ -40,6 +40,8 @@ class TrainConfig:
     augment_prob: float = 0.5
     text_encoder: str = "all-MiniLM-L6-v2"
     mask_head: bool = True
+    hidden: int = 1024  # the paper's MLP width; smaller for quick CPU runs
+    output: int = 256
     seed: int = 0
     device: str = "cpu"
     progress: bool = True
@@ -99,6 +101,7 @@ def train_head(config: TrainConfig, backbone: LoadedBackbone) -> dict:
     extractor = block_extractor(backbone, config.image_size, config.device)
     features = PairFeatures(extractor, config.augment_prob, config.seed + rank)
     head = FunctionalHead(HeadConfig(backbone.spec.contract.feature_dim, encoder.dim, len(LAYERS),
+                                     hidden=config.hidden, output=config.output,
                                      mask_head=config.mask_head)).to(config.device)
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     out = Path(config.out)
