@@ -38,8 +38,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+SHARED ?= ../shared
 bench: setup
 	$(PY) -m correspondence.cli bench latency --backbones dinov2_vits14,daisy --sizes 224,448 --random-weights --out bench_out/latency
+	$(PY) -m correspondence.cli synth soco --out bench_out/data/soco --views 20 --pairs-per-category 20 --cross-pairs 10
+	$(PY) -m correspondence.cli bench soco --root bench_out/data/soco --backbone auto --out bench_out/soco --linear-probe --four-choice
+	@if [ -f $(SHARED)/data/umd_i/UMD_i.zip ]; then $(PY) -m correspondence.cli bench umd --root $(SHARED)/data/umd_i/UMD_i.zip --backbone auto --out bench_out/umd; \
+	else echo "UMD-i skipped: $(SHARED)/data/umd_i/UMD_i.zip not found"; fi
+	$(PY) -m correspondence.cli synth functional --out bench_out/data/functional --views 8 --size 160
+	$(PY) -m correspondence.cli train functional --data bench_out/data/functional --backbone auto --epochs 4 --out bench_out/functional_head/head
+	$(PY) -m correspondence.cli bench functional --root bench_out/data/functional --backbone auto --head bench_out/functional_head/head.safetensors --out bench_out/functional
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache
