@@ -39,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
                          points=args.points, lr=args.lr, image_size=args.image_size, text_encoder=args.text_encoder,
                          mask_head=not args.no_mask_head, hidden=args.hidden, seed=args.seed, device=args.device)
     result = train_head(config, backbone)
+    if "checkpoint" not in result:  # a non-zero torchrun rank: rank 0 reports
+        return 0
     for row in result["history"]:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}))
     if "checkpoint" in result:

@@ -62,11 +62,10 @@ def _distributed() -> tuple[int, int]:
     return (torch.distributed.get_rank(), world) if world > 1 else (0, 1)
 
 
-def pair_loss(head: torch.nn.Module, encoded, text: torch.Tensor, config: TrainConfig, rng: np.random.Generator,
+def pair_loss(module: FunctionalHead, encoded, text: torch.Tensor, config: TrainConfig, rng: np.random.Generator,
               device: str) -> dict[str, torch.Tensor]:
     """Loss terms of one training pair (functional: part InfoNCE + mask; multiview: + spatial InfoNCE)."""
     pair = encoded.pair
-    module = head.module if hasattr(head, "module") else head
     fa = module.fuse([b[None].to(device) for b in encoded.fmap_a.blocks()])
     fb = module.fuse([b[None].to(device) for b in encoded.fmap_b.blocks()])
     terms: dict[str, torch.Tensor] = {}
@@ -86,6 +85,26 @@ def pair_loss(head: torch.nn.Module, encoded, text: torch.Tensor, config: TrainC
         eb, _ = module.embed(fb, grid_of(encoded.fmap_b, pair.xy_b[pick])[None].to(device), text[None])
         terms["spatial"] = spatial_loss(ea[0], eb[0], config.temperature)
     return terms
+
+
+class BatchLoss(torch.nn.Module):
+    """The whole batch's loss in one forward call, so torch DDP sees exactly one forward per backward and
+    all-reduces the gradients of the head across ranks."""
+
+    def __init__(self, head: FunctionalHead, config: TrainConfig) -> None:
+        super().__init__()
+        self.head = head
+        self.config = config
+
+    def forward(self, batch: list, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
+        device = self.config.device
+        zero = torch.zeros((), device=device)
+        losses = []
+        for encoded, text in batch:
+            terms = pair_loss(self.head, encoded, text, self.config, rng, device)
+            losses.append(total_loss(terms.get("functional", zero), terms.get("mask", zero),
+                                     terms.get("spatial", zero)))
+        return torch.stack([l.total for l in losses]).mean(), losses
 
 
 def train_head(config: TrainConfig, backbone: LoadedBackbone) -> dict:
@@ -112,7 +131,9 @@ def train_head(config: TrainConfig, backbone: LoadedBackbone) -> dict:
         head.load_state_dict(state["head"])
         optimiser.load_state_dict(state["optimiser"])
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
-    model = torch.nn.parallel.DistributedDataParallel(head) if world > 1 else head
+    trainer = BatchLoss(head, config)
+    model = (torch.nn.parallel.DistributedDataParallel(trainer, find_unused_parameters=True) if world > 1
+             else trainer)
     mine = pairs[rank::world]
     for epoch in range(start_epoch, config.epochs):
         order = rng.permutation(len(mine))
@@ -122,16 +143,9 @@ def train_head(config: TrainConfig, backbone: LoadedBackbone) -> dict:
         bar = tqdm(range(0, len(order), config.batch_pairs), desc=f"epoch {epoch + 1}/{config.epochs}",
                    disable=not config.progress or rank != 0)
         for start in bar:
-            losses = []
-            for index in order[start:start + config.batch_pairs]:
-                pair = mine[index]
-                terms = pair_loss(model, features(pair), table[pair.function].to(config.device), config, rng,
-                                  config.device)
-                zero = torch.zeros((), device=config.device)
-                combined = total_loss(terms.get("functional", zero), terms.get("mask", zero),
-                                      terms.get("spatial", zero))
-                losses.append(combined)
-            batch = torch.stack([l.total for l in losses]).mean()
+            items = [(features(mine[i]), table[mine[i].function].to(config.device))
+                     for i in order[start:start + config.batch_pairs]]
+            batch, losses = model(items, rng)
             optimiser.zero_grad()
             batch.backward()
             optimiser.step()
