@@ -71,3 +71,30 @@ def contact_sheet(images: Sequence[np.ndarray], labels: Sequence[str], columns: 
         sheet.paste(thumb, (x, y))
         draw.text((x + 3, y + tile + 1), label, fill=(0, 0, 0), font=font)
     return sheet
+
+
+def save_line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], path: str | Path, xlabel: str,
+                   ylabel: str, title: str, ylim: tuple[float, float] | None = None, marker: str | None = "o") -> Path:
+    """One small line chart (loss curves, PCK vs alpha, PR curves) written as a PNG, headless."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, (x, y) in series.items():
+        ax.plot(list(x), list(y), marker=marker, label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

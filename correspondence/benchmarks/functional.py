@@ -102,24 +102,10 @@ def table1(results: dict) -> str:
 
 
 def plot_curves(curves: dict, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    for name, curve in curves.items():
-        if curve:
-            ax.plot(curve["recall"], curve["precision"], label=name)
-    ax.set_xlabel(f"recall (tau = {CURVE_TAU} px)")
-    ax.set_ylabel("precision")
-    ax.set_title("correspondence discovery (mean over pairs)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from ..viz import save_line_plot
+    series = {name: (c["recall"], c["precision"]) for name, c in curves.items() if c}
+    return save_line_plot(series, path, f"recall (tau = {CURVE_TAU} px)", "precision",
+                          "correspondence discovery (mean over pairs)", marker=None)
 
 
 def methods_for(backbone, head_path: str | None, image_size: int = 224, device: str = "cpu",

@@ -171,21 +171,7 @@ def train_head(config: TrainConfig, backbone: LoadedBackbone) -> dict:
 
 
 def plot_losses(history: list[dict], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    from ..viz import save_line_plot
     epochs = [h["epoch"] for h in history]
-    for name in ("total", "functional", "mask", "spatial"):
-        ax.plot(epochs, [h.get(name, 0.0) for h in history], marker="o", label=name)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.set_title("functional head training")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    series = {name: (epochs, [h.get(name, 0.0) for h in history]) for name in ("total", "functional", "mask", "spatial")}
+    return save_line_plot(series, path, "epoch", "loss", "functional head training")

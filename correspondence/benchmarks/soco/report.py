@@ -70,21 +70,12 @@ def plots(run: EvaluationRun, summary: dict, out: Path, label: str) -> list[Path
     from ...viz import match_overlay, save
 
     paths = []
+    from ...viz import save_line_plot
     alphas = sorted(run.settings.alphas)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    for task, name in MAIN_TASKS:
-        if task in summary["overall"]:
-            ax.plot(alphas, [summary["overall"][task][f"{a:g}"] for a in alphas], marker="o", label=name)
-    ax.set_xlabel("alpha (x max side of the target box)")
-    ax.set_ylabel("PCK (%)")
-    ax.set_title(f"PCK vs alpha: {label}")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    paths.append(out / "pck_vs_alpha.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    series = {name: (alphas, [summary["overall"][task][f"{a:g}"] for a in alphas]) for task, name in MAIN_TASKS
+              if task in summary["overall"]}
+    paths.append(save_line_plot(series, out / "pck_vs_alpha.png", "alpha (x max side of the target box)", "PCK (%)",
+                                f"PCK vs alpha: {label}", ylim=(0, 100)))
     key = f"{run.settings.alphas[0]:g}"
     soc = summary["per_category"].get("soc", {}).get(key, {})
     cc = summary["per_category"].get("cc", {}).get(key, {})
