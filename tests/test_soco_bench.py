@@ -84,6 +84,10 @@ def test_wrong_instance_of_the_same_concept_counts_for_cc_not_soc(tmp_path):
     assert by[("soc", "roof")] and by[("cc", "roof")]
     # SOC-geo restricts to wheel patches too, so it fails the same way here
     assert not by[("geo", "wheel/left")]
+    # with at least 2 candidates required, the roof (one candidate patch) leaves SOC-geo, the wheels stay
+    from dataclasses import replace
+    strict = evaluate(SocoPairs(tmp_path), concept_oracle, replace(SETTINGS, geo_min_candidates=2), progress=False)
+    assert {r.keypoint for r in strict.records if r.task == "geo"} == {"wheel/left", "wheel/right"}
 
 
 def test_reductions_match_hand_computation():

@@ -33,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       choices=("pair-category-mean", "keypoint-category-mean", "pooled"))
     soco.add_argument("--soft-argmax", action="store_true", help="windowed soft-argmax (half-width 7, beta 0.02)")
     soco.add_argument("--convention", default="soco", choices=("soco", "patch-center"))
+    soco.add_argument("--geo-min-candidates", type=int, default=1,
+                      help="SOC-geo: only keypoints with at least this many candidate patches (2 = the reference's "
+                           "only_multi_candidate_eval)")
     soco.add_argument("--categories", default="", help="comma-separated categories (default: all)")
     soco.add_argument("--supercategories", default="", help="comma-separated super-categories")
     soco.add_argument("--max-pairs-per-category", type=int, default=0, help="0 = all pairs")
@@ -89,7 +92,7 @@ def run_soco(args: argparse.Namespace) -> int:
     split = lambda text: tuple(filter(None, text.split(",")))  # noqa: E731
     settings = preset(args.protocol, tasks=split(args.task), alphas=tuple(float(a) for a in split(args.alpha)),
                       reduction=args.reduction, method="soft-argmax" if args.soft_argmax else "argmax",
-                      convention=args.convention)
+                      convention=args.convention, geo_min_candidates=args.geo_min_candidates)
     backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     config = SocoBenchConfig(args.root, args.out, categories=split(args.categories) or None,
                              supercategories=split(args.supercategories) or None,

@@ -110,7 +110,7 @@ def _geo_records(pair: SocoPair, source: FeatureMap, target: FeatureMap, src_xy:
     for match in pair.semantic_matches:
         s, t = match.source_indices[0], match.target_indices[0]
         candidates = np.unique(cells[sorted(concept_targets.get(s, ()))]) if s in concept_targets else np.array([])
-        if len(candidates) == 0 or cells[t] not in candidates:
+        if len(candidates) < max(1, settings.geo_min_candidates) or cells[t] not in candidates:
             continue
         best = int(candidates[int(torch.argmax(sims[s, torch.as_tensor(candidates)]))])
         predicted = target.cell_to_original(np.array([[best % w, best // w]], dtype=np.float64))[0]

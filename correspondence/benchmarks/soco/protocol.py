@@ -32,6 +32,7 @@ class ProtocolSettings:
     alphas: tuple[float, ...] = ALPHAS
     tasks: tuple[str, ...] = TASKS
     reduction: str = "pair-category-mean"
+    geo_min_candidates: int = 1  # 2 = the reference's only_multi_candidate_eval (chance then ~ 1/#candidates)
     name: str = "soco-798"
     extra: dict = field(default_factory=dict)
 
