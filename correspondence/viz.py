@@ -98,3 +98,38 @@ def save_line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], p
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def save_point_clouds(clouds: dict[str, tuple[np.ndarray, np.ndarray]], ply_path: str | Path,
+                      png_path: str | Path) -> tuple[Path, Path]:
+    """Several coloured clouds into one ASCII PLY and a two-view scatter PNG (front and top), so an alignment
+    can be checked by eye; each cloud is tinted (first red, second blue) in the PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ply_path, png_path = Path(ply_path), Path(png_path)
+    ply_path.parent.mkdir(parents=True, exist_ok=True)
+    rows = [(xyz, rgb) for xyz, rgb in clouds.values()]
+    total = sum(len(xyz) for xyz, _ in rows)
+    with open(ply_path, "w", encoding="ascii") as handle:
+        handle.write(f"ply\nformat ascii 1.0\nelement vertex {total}\nproperty float x\nproperty float y\n"
+                     "property float z\nproperty uchar red\nproperty uchar green\nproperty uchar blue\nend_header\n")
+        for xyz, rgb in rows:
+            for p, c in zip(xyz, np.asarray(rgb, dtype=np.uint8)):
+                handle.write(f"{p[0]:.5f} {p[1]:.5f} {p[2]:.5f} {c[0]} {c[1]} {c[2]}\n")
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4))
+    tints = [(0.85, 0.2, 0.2), (0.2, 0.35, 0.85), (0.2, 0.7, 0.3)]
+    for (name, (xyz, _)), tint in zip(clouds.items(), tints):
+        axes[0].scatter(xyz[:, 0], -xyz[:, 1], s=0.3, color=tint, label=name)
+        axes[1].scatter(xyz[:, 0], xyz[:, 2], s=0.3, color=tint, label=name)
+    axes[0].set_title("front (x right, y up)")
+    axes[1].set_title("top (x right, z forward)")
+    for ax in axes:
+        ax.set_aspect("equal")
+        ax.legend(markerscale=10, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=110)
+    plt.close(fig)
+    return ply_path, png_path

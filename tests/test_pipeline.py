@@ -94,3 +94,69 @@ def test_rejection_rules_and_bad_frames():
     assert not result.alignment.success and result.alignment.transform is None  # a reason, never a pose
     with pytest.raises(InputError, match="live depth is"):
         pipeline.process(live_view.rgb, live_view.depth[:100], live_view.intrinsics)
+
+
+def _write_frame(folder, view, keypoints=None, mask=True):
+    import json
+
+    from PIL import Image
+    folder.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(view.rgb).save(folder / "rgb.png")
+    Image.fromarray(np.round(view.depth * 1000).astype(np.uint16)).save(folder / "depth.png")
+    cam = view.intrinsics
+    (folder / "intrinsics.json").write_text(json.dumps({"fx": cam.fx, "fy": cam.fy, "cx": cam.cx, "cy": cam.cy,
+                                                        "width": cam.width, "height": cam.height}))
+    if mask:
+        Image.fromarray(view.mask.astype(np.uint8) * 255).save(folder / "mask.png")
+    if keypoints is not None:
+        (folder / "keypoints.json").write_text(json.dumps({"keypoints": keypoints}))
+
+
+def test_soco_transfer_end_to_end(tmp_path):
+    import json
+
+    from correspondence.cli import main
+    car, demo_view, live_view, _, _ = scene(shift=np.array([0.02, 0.0, 0.0]))
+    kps = [{"name": k.name, "xy": list(map(float, xy))} for k, xy, v in
+           zip(car.keypoints, demo_view.keypoints_xy, demo_view.keypoints_visible) if v]
+    _write_frame(tmp_path / "demo", demo_view, kps)
+    _write_frame(tmp_path / "live", live_view, mask=False)
+    live = tmp_path / "live"
+    out = tmp_path / "out"
+    code = main(["transfer", "--demo", str(tmp_path / "demo"), "--live-rgb", str(live / "rgb.png"),
+                 "--live-depth", str(live / "depth.png"), "--intrinsics", str(live / "intrinsics.json"),
+                 "--segmentation", "depth", "--backbone", "daisy", "--size", "224", "--out", str(out)])
+    assert code == 0
+    record = json.loads((out / "transfer.json").read_text())
+    assert record["mode"] == "3d" and record["segmentation"] == "depth" and len(record["matches"]) == len(kps)
+    assert (out / "overlay.png").is_file()
+    if record["alignment"]["success"]:
+        assert np.asarray(record["alignment"]["transform"]).shape == (4, 4)
+        assert (out / "aligned.ply").is_file() and (out / "aligned.png").is_file()
+    else:
+        assert record["alignment"]["transform"] is None
+    code = main(["transfer", "--demo", str(tmp_path / "demo"), "--live-rgb", str(live / "rgb.png"),
+                 "--live-depth", str(live / "depth.png"), "--backbone", "daisy", "--out", str(out)])
+    assert code == 1  # depth without intrinsics: a clear error, not a crash
+    code = main(["transfer", "--demo", str(tmp_path / "demo"), "--live-rgb", str(live / "rgb.png"),
+                 "--segmentation", "grabcut", "--backbone", "daisy", "--size", "224", "--out", str(tmp_path / "o2")])
+    assert code == 0 and json.loads((tmp_path / "o2" / "transfer.json").read_text())["mode"] == "2d"
+
+
+def test_aligned_clouds_overlap_when_the_transform_is_right(tmp_path):
+    from scipy.spatial import cKDTree
+
+    from correspondence.cli.transfer_cmd import write_aligned_clouds
+    car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
+    demo = demo_from(demo_view, car)
+    pipeline = TransferPipeline(demo, OracleMatcher(car, live_view), segmenter=DepthForeground((0.1, 2.0)))
+    result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+    write_aligned_clouds(demo, live_view.rgb, live_view.depth, live_view.intrinsics, result, tmp_path)
+    lines = (tmp_path / "aligned.ply").read_text().splitlines()
+    count = int(next(l for l in lines if l.startswith("element vertex")).split()[-1])
+    body = np.array([[float(v) for v in l.split()[:3]] for l in lines[lines.index("end_header") + 1:]])
+    assert len(body) == count == demo_view.mask.sum() + result.mask.mask.sum()
+    demo_part, live_part = body[:demo_view.mask.sum()], body[demo_view.mask.sum():]
+    distance, _ = cKDTree(live_part).query(demo_part)
+    assert np.median(distance) < 0.005  # the moved demo cloud lies on the live cloud
+    assert (tmp_path / "aligned.png").is_file()
