@@ -160,3 +160,26 @@ def test_aligned_clouds_overlap_when_the_transform_is_right(tmp_path):
     distance, _ = cKDTree(live_part).query(demo_part)
     assert np.median(distance) < 0.005  # the moved demo cloud lies on the live cloud
     assert (tmp_path / "aligned.png").is_file()
+
+
+def test_alignment_benchmark_truth_is_consistent_and_reports_are_written(tmp_path):
+    """The benchmark's ground truth agrees with the pipeline on true matches; the command writes its reports."""
+    from correspondence.alignment import rotation_error_deg
+    from correspondence.benchmarks.alignment import (AlignmentBenchConfig, _trial, object_translation_error,
+                                                     run_alignment_benchmark)
+    config = AlignmentBenchConfig(trials=3, size=160, categories=("car", "mug", "bus"))
+    rng = np.random.default_rng(0)
+    settings = RenderSettings(width=160, height=160)
+    obj, demo_view, live_view, truth, centre = _trial(rng, "car", 0, config, settings)
+    pipeline = TransferPipeline(demo_from(demo_view, obj), OracleMatcher(obj, live_view),
+                                segmenter=DepthForeground((0.05, 5.0)))
+    alignment = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).alignment
+    assert alignment.success
+    assert rotation_error_deg(alignment.transform, truth) < 1.5
+    assert object_translation_error(alignment.transform, truth, centre) < 0.005
+    assert object_translation_error(truth, truth, centre) == 0.0
+    result = run_alignment_benchmark(Matcher.create("daisy", size=160), config, tmp_path, progress=False)
+    assert result["summary"]["trials"] == 3
+    assert all(r["success"] in (True, False) and r.get("reason") for r in result["rows"])
+    for name in ("alignment.json", "alignment.md", "alignment_errors.png"):
+        assert (tmp_path / name).is_file()

@@ -66,6 +66,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
     umd_cmd.add_bench_parser(bench)
 
+    align = bench.add_parser("alignment", help="end-to-end pose accuracy and per-stage latency on the procedural world")
+    align.add_argument("--backbone", default="auto")
+    align.add_argument("--weights", default=None)
+    align.add_argument("--random-weights", action="store_true")
+    align.add_argument("--trials", type=int, default=100)
+    align.add_argument("--size", type=int, default=448, help="frame and network input size in px")
+    align.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
+    align.add_argument("--seed", type=int, default=0)
+    align.add_argument("--out", default="bench_out/alignment")
+    align.set_defaults(handler=run_alignment)
+
     compare = bench.add_parser("compare", help="side-by-side table of several results.json files")
     compare.add_argument("results", nargs="+")
     compare.set_defaults(handler=run_compare)
@@ -141,4 +152,17 @@ def run_functional(args: argparse.Namespace) -> int:
     from ..benchmarks.functional import table1
     print(table1(results))
     print(f"wrote {args.out}/functional_results.json, functional_results.md and pr_curves.png")
+    return 0
+
+
+def run_alignment(args: argparse.Namespace) -> int:
+    from ..api import Matcher
+    from ..benchmarks.alignment import AlignmentBenchConfig, run_alignment_benchmark
+
+    matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
+                             method=args.method)
+    result = run_alignment_benchmark(matcher, AlignmentBenchConfig(trials=args.trials, size=args.size,
+                                                                   seed=args.seed), args.out)
+    print(result["markdown"])
+    print(f"wrote {args.out}/alignment.json, alignment.md and alignment_errors.png")
     return 0
