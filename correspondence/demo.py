@@ -72,7 +72,7 @@ def self_check(matcher: Matcher, images: Path, out_dir: Path) -> dict:
 def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
     """A procedural RGB-D scene with a known motion through segmentation, keypoint transfer and 3D alignment."""
     from .alignment import rotation_error_deg
-    from .benchmarks.alignment import AlignmentBenchConfig, _trial, object_translation_error
+    from .benchmarks.alignment import AlignmentBenchConfig, make_trial, object_translation_error
     from .cli.transfer_cmd import write_aligned_clouds
     from .demo_spec import DemoSpec
     from .io import KeypointSet, NamedPoint
@@ -81,7 +81,7 @@ def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
     from .world.render import RenderSettings
 
     config = AlignmentBenchConfig(max_rotation_deg=10.0, max_translation_m=0.03)
-    obj, demo_view, live_view, truth, centre = _trial(np.random.default_rng(7), "car", 1, config,
+    obj, demo_view, live_view, truth, centre = make_trial(np.random.default_rng(7), "car", 1, config,
                                                       RenderSettings(width=448, height=448))
     visible = [(k.name, tuple(xy)) for k, xy, v in zip(obj.keypoints, demo_view.keypoints_xy,
                                                        demo_view.keypoints_visible) if v]

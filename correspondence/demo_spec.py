@@ -80,7 +80,7 @@ def load_depth(path: Path, depth_scale: float) -> np.ndarray:
     return depth
 
 
-def _intrinsics(base: Path, value: Any, source: Path) -> CameraIntrinsics:
+def load_intrinsics(base: Path, value: Any, source: Path) -> CameraIntrinsics:
     if isinstance(value, str):
         path = _path(base, value, source, "intrinsics")
         try:
@@ -141,7 +141,7 @@ def load_demo(path: str | Path) -> DemoSpec:
         depth = same_size(load_depth(_path(base, spec["depth"], source, "depth"), scale), "depth")
         if not (depth > 0).any():
             raise _fail(source, "depth", "has no valid (non-zero, finite) value")
-    intrinsics = _intrinsics(base, spec["intrinsics"], source) if "intrinsics" in spec else None
+    intrinsics = load_intrinsics(base, spec["intrinsics"], source) if "intrinsics" in spec else None
     if intrinsics is not None and (intrinsics.width, intrinsics.height) != (width, height):
         raise _fail(source, "intrinsics", f"are for {intrinsics.width}x{intrinsics.height} but the image is "
                                           f"{width}x{height}")

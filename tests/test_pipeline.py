@@ -165,12 +165,12 @@ def test_aligned_clouds_overlap_when_the_transform_is_right(tmp_path):
 def test_alignment_benchmark_truth_is_consistent_and_reports_are_written(tmp_path):
     """The benchmark's ground truth agrees with the pipeline on true matches; the command writes its reports."""
     from correspondence.alignment import rotation_error_deg
-    from correspondence.benchmarks.alignment import (AlignmentBenchConfig, _trial, object_translation_error,
+    from correspondence.benchmarks.alignment import (AlignmentBenchConfig, make_trial, object_translation_error,
                                                      run_alignment_benchmark)
     config = AlignmentBenchConfig(trials=3, size=160, categories=("car", "mug", "bus"))
     rng = np.random.default_rng(0)
     settings = RenderSettings(width=160, height=160)
-    obj, demo_view, live_view, truth, centre = _trial(rng, "car", 0, config, settings)
+    obj, demo_view, live_view, truth, centre = make_trial(rng, "car", 0, config, settings)
     pipeline = TransferPipeline(demo_from(demo_view, obj), OracleMatcher(obj, live_view),
                                 segmenter=DepthForeground((0.05, 5.0)))
     alignment = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).alignment

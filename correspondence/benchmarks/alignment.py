@@ -42,7 +42,10 @@ class AlignmentBenchConfig:
     seed: int = 0
 
 
-def _trial(rng: np.random.Generator, category: str, index: int, config: AlignmentBenchConfig, settings: RenderSettings):
+def make_trial(rng: np.random.Generator, category: str, index: int, config: AlignmentBenchConfig,
+               settings: RenderSettings):
+    """Demo and live views of one instance after a random motion; returns (object, demo view, live view, the true
+    demo-camera -> live-camera transform, the object's centre in the demo camera frame)."""
     obj = make_instance(category, index, config.seed)
     renderer = Renderer(obj)
     pose = sample_pose(rng, obj, intrinsics=settings.intrinsics)
@@ -71,7 +74,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
     rows = []
     for trial in tqdm(range(config.trials), desc="alignment", unit="trial", disable=not progress):
         category = config.categories[trial % len(config.categories)]
-        obj, demo_view, live_view, truth, centre = _trial(rng, category, trial, config, settings)
+        obj, demo_view, live_view, truth, centre = make_trial(rng, category, trial, config, settings)
         visible = [(k.name, tuple(xy)) for k, xy, v in zip(obj.keypoints, demo_view.keypoints_xy,
                                                            demo_view.keypoints_visible) if v]
         row = {"trial": trial, "category": category, "keypoints": len(visible)}

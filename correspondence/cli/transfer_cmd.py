@@ -49,7 +49,7 @@ def _prompt(text: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from ..api import Matcher, as_image, as_mask
-    from ..demo_spec import _intrinsics, load_demo, load_depth
+    from ..demo_spec import load_demo, load_depth, load_intrinsics
     from ..errors import InputError
     from ..io import write_json
     from ..pipeline import PipelineSettings, TransferPipeline
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     demo = load_demo(args.demo)
     live = np.asarray(as_image(args.live_rgb))
     depth = load_depth(Path(args.live_depth), args.depth_scale) if args.live_depth else None
-    intrinsics = _intrinsics(Path("."), args.intrinsics, Path(args.intrinsics)) if args.intrinsics else None
+    intrinsics = load_intrinsics(Path("."), args.intrinsics, Path(args.intrinsics)) if args.intrinsics else None
     if (depth is None) != (intrinsics is None):
         raise InputError("3D alignment needs both --live-depth and --intrinsics (give both, or neither for 2D)")
     if args.segmentation == "auto":
