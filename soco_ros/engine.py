@@ -1,0 +1,185 @@
+"""The ROS-free half of the node: build the matcher, load demos, keep the pipeline settings, process one frame.
+
+Everything here is plain Python on top of :mod:`correspondence`; :mod:`soco_ros.node` only moves messages in and
+out. Thread model: the node's worker thread calls :meth:`Engine.process`; parameter and service callbacks call
+:meth:`Engine.set_demo` / :meth:`Engine.update` from executor threads. The current pipeline is swapped atomically
+under a lock and a frame always runs on the pipeline it started with.
+"""
+from __future__ import annotations
+
+import inspect
+import threading
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from correspondence.api import Matcher
+from correspondence.camera import CameraIntrinsics
+from correspondence.demo_spec import DemoSpec, load_demo
+from correspondence.errors import ConfigError, InputError
+from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
+from correspondence.segmentation import MaskProvider, Prompt, auto_provider, provider_from_name
+
+# Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
+PIPELINE_KEYS = ("match_threshold", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
+                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation",
+                 "alignment_source", "refine")
+
+
+@dataclass
+class Frame:
+    """One synchronised live frame, already converted and validated."""
+
+    rgb: np.ndarray
+    stamp_ns: int
+    frame_id: str
+    depth: np.ndarray | None = None
+    intrinsics: CameraIntrinsics | None = None
+    mask: np.ndarray | None = None
+    prompt: Prompt | None = None
+
+
+@dataclass
+class Processed:
+    frame: Frame
+    result: FrameResult
+    demo: DemoSpec
+    names: tuple[str, ...]
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def matcher_accepts_runtime() -> bool:
+    return "runtime" in inspect.signature(Matcher.create).parameters
+
+
+def build_matcher(params: dict[str, Any]) -> Matcher:
+    """``Matcher.create`` from node parameters; ``runtime`` is passed only when the library supports it."""
+    kwargs: dict[str, Any] = dict(weights=params["weights"] or None, random_weights=bool(params["random_weights"]),
+                                  size=int(params["image_size"]) or None, device=params["device"],
+                                  method=params["match_method"], allow_download=False)
+    runtime = params["runtime"]
+    if matcher_accepts_runtime():
+        model = params.get("runtime_model") or None
+        if runtime != "torch" and model is None:
+            raise ConfigError(f"runtime {runtime!r} needs runtime_model (the exported .onnx / .engine file)")
+        kwargs["runtime"] = runtime if runtime == "torch" else {"name": runtime, "model": model}
+    elif runtime != "torch":
+        raise ConfigError(f"runtime {runtime!r} needs Matcher.create(runtime=...), which this correspondence "
+                          "library does not provide yet; use runtime 'torch'")
+    matcher = Matcher.create(params["backbone"], **kwargs)
+    # The extractor's LRU cache keys features by image content: with live frames it would fill with frames that
+    # never come back (tens of MB at 448 px). Two entries keep the demo (used every frame) and the current frame.
+    extractor = getattr(matcher, "extractor", None)
+    if extractor is not None and hasattr(extractor, "cache_size"):
+        extractor.cache_size = 2
+    return matcher
+
+
+def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
+    """Node parameters -> PipelineSettings; options the library version in use does not have are left out."""
+    known = {f.name for f in fields(PipelineSettings)}
+    optional = {key: params[key] for key in ("alignment_source", "refine") if key in known and key in params}
+    return PipelineSettings(**optional, **dict(
+        min_score=(None if params["match_threshold"] <= -1.0 else float(params["match_threshold"])),
+        require_mutual=bool(params["require_mutual"]),
+        max_cycle_px=float(params["max_cycle_px"]) or None,
+        depth_range=(float(params["depth_min"]), float(params["depth_max"])),
+        ransac_threshold=float(params["ransac_threshold"]), ransac_iterations=int(params["ransac_iterations"]),
+        min_inliers=int(params["min_inliers"]), solver=params["solver"],
+        pixel_threshold=float(params["pixel_threshold"])))
+
+
+def make_segmenter(params: dict[str, Any]) -> tuple[MaskProvider | None, str]:
+    """The live mask provider and why it was chosen (the mask topic, when used, overrides it per frame)."""
+    name = params["segmentation"]
+    depth_range = (float(params["depth_min"]), float(params["depth_max"]))
+    if name == "none":
+        return None, "none: matching over the whole image"
+    if name == "auto":
+        return auto_provider(depth=bool(params["use_depth"]), device=params["device"], depth_range=depth_range)
+    if name == "depth":
+        return provider_from_name("depth", depth_range=depth_range), "depth: nearest depth surface"
+    if name == "sam":
+        return provider_from_name("sam", allow_download=False, device=params["device"]), "sam"
+    return provider_from_name(name), name
+
+
+class Engine:
+    def __init__(self, params: dict[str, Any], matcher: Matcher | None = None) -> None:
+        self.params = dict(params)
+        self.matcher = matcher if matcher is not None else build_matcher(self.params)
+        self.segmenter, self.segmenter_reason = make_segmenter(self.params)
+        self._lock = threading.Lock()
+        self._pipeline: TransferPipeline | None = None
+        self.demo: DemoSpec | None = None
+        self.demo_path = ""
+
+    # ------------------------------------------------------------------------------------------------ demo
+    def set_demo(self, path: str) -> DemoSpec:
+        """Load ``path`` and make it the current demo; on any error the previous demo stays (and it raises)."""
+        path = str(path).strip()
+        if not path:
+            raise InputError("demo path is empty")
+        if not Path(path).expanduser().exists():
+            raise InputError(f"demo {path!r} does not exist (give a folder or a YAML file)")
+        demo = load_demo(Path(path).expanduser())
+        if demo.keypoints is None:
+            raise InputError(f"demo {path!r} has a function ({demo.function!r}), but this node publishes keypoint "
+                             "matches; give a keypoint demo")
+        pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter)
+        with self._lock:
+            self._pipeline, self.demo, self.demo_path = pipeline, demo, path
+        return demo
+
+    def warmup(self) -> float:
+        """Run the current demo through the pipeline once (its features get cached, torch warms up); seconds."""
+        import time
+
+        with self._lock:
+            pipeline, demo = self._pipeline, self.demo
+        if pipeline is None or demo is None:
+            return 0.0
+        start = time.perf_counter()
+        pipeline.process(demo.rgb, depth=demo.depth, intrinsics=demo.intrinsics,
+                         mask=demo.mask if demo.mask is not None else None)
+        return time.perf_counter() - start
+
+    @property
+    def has_demo(self) -> bool:
+        return self._pipeline is not None
+
+    @property
+    def keypoint_names(self) -> tuple[str, ...]:
+        demo = self.demo
+        return tuple(p.name for p in demo.keypoints.points) if demo is not None and demo.keypoints else ()
+
+    # ------------------------------------------------------------------------------------------------ settings
+    def update(self, changes: dict[str, Any]) -> None:
+        """Apply reconfigurable parameter changes (validated by the caller)."""
+        self.params.update(changes)
+        if "segmentation" in changes or "depth_min" in changes or "depth_max" in changes:
+            segmenter, reason = make_segmenter(self.params)
+            self.segmenter, self.segmenter_reason = segmenter, reason
+        if any(key in PIPELINE_KEYS for key in changes):
+            with self._lock:
+                demo = self.demo
+            if demo is not None:
+                pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter)
+                with self._lock:
+                    if self.demo is demo:
+                        self._pipeline = pipeline
+
+    # ------------------------------------------------------------------------------------------------ frames
+    def process(self, frame: Frame) -> Processed:
+        with self._lock:
+            pipeline, demo = self._pipeline, self.demo
+        if pipeline is None or demo is None:
+            raise InputError("no demo loaded (set the demo_path parameter or publish a path on ~/set_demo_path)")
+        if frame.prompt is not None:
+            frame.prompt.check_inside(frame.rgb.shape[1], frame.rgb.shape[0])
+        result = pipeline.process(frame.rgb, depth=frame.depth, intrinsics=frame.intrinsics, mask=frame.mask,
+                                  prompt=frame.prompt)
+        names = tuple(p.name for p in demo.keypoints.points)
+        return Processed(frame, result, demo, names, dict(result.timings_s))

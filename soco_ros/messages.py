@@ -1,0 +1,129 @@
+"""A processed frame -> the node's output messages (no node, no DDS: testable on its own).
+
+Frames: every per-frame message carries the live image's header (its stamp and ``frame_id``, the live camera
+frame). ``~/alignment`` maps the demo object frame (``demo_frame_id``: the demo camera frame, in which the demo
+keypoints were lifted) into the live camera frame: ``header.frame_id`` = live camera, ``child_frame_id`` = demo
+object, as tf expects for "pose of the child in the parent".
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .conversions import matches_to_cloud, rgb_to_image, transform_to_msg
+from .engine import Processed
+
+MARKER_NAMESPACE_POINTS = "soco_matches"
+MARKER_NAMESPACE_LABELS = "soco_labels"
+
+
+@dataclass
+class Outputs:
+    matches: Any
+    alignment: Any | None
+    quality: Any | None
+    markers: Any
+    debug_image: Any | None = None
+    mask: Any | None = None
+
+
+def _finite(value: float) -> float | None:
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
+def quality_dict(processed: Processed) -> dict | None:
+    result = processed.result
+    if result.alignment is not None:
+        a = result.alignment
+        return {"kind": "3d", "success": bool(a.success), "reason": a.reason, "inlier_ratio": _finite(a.inlier_ratio),
+                "rmse_m": _finite(a.rmse), "num_inliers": int(a.num_inliers), "solver": a.solver,
+                "accepted_matches": int(np.count_nonzero(result.accepted))}
+    if result.alignment_2d is not None:
+        a = result.alignment_2d
+        return {"kind": "2d", "success": bool(a.success), "reason": a.reason, "inlier_ratio": _finite(a.inlier_ratio),
+                "rmse_px": _finite(a.rmse), "num_inliers": int(a.num_inliers), "solver": a.solver,
+                "scale": _finite(a.scale) if a.scale is not None else None,
+                "angle_deg": _finite(a.angle_deg) if a.angle_deg is not None else None,
+                "matrix": None if a.matrix is None else np.asarray(a.matrix).tolist(),
+                "accepted_matches": int(np.count_nonzero(result.accepted))}
+    return None
+
+
+def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale: float = 0.01,
+                  publish_debug: bool = False) -> Outputs:
+    from std_msgs.msg import String
+
+    result = processed.result
+    accepted = np.flatnonzero(np.asarray(result.accepted, dtype=bool))
+    live_xy = np.array([m.live_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
+    demo_xy = np.array([m.demo_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
+    scores = np.array([m.score for m in result.matches], dtype=np.float64)
+    live_points = np.asarray(result.live_points, dtype=np.float64).reshape(-1, 3)
+    cloud = matches_to_cloud(header, live_points[accepted], live_xy[accepted], demo_xy[accepted], scores[accepted],
+                             accepted.astype(np.uint32))
+    alignment = None
+    if result.alignment is not None and result.alignment.success and result.alignment.transform is not None:
+        alignment = transform_to_msg(result.alignment.transform, header, demo_frame_id)
+    quality = quality_dict(processed)
+    quality_msg = None
+    if quality is not None:
+        quality["stamp"] = {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
+        quality_msg = String(data=json.dumps(quality, sort_keys=True))
+    markers = build_markers(header, [result.matches[i].name for i in accepted], live_points[accepted], marker_scale)
+    outputs = Outputs(cloud, alignment, quality_msg, markers)
+    if publish_debug:
+        outputs.debug_image = rgb_to_image(debug_overlay(processed), header)
+        if result.mask is not None:
+            outputs.mask = rgb_to_image(result.mask.mask, header)
+    return outputs
+
+
+def build_markers(header, names: list[str], points: np.ndarray, scale: float):
+    """A DELETEALL, then a sphere and a text label per match with a 3D point (matches without depth have none)."""
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    array = MarkerArray()
+    clear = Marker(header=header, action=Marker.DELETEALL)
+    array.markers.append(clear)
+    for i, (name, p) in enumerate(zip(names, np.asarray(points).reshape(-1, 3))):
+        if not np.isfinite(p).all():
+            continue
+        r, g, b = _colour(i)
+        sphere = Marker(header=header, ns=MARKER_NAMESPACE_POINTS, id=i, type=Marker.SPHERE, action=Marker.ADD)
+        sphere.pose.position.x, sphere.pose.position.y, sphere.pose.position.z = (float(v) for v in p)
+        sphere.pose.orientation.w = 1.0
+        sphere.scale.x = sphere.scale.y = sphere.scale.z = float(scale)
+        sphere.color.r, sphere.color.g, sphere.color.b, sphere.color.a = r, g, b, 1.0
+        text = Marker(header=header, ns=MARKER_NAMESPACE_LABELS, id=i, type=Marker.TEXT_VIEW_FACING,
+                      action=Marker.ADD, text=name)
+        text.pose.position.x, text.pose.position.y = float(p[0]), float(p[1]) - 1.5 * float(scale)
+        text.pose.position.z = float(p[2])
+        text.pose.orientation.w = 1.0
+        text.scale.z = 1.5 * float(scale)
+        text.color.r = text.color.g = text.color.b = text.color.a = 1.0
+        array.markers.extend([sphere, text])
+    return array
+
+
+def _colour(i: int) -> tuple[float, float, float]:
+    from correspondence.viz import PALETTE
+
+    r, g, b = PALETTE[i % len(PALETTE)]
+    return r / 255.0, g / 255.0, b / 255.0
+
+
+def debug_overlay(processed: Processed) -> np.ndarray:
+    from correspondence.viz import match_overlay
+
+    result = processed.result
+    live_xy = np.array([m.live_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
+    status = quality_dict(processed) or {}
+    title = f"{'aligned' if status.get('success') else status.get('reason', 'matches')}"
+    image = match_overlay(processed.demo.rgb, processed.frame.rgb, processed.demo.keypoints.xy, live_xy,
+                          list(processed.names), result.accepted, height=processed.frame.rgb.shape[0], title=title,
+                          live_mask=result.mask.mask if result.mask is not None else None)
+    return np.asarray(image.convert("RGB"))

@@ -1,0 +1,172 @@
+"""Every node parameter in one table: type, default, description, range or choices, and whether it can change
+while the node is configured.
+
+The table is plain Python (no rclpy) so it can be tested, rendered into ``config/soco.yaml`` and ``docs/ros.md``,
+and checked against them. :func:`validate` is the one place a value is judged; the node calls it from its
+parameter-set callback (run-time changes) and when it declares the parameters (start-up values from a params
+file). Ranges are also put into the ROS ``ParameterDescriptor`` so ``ros2 param describe`` shows them.
+
+``reconfigurable=False`` parameters shape what the node builds at *configure* time (the model, the
+subscriptions, the QoS): changing one while the node is configured is refused with the reason; deactivate,
+clean up, set it and configure again (or restart the node).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+RUNTIMES = ("torch", "onnxruntime", "tensorrt")
+SEGMENTATION = ("auto", "none", "depth", "grabcut", "sam")
+RELIABILITY = ("best_effort", "reliable")
+SOLVERS = ("ransac", "open3d")
+MATCH_METHODS = ("argmax", "soft-argmax")
+SYNC_BACKENDS = ("auto", "builtin", "message_filters")
+ALIGNMENT_SOURCES = ("dense", "keypoints")
+REFINE = ("icp", "none")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    low: float | None = None  # inclusive numeric range
+    high: float | None = None
+    choices: tuple[str, ...] | None = None
+    reconfigurable: bool = True
+
+    @property
+    def type_name(self) -> str:
+        return {bool: "bool", int: "int", float: "double", str: "string"}[type(self.default)]
+
+    def range_text(self) -> str:
+        if self.choices:
+            return " / ".join(self.choices)
+        if self.low is not None:
+            return f"[{self.low:g}, {self.high:g}]"
+        return ""
+
+
+P = ParamSpec
+SPECS: tuple[ParamSpec, ...] = (
+    # --- what to find
+    P("demo_path", "", "Demo folder or YAML (correspondence.demo_spec). Empty: no demo until ~/set_demo_path or "
+                       "this parameter is set; a path that does not load keeps the previous demo."),
+    # --- model (built at configure)
+    P("backbone", "auto", "Feature backbone name (soco list-backbones), or 'auto' (best available: DINOv2 when its "
+                          "weights resolve, else the weight-free 'daisy').", reconfigurable=False),
+    P("weights", "", "Checkpoint path for the backbone; empty: resolved like the CLI (SOCO_WEIGHTS_DIR, hub cache).",
+      reconfigurable=False),
+    P("random_weights", False, "Random-initialised backbone (tests only).", reconfigurable=False),
+    P("runtime", "torch", "Inference runtime; onnxruntime / tensorrt need the export support in "
+                          "correspondence.api (Matcher.create(runtime=...)).", choices=RUNTIMES, reconfigurable=False),
+    P("runtime_model", "", "Exported model (.onnx / .engine, from soco export) for runtime onnxruntime / tensorrt.",
+      reconfigurable=False),
+    P("device", "cpu", "Torch device for the backbone (cpu, cuda, cuda:1...).", reconfigurable=False),
+    P("image_size", 0, "Backbone input side in px; 0 = the backbone's default (448 for DINOv2 / daisy).",
+      0, 4096, reconfigurable=False),
+    P("match_method", "argmax", "Keypoint match method.", choices=MATCH_METHODS, reconfigurable=False),
+    P("torch_threads", 0, "torch.set_num_threads for the worker; 0 = torch's default.", 0, 256,
+      reconfigurable=False),
+    # --- match rejection (reconfigurable)
+    P("match_threshold", -1.0, "Reject matches whose cosine score is below this; -1 accepts all.", -1.0, 1.0),
+    P("require_mutual", False, "Reject matches that are not mutual nearest neighbours."),
+    P("max_cycle_px", 0.0, "Reject matches whose forward-backward cycle distance (demo px) exceeds this; 0 = off.",
+      0.0, 10000.0),
+    # --- segmentation
+    P("segmentation", "auto", "Live object mask provider when no mask topic is used: auto (SAM if its weights "
+                              "resolve, else depth foreground with depth, else GrabCut), none, depth, grabcut, sam.",
+      choices=SEGMENTATION),
+    # --- depth and alignment
+    P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres.",
+      1e-6, 1.0),
+    P("depth_min", 0.05, "Nearest depth used for lifting and segmentation (m).", 0.0, 100.0),
+    P("depth_max", 5.0, "Farthest depth used for lifting and segmentation (m).", 0.001, 100.0),
+    P("solver", "ransac", "Rigid alignment solver.", choices=SOLVERS),
+    P("ransac_threshold", 0.015, "RANSAC inlier distance (m); the 2D fallback uses pixel_threshold.", 1e-5, 1.0),
+    P("ransac_iterations", 1000, "RANSAC hypotheses (upper bound).", 1, 100000),
+    P("min_inliers", 4, "Fewest inliers for an alignment to count as a success.", 3, 10000),
+    P("alignment_source", "dense", "Correspondences behind the 3D alignment: dense (dense demo-object matches) or "
+                                   "keypoints (the transferred keypoints); ignored by a library without it.",
+      choices=ALIGNMENT_SOURCES),
+    P("refine", "icp", "Refine the alignment with guarded ICP (icp) or not (none); ignored by a library without it.",
+      choices=REFINE),
+    P("pixel_threshold", 8.0, "2D similarity inlier threshold (px), used without depth.", 0.1, 1000.0),
+    # --- inputs
+    P("use_depth", True, "Subscribe to 'depth' and pair it with 'image' (3D matches and alignment).",
+      reconfigurable=False),
+    P("use_mask", False, "Subscribe to 'mask' (mono8) and pair it with 'image'; it replaces segmentation.",
+      reconfigurable=False),
+    P("use_prompt", False, "Subscribe to 'prompt' (PointStamped, pixel x/y in the image) for segmentation.",
+      reconfigurable=False),
+    P("sync_slop", 0.05, "Approximate-time tolerance between image, depth and mask stamps (s).", 0.0, 10.0),
+    P("sync_queue_size", 10, "Messages kept per input while waiting for a partner.", 1, 1000, reconfigurable=False),
+    P("sync_backend", "auto", "auto: message_filters when importable, else the built-in synchroniser.",
+      choices=SYNC_BACKENDS, reconfigurable=False),
+    P("max_frame_age", 1.0, "A synchronised frame older than this (s, stamp vs wall clock) when the worker gets to "
+                            "it is dropped as stale; 0 = never.", 0.0, 3600.0),
+    P("qos_reliability", "best_effort", "Reliability of the sensor subscriptions (image, depth, mask, "
+                                        "camera_info).", choices=RELIABILITY, reconfigurable=False),
+    P("qos_depth", 5, "History depth of the sensor subscriptions.", 1, 1000, reconfigurable=False),
+    # --- outputs
+    P("demo_frame_id", "demo_object", "child_frame_id of ~/alignment (the demo object / demo camera frame)."),
+    P("publish_debug", False, "Publish ~/debug_image (overlay) and ~/mask."),
+    P("marker_scale", 0.01, "Sphere diameter of ~/markers (m).", 1e-4, 10.0),
+    P("diagnostics_period", 1.0, "Seconds between diagnostics messages.", 0.05, 3600.0, reconfigurable=False),
+    P("autostart", True, "Configure and activate on start-up (false: wait for lifecycle transitions).",
+      reconfigurable=False),
+)
+BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def validate(name: str, value: Any, others: dict[str, Any] | None = None) -> str | None:
+    """None if ``value`` is acceptable for ``name``, else the reason (one sentence naming the parameter)."""
+    spec = BY_NAME.get(name)
+    if spec is None:
+        return f"unknown parameter {name!r}"
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not expected:
+        return f"parameter {name!r} must be a {spec.type_name}, got {type(value).__name__} {value!r}"
+    if spec.low is not None:
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"parameter {name!r} must be finite, got {value!r}"
+        if not (spec.low <= value <= spec.high):
+            return f"parameter {name!r}={value!r} is out of range [{spec.low:g}, {spec.high:g}]"
+    if spec.choices and value not in spec.choices:
+        return f"parameter {name!r}={value!r} is not one of {', '.join(spec.choices)}"
+    merged = {**(others or {}), name: value}
+    if name in ("depth_min", "depth_max") and "depth_min" in merged and "depth_max" in merged:
+        if not merged["depth_min"] < merged["depth_max"]:
+            return f"depth_min ({merged['depth_min']:g}) must be smaller than depth_max ({merged['depth_max']:g})"
+    return None
+
+
+def defaults() -> dict[str, Any]:
+    return {spec.name: spec.default for spec in SPECS}
+
+
+def yaml_text(node_name: str = "correspondence_node") -> str:
+    """``config/soco.yaml``: every parameter with its default and description."""
+    lines = [f"# Parameters of soco_ros {node_name} (generated from soco_ros/parameters.py; docs/ros.md explains them).",
+             f"{node_name}:", "  ros__parameters:"]
+    for spec in SPECS:
+        value = spec.default
+        text = ("true" if value else "false") if isinstance(value, bool) else (
+            f'"{value}"' if isinstance(value, str) else repr(value))
+        extra = f" [{spec.range_text()}]" if spec.range_text() else ""
+        extra += "" if spec.reconfigurable else " (configure-time)"
+        lines.append(f"    # {spec.description}{extra}")
+        lines.append(f"    {spec.name}: {text}")
+    return "\n".join(lines) + "\n"
+
+
+def markdown_table() -> str:
+    rows = ["| parameter | type | default | range / choices | run-time | description |", "|---|---|---|---|---|---|"]
+    for spec in SPECS:
+        default = f"`{spec.default!r}`" if not isinstance(spec.default, str) else f'`"{spec.default}"`'
+        rows.append(f"| `{spec.name}` | {spec.type_name} | {default} | {spec.range_text()} | "
+                    f"{'yes' if spec.reconfigurable else 'configure'} | {spec.description} |")
+    return "\n".join(rows) + "\n"
