@@ -14,6 +14,7 @@ from .features import ExtractionSettings, FeatureExtractor
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
 from .keypoint_matching import MatchResult, MatchSettings, match_keypoints
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy
+from .runtimes import RuntimeSpec, create_runtime, exported_backbone, exported_metadata
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -48,13 +49,27 @@ class Matcher:
                random_weights: bool = False, size: int | None = None, pad: str = PadPolicy.PAD_TOPLEFT_WHITE.value,
                size_policy: str = SizePolicy.NEAREST_MULTIPLE.value, convention: str = Convention.PATCH_CENTER.value,
                device: str = "cpu", dtype: str = "float32", method: str = "argmax", window: int = 7,
-               beta: float = 0.02, allow_download: bool = True) -> "Matcher":
-        loaded = backbone if isinstance(backbone, LoadedBackbone) else create_backbone(
-            backbone, weights=weights, random_init=random_weights, allow_download=allow_download)
-        size = size or loaded.spec.preprocessing.default_size
+               beta: float = 0.02, allow_download: bool = True,
+               runtime: RuntimeSpec | str | dict | None = None) -> "Matcher":
+        """``runtime``: ``"torch"`` (default), or a :class:`RuntimeSpec` / dict with ``name`` (torch | onnxruntime |
+        tensorrt), ``model`` (.onnx / .engine), ``provider`` (cpu | cuda | tensorrt), ``compile``, ``fp16``,
+        ``threads``. An exported model fixes the backbone and size: ``backbone="auto"`` and ``size=None`` take them
+        from its metadata, anything else must agree with it (and no torch weights are loaded)."""
+        spec = RuntimeSpec.coerce(runtime)
+        exported = exported_metadata(spec)
+        if isinstance(backbone, LoadedBackbone):
+            loaded = backbone
+        elif exported is not None:
+            exported.check(backbone=None if backbone == "auto" else backbone, source=str(spec.model))
+            loaded = exported_backbone(exported, spec.model, spec.name)
+        else:
+            loaded = create_backbone(backbone, weights=weights, random_init=random_weights,
+                                     allow_download=allow_download)
+        size = size or (exported.size if exported is not None else loaded.spec.preprocessing.default_size)
         settings = ExtractionSettings(PreprocessSettings(pad=pad, size=size, size_policy=size_policy),
                                       convention=convention, dtype=dtype)
-        return cls(FeatureExtractor(loaded, settings, device=device), MatchSettings(method, window, beta))
+        engine = create_runtime(spec, loaded, device=device, dtype=dtype)
+        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine), MatchSettings(method, window, beta))
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,
                  demo_mask: Any = None) -> MatchResult:

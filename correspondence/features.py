@@ -20,7 +20,8 @@ from .backbones.contract import OutputKind
 from .backbones.registry import LoadedBackbone
 from .coords import Convention, cell_to_pixel, grid_to_normalised, grid_to_pixel, pixel_to_grid
 from .errors import ConfigError, InputError
-from .preprocessing import ImageGeometry, PreprocessSettings, mask_to_processed, preprocess, to_rgb_array
+from .preprocessing import ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, preprocess, to_rgb_array
+from .runtimes.base import BackboneRuntime
 
 
 @dataclass(frozen=True)
@@ -136,31 +137,41 @@ class FeatureExtractor:
     """
 
     def __init__(self, backbone: LoadedBackbone, settings: ExtractionSettings | None = None,
-                 device: str | torch.device = "cpu", batch_size: int = 8, cache_size: int = 64) -> None:
+                 device: str | torch.device = "cpu", batch_size: int = 8, cache_size: int = 64,
+                 runtime: BackboneRuntime | None = None) -> None:
+        """``runtime``: what runs the network (see :mod:`correspondence.runtimes`); default eager torch."""
         self.backbone = backbone
         self.settings = settings or ExtractionSettings(
             preprocess=PreprocessSettings(size=backbone.spec.preprocessing.default_size))
         self.device = torch.device(device)
-        if self.settings.dtype == "float16" and self.device.type != "cuda":
-            raise ConfigError("float16 extraction needs a CUDA device; use bfloat16 or float32 on CPU")
-        self.settings.kind  # validated in ExtractionSettings
         backbone.spec.contract.check_kind(self.settings.kind)
+        if runtime is None:
+            from .runtimes.torch_runtime import TorchRuntime
+            runtime = TorchRuntime(backbone.module, self.device, self.settings.dtype)
+        contract = backbone.spec.contract
+        layers = contract.check_layers(self.settings.layers) if self.settings.kind is OutputKind.BLOCKS else ()
+        side = effective_size(self.settings.preprocess.size, contract.patch_size, self.settings.preprocess.size_policy)
+        runtime.check(backbone.spec.name, side, self.settings.kind, layers)
+        self.runtime = runtime
         self.batch_size = max(1, int(batch_size))
         self.cache_size = cache_size
         self._cache: OrderedDict[str, FeatureMap] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
-        self.module = backbone.module.to(self.device).eval()
-        self._settings_key = json.dumps({"backbone": backbone.identity, **self.settings.as_dict()}, sort_keys=True)
+        self.module = backbone.module
+        key = {"backbone": backbone.identity, **self.settings.as_dict()}
+        if runtime.name != "torch":  # torch keeps the historical key, so on-disk feature caches stay valid
+            key["runtime"] = runtime.describe()
+        self._settings_key = json.dumps(key, sort_keys=True)
 
     def describe(self) -> dict:
         """Settings record for results: backbone, weights, preprocessing, effective size and grid."""
         contract = self.backbone.spec.contract
         size = self.settings.preprocess
-        from .preprocessing import effective_size
         side = effective_size(size.size, contract.patch_size, size.size_policy)
         return {"backbone": self.backbone.describe(), "extraction": self.settings.as_dict(),
-                "effective_image_size": side, "grid": side // contract.patch_size, "device": str(self.device)}
+                "effective_image_size": side, "grid": side // contract.patch_size, "device": str(self.device),
+                "runtime": self.runtime.describe()}
 
     def _key(self, rgb: np.ndarray) -> str:
         return image_key(rgb) + "|" + self._settings_key
@@ -212,10 +223,8 @@ class FeatureExtractor:
         mean = torch.tensor(norm.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(norm.std, device=self.device).view(1, 3, 1, 1)
         batch = (batch - mean) / std
-        dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(self.settings.dtype)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            outputs = self.module.forward_dense(batch, self.settings.kind, self.settings.layers)
+        outputs = self.runtime.forward(batch, self.settings.kind, self.settings.layers)
         block_dims = tuple(int(o.shape[1]) for o in outputs) if len(outputs) > 1 else ()
-        stacked = torch.cat(outputs, dim=1).float()
+        stacked = torch.cat(outputs, dim=1).float().to(self.device)
         return [FeatureMap(stacked[i], geometry, contract.patch_size, self.settings.convention, block_dims)
                 for i, (_, geometry) in enumerate(prepared)]

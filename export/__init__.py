@@ -1,6 +1,8 @@
-"""Deployment exports of the backbones and the functional head (ONNX, TensorRT).
+"""Deployment exports of the backbones and the functional head (ONNX, TensorRT), each verified on export.
 
-Kept out of :mod:`correspondence` so the core library never needs onnx/tensorrt to import. The exporters land
-with the edge-deployment issue; :class:`correspondence.backbones.vit.DinoViT` already resizes its positional
-embedding once per grid, which is what a static-shape export freezes as a constant.
+Kept out of :mod:`correspondence` so the core library never needs onnx/tensorrt to import; the runtimes that
+load these files live in :mod:`correspondence.runtimes`. Modules: :mod:`.modules` (export-ready wrappers: frozen
+positional embedding, plain attention, fp16 with fp32 LayerNorm), :mod:`.onnx_export` (trace + metadata + verify),
+:mod:`.metadata`, :mod:`.verify` (checker and parity thresholds), :mod:`.inputs` (the verification image pair),
+:mod:`.tensorrt_build` (engine build + verification). See docs/export.md.
 """

@@ -1,0 +1,182 @@
+"""Building TensorRT engines from the exported ONNX files, and knowing when one must be rebuilt.
+
+An engine is only valid for the TensorRT version and the GPU it was built on, so every engine has a JSON
+sidecar (``model.engine.json``) recording both plus the ONNX file's hash and the export metadata; a runtime
+that finds different versions rebuilds the engine from the ONNX file (or says how to).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from ..errors import ConfigError, InputError
+from .deps import import_tensorrt
+
+DEFAULT_MAX_BATCH = 8
+DEFAULT_WORKSPACE_GB = 4.0
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def sidecar_path(engine: str | Path) -> Path:
+    engine = Path(engine)
+    return engine.with_name(engine.name + ".json")
+
+
+def default_engine_path(onnx_path: str | Path, fp16: bool) -> Path:
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.{'fp16' if fp16 else 'fp32'}.engine")
+
+
+@dataclass(frozen=True)
+class BuildEnvironment:
+    tensorrt_version: str
+    gpu_name: str
+    compute_capability: str
+
+    @classmethod
+    def current(cls) -> "BuildEnvironment":
+        trt = import_tensorrt()
+        import torch
+        major, minor = torch.cuda.get_device_capability()
+        return cls(trt.__version__, torch.cuda.get_device_name(), f"{major}.{minor}")
+
+
+@dataclass(frozen=True)
+class EngineRecord:
+    """The sidecar of one engine."""
+
+    environment: BuildEnvironment
+    onnx_path: str
+    onnx_sha256: str
+    fp16: bool
+    max_batch: int
+    input_name: str
+    output_names: tuple[str, ...]
+    metadata: dict = field(default_factory=dict)  # the ONNX export metadata (soco.* keys)
+    layers_forced_fp32: int = 0
+    build_seconds: float = 0.0
+
+    def save(self, engine: str | Path) -> Path:
+        path = sidecar_path(engine)
+        path.write_text(json.dumps(asdict(self), indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, engine: str | Path) -> "EngineRecord":
+        path = sidecar_path(engine)
+        if not path.is_file():
+            raise InputError(f"TensorRT engine {str(engine)!r} has no sidecar {path.name}; rebuild it with "
+                             "`soco export tensorrt` so its TensorRT/GPU versions are known")
+        data = json.loads(path.read_text(encoding="utf-8"))
+        data["environment"] = BuildEnvironment(**data["environment"])
+        data["output_names"] = tuple(data["output_names"])
+        return cls(**data)
+
+
+def stale_reason(engine: str | Path, onnx_path: str | Path | None, fp16: bool | None,
+                 env: BuildEnvironment) -> str | None:
+    """Why ``engine`` cannot be used as is (None when it can)."""
+    engine = Path(engine)
+    if not engine.is_file():
+        return "no engine built yet"
+    try:
+        record = EngineRecord.load(engine)
+    except (InputError, KeyError, TypeError, ValueError) as exc:
+        return f"unreadable sidecar ({exc})"
+    if record.environment != env:
+        return f"built with {record.environment}, this machine is {env}"
+    if fp16 is not None and record.fp16 != fp16:
+        return f"built with fp16={record.fp16}, requested fp16={fp16}"
+    if onnx_path is not None and Path(onnx_path).is_file() and sha256_file(onnx_path) != record.onnx_sha256:
+        return "the ONNX file changed since the engine was built"
+    return None
+
+
+def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = False,
+                 max_batch: int = DEFAULT_MAX_BATCH, workspace_gb: float = DEFAULT_WORKSPACE_GB,
+                 log: Callable[[str], None] = print) -> EngineRecord:
+    """Parse the ONNX file, build and serialise an engine (fp16 kernels with normalisation layers held in fp32)."""
+    trt = import_tensorrt()
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise InputError(f"ONNX model {str(onnx_path)!r} does not exist")
+    from .onnx_runtime import read_metadata
+    metadata = read_metadata(onnx_path)
+    env = BuildEnvironment.current()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ConfigError(f"TensorRT cannot parse {str(onnx_path)!r}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    forced = 0
+    if fp16:
+        if not builder.platform_has_fast_fp16:
+            log("[soco] warning: this GPU has no fast fp16; the engine will gain little")
+        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
+        for index in range(network.num_layers):
+            layer = network.get_layer(index)
+            if layer.type == trt.LayerType.NORMALIZATION:  # ONNX LayerNormalization (opset >= 17) is one layer
+                layer.precision = trt.float32
+                for out in range(layer.num_outputs):
+                    layer.set_output_type(out, trt.float32)
+                forced += 1
+        if forced == 0:
+            log("[soco] warning: no normalisation layer found to keep in fp32 (was the ONNX exported at opset >= 17?)")
+    tensor = network.get_input(0)
+    shape = tuple(tensor.shape)
+    if shape[0] == -1:
+        profile = builder.create_optimization_profile()
+        rest = shape[1:]
+        profile.set_shape(tensor.name, (1, *rest), (1, *rest), (max_batch, *rest))
+        config.add_optimization_profile(profile)
+    else:
+        max_batch = shape[0]
+    log(f"[soco] building TensorRT {env.tensorrt_version} engine for {env.gpu_name} (sm {env.compute_capability}), "
+        f"fp16={fp16}, {forced} normalisation layers kept in fp32 ...")
+    start = time.perf_counter()
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise ConfigError(f"TensorRT failed to build an engine from {str(onnx_path)!r} (see the log above)")
+    engine_path.parent.mkdir(parents=True, exist_ok=True)
+    engine_path.write_bytes(bytes(serialized))
+    outputs = tuple(network.get_output(i).name for i in range(network.num_outputs))
+    record = EngineRecord(env, str(onnx_path.resolve()), sha256_file(onnx_path), fp16, int(max_batch), tensor.name,
+                          outputs, metadata.to_props(), forced, time.perf_counter() - start)
+    record.save(engine_path)
+    return record
+
+
+def ensure_engine(onnx_path: str | Path | None, engine_path: str | Path, fp16: bool | None = None,
+                  max_batch: int = DEFAULT_MAX_BATCH, log: Callable[[str], None] = print) -> EngineRecord:
+    """The engine's record, rebuilding it first when it is missing or stale and the ONNX file is at hand."""
+    env = BuildEnvironment.current()
+    engine_path = Path(engine_path)
+    if onnx_path is None and engine_path.is_file():
+        try:
+            onnx_path = EngineRecord.load(engine_path).onnx_path
+        except (InputError, KeyError, TypeError, ValueError):
+            onnx_path = None
+    reason = stale_reason(engine_path, onnx_path, fp16, env)
+    if reason is None:
+        return EngineRecord.load(engine_path)
+    if onnx_path is None or not Path(onnx_path).is_file():
+        raise ConfigError(f"TensorRT engine {str(engine_path)!r} cannot be used ({reason}) and its ONNX file is not "
+                          "available to rebuild it: run `soco export tensorrt --onnx MODEL.onnx --out ENGINE`")
+    log(f"[soco] (re)building {engine_path}: {reason}")
+    return build_engine(onnx_path, engine_path, fp16=bool(fp16), max_batch=max_batch, log=log)

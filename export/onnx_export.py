@@ -1,0 +1,244 @@
+"""``soco export onnx`` / ``soco export head``: trace, write metadata, check, verify against PyTorch.
+
+The TorchScript tracer (``dynamo=False``) is used on purpose: it needs no extra package (the dynamo exporter
+needs onnxscript), gives a static-shape graph with opset-17 ``LayerNormalization`` nodes, and the batch axis can
+stay dynamic. The image side is static: it fixes the grid and so the frozen positional embedding.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from correspondence.backbones.contract import OutputKind
+from correspondence.backbones.registry import LoadedBackbone, get_spec
+from correspondence.errors import ConfigError, InputError
+from correspondence.preprocessing import PreprocessSettings, preprocess
+from correspondence.runtimes.deps import import_onnx
+from correspondence.runtimes.metadata import INPUT_NAME, output_names
+
+from .metadata import backbone_metadata, head_props, state_dict_sha256, write_props
+from .modules import ExportableBackbone, ExportableHead
+from .verify import VerificationReport, check_onnx, parity_checks, report_path
+
+MIN_OPSET = 17  # LayerNormalization is one ONNX op from opset 17 on
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    path: Path
+    report: VerificationReport
+    report_path: Path
+    props: dict[str, str]
+    export_seconds: float
+
+
+def check_size(size: int, patch: int, name: str) -> None:
+    if size <= 0 or size % patch:
+        lower, upper = max(patch, size // patch * patch), (size // patch + 1) * patch
+        raise ConfigError(f"--size {size} is not a multiple of {name}'s patch size {patch}: the export has a static "
+                          f"grid, so use {lower} or {upper}")
+
+
+def _check_opset(opset: int) -> None:
+    if opset < MIN_OPSET:
+        raise ConfigError(f"opset {opset} is too old: opset >= {MIN_OPSET} keeps LayerNorm as one op "
+                          "(TensorRT holds it in fp32 under fp16)")
+
+
+def _trace(module: torch.nn.Module, args: tuple, out: Path, input_names: list[str], output_names_: list[str],
+           dynamic_axes: dict, opset: int) -> None:
+    import_onnx()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks (constants by design)
+        torch.onnx.export(module, args, str(out), dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names_, dynamic_axes=dynamic_axes, do_constant_folding=True)
+
+
+def normalised_batch(images: Sequence[np.ndarray], size: int, loaded: LoadedBackbone) -> torch.Tensor:
+    """The images as FeatureExtractor feeds them to a runtime (default preprocessing at ``size``)."""
+    patch = loaded.spec.contract.patch_size
+    arrays = [preprocess(image, PreprocessSettings(size=size), patch)[0] for image in images]
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+    norm = loaded.spec.preprocessing
+    return (batch - torch.tensor(norm.mean).view(1, 3, 1, 1)) / torch.tensor(norm.std).view(1, 3, 1, 1)
+
+
+def run_onnx(path: Path, feeds: dict[str, np.ndarray], provider: str, report: VerificationReport
+             ) -> list[np.ndarray]:
+    """Run the exported model with ONNX Runtime, recording the provider in use and, for fp16 on the CPU,
+    whether ONNX Runtime had to insert fp32 casts (then fp16 arithmetic is not what was measured)."""
+    from correspondence.runtimes.onnx_runtime import create_session
+    optimized = path.with_name(path.name + ".ort-optimized.onnx") if report.precision == "fp16" else None
+    session = create_session(path, provider, optimized_model=optimized)
+    report.candidate = f"onnxruntime {__import__('onnxruntime').__version__}, providers in use: " \
+                       f"{', '.join(session.get_providers())}"
+    outputs = session.run(None, feeds)
+    if optimized is not None and optimized.is_file():
+        onnx = import_onnx()
+        before = sum(n.op_type == "Cast" for n in onnx.load(str(path)).graph.node)
+        after = sum(n.op_type == "Cast" for n in onnx.load(str(optimized)).graph.node)
+        optimized.unlink()
+        report.details["cast_nodes"] = {"exported": before, "after_onnxruntime_optimisation": after}
+        if after > before:
+            report.notes.append(
+                f"ONNX Runtime's {provider} provider lacks fp16 kernels for some ops and inserted {after - before} "
+                "fp32 casts: this checks the fp16 weights and graph, not fp16 arithmetic as a GPU runs it - "
+                "re-verify on the target (provider cuda/tensorrt, or the TensorRT engine build)")
+    return [np.asarray(o, dtype=np.float32) for o in outputs]
+
+
+def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bool = False,
+                    kind: OutputKind | str = OutputKind.LAST_RAW, layers: Sequence[int] = (-1,), opset: int = MIN_OPSET,
+                    dynamic_batch: bool = True, provider: str = "cpu",
+                    verify_images: tuple[np.ndarray, np.ndarray] | None = None,
+                    log: Callable[[str], None] = print) -> ExportResult:
+    """Export ``loaded`` at ``size`` px to ``out`` and verify it; raises VerificationError if parity fails."""
+    from .inputs import image_pair
+
+    contract = loaded.spec.contract
+    kind = contract.check_kind(kind)
+    check_size(size, contract.patch_size, loaded.spec.name)
+    _check_opset(opset)
+    resolved = contract.check_layers(layers) if kind is OutputKind.BLOCKS else (contract.num_blocks - 1,)
+    out = Path(out)
+    wrapper = ExportableBackbone(loaded, size, kind, resolved, fp16=fp16).eval()
+    names = list(output_names(kind.value, resolved))
+    log(f"[soco] exporting {loaded.spec.name} ({loaded.weights.kind} weights) at {size} px, {kind.value}"
+        f"{' ' + str(list(resolved)) if kind is OutputKind.BLOCKS else ''}, {'fp16' if fp16 else 'fp32'}, "
+        f"opset {opset} -> {out}")
+    start = time.perf_counter()
+    dummy = torch.zeros(1, 3, size, size)
+    axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else {}
+    _trace(wrapper, (dummy,), out, [INPUT_NAME], names, axes, opset)
+    meta = backbone_metadata(loaded, size, kind, tuple(resolved), fp16, opset, "dynamic" if dynamic_batch else "1")
+    props = meta.to_props()
+    write_props(out, props)
+    seconds = time.perf_counter() - start
+    check_onnx(out)
+
+    pair = verify_images or image_pair()
+    batch = normalised_batch(pair, size, loaded)
+    with torch.no_grad():  # the reference is the library's own module: dynamic pos-embed resize, fused attention
+        reference = [o.float().numpy() for o in loaded.module.to("cpu").eval().forward_dense(batch, kind, resolved)]
+    report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 ({loaded.spec.name}, CPU)", "",
+                                "fp16" if fp16 else "fp32")
+    report.checks.insert(0, _checker_ok())
+    feeds = batch.numpy() if dynamic_batch else None
+    if dynamic_batch:
+        candidate = run_onnx(out, {INPUT_NAME: feeds}, provider, report)
+    else:
+        parts = [run_onnx(out, {INPUT_NAME: batch[i:i + 1].numpy()}, provider, report) for i in range(len(batch))]
+        candidate = [np.concatenate(p) for p in zip(*parts)]
+    checks, details = parity_checks(reference, candidate, names, report.precision)
+    report.checks += checks
+    report.details.update(details, size=size, grid=size // contract.patch_size, images="generated pair"
+                          if verify_images is None else "user images")
+    return ExportResult(out, report, report.save(report_path(out)), props, seconds)
+
+
+def _checker_ok():
+    from .verify import Check
+    return Check("onnx.checker (full_check)", 1.0, None, True)
+
+
+def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int, out: str | Path,
+                function: str | None = None, fp16: bool = False, opset: int = MIN_OPSET, provider: str = "cpu",
+                verify_images: tuple[np.ndarray, np.ndarray] | None = None, stride: int = 4,
+                log: Callable[[str], None] = print) -> ExportResult:
+    """Export a functional head (function embedding as an input, or ``function`` baked in) and verify it on
+    the backbone's real block features of an image pair."""
+    from correspondence.functional.checkpoint import HeadCheckpoint
+
+    from .inputs import image_pair
+
+    checkpoint_path = Path(checkpoint_path)
+    if not checkpoint_path.with_suffix(".safetensors").is_file():
+        raise InputError(f"head checkpoint {str(checkpoint_path)!r} does not exist")
+    checkpoint = HeadCheckpoint.load(checkpoint_path)
+    if checkpoint.backbone != backbone.spec.name:
+        raise ConfigError(f"the head was trained on {checkpoint.backbone!r}, not {backbone.spec.name!r}")
+    contract = get_spec(checkpoint.backbone).contract
+    check_size(size, contract.patch_size, checkpoint.backbone)
+    _check_opset(opset)
+    layers = contract.check_layers(checkpoint.layers)
+    head = checkpoint.head.eval()
+    config = head.config
+    grid_side = size // contract.patch_size
+    text = checkpoint.function_embedding(function).float() if function else None
+    if text is not None and text.numel() != config.text_dim:
+        raise ConfigError(f"function embedding has {text.numel()} values, the head expects {config.text_dim}")
+    wrapper = ExportableHead(head, text, fp16=fp16).eval()
+    block_names = [f"block_{layer}" for layer in layers]
+    input_names = block_names + ["grid"] + ([] if function else ["text"])
+    outputs = ["embeddings"] + (["mask_logits"] if config.mask_head else [])
+    out = Path(out)
+    log(f"[soco] exporting functional head {checkpoint_path.name} ({checkpoint.backbone}, blocks {list(layers)}, "
+        f"{'function ' + repr(function) + ' baked in' if function else 'text embedding as input'}, "
+        f"{'fp16' if fp16 else 'fp32'}) -> {out}")
+    start = time.perf_counter()
+    dummy = [torch.zeros(1, config.feature_dim, grid_side, grid_side) for _ in layers] + [torch.zeros(1, 16, 2)]
+    if not function:
+        dummy.append(torch.zeros(1, config.text_dim))
+    axes = {name: {0: "batch"} for name in input_names}
+    axes["grid"] = {0: "batch", 1: "points"}
+    axes.update({"embeddings": {0: "batch", 1: "points"}, "mask_logits": {0: "batch", 1: "points"}})
+    axes = {k: v for k, v in axes.items() if k in input_names or k in outputs}
+    _trace(wrapper, tuple(dummy), out, input_names, outputs, axes, opset)
+    props = head_props(str(checkpoint_path), checkpoint.backbone, tuple(layers), grid_side, size, config.as_dict(),
+                       function, checkpoint.text_encoder, fp16, state_dict_sha256(head), input_names, outputs, opset)
+    write_props(out, props)
+    seconds = time.perf_counter() - start
+    check_onnx(out)
+
+    pair = verify_images or image_pair()
+    batch = normalised_batch(pair, size, backbone)
+    with torch.no_grad():
+        blocks = backbone.module.to("cpu").eval().forward_dense(batch, OutputKind.BLOCKS, layers)
+        points = _point_grid(size, stride, grid_side).expand(len(batch), -1, -1).contiguous()
+        if text is not None:
+            text_batch, text_note = text.reshape(1, -1).expand(len(batch), -1), f"baked function {function!r}"
+        elif checkpoint.functions:
+            name = sorted(checkpoint.functions)[0]
+            text_batch, text_note = checkpoint.functions[name].float().reshape(1, -1).expand(len(batch), -1), \
+                f"function {name!r} from the checkpoint's table"
+        else:
+            text_batch = torch.nn.functional.normalize(torch.randn(1, config.text_dim,
+                                                                   generator=torch.Generator().manual_seed(0)), dim=-1)
+            text_batch, text_note = text_batch.expand(len(batch), -1), "a seeded random unit text embedding"
+        emb, logits = head.embed(head.fuse(list(blocks)), points, text_batch)
+    reference = [emb.numpy()] + ([logits.numpy()] if logits is not None else [])
+    feeds = {name: b.numpy() for name, b in zip(block_names, blocks)}
+    feeds["grid"] = points.numpy()
+    if not function:
+        feeds["text"] = text_batch.contiguous().numpy()
+    report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 head on {backbone.spec.name} "
+                                f"({backbone.weights.kind} weights) block features, {text_note}", "",
+                                "fp16" if fp16 else "fp32")
+    report.checks.insert(0, _checker_ok())
+    candidate = run_onnx(out, feeds, provider, report)
+    checks, details = parity_checks(reference[:1], candidate[:1], outputs[:1], report.precision)
+    report.checks += checks
+    if logits is not None:
+        error = float(np.abs(reference[1] - candidate[1]).max())
+        from .verify import Check
+        report.checks.append(Check("mask_logits: max abs error", error, None, bool(np.isfinite(error))))
+        details["mask_logits"] = {"max_abs_error": error}
+    report.details.update(details, size=size, points=int(points.shape[1]))
+    return ExportResult(out, report, report.save(report_path(out)), props, seconds)
+
+
+def _point_grid(size: int, stride: int, grid_side: int) -> torch.Tensor:
+    """Centres of a ``stride``-px pixel grid as [-1, 1] coordinates on the patch grid (patch-centre convention),
+    as the functional inference samples the fused map."""
+    centres = (torch.arange(size // stride) + 0.5) * stride
+    cells = centres * grid_side / size - 0.5
+    coords = 2 * cells / max(grid_side - 1, 1) - 1
+    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
+    return torch.stack([xs, ys], -1).reshape(1, -1, 2).float()
