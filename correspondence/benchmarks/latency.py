@@ -1,19 +1,34 @@
-"""Feature-extraction latency: warm-up, then N timed forward passes per (backbone, size)."""
+"""``soco bench latency``: backbone latency per runtime (torch eager, onnxruntime, tensorrt) and image size,
+against the machine's own limit, plus the whole per-frame pipeline per runtime.
+
+For every (backbone, size, runtime): warm-up, then N timed forward passes of the runtime on a preprocessed batch
+of one (median, p95, frames/s, the speed-up over torch eager measured in the same run) and the extractor call
+around it (preprocessing included). The physical reference is the device's measured matmul throughput: with the
+model's FLOPs at that size (counted by torch's FLOP counter), ``FLOPs / median`` over it is the fraction of the
+machine's limit a runtime reaches. The pipeline rows time segmentation + features + matching + alignment on a
+synthetic RGB-D demo/live pair (a new live frame each run, the demo's features cached as in deployment).
+"""
 from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from ..backbones import create_backbone
+from ..backbones.registry import LoadedBackbone
+from ..errors import SocoError
 from ..features import ExtractionSettings, FeatureExtractor
 from ..io import write_json
 from ..preprocessing import PreprocessSettings
+from ..runtimes import create_runtime
+from ..runtimes.base import BackboneRuntime, RuntimeSpec
+from ..runtimes.deps import tensorrt_missing
 
 
 @dataclass(frozen=True)
@@ -25,6 +40,12 @@ class LatencyConfig:
     random_weights: bool = True
     device: str = "cpu"
     threads: int | None = None
+    runtimes: tuple[str, ...] = ("torch",)
+    fp16: bool = False
+    weights: str | None = None
+    onnx_provider: str = "cpu"
+    pipeline: bool = True
+    models_dir: str | None = None  # where exported models go (default: <out>/models)
 
 
 @dataclass(frozen=True)
@@ -33,47 +54,286 @@ class LatencyReport:
     markdown: str
     json_path: Path
     markdown_path: Path
+    pipeline_rows: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    plot_path: Path | None = None
 
 
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
 
 
-def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path) -> LatencyReport:
+def _sync(device: str) -> None:
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[int], object], runs: int, warmup: int, device: str) -> list[float]:
+    """Seconds of ``runs`` calls after ``warmup`` untimed ones (the CUDA queue drained around each)."""
+    times = []
+    for i in range(warmup + runs):
+        _sync(device)
+        start = time.perf_counter()
+        fn(i)
+        _sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return times
+
+
+def matmul_throughput(device: str = "cpu", dtype: torch.dtype = torch.float32, n: int | None = None,
+                      budget_s: float = 0.6) -> dict:
+    """Measured dense matmul GFLOP/s of the device (the best of repeated ``n x n`` products)."""
+    n = n or (4096 if str(device).startswith("cuda") else 1024)
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.matmul(a, b)
+    best, spent = float("inf"), 0.0
+    while spent < budget_s or best == float("inf"):
+        _sync(device)
+        start = time.perf_counter()
+        torch.matmul(a, b)
+        _sync(device)
+        elapsed = time.perf_counter() - start
+        best, spent = min(best, elapsed), spent + elapsed
+    return {"gflops": 2 * n ** 3 / best / 1e9, "n": n, "dtype": str(dtype).replace("torch.", "")}
+
+
+def model_flops(loaded: LoadedBackbone, size: int) -> float | None:
+    """FLOPs of one forward pass at ``size`` px (matmuls, convolutions and attention, via torch's counter).
+
+    Attention is counted on the explicit softmax(QK^T)V path: the counter does not see every fused CPU kernel."""
+    from torch.utils.flop_counter import FlopCounterMode
+    module = loaded.module.to("cpu").eval()
+    fused = [(m, m.fused_attn) for m in module.modules() if hasattr(m, "fused_attn")]
+    images = torch.zeros(1, 3, size, size)
+    counter = FlopCounterMode(display=False)
+    try:
+        for m, _ in fused:
+            m.fused_attn = False
+        with counter, torch.no_grad():
+            module.forward_dense(images)
+    finally:
+        for m, flag in fused:
+            m.fused_attn = flag
+    total = counter.get_total_flops()
+    return float(total) if total else None
+
+
+def vit_flops(dim: int, depth: int, tokens: int, patches: int, patch: int, mlp_ratio: float = 4.0) -> float:
+    """Analytical ViT forward FLOPs (2 per multiply-add): patch embedding, qkv/proj/MLP matmuls, attention."""
+    embed = 2 * patches * 3 * patch * patch * dim
+    per_block = 2 * tokens * dim * dim * (4 + 2 * mlp_ratio) + 4 * tokens * tokens * dim
+    return float(embed + depth * per_block)
+
+
+def _export_for(loaded: LoadedBackbone, size: int, fp16: bool, models: Path) -> Path:
+    from export.onnx_export import export_backbone
+    path = models / f"{loaded.spec.name}_{size}_{'fp16' if fp16 else 'fp32'}.onnx"
+    result = export_backbone(loaded, size, path, fp16=fp16, log=lambda message: None)
+    result.report.raise_if_failed()
+    return path
+
+
+def _runtime(name: str, loaded: LoadedBackbone, size: int, config: LatencyConfig, models: Path
+             ) -> tuple[BackboneRuntime, str]:
+    """The runtime and the precision it runs at."""
+    cuda = config.device.startswith("cuda")
+    if name == "torch":
+        dtype = "float16" if config.fp16 and cuda else "float32"
+        return create_runtime("torch", loaded, config.device, dtype), "fp16" if dtype == "float16" else "fp32"
+    if name == "onnxruntime":
+        path = _export_for(loaded, size, config.fp16, models)
+        spec = RuntimeSpec("onnxruntime", str(path), provider=config.onnx_provider, threads=config.threads)
+        return create_runtime(spec, loaded, config.device), "fp16" if config.fp16 else "fp32"
+    missing = tensorrt_missing()
+    if missing:
+        raise _Skip("; ".join(missing))
+    path = _export_for(loaded, size, False, models)  # TensorRT builds fp16 kernels from the fp32 graph
+    spec = RuntimeSpec("tensorrt", str(path), fp16=config.fp16)
+    return create_runtime(spec, loaded, config.device if cuda else "cuda"), "fp16" if config.fp16 else "fp32"
+
+
+class _Skip(Exception):
+    pass
+
+
+def _trial_frames(size: int):
+    """A synthetic RGB-D demo (with keypoints) and a live frame of the same object after a known motion."""
+    from ..demo_spec import DemoSpec
+    from ..io import KeypointSet, NamedPoint
+    from ..world.render import RenderSettings
+    from .alignment import AlignmentBenchConfig, make_trial
+
+    config = AlignmentBenchConfig(trials=1, size=size)
+    rng = np.random.default_rng(0)
+    for trial, category in enumerate(config.categories * 2):
+        obj, demo_view, live_view, _, _ = make_trial(rng, category, trial, config, RenderSettings(size, size))
+        visible = [(k.name, tuple(xy)) for k, xy, v in zip(obj.keypoints, demo_view.keypoints_xy,
+                                                           demo_view.keypoints_visible) if v]
+        if len(visible) >= 4:
+            demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
+                            KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
+            return demo, live_view
+    raise _Skip("no synthetic trial with 4 visible keypoints")
+
+
+def _pipeline_row(extractor: FeatureExtractor, frames, config: LatencyConfig) -> dict:
+    from ..api import Matcher
+    from ..keypoint_matching import MatchSettings
+    from ..pipeline import TransferPipeline
+    from ..segmentation import DepthForeground
+
+    demo, live = frames
+    pipeline = TransferPipeline(demo, Matcher(extractor, MatchSettings()), segmenter=DepthForeground((0.05, 5.0)))
+    rgb = live.rgb.copy()
+    stages: dict[str, list[float]] = {}
+    totals = []
+    for i in range(config.warmup + config.runs):
+        rgb[0, 0, 0] = i % 251  # a new live frame each run: its features are never a cache hit
+        _sync(config.device)
+        start = time.perf_counter()
+        result = pipeline.process(rgb, live.depth, live.intrinsics)
+        _sync(config.device)
+        if i >= config.warmup:
+            totals.append(time.perf_counter() - start)
+            for key, value in result.timings_s.items():
+                stages.setdefault(key, []).append(value)
+    median = _percentile(totals, 50)
+    return {"stages_median_ms": {k: 1e3 * _percentile(v, 50) for k, v in stages.items()},
+            "total_median_ms": 1e3 * median, "total_p95_ms": 1e3 * _percentile(totals, 95), "fps": 1.0 / median,
+            "aligned": bool(result.success)}
+
+
+def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: bool = True) -> LatencyReport:
     if config.threads:
         torch.set_num_threads(config.threads)
-    rng = np.random.default_rng(0)
-    rows = []
-    steps = [(b, s) for b in config.backbones for s in config.sizes]
-    for name, size in tqdm(steps, desc="latency", unit="setting"):
-        loaded = create_backbone(name, random_init=config.random_weights)
-        extractor = FeatureExtractor(loaded, ExtractionSettings(PreprocessSettings(size=size)), device=config.device,
-                                     cache_size=0)
-        image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-        times = []
-        for i in range(config.warmup + config.runs):
-            extractor.clear_cache()
-            image[0, 0, 0] = i % 255  # a new image each run: no cache hit can flatter the figure
-            if config.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-            fmap = extractor(image)
-            if config.device.startswith("cuda"):
-                torch.cuda.synchronize()
-            if i >= config.warmup:
-                times.append(time.perf_counter() - start)
-        median = _percentile(times, 50)
-        rows.append({"backbone": name, "weights": loaded.weights.kind, "size": fmap.processed_wh[0],
-                     "grid": fmap.grid_wh[0], "runs": config.runs, "median_ms": 1e3 * median,
-                     "p95_ms": 1e3 * _percentile(times, 95), "fps": 1.0 / median})
-    header = "| backbone | weights | size | grid | median ms | p95 ms | frames/s |\n|---|---|---|---|---|---|---|\n"
-    lines = [f"| {r['backbone']} | {r['weights']} | {r['size']} | {r['grid']}x{r['grid']} | {r['median_ms']:.1f} | "
-             f"{r['p95_ms']:.1f} | {r['fps']:.2f} |" for r in rows]
-    machine = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} threads, device {config.device}")
-    markdown = f"Feature extraction latency (preprocessing + forward), {machine}\n\n" + header + "\n".join(lines) + "\n"
     out = Path(out_dir)
-    json_path = write_json(out / "latency.json", {"config": asdict(config), "machine": machine, "rows": rows})
+    models = Path(config.models_dir) if config.models_dir else out / "models"
+    rng = np.random.default_rng(0)
+    peaks = {"fp32": matmul_throughput(config.device, torch.float32)}
+    if config.device.startswith("cuda"):
+        peaks["fp16"] = matmul_throughput(config.device, torch.float16)
+    rows, pipeline_rows, skipped = [], [], []
+    frames_cache: dict[int, object] = {}
+    steps = [(b, s, r) for b in config.backbones for s in config.sizes for r in config.runtimes]
+    loaded_cache: dict[str, LoadedBackbone] = {}
+    torch_ms: dict[tuple[str, int], float] = {}
+    torch_pipeline_ms: dict[tuple[str, int], float] = {}
+    flops_cache: dict[tuple[str, int], float | None] = {}
+    for name, size, runtime_name in tqdm(steps, desc="latency", unit="setting", disable=not progress):
+        if name not in loaded_cache:
+            loaded_cache[name] = create_backbone(name, weights=config.weights, random_init=config.random_weights)
+        loaded = loaded_cache[name]
+        key = {"backbone": name, "size": size, "runtime": runtime_name}
+        try:
+            runtime, precision = _runtime(runtime_name, loaded, size, config, models)
+        except (_Skip, SocoError) as exc:
+            skipped.append({**key, "reason": str(exc)})
+            continue
+        settings = ExtractionSettings(PreprocessSettings(size=size))
+        extractor = FeatureExtractor(loaded, settings, device=config.device, cache_size=0, runtime=runtime)
+        image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+        batch = torch.randn(1, 3, *(2 * [extractor.describe()["effective_image_size"]]), device=config.device)
+
+        def forward(_: int) -> None:
+            with torch.no_grad():
+                runtime.forward(batch, settings.kind, settings.layers)
+
+        def extract(i: int) -> None:
+            image[0, 0, 0] = i % 251  # a new image each run: no cache hit can flatter the figure
+            extractor(image)
+
+        times = timed(forward, config.runs, config.warmup, config.device)
+        extract_times = timed(extract, config.runs, 1, config.device)
+        median = _percentile(times, 50)
+        side = extractor.describe()["effective_image_size"]
+        if runtime_name == "torch":
+            torch_ms[(name, size)] = median
+        if (name, side) not in flops_cache:
+            flops_cache[(name, side)] = model_flops(loaded, side)
+        flops = flops_cache[(name, side)]
+        peak = peaks.get(precision, peaks["fp32"])["gflops"]
+        achieved = flops / median / 1e9 if flops else None
+        described = runtime.describe()
+        rows.append({"backbone": name, "weights": loaded.weights.kind, "size": side, "grid": side // loaded.spec.contract.patch_size,
+                     "runtime": runtime_name, "precision": precision,
+                     "provider": ",".join(described.get("providers_in_use", [])) or described.get("device", config.device),
+                     "runs": config.runs, "median_ms": 1e3 * median, "p95_ms": 1e3 * _percentile(times, 95),
+                     "fps": 1.0 / median, "extract_median_ms": 1e3 * _percentile(extract_times, 50),
+                     "speedup_vs_torch": (torch_ms[(name, size)] / median) if (name, size) in torch_ms else None,
+                     "gflop": flops / 1e9 if flops else None, "achieved_gflops": achieved,
+                     "peak_fraction": achieved / peak if achieved else None, "runtime_record": described})
+        if config.pipeline:
+            try:
+                if size not in frames_cache:
+                    frames_cache[size] = _trial_frames(size)
+                row = _pipeline_row(extractor, frames_cache[size], config)
+            except (_Skip, SocoError) as exc:
+                skipped.append({**key, "reason": f"pipeline: {exc}"})
+                continue
+            if runtime_name == "torch":
+                torch_pipeline_ms[(name, size)] = row["total_median_ms"]
+            base = torch_pipeline_ms.get((name, size))
+            pipeline_rows.append({"backbone": name, "size": side, "runtime": runtime_name, "precision": precision,
+                                  **row, "speedup_vs_torch": base / row["total_median_ms"] if base else None})
+    machine = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads, device {config.device}"
+               + (f" ({torch.cuda.get_device_name()})" if config.device.startswith("cuda") else ""))
+    markdown = _markdown(rows, pipeline_rows, skipped, peaks, machine, config)
+    out.mkdir(parents=True, exist_ok=True)
+    json_path = write_json(out / "latency.json", {"config": asdict(config), "machine": machine, "matmul_peak": peaks,
+                                                  "rows": rows, "pipeline": pipeline_rows, "skipped": skipped})
     markdown_path = out / "latency.md"
     markdown_path.write_text(markdown, encoding="utf-8")
-    return LatencyReport(rows, markdown, json_path, markdown_path)
+    plot_path = _plot(rows, out / "latency.png")
+    return LatencyReport(rows, markdown, json_path, markdown_path, pipeline_rows, skipped, plot_path)
+
+
+def _fmt(value, spec: str = ".1f", none: str = "-") -> str:
+    return none if value is None else format(value, spec)
+
+
+def _markdown(rows, pipeline_rows, skipped, peaks, machine, config: LatencyConfig) -> str:
+    peak_text = ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s ({v['n']}x{v['n']} matmul)" for k, v in peaks.items())
+    lines = [f"Backbone latency per runtime, {machine}", "",
+             f"Measured matmul peak: {peak_text}. Forward = the runtime on a preprocessed batch of 1 "
+             f"({config.warmup} warm-up + {config.runs} timed runs); extract = preprocessing + forward; "
+             "x torch = torch eager median / this median (same run); % peak = model FLOPs / forward median / "
+             "measured matmul peak.", "",
+             "| backbone | weights | size | grid | runtime | precision | provider | median ms | p95 ms | frames/s | "
+             "x torch | GFLOP | GFLOP/s | % peak | extract ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['backbone']} | {r['weights']} | {r['size']} | {r['grid']}x{r['grid']} | {r['runtime']} | "
+                     f"{r['precision']} | {r['provider']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['fps']:.2f} | "
+                     f"{_fmt(r['speedup_vs_torch'], '.2f')} | {_fmt(r['gflop'], '.2f')} | "
+                     f"{_fmt(r['achieved_gflops'], '.1f')} | {_fmt(r['peak_fraction'] and 100 * r['peak_fraction'], '.0f')} | "
+                     f"{r['extract_median_ms']:.1f} |")
+    if pipeline_rows:
+        lines += ["", "Whole per-frame pipeline (synthetic RGB-D trial: depth segmentation + features + matching + "
+                      "RANSAC alignment; demo features cached), medians in ms:", "",
+                  "| backbone | size | runtime | segmentation | features | matching | alignment | total | p95 | "
+                  "frames/s | x torch | aligned |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in pipeline_rows:
+            s = r["stages_median_ms"]
+            lines.append(f"| {r['backbone']} | {r['size']} | {r['runtime']} | {s.get('segmentation', 0):.1f} | "
+                         f"{s.get('features', 0):.1f} | {s.get('matching', 0):.1f} | {s.get('alignment', 0):.1f} | "
+                         f"{r['total_median_ms']:.1f} | {r['total_p95_ms']:.1f} | {r['fps']:.2f} | "
+                         f"{_fmt(r['speedup_vs_torch'], '.2f')} | {'yes' if r['aligned'] else 'no'} |")
+    if skipped:
+        lines += ["", "Skipped:", ""] + [f"- {s['backbone']} {s['size']} px {s['runtime']}: {s['reason']}"
+                                         for s in skipped]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(rows: list[dict], path: Path) -> Path | None:
+    if not rows:
+        return None
+    from ..viz import save_line_plot
+    series: dict[str, tuple[list, list]] = {}
+    for r in rows:
+        xs, ys = series.setdefault(f"{r['backbone']} {r['runtime']} {r['precision']}", ([], []))
+        xs.append(r["size"])
+        ys.append(r["median_ms"])
+    return save_line_plot(series, path, "image size (px)", "forward median (ms)", "Backbone latency per runtime")

@@ -9,14 +9,25 @@ from . import umd_cmd
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("bench", help="benchmarks (reports as JSON + Markdown)")
     bench = parser.add_subparsers(dest="bench", required=True, metavar="BENCHMARK")
-    latency = bench.add_parser("latency", help="feature-extraction latency per backbone and image size")
-    latency.add_argument("--backbones", default="dinov2_vits14,daisy", help="comma-separated registry names")
+    latency = bench.add_parser("latency", help="backbone latency per runtime and image size, and the whole pipeline")
+    latency.add_argument("--backbones", "--backbone", dest="backbones", default="dinov2_vits14,daisy",
+                         help="comma-separated registry names (default: %(default)s)")
     latency.add_argument("--sizes", default="224,448", help="comma-separated image sizes in px")
+    latency.add_argument("--runtimes", default="torch",
+                         help="comma-separated: torch, onnxruntime, tensorrt (default: %(default)s); exported "
+                              "models are verified before they are timed, a runtime this machine lacks is skipped "
+                              "with the reason")
+    latency.add_argument("--fp16", action="store_true",
+                         help="half precision (torch on CUDA, fp16 ONNX export, TensorRT fp16 kernels)")
+    latency.add_argument("--onnx-provider", default="cpu", choices=("cpu", "cuda", "tensorrt"))
     latency.add_argument("--runs", type=int, default=10, help="timed runs per setting (default: %(default)s)")
     latency.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs (default: %(default)s)")
+    latency.add_argument("--weights", default=None, help="explicit checkpoint for the (single) backbone")
     latency.add_argument("--random-weights", action="store_true", help="seeded random weights (no download)")
+    latency.add_argument("--no-pipeline", dest="pipeline", action="store_false",
+                         help="skip the whole-pipeline rows (synthetic RGB-D trial; needs open3d)")
     latency.add_argument("--device", default="cpu")
-    latency.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    latency.add_argument("--threads", type=int, default=None, help="CPU threads, torch and onnxruntime (default: torch's)")
     latency.add_argument("--out", default="bench_out/latency")
     latency.set_defaults(handler=run_latency)
 
@@ -84,14 +95,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_latency(args: argparse.Namespace) -> int:
     from ..benchmarks.latency import LatencyConfig, run_latency_benchmark
+    from ..errors import ConfigError
+    from ..runtimes.base import RUNTIME_NAMES
 
+    runtimes = tuple(filter(None, (r.strip() for r in args.runtimes.split(","))))
+    unknown = [r for r in runtimes if r not in RUNTIME_NAMES]
+    if unknown or not runtimes:
+        raise ConfigError(f"unknown runtime(s) {unknown or runtimes}; choose from {', '.join(RUNTIME_NAMES)}")
     config = LatencyConfig(backbones=tuple(filter(None, args.backbones.split(","))),
                            sizes=tuple(int(s) for s in args.sizes.split(",") if s), runs=args.runs,
                            warmup=args.warmup, random_weights=args.random_weights, device=args.device,
-                           threads=args.threads)
+                           threads=args.threads, runtimes=runtimes, fp16=args.fp16, weights=args.weights,
+                           onnx_provider=args.onnx_provider, pipeline=args.pipeline)
     report = run_latency_benchmark(config, args.out)
     print(report.markdown)
-    print(f"wrote {report.json_path} and {report.markdown_path}")
+    print(f"wrote {report.json_path}, {report.markdown_path}" + (f" and {report.plot_path}" if report.plot_path else ""))
     return 0
 
 
