@@ -73,7 +73,7 @@ def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
     """A procedural RGB-D scene with a known motion through segmentation, keypoint transfer and 3D alignment."""
     from .alignment import rotation_error_deg
     from .benchmarks.alignment import AlignmentBenchConfig, make_trial, object_translation_error
-    from .cli.transfer_cmd import write_aligned_clouds
+    from .frame_report import frame_overlay, frame_record, write_aligned_clouds
     from .demo_spec import DemoSpec
     from .io import KeypointSet, NamedPoint
     from .pipeline import PipelineSettings, TransferPipeline
@@ -91,20 +91,22 @@ def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     alignment = result.alignment
     folder = out_dir / "rgbd_scene"
-    save(match_overlay(demo.rgb, live_view.rgb, demo.keypoints.xy, np.array([m.live_xy for m in result.matches]),
-                       [m.name for m in result.matches], result.accepted, live_mask=result.mask.mask,
-                       title=f"synthetic RGB-D car, known motion: {alignment.reason}"), folder / "overlay.png")
-    record = {"segmentation": result.mask.provider, "keypoints": len(visible), "reason": alignment.reason,
-              "inliers": alignment.num_inliers, "timings_s": result.timings_s}
+    save(frame_overlay(demo, live_view.rgb, result, title=f"synthetic RGB-D car, known motion: {alignment.reason}"),
+         folder / "overlay.png")
+    record = {"keypoints": len(visible), **frame_record(result)}
+    used = (f"{len(result.dense)} dense matches" if result.alignment_source == "dense"
+            else f"{len(visible)} keypoints")
     if alignment.success:
         record["rotation_error_deg"] = rotation_error_deg(alignment.transform, truth)
         record["translation_error_cm"] = 100 * object_translation_error(alignment.transform, truth, centre)
         write_aligned_clouds(demo, live_view.rgb, live_view.depth, live_view.intrinsics, result, folder)
+        refined = (f"; ICP {'refined it' if result.refinement.accepted else 'kept it: ' + result.refinement.reason}"
+                   if result.refinement is not None else "")
         print(f"  synthetic RGB-D scene (car, known motion): pose error {record['rotation_error_deg']:.2f} deg, "
-              f"{record['translation_error_cm']:.2f} cm ({alignment.num_inliers} inliers of {len(visible)} keypoints)")
+              f"{record['translation_error_cm']:.2f} cm ({alignment.num_inliers} inliers of {used}{refined})")
     else:
         print(f"  synthetic RGB-D scene (car, known motion): no pose - {alignment.reason} "
-              f"({alignment.num_inliers} inliers of {len(visible)} keypoints); the pipeline refuses rather than guess")
+              f"({alignment.num_inliers} inliers of {used}); the pipeline refuses rather than guess")
     write_json(folder / "result.json", record)
     return record
 

@@ -1,43 +1,82 @@
-"""The per-frame job a robot runs: segment the live object, find the demo's keypoints in it, lift both sides
-with depth and estimate the rigid demo-to-live transform — completely without ROS.
+"""The per-frame job a robot runs: segment the live object, find the demo's keypoints (or its functional part) in
+it, lift both sides with depth and estimate the rigid demo-to-live transform — completely without ROS.
 
-The demo's camera frame is the demo object frame: a demo keypoint lifted with the demo depth lives there, and the
+The demo's camera frame is the demo object frame: a demo pixel lifted with the demo depth lives there, and the
 estimated transform maps it into the live camera frame. Without demo or live depth the result is 2D only (the
 matches and a 2D similarity transform). A failed alignment is reported with its reason, never as a pose.
+
+Two transfer modes, chosen by the demo:
+
+* **keypoints** — each named demo keypoint -> its best live match inside the live mask, with score, mutual-NN
+  and cycle flags and the rejection rules of :class:`PipelineSettings`.
+* **functional** — dense correspondences from the demo's functional part to the live object, top-k by the
+  discovery score (features of a trained functional head when one is given, else the backbone's own).
+
+The 3D alignment is driven by ``alignment_source``: ``"dense"`` (default) uses dense matches from the whole demo
+object (its mask, else its depth foreground) — a few hundred correspondences, which RANSAC needs; a handful of
+named keypoints, many on silhouettes where depth is unreliable, rarely gives a pose. ``"keypoints"`` uses only the
+accepted keypoint matches (useful when keypoints are many and reliable, and what a caller with its own matcher
+uses). In functional mode the functional matches themselves drive the alignment.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
+import torch
 
 from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, similarity_2d
-from .api import Matcher
 from .camera import CameraIntrinsics
 from .demo_spec import DemoSpec
-from .errors import InputError
+from .dense_transfer import DenseMatches, DenseSettings, dense_matches
+from .errors import ConfigError, InputError
+from .icp import IcpResult, IcpSettings, masked_cloud, refine
 from .keypoint_matching import KeypointMatch
 from .preprocessing import to_rgb_array
-from .segmentation import GivenMask, MaskProvider, MaskResult, Prompt
+from .segmentation import DepthForeground, GivenMask, MaskProvider, MaskResult, Prompt
+
+ALIGNMENT_SOURCES = ("dense", "keypoints")
+MAX_PLAUSIBLE_DEPTH_M = 50.0  # a median depth beyond this is a unit mistake (millimetres read as metres)
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
-    min_score: float | None = None  # reject matches with a lower cosine score
-    require_mutual: bool = False  # reject matches that are not mutual nearest neighbours
-    max_cycle_px: float | None = None  # reject matches whose cycle distance (demo px) is larger
+    min_score: float | None = None  # reject keypoint matches with a lower cosine score
+    require_mutual: bool = False  # reject keypoint matches that are not mutual nearest neighbours
+    max_cycle_px: float | None = None  # reject keypoint matches whose cycle distance (demo px) is larger
     depth_range: tuple[float, float] = (0.05, 5.0)
-    ransac_threshold: float = 0.01  # metres
+    depth_scale: float = 1.0  # metres per live depth unit (0.001 for uint16 millimetres)
+    ransac_threshold: float = 0.015  # metres
     ransac_iterations: int = 1000
     min_inliers: int = 4
     solver: str = "ransac"  # ransac | open3d
     pixel_threshold: float = 8.0  # 2D similarity inlier threshold (px)
+    alignment_source: str = "dense"  # dense | keypoints (keypoint mode only; functional mode is always dense)
+    dense: DenseSettings = field(default_factory=DenseSettings)
+    refine: str = "icp"  # icp | none: guarded point-to-plane ICP of the demo object's cloud onto the live one
+    icp: IcpSettings = field(default_factory=IcpSettings)
+
+    def __post_init__(self) -> None:
+        if self.alignment_source not in ALIGNMENT_SOURCES:
+            raise ConfigError(f"alignment_source must be one of {ALIGNMENT_SOURCES}, got {self.alignment_source!r}")
+        if self.refine not in ("icp", "none"):
+            raise ConfigError(f"refine must be 'icp' or 'none', got {self.refine!r}")
+        if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
+            raise ConfigError(f"depth_scale must be a positive number of metres per depth unit, got {self.depth_scale}")
+        if not (np.isfinite(self.ransac_threshold) and self.ransac_threshold > 0):
+            raise ConfigError(f"ransac_threshold must be a positive distance in metres, got {self.ransac_threshold}")
+
+    def as_dict(self) -> dict:
+        from dataclasses import asdict
+        return asdict(self)
 
 
 @dataclass(frozen=True)
 class FrameResult:
-    matches: tuple[KeypointMatch, ...]
+    mode: str  # keypoints | functional
+    matches: tuple[KeypointMatch, ...]  # keypoint mode: one per demo keypoint; functional mode: empty
     accepted: np.ndarray  # (K,) bool, after the rejection rules
     demo_points: np.ndarray  # (K, 3) demo camera frame, NaN where not lifted
     live_points: np.ndarray  # (K, 3) live camera frame, NaN where not lifted or without live depth
@@ -45,6 +84,9 @@ class FrameResult:
     alignment_2d: Alignment2DResult | None  # otherwise
     mask: MaskResult | None
     timings_s: dict[str, float] = field(default_factory=dict)
+    dense: DenseMatches | None = None  # functional matches, or the dense matches that drove the alignment
+    alignment_source: str = "keypoints"  # which correspondences the alignment used: keypoints | dense
+    refinement: IcpResult | None = None  # the ICP step, when it ran (accepted or not, with its reason)
 
     @property
     def success(self) -> bool:
@@ -53,21 +95,45 @@ class FrameResult:
 
 
 class TransferPipeline:
-    """Built once per demo (its features are cached by the matcher's extractor), called per live frame."""
+    """Built once per demo (its features are cached by the extractor), called per live frame.
 
-    def __init__(self, demo: DemoSpec, matcher: Matcher, settings: PipelineSettings | None = None,
-                 segmenter: MaskProvider | None = None) -> None:
-        if demo.keypoints is None:
-            raise InputError("this pipeline transfers keypoints; the demo has a function instead "
-                             "(functional transfer is not wired into the pipeline yet)")
+    ``functional``: for a functional demo, an embedder ``(image, function) -> (FeatureMap, predicted mask|None)``
+    such as :class:`~correspondence.functional.inference.FunctionalEmbedder` (a trained head); without one the
+    matcher's backbone features are used directly (the paper's "base features" row).
+    """
+
+    def __init__(self, demo: DemoSpec, matcher: Any, settings: PipelineSettings | None = None,
+                 segmenter: MaskProvider | None = None, functional: Any = None) -> None:
         self.demo = demo
         self.matcher = matcher
         self.settings = settings or PipelineSettings()
         self.segmenter = segmenter
-        self.demo_points = np.full((len(demo.keypoints.points), 3), np.nan)
-        if demo.has_3d:
-            points, valid = lift(demo.keypoints.xy, demo.depth, demo.intrinsics, self.settings.depth_range)
-            self.demo_points = np.where(valid[:, None], points, np.nan)
+        self.functional = functional
+        self.mode = demo.mode
+        self.demo_points = np.zeros((0, 3))
+        if self.mode == "keypoints":
+            self.demo_points = np.full((len(demo.keypoints.points), 3), np.nan)
+            if demo.has_3d:
+                points, valid = lift(demo.keypoints.xy, demo.depth, demo.intrinsics, self.settings.depth_range)
+                self.demo_points = np.where(valid[:, None], points, np.nan)
+        self.demo_region = self._demo_region()
+        self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
+        self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
+
+    def _demo_region(self) -> np.ndarray | None:
+        """Where dense matches may start in the demo: the functional part, else the object mask, else the depth
+        foreground; None (the whole image) when none is known."""
+        if self.mode == "functional":
+            return self.demo.function_mask
+        if self.demo.mask is not None:
+            return self.demo.mask
+        if self.demo.depth is not None:
+            try:
+                return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(),
+                                                                          self.demo.depth).mask
+            except InputError:
+                return None
+        return None
 
     def _accept(self, matches: tuple[KeypointMatch, ...]) -> np.ndarray:
         s = self.settings
@@ -76,41 +142,158 @@ class TransferPipeline:
                          and (s.max_cycle_px is None or m.cycle_distance_px <= s.max_cycle_px) for m in matches],
                         dtype=bool)
 
+    # ------------------------------------------------------------------------------------------ per frame
+
     def process(self, rgb, depth: np.ndarray | None = None, intrinsics: CameraIntrinsics | None = None,
                 mask: np.ndarray | None = None, prompt: Prompt | None = None) -> FrameResult:
         timings: dict[str, float] = {}
         image = to_rgb_array(rgb)
-        if depth is not None and depth.shape != image.shape[:2]:
-            raise InputError(f"live depth is {depth.shape[1]}x{depth.shape[0]} but the RGB frame is "
-                             f"{image.shape[1]}x{image.shape[0]}")
+        depth = self._check_depth(depth, image, intrinsics)
         start = time.perf_counter()
         mask_result = None
         provider = GivenMask(mask) if mask is not None else self.segmenter
         if provider is not None:
             mask_result = provider.segment(image, prompt or Prompt.auto(), depth)
         timings["segmentation"] = time.perf_counter() - start
-        result = self.matcher(self.demo.rgb, self.demo.keypoints, image,
-                              live_mask=mask_result.mask if mask_result else None, demo_mask=self.demo.mask)
+        live_mask = mask_result.mask if mask_result else None
+        three_d = depth is not None and intrinsics is not None and self.demo.has_3d
+        if self.mode == "functional":
+            return self._functional(image, depth, intrinsics, live_mask, mask_result, three_d, timings)
+
+        result = self.matcher(self.demo.rgb, self.demo.keypoints, image, live_mask=live_mask, demo_mask=self.demo.mask)
         timings["features"] = result.timings_s.get("features", 0.0)
         timings["matching"] = result.timings_s.get("matching", 0.0)
         accepted = self._accept(result.matches)
-        start = time.perf_counter()
         live_points = np.full((len(result.matches), 3), np.nan)
-        alignment = alignment_2d = None
-        weights = np.array([max(m.score, 1e-3) for m in result.matches]) * accepted
-        if depth is not None and intrinsics is not None and self.demo.has_3d:
+        if three_d:
             points, valid = lift(result.live_xy, depth, intrinsics, self.settings.depth_range)
             live_points = np.where(valid[:, None], points, np.nan)
-            use = accepted & valid & np.isfinite(self.demo_points).all(1)
-            alignment = estimate_alignment(np.where(use[:, None], self.demo_points, np.nan),
-                                           np.where(use[:, None], live_points, np.nan), weights=np.where(use, weights, 0),
-                                           solver=self.settings.solver, threshold=self.settings.ransac_threshold,
-                                           iterations=self.settings.ransac_iterations,
-                                           min_inliers=self.settings.min_inliers)
+        dense = None
+        source = self.settings.alignment_source
+        if source == "dense":
+            start = time.perf_counter()
+            demo_fmap, live_fmap = self.matcher.extractor.extract_batch([self.demo.rgb, image])  # cached: no re-run
+            demo_valid = (demo_fmap.cell_mask(self.demo_region, min_fraction=0.5) if self.demo_region is not None
+                          else None)
+            dense = self._dense(demo_fmap, demo_valid, live_fmap, live_mask)
+            timings["matching"] += time.perf_counter() - start
+        start = time.perf_counter()
+        weights = np.array([max(m.score, 1e-3) for m in result.matches]) * accepted
+        if source == "dense":
+            alignment, alignment_2d = self._align_dense(dense, depth, intrinsics, three_d)
+        elif three_d:
+            use = accepted & np.isfinite(live_points).all(1) & np.isfinite(self.demo_points).all(1)
+            alignment, alignment_2d = self._align_3d(self.demo_points, live_points, np.where(use, weights, 0)), None
         else:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
-            alignment_2d = similarity_2d(demo_xy, result.live_xy, weights=weights,
-                                         threshold=self.settings.pixel_threshold, min_inliers=self.settings.min_inliers)
+            alignment, alignment_2d = None, self._align_2d(demo_xy, result.live_xy, weights)
+        alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
         timings["alignment"] = time.perf_counter() - start
-        return FrameResult(result.matches, accepted, self.demo_points, live_points, alignment, alignment_2d,
-                           mask_result, timings)
+        return FrameResult("keypoints", result.matches, accepted, self.demo_points, live_points, alignment,
+                           alignment_2d, mask_result, timings, dense, source, refinement)
+
+    def _functional(self, image: np.ndarray, depth, intrinsics, live_mask, mask_result, three_d: bool,
+                    timings: dict[str, float]) -> FrameResult:
+        start = time.perf_counter()
+        if self._demo_features is None:
+            demo_fmap, _ = self._embed(self.demo.rgb)
+            self._demo_features = (demo_fmap, demo_fmap.cell_mask(self.demo.function_mask, min_fraction=0.5))
+        demo_fmap, demo_valid = self._demo_features
+        live_fmap, predicted = self._embed(image)
+        timings["features"] = time.perf_counter() - start
+        start = time.perf_counter()
+        live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5).flatten() if live_mask is not None else None
+        if predicted is not None:  # a trained head also says where the functional part is: stay inside it
+            inside = torch.from_numpy(predicted.flatten() >= 0.5)
+            restricted = inside if live_valid is None else live_valid & inside
+            if restricted.any():
+                live_valid = restricted
+        dense = dense_matches(demo_fmap, demo_valid, live_fmap, live_valid, self.settings.dense)
+        timings["matching"] = time.perf_counter() - start
+        start = time.perf_counter()
+        alignment, alignment_2d = self._align_dense(dense, depth, intrinsics, three_d)
+        alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
+        timings["alignment"] = time.perf_counter() - start
+        empty = np.zeros((0, 3))
+        return FrameResult("functional", (), np.zeros(0, dtype=bool), empty, empty.copy(), alignment, alignment_2d,
+                           mask_result, timings, dense, "dense", refinement)
+
+    def _embed(self, image: np.ndarray):
+        if self.functional is not None:
+            return self.functional(image, self.demo.function)
+        return self.matcher.extractor(image), None
+
+    def _dense(self, demo_fmap, demo_valid, live_fmap, live_mask) -> DenseMatches:
+        if demo_valid is None:
+            demo_valid = torch.ones(demo_fmap.grid_wh[0] * demo_fmap.grid_wh[1], dtype=torch.bool)
+        live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
+        return dense_matches(demo_fmap, demo_valid, live_fmap, live_valid, self.settings.dense)
+
+    # ------------------------------------------------------------------------------------------ alignment
+
+    def _align_dense(self, dense: DenseMatches, depth, intrinsics, three_d: bool):
+        weights = np.maximum(dense.score, 1e-3)
+        if not three_d:
+            return None, self._align_2d(dense.demo_xy, dense.live_xy, weights)
+        demo_points, demo_ok = lift(dense.demo_xy, self.demo.depth, self.demo.intrinsics, self.settings.depth_range)
+        live_points, live_ok = lift(dense.live_xy, depth, intrinsics, self.settings.depth_range)
+        use = demo_ok & live_ok
+        return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None
+
+    def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask
+                ) -> tuple[AlignmentResult | None, IcpResult | None]:
+        """Guarded ICP of the demo region's cloud onto the live object's cloud, from the correspondence pose.
+        Needs a live mask (without one the live cloud would include the background)."""
+        if self.settings.refine == "none" or alignment is None or not alignment.success or live_mask is None:
+            return alignment, None
+        icp = self.settings.icp
+        if self._demo_cloud is None:
+            self._demo_cloud = masked_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
+                                            self.settings.depth_range, icp.max_points)
+        live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
+        refinement = refine(self._demo_cloud, live_cloud, alignment.transform, icp)
+        if not refinement.accepted:
+            return alignment, refinement
+        return replace(alignment, transform=refinement.transform, solver=f"{alignment.solver}+icp"), refinement
+
+    def _align_3d(self, src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> AlignmentResult:
+        use = weights > 0
+        s = self.settings
+        return estimate_alignment(np.where(use[:, None], src, np.nan), np.where(use[:, None], dst, np.nan),
+                                  weights=weights, solver=s.solver, threshold=s.ransac_threshold,
+                                  iterations=s.ransac_iterations, min_inliers=s.min_inliers)
+
+    def _align_2d(self, demo_xy: np.ndarray, live_xy: np.ndarray, weights: np.ndarray) -> Alignment2DResult:
+        return similarity_2d(demo_xy, live_xy, weights=weights, threshold=self.settings.pixel_threshold,
+                             min_inliers=self.settings.min_inliers)
+
+    def _check_depth(self, depth, image: np.ndarray, intrinsics: CameraIntrinsics | None) -> np.ndarray | None:
+        """Bad live depth gets a specific error here, not a numpy failure deep inside lifting."""
+        if depth is None:
+            return None
+        depth = np.asarray(depth)
+        if depth.ndim == 3 and depth.shape[2] == 1:
+            depth = depth[..., 0]
+        if depth.ndim != 2:
+            raise InputError(f"live depth must be a (H, W) map, got shape {depth.shape}")
+        if depth.shape != image.shape[:2]:
+            raise InputError(f"live depth is {depth.shape[1]}x{depth.shape[0]} but the RGB frame is "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
+            raise InputError(f"live depth must be numeric, got dtype {depth.dtype}")
+        if intrinsics is not None and (intrinsics.width, intrinsics.height) != (image.shape[1], image.shape[0]):
+            raise InputError(f"the intrinsics are for {intrinsics.width}x{intrinsics.height} but the frame is "
+                             f"{image.shape[1]}x{image.shape[0]}")
+        if np.issubdtype(depth.dtype, np.integer) and self.settings.depth_scale == 1.0:
+            raise InputError(f"live depth is {depth.dtype} (raw sensor units) but depth_scale is 1 m per unit: set "
+                             f"depth_scale (0.001 for millimetres, as ROS 16UC1 depth is)")
+        metres = depth.astype(np.float32) * np.float32(self.settings.depth_scale)
+        with np.errstate(invalid="ignore"):
+            good = np.isfinite(metres) & (metres > 0)
+        if not good.any():
+            raise InputError("live depth has no valid value (all zero or NaN): check the depth stream")
+        median = float(np.median(metres[good]))
+        if median > MAX_PLAUSIBLE_DEPTH_M:
+            raise InputError(f"live depth has a median of {median:g} m: it looks like millimetres; set depth_scale "
+                             f"to 0.001 (now {self.settings.depth_scale:g})")
+        return metres

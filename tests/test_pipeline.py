@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from correspondence.alignment import rotation_error_deg, translation_error
+from correspondence.alignment import rotation_error_deg, similarity_2d, translation_error
 from correspondence.api import Matcher
 from correspondence.demo_spec import DemoSpec
-from correspondence.errors import InputError
+from correspondence.dense_transfer import DenseSettings
+from correspondence.errors import ConfigError, InputError
 from correspondence.io import KeypointSet, NamedPoint
 from correspondence.pipeline import PipelineSettings, TransferPipeline
 from correspondence.segmentation import DepthForeground
@@ -15,6 +16,9 @@ from correspondence.world.families import make_instance
 from correspondence.world.render import Renderer, RenderSettings, look_at_pose
 
 SETTINGS = RenderSettings(width=224, height=224, background="plain")
+# The oracle matcher has only keypoint matches (no features for dense matching), and tests the keypoint wiring
+# exactly, so ICP must not hide a wiring error.
+KEYPOINTS_ONLY = {"alignment_source": "keypoints", "refine": "none"}
 
 
 def scene(shift=np.zeros(3)):
@@ -50,7 +54,8 @@ class OracleMatcher:
 def test_known_motion_is_recovered_exactly_with_true_matches():
     car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
     pipeline = TransferPipeline(demo_from(demo_view, car), OracleMatcher(car, live_view),
-                                PipelineSettings(ransac_threshold=0.005), segmenter=DepthForeground((0.1, 2.0)))
+                                PipelineSettings(ransac_threshold=0.005, **KEYPOINTS_ONLY),
+                                segmenter=DepthForeground((0.1, 2.0)))
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     assert result.mask is not None and result.mask.provider == "depth"
     assert result.alignment is not None and result.alignment.success, result.alignment.reason
@@ -81,14 +86,17 @@ def test_without_depth_the_result_is_2d():
     pipeline = TransferPipeline(demo, Matcher.create("daisy", size=224))
     result = pipeline.process(live_view.rgb, mask=live_view.mask)
     assert result.alignment is None and result.alignment_2d is not None
-    assert result.alignment_2d.success and result.alignment_2d.scale == pytest.approx(1.0, abs=0.1)
+    truth = {k.name: xy for k, xy in zip(car.keypoints, live_view.keypoints_xy)}
+    exact = similarity_2d(demo.keypoints.xy, np.array([truth[p.name] for p in demo.keypoints.points]), threshold=3)
+    assert result.alignment_2d.success and result.alignment_2d.scale == pytest.approx(exact.scale, abs=0.1)
+    assert abs(result.alignment_2d.angle_deg - exact.angle_deg) < 5
     assert np.isnan(result.live_points).all()
 
 
 def test_rejection_rules_and_bad_frames():
     car, demo_view, live_view, _, _ = scene()
     pipeline = TransferPipeline(demo_from(demo_view, car), Matcher.create("daisy", size=224),
-                                PipelineSettings(min_score=1.01))  # nothing can pass
+                                PipelineSettings(min_score=1.01, alignment_source="keypoints"))  # nothing can pass
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics, mask=live_view.mask)
     assert not result.accepted.any()
     assert not result.alignment.success and result.alignment.transform is None  # a reason, never a pose
@@ -128,7 +136,7 @@ def test_soco_transfer_end_to_end(tmp_path):
                  "--segmentation", "depth", "--backbone", "daisy", "--size", "224", "--out", str(out)])
     assert code == 0
     record = json.loads((out / "transfer.json").read_text())
-    assert record["mode"] == "3d" and record["segmentation"] == "depth" and len(record["matches"]) == len(kps)
+    assert record["mode"] == "keypoints" and record["alignment_kind"] == "3d" and record["segmentation"] == "depth" and len(record["matches"]) == len(kps)
     assert (out / "overlay.png").is_file()
     if record["alignment"]["success"]:
         assert np.asarray(record["alignment"]["transform"]).shape == (4, 4)
@@ -140,16 +148,17 @@ def test_soco_transfer_end_to_end(tmp_path):
     assert code == 1  # depth without intrinsics: a clear error, not a crash
     code = main(["transfer", "--demo", str(tmp_path / "demo"), "--live-rgb", str(live / "rgb.png"),
                  "--segmentation", "grabcut", "--backbone", "daisy", "--size", "224", "--out", str(tmp_path / "o2")])
-    assert code == 0 and json.loads((tmp_path / "o2" / "transfer.json").read_text())["mode"] == "2d"
+    assert code == 0 and json.loads((tmp_path / "o2" / "transfer.json").read_text())["alignment_kind"] == "2d"
 
 
 def test_aligned_clouds_overlap_when_the_transform_is_right(tmp_path):
     from scipy.spatial import cKDTree
 
-    from correspondence.cli.transfer_cmd import write_aligned_clouds
+    from correspondence.frame_report import write_aligned_clouds
     car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
     demo = demo_from(demo_view, car)
-    pipeline = TransferPipeline(demo, OracleMatcher(car, live_view), segmenter=DepthForeground((0.1, 2.0)))
+    pipeline = TransferPipeline(demo, OracleMatcher(car, live_view), PipelineSettings(**KEYPOINTS_ONLY),
+                                segmenter=DepthForeground((0.1, 2.0)))
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     write_aligned_clouds(demo, live_view.rgb, live_view.depth, live_view.intrinsics, result, tmp_path)
     lines = (tmp_path / "aligned.ply").read_text().splitlines()
@@ -165,21 +174,224 @@ def test_aligned_clouds_overlap_when_the_transform_is_right(tmp_path):
 def test_alignment_benchmark_truth_is_consistent_and_reports_are_written(tmp_path):
     """The benchmark's ground truth agrees with the pipeline on true matches; the command writes its reports."""
     from correspondence.alignment import rotation_error_deg
-    from correspondence.benchmarks.alignment import (AlignmentBenchConfig, make_trial, object_translation_error,
-                                                     run_alignment_benchmark)
-    config = AlignmentBenchConfig(trials=3, size=160, categories=("car", "mug", "bus"))
+    from correspondence.benchmarks.alignment import (KIND_FUNCTIONAL, KIND_SAME, AlignmentBenchConfig, make_trial,
+                                                     object_translation_error, run_alignment_benchmark)
+    config = AlignmentBenchConfig(trials=3, size=160, categories=("car", "mug", "bus"), functional_trials=2,
+                                  functions=(("mug", "pour-with"), ("spatula", "lift-with")))
     rng = np.random.default_rng(0)
     settings = RenderSettings(width=160, height=160)
     obj, demo_view, live_view, truth, centre = make_trial(rng, "car", 0, config, settings)
     pipeline = TransferPipeline(demo_from(demo_view, obj), OracleMatcher(obj, live_view),
-                                segmenter=DepthForeground((0.05, 5.0)))
+                                PipelineSettings(**KEYPOINTS_ONLY), segmenter=DepthForeground((0.05, 5.0)))
     alignment = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).alignment
     assert alignment.success
     assert rotation_error_deg(alignment.transform, truth) < 1.5
     assert object_translation_error(alignment.transform, truth, centre) < 0.005
     assert object_translation_error(truth, truth, centre) == 0.0
     result = run_alignment_benchmark(Matcher.create("daisy", size=160), config, tmp_path, progress=False)
-    assert result["summary"]["trials"] == 3
+    assert result["summary"]["trials"] == 5
+    assert [r["kind"] for r in result["rows"]] == [KIND_SAME] * 3 + [KIND_FUNCTIONAL] * 2
+    assert set(result["summary"]["by_kind"]) == {KIND_SAME, KIND_FUNCTIONAL}
+    assert KIND_FUNCTIONAL in result["markdown"]
     assert all(r["success"] in (True, False) and r.get("reason") for r in result["rows"])
     for name in ("alignment.json", "alignment.md", "alignment_errors.png"):
         assert (tmp_path / name).is_file()
+
+
+# ------------------------------------------------------------------------------ dense alignment and functional mode
+
+def _bench_trial(category: str, index: int, size: int = 224, seed: int = 1):
+    from correspondence.benchmarks.alignment import AlignmentBenchConfig, make_trial
+    config = AlignmentBenchConfig(size=size, max_rotation_deg=20)
+    rng = np.random.default_rng(seed + index)
+    return make_trial(rng, category, index, config, RenderSettings(width=size, height=size))
+
+
+@pytest.fixture(scope="module")
+def daisy_224():
+    return Matcher.create("daisy", size=224)
+
+
+@pytest.mark.parametrize("category,index", [("car", 0), ("truck", 1), ("chair", 3)])
+def test_dense_matches_and_icp_recover_a_known_motion_with_a_real_backbone(daisy_224, category, index):
+    """Weight-free features on a rotated and shifted object: dense matches give a coarse pose, ICP refines it."""
+    from correspondence.alignment import rotation_error_deg
+    from correspondence.benchmarks.alignment import object_translation_error
+    obj, demo_view, live_view, truth, centre = _bench_trial(category, index)
+    demo = demo_from(demo_view, obj)
+    demo = DemoSpec(None, demo.rgb, demo.depth, demo.intrinsics, None, demo.keypoints, None, None)  # no demo mask
+    result = TransferPipeline(demo, daisy_224, segmenter=DepthForeground((0.05, 5.0))).process(
+        live_view.rgb, live_view.depth, live_view.intrinsics)
+    assert result.alignment_source == "dense" and len(result.dense) >= 6
+    assert result.alignment.success, result.alignment.reason
+    assert result.refinement is not None and result.refinement.accepted, result.refinement
+    assert result.alignment.solver == "ransac+icp"
+    assert rotation_error_deg(result.alignment.transform, truth) < 1.0
+    assert object_translation_error(result.alignment.transform, truth, centre) < 0.005
+    # the dense matches start inside the demo object (found from the demo depth) and land inside the live mask
+    demo_px = np.floor(result.dense.demo_xy).astype(int)
+    live_px = np.floor(result.dense.live_xy).astype(int)
+    assert demo_view.mask[demo_px[:, 1], demo_px[:, 0]].mean() > 0.9
+    assert result.mask.mask[live_px[:, 1], live_px[:, 0]].mean() > 0.9
+
+
+def test_functional_mode_transfers_the_part_and_aligns_it():
+    """A functional demo (function + part mask): dense matches start inside the part, are ranked by the discovery
+    score, and (same object, moved) align to the true motion; ICP pulls the part's cloud onto the live object."""
+    from correspondence.alignment import rotation_error_deg
+    from correspondence.benchmarks.alignment import object_translation_error
+    matcher = Matcher.create("daisy", size=320)
+    obj, demo_view, live_view, truth, centre = _bench_trial("car", 0, size=320)
+    part = demo_view.mask.copy()
+    part[:, : int(np.median(np.nonzero(part)[1]))] = False  # the right half of the car stands for the part
+    demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask, None, "pour-with",
+                    part)
+    segmenter = DepthForeground((0.05, 5.0))
+    coarse = TransferPipeline(demo, matcher, PipelineSettings(refine="none"), segmenter=segmenter).process(
+        live_view.rgb, live_view.depth, live_view.intrinsics)
+    assert coarse.mode == "functional" and coarse.matches == () and len(coarse.dense) >= 10
+    px = np.floor(coarse.dense.demo_xy).astype(int)
+    assert part[px[:, 1], px[:, 0]].mean() > 0.9
+    assert np.all(np.diff(coarse.dense.score) <= 0)  # best first
+    assert coarse.alignment.success, coarse.alignment.reason
+    assert rotation_error_deg(coarse.alignment.transform, truth) < 10.0
+    assert object_translation_error(coarse.alignment.transform, truth, centre) < 0.02
+    refined = TransferPipeline(demo, matcher, segmenter=segmenter).process(live_view.rgb, live_view.depth,
+                                                                           live_view.intrinsics)
+    assert refined.refinement.accepted, refined.refinement.reason
+    assert rotation_error_deg(refined.alignment.transform, truth) < 1.0
+    assert object_translation_error(refined.alignment.transform, truth, centre) < 0.005
+    top3 = TransferPipeline(demo, matcher, PipelineSettings(dense=DenseSettings(top_k=3)),
+                            segmenter=segmenter).process(live_view.rgb, live_view.depth, live_view.intrinsics)
+    assert len(top3.dense) == 3
+    np.testing.assert_allclose(top3.dense.score, coarse.dense.score[:3])
+
+
+def test_functional_mode_uses_a_trained_head_when_given(daisy_224):
+    """The head's embedder is called for demo (once) and live, with the demo's function."""
+    obj, demo_view, live_view, _, _ = _bench_trial("car", 0)
+    calls = []
+
+    def embedder(image, function):
+        calls.append(function)
+        return daisy_224.extractor(image), None
+
+    demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, None, None, "cut-with",
+                    demo_view.mask)
+    pipeline = TransferPipeline(demo, daisy_224, segmenter=DepthForeground((0.05, 5.0)), functional=embedder)
+    for _ in range(2):
+        pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+    assert calls == ["cut-with"] * 3  # demo once, then each live frame
+
+
+# ---------------------------------------------------------------------------------------------- bad live input
+
+@pytest.fixture(scope="module")
+def car_pipeline(daisy_224):
+    car, demo_view, live_view, _, _ = scene(shift=np.array([0.02, 0.0, 0.0]))
+    return TransferPipeline(demo_from(demo_view, car), daisy_224, segmenter=DepthForeground((0.1, 2.0))), live_view
+
+
+def test_depth_units_are_checked(car_pipeline, daisy_224):
+    pipeline, live = car_pipeline
+    millimetres = np.round(live.depth * 1000).astype(np.uint16)
+    with pytest.raises(InputError, match="set depth_scale"):
+        pipeline.process(live.rgb, millimetres, live.intrinsics)  # raw uint16 with the default 1 m per unit
+    with pytest.raises(InputError, match="looks like millimetres"):
+        pipeline.process(live.rgb, millimetres.astype(np.float32), live.intrinsics)  # float millimetres
+    scaled = TransferPipeline(pipeline.demo, daisy_224, PipelineSettings(depth_scale=0.001),
+                              segmenter=DepthForeground((0.1, 2.0)))
+    in_mm = scaled.process(live.rgb, millimetres, live.intrinsics)
+    in_m = pipeline.process(live.rgb, live.depth, live.intrinsics)
+    assert in_mm.alignment.success == in_m.alignment.success
+    if in_m.alignment.success:
+        np.testing.assert_allclose(in_mm.alignment.transform, in_m.alignment.transform, atol=2e-3)
+    with pytest.raises(ConfigError, match="depth_scale"):
+        PipelineSettings(depth_scale=0)
+
+
+@pytest.mark.parametrize("bad,message", [
+    (lambda live: np.zeros_like(live.depth), "no valid value"),
+    (lambda live: np.full_like(live.depth, np.nan), "no valid value"),
+    (lambda live: live.depth[:, :100], "live depth is 100x224"),
+    (lambda live: np.stack([live.depth] * 2, -1), "must be a \\(H, W\\) map"),
+])
+def test_bad_live_depth_gives_a_specific_error(car_pipeline, bad, message):
+    pipeline, live = car_pipeline
+    with pytest.raises(InputError, match=message):
+        pipeline.process(live.rgb, bad(live), live.intrinsics)
+
+
+def test_bad_live_frames_give_specific_errors_or_documented_results(car_pipeline, tmp_path):
+    from correspondence.camera import CameraIntrinsics
+    from correspondence.io import load_image
+    from correspondence.segmentation import NoMaskError
+    pipeline, live = car_pipeline
+    wrong_k = CameraIntrinsics(200.0, 200.0, 50.0, 50.0, 100, 100)
+    with pytest.raises(InputError, match="intrinsics are for 100x100"):
+        pipeline.process(live.rgb, live.depth, wrong_k)
+    with pytest.raises(InputError, match="mask has no foreground pixel"):
+        pipeline.process(live.rgb, mask=np.zeros(live.rgb.shape[:2], dtype=bool))
+    # a one-pixel object: matches are restricted to the cell that holds it; too few for any pose -> a reason
+    one = np.zeros(live.rgb.shape[:2], dtype=bool)
+    one[120, 110] = True
+    result = pipeline.process(live.rgb, live.depth, live.intrinsics, mask=one)
+    assert not result.alignment.success and result.alignment.transform is None and result.alignment.reason
+    assert all(abs(m.live_xy[0] - 110.5) < 14 and abs(m.live_xy[1] - 120.5) < 14 for m in result.matches)
+    # grayscale and RGBA frames are converted, not rejected
+    gray = live.rgb.mean(-1).astype(np.uint8)
+    rgba = np.dstack([live.rgb, np.full(live.rgb.shape[:2], 255, np.uint8)])
+    for frame in (gray, rgba):
+        out = pipeline.process(frame, live.depth, live.intrinsics)
+        assert len(out.matches) == len(pipeline.demo.keypoints.points)
+    corrupt = tmp_path / "frame.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(InputError, match="frame.png"):
+        load_image(corrupt)
+    with pytest.raises(InputError):
+        pipeline.process(np.zeros((4, 4, 5), dtype=np.uint8))
+    assert issubclass(NoMaskError, InputError)
+
+
+def test_functional_truth_of_the_benchmark_is_the_part_alignment():
+    """The functional trial's truth maps the demo part onto the live part: demo part pixels lifted and moved by
+    it land on the live instance's part surface."""
+    from scipy.spatial import cKDTree
+
+    from correspondence.benchmarks.alignment import AlignmentBenchConfig, make_functional_trial
+    settings = RenderSettings(width=160, height=160)
+    a, b, demo_view, live_view, truth, centre, part = make_functional_trial(
+        np.random.default_rng(0), "mug", "pour-with", 0, AlignmentBenchConfig(), settings)
+    assert a.instance_id != b.instance_id and part.sum() > 20
+    rows, cols = np.nonzero(part)
+    demo_pts = demo_view.intrinsics.unproject(np.stack([cols + 0.5, rows + 0.5], 1), demo_view.depth[rows, cols])
+    moved = demo_pts @ truth[:3, :3].T + truth[:3, 3]
+    live_part = np.isin(live_view.part_map, [b.part_id(p) for p in b.functional_parts["pour-with"]]) & live_view.mask
+    r, c = np.nonzero(live_part)
+    live_pts = live_view.intrinsics.unproject(np.stack([c + 0.5, r + 0.5], 1), live_view.depth[r, c])
+    distance, _ = cKDTree(live_pts).query(moved)
+    assert np.median(distance) < 0.01
+
+
+def test_soco_transfer_functional_demo(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from correspondence.cli import main
+    obj, demo_view, live_view, _, _ = _bench_trial("car", 0)
+    _write_frame(tmp_path / "demo", demo_view)
+    part = demo_view.mask.copy()
+    part[:, : int(np.median(np.nonzero(part)[1]))] = False
+    Image.fromarray(part.astype(np.uint8) * 255).save(tmp_path / "demo" / "function_mask.png")
+    (tmp_path / "demo" / "function.txt").write_text("pour-with\n")
+    _write_frame(tmp_path / "live", live_view, mask=False)
+    live = tmp_path / "live"
+    code = main(["transfer", "--demo", str(tmp_path / "demo"), "--live-rgb", str(live / "rgb.png"),
+                 "--live-depth", str(live / "depth.png"), "--intrinsics", str(live / "intrinsics.json"),
+                 "--segmentation", "depth", "--backbone", "daisy", "--size", "224", "--top-k", "5",
+                 "--out", str(tmp_path / "out")])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "transfer.json").read_text())
+    assert record["mode"] == "functional" and record["matches"] == [] and 0 < record["dense"]["count"] <= 5
+    assert (tmp_path / "out" / "overlay.png").is_file()

@@ -10,9 +10,10 @@ import numpy as np
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    parser = sub.add_parser("transfer", help="transfer a demo's keypoints to a live frame and align in 3D",
-                            description="Segment the live object, find the demo keypoints in it, lift both sides "
-                                        "with depth and estimate the demo-to-live rigid transform.")
+    parser = sub.add_parser("transfer", help="transfer a demo's keypoints or functional part to a live frame, align",
+                            description="Segment the live object, find the demo keypoints (or functional part) in "
+                                        "it, lift both sides with depth and estimate the demo-to-live rigid "
+                                        "transform.")
     parser.add_argument("--demo", required=True, help="demo folder or YAML (see correspondence/demo_spec.py)")
     parser.add_argument("--live-rgb", required=True)
     parser.add_argument("--live-depth", default=None, help="uint16 PNG (x --depth-scale m) or .npy in metres")
@@ -25,7 +26,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--weights", default=None)
     parser.add_argument("--size", type=int, default=None)
     parser.add_argument("--min-score", type=float, default=None, help="reject matches below this cosine score")
-    parser.add_argument("--ransac-threshold", type=float, default=0.01, help="inlier distance in metres")
+    parser.add_argument("--ransac-threshold", type=float, default=0.015, help="inlier distance in metres")
+    parser.add_argument("--alignment-source", default="dense", choices=("dense", "keypoints"),
+                        help="correspondences that drive the 3D alignment (keypoint mode)")
+    parser.add_argument("--refine", default="icp", choices=("icp", "none"), help="guarded ICP refinement of the pose")
+    parser.add_argument("--top-k", type=int, default=300, help="dense matches kept, best discovery score first")
+    parser.add_argument("--functional-head", default=None,
+                        help="trained functional head (.safetensors) for a functional demo; default: backbone features")
     parser.add_argument("--solver", default="ransac", choices=("ransac", "open3d"))
     parser.add_argument("--out", default="transfer_out")
     parser.set_defaults(handler=run)
@@ -50,11 +57,13 @@ def _prompt(text: str | None):
 def run(args: argparse.Namespace) -> int:
     from ..api import Matcher, as_image, as_mask
     from ..demo_spec import load_demo, load_depth, load_intrinsics
+    from ..dense_transfer import DenseSettings
     from ..errors import InputError
+    from ..frame_report import frame_overlay, frame_record, write_aligned_clouds
     from ..io import write_json
     from ..pipeline import PipelineSettings, TransferPipeline
     from ..segmentation import auto_provider, provider_from_name
-    from ..viz import match_overlay, save
+    from ..viz import save
 
     demo = load_demo(args.demo)
     live = np.asarray(as_image(args.live_rgb))
@@ -70,51 +79,33 @@ def run(args: argparse.Namespace) -> int:
     else:
         segmenter = provider_from_name(args.segmentation)
     matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size)
-    pipeline = TransferPipeline(demo, matcher, PipelineSettings(min_score=args.min_score,
-                                                                ransac_threshold=args.ransac_threshold,
-                                                                solver=args.solver), segmenter)
+    functional = _functional_embedder(args, matcher) if demo.mode == "functional" else None
+    settings = PipelineSettings(min_score=args.min_score, ransac_threshold=args.ransac_threshold, solver=args.solver,
+                                alignment_source=args.alignment_source, refine=args.refine,
+                                dense=DenseSettings(top_k=args.top_k))
+    pipeline = TransferPipeline(demo, matcher, settings, segmenter, functional=functional)
     result = pipeline.process(live, depth, intrinsics, mask=as_mask(args.live_mask), prompt=_prompt(args.prompt))
     out = Path(args.out)
-    alignment = result.alignment or result.alignment_2d
-    record = {"demo": str(args.demo), "live": args.live_rgb, "mode": "3d" if result.alignment else "2d",
-              "segmentation": result.mask.provider if result.mask else "none",
-              "matches": [dict(name=m.name, demo_xy=m.demo_xy, live_xy=m.live_xy, score=m.score, mutual=m.mutual,
-                               cycle_distance_px=m.cycle_distance_px, accepted=bool(a),
-                               live_xyz=None if np.isnan(p).any() else p.tolist())
-                          for m, a, p in zip(result.matches, result.accepted, result.live_points)],
-              "alignment": {"success": alignment.success, "reason": alignment.reason,
-                            "transform": None if not alignment.success else
-                            (alignment.transform if result.alignment else alignment.matrix).tolist(),
-                            "inlier_ratio": alignment.inlier_ratio, "rmse": alignment.rmse,
-                            "num_inliers": alignment.num_inliers},
-              "timings_s": result.timings_s}
-    write_json(out / "transfer.json", json.loads(json.dumps(record, default=float)))
-    save(match_overlay(demo.rgb, live, demo.keypoints.xy, np.array([m.live_xy for m in result.matches]),
-                       [m.name for m in result.matches], result.accepted,
-                       live_mask=result.mask.mask if result.mask else None,
-                       title=f"{record['mode']} alignment: {alignment.reason}"), out / "overlay.png")
+    record = {"demo": str(args.demo), "live": args.live_rgb, **frame_record(result)}
+    write_json(out / "transfer.json", record)
+    save(frame_overlay(demo, live, result), out / "overlay.png")
     if result.alignment is not None and result.alignment.success:
         write_aligned_clouds(demo, live, depth, intrinsics, result, out)
-    print(f"{len(result.matches)} keypoints, {int(result.accepted.sum())} accepted; {record['mode']} alignment: "
-          f"{alignment.reason} (inliers {alignment.num_inliers}, rmse {alignment.rmse:.4f})")
+    alignment = result.alignment or result.alignment_2d
+    found = (f"{len(result.matches)} keypoints, {int(result.accepted.sum())} accepted" if result.mode == "keypoints"
+             else f"{len(result.dense)} functional matches of {demo.function!r}")
+    refined = f", ICP: {result.refinement.reason}" if result.refinement is not None else ""
+    print(f"{found}; {record['alignment_kind']} alignment: {alignment.reason} (inliers {alignment.num_inliers}, "
+          f"rmse {alignment.rmse:.4f}{refined})")
     print(f"wrote {out}/transfer.json and overlay.png")
     return 0
 
 
-def write_aligned_clouds(demo, live_rgb, live_depth, intrinsics, result, out: Path) -> None:
-    """Both object point clouds in the live camera frame (demo moved by the estimated transform): PLY + PNG."""
-    from ..viz import save_point_clouds
-
-    def cloud(rgb, depth, cam, mask):
-        rows, cols = np.nonzero((depth > 0) & (mask if mask is not None else True))
-        pick = np.linspace(0, len(rows) - 1, min(len(rows), 20000)).astype(int)
-        rows, cols = rows[pick], cols[pick]
-        xyz = cam.unproject(np.stack([cols + 0.5, rows + 0.5], 1), depth[rows, cols])
-        return xyz, rgb[rows, cols]
-
-    demo_xyz, demo_rgb = cloud(demo.rgb, demo.depth, demo.intrinsics, demo.mask)
-    T = result.alignment.transform
-    demo_xyz = demo_xyz @ T[:3, :3].T + T[:3, 3]
-    live_xyz, live_colours = cloud(live_rgb, live_depth, intrinsics, result.mask.mask if result.mask else None)
-    save_point_clouds({"demo (aligned)": (demo_xyz, demo_rgb), "live": (live_xyz, live_colours)},
-                      out / "aligned.ply", out / "aligned.png")
+def _functional_embedder(args: argparse.Namespace, matcher):
+    """A trained functional head when --functional-head is given; else the backbone's own features (None)."""
+    if not args.functional_head:
+        return None
+    from ..functional.checkpoint import HeadCheckpoint
+    from ..functional.inference import FunctionalEmbedder
+    return FunctionalEmbedder.create(HeadCheckpoint.load(args.functional_head), matcher.extractor.backbone,
+                                     image_size=matcher.extractor.settings.preprocess.size)
