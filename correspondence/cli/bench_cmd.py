@@ -81,7 +81,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--backbone", default="auto")
     align.add_argument("--weights", default=None)
     align.add_argument("--random-weights", action="store_true")
-    align.add_argument("--trials", type=int, default=100)
+    align.add_argument("--trials", type=int, default=100, help="same-instance trials with a keypoint demo")
+    align.add_argument("--functional-trials", type=int, default=40,
+                       help="trials with a functional demo and a different live instance (known functional alignment)")
+    align.add_argument("--refine", default="icp", choices=("icp", "none"), help="ICP refinement of the pose")
     align.add_argument("--size", type=int, default=448, help="frame and network input size in px")
     align.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
     align.add_argument("--seed", type=int, default=0)
@@ -179,8 +182,9 @@ def run_alignment(args: argparse.Namespace) -> int:
 
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
-    result = run_alignment_benchmark(matcher, AlignmentBenchConfig(trials=args.trials, size=args.size,
-                                                                   seed=args.seed), args.out)
+    config = AlignmentBenchConfig(trials=args.trials, size=args.size, seed=args.seed,
+                                  functional_trials=args.functional_trials, refine=args.refine)
+    result = run_alignment_benchmark(matcher, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/alignment.json, alignment.md and alignment_errors.png")
     return 0
