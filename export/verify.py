@@ -102,12 +102,11 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return dot / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
-def argmax_matches(features: np.ndarray) -> np.ndarray:
-    """For every feature of item 0, the index of its most cosine-similar feature in item 1."""
+def similarities(features: np.ndarray) -> np.ndarray:
+    """Cosine similarities ``(N0, N1)`` of every feature of item 0 to every feature of item 1."""
     a = torch.from_numpy(np.ascontiguousarray(features[0])).double()
     b = torch.from_numpy(np.ascontiguousarray(features[1])).double()
-    sim = torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T
-    return sim.argmax(1).numpy()
+    return (torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T).numpy()
 
 
 def parity_checks(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], names: Sequence[str],
@@ -133,8 +132,14 @@ def parity_checks(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarra
     chosen = list(argmax_outputs) if argmax_outputs is not None else list(range(len(names)))
     ref_desc = np.concatenate([_as_rows(reference[i]) for i in chosen], -1)
     out_desc = np.concatenate([_as_rows(candidate[i]) for i in chosen], -1)
-    same = argmax_matches(ref_desc) == argmax_matches(out_desc)
+    ref_sim = similarities(ref_desc)
+    ref_best, out_best = ref_sim.argmax(1), similarities(out_desc).argmax(1)
+    same = ref_best == out_best
+    rows = np.arange(len(ref_best))
+    margin = ref_sim[rows, ref_best] - ref_sim[rows, out_best]  # how much worse the candidate's choice is
     details["argmax"] = {"matches": int(same.size), "identical": int(same.sum()),
+                         "differing_reference_ties": int(((~same) & (margin < 1e-6)).sum()),
+                         "largest_reference_margin_of_a_differing_match": float(margin.max()),
                          "outputs": [names[i] for i in chosen]}
     checks.append(Check(f"identical argmax matches image 1 -> 2 ({same.size})", float(same.mean()),
                         limits["argmax_agreement"], bool(same.mean() >= limits["argmax_agreement"])))
