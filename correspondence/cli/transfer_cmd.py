@@ -3,7 +3,6 @@ with depth, both point clouds aligned (PLY + PNG)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
