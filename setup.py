@@ -69,6 +69,10 @@ setup(
     entry_points={
         "console_scripts": [
             "soco = correspondence.cli:main",
+            # The ROS 2 node: `soco-ros-node --ros-args ...` from a venv, `ros2 run soco_ros correspondence_node`
+            # in a ROS workspace (setup.cfg puts the scripts in lib/soco_ros for colcon).
+            "soco-ros-node = soco_ros.node:main",
+            "correspondence_node = soco_ros.node:main",
         ],
     },
     zip_safe=True,

@@ -65,13 +65,15 @@ class ThrottledLog:
         self._lock = threading.Lock()
 
     def warn(self, reason: str, message: str, level: str = "warning") -> None:
+        """Throttled per (reason, start of the message): different topics or causes are each reported."""
         now = time.monotonic()
+        key = f"{reason}|{message[:40]}"
         with self._lock:
-            if now - self._last.get(reason, -1e18) < self.period:
-                self._suppressed[reason] = self._suppressed.get(reason, 0) + 1
+            if now - self._last.get(key, -1e18) < self.period:
+                self._suppressed[key] = self._suppressed.get(key, 0) + 1
                 return
-            self._last[reason] = now
-            suppressed = self._suppressed.pop(reason, 0)
+            self._last[key] = now
+            suppressed = self._suppressed.pop(key, 0)
         suffix = f" ({suppressed} similar suppressed)" if suppressed else ""
         getattr(self.logger, level)(f"[{reason}] {message}{suffix}")
 
@@ -155,7 +157,7 @@ class CorrespondenceNode(LifecycleNode):
                 reason = (f"parameter {param.name!r} is applied at configure time; deactivate and clean up the node, "
                           "set it, then configure again (or restart the node)")
             if reason is not None:
-                self.log.warn(f"parameter:{param.name}", f"rejected: {reason}")
+                self.get_logger().warning(f"[parameter:{param.name}] rejected: {reason}")  # unthrottled
                 return SetParametersResult(successful=False, reason=reason)
             changes[param.name] = value
         if "demo_path" in changes and self.engine is not None and changes["demo_path"] != self.engine.demo_path:
@@ -238,6 +240,8 @@ class CorrespondenceNode(LifecycleNode):
                 if backend == "message_filters":
                     self.get_logger().warning("[sync] message_filters is not importable; using the built-in "
                                               "approximate-time synchroniser")
+        # camera_info first: in one executor cycle its callback then runs before the image's (creation order)
+        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos)
         if use_mf:
             import message_filters
 
@@ -250,7 +254,7 @@ class CorrespondenceNode(LifecycleNode):
                                         p["sync_queue_size"])
             self._subs = [self.create_subscription(types[name], name, self._sync_callback(name), qos)
                           for name in inputs]
-        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos))
+        self._subs.append(info_sub)
         if p["use_prompt"]:
             self._subs.append(self.create_subscription(PointStamped, "prompt", self._on_prompt, qos))
         self.worker.start()
@@ -314,7 +318,7 @@ class CorrespondenceNode(LifecycleNode):
             demo = self.engine.set_demo(path)
         except SocoError as exc:
             keep = f"; keeping demo {self.engine.demo_path!r}" if self.engine.has_demo else ""
-            self.log.warn("demo", f"cannot load demo {path!r}: {exc}{keep}")
+            self.get_logger().warning(f"[demo] cannot load demo {path!r}: {exc}{keep}")  # a user action: unthrottled
             return str(exc)
         self.get_logger().info(f"demo {path!r}: {len(demo.keypoints.points)} keypoints, "
                                f"{'RGB-D (3D alignment)' if demo.has_3d else 'RGB only (2D alignment)'}")
@@ -338,7 +342,7 @@ class CorrespondenceNode(LifecycleNode):
     def _on_set_demo_path(self, msg: String) -> None:
         result = self.set_parameters([Parameter("demo_path", value=msg.data)])[0]
         if not result.successful:
-            self.log.warn("demo", f"~/set_demo_path {msg.data!r} refused: {result.reason}")
+            self.get_logger().warning(f"[demo] ~/set_demo_path {msg.data!r} refused: {result.reason}")
 
     def _srv_reset(self, request, response):
         with self._state_lock:

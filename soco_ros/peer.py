@@ -118,9 +118,11 @@ class Peer:
                     return {kv.key: kv.value for kv in status.values}
         return None
 
-    def wait_for_subscribers(self, timeout: float = 20.0) -> bool:
-        """Until the node subscribes to the image topic (it is active)."""
-        return bool(self.wait_for(lambda: self.image_pub.get_subscription_count() > 0, timeout))
+    def wait_for_subscribers(self, timeout: float = 20.0, depth: bool = True, mask: bool = False) -> bool:
+        """Until the node's subscriptions to image, camera_info (and depth / mask) are matched (it is active):
+        a volatile message published before discovery completes is lost."""
+        pubs = [self.image_pub, self.info_pub] + ([self.depth_pub] if depth else []) + ([self.mask_pub] if mask else [])
+        return bool(self.wait_for(lambda: all(p.get_subscription_count() > 0 for p in pubs), timeout))
 
     # ------------------------------------------------------------------------------------------------ sending
     def header(self, stamp_ns: int, frame_id: str = "camera_color_optical_frame") -> Header:
@@ -136,10 +138,14 @@ class Peer:
     def send_frame(self, rgb: np.ndarray, depth: np.ndarray | None = None, stamp_ns: int | None = None,
                    frame_id: str = "camera_color_optical_frame", encoding: str = "rgb8",
                    depth_encoding: str = "32FC1", mask: np.ndarray | None = None,
-                   tamper: Callable[[str, Any], None] | None = None) -> int:
-        """Publish image (+ depth, + mask) with one stamp; ``tamper(kind, msg)`` may corrupt a message first."""
+                   tamper: Callable[[str, Any], None] | None = None,
+                   intrinsics: CameraIntrinsics | None = None) -> int:
+        """Publish image (+ depth, + mask) with one stamp, and CameraInfo first when ``intrinsics`` is given (as a
+        camera driver does with every frame); ``tamper(kind, msg)`` may corrupt a message first."""
         stamp_ns = time.time_ns() if stamp_ns is None else stamp_ns
         header = self.header(stamp_ns, frame_id)
+        if intrinsics is not None:
+            self.info_pub.publish(intrinsics_to_camera_info(intrinsics, header))
         if encoding == "mono8":
             image = rgb_to_image(np.asarray(rgb).mean(-1).round().astype(np.uint8), header)
         else:
@@ -164,3 +170,42 @@ class Peer:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=2.0)
+
+    # ------------------------------------------------------------------------------------------------ services
+    def call(self, srv_type: Any, name: str, request: Any, timeout: float = 10.0) -> Any:
+        client = self.node.create_client(srv_type, name)
+        try:
+            if not client.wait_for_service(timeout_sec=timeout):
+                raise TimeoutError(f"service {name} not available")
+            future = client.call_async(request)
+            deadline = time.monotonic() + timeout
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if not future.done():
+                raise TimeoutError(f"service {name} did not answer in {timeout} s")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameters(self, node: str, values: dict[str, Any], timeout: float = 10.0) -> list[Any]:
+        """``rcl_interfaces/SetParameters`` on ``node``; the results (``successful``, ``reason``) per parameter."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg() for k, v in values.items()])
+        return list(self.call(SetParameters, f"{node}/set_parameters", request, timeout).results)
+
+    def change_state(self, node: str, transition_label: str, timeout: float = 20.0) -> bool:
+        """A lifecycle transition by label (configure, activate, deactivate, cleanup, shutdown)."""
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
+               "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
+        request = ChangeState.Request(transition=Transition(id=ids[transition_label]))
+        return bool(self.call(ChangeState, f"{node}/change_state", request, timeout).success)
+
+    def get_state(self, node: str, timeout: float = 10.0) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        return self.call(GetState, f"{node}/get_state", GetState.Request(), timeout).current_state.label

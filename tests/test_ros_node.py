@@ -1,0 +1,397 @@
+"""The node over real DDS on loopback: the node runs as a subprocess (``python -m soco_ros.node``), the test's
+publisher/subscriber (:class:`soco_ros.peer.Peer`) in this process on its own rclpy context.
+
+Isolation: every test has its own ``ROS_DOMAIN_ID`` (``ros_harness.domain_id(slot)``) and
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``; no DDS traffic leaves loopback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="the ROS 2 wheels (pip install -e .[ros]) are not installed")
+
+from ros_harness import NodeProcess, domain_id  # noqa: E402
+
+from correspondence.alignment import rotation_error_deg  # noqa: E402
+from correspondence.benchmarks.alignment import object_translation_error  # noqa: E402
+from soco_ros import parameters as P  # noqa: E402
+from soco_ros.conversions import MATCH_FIELDS, cloud_to_array, msg_to_transform  # noqa: E402
+from soco_ros.engine import Engine, Frame  # noqa: E402
+from soco_ros.synthetic import make_scene, varied  # noqa: E402
+
+NODE = "/correspondence_node"
+SLOTS = {  # one DDS domain slot per test: two tests never share a domain
+    "test_matches_and_pose_against_ground_truth": 1,
+    "test_mask_prompt_debug_lifecycle_reset": 2,
+    "test_bad_inputs_warn_publish_nothing_and_the_next_good_frame_is_served": 3,
+    "test_load_30hz_for_60s_with_a_slow_backbone": 4,
+}
+BASE = {"backbone": "daisy", "image_size": 224, "segmentation": "depth", "diagnostics_period": 0.5,
+        "torch_threads": 2}
+
+
+@pytest.fixture
+def ros(tmp_path, monkeypatch, request):
+    """Start nodes and a peer on a test-unique domain; everything is stopped at the end."""
+    from soco_ros.peer import Peer
+
+    slot = SLOTS[request.node.originalname]
+    domain = domain_id(slot)
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
+    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
+    started = []
+
+    class Ros:
+        def __init__(self):
+            self.domain, self.tmp = domain, tmp_path
+
+        def node(self, params, **kwargs):
+            node = NodeProcess(tmp_path, domain, {**BASE, **params}, **kwargs)
+            started.append(node)
+            return node
+
+        def peer(self, **kwargs):
+            peer = Peer(domain, **kwargs)
+            started.append(peer)
+            return peer
+
+    yield Ros()
+    for thing in reversed(started):
+        if isinstance(thing, NodeProcess):
+            code = thing.stop()
+            assert "Traceback" not in thing.log(), thing.log()[-4000:]
+            assert code in (0, -2), f"node exited with {code}:\n{thing.log()[-4000:]}"
+        else:
+            thing.close()
+
+
+def _start(node, peer, timeout=90, **topics):
+    assert node.wait_log(r"\]: active:", timeout), node.log()[-3000:]
+    assert peer.wait_for_subscribers(20, **topics), "the node's subscriptions were never matched"
+    time.sleep(1.0)  # discovery is matched on both sides a little later than the publisher reports it
+
+
+def _gt_errors(cloud, scene):
+    idx = cloud["index"].astype(int)
+    live = np.stack([cloud["u_live"], cloud["v_live"]], 1)
+    return np.linalg.norm(live - scene.live_xy[idx], axis=1)
+
+
+# ================================================================================================ end to end
+
+
+@pytest.mark.timeout(240)
+def test_matches_and_pose_against_ground_truth(ros):
+    """Synthetic RGB-D frames with a known motion: the published matches sit on the true live pixels, their 3D
+    points on the live surface, and the published transform is the true demo->live motion (not its inverse)."""
+    scene = make_scene(ros.tmp / "demo", size=224)
+    node = ros.node({"demo_path": str(scene.demo_dir)})
+    peer = ros.peer()
+    _start(node, peer)
+    peer.send_camera_info(scene.intrinsics)
+    time.sleep(0.3)
+    stamp = peer.send_frame(scene.rgb, scene.depth, frame_id="live_cam", intrinsics=scene.intrinsics)
+    msg = peer.wait_stamp("matches", stamp, 60)
+    assert msg is not None, node.log()[-3000:]
+    assert msg.header.frame_id == "live_cam"
+    assert [(f.name, f.offset, f.datatype) for f in msg.fields] == list(MATCH_FIELDS)
+    cloud = cloud_to_array(msg)
+    names = json.loads(peer.wait_for(lambda: peer.messages("keypoint_names"), 10)[-1].data)
+    assert names == scene.names
+    assert len(cloud) >= 0.8 * len(names) and np.all(np.diff(cloud["index"].astype(int)) > 0)
+    # demo pixels are the demo keypoints of `index`
+    np.testing.assert_allclose(np.stack([cloud["u_demo"], cloud["v_demo"]], 1), scene.demo_xy[cloud["index"]],
+                               atol=1e-3)
+    # live pixels against ground truth (the weight-free matcher is not exact: most within 5 % of the image)
+    errors = _gt_errors(cloud, scene)
+    visible = np.isfinite(errors)
+    assert np.mean(errors[visible] < 0.05 * 224) >= 0.7, np.round(errors, 1)
+    # x y z is the live camera point of (u_live, v_live): it projects back there and lies on the live depth
+    finite = np.isfinite(cloud["z"])
+    assert finite.sum() >= 0.8 * len(cloud)
+    xyz = np.stack([cloud["x"], cloud["y"], cloud["z"]], 1)[finite].astype(np.float64)
+    np.testing.assert_allclose(scene.intrinsics.project(xyz), np.stack([cloud["u_live"], cloud["v_live"]], 1)[finite],
+                               atol=0.05)
+    surface = scene.depth[cloud["v_live"][finite].astype(int), cloud["u_live"][finite].astype(int)]
+    assert np.median(np.abs(surface - xyz[:, 2])) < 0.005
+    # where the match is right, its 3D point is the true one
+    good = finite & (errors < 3)
+    if good.any():
+        assert np.median(np.linalg.norm(xyz[good[finite]] - scene.live_points[cloud["index"][good]], axis=1)) < 0.01
+    # the transform: demo object frame -> live camera frame, stamped with the frame
+    tf = peer.wait_stamp("alignment", stamp, 5)
+    assert tf is not None, [m.data for m in peer.messages("alignment_quality")]
+    assert tf.header.frame_id == "live_cam" and tf.child_frame_id == "demo_object"
+    T = msg_to_transform(tf)
+    assert rotation_error_deg(T, scene.truth) < 2.0
+    assert object_translation_error(T, scene.truth, scene.centre) < 0.01
+    assert object_translation_error(np.linalg.inv(T), scene.truth, scene.centre) > 0.03  # direction matters
+    quality = json.loads(peer.messages("alignment_quality")[-1].data)
+    assert quality["success"] and quality["kind"] == "3d" and quality["num_inliers"] >= 4
+    assert quality["stamp"] == {"sec": stamp // 10**9, "nanosec": stamp % 10**9}
+    markers = peer.wait_for(lambda: peer.messages("markers"), 5)[-1].markers
+    spheres = [m for m in markers if m.type == m.SPHERE]
+    assert markers[0].action == markers[0].DELETEALL and len(spheres) == finite.sum()
+    assert all(m.header.frame_id == "live_cam" for m in markers)
+    np.testing.assert_allclose([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in spheres], xyz,
+                               atol=1e-5)
+    # the library on the same frame gives exactly what was published (nothing lost or reordered on the way)
+    engine = Engine({**P.defaults(), **BASE, "demo_path": str(scene.demo_dir)})
+    engine.set_demo(str(scene.demo_dir))
+    reference = engine.process(Frame(scene.rgb, stamp, "live_cam", scene.depth, scene.intrinsics)).result
+    accepted = np.flatnonzero(reference.accepted)
+    assert cloud["index"].tolist() == accepted.tolist()
+    np.testing.assert_allclose(cloud["score"], [reference.matches[i].score for i in accepted], rtol=1e-5)
+    np.testing.assert_allclose(T, reference.alignment.transform, atol=1e-4)
+    # a late subscriber still gets the keypoint names (transient local)
+    from soco_ros.peer import Peer
+
+    late = Peer(ros.domain, name="late_peer")
+    try:
+        got = late.wait_for(lambda: late.messages("keypoint_names"), 10)
+        assert got and json.loads(got[-1].data) == scene.names
+    finally:
+        late.close()
+    # every encoding path gives the same frame: bgr8 colour, 16UC1 millimetre depth
+    stamp2 = peer.send_frame(scene.rgb, scene.depth, encoding="bgr8", depth_encoding="16UC1", frame_id="live_cam",
+                            intrinsics=scene.intrinsics)
+    msg2 = peer.wait_stamp("matches", stamp2, 30)
+    assert msg2 is not None, node.log()[-3000:]
+    cloud2 = cloud_to_array(msg2)
+    assert cloud2["index"].tolist() == cloud["index"].tolist()
+    np.testing.assert_allclose(cloud2["u_live"], cloud["u_live"])
+    np.testing.assert_allclose(cloud2["z"][finite], cloud["z"][finite], atol=0.002)  # mm quantisation
+    stamp3 = peer.send_frame(varied(scene.rgb, 3), scene.depth, encoding="mono8", frame_id="live_cam",
+                            intrinsics=scene.intrinsics)
+    assert peer.wait_stamp("matches", stamp3, 30) is not None, node.log()[-3000:]
+    diag = peer.wait_for(lambda: (d := peer.diagnostics()) and int(d["frames_published"]) >= 3 and d, 5)
+    assert diag and diag["frames_rejected"] == "0" and diag["frames_failed"] == "0", diag
+
+
+@pytest.mark.timeout(240)
+def test_mask_prompt_debug_lifecycle_reset(ros):
+    """The mask topic (mono8) replaces segmentation and comes back on ~/mask with the overlay; a prompt outside
+    the image is a specific warning; deactivate stops processing, activate resumes; ~/reset clears the counters;
+    without depth the matches carry NaN x y z and no transform is published."""
+    from std_srvs.srv import Trigger
+
+    scene = make_scene(ros.tmp / "demo", size=224)
+    node = ros.node({"demo_path": str(scene.demo_dir), "use_mask": True, "use_depth": False, "use_prompt": True,
+                     "publish_debug": True, "qos_reliability": "reliable"})
+    peer = ros.peer()
+    _start(node, peer, depth=False, mask=True)
+    stamp = peer.send_frame(scene.rgb, mask=scene.mask, frame_id="cam")
+    msg = peer.wait_stamp("matches", stamp, 60)
+    assert msg is not None, node.log()[-3000:]
+    cloud = cloud_to_array(msg)
+    assert len(cloud) and np.isnan(cloud["x"]).all() and np.isnan(cloud["z"]).all()
+    mask = peer.wait_stamp("mask", stamp, 5)
+    assert mask is not None and mask.encoding == "mono8"
+    assert np.array_equal(np.frombuffer(bytes(mask.data), np.uint8).reshape(224, 224) > 0, scene.mask)
+    debug = peer.wait_stamp("debug_image", stamp, 5)
+    assert debug is not None and debug.encoding == "rgb8" and debug.height == 224 + 24
+    # live matches lie in the given mask
+    inside = scene.mask[cloud["v_live"].astype(int), cloud["u_live"].astype(int)]
+    assert inside.mean() > 0.9
+    quality = json.loads(peer.wait_for(lambda: peer.messages("alignment_quality"), 5)[-1].data)
+    assert quality["kind"] == "2d"
+    assert peer.find("alignment", stamp) is None  # no 3D transform without depth
+    # a prompt outside the image: warning, nothing published, next frame fine once it is inside
+    from geometry_msgs.msg import PointStamped
+
+    peer.prompt_pub.publish(PointStamped(header=peer.header(time.time_ns()), point=_point(500.0, 10.0)))
+    time.sleep(0.5)
+    bad = peer.send_frame(varied(scene.rgb, 1), mask=scene.mask)
+    assert node.wait_log(r"prompt point \(500, 10\) is outside the image \(224x224", 30), node.log()[-2000:]
+    peer.prompt_pub.publish(PointStamped(header=peer.header(time.time_ns()), point=_point(100.0, 100.0)))
+    time.sleep(0.5)
+    good = peer.send_frame(varied(scene.rgb, 2), mask=scene.mask)
+    assert peer.wait_stamp("matches", good, 30) is not None
+    assert peer.find("matches", bad) is None
+    # lifecycle: inactive -> frames are not processed; active again -> they are
+    assert peer.change_state(NODE, "deactivate") and peer.get_state(NODE) == "inactive"
+    stamp = peer.send_frame(varied(scene.rgb, 3), mask=scene.mask)
+    time.sleep(1.5)
+    assert peer.find("matches", stamp) is None
+    assert peer.change_state(NODE, "activate") and peer.get_state(NODE) == "active"
+    assert peer.wait_for_subscribers(10, depth=False, mask=True)
+    stamp = peer.send_frame(varied(scene.rgb, 4), mask=scene.mask)
+    assert peer.wait_stamp("matches", stamp, 30) is not None
+    # a configure-time parameter cannot change while configured; a run-time one can
+    result = peer.set_parameters(NODE, {"backbone": "test_vit_tiny"})[0]
+    assert not result.successful and "applied at configure time" in result.reason
+    assert peer.set_parameters(NODE, {"match_threshold": 0.5})[0].successful
+    # reset clears the counters
+    assert peer.call(Trigger, f"{NODE}/reset", Trigger.Request()).success
+    peer.clear("diagnostics")
+    diag = peer.wait_for(lambda: peer.diagnostics(), 5)
+    assert diag is not None and diag["frames_received"] == "0" and diag["frames_published"] == "0", diag
+
+
+def _point(x, y):
+    from geometry_msgs.msg import Point
+
+    return Point(x=x, y=y, z=0.0)
+
+
+# ================================================================================================ bad input
+
+
+@pytest.mark.timeout(300)
+def test_bad_inputs_warn_publish_nothing_and_the_next_good_frame_is_served(ros):
+    from std_srvs.srv import Trigger
+
+    scene = make_scene(ros.tmp / "demo", size=224)
+    other = make_scene(ros.tmp / "demo2", size=224, category="kettle", seed=4)
+    node = ros.node({"demo_path": str(ros.tmp / "no_such_demo"), "ransac_threshold": 5.0,
+                     "qos_reliability": "reliable", "max_frame_age": 0.0})
+    peer = ros.peer()
+    _start(node, peer)
+    # start-up: the demo path does not exist, the parameter is out of range -> specific warnings, defaults kept
+    assert node.wait_log(r"\[demo\] cannot load demo '.*no_such_demo': demo '.*no_such_demo' does not exist", 5)
+    assert node.wait_log(r"\[parameter\] ransac_threshold: start-up value rejected .*using the default 0.015", 5)
+    stamp = peer.send_frame(scene.rgb, scene.depth)
+    assert node.wait_log(r"frame dropped: no valid camera_info received yet", 20)  # no camera_info either
+    # a CameraInfo with a zero K is refused, so the frame still has no intrinsics
+    peer.send_camera_info(scene.intrinsics, zero_k=True)
+    assert node.wait_log(r"camera_info rejected: camera_info: K has no positive focal length", 20)
+    peer.send_camera_info(scene.intrinsics)
+    time.sleep(0.5)
+    stamp = peer.send_frame(varied(scene.rgb, 1), scene.depth)
+    assert node.wait_log(r"no demo loaded", 30)
+    assert peer.find("matches", stamp) is None
+    # load a demo through the topic; a bad path through the topic keeps it
+    peer.demo_path_pub.publish(_string(str(scene.demo_dir)))
+    assert node.wait_log(r"demo '.*demo': \d+ keypoints, RGB-D", 20)
+    peer.demo_path_pub.publish(_string(str(ros.tmp / "missing_too")))
+    assert node.wait_log(r"cannot load demo '.*missing_too'.*does not exist.*; keeping demo", 20)
+    names = json.loads(peer.wait_for(lambda: peer.messages("keypoint_names"), 5)[-1].data)
+    assert names == scene.names
+
+    def serves(i):
+        s = peer.send_frame(varied(scene.rgb, 10 + i), scene.depth)
+        return peer.wait_stamp("matches", s, 60)
+
+    assert serves(0) is not None, node.log()[-3000:]
+
+    def corrupt(kind_wanted, change):
+        def tamper(kind, msg):
+            if kind == kind_wanted:
+                change(msg)
+        return tamper
+
+    cases = [
+        ("wrong step", corrupt("image", lambda m: setattr(m, "step", m.step - 1)),
+         r"\[step\] frame dropped: /camera/color/image_raw: step 671 is smaller than one rgb8 row of 224 px"),
+        ("truncated", corrupt("image", lambda m: setattr(m, "data", bytes(m.data)[:1000])),
+         r"\[buffer\] frame dropped: /camera/color/image_raw: data buffer truncated: 1000 bytes, expected"),
+        ("unknown encoding", corrupt("image", lambda m: setattr(m, "encoding", "yuv422")),
+         r"\[encoding\] frame dropped: /camera/color/image_raw: unsupported encoding 'yuv422'"),
+        ("depth encoding", corrupt("depth", lambda m: setattr(m, "encoding", "mono16")),
+         r"\[encoding\] frame dropped: /camera/depth/image_raw: unsupported encoding 'mono16'"),
+    ]
+    for i, (what, tamper, pattern) in enumerate(cases):
+        mark = len(node.log())
+        bad = peer.send_frame(varied(scene.rgb, 20 + i), scene.depth, tamper=tamper)
+        assert node.wait_log(pattern, 20, start=mark), f"{what}:\n{node.log()[mark:]}"
+        assert serves(i + 1) is not None, f"after {what}:\n{node.log()[mark:]}"
+        assert peer.find("matches", bad) is None, what
+    # depth and RGB of different sizes
+    mark = len(node.log())
+    bad = peer.send_frame(varied(scene.rgb, 30), scene.depth[:112, :112])
+    assert node.wait_log(r"\[size_mismatch\] frame dropped: depth is 112x112 but the RGB image is 224x224", 20,
+                         start=mark)
+    assert serves(10) is not None and peer.find("matches", bad) is None
+    # run-time parameters out of range / of the wrong kind are refused with the reason, the value is kept
+    results = peer.set_parameters(NODE, {"ransac_threshold": 2.0})
+    assert not results[0].successful
+    results = peer.set_parameters(NODE, {"runtime": "jax"})
+    assert not results[0].successful and "not one of torch, onnxruntime, tensorrt" in results[0].reason
+    assert node.wait_log(r"parameter:runtime\] rejected: parameter 'runtime'='jax' is not one of", 10)
+    results = peer.set_parameters(NODE, {"depth_min": 9.0})
+    assert not results[0].successful and "must be smaller than depth_max" in results[0].reason
+    # the demo_path parameter: a missing path is refused (keeps the demo), a good one switches and re-publishes names
+    results = peer.set_parameters(NODE, {"demo_path": "/nonexistent/demo.yaml"})
+    assert not results[0].successful and "does not exist" in results[0].reason
+    assert serves(11) is not None
+    assert peer.set_parameters(NODE, {"demo_path": str(other.demo_dir)})[0].successful
+    assert peer.wait_for(lambda: json.loads(peer.messages("keypoint_names")[-1].data) == other.names, 10)
+    assert peer.call(Trigger, f"{NODE}/set_demo", Trigger.Request()).success
+    # diagnostics count every rejection by reason
+    diag = peer.wait_for(lambda: (d := peer.diagnostics()) and int(d.get("rejected_size_mismatch", 0)) >= 1 and d, 5)
+    assert diag, peer.diagnostics()
+    for reason in ("step", "buffer", "encoding", "no_camera_info", "camera_info", "InputError"):
+        assert int(diag.get(f"rejected_{reason}", 0)) >= 1, (reason, diag)
+    assert node.alive()
+
+
+def _string(text):
+    from std_msgs.msg import String
+
+    return String(data=text)
+
+
+# ================================================================================================ load
+
+
+@pytest.mark.timeout(400)
+def test_load_30hz_for_60s_with_a_slow_backbone(ros):
+    """30 Hz RGB-D for 60 s into daisy at 448 px (a few frames per second): the node keeps only the latest
+    frame, so latency stays flat, the rest is dropped and counted, and memory does not grow."""
+    seconds = float(os.environ.get("SOCO_ROS_LOAD_SECONDS", "60"))
+    scene = make_scene(ros.tmp / "demo", size=448)
+    node = ros.node({"demo_path": str(scene.demo_dir), "image_size": 448, "diagnostics_period": 1.0})
+    peer = ros.peer()
+    _start(node, peer)
+    peer.send_camera_info(scene.intrinsics)
+    time.sleep(0.5)
+    period, sent, rss = 1 / 30, 0, []
+    start = time.monotonic()
+    next_t = start
+    while time.monotonic() - start < seconds:
+        if sent % 30 == 0:
+            peer.send_camera_info(scene.intrinsics)
+        peer.send_frame(varied(scene.rgb, sent), scene.depth)
+        sent += 1
+        if sent % 150 == 0:
+            rss.append((time.monotonic() - start, node.rss_mb()))
+        next_t += period
+        time.sleep(max(0.0, next_t - time.monotonic()))
+    elapsed = time.monotonic() - start
+    time.sleep(3.0)  # the last frame in flight, one more diagnostics message
+    diag = peer.diagnostics()
+    received = peer.timed("matches")
+    latencies = np.array([t - (m.header.stamp.sec + m.header.stamp.nanosec * 1e-9) for t, m in received])
+    report = {"sent": sent, "rate_hz": sent / elapsed, "diagnostics": diag, "subscriber_matches": len(received),
+              "rss_mb": rss}
+    print(json.dumps(report, indent=1))
+    assert diag is not None
+    n_recv, n_pub = int(diag["frames_received"]), int(diag["frames_published"])
+    dropped, rejected, failed = int(diag["frames_dropped"]), int(diag["frames_rejected"]), int(diag["frames_failed"])
+    assert sent / elapsed > 27  # the publisher kept 30 Hz
+    assert n_recv >= 0.9 * sent  # loopback delivers nearly everything
+    assert rejected == 0 and failed == 0
+    assert 0 <= n_recv - (n_pub + dropped) <= 1  # every received frame is either published or counted as dropped
+    assert dropped > 0.5 * n_recv  # the slow backbone cannot keep up: most frames are dropped, not queued
+    assert len(received) == n_pub  # every published frame reached the subscriber
+    # no backlog: the latency of the last third is not larger than that of the first third (after warm-up)
+    third = len(latencies) // 3
+    early, late = np.median(latencies[1:third]), np.median(latencies[-third:])
+    assert late < 1.5 * early + 0.1, (early, late)
+    assert np.percentile(latencies, 95) < 3.0
+    # memory: flat after warm-up (first sample at 5 s)
+    growth = max(m for _, m in rss) - rss[0][1]
+    assert growth < 50, rss
+    # the diagnostics latency agrees with the subscriber-side stamp -> receive latency over the same frames
+    window = int(diag["latency_window"])
+    sub = latencies[-window:] * 1e3
+    for key, q in (("latency_p50_ms", 50), ("latency_p95_ms", 95)):
+        ours = float(diag[key])
+        theirs = float(np.percentile(sub, q))
+        assert abs(ours - theirs) < 20 + 0.1 * theirs, (key, ours, theirs)

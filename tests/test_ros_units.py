@@ -1,0 +1,329 @@
+"""The ROS node's parts without DDS: conversions, synchroniser, worker, parameters, message building."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="the ROS 2 wheels (pip install -e .[ros]) are not installed")
+
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from correspondence.camera import CameraIntrinsics  # noqa: E402
+from soco_ros import parameters as P  # noqa: E402
+from soco_ros.conversions import (MATCH_FIELDS, FrameError, camera_info_to_intrinsics, check_same_size,  # noqa: E402
+                                  cloud_to_array, depth_to_image, depth_to_metres, image_to_rgb,
+                                  intrinsics_to_camera_info, mask_to_bool, matches_to_cloud, msg_to_transform,
+                                  rgb_to_image, transform_to_msg)
+from soco_ros.sync import ApproximateSync  # noqa: E402
+from soco_ros.worker import LatencyStats, LatestSlot, WorkItem, Worker  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+HEADER = Header(frame_id="cam")
+
+
+def _image(array: np.ndarray, encoding: str, pad: int = 0, bigendian: bool = False) -> Image:
+    a = np.ascontiguousarray(array)
+    if bigendian:
+        a = a.astype(a.dtype.newbyteorder(">"))
+    rows = a.reshape(a.shape[0], -1).view(np.uint8)
+    rows = np.concatenate([rows, np.full((a.shape[0], pad), 7, np.uint8)], 1)
+    msg = Image(header=HEADER, height=a.shape[0], width=a.shape[1], encoding=encoding, is_bigendian=int(bigendian),
+                step=rows.shape[1])
+    msg.data = rows.tobytes()
+    return msg
+
+
+# ================================================================================================ conversions
+
+
+@pytest.mark.parametrize("pad", [0, 3])
+def test_every_colour_encoding_gives_rgb(pad):
+    assert np.array_equal(image_to_rgb(_image(RGB, "rgb8", pad)), RGB)
+    assert np.array_equal(image_to_rgb(_image(RGB[..., ::-1], "bgr8", pad)), RGB)
+    gray = RGB[..., 0]
+    assert np.array_equal(image_to_rgb(_image(gray, "mono8", pad)), np.repeat(gray[..., None], 3, 2))
+
+
+@pytest.mark.parametrize("bigendian", [False, True])
+def test_depth_encodings_in_metres(bigendian):
+    mm = np.array([[0, 1000, 65535], [250, 1, 2000]], dtype=np.uint16)
+    metres = depth_to_metres(_image(mm, "16UC1", pad=2, bigendian=bigendian), depth_scale=0.001)
+    assert metres.dtype == np.float32
+    np.testing.assert_allclose(metres, mm * 0.001, rtol=1e-6)
+    f = np.array([[np.nan, 1.5, -1.0], [np.inf, 0.25, 0.0]], dtype=np.float32)
+    out = depth_to_metres(_image(f, "32FC1", bigendian=bigendian))
+    np.testing.assert_array_equal(out, [[0, 1.5, 0], [0, 0.25, 0]])  # invalid readings become 0 (unknown)
+    # the writer used by the test publisher round-trips both encodings
+    depth = np.array([[0.5, 1.234]], dtype=np.float32)
+    np.testing.assert_allclose(depth_to_metres(depth_to_image(depth, HEADER, "16UC1")), [[0.5, 1.234]], atol=1e-6)
+    np.testing.assert_array_equal(depth_to_metres(depth_to_image(depth, HEADER, "32FC1")), depth)
+
+
+def test_mask_and_output_images_round_trip():
+    mask = RGB[..., 0] > 128
+    assert np.array_equal(mask_to_bool(_image(mask.astype(np.uint8) * 255, "mono8", pad=1)), mask)
+    assert np.array_equal(mask_to_bool(rgb_to_image(mask, HEADER)), mask)
+    assert np.array_equal(image_to_rgb(rgb_to_image(RGB, HEADER, "bgr8")), RGB)
+
+
+@pytest.mark.parametrize("case,reason,text", [
+    ("step", "step", "step 20 is smaller than one rgb8 row"),
+    ("truncated", "buffer", "data buffer truncated"),
+    ("long", "buffer", "data buffer too long"),
+    ("encoding", "encoding", "unsupported encoding 'yuv422'"),
+    ("empty", "size", "empty image"),
+])
+def test_bad_images_raise_specific_errors(case, reason, text):
+    msg = _image(RGB, "rgb8")
+    if case == "step":
+        msg.step = 20  # 7 px * 3 bytes = 21
+    elif case == "truncated":
+        msg.data = bytes(msg.data)[:-5]
+    elif case == "long":
+        msg.data = bytes(msg.data) + b"\0"
+    elif case == "encoding":
+        msg.encoding = "yuv422"
+    elif case == "empty":
+        msg.width = 0
+    with pytest.raises(FrameError, match=text) as info:
+        image_to_rgb(msg, "image")
+    assert info.value.reason == reason
+
+
+def test_depth_and_mask_refuse_colour_encodings_and_odd_steps():
+    with pytest.raises(FrameError, match="unsupported encoding 'rgb8'.*16UC1, 32FC1"):
+        depth_to_metres(_image(RGB, "rgb8"))
+    with pytest.raises(FrameError, match="unsupported encoding 'bgr8'"):
+        mask_to_bool(_image(RGB, "bgr8"))
+    msg = _image(np.zeros((2, 3), np.uint16), "16UC1", pad=1)  # step 7: not a multiple of 2
+    with pytest.raises(FrameError, match="not a multiple"):
+        depth_to_metres(msg)
+
+
+def test_camera_info_checks():
+    K = CameraIntrinsics(500.0, 510.0, 319.5, 239.5, 640, 480)
+    info = intrinsics_to_camera_info(K, HEADER)
+    assert camera_info_to_intrinsics(info) == K
+    info.k = [0.0] * 9
+    with pytest.raises(FrameError, match="no positive focal length"):
+        camera_info_to_intrinsics(info)
+    info = intrinsics_to_camera_info(K, HEADER)
+    info.width = 0
+    with pytest.raises(FrameError, match="image size is 0x480"):
+        camera_info_to_intrinsics(info)
+    with pytest.raises(FrameError, match="depth is 4x3 but the RGB image is 7x5"):
+        check_same_size(RGB, np.zeros((3, 4)), "depth")
+
+
+def test_match_cloud_layout_and_values():
+    points = np.array([[0.1, 0.2, 0.3], [np.nan, np.nan, np.nan]])
+    cloud = matches_to_cloud(HEADER, points, [[1.5, 2.5], [3.5, 4.5]], [[5.5, 6.5], [7.5, 8.5]], [0.9, 0.8], [3, 7])
+    assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [(n, o, d, 1) for n, o, d in MATCH_FIELDS]
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (1, 2, 36, 72)
+    assert not cloud.is_dense and cloud.header.frame_id == "cam"
+    a = cloud_to_array(cloud)
+    np.testing.assert_allclose([a["x"][0], a["y"][0], a["z"][0]], [0.1, 0.2, 0.3], rtol=1e-6)
+    assert np.isnan(a["z"][1]) and a["index"].dtype == np.uint32 and a["index"].tolist() == [3, 7]
+    np.testing.assert_allclose(a["u_live"], [1.5, 3.5])
+    np.testing.assert_allclose(a["v_demo"], [6.5, 8.5])
+    np.testing.assert_allclose(a["score"], [0.9, 0.8], rtol=1e-6)
+    empty = matches_to_cloud(HEADER, np.zeros((0, 3)), np.zeros((0, 2)), np.zeros((0, 2)), [], [])
+    assert empty.width == 0 and len(cloud_to_array(empty)) == 0
+
+
+def test_transform_round_trip_and_direction():
+    from scipy.spatial.transform import Rotation
+
+    for seed in range(20):
+        T = np.eye(4)
+        T[:3, :3] = Rotation.random(random_state=seed).as_matrix()
+        T[:3, 3] = np.random.default_rng(seed).normal(size=3)
+        msg = transform_to_msg(T, HEADER, "demo_object")
+        assert msg.header.frame_id == "cam" and msg.child_frame_id == "demo_object"
+        np.testing.assert_allclose(msg_to_transform(msg), T, atol=1e-9)
+    # a rotation of 180 degrees (trace -1) is the numerically delicate case
+    T = np.diag([1.0, -1.0, -1.0, 1.0])
+    np.testing.assert_allclose(msg_to_transform(transform_to_msg(T, HEADER, "d")), T, atol=1e-9)
+
+
+# ================================================================================================ sync
+
+
+def test_sync_pairs_within_slop_and_in_order():
+    out = []
+    sync = ApproximateSync(["image", "depth"], 0.01, lambda *m: out.append(m), queue_size=5)
+    ms = 1_000_000
+    sync.add("image", 100 * ms, "i100")
+    sync.add("depth", 103 * ms, "d103")  # within 10 ms
+    sync.add("image", 133 * ms, "i133")
+    sync.add("depth", 150 * ms, "d150")  # 17 ms away: no pair
+    sync.add("image", 166 * ms, "i166")
+    sync.add("depth", 167 * ms, "d167")
+    assert out == [("i100", "d103"), ("i166", "d167")]
+    assert sync.unmatched == 2  # i133 and d150 were passed over
+    sync.add("depth", 120 * ms, "late")  # older than an emitted set: never pairs
+    assert sync.unmatched == 3 and sync.pending() == 0
+
+
+def test_sync_queue_is_bounded_and_slop_reconfigurable():
+    out = []
+    sync = ApproximateSync(["image", "depth", "mask"], 0.001, lambda *m: out.append(m), queue_size=3)
+    for i in range(100):
+        sync.add("image", i * 10_000_000, i)
+    assert sync.pending() == 3 and sync.unmatched == 97 and not out
+    sync.slop_s = 0.05
+    sync.add("depth", 990_000_000 + 20_000_000, "d")
+    sync.add("mask", 990_000_000, "m")
+    assert out == [(99, "d", "m")]
+    single = []
+    one = ApproximateSync(["image"], 0.0, lambda *m: single.append(m))
+    one.add("image", 5, "x")
+    assert single == [("x",)]
+
+
+# ================================================================================================ worker
+
+
+def test_latest_slot_keeps_one_and_counts_overwrites():
+    slot = LatestSlot()
+    assert slot.put(1) is False and slot.put(2) is True and slot.put(3) is True
+    assert slot.overwritten == 2 and slot.take(0) == 3 and slot.take(0.01) is None
+
+
+def test_worker_drops_stale_and_overwritten_and_survives_errors():
+    now = [100.0]
+    seen, errors = [], []
+    gate = threading.Event()
+
+    def process(item):
+        gate.wait(5)
+        if item.payload == "boom":
+            raise RuntimeError("bad frame")
+        seen.append(item.payload)
+
+    worker = Worker(process, max_age_s=1.0, on_error=lambda item, exc: errors.append(str(exc)), clock=lambda: now[0])
+    worker.start()
+    worker.submit(WorkItem("first", 100.0))
+    time.sleep(0.3)  # the worker is now blocked on "first"
+    for i in range(5):
+        worker.submit(WorkItem(f"f{i}", 100.0))
+    gate.set()
+    deadline = time.monotonic() + 5
+    while worker.processed < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen == ["first", "f4"] and worker.overwritten == 4
+    worker.submit(WorkItem("old", 98.0))  # 2 s old > max_age 1 s
+    worker.submit(WorkItem("boom", 100.0))  # replaces "old" (overwritten) — then fails
+    deadline = time.monotonic() + 5
+    while worker.failed < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert errors == ["bad frame"] and worker.overwritten == 5
+    worker.submit(WorkItem("old2", 98.0))
+    deadline = time.monotonic() + 5
+    while worker.stale < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.stale == 1
+    worker.submit(WorkItem("after", 100.0))
+    deadline = time.monotonic() + 5
+    while "after" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert seen[-1] == "after"
+    assert worker.stop(timeout=5)
+
+
+def test_latency_stats_window():
+    stats = LatencyStats(window=10)
+    assert stats.summary()["count"] == 0
+    for v in range(100):
+        stats.add(v / 1000)
+    s = stats.summary()
+    assert s["count"] == 10 and s["p50_ms"] == pytest.approx(94.5) and s["max_ms"] == pytest.approx(99)
+
+
+# ================================================================================================ parameters
+
+
+def test_parameter_validation():
+    assert P.validate("ransac_threshold", 0.02) is None
+    assert "out of range [1e-05, 1]" in P.validate("ransac_threshold", 5.0)
+    assert "must be a double" in P.validate("ransac_threshold", "x")
+    assert P.validate("ransac_iterations", 10) is None and "out of range" in P.validate("ransac_iterations", 0)
+    assert "not one of torch, onnxruntime, tensorrt" in P.validate("runtime", "jax")
+    assert "must be smaller than depth_max" in P.validate("depth_min", 6.0, {"depth_max": 5.0})
+    assert P.validate("match_threshold", 0) is None  # an int for a double is fine
+    assert "must be finite" in P.validate("sync_slop", float("nan"))
+    for spec in P.SPECS:
+        assert P.validate(spec.name, spec.default, P.defaults()) is None, spec.name
+
+
+def test_config_yaml_lists_every_parameter_with_its_default():
+    import yaml
+
+    data = yaml.safe_load((REPO / "config" / "soco.yaml").read_text(encoding="utf-8"))
+    params = data["/**"]["ros__parameters"]
+    assert params == P.defaults()
+    assert (REPO / "config" / "soco.yaml").read_text(encoding="utf-8") == P.yaml_text()
+
+
+def test_docs_list_every_parameter_and_topic():
+    text = (REPO / "docs" / "ros.md").read_text(encoding="utf-8")
+    assert P.markdown_table() in text
+    for topic in ("~/matches", "~/keypoint_names", "~/alignment", "~/alignment_quality", "~/markers", "~/debug_image",
+                  "~/mask", "/diagnostics", "~/set_demo", "~/reset", "~/set_demo_path"):
+        assert f"`{topic}`" in text, topic
+
+
+def test_launch_file_is_valid_python():
+    source = (REPO / "launch" / "correspondence.launch.py").read_text(encoding="utf-8")
+    compile(source, "correspondence.launch.py", "exec")
+    for arg in ("image", "depth", "camera_info", "params_file"):
+        assert f'"{arg}"' in source
+
+
+# ================================================================================================ engine
+
+
+def test_engine_refuses_runtime_without_support_or_model():
+    from correspondence.errors import ConfigError
+    from soco_ros.engine import build_matcher, matcher_accepts_runtime
+
+    params = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "runtime": "onnxruntime"}
+    expected = "needs runtime_model" if matcher_accepts_runtime() else "does not provide yet"
+    with pytest.raises(ConfigError, match=expected):
+        build_matcher(params)
+    matcher = build_matcher({**params, "runtime": "torch"})
+    assert matcher.extractor.cache_size == 2  # the live-frame feature cache cannot grow
+
+
+def test_engine_keeps_previous_demo_on_a_bad_path(tmp_path):
+    from correspondence.errors import InputError
+    from soco_ros.engine import Engine, Frame
+    from soco_ros.messages import build_outputs
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "demo", size=112, grid_points=8)
+    engine = Engine({**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "segmentation": "depth"})
+    with pytest.raises(InputError, match="no demo loaded"):
+        engine.process(Frame(scene.rgb, 0, "cam"))
+    engine.set_demo(str(scene.demo_dir))
+    with pytest.raises(InputError, match="does not exist"):
+        engine.set_demo(str(tmp_path / "missing"))
+    assert engine.demo_path == str(scene.demo_dir)
+    processed = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
+    cloud = cloud_to_array(outputs.matches)
+    accepted = np.flatnonzero(processed.result.accepted)
+    assert cloud["index"].tolist() == accepted.tolist()
+    np.testing.assert_allclose(cloud["u_live"], [processed.result.matches[i].live_xy[0] for i in accepted], rtol=1e-6)
+    assert outputs.debug_image.encoding == "rgb8" and outputs.mask.encoding == "mono8"
+    assert outputs.markers.markers[0].action == 3  # DELETEALL first
+    engine.update({"match_threshold": 0.999})  # reconfigured: almost everything rejected now
+    strict = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    assert strict.result.accepted.sum() <= processed.result.accepted.sum()
