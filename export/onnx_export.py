@@ -24,9 +24,10 @@ from correspondence.runtimes.metadata import INPUT_NAME, output_names
 
 from .metadata import backbone_metadata, head_props, state_dict_sha256, write_props
 from .modules import ExportableBackbone, ExportableHead
-from .verify import VerificationReport, check_onnx, parity_checks, report_path
+from .verify import Check, VerificationReport, check_onnx, parity_checks, report_path
 
 MIN_OPSET = 17  # LayerNormalization is one ONNX op from opset 17 on
+CHECKER_PASSED = Check("onnx.checker (full_check)", 1.0, None, True)  # check_onnx raises otherwise
 
 
 @dataclass(frozen=True)
@@ -129,10 +130,9 @@ def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bo
         reference = [o.float().numpy() for o in loaded.module.to("cpu").eval().forward_dense(batch, kind, resolved)]
     report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 ({loaded.spec.name}, CPU)", "",
                                 "fp16" if fp16 else "fp32")
-    report.checks.insert(0, _checker_ok())
-    feeds = batch.numpy() if dynamic_batch else None
+    report.checks.insert(0, CHECKER_PASSED)
     if dynamic_batch:
-        candidate = run_onnx(out, {INPUT_NAME: feeds}, provider, report)
+        candidate = run_onnx(out, {INPUT_NAME: batch.numpy()}, provider, report)
     else:
         parts = [run_onnx(out, {INPUT_NAME: batch[i:i + 1].numpy()}, provider, report) for i in range(len(batch))]
         candidate = [np.concatenate(p) for p in zip(*parts)]
@@ -141,11 +141,6 @@ def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bo
     report.details.update(details, size=size, grid=size // contract.patch_size, images="generated pair"
                           if verify_images is None else "user images")
     return ExportResult(out, report, report.save(report_path(out)), props, seconds)
-
-
-def _checker_ok():
-    from .verify import Check
-    return Check("onnx.checker (full_check)", 1.0, None, True)
 
 
 def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int, out: str | Path,
@@ -221,13 +216,12 @@ def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int
     report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 head on {backbone.spec.name} "
                                 f"({backbone.weights.kind} weights) block features, {text_note}", "",
                                 "fp16" if fp16 else "fp32")
-    report.checks.insert(0, _checker_ok())
+    report.checks.insert(0, CHECKER_PASSED)
     candidate = run_onnx(out, feeds, provider, report)
     checks, details = parity_checks(reference[:1], candidate[:1], outputs[:1], report.precision)
     report.checks += checks
     if logits is not None:
         error = float(np.abs(reference[1] - candidate[1]).max())
-        from .verify import Check
         report.checks.append(Check("mask_logits: max abs error", error, None, bool(np.isfinite(error))))
         details["mask_logits"] = {"max_abs_error": error}
     report.details.update(details, size=size, points=int(points.shape[1]))

@@ -21,7 +21,7 @@ from correspondence.functional.model import FunctionalHead, HeadConfig  # noqa: 
 from correspondence.runtimes.metadata import ModelMetadata  # noqa: E402
 from correspondence.runtimes.onnx_runtime import read_metadata  # noqa: E402
 from export.onnx_export import export_backbone, export_head  # noqa: E402
-from export.verify import THRESHOLDS, VerificationError, parity_checks  # noqa: E402
+from export.verify import THRESHOLDS, parity_checks  # noqa: E402
 
 SIZE = 84  # 6 x 6 grid, not the tiny ViT's native 8 x 8: the positional embedding really is resized and frozen
 
