@@ -21,8 +21,8 @@ from .errors import InputError
 @dataclass(frozen=True)
 class IcpSettings:
     max_distances: tuple[float, ...] = (0.03, 0.015, 0.008)  # metres, coarse to fine
-    iterations_per_stage: int = 15
-    max_points: int = 4000  # per cloud, subsampled evenly
+    iterations_per_stage: int = 10
+    max_points: int = 2500  # per cloud, subsampled evenly
     max_correction_deg: float = 30.0  # reject a refinement that rotates the start pose by more
     max_correction_m: float = 0.10  # or moves the demo object's centre by more
     min_fitness: float = 0.3  # share of demo points with a live neighbour within the finest distance
@@ -121,7 +121,7 @@ def refine(src_cloud: np.ndarray, dst_cloud: np.ndarray, start: np.ndarray, sett
                 break
             step = _step(moved[close], dst_cloud[idx[close]], normals[idx[close]])
             T = step @ T
-            if np.linalg.norm(step[:3, 3]) < 1e-5 and np.abs(step[:3, :3] - np.eye(3)).max() < 1e-6:
+            if np.linalg.norm(step[:3, 3]) < 5e-5 and np.abs(step[:3, :3] - np.eye(3)).max() < 5e-5:
                 break
     moved = src_cloud @ T[:3, :3].T + T[:3, 3]
     after, rmse = _fitness(moved, tree, finest)
