@@ -40,7 +40,8 @@ test: setup
 
 SHARED ?= ../shared
 bench: setup
-	$(PY) -m correspondence.cli bench latency --backbones dinov2_vits14,daisy --sizes 224,448 --random-weights --out bench_out/latency
+	$(PY) -m correspondence.cli bench latency --backbones dinov2_vits14 --sizes 224,448 --runtimes torch,onnxruntime --random-weights --out bench_out/latency
+	$(PY) -m correspondence.cli bench alignment --backbone auto --trials 100 --functional-trials 40 --size 448 --out bench_out/alignment
 	$(PY) -m correspondence.cli synth soco --out bench_out/data/soco --views 20 --pairs-per-category 20 --cross-pairs 10
 	$(PY) -m correspondence.cli bench soco --root bench_out/data/soco --backbone auto --out bench_out/soco --linear-probe --four-choice
 	@if [ -f $(SHARED)/data/umd_i/UMD_i.zip ]; then $(PY) -m correspondence.cli bench umd --root $(SHARED)/data/umd_i/UMD_i.zip --backbone auto --out bench_out/umd; \
