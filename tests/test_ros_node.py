@@ -389,9 +389,11 @@ def test_load_30hz_for_60s_with_a_slow_backbone(ros):
     early, late = np.median(latencies[1:third]), np.median(latencies[-third:])
     assert late < 1.5 * early + 0.1, (early, late)
     assert np.percentile(latencies, 95) < 3.0
-    # memory: flat after warm-up (first sample at 5 s)
-    growth = max(m for _, m in rss) - rss[0][1]
-    assert growth < 50, rss
+    # memory: flat after warm-up (samples every 5 s from 5 s). A sample can land mid-frame (transient buffers of
+    # a few tens of MB), so compare the first and last 20 s: their floors (between frames) and their medians.
+    first, last = [m for _, m in rss[:4]], [m for _, m in rss[-4:]]
+    assert min(last) - min(first) < 50, rss
+    assert np.median(last) - np.median(first) < 50, rss
     # the diagnostics latency agrees with the subscriber-side stamp -> receive latency over the same frames
     window = int(diag["latency_window"])
     sub = latencies[-window:] * 1e3
