@@ -50,11 +50,12 @@ class Matcher:
                size_policy: str = SizePolicy.NEAREST_MULTIPLE.value, convention: str = Convention.PATCH_CENTER.value,
                device: str = "cpu", dtype: str = "float32", method: str = "argmax", window: int = 7,
                beta: float = 0.02, allow_download: bool = True,
-               runtime: RuntimeSpec | str | dict | None = None) -> "Matcher":
+               runtime: RuntimeSpec | str | dict | None = None, cache_size: int = 64) -> "Matcher":
         """``runtime``: ``"torch"`` (default), or a :class:`RuntimeSpec` / dict with ``name`` (torch | onnxruntime |
         tensorrt), ``model`` (.onnx / .engine), ``provider`` (cpu | cuda | tensorrt), ``compile``, ``fp16``,
         ``threads``. An exported model fixes the backbone and size: ``backbone="auto"`` and ``size=None`` take them
-        from its metadata, anything else must agree with it (and no torch weights are loaded)."""
+        from its metadata, anything else must agree with it (and no torch weights are loaded). ``cache_size``: images
+        whose features are kept (a live stream wants 2: the demo, used every frame, and the current frame)."""
         spec = RuntimeSpec.coerce(runtime)
         exported = exported_metadata(spec)
         if isinstance(backbone, LoadedBackbone):
@@ -69,7 +70,8 @@ class Matcher:
         settings = ExtractionSettings(PreprocessSettings(pad=pad, size=size, size_policy=size_policy),
                                       convention=convention, dtype=dtype)
         engine = create_runtime(spec, loaded, device=device, dtype=dtype)
-        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine), MatchSettings(method, window, beta))
+        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size),
+                   MatchSettings(method, window, beta))
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,
                  demo_mask: Any = None) -> MatchResult:

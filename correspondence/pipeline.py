@@ -87,6 +87,7 @@ class FrameResult:
     dense: DenseMatches | None = None  # functional matches, or the dense matches that drove the alignment
     alignment_source: str = "keypoints"  # which correspondences the alignment used: keypoints | dense
     refinement: IcpResult | None = None  # the ICP step, when it ran (accepted or not, with its reason)
+    dense_live_points: np.ndarray | None = None  # (N, 3) live camera frame per dense match, NaN where not lifted
 
     @property
     def success(self) -> bool:
@@ -179,8 +180,9 @@ class TransferPipeline:
             timings["matching"] += time.perf_counter() - start
         start = time.perf_counter()
         weights = np.array([max(m.score, 1e-3) for m in result.matches]) * accepted
+        dense_points = None
         if source == "dense":
-            alignment, alignment_2d = self._align_dense(dense, depth, intrinsics, three_d)
+            alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
         elif three_d:
             use = accepted & np.isfinite(live_points).all(1) & np.isfinite(self.demo_points).all(1)
             alignment, alignment_2d = self._align_3d(self.demo_points, live_points, np.where(use, weights, 0)), None
@@ -190,7 +192,7 @@ class TransferPipeline:
         alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
         timings["alignment"] = time.perf_counter() - start
         return FrameResult("keypoints", result.matches, accepted, self.demo_points, live_points, alignment,
-                           alignment_2d, mask_result, timings, dense, source, refinement)
+                           alignment_2d, mask_result, timings, dense, source, refinement, dense_points)
 
     def _functional(self, image: np.ndarray, depth, intrinsics, live_mask, mask_result, three_d: bool,
                     timings: dict[str, float]) -> FrameResult:
@@ -211,12 +213,12 @@ class TransferPipeline:
         dense = dense_matches(demo_fmap, demo_valid, live_fmap, live_valid, self.settings.dense)
         timings["matching"] = time.perf_counter() - start
         start = time.perf_counter()
-        alignment, alignment_2d = self._align_dense(dense, depth, intrinsics, three_d)
+        alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
         alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
         timings["alignment"] = time.perf_counter() - start
         empty = np.zeros((0, 3))
         return FrameResult("functional", (), np.zeros(0, dtype=bool), empty, empty.copy(), alignment, alignment_2d,
-                           mask_result, timings, dense, "dense", refinement)
+                           mask_result, timings, dense, "dense", refinement, dense_points)
 
     def _embed(self, image: np.ndarray):
         if self.functional is not None:
@@ -232,13 +234,14 @@ class TransferPipeline:
     # ------------------------------------------------------------------------------------------ alignment
 
     def _align_dense(self, dense: DenseMatches, depth, intrinsics, three_d: bool):
+        """(3D result, 2D result, the dense matches' live points or None)."""
         weights = np.maximum(dense.score, 1e-3)
         if not three_d:
-            return None, self._align_2d(dense.demo_xy, dense.live_xy, weights)
+            return None, self._align_2d(dense.demo_xy, dense.live_xy, weights), None
         demo_points, demo_ok = lift(dense.demo_xy, self.demo.depth, self.demo.intrinsics, self.settings.depth_range)
         live_points, live_ok = lift(dense.live_xy, depth, intrinsics, self.settings.depth_range)
         use = demo_ok & live_ok
-        return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None
+        return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
 
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask
                 ) -> tuple[AlignmentResult | None, IcpResult | None]:

@@ -7,9 +7,8 @@ under a lock and a frame always runs on the pipeline it started with.
 """
 from __future__ import annotations
 
-import inspect
 import threading
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import numpy as np
 from correspondence.api import Matcher
 from correspondence.camera import CameraIntrinsics
 from correspondence.demo_spec import DemoSpec, load_demo
+from correspondence.dense_transfer import DenseSettings
 from correspondence.errors import ConfigError, InputError
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
 from correspondence.segmentation import MaskProvider, Prompt, auto_provider, provider_from_name
@@ -25,7 +25,7 @@ from correspondence.segmentation import MaskProvider, Prompt, auto_provider, pro
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("match_threshold", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
                  "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation",
-                 "alignment_source", "refine")
+                 "alignment_source", "refine", "dense_top_k")
 
 
 @dataclass
@@ -50,45 +50,45 @@ class Processed:
     timings_s: dict[str, float] = field(default_factory=dict)
 
 
-def matcher_accepts_runtime() -> bool:
-    return "runtime" in inspect.signature(Matcher.create).parameters
-
-
 def build_matcher(params: dict[str, Any]) -> Matcher:
-    """``Matcher.create`` from node parameters; ``runtime`` is passed only when the library supports it."""
-    kwargs: dict[str, Any] = dict(weights=params["weights"] or None, random_weights=bool(params["random_weights"]),
-                                  size=int(params["image_size"]) or None, device=params["device"],
-                                  method=params["match_method"], allow_download=False)
+    """``Matcher.create`` from node parameters. The feature cache holds two images: the demo (used every frame)
+    and the current frame; a larger one would fill with live frames that never come back."""
     runtime = params["runtime"]
-    if matcher_accepts_runtime():
-        model = params.get("runtime_model") or None
-        if runtime != "torch" and model is None:
-            raise ConfigError(f"runtime {runtime!r} needs runtime_model (the exported .onnx / .engine file)")
-        kwargs["runtime"] = runtime if runtime == "torch" else {"name": runtime, "model": model}
-    elif runtime != "torch":
-        raise ConfigError(f"runtime {runtime!r} needs Matcher.create(runtime=...), which this correspondence "
-                          "library does not provide yet; use runtime 'torch'")
-    matcher = Matcher.create(params["backbone"], **kwargs)
-    # The extractor's LRU cache keys features by image content: with live frames it would fill with frames that
-    # never come back (tens of MB at 448 px). Two entries keep the demo (used every frame) and the current frame.
-    extractor = getattr(matcher, "extractor", None)
-    if extractor is not None and hasattr(extractor, "cache_size"):
-        extractor.cache_size = 2
-    return matcher
+    model = params.get("runtime_model") or None
+    if runtime != "torch" and model is None:
+        raise ConfigError(f"runtime {runtime!r} needs runtime_model (the exported .onnx / .engine file)")
+    spec = "torch" if runtime == "torch" else {"name": runtime, "model": model,
+                                               "provider": params.get("runtime_provider", "cpu"),
+                                               "fp16": bool(params.get("runtime_fp16", False))}
+    return Matcher.create(params["backbone"], weights=params["weights"] or None,
+                          random_weights=bool(params["random_weights"]), size=int(params["image_size"]) or None,
+                          device=params["device"], method=params["match_method"], allow_download=False,
+                          runtime=spec, cache_size=2)
+
+
+def functional_embedder(params: dict[str, Any], matcher: Matcher):
+    """A trained functional head for functional demos when ``functional_head`` is set; else None (the pipeline
+    then matches with the backbone's own features)."""
+    path = params.get("functional_head") or ""
+    if not path:
+        return None
+    from correspondence.functional.checkpoint import HeadCheckpoint
+    from correspondence.functional.inference import FunctionalEmbedder
+    return FunctionalEmbedder.create(HeadCheckpoint.load(path), matcher.extractor.backbone,
+                                     image_size=matcher.extractor.settings.preprocess.size, device=params["device"])
 
 
 def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
-    """Node parameters -> PipelineSettings; options the library version in use does not have are left out."""
-    known = {f.name for f in fields(PipelineSettings)}
-    optional = {key: params[key] for key in ("alignment_source", "refine") if key in known and key in params}
-    return PipelineSettings(**optional, **dict(
+    """Node parameters -> PipelineSettings."""
+    return PipelineSettings(
         min_score=(None if params["match_threshold"] <= -1.0 else float(params["match_threshold"])),
         require_mutual=bool(params["require_mutual"]),
         max_cycle_px=float(params["max_cycle_px"]) or None,
         depth_range=(float(params["depth_min"]), float(params["depth_max"])),
         ransac_threshold=float(params["ransac_threshold"]), ransac_iterations=int(params["ransac_iterations"]),
         min_inliers=int(params["min_inliers"]), solver=params["solver"],
-        pixel_threshold=float(params["pixel_threshold"])))
+        pixel_threshold=float(params["pixel_threshold"]), alignment_source=params["alignment_source"],
+        refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])))
 
 
 def make_segmenter(params: dict[str, Any]) -> tuple[MaskProvider | None, str]:
@@ -111,6 +111,7 @@ class Engine:
         self.params = dict(params)
         self.matcher = matcher if matcher is not None else build_matcher(self.params)
         self.segmenter, self.segmenter_reason = make_segmenter(self.params)
+        self.functional = functional_embedder(self.params, self.matcher)
         self._lock = threading.Lock()
         self._pipeline: TransferPipeline | None = None
         self.demo: DemoSpec | None = None
@@ -125,10 +126,8 @@ class Engine:
         if not Path(path).expanduser().exists():
             raise InputError(f"demo {path!r} does not exist (give a folder or a YAML file)")
         demo = load_demo(Path(path).expanduser())
-        if demo.keypoints is None:
-            raise InputError(f"demo {path!r} has a function ({demo.function!r}), but this node publishes keypoint "
-                             "matches; give a keypoint demo")
-        pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter)
+        pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter,
+                                    functional=self.functional)
         with self._lock:
             self._pipeline, self.demo, self.demo_path = pipeline, demo, path
         return demo
@@ -152,8 +151,9 @@ class Engine:
 
     @property
     def keypoint_names(self) -> tuple[str, ...]:
-        demo = self.demo
-        return tuple(p.name for p in demo.keypoints.points) if demo is not None and demo.keypoints else ()
+        """What ``index`` in ``~/matches`` refers to: the demo keypoint names, or for a functional demo the
+        function alone (there, ``index`` is the match's rank, best first)."""
+        return demo_names(self.demo) if self.demo is not None else ()
 
     # ------------------------------------------------------------------------------------------------ settings
     def update(self, changes: dict[str, Any]) -> None:
@@ -166,7 +166,8 @@ class Engine:
             with self._lock:
                 demo = self.demo
             if demo is not None:
-                pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter)
+                pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter,
+                                            functional=self.functional)
                 with self._lock:
                     if self.demo is demo:
                         self._pipeline = pipeline
@@ -181,5 +182,8 @@ class Engine:
             frame.prompt.check_inside(frame.rgb.shape[1], frame.rgb.shape[0])
         result = pipeline.process(frame.rgb, depth=frame.depth, intrinsics=frame.intrinsics, mask=frame.mask,
                                   prompt=frame.prompt)
-        names = tuple(p.name for p in demo.keypoints.points)
-        return Processed(frame, result, demo, names, dict(result.timings_s))
+        return Processed(frame, result, demo, demo_names(demo), dict(result.timings_s))
+
+
+def demo_names(demo: DemoSpec) -> tuple[str, ...]:
+    return tuple(p.name for p in demo.keypoints.points) if demo.keypoints is not None else (demo.function,)

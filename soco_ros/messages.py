@@ -37,11 +37,12 @@ def _finite(value: float) -> float | None:
 
 def quality_dict(processed: Processed) -> dict | None:
     result = processed.result
+    used = len(result.dense) if result.mode == "functional" else int(np.count_nonzero(result.accepted))
     if result.alignment is not None:
         a = result.alignment
         return {"kind": "3d", "success": bool(a.success), "reason": a.reason, "inlier_ratio": _finite(a.inlier_ratio),
                 "rmse_m": _finite(a.rmse), "num_inliers": int(a.num_inliers), "solver": a.solver,
-                "accepted_matches": int(np.count_nonzero(result.accepted))}
+                "accepted_matches": used, "mode": result.mode}
     if result.alignment_2d is not None:
         a = result.alignment_2d
         return {"kind": "2d", "success": bool(a.success), "reason": a.reason, "inlier_ratio": _finite(a.inlier_ratio),
@@ -49,7 +50,7 @@ def quality_dict(processed: Processed) -> dict | None:
                 "scale": _finite(a.scale) if a.scale is not None else None,
                 "angle_deg": _finite(a.angle_deg) if a.angle_deg is not None else None,
                 "matrix": None if a.matrix is None else np.asarray(a.matrix).tolist(),
-                "accepted_matches": int(np.count_nonzero(result.accepted))}
+                "accepted_matches": used, "mode": result.mode}
     return None
 
 
@@ -58,13 +59,8 @@ def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale
     from std_msgs.msg import String
 
     result = processed.result
-    accepted = np.flatnonzero(np.asarray(result.accepted, dtype=bool))
-    live_xy = np.array([m.live_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
-    demo_xy = np.array([m.demo_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
-    scores = np.array([m.score for m in result.matches], dtype=np.float64)
-    live_points = np.asarray(result.live_points, dtype=np.float64).reshape(-1, 3)
-    cloud = matches_to_cloud(header, live_points[accepted], live_xy[accepted], demo_xy[accepted], scores[accepted],
-                             accepted.astype(np.uint32))
+    live_points, live_xy, demo_xy, scores, index, labels = match_arrays(processed)
+    cloud = matches_to_cloud(header, live_points, live_xy, demo_xy, scores, index)
     alignment = None
     if result.alignment is not None and result.alignment.success and result.alignment.transform is not None:
         alignment = transform_to_msg(result.alignment.transform, header, demo_frame_id)
@@ -73,13 +69,36 @@ def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale
     if quality is not None:
         quality["stamp"] = {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
         quality_msg = String(data=json.dumps(quality, sort_keys=True))
-    markers = build_markers(header, [result.matches[i].name for i in accepted], live_points[accepted], marker_scale)
+    markers = build_markers(header, labels, live_points, marker_scale)
     outputs = Outputs(cloud, alignment, quality_msg, markers)
     if publish_debug:
         outputs.debug_image = rgb_to_image(debug_overlay(processed), header)
         if result.mask is not None:
             outputs.mask = rgb_to_image(result.mask.mask, header)
     return outputs
+
+
+def match_arrays(processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """The points ``~/matches`` carries: live xyz, live xy, demo xy, score, index, label.
+
+    Keypoint demo: the accepted keypoint matches, ``index`` into the demo's keypoint list. Functional demo: the
+    dense matches of the functional part, best discovery score first, ``index`` = that rank and ``score`` the
+    discovery score in [0, 1]."""
+    result = processed.result
+    if result.mode == "functional":
+        dense = result.dense
+        n = len(dense)
+        points = (np.asarray(result.dense_live_points, dtype=np.float64).reshape(-1, 3)
+                  if result.dense_live_points is not None else np.full((n, 3), np.nan))
+        return (points, dense.live_xy.reshape(-1, 2), dense.demo_xy.reshape(-1, 2), dense.score,
+                np.arange(n, dtype=np.uint32), [f"{processed.demo.function} #{i}" for i in range(n)])
+    accepted = np.flatnonzero(np.asarray(result.accepted, dtype=bool))
+    live_xy = np.array([m.live_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
+    demo_xy = np.array([m.demo_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
+    scores = np.array([m.score for m in result.matches], dtype=np.float64)
+    live_points = np.asarray(result.live_points, dtype=np.float64).reshape(-1, 3)
+    return (live_points[accepted], live_xy[accepted], demo_xy[accepted], scores[accepted],
+            accepted.astype(np.uint32), [result.matches[i].name for i in accepted])
 
 
 def build_markers(header, names: list[str], points: np.ndarray, scale: float):
@@ -117,13 +136,10 @@ def _colour(i: int) -> tuple[float, float, float]:
 
 
 def debug_overlay(processed: Processed) -> np.ndarray:
-    from correspondence.viz import match_overlay
+    from correspondence.frame_report import frame_overlay
 
-    result = processed.result
-    live_xy = np.array([m.live_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
     status = quality_dict(processed) or {}
     title = f"{'aligned' if status.get('success') else status.get('reason', 'matches')}"
-    image = match_overlay(processed.demo.rgb, processed.frame.rgb, processed.demo.keypoints.xy, live_xy,
-                          list(processed.names), result.accepted, height=processed.frame.rgb.shape[0], title=title,
-                          live_mask=result.mask.mask if result.mask is not None else None)
+    image = frame_overlay(processed.demo, processed.frame.rgb, processed.result, title=title,
+                          height=processed.frame.rgb.shape[0])
     return np.asarray(image.convert("RGB"))

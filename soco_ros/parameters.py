@@ -59,10 +59,16 @@ SPECS: tuple[ParamSpec, ...] = (
     P("weights", "", "Checkpoint path for the backbone; empty: resolved like the CLI (SOCO_WEIGHTS_DIR, hub cache).",
       reconfigurable=False),
     P("random_weights", False, "Random-initialised backbone (tests only).", reconfigurable=False),
-    P("runtime", "torch", "Inference runtime; onnxruntime / tensorrt need the export support in "
-                          "correspondence.api (Matcher.create(runtime=...)).", choices=RUNTIMES, reconfigurable=False),
+    P("runtime", "torch", "Inference runtime: torch (eager), onnxruntime or tensorrt (both need runtime_model, "
+                          "made by `soco export`).", choices=RUNTIMES, reconfigurable=False),
     P("runtime_model", "", "Exported model (.onnx / .engine, from soco export) for runtime onnxruntime / tensorrt.",
       reconfigurable=False),
+    P("runtime_provider", "cpu", "ONNX Runtime execution provider, used exactly (a missing one is an error, never a "
+                                 "silent CPU fall-back).", choices=("cpu", "cuda", "tensorrt"), reconfigurable=False),
+    P("runtime_fp16", False, "TensorRT: build the engine with fp16 kernels (LayerNorm stays fp32).",
+      reconfigurable=False),
+    P("functional_head", "", "Trained functional head (.safetensors, soco train functional) for functional demos; "
+                             "empty: the backbone's own features.", reconfigurable=False),
     P("device", "cpu", "Torch device for the backbone (cpu, cuda, cuda:1...).", reconfigurable=False),
     P("image_size", 0, "Backbone input side in px; 0 = the backbone's default (448 for DINOv2 / daisy).",
       0, 4096, reconfigurable=False),
@@ -88,10 +94,13 @@ SPECS: tuple[ParamSpec, ...] = (
     P("ransac_iterations", 1000, "RANSAC hypotheses (upper bound).", 1, 100000),
     P("min_inliers", 4, "Fewest inliers for an alignment to count as a success.", 3, 10000),
     P("alignment_source", "dense", "Correspondences behind the 3D alignment: dense (dense demo-object matches) or "
-                                   "keypoints (the transferred keypoints); ignored by a library without it.",
+                                   "keypoints (the transferred keypoints; keypoint demos only).",
       choices=ALIGNMENT_SOURCES),
-    P("refine", "icp", "Refine the alignment with guarded ICP (icp) or not (none); ignored by a library without it.",
+    P("refine", "icp", "Refine the alignment with guarded ICP (icp: kept only when it converged nearby and the "
+                       "surfaces agree better) or not (none).",
       choices=REFINE),
+    P("dense_top_k", 300, "Dense matches kept per frame, best discovery score first (functional matches and the "
+                          "alignment's correspondences); 0 = all.", 0, 100000),
     P("pixel_threshold", 8.0, "2D similarity inlier threshold (px), used without depth.", 0.1, 1000.0),
     # --- inputs
     P("use_depth", True, "Subscribe to 'depth' and pair it with 'image' (3D matches and alignment).",

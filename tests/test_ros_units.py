@@ -290,13 +290,12 @@ def test_launch_file_is_valid_python():
 # ================================================================================================ engine
 
 
-def test_engine_refuses_runtime_without_support_or_model():
+def test_engine_refuses_runtime_without_a_model():
     from correspondence.errors import ConfigError
-    from soco_ros.engine import build_matcher, matcher_accepts_runtime
+    from soco_ros.engine import build_matcher
 
     params = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "runtime": "onnxruntime"}
-    expected = "needs runtime_model" if matcher_accepts_runtime() else "does not provide yet"
-    with pytest.raises(ConfigError, match=expected):
+    with pytest.raises(ConfigError, match="needs runtime_model"):
         build_matcher(params)
     matcher = build_matcher({**params, "runtime": "torch"})
     assert matcher.extractor.cache_size == 2  # the live-frame feature cache cannot grow
@@ -327,3 +326,39 @@ def test_engine_keeps_previous_demo_on_a_bad_path(tmp_path):
     engine.update({"match_threshold": 0.999})  # reconfigured: almost everything rejected now
     strict = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
     assert strict.result.accepted.sum() <= processed.result.accepted.sum()
+
+
+def test_engine_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
+    """A functional demo (function + part mask): ~/matches carries the part's dense matches, index = rank, score =
+    discovery score (best first), 3D points lifted in the live frame; the names topic holds the function."""
+    from PIL import Image as PILImage
+
+    from soco_ros.engine import Engine, Frame
+    from soco_ros.messages import build_outputs, quality_dict
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "kp", size=224, grid_points=0)
+    functional = tmp_path / "functional"
+    functional.mkdir()
+    demo_files = {p.name: p for p in scene.demo_dir.iterdir()}
+    rgb_name = next(n for n in demo_files if n.startswith("rgb"))
+    for name in (rgb_name, "depth.npy", "intrinsics.json", "mask.png"):
+        (functional / name).write_bytes(demo_files[name].read_bytes())
+    part = np.asarray(PILImage.open(demo_files["mask.png"])) > 0
+    part[:, : int(np.median(np.nonzero(part)[1]))] = False
+    PILImage.fromarray(part.astype(np.uint8) * 255).save(functional / "function_mask.png")
+    (functional / "function.txt").write_text("pour-with\n")
+    engine = Engine({**P.defaults(), "backbone": "daisy", "image_size": 224, "segmentation": "depth"})
+    engine.set_demo(str(functional))
+    assert engine.keypoint_names == ("pour-with",)
+    processed = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    assert processed.result.mode == "functional" and len(processed.result.dense) > 0
+    outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
+    cloud = cloud_to_array(outputs.matches)
+    n = len(processed.result.dense)
+    assert cloud["index"].tolist() == list(range(n))
+    assert np.all(np.diff(cloud["score"]) <= 1e-6)
+    np.testing.assert_allclose(cloud["u_demo"], processed.result.dense.demo_xy[:, 0], rtol=1e-6)
+    assert np.isfinite(cloud["z"]).mean() > 0.8  # lifted with the live depth
+    assert quality_dict(processed)["mode"] == "functional"
+    assert outputs.debug_image.encoding == "rgb8"
