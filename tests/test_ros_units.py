@@ -273,6 +273,7 @@ def test_config_yaml_lists_every_parameter_with_its_default():
 
 
 def test_docs_list_every_parameter_and_topic():
+    assert P.markdown_table() in (REPO / "README.md").read_text(encoding="utf-8")  # the reference, in both places
     text = (REPO / "docs" / "ros.md").read_text(encoding="utf-8")
     assert P.markdown_table() in text
     for topic in ("~/matches", "~/keypoint_names", "~/alignment", "~/alignment_quality", "~/markers", "~/debug_image",

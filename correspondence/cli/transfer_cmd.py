@@ -24,6 +24,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", default="auto")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--size", type=int, default=None)
+    parser.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
+                        help="what runs the backbone (onnxruntime / tensorrt need --runtime-model)")
+    parser.add_argument("--runtime-model", default=None, help="exported .onnx / .engine (soco export)")
+    parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
+                        help="ONNX Runtime execution provider (used exactly, never a silent fall-back)")
     parser.add_argument("--min-score", type=float, default=None, help="reject matches below this cosine score")
     parser.add_argument("--ransac-threshold", type=float, default=0.015, help="inlier distance in metres")
     parser.add_argument("--alignment-source", default="dense", choices=("dense", "keypoints"),
@@ -77,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         segmenter = None
     else:
         segmenter = provider_from_name(args.segmentation)
-    matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size)
+    runtime = "torch" if args.runtime == "torch" else {"name": args.runtime, "model": args.runtime_model,
+                                                       "provider": args.provider}
+    matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size, runtime=runtime)
     functional = _functional_embedder(args, matcher) if demo.mode == "functional" else None
     settings = PipelineSettings(min_score=args.min_score, ransac_threshold=args.ransac_threshold, solver=args.solver,
                                 alignment_source=args.alignment_source, refine=args.refine,
