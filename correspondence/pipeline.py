@@ -33,7 +33,7 @@ from .demo_spec import DemoSpec
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .icp import IcpResult, IcpSettings, masked_cloud, refine
-from .keypoint_matching import KeypointMatch
+from .keypoint_matching import KeypointMatch, match_keypoint_set
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, GivenMask, MaskProvider, MaskResult, Prompt
 
@@ -120,6 +120,10 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
+        self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
+        if self.settings.alignment_source == "dense" and self.mode == "keypoints" and not hasattr(matcher, "extractor"):
+            raise ConfigError("dense alignment needs a Matcher with a feature extractor; this matcher only returns "
+                              "keypoint matches: use alignment_source='keypoints'")
 
     def _demo_region(self) -> np.ndarray | None:
         """Where dense matches may start in the demo: the functional part, else the object mask, else the depth
@@ -161,25 +165,23 @@ class TransferPipeline:
         if self.mode == "functional":
             return self._functional(image, depth, intrinsics, live_mask, mask_result, three_d, timings)
 
-        result = self.matcher(self.demo.rgb, self.demo.keypoints, image, live_mask=live_mask, demo_mask=self.demo.mask)
-        timings["features"] = result.timings_s.get("features", 0.0)
-        timings["matching"] = result.timings_s.get("matching", 0.0)
-        accepted = self._accept(result.matches)
-        live_points = np.full((len(result.matches), 3), np.nan)
-        if three_d:
-            points, valid = lift(result.live_xy, depth, intrinsics, self.settings.depth_range)
-            live_points = np.where(valid[:, None], points, np.nan)
+        matches, demo_fmap, live_fmap = self._match_keypoints(image, live_mask, timings)
         dense = None
+        accepted = self._accept(matches)
+        live_xy = np.array([m.live_xy for m in matches], dtype=np.float64).reshape(-1, 2)
+        live_points = np.full((len(matches), 3), np.nan)
+        if three_d:
+            points, valid = lift(live_xy, depth, intrinsics, self.settings.depth_range)
+            live_points = np.where(valid[:, None], points, np.nan)
         source = self.settings.alignment_source
         if source == "dense":
             start = time.perf_counter()
-            demo_fmap, live_fmap = self.matcher.extractor.extract_batch([self.demo.rgb, image])  # cached: no re-run
             demo_valid = (demo_fmap.cell_mask(self.demo_region, min_fraction=0.5) if self.demo_region is not None
                           else None)
             dense = self._dense(demo_fmap, demo_valid, live_fmap, live_mask)
             timings["matching"] += time.perf_counter() - start
         start = time.perf_counter()
-        weights = np.array([max(m.score, 1e-3) for m in result.matches]) * accepted
+        weights = np.array([max(m.score, 1e-3) for m in matches]) * accepted
         dense_points = None
         if source == "dense":
             alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
@@ -188,11 +190,38 @@ class TransferPipeline:
             alignment, alignment_2d = self._align_3d(self.demo_points, live_points, np.where(use, weights, 0)), None
         else:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
-            alignment, alignment_2d = None, self._align_2d(demo_xy, result.live_xy, weights)
+            alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
         alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
         timings["alignment"] = time.perf_counter() - start
-        return FrameResult("keypoints", result.matches, accepted, self.demo_points, live_points, alignment,
+        return FrameResult("keypoints", matches, accepted, self.demo_points, live_points, alignment,
                            alignment_2d, mask_result, timings, dense, source, refinement, dense_points)
+
+    def _demo_feature_map(self):
+        """The demo's features, computed once per pipeline (not left to the extractor's cache, which a live stream
+        may keep small or off)."""
+        if self._demo_fmap is None:
+            self._demo_fmap = self.matcher.extractor(self.demo.rgb)
+        return self._demo_fmap
+
+    def _match_keypoints(self, image: np.ndarray, live_mask, timings: dict[str, float]):
+        """Keypoint matches (and the two feature maps, for dense matching). Each frame's features are computed
+        once. A matcher without an extractor (any callable with :class:`Matcher`'s signature, e.g. an external
+        matcher) gives keypoint matches only."""
+        if not hasattr(self.matcher, "extractor"):
+            result = self.matcher(self.demo.rgb, self.demo.keypoints, image, live_mask=live_mask,
+                                  demo_mask=self.demo.mask)
+            timings["features"] = result.timings_s.get("features", 0.0)
+            timings["matching"] = result.timings_s.get("matching", 0.0)
+            return tuple(result.matches), None, None
+        start = time.perf_counter()
+        demo_fmap = self._demo_feature_map()
+        live_fmap = self.matcher.extractor(image)
+        timings["features"] = time.perf_counter() - start
+        start = time.perf_counter()
+        matches, _ = match_keypoint_set(demo_fmap, self.demo.keypoints, live_fmap, live_mask, self.demo.mask,
+                                        self.matcher.settings)
+        timings["matching"] = time.perf_counter() - start
+        return tuple(matches), demo_fmap, live_fmap
 
     def _functional(self, image: np.ndarray, depth, intrinsics, live_mask, mask_result, three_d: bool,
                     timings: dict[str, float]) -> FrameResult:
@@ -223,7 +252,7 @@ class TransferPipeline:
     def _embed(self, image: np.ndarray):
         if self.functional is not None:
             return self.functional(image, self.demo.function)
-        return self.matcher.extractor(image), None
+        return self.matcher.extractor(image), None  # demo: computed once by the caller; live: once per frame
 
     def _dense(self, demo_fmap, demo_valid, live_fmap, live_mask) -> DenseMatches:
         if demo_valid is None:

@@ -395,3 +395,16 @@ def test_soco_transfer_functional_demo(tmp_path):
     record = json.loads((tmp_path / "out" / "transfer.json").read_text())
     assert record["mode"] == "functional" and record["matches"] == [] and 0 < record["dense"]["count"] <= 5
     assert (tmp_path / "out" / "overlay.png").is_file()
+
+
+def test_features_are_computed_once_per_frame_and_once_for_the_demo():
+    """Even with the extractor's cache off (a live stream), dense alignment does not re-extract either image."""
+    car, demo_view, live_view, _, _ = scene(shift=np.array([0.02, 0.0, 0.0]))
+    matcher = Matcher.create("daisy", size=224, cache_size=0)
+    pipeline = TransferPipeline(demo_from(demo_view, car), matcher, segmenter=DepthForeground((0.1, 2.0)))
+    for _ in range(2):
+        result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+        assert result.alignment_source == "dense" and len(result.dense) > 0
+    assert matcher.extractor.cache_misses == 3  # the demo once, then one per live frame
+    with pytest.raises(ConfigError, match="alignment_source='keypoints'"):
+        TransferPipeline(demo_from(demo_view, car), OracleMatcher(car, live_view))
