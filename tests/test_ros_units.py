@@ -363,3 +363,31 @@ def test_engine_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
     assert np.isfinite(cloud["z"]).mean() > 0.8  # lifted with the live depth
     assert quality_dict(processed)["mode"] == "functional"
     assert outputs.debug_image.encoding == "rgb8"
+
+
+def test_engine_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_path):
+    """The node's `runtime` / `runtime_model` / `runtime_provider` parameters run the exported model and give the
+    torch runtime's matches on the same frame."""
+    from correspondence.backbones import create_backbone
+    from export.onnx_export import export_backbone
+    from soco_ros.engine import Engine, Frame
+    from soco_ros.synthetic import make_scene
+
+    size = 112
+    model = export_backbone(create_backbone("test_vit_tiny", random_init=True), size, tmp_path / "tiny.onnx",
+                            log=lambda m: None)
+    assert model.report.passed
+    scene = make_scene(tmp_path / "demo", size=size, grid_points=8)
+    base = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "image_size": size,
+            "segmentation": "depth"}
+    results = {}
+    for runtime in ("torch", "onnxruntime"):
+        params = dict(base, runtime=runtime, runtime_model=str(model.path) if runtime != "torch" else "",
+                      runtime_provider="cpu")
+        engine = Engine(params)
+        assert engine.matcher.extractor.describe()["runtime"]["name"] == runtime
+        engine.set_demo(str(scene.demo_dir))
+        results[runtime] = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)).result
+    torch_matches, onnx_matches = results["torch"].matches, results["onnxruntime"].matches
+    assert len(torch_matches) > 5
+    assert [m.live_xy for m in torch_matches] == [m.live_xy for m in onnx_matches]
