@@ -44,3 +44,9 @@ class MissingDependencyError(SocoError, ImportError):
     """An optional package (open3d, onnxruntime, tensorrt...) is needed for this call but not installed."""
 
     exit_code = 2
+
+
+class DeviceError(ConfigError):
+    """The requested device does not exist here (no CUDA, an index past the last GPU, CUDA graphs on a CPU)."""
+
+    exit_code = 1

@@ -27,8 +27,11 @@ class RuntimeSpec:
 
     ``name``: torch | onnxruntime | tensorrt. ``model``: the exported ``.onnx`` (onnxruntime, tensorrt) or a
     built ``.engine`` (tensorrt). ``provider``: the ONNX Runtime execution provider, cpu | cuda | tensorrt
-    (never a silent fall-back). ``compile``: wrap the torch runtime in ``torch.compile``. ``fp16``: build the
-    TensorRT engine with fp16 kernels (LayerNorm stays fp32). ``threads``: CPU threads for onnxruntime.
+    (never a silent fall-back). ``compile``: wrap the torch runtime in ``torch.compile``. ``cuda_graphs``: the
+    torch runtime captures the backbone once per input shape as a CUDA graph and replays it (CUDA only).
+    ``fp16``: build the TensorRT engine with fp16 kernels (LayerNorm stays fp32). ``threads``: CPU threads for
+    onnxruntime. ``allow_unverified``: load an exported model whose verification record is missing or failed
+    (refused by default: only verified exports deploy).
     """
 
     name: str = "torch"
@@ -37,6 +40,8 @@ class RuntimeSpec:
     compile: bool = False
     fp16: bool = False
     threads: int | None = None
+    cuda_graphs: bool = False
+    allow_unverified: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in RUNTIME_NAMES:
