@@ -56,17 +56,18 @@ def dense_matches(demo: FeatureMap, demo_valid: torch.Tensor, live: FeatureMap, 
                   settings: DenseSettings | None = None) -> DenseMatches:
     """Match every valid demo cell into the valid live cells; rank by the discovery score; keep the top k."""
     settings = settings or DenseSettings()
-    demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().cpu()
+    demo, live = _float32(demo), _float32(live)
+    demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().to(demo.features.device)
     if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
         raise InputError(f"demo_valid has {demo_valid.numel()} cells, the demo feature grid has "
                          f"{demo.grid_wh[0]}x{demo.grid_wh[1]}")
     if live_valid is None:
         live_valid = torch.ones(live.grid_wh[0] * live.grid_wh[1], dtype=torch.bool)
-    live_valid = torch.as_tensor(live_valid, dtype=torch.bool).flatten().cpu()
+    live_valid = torch.as_tensor(live_valid, dtype=torch.bool).flatten().to(live.features.device)
     candidates = int(demo_valid.sum())
     if candidates == 0 or not live_valid.any():
         return DenseMatches.empty(candidates)
-    found = discover(_cpu(demo), demo_valid, _cpu(live), live_valid)
+    found = discover(demo, demo_valid, live, live_valid)
     keep = np.ones(len(found.src_xy), dtype=bool)
     if settings.require_mutual:
         keep &= found.cycle_px <= 1e-6  # the cycle returns to the very same cell
@@ -83,7 +84,8 @@ def dense_matches(demo: FeatureMap, demo_valid: torch.Tensor, live: FeatureMap, 
                         candidates)
 
 
-def _cpu(fmap: FeatureMap) -> FeatureMap:
-    if fmap.features.device.type == "cpu" and fmap.features.dtype == torch.float32:
+def _float32(fmap: FeatureMap) -> FeatureMap:
+    """Similarities in float32 on the features' own device (a GPU stays a GPU)."""
+    if fmap.features.dtype == torch.float32:
         return fmap
-    return FeatureMap(fmap.features.float().cpu(), fmap.geometry, fmap.patch_size, fmap.convention, fmap.block_dims)
+    return FeatureMap(fmap.features.float(), fmap.geometry, fmap.patch_size, fmap.convention, fmap.block_dims)

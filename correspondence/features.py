@@ -19,6 +19,7 @@ from PIL import Image
 from .backbones.contract import OutputKind
 from .backbones.registry import LoadedBackbone
 from .coords import Convention, cell_to_pixel, grid_to_normalised, grid_to_pixel, pixel_to_grid
+from .device import to_numpy
 from .errors import ConfigError, InputError
 from .preprocessing import ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, preprocess, to_rgb_array
 from .runtimes.base import BackboneRuntime
@@ -98,7 +99,7 @@ class FeatureMap:
         return self.geometry.to_original(cell_to_pixel(uv, self.grid_wh, self.processed_wh, self.convention))
 
     def index_to_uv(self, index: np.ndarray | torch.Tensor) -> np.ndarray:
-        index = np.asarray(index, dtype=np.int64)
+        index = to_numpy(index, np.int64)
         return np.stack([index % self.grid_wh[0], index // self.grid_wh[0]], -1).astype(np.float64)
 
     def sample(self, xy: np.ndarray) -> torch.Tensor:
@@ -118,7 +119,7 @@ class FeatureMap:
             raise InputError("the object mask is empty (or vanishes at this image size)")
         w, h = self.grid_wh
         p = self.processed_wh[0] // w
-        coverage = F.avg_pool2d(torch.from_numpy(processed.astype(np.float32))[None, None], p)[0, 0][:h, :w]
+        coverage = F.avg_pool2d(torch.from_numpy(processed.astype(np.float32))[None, None], p)[0, 0][:h, :w]  # CPU
         valid = coverage >= min_fraction
         if not valid.any():
             valid = coverage >= coverage.max()

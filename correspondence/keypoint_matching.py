@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .device import to_numpy
 from .features import FeatureExtractor, FeatureMap
 from .io import KeypointSet
 from .matching import nearest_neighbors, similarity_maps, soft_argmax_window
@@ -63,9 +64,10 @@ def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Te
         uv, hard = soft_argmax_window(sims, settings.window, settings.beta, valid)
         index = (hard[:, 1] * live.grid_wh[0] + hard[:, 0]).long()
         score = sims.flatten(1).gather(1, index[:, None])[:, 0]
-        return uv.numpy(), index.numpy(), score.numpy()
+        return to_numpy(uv), to_numpy(index), to_numpy(score)
     nn = nearest_neighbors(demo_desc, live.flat(), live_valid)
-    return live.index_to_uv(nn.index.numpy()), nn.index.numpy(), nn.score.numpy()
+    index = to_numpy(nn.index)
+    return live.index_to_uv(index), index, to_numpy(nn.score)
 
 
 def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,
@@ -80,13 +82,14 @@ def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMa
     uv, cells, scores = _match_cells(desc, live, live_valid, settings)
     live_xy = live.cell_to_original(uv)
     # Cycle: the matched live cell's descriptor back into the demo (restricted to the demo mask if given).
-    back = nearest_neighbors(live.flat()[torch.from_numpy(cells)], demo.flat(), demo_valid)
-    back_xy = demo.cell_to_original(demo.index_to_uv(back.index.numpy()))
+    back = nearest_neighbors(live.flat()[torch.from_numpy(cells).to(live.features.device)], demo.flat(), demo_valid)
+    back_index = to_numpy(back.index)
+    back_xy = demo.cell_to_original(demo.index_to_uv(back_index))
     cycle = np.linalg.norm(back_xy - xy, axis=1)
     demo_cells = np.round(demo.original_to_grid(xy)).astype(int)
     gw, gh = demo.grid_wh
     demo_index = np.clip(demo_cells[:, 1], 0, gh - 1) * gw + np.clip(demo_cells[:, 0], 0, gw - 1)
-    mutual = back.index.numpy() == demo_index
+    mutual = back_index == demo_index
     matches = []
     for i, point in enumerate(keypoints.points):
         accepted = settings.cycle_threshold_px is None or bool(cycle[i] <= settings.cycle_threshold_px)

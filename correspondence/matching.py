@@ -30,7 +30,7 @@ def nearest_neighbors(query: torch.Tensor, target: torch.Tensor, target_valid: t
                       chunk: int = DEFAULT_CHUNK) -> NNResult:
     """Cosine argmax of each query row over the (valid) target rows."""
     q, t = normalise(query), normalise(target)
-    valid = _check_valid(target_valid, t.shape[0])
+    valid = _check_valid(target_valid, t.shape[0], t.device)
     idx, score = [], []
     for start in range(0, q.shape[0], chunk):
         sim = q[start:start + chunk] @ t.T
@@ -40,14 +40,15 @@ def nearest_neighbors(query: torch.Tensor, target: torch.Tensor, target_valid: t
         idx.append(best.indices)
         score.append(best.values)
     if not idx:
-        return NNResult(torch.zeros(0, dtype=torch.long), torch.zeros(0))
+        return NNResult(torch.zeros(0, dtype=torch.long, device=q.device), torch.zeros(0, device=q.device))
     return NNResult(torch.cat(idx), torch.cat(score))
 
 
-def _check_valid(valid: torch.Tensor | None, n: int) -> torch.Tensor | None:
+def _check_valid(valid: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+    """A flat boolean mask on ``device`` (masks may come from the CPU while features live on a GPU)."""
     if valid is None:
         return None
-    valid = valid.reshape(-1).bool()
+    valid = torch.as_tensor(valid).reshape(-1).bool().to(device)
     if valid.numel() != n:
         raise InputError(f"validity mask has {valid.numel()} entries for {n} target cells")
     if not valid.any():
@@ -66,9 +67,9 @@ def mutual_nearest_neighbors(source: torch.Tensor, target: torch.Tensor, source_
                              target_valid: torch.Tensor | None = None, chunk: int = DEFAULT_CHUNK) -> MutualResult:
     """Both-direction argmax in one chunked pass (the column maxima are accumulated across row chunks)."""
     s, t = normalise(source), normalise(target)
-    sv, tv = _check_valid(source_valid, s.shape[0]), _check_valid(target_valid, t.shape[0])
-    col_best = torch.full((t.shape[0],), float("-inf"))
-    col_idx = torch.zeros(t.shape[0], dtype=torch.long)
+    sv, tv = _check_valid(source_valid, s.shape[0], s.device), _check_valid(target_valid, t.shape[0], t.device)
+    col_best = torch.full((t.shape[0],), float("-inf"), device=t.device)
+    col_idx = torch.zeros(t.shape[0], dtype=torch.long, device=t.device)
     row_idx, row_best = [], []
     for start in range(0, s.shape[0], chunk):
         sim = s[start:start + chunk] @ t.T
@@ -85,7 +86,7 @@ def mutual_nearest_neighbors(source: torch.Tensor, target: torch.Tensor, source_
         col_idx = torch.where(better, cols.indices + start, col_idx)
     forward = NNResult(torch.cat(row_idx), torch.cat(row_best))
     backward = NNResult(col_idx, col_best)
-    mutual = backward.index[forward.index] == torch.arange(s.shape[0])
+    mutual = backward.index[forward.index] == torch.arange(s.shape[0], device=s.device)
     if sv is not None:
         mutual &= sv
     return MutualResult(forward, backward, mutual)
@@ -107,11 +108,11 @@ def soft_argmax_window(similarity: torch.Tensor, window: int = 7, beta: float = 
     n, h, w = similarity.shape
     sim = similarity.float()
     if valid is not None:
-        sim = sim.masked_fill(~valid.reshape(1, h, w).bool(), NEG_INF)
+        sim = sim.masked_fill(~torch.as_tensor(valid).reshape(1, h, w).bool().to(sim.device), NEG_INF)
     flat_arg = sim.flatten(1).argmax(1)
     arg_v, arg_u = flat_arg // w, flat_arg % w
-    rows = torch.arange(h).view(1, h, 1)
-    cols = torch.arange(w).view(1, 1, w)
+    rows = torch.arange(h, device=sim.device).view(1, h, 1)
+    cols = torch.arange(w, device=sim.device).view(1, 1, w)
     half = window
     inside = ((rows - arg_v.view(n, 1, 1)).abs() <= half) & ((cols - arg_u.view(n, 1, 1)).abs() <= half)
     logits = torch.where(inside, sim, torch.full_like(sim, NEG_INF)) / beta

@@ -235,7 +235,7 @@ class TransferPipeline:
         start = time.perf_counter()
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5).flatten() if live_mask is not None else None
         if predicted is not None:  # a trained head also says where the functional part is: stay inside it
-            inside = torch.from_numpy(predicted.flatten() >= 0.5)
+            inside = torch.from_numpy(predicted.flatten() >= 0.5).to(live_fmap.features.device)
             restricted = inside if live_valid is None else live_valid & inside
             if restricted.any():
                 live_valid = restricted
@@ -256,7 +256,8 @@ class TransferPipeline:
 
     def _dense(self, demo_fmap, demo_valid, live_fmap, live_mask) -> DenseMatches:
         if demo_valid is None:
-            demo_valid = torch.ones(demo_fmap.grid_wh[0] * demo_fmap.grid_wh[1], dtype=torch.bool)
+            demo_valid = torch.ones(demo_fmap.grid_wh[0] * demo_fmap.grid_wh[1], dtype=torch.bool,
+                                    device=demo_fmap.features.device)
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
         return dense_matches(demo_fmap, demo_valid, live_fmap, live_valid, self.settings.dense)
 

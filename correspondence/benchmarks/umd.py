@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 from scipy import ndimage
 
+from ..device import to_numpy
 from ..errors import ConfigError, InputError
 from ..features import FeatureExtractor, FeatureMap
 from ..io import write_json
@@ -389,7 +390,7 @@ def reference_cells(fmap: FeatureMap, mask: np.ndarray, labels: np.ndarray, min_
     share = (coverage[1:] / coverage[:1].clamp_min(1e-12)).flatten(1).T  # (h*w, K)
     best = share.max(dim=1, keepdim=True).values
     carried = (share > 0) & (share >= torch.minimum(best, torch.tensor(0.5)))
-    return valid, carried.numpy()
+    return valid, to_numpy(carried)
 
 
 def _check_label_shape(fmap: FeatureMap, mask: np.ndarray, labels: np.ndarray | None, what: str) -> None:
@@ -440,11 +441,11 @@ def transfer_affordances(ref_fmap: FeatureMap, ref_mask: np.ndarray, ref_labels:
     if mode == "cell":
         cells = pixel_cells(trg_fmap, xs, ys)
         unique, inverse = np.unique(cells, return_inverse=True)
-        query = trg_fmap.flat()[torch.from_numpy(unique)]
-        best = nearest_neighbors(query, ref_flat, valid.reshape(-1)).index.cpu().numpy()[inverse]
+        query = trg_fmap.flat()[torch.from_numpy(unique).to(trg_fmap.features.device)]
+        best = to_numpy(nearest_neighbors(query, ref_flat, valid.reshape(-1)).index)[inverse]
     else:
         query = trg_fmap.sample(np.stack([xs + 0.5, ys + 0.5], -1))
-        best = nearest_neighbors(query, ref_flat, valid.reshape(-1)).index.cpu().numpy()
+        best = to_numpy(nearest_neighbors(query, ref_flat, valid.reshape(-1)).index)
     out[ys, xs] = carried[best]
     return out
 

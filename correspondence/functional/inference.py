@@ -16,7 +16,8 @@ import torch.nn.functional as F
 
 from ..backbones import LoadedBackbone
 from ..backbones.contract import OutputKind
-from ..coords import Convention
+from ..coords import Convention, grid_to_normalised, pixel_to_grid
+from ..device import to_numpy
 from ..features import ExtractionSettings, FeatureExtractor, FeatureMap
 from ..matching import mutual_nearest_neighbors, nearest_neighbors
 from ..preprocessing import PreprocessSettings
@@ -29,13 +30,11 @@ def _centre_grid(fmap: FeatureMap, stride: int) -> tuple[torch.Tensor, int, int]
     """[-1, 1] sampling coordinates of the centres of a ``stride``-px grid over the processed image."""
     width, height = fmap.processed_wh
     gw, gh = width // stride, height // stride
-    ys, xs = torch.meshgrid(torch.arange(gh), torch.arange(gw), indexing="ij")
-    xy = torch.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], -1).reshape(-1, 2).numpy().astype(np.float64)
-    w, h = fmap.grid_wh
-    u = xy[:, 0] * w / width - 0.5  # patch-centre convention on the backbone grid
-    v = xy[:, 1] * h / height - 0.5
-    grid = np.stack([2 * u / max(w - 1, 1) - 1, 2 * v / max(h - 1, 1) - 1], -1)
-    return torch.from_numpy(grid).float(), gw, gh
+    ys, xs = np.meshgrid(np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij")
+    xy = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], -1).reshape(-1, 2)
+    uv = pixel_to_grid(xy, fmap.grid_wh, fmap.processed_wh, Convention.PATCH_CENTER)
+    grid = grid_to_normalised(uv, fmap.grid_wh)
+    return torch.from_numpy(grid).float().to(fmap.features.device), gw, gh
 
 
 def _as_stride_map(template: FeatureMap, values: torch.Tensor, stride: int) -> FeatureMap:
@@ -62,7 +61,9 @@ class FunctionalEmbedder:
                device: str = "cpu", stride: int = DEFAULT_STRIDE) -> "FunctionalEmbedder":
         settings = ExtractionSettings(PreprocessSettings(pad="center-pad", size=image_size, pad_color=(0, 0, 0)),
                                       kind=OutputKind.BLOCKS, layers=checkpoint.layers)
-        return cls(checkpoint, FeatureExtractor(backbone, settings, device=device), stride)
+        extractor = FeatureExtractor(backbone, settings, device=device)
+        checkpoint.head.to(extractor.device)
+        return cls(checkpoint, extractor, stride)
 
     @torch.no_grad()
     def __call__(self, image, function: str) -> tuple[FeatureMap, np.ndarray | None]:
@@ -70,10 +71,10 @@ class FunctionalEmbedder:
         head = self.checkpoint.head
         fused = head.fuse([b[None] for b in fmap.blocks()])
         grid, gw, gh = _centre_grid(fmap, self.stride)
-        text = self.checkpoint.function_embedding(function)[None]
+        text = self.checkpoint.function_embedding(function)[None].to(fused.device)
         emb, logits = head.embed(fused, grid[None], text)
         values = emb[0].T.reshape(-1, gh, gw)
-        mask = torch.sigmoid(logits[0]).reshape(gh, gw).numpy() if logits is not None else None
+        mask = to_numpy(torch.sigmoid(logits[0]).reshape(gh, gw)) if logits is not None else None
         return _as_stride_map(fmap, values, self.stride), mask
 
 
@@ -101,7 +102,7 @@ def valid_cells(fmap: FeatureMap, mask: np.ndarray, predicted: np.ndarray | None
     keeps at least one cell)."""
     valid = fmap.cell_mask(mask, min_fraction=0.5).flatten()
     if predicted is not None:
-        restricted = valid & torch.from_numpy(predicted.flatten() >= threshold)
+        restricted = valid & torch.from_numpy(predicted.flatten() >= threshold).to(valid.device)
         if restricted.any():
             valid = restricted
     return valid
@@ -110,7 +111,7 @@ def valid_cells(fmap: FeatureMap, mask: np.ndarray, predicted: np.ndarray | None
 def transfer(source: FeatureMap, source_xy: np.ndarray, target: FeatureMap, target_valid: torch.Tensor) -> np.ndarray:
     """Label transfer: each source pixel -> its best target cell (restricted), in original target pixels."""
     nn = nearest_neighbors(source.sample(source_xy), target.flat(), target_valid)
-    return target.cell_to_original(target.index_to_uv(nn.index.numpy()))
+    return target.cell_to_original(target.index_to_uv(nn.index))
 
 
 @dataclass(frozen=True)
@@ -124,12 +125,12 @@ class Discovered:
 def discover(source: FeatureMap, source_valid: torch.Tensor, target: FeatureMap, target_valid: torch.Tensor
              ) -> Discovered:
     """Every valid source cell matched forward and back; its similarity and cycle distance (source pixels)."""
-    cells = torch.nonzero(source_valid).flatten()
+    cells = torch.nonzero(torch.as_tensor(source_valid).to(source.features.device)).flatten()
     result = mutual_nearest_neighbors(source.flat()[cells], target.flat(), None, target_valid)
     back = nearest_neighbors(target.flat()[result.forward.index], source.flat(), source_valid)
-    src_xy = source.cell_to_original(source.index_to_uv(cells.numpy()))
-    trg_xy = target.cell_to_original(target.index_to_uv(result.forward.index.numpy()))
-    back_xy = source.cell_to_original(source.index_to_uv(back.index.numpy()))
-    return Discovered(src_xy, trg_xy, result.forward.score.numpy(), np.linalg.norm(back_xy - src_xy, axis=1))
+    src_xy = source.cell_to_original(source.index_to_uv(cells))
+    trg_xy = target.cell_to_original(target.index_to_uv(result.forward.index))
+    back_xy = source.cell_to_original(source.index_to_uv(back.index))
+    return Discovered(src_xy, trg_xy, to_numpy(result.forward.score), np.linalg.norm(back_xy - src_xy, axis=1))
 
 
