@@ -1,7 +1,8 @@
 """The Python API in one place: build a :class:`Matcher` once, call it per frame (or use :func:`match`)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from .backbones import LoadedBackbone, create_backbone
 from .coords import Convention
 from .features import ExtractionSettings, FeatureExtractor
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
-from .keypoint_matching import MatchResult, MatchSettings, match_keypoints
+from .keypoint_matching import DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy
 from .runtimes import RuntimeSpec, create_runtime, exported_backbone, exported_metadata
 
@@ -53,7 +54,8 @@ class Matcher:
                runtime: RuntimeSpec | str | dict | None = None, cache_size: int = 64) -> "Matcher":
         """``runtime``: ``"torch"`` (default), or a :class:`RuntimeSpec` / dict with ``name`` (torch | onnxruntime |
         tensorrt), ``model`` (.onnx / .engine), ``provider`` (cpu | cuda | tensorrt), ``compile``, ``fp16``,
-        ``threads``. An exported model fixes the backbone and size: ``backbone="auto"`` and ``size=None`` take them
+        ``threads``, ``cuda_graphs`` (capture the backbone as a CUDA graph at creation and replay it per frame,
+        with preprocessing on the GPU: the fastest batch-1 path; CUDA only). An exported model fixes the backbone and size: ``backbone="auto"`` and ``size=None`` take them
         from its metadata, anything else must agree with it (and no torch weights are loaded). ``cache_size``: images
         whose features are kept (a live stream wants 2: the demo, used every frame, and the current frame)."""
         spec = RuntimeSpec.coerce(runtime)
@@ -77,6 +79,21 @@ class Matcher:
                  demo_mask: Any = None) -> MatchResult:
         return match_keypoints(as_image(demo), as_keypoints(keypoints), as_image(live), self.extractor,
                                live_mask=as_mask(live_mask), demo_mask=as_mask(demo_mask), settings=self.settings)
+
+    def prepare(self, demo: ImageLike, keypoints: Any, demo_mask: Any = None) -> DemoQuery:
+        """Encode the demo and its keypoints once (a robot shows one demo and then streams live frames)."""
+        fmap = self.extractor.extract_batch([as_image(demo)], cache=False)[0]
+        return prepare_demo(fmap, as_keypoints(keypoints), as_mask(demo_mask), self.settings)
+
+    def match_live(self, demo: DemoQuery, live: ImageLike, live_mask: Any = None) -> MatchResult:
+        """One live frame against a prepared demo: the frame is encoded (never hashed or cached) and matched."""
+        start = time.perf_counter()
+        fmap = self.extractor.extract_batch([as_image(live)], cache=False)[0]
+        t_features = time.perf_counter() - start
+        matches, timings = match_prepared(demo, fmap, as_mask(live_mask), self.settings)
+        record = {**self.extractor.describe(), "matching": asdict(self.settings), "live_mask": live_mask is not None,
+                  "demo_mask": demo.valid is not None}
+        return MatchResult(tuple(matches), record, {"features": t_features, **timings})
 
 
 def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None, backbone: str = "auto",

@@ -21,7 +21,9 @@ from .backbones.registry import LoadedBackbone
 from .coords import Convention, cell_to_pixel, grid_to_normalised, grid_to_pixel, pixel_to_grid
 from .device import to_numpy
 from .errors import ConfigError, InputError
-from .preprocessing import ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, preprocess, to_rgb_array
+from .device import resolve_device
+from .preprocessing import (ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, preprocess,
+                            preprocess_on_device, to_rgb_array)
 from .runtimes.base import BackboneRuntime
 
 
@@ -139,12 +141,15 @@ class FeatureExtractor:
 
     def __init__(self, backbone: LoadedBackbone, settings: ExtractionSettings | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 8, cache_size: int = 64,
-                 runtime: BackboneRuntime | None = None) -> None:
-        """``runtime``: what runs the network (see :mod:`correspondence.runtimes`); default eager torch."""
+                 runtime: BackboneRuntime | None = None, device_preprocess: bool | None = None) -> None:
+        """``runtime``: what runs the network (see :mod:`correspondence.runtimes`); default eager torch.
+        ``device_preprocess``: pad, resize and normalise on the device (only the uint8 frame is uploaded); default:
+        on with a CUDA-graph runtime, else PIL on the host, the reference the benchmarks reproduce (the two agree to
+        one grey level per pixel, see :func:`preprocess_on_device`)."""
         self.backbone = backbone
         self.settings = settings or ExtractionSettings(
             preprocess=PreprocessSettings(size=backbone.spec.preprocessing.default_size))
-        self.device = torch.device(device)
+        self.device = resolve_device(device)
         backbone.spec.contract.check_kind(self.settings.kind)
         if runtime is None:
             from .runtimes.torch_runtime import TorchRuntime
@@ -154,6 +159,13 @@ class FeatureExtractor:
         side = effective_size(self.settings.preprocess.size, contract.patch_size, self.settings.preprocess.size_policy)
         runtime.check(backbone.spec.name, side, self.settings.kind, layers)
         self.runtime = runtime
+        if device_preprocess is None:
+            device_preprocess = bool(runtime.cuda_graphs)
+        self.device_preprocess = bool(device_preprocess)
+        norm = backbone.spec.preprocessing
+        self._mean = torch.tensor(norm.mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(norm.std, device=self.device).view(1, 3, 1, 1)
+        runtime.prepare((side, side), self.settings.kind, self.settings.layers)
         self.batch_size = max(1, int(batch_size))
         self.cache_size = cache_size
         self._cache: OrderedDict[str, FeatureMap] = OrderedDict()
@@ -182,8 +194,16 @@ class FeatureExtractor:
 
     extract = __call__
 
-    def extract_batch(self, images: Sequence[Image.Image | np.ndarray] | Iterable) -> list[FeatureMap]:
+    def extract_batch(self, images: Sequence[Image.Image | np.ndarray] | Iterable, cache: bool = True
+                      ) -> list[FeatureMap]:
+        """FeatureMaps of ``images`` in order. ``cache=False``: a frame seen once (a live camera image) is neither
+        hashed nor remembered, which keeps a full-HD frame's hashing off the per-frame budget."""
         rgbs = [to_rgb_array(image) for image in images]
+        if not cache:
+            out: list[FeatureMap] = []
+            for start in range(0, len(rgbs), self.batch_size):
+                out += self._encode(rgbs[start:start + self.batch_size])
+            return out
         keys = [self._key(rgb) for rgb in rgbs]
         fresh: dict[str, FeatureMap] = {}
         todo_unique = list(dict.fromkeys(key for key in keys if key not in self._cache))
@@ -218,12 +238,14 @@ class FeatureExtractor:
     @torch.no_grad()  # not inference_mode: trainable heads on top need ordinary tensors
     def _encode(self, rgbs: list[np.ndarray]) -> list[FeatureMap]:
         contract = self.backbone.spec.contract
-        prepared = [preprocess(rgb, self.settings.preprocess, contract.patch_size) for rgb in rgbs]
-        batch = torch.from_numpy(np.stack([p[0] for p in prepared])).permute(0, 3, 1, 2).to(self.device)
-        norm = self.backbone.spec.preprocessing
-        mean = torch.tensor(norm.mean, device=self.device).view(1, 3, 1, 1)
-        std = torch.tensor(norm.std, device=self.device).view(1, 3, 1, 1)
-        batch = (batch - mean) / std
+        if self.device_preprocess:
+            prepared = [preprocess_on_device(rgb, self.settings.preprocess, contract.patch_size, self.device)
+                        for rgb in rgbs]
+            batch = torch.stack([p[0] for p in prepared])
+        else:
+            prepared = [preprocess(rgb, self.settings.preprocess, contract.patch_size) for rgb in rgbs]
+            batch = torch.from_numpy(np.stack([p[0] for p in prepared])).permute(0, 3, 1, 2).to(self.device)
+        batch = (batch - self._mean) / self._std
         outputs = self.runtime.forward(batch, self.settings.kind, self.settings.layers)
         block_dims = tuple(int(o.shape[1]) for o in outputs) if len(outputs) > 1 else ()
         stacked = torch.cat(outputs, dim=1).float().to(self.device)

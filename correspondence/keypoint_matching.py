@@ -56,47 +56,80 @@ class MatchResult:
 
 
 def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Tensor | None,
-                 settings: MatchSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Returns the matched live (u, v) (continuous for soft-argmax), the hard cell index and the score."""
+                 settings: MatchSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """On the features' device: the matched live (u, v) (continuous for soft-argmax), hard cell index, score."""
     if settings.method == "soft-argmax":
         sims = similarity_maps(demo_desc, live.features)
         valid = live_valid.view(live.grid_wh[1], live.grid_wh[0]) if live_valid is not None else None
         uv, hard = soft_argmax_window(sims, settings.window, settings.beta, valid)
         index = (hard[:, 1] * live.grid_wh[0] + hard[:, 0]).long()
         score = sims.flatten(1).gather(1, index[:, None])[:, 0]
-        return to_numpy(uv), to_numpy(index), to_numpy(score)
+        return uv, index, score
     nn = nearest_neighbors(demo_desc, live.flat(), live_valid)
-    index = to_numpy(nn.index)
-    return live.index_to_uv(index), index, to_numpy(nn.score)
+    width = live.grid_wh[0]
+    uv = torch.stack([nn.index % width, torch.div(nn.index, width, rounding_mode="floor")], 1)
+    return uv, nn.index, nn.score
 
 
-def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,
-                       live_mask: np.ndarray | None = None, demo_mask: np.ndarray | None = None,
-                       settings: MatchSettings | None = None) -> tuple[list[KeypointMatch], dict[str, float]]:
+@dataclass(frozen=True, eq=False)
+class DemoQuery:
+    """A demo's keypoints made ready to match: their descriptors and cells, computed once per demo."""
+
+    fmap: FeatureMap
+    keypoints: KeypointSet
+    xy: np.ndarray  # (N, 2) original demo pixels
+    descriptors: torch.Tensor  # (N, C) on the features' device
+    valid: torch.Tensor | None  # demo cells the cycle may return to (inside the demo mask)
+    cell_index: np.ndarray  # (N,) the demo cell each keypoint sits in (for the mutual check)
+
+
+def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray | None = None,
+                 settings: MatchSettings | None = None) -> DemoQuery:
     settings = settings or MatchSettings()
     xy = demo.check_points(keypoints.xy, "demo keypoint")
-    t0 = time.perf_counter()
-    live_valid = live.cell_mask(live_mask, settings.mask_min_fraction).flatten() if live_mask is not None else None
-    demo_valid = demo.cell_mask(demo_mask, settings.mask_min_fraction).flatten() if demo_mask is not None else None
-    desc = demo.sample(xy)
-    uv, cells, scores = _match_cells(desc, live, live_valid, settings)
-    live_xy = live.cell_to_original(uv)
-    # Cycle: the matched live cell's descriptor back into the demo (restricted to the demo mask if given).
-    back = nearest_neighbors(live.flat()[torch.from_numpy(cells).to(live.features.device)], demo.flat(), demo_valid)
-    back_index = to_numpy(back.index)
-    back_xy = demo.cell_to_original(demo.index_to_uv(back_index))
-    cycle = np.linalg.norm(back_xy - xy, axis=1)
-    demo_cells = np.round(demo.original_to_grid(xy)).astype(int)
+    valid = demo.cell_mask(demo_mask, settings.mask_min_fraction).flatten() if demo_mask is not None else None
+    cells = np.round(demo.original_to_grid(xy)).astype(int)
     gw, gh = demo.grid_wh
-    demo_index = np.clip(demo_cells[:, 1], 0, gh - 1) * gw + np.clip(demo_cells[:, 0], 0, gw - 1)
-    mutual = back_index == demo_index
+    index = np.clip(cells[:, 1], 0, gh - 1) * gw + np.clip(cells[:, 0], 0, gw - 1)
+    return DemoQuery(demo, keypoints, xy, demo.sample(xy), valid, index)
+
+
+def match_prepared(query: DemoQuery, live: FeatureMap, live_mask: np.ndarray | None = None,
+                   settings: MatchSettings | None = None) -> tuple[list[KeypointMatch], dict[str, float]]:
+    """Match a prepared demo into a live feature map. Everything runs on the features' device and crosses to
+    the host once (one synchronisation per frame on a GPU)."""
+    settings = settings or MatchSettings()
+    t0 = time.perf_counter()
+    demo = query.fmap
+    live_valid = live.cell_mask(live_mask, settings.mask_min_fraction).flatten() if live_mask is not None else None
+    uv, cells, scores = _match_cells(query.descriptors, live, live_valid, settings)
+    # Cycle: the matched live cell's descriptor back into the demo (restricted to the demo mask if given).
+    back = nearest_neighbors(live.flat()[cells], demo.flat(), query.valid)
+    host = to_numpy(torch.cat([uv.double(), torch.stack([cells, back.index], 1).double(),
+                               scores.double()[:, None]], 1))
+    uv, cells, back_index, scores = host[:, :2], host[:, 2].astype(np.int64), host[:, 3].astype(np.int64), host[:, 4]
+    live_xy = live.cell_to_original(uv)
+    back_xy = demo.cell_to_original(demo.index_to_uv(back_index))
+    cycle = np.linalg.norm(back_xy - query.xy, axis=1)
+    mutual = back_index == query.cell_index
+    xy = query.xy
     matches = []
-    for i, point in enumerate(keypoints.points):
+    for i, point in enumerate(query.keypoints.points):
         accepted = settings.cycle_threshold_px is None or bool(cycle[i] <= settings.cycle_threshold_px)
         matches.append(KeypointMatch(point.name, (float(xy[i, 0]), float(xy[i, 1])),
                                      (float(live_xy[i, 0]), float(live_xy[i, 1])), float(scores[i]),
                                      bool(mutual[i]), float(cycle[i]), accepted))
     return matches, {"matching": time.perf_counter() - t0}
+
+
+def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,
+                       live_mask: np.ndarray | None = None, demo_mask: np.ndarray | None = None,
+                       settings: MatchSettings | None = None) -> tuple[list[KeypointMatch], dict[str, float]]:
+    t0 = time.perf_counter()
+    query = prepare_demo(demo, keypoints, demo_mask, settings)
+    prepared = time.perf_counter() - t0
+    matches, timings = match_prepared(query, live, live_mask, settings)
+    return matches, {"matching": timings["matching"] + prepared}
 
 
 def match_keypoints(demo_image: Any, keypoints: KeypointSet, live_image: Any, extractor: FeatureExtractor,

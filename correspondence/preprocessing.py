@@ -122,16 +122,15 @@ def to_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array)
 
 
-def preprocess(image: Image.Image | np.ndarray, settings: PreprocessSettings, patch_size: int
-               ) -> tuple[np.ndarray, ImageGeometry]:
-    """Return the processed HxWx3 float32 image in [0, 1] and its geometry."""
-    rgb = to_rgb_array(image)
-    height, width = rgb.shape[:2]
+def plan_geometry(width: int, height: int, settings: PreprocessSettings, patch_size: int
+                  ) -> tuple[ImageGeometry, tuple[int, int, int]]:
+    """The geometry a policy applies to a ``width x height`` image, and the canvas colour of its padding.
+
+    One place for the arithmetic, shared by the host (PIL) and the device (torch) preprocessing."""
     side = effective_size(settings.size, patch_size, settings.size_policy)
     if settings.pad is PadPolicy.STRETCH:
-        resized = Image.fromarray(rgb).resize((side, side), RESAMPLE[settings.resample])
-        geometry = ImageGeometry(width, height, side, side, side / width, side / height, 0.0, 0.0, settings.pad.value)
-        return np.asarray(resized, dtype=np.float32) / 255.0, geometry
+        return ImageGeometry(width, height, side, side, side / width, side / height, 0.0, 0.0,
+                             settings.pad.value), (255, 255, 255)
     canvas_side = max(width, height)
     if settings.pad is PadPolicy.PAD_TOPLEFT_WHITE:
         offset_x = offset_y = 0
@@ -139,12 +138,55 @@ def preprocess(image: Image.Image | np.ndarray, settings: PreprocessSettings, pa
     else:
         offset_x, offset_y = (canvas_side - width) // 2, (canvas_side - height) // 2
         color = tuple(settings.pad_color)
-    canvas = Image.new("RGB", (canvas_side, canvas_side), color)
-    canvas.paste(Image.fromarray(rgb), (offset_x, offset_y))
-    resized = canvas.resize((side, side), RESAMPLE[settings.resample])
     scale = side / canvas_side
-    geometry = ImageGeometry(width, height, side, side, scale, scale, float(offset_x), float(offset_y), settings.pad.value)
+    return ImageGeometry(width, height, side, side, scale, scale, float(offset_x), float(offset_y),
+                         settings.pad.value), color
+
+
+def preprocess(image: Image.Image | np.ndarray, settings: PreprocessSettings, patch_size: int
+               ) -> tuple[np.ndarray, ImageGeometry]:
+    """Return the processed HxWx3 float32 image in [0, 1] and its geometry (PIL on the host: the reference)."""
+    rgb = to_rgb_array(image)
+    height, width = rgb.shape[:2]
+    geometry, color = plan_geometry(width, height, settings, patch_size)
+    side = geometry.processed_width
+    if settings.pad is PadPolicy.STRETCH:
+        resized = Image.fromarray(rgb).resize((side, side), RESAMPLE[settings.resample])
+        return np.asarray(resized, dtype=np.float32) / 255.0, geometry
+    canvas_side = max(width, height)
+    canvas = Image.new("RGB", (canvas_side, canvas_side), color)
+    canvas.paste(Image.fromarray(rgb), (int(geometry.offset_x), int(geometry.offset_y)))
+    resized = canvas.resize((side, side), RESAMPLE[settings.resample])
     return np.asarray(resized, dtype=np.float32) / 255.0, geometry
+
+
+def preprocess_on_device(rgb: np.ndarray, settings: PreprocessSettings, patch_size: int, device: "torch.device"
+                         ) -> tuple["torch.Tensor", ImageGeometry]:
+    """:func:`preprocess` with the pad and the resize run by torch on ``device``: ``(3, S, S)`` in [0, 1].
+
+    Only the uint8 frame crosses the bus. Antialiased bicubic/bilinear in torch implement PIL's filters (a = -0.5
+    for bicubic) and the result is rounded to 8 bits as PIL's is, so features agree with the host path to within
+    PIL's own rounding (a pixel may differ by one grey level)."""
+    import torch
+    import torch.nn.functional as F
+
+    rgb = to_rgb_array(rgb)
+    height, width = rgb.shape[:2]
+    geometry, color = plan_geometry(width, height, settings, patch_size)
+    side = geometry.processed_width
+    host = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy())
+    image = host.to(device, non_blocking=True).permute(2, 0, 1).float()
+    if settings.pad is not PadPolicy.STRETCH:
+        canvas_side = max(width, height)
+        canvas = torch.tensor(color, dtype=torch.float32, device=device).view(3, 1, 1).repeat(1, canvas_side,
+                                                                                             canvas_side)
+        ox, oy = int(geometry.offset_x), int(geometry.offset_y)
+        canvas[:, oy:oy + height, ox:ox + width] = image
+        image = canvas
+    if image.shape[-1] != side or image.shape[-2] != side:
+        image = F.interpolate(image[None], size=(side, side), mode=settings.resample, antialias=True,
+                              align_corners=False)[0]
+    return image.round_().clamp_(0, 255).div_(255.0), geometry
 
 
 def mask_to_processed(mask: np.ndarray, geometry: ImageGeometry) -> np.ndarray:

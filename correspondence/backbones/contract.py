@@ -88,6 +88,10 @@ class DenseBackbone(nn.Module):
                       layers: Sequence[int] = (-1,)) -> list[torch.Tensor]:
         raise NotImplementedError
 
+    def prepare(self, image_hw: tuple[int, int]) -> None:
+        """Precompute whatever depends on the input size (a ViT's resized positional embedding), so that a forward
+        at that size allocates nothing new: CUDA-graph capture and compiled graphs rely on it. Default: nothing."""
+
     def check_input(self, images: torch.Tensor) -> None:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ConfigError(f"expected a (B, 3, H, W) image batch, got shape {tuple(images.shape)}")

@@ -46,6 +46,7 @@ class DinoViT(DenseBackbone):
         self.model = model
         self.contract = contract
         self._pos_cache: dict[tuple[int, int, torch.dtype, str], torch.Tensor] = {}
+        self._pos_fixed: dict[tuple[int, int], torch.Tensor] = {}
 
     # ---- weights ---------------------------------------------------------------------------------------------
     def load_official(self, state: dict[str, torch.Tensor], layout: str, source: str = "checkpoint") -> None:
@@ -63,16 +64,33 @@ class DinoViT(DenseBackbone):
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, shape mismatches {wrong[:3]}")
         self.model.load_state_dict(remapped, strict=True)
         self._pos_cache.clear()
+        self._pos_fixed.clear()
+
+    def prepare(self, image_hw: tuple[int, int]) -> None:
+        """Compute the resized positional embedding for one input size now, on the weights' device, so that
+        ``forward`` at that size creates nothing (what CUDA-graph capture and ``torch.compile`` need)."""
+        p = self.contract.patch_size
+        grid = (image_hw[0] // p, image_hw[1] // p)
+        pos = self.model.pos_embed
+        with torch.no_grad():
+            self._pos_fixed[grid] = self._resized_pos(*grid).detach().to(pos.device, pos.dtype)
+
+    def _resized_pos(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        prefix = 0 if getattr(self.model, "no_embed_class", False) else self.model.num_prefix_tokens
+        prefix = min(prefix, 1)  # only the CLS token ever carries a position in DINO checkpoints
+        return resize_patch_pos_embed(self.model.pos_embed[:, prefix:], grid_h, grid_w)
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def patch_pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        if not self.training:
+            fixed = self._pos_fixed.get((grid_h, grid_w))
+            if fixed is not None and fixed.device == self.model.pos_embed.device:
+                return fixed
         pos = self.model.pos_embed
         key = (grid_h, grid_w, pos.dtype, str(pos.device))
         cached = self._pos_cache.get(key)
         if cached is None or self.training:
-            prefix = 0 if getattr(self.model, "no_embed_class", False) else self.model.num_prefix_tokens
-            prefix = min(prefix, 1)  # only the CLS token ever carries a position in DINO checkpoints
-            cached = resize_patch_pos_embed(pos[:, prefix:], grid_h, grid_w)
+            cached = self._resized_pos(grid_h, grid_w)
             if not self.training and not torch.is_grad_enabled():
                 self._pos_cache[key] = cached
         return cached

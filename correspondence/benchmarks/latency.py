@@ -1,12 +1,15 @@
-"""``soco bench latency``: backbone latency per runtime (torch eager, onnxruntime, tensorrt) and image size,
-against the machine's own limit, plus the whole per-frame pipeline per runtime.
+"""``soco bench latency``: backbone latency per runtime (torch eager / compiled / CUDA graphs, onnxruntime,
+tensorrt) and image size, against the machine's own limit, plus the keypoint frame and the whole per-frame
+pipeline per runtime.
 
 For every (backbone, size, runtime): warm-up, then N timed forward passes of the runtime on a preprocessed batch
 of one (median, p95, frames/s, the speed-up over torch eager measured in the same run) and the extractor call
 around it (preprocessing included). The physical reference is the device's measured matmul throughput: with the
 model's FLOPs at that size (counted by torch's FLOP counter), ``FLOPs / median`` over it is the fraction of the
 machine's limit a runtime reaches. The pipeline rows time segmentation + features + matching + alignment on a
-synthetic RGB-D demo/live pair (a new live frame each run, the demo's features cached as in deployment).
+synthetic RGB-D demo/live pair (a new live frame each run, the demo's features cached as in deployment). The
+keypoint-frame rows time what a robot's matcher does per camera frame: a 640 x 480 live image preprocessed,
+encoded and matched against a prepared demo with 32 keypoints (``Matcher.prepare`` / ``Matcher.match_live``).
 """
 from __future__ import annotations
 
@@ -29,6 +32,13 @@ from ..preprocessing import PreprocessSettings
 from ..runtimes import create_runtime
 from ..runtimes.base import BackboneRuntime, RuntimeSpec
 from ..runtimes.deps import tensorrt_missing
+
+# The torch runtime's variants, each a row of its own: eager, torch.compile, CUDA-graph replay (and both).
+TORCH_VARIANTS = {"torch": {}, "torch-compile": {"compile": True}, "torch-cudagraphs": {"cuda_graphs": True},
+                  "torch-compile-cudagraphs": {"compile": True, "cuda_graphs": True}}
+RUNTIME_CHOICES = tuple(TORCH_VARIANTS) + ("onnxruntime", "tensorrt")
+FRAME_WH = (640, 480)
+FRAME_KEYPOINTS = 32
 
 
 @dataclass(frozen=True)
@@ -139,9 +149,12 @@ def _runtime(name: str, loaded: LoadedBackbone, size: int, config: LatencyConfig
              ) -> tuple[BackboneRuntime, str]:
     """The runtime and the precision it runs at."""
     cuda = config.device.startswith("cuda")
-    if name == "torch":
+    if name in TORCH_VARIANTS:
+        if TORCH_VARIANTS[name].get("cuda_graphs") and not cuda:
+            raise _Skip("CUDA graphs need a CUDA device (run with --device cuda)")
         dtype = "float16" if config.fp16 and cuda else "float32"
-        return create_runtime("torch", loaded, config.device, dtype), "fp16" if dtype == "float16" else "fp32"
+        spec = RuntimeSpec("torch", **TORCH_VARIANTS[name])
+        return create_runtime(spec, loaded, config.device, dtype), "fp16" if dtype == "float16" else "fp32"
     if name == "onnxruntime":
         path = _export_for(loaded, size, config.fp16, models)
         spec = RuntimeSpec("onnxruntime", str(path), provider=config.onnx_provider, threads=config.threads)
@@ -205,6 +218,41 @@ def _pipeline_row(extractor: FeatureExtractor, frames, config: LatencyConfig) ->
             "aligned": bool(result.success)}
 
 
+def _frame_images(size: int = 0) -> tuple[np.ndarray, np.ndarray, dict]:
+    """A textured 640 x 480 demo, a shifted live frame and 32 demo keypoints on a grid."""
+    import cv2
+    rng = np.random.default_rng(1)
+    w, h = FRAME_WH
+    noise = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+    demo = cv2.resize(noise, (w, h), interpolation=cv2.INTER_CUBIC)
+    live = np.roll(demo, (9, 13), axis=(0, 1)).copy()
+    xs, ys = np.meshgrid(np.linspace(60, w - 60, 8), np.linspace(60, h - 60, FRAME_KEYPOINTS // 8))
+    keypoints = {"keypoints": [{"name": f"k{i}", "xy": [float(x), float(y)]}
+                               for i, (x, y) in enumerate(zip(xs.ravel(), ys.ravel()))]}
+    return demo, live, keypoints
+
+
+def _keypoint_frame_row(extractor: FeatureExtractor, config: LatencyConfig) -> dict:
+    """Median ms of one live frame: preprocess + features + 32-keypoint matching, the demo prepared once."""
+    from ..api import Matcher
+    from ..keypoint_matching import MatchSettings
+    demo, live, keypoints = _frame_images()
+    matcher = Matcher(extractor, MatchSettings())
+    query = matcher.prepare(demo, keypoints)
+    stages: dict[str, list[float]] = {}
+
+    def frame(i: int) -> None:
+        live[0, 0, 0] = i % 251
+        result = matcher.match_live(query, live)
+        for key, value in result.timings_s.items():
+            stages.setdefault(key, []).append(value)
+
+    times = timed(frame, config.runs, config.warmup, config.device)
+    return {"frame_median_ms": 1e3 * _percentile(times, 50), "frame_p95_ms": 1e3 * _percentile(times, 95),
+            "frame_stages_median_ms": {k: 1e3 * _percentile(v[config.warmup:], 50) for k, v in stages.items()},
+            "frame_wh": list(FRAME_WH), "frame_keypoints": FRAME_KEYPOINTS}
+
+
 def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: bool = True) -> LatencyReport:
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -247,6 +295,7 @@ def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: 
         times = timed(forward, config.runs, config.warmup, config.device)
         extract_times = timed(extract, config.runs, 1, config.device)
         median = _percentile(times, 50)
+        frame = _keypoint_frame_row(extractor, config)
         side = extractor.describe()["effective_image_size"]
         if runtime_name == "torch":
             torch_ms[(name, size)] = median
@@ -263,7 +312,8 @@ def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: 
                      "fps": 1.0 / median, "extract_median_ms": 1e3 * _percentile(extract_times, 50),
                      "speedup_vs_torch": (torch_ms[(name, size)] / median) if (name, size) in torch_ms else None,
                      "gflop": flops / 1e9 if flops else None, "achieved_gflops": achieved,
-                     "peak_fraction": achieved / peak if achieved else None, "runtime_record": described})
+                     "peak_fraction": achieved / peak if achieved else None, "runtime_record": described,
+                     **frame, "frame_over_backbone": frame["frame_median_ms"] / (1e3 * median)})
         if config.pipeline:
             try:
                 if size not in frames_cache:
@@ -277,12 +327,14 @@ def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: 
             base = torch_pipeline_ms.get((name, size))
             pipeline_rows.append({"backbone": name, "size": side, "runtime": runtime_name, "precision": precision,
                                   **row, "speedup_vs_torch": base / row["total_median_ms"] if base else None})
+    gpu = torch.cuda.get_device_name(torch.device(config.device)) if config.device.startswith("cuda") else None
     machine = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads, device {config.device}"
-               + (f" ({torch.cuda.get_device_name()})" if config.device.startswith("cuda") else ""))
+               + (f" ({gpu})" if gpu else ""))
     markdown = _markdown(rows, pipeline_rows, skipped, peaks, machine, config)
     out.mkdir(parents=True, exist_ok=True)
-    json_path = write_json(out / "latency.json", {"config": asdict(config), "machine": machine, "matmul_peak": peaks,
+    json_path = write_json(out / "latency.json", {"config": asdict(config), "machine": machine, "gpu": gpu,
+                                                  "torch": torch.__version__, "matmul_peak": peaks,
                                                   "rows": rows, "pipeline": pipeline_rows, "skipped": skipped})
     markdown_path = out / "latency.md"
     markdown_path.write_text(markdown, encoding="utf-8")
@@ -301,15 +353,17 @@ def _markdown(rows, pipeline_rows, skipped, peaks, machine, config: LatencyConfi
              f"({config.warmup} warm-up + {config.runs} timed runs); extract = preprocessing + forward; "
              "x torch = torch eager median / this median (same run); % peak = model FLOPs / forward median / "
              "measured matmul peak.", "",
+             f"Keypoint frame = a {FRAME_WH[0]} x {FRAME_WH[1]} live image preprocessed, encoded and matched against "
+             f"a prepared demo with {FRAME_KEYPOINTS} keypoints; / backbone = frame median / forward median.", "",
              "| backbone | weights | size | grid | runtime | precision | provider | median ms | p95 ms | frames/s | "
-             "x torch | GFLOP | GFLOP/s | % peak | extract ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "x torch | GFLOP | GFLOP/s | % peak | extract ms | keypoint frame ms | / backbone |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['backbone']} | {r['weights']} | {r['size']} | {r['grid']}x{r['grid']} | {r['runtime']} | "
-                     f"{r['precision']} | {r['provider']} | {r['median_ms']:.1f} | {r['p95_ms']:.1f} | {r['fps']:.2f} | "
+                     f"{r['precision']} | {r['provider']} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['fps']:.1f} | "
                      f"{_fmt(r['speedup_vs_torch'], '.2f')} | {_fmt(r['gflop'], '.2f')} | "
-                     f"{_fmt(r['achieved_gflops'], '.1f')} | {_fmt(r['peak_fraction'] and 100 * r['peak_fraction'], '.0f')} | "
-                     f"{r['extract_median_ms']:.1f} |")
+                     f"{_fmt(r['achieved_gflops'], '.1f')} | {_fmt(r['peak_fraction'] and 100 * r['peak_fraction'], '.1f')} | "
+                     f"{r['extract_median_ms']:.2f} | {r['frame_median_ms']:.2f} | {r['frame_over_backbone']:.2f} |")
     if pipeline_rows:
         lines += ["", "Whole per-frame pipeline (synthetic RGB-D trial: depth segmentation + features + matching + "
                       "RANSAC alignment; demo features cached), medians in ms:", "",

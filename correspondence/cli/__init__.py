@@ -27,6 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        check_device_args(args)
         return int(args.handler(args) or 0)
     except SocoError as exc:
         print(f"soco {args.command}: error: {exc}", file=sys.stderr)
@@ -34,6 +35,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def check_device_args(args: argparse.Namespace) -> None:
+    """Every sub-command's ``--device`` is checked before any work: a missing GPU is one sentence, not a CUDA
+    traceback halfway through a benchmark."""
+    from ..device import resolve_device
+    from ..errors import DeviceError
+    if getattr(args, "device", None) is None:
+        return
+    device = resolve_device(args.device)
+    if getattr(args, "cuda_graphs", False) and device.type != "cuda":
+        raise DeviceError("--cuda-graphs needs a CUDA device; add --device cuda (or drop --cuda-graphs)")
 
 
 if __name__ == "__main__":

@@ -15,8 +15,25 @@ def add_backbone_options(parser: argparse.ArgumentParser, default: str = "auto")
     group.add_argument("--weights", default=None, help="explicit checkpoint path (official or timm key layout)")
     group.add_argument("--random-weights", action="store_true",
                        help="use seeded random weights instead of pretrained ones (latency/export checks)")
-    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0 (default: %(default)s)")
+    add_device_options(group)
+
+
+def add_device_options(group) -> None:
+    """``--device``, ``--dtype`` / ``--fp16``, ``--compile``, ``--cuda-graphs`` (checked by the CLI's entry point)."""
+    group.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1 (default: %(default)s)")
     group.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    group.add_argument("--fp16", action="store_const", const="float16", dest="dtype",
+                       help="half precision (CUDA): the same as --dtype float16")
+    group.add_argument("--compile", action="store_true", help="run the backbone through torch.compile")
+    group.add_argument("--cuda-graphs", action="store_true",
+                       help="capture the backbone as a CUDA graph at start-up and replay it per frame; preprocessing "
+                            "runs on the GPU too (CUDA only; the fastest torch path at batch 1)")
+
+
+def torch_runtime_options(args) -> dict:
+    """The torch runtime's options from the parsed device flags (for ``Matcher.create(runtime=...)``)."""
+    return {"name": "torch", "compile": bool(getattr(args, "compile", False)),
+            "cuda_graphs": bool(getattr(args, "cuda_graphs", False))}
 
 
 def add_extraction_options(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_backbone_options, add_extraction_options
+from .common import add_backbone_options, add_extraction_options, torch_runtime_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              pad=args.pad, size_policy=args.size_policy, convention=args.convention,
                              device=args.device, dtype=args.dtype, method=args.method, window=args.window,
-                             beta=args.beta)
+                             beta=args.beta, runtime=torch_runtime_options(args))
     result = matcher(demo, keypoints, live, live_mask=live_mask, demo_mask=as_mask(args.demo_mask))
     out = Path(args.out)
     record = {"demo": str(args.demo), "live": str(args.live), "demo_keypoints": str(args.demo_keypoints),

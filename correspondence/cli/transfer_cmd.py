@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import add_device_options, torch_runtime_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("transfer", help="transfer a demo's keypoints or functional part to a live frame, align",
@@ -24,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--backbone", default="auto")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--size", type=int, default=None)
+    add_device_options(parser)
     parser.add_argument("--runtime", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
                         help="what runs the backbone (onnxruntime / tensorrt need --runtime-model)")
     parser.add_argument("--runtime-model", default=None, help="exported .onnx / .engine (soco export)")
@@ -82,9 +85,10 @@ def run(args: argparse.Namespace) -> int:
         segmenter = None
     else:
         segmenter = provider_from_name(args.segmentation)
-    runtime = "torch" if args.runtime == "torch" else {"name": args.runtime, "model": args.runtime_model,
-                                                       "provider": args.provider}
-    matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size, runtime=runtime)
+    runtime = torch_runtime_options(args) if args.runtime == "torch" else {
+        "name": args.runtime, "model": args.runtime_model, "provider": args.provider}
+    matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size, runtime=runtime,
+                             device=args.device, dtype=args.dtype)
     functional = _functional_embedder(args, matcher) if demo.mode == "functional" else None
     settings = PipelineSettings(min_score=args.min_score, ransac_threshold=args.ransac_threshold, solver=args.solver,
                                 alignment_source=args.alignment_source, refine=args.refine,

@@ -86,6 +86,11 @@ class BackboneRuntime(ABC):
     def check(self, backbone: str, size: int, kind: OutputKind, layers: Sequence[int]) -> None:
         """Raise ConfigError if this runtime cannot serve the request (exported models are fixed)."""
 
+    def prepare(self, image_hw: tuple[int, int], kind: OutputKind, layers: Sequence[int], batch: int = 1) -> None:
+        """Get ready for inputs of this size before the first frame (precompute, capture, warm up). Default: nothing."""
+
+    cuda_graphs: bool = False  # replays captured CUDA graphs (the extractor then preprocesses on the device too)
+
     @abstractmethod
     def describe(self) -> dict:
         """Record for results: runtime name, model file, precision, and the device/providers actually used."""
