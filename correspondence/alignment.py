@@ -55,10 +55,9 @@ def depth_from_uint16(array: np.ndarray, depth_scale: float) -> np.ndarray:
                          "float depth is assumed to be in metres already")
     if a.dtype.kind == "i" and a.size and a.min() < 0:
         raise InputError("raw depth contains negative values")
-    scale = float(depth_scale)
-    if not (np.isfinite(scale) and scale > 0):
-        raise InputError(f"depth_scale must be a positive finite number (0.001 for millimetres), got {depth_scale}")
-    return a.astype(np.float64) * scale
+    from .depth import to_metres  # the one raw -> metres conversion
+
+    return to_metres(a, depth_scale, dtype=np.float64)
 
 
 def _check_depth(depth: np.ndarray, intrinsics: CameraIntrinsics) -> np.ndarray:

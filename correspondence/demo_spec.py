@@ -68,16 +68,15 @@ def _path(base: Path, value: Any, source: Path, field: str) -> Path:
 
 def load_depth(path: Path, depth_scale: float) -> np.ndarray:
     """uint16 PNG (x depth_scale metres) or .npy (metres) -> float32 metres, 0 where unknown."""
+    from .depth import to_metres  # the one raw -> metres conversion
+
     if path.suffix == ".npy":
-        depth = np.load(path, allow_pickle=False).astype(np.float32)
-    else:
-        with Image.open(path) as image:
-            raw = np.asarray(image)
-        if raw.dtype not in (np.uint16, np.int32, np.uint8) or raw.ndim != 2:
-            raise InputError(f"depth {str(path)!r} must be a single-channel 16-bit PNG, got {raw.dtype} {raw.shape}")
-        depth = raw.astype(np.float32) * float(depth_scale)
-    depth = np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
-    return depth
+        return to_metres(np.load(path, allow_pickle=False).astype(np.float32), 1.0)
+    with Image.open(path) as image:
+        raw = np.asarray(image)
+    if raw.dtype not in (np.uint16, np.int32, np.uint8) or raw.ndim != 2:
+        raise InputError(f"depth {str(path)!r} must be a single-channel 16-bit PNG, got {raw.dtype} {raw.shape}")
+    return to_metres(raw, depth_scale)
 
 
 def load_intrinsics(base: Path, value: Any, source: Path) -> CameraIntrinsics:

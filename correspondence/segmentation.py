@@ -32,6 +32,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from .backbones.weights import PretrainedSource, file_sha256, load_state_dict, resolve_weights
+from .depth import to_metres
 from .errors import (ConfigError, CorruptCheckpointError, InputError, MissingDependencyError,
                      WeightsNotFoundError)
 from .preprocessing import to_rgb_array
@@ -260,7 +261,7 @@ class DepthForeground:
         if depth is None:
             raise InputError("the depth provider needs a depth map (depth=None was given)")
         _, prompt, depth = _prepare(image, prompt, depth)
-        z = depth.astype(np.float64) * self.depth_scale
+        z = to_metres(depth, self.depth_scale, dtype=np.float64)  # the one raw -> metres conversion
         near, far = self.depth_range
         with np.errstate(invalid="ignore"):
             valid = np.isfinite(z) & (z > 0) & (z >= near) & (z <= far)
