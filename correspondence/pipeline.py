@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, similarity_2d
+from . import depth as depth_module
 from .camera import CameraIntrinsics
 from .demo_spec import DemoSpec
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
@@ -38,7 +39,7 @@ from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, GivenMask, MaskProvider, MaskResult, Prompt
 
 ALIGNMENT_SOURCES = ("dense", "keypoints")
-MAX_PLAUSIBLE_DEPTH_M = 50.0  # a median depth beyond this is a unit mistake (millimetres read as metres)
+MAX_PLAUSIBLE_DEPTH_M = depth_module.MAX_PLAUSIBLE_DEPTH_M  # beyond this median: a unit mistake
 
 
 @dataclass(frozen=True)
@@ -320,13 +321,7 @@ class TransferPipeline:
         if np.issubdtype(depth.dtype, np.integer) and self.settings.depth_scale == 1.0:
             raise InputError(f"live depth is {depth.dtype} (raw sensor units) but depth_scale is 1 m per unit: set "
                              f"depth_scale (0.001 for millimetres, as ROS 16UC1 depth is)")
-        metres = depth.astype(np.float32) * np.float32(self.settings.depth_scale)
-        with np.errstate(invalid="ignore"):
-            good = np.isfinite(metres) & (metres > 0)
-        if not good.any():
-            raise InputError("live depth has no valid value (all zero or NaN): check the depth stream")
-        median = float(np.median(metres[good]))
-        if median > MAX_PLAUSIBLE_DEPTH_M:
-            raise InputError(f"live depth has a median of {median:g} m: it looks like millimetres; set depth_scale "
-                             f"to 0.001 (now {self.settings.depth_scale:g})")
+        metres = depth_module.to_metres(depth, self.settings.depth_scale)
+        depth_module.check_units(metres, depth_module.encoding_of(depth), self.settings.depth_scale,
+                                 what="live depth")
         return metres
