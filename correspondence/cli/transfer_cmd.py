@@ -32,6 +32,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--runtime-model", default=None, help="exported .onnx / .engine (soco export)")
     parser.add_argument("--provider", default="cpu", choices=("cpu", "cuda", "tensorrt"),
                         help="ONNX Runtime execution provider (used exactly, never a silent fall-back)")
+    parser.add_argument("--allow-unverified", action="store_true",
+                        help="run an exported model whose verification record is missing or failed (refused by default)")
     parser.add_argument("--min-score", type=float, default=None, help="reject matches below this cosine score")
     parser.add_argument("--ransac-threshold", type=float, default=0.015, help="inlier distance in metres")
     parser.add_argument("--alignment-source", default="dense", choices=("dense", "keypoints"),
@@ -86,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         segmenter = provider_from_name(args.segmentation)
     runtime = torch_runtime_options(args) if args.runtime == "torch" else {
-        "name": args.runtime, "model": args.runtime_model, "provider": args.provider}
+        "name": args.runtime, "model": args.runtime_model, "provider": args.provider,
+        "allow_unverified": args.allow_unverified}
     matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size, runtime=runtime,
                              device=args.device, dtype=args.dtype)
     functional = _functional_embedder(args, matcher) if demo.mode == "functional" else None
