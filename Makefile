@@ -10,12 +10,13 @@ STAMP   = $(VENV)/.soco-setup-stamp
 TORCH   = torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean help
+.PHONY: setup demo test bench gpu-check clean help
 
 help:
 	@echo "make demo   - set up .venv and run the main job (outputs under demo_out/)"
 	@echo "make test   - set up .venv and run the test suite"
 	@echo "make bench  - set up .venv and run the benchmark commands (reports under bench_out/)"
+	@echo "make gpu-check - on a CUDA machine: the gpu test tier + latency + SOCO throughput (no set-up, PYTHONPATH=.)"
 	@echo "make setup  - only the set-up"
 
 setup: $(STAMP)
@@ -36,7 +37,12 @@ demo: setup
 	$(PY) -m correspondence.demo --out demo_out
 
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not gpu" $(PYTEST_ARGS)
+
+# Runs from the source tree with whatever python has torch (a bare GPU machine: no make setup, nothing installed).
+GPU_PYTHON ?= python3
+gpu-check:
+	PYTHONPATH=.:$(CURDIR)/.gpu_deps:$$PYTHONPATH $(GPU_PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
 
 SHARED ?= ../shared
 bench: setup

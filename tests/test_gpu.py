@@ -110,15 +110,16 @@ def test_transfer_pipeline_runs_on_cuda(scene):
     assert np.mean(close) >= 0.9
 
 
-def write_textured_soco(root: Path, pairs: int = 6) -> None:
-    """A small SOCO-layout set (intra pairs of non-square textured images, shifted targets) needing no renderer."""
+def write_textured_soco(root: Path, pairs: int = 6, size: tuple[int, int] | None = None) -> None:
+    """A SOCO-layout set (intra pairs of textured images, shifted targets) needing no renderer; images are
+    non-square and of varying sizes unless ``size`` (w, h) is given. ``make gpu-check`` times encoding on it."""
     rng = np.random.default_rng(3)
     names = ["wheel/left", "wheel/right", "roof", "door/front", "door/back"]
     (root / "Images" / "cart").mkdir(parents=True)
     (root / "PairAnnotations" / "intra" / "cart").mkdir(parents=True)
     (root / "PairAnnotations" / "cross").mkdir(parents=True)  # no cross pairs: Cross-SOC is not run here
     for p in range(pairs):
-        w, h = 200 + 16 * p, 150 + 8 * p
+        w, h = size or (200 + 16 * (p % 8), 150 + 8 * (p % 8))
         src = textured(10 + p, (w, h))
         shift = rng.integers(-9, 10, 2)
         trg = np.roll(src, (int(shift[1]), int(shift[0])), axis=(0, 1))
