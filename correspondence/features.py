@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -128,6 +130,18 @@ class FeatureMap:
         return valid.to(self.features.device)
 
 
+_HOST_POOL: ThreadPoolExecutor | None = None
+
+
+def host_pool() -> ThreadPoolExecutor:
+    """Threads for host-side image preparation (decoding, PIL resizing), shared by every extractor."""
+    global _HOST_POOL
+    if _HOST_POOL is None:
+        _HOST_POOL = ThreadPoolExecutor(max_workers=max(1, min(8, (os.cpu_count() or 1))),
+                                        thread_name_prefix="soco-prep")
+    return _HOST_POOL
+
+
 def image_key(rgb: np.ndarray) -> str:
     return hashlib.sha1(rgb.tobytes() + str(rgb.shape).encode()).hexdigest()
 
@@ -242,8 +256,12 @@ class FeatureExtractor:
             prepared = [preprocess_on_device(rgb, self.settings.preprocess, contract.patch_size, self.device)
                         for rgb in rgbs]
             batch = torch.stack([p[0] for p in prepared])
+        elif len(rgbs) > 1:  # PIL releases the GIL while resizing: a batch is prepared on several cores
+            prepared = list(host_pool().map(lambda rgb: preprocess(rgb, self.settings.preprocess, contract.patch_size),
+                                            rgbs))
         else:
-            prepared = [preprocess(rgb, self.settings.preprocess, contract.patch_size) for rgb in rgbs]
+            prepared = [preprocess(rgbs[0], self.settings.preprocess, contract.patch_size)]
+        if not self.device_preprocess:
             batch = torch.from_numpy(np.stack([p[0] for p in prepared])).permute(0, 3, 1, 2).to(self.device)
         batch = (batch - self._mean) / self._std
         outputs = self.runtime.forward(batch, self.settings.kind, self.settings.layers)

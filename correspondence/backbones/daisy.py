@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from skimage.color import rgb2gray, rgb2lab
 
+from ..device import to_numpy
 from .contract import BackboneContract, DenseBackbone, OutputKind
 from .daisy_torch import DaisyParams, daisy_grid, orientation_maps
 
@@ -53,21 +54,21 @@ class DaisyBackbone(DenseBackbone):
         maps = orientation_maps(gray_t, DAISY_ORIENTATIONS)
         blurred: dict[float, torch.Tensor] = {}
         origin = (pad + p // 2, pad + p // 2)
-        parts = [daisy_grid(gray_t, DaisyParams(radius, DAISY_RINGS, DAISY_HISTOGRAMS, DAISY_ORIENTATIONS), p,
-                            maps=maps, origin=origin, grid=(grid_h, grid_w), blurred=blurred).float().numpy()
+        parts = [to_numpy(daisy_grid(gray_t, DaisyParams(radius, DAISY_RINGS, DAISY_HISTOGRAMS, DAISY_ORIENTATIONS),
+                                     p, maps=maps, origin=origin, grid=(grid_h, grid_w), blurred=blurred), np.float32)
                  for radius in radii]
         lab = rgb2lab(rgb).astype(np.float32) / np.array([100.0, 128.0, 128.0], dtype=np.float32)
         lab_t = torch.from_numpy(lab).permute(2, 0, 1)[None]
         local = F.avg_pool2d(lab_t, p)
         context = F.avg_pool2d(local, 3, stride=1, padding=1, count_include_pad=False)
-        colour = torch.cat([local, context], 1)[0].permute(1, 2, 0).numpy() * COLOUR_WEIGHT
+        colour = to_numpy(torch.cat([local, context], 1)[0].permute(1, 2, 0)) * COLOUR_WEIGHT
         return np.concatenate(parts + [colour], axis=-1)
 
     def forward_dense(self, images: torch.Tensor, kind: OutputKind = OutputKind.LAST_RAW,
                       layers: Sequence[int] = (-1,)) -> list[torch.Tensor]:
         kind = self.contract.check_kind(kind)
         self.check_input(images)
-        rgb = images.detach().float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy()
+        rgb = to_numpy(images.float().clamp(0, 1).permute(0, 2, 3, 1))
         feats = torch.from_numpy(np.stack([self._one_image(im) for im in rgb])).permute(0, 3, 1, 2)
         feats = feats.to(images.device)
         n = len(self.contract.check_layers(layers)) if kind is OutputKind.BLOCKS else 1
