@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,10 @@ from PIL import Image
 from .backbones import LoadedBackbone, create_backbone
 from .coords import Convention
 from .features import ExtractionSettings, FeatureExtractor
+from .frame_graph import FrameGraph, can_capture_frame
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
 from .keypoint_matching import DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo
-from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy
+from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy, to_rgb_array
 from .runtimes import RuntimeSpec, create_runtime, exported_backbone, exported_metadata
 
 ImageLike = str | Path | Image.Image | np.ndarray
@@ -44,6 +45,7 @@ class Matcher:
 
     extractor: FeatureExtractor
     settings: MatchSettings
+    _frame_graphs: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(cls, backbone: str | LoadedBackbone = "auto", weights: str | Path | None = None,
@@ -86,14 +88,32 @@ class Matcher:
         return prepare_demo(fmap, as_keypoints(keypoints), as_mask(demo_mask), self.settings)
 
     def match_live(self, demo: DemoQuery, live: ImageLike, live_mask: Any = None) -> MatchResult:
-        """One live frame against a prepared demo: the frame is encoded (never hashed or cached) and matched."""
+        """One live frame against a prepared demo: the frame is encoded (never hashed or cached) and matched.
+
+        With a CUDA-graph runtime and no live mask the whole frame (upload, preprocessing, backbone, matching)
+        replays as one captured graph per demo and camera resolution (:mod:`correspondence.frame_graph`)."""
         start = time.perf_counter()
-        fmap = self.extractor.extract_batch([as_image(live)], cache=False)[0]
-        t_features = time.perf_counter() - start
-        matches, timings = match_prepared(demo, fmap, as_mask(live_mask), self.settings)
-        record = {**self.extractor.describe(), "matching": asdict(self.settings), "live_mask": live_mask is not None,
+        live, mask = as_image(live), as_mask(live_mask)
+        record = {**self.extractor.describe(), "matching": asdict(self.settings), "live_mask": mask is not None,
                   "demo_mask": demo.valid is not None}
+        if can_capture_frame(self.extractor, mask):
+            rgb = to_rgb_array(live)
+            matches = self._frame_graph(demo, rgb.shape[:2])(rgb)
+            return MatchResult(tuple(matches), {**record, "frame_graph": True},
+                               {"frame_graph": time.perf_counter() - start})
+        fmap = self.extractor.extract_batch([live], cache=False)[0]
+        t_features = time.perf_counter() - start
+        matches, timings = match_prepared(demo, fmap, mask, self.settings)
         return MatchResult(tuple(matches), record, {"features": t_features, **timings})
+
+    def _frame_graph(self, demo: DemoQuery, frame_hw: tuple[int, int]) -> FrameGraph:
+        key = (id(demo), tuple(frame_hw))
+        graph = self._frame_graphs.get(key)
+        if graph is None or graph.query is not demo:
+            while len(self._frame_graphs) >= 4:  # one per demo and resolution in use; old ones free their memory
+                self._frame_graphs.pop(next(iter(self._frame_graphs)))
+            graph = self._frame_graphs[key] = FrameGraph(self.extractor, demo, self.settings, frame_hw)
+        return graph
 
 
 def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None, backbone: str = "auto",

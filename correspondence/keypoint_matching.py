@@ -100,14 +100,27 @@ def match_prepared(query: DemoQuery, live: FeatureMap, live_mask: np.ndarray | N
     the host once (one synchronisation per frame on a GPU)."""
     settings = settings or MatchSettings()
     t0 = time.perf_counter()
-    demo = query.fmap
     live_valid = live.cell_mask(live_mask, settings.mask_min_fraction).flatten() if live_mask is not None else None
+    host = to_numpy(match_on_device(query, live, live_valid, settings))
+    return matches_from_host(query, live, host, settings), {"matching": time.perf_counter() - t0}
+
+
+def match_on_device(query: DemoQuery, live: FeatureMap, live_valid: torch.Tensor | None,
+                    settings: MatchSettings) -> torch.Tensor:
+    """``(N, 5)`` float64 on the features' device: matched live (u, v), live cell, demo cell of the cycle, score.
+
+    No host synchronisation (without a mask), so a CUDA graph can capture it with the backbone."""
     uv, cells, scores = _match_cells(query.descriptors, live, live_valid, settings)
     # Cycle: the matched live cell's descriptor back into the demo (restricted to the demo mask if given).
-    back = nearest_neighbors(live.flat()[cells], demo.flat(), query.valid)
-    host = to_numpy(torch.cat([uv.double(), torch.stack([cells, back.index], 1).double(),
-                               scores.double()[:, None]], 1))
-    uv, cells, back_index, scores = host[:, :2], host[:, 2].astype(np.int64), host[:, 3].astype(np.int64), host[:, 4]
+    back = nearest_neighbors(live.flat()[cells], query.fmap.flat(), query.valid)
+    return torch.cat([uv.double(), torch.stack([cells, back.index], 1).double(), scores.double()[:, None]], 1)
+
+
+def matches_from_host(query: DemoQuery, live: FeatureMap, host: np.ndarray, settings: MatchSettings
+                      ) -> list[KeypointMatch]:
+    """The :func:`match_on_device` record as named matches in original pixels, with cycle and mutual checks."""
+    demo = query.fmap
+    uv, back_index, scores = host[:, :2], host[:, 3].astype(np.int64), host[:, 4]
     live_xy = live.cell_to_original(uv)
     back_xy = demo.cell_to_original(demo.index_to_uv(back_index))
     cycle = np.linalg.norm(back_xy - query.xy, axis=1)
@@ -119,7 +132,7 @@ def match_prepared(query: DemoQuery, live: FeatureMap, live_mask: np.ndarray | N
         matches.append(KeypointMatch(point.name, (float(xy[i, 0]), float(xy[i, 1])),
                                      (float(live_xy[i, 0]), float(live_xy[i, 1])), float(scores[i]),
                                      bool(mutual[i]), float(cycle[i]), accepted))
-    return matches, {"matching": time.perf_counter() - t0}
+    return matches
 
 
 def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,

@@ -51,6 +51,8 @@ def _check_valid(valid: torch.Tensor | None, n: int, device: torch.device) -> to
     valid = torch.as_tensor(valid).reshape(-1).bool().to(device)
     if valid.numel() != n:
         raise InputError(f"validity mask has {valid.numel()} entries for {n} target cells")
+    if valid.is_cuda and torch.cuda.is_current_stream_capturing():
+        return valid  # inside a CUDA-graph capture nothing may wait for the GPU; the mask was checked before
     if not valid.any():
         raise InputError("the target mask leaves no valid cell to match into")
     return valid

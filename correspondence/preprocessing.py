@@ -173,20 +173,32 @@ def preprocess_on_device(rgb: np.ndarray, settings: PreprocessSettings, patch_si
     rgb = to_rgb_array(rgb)
     height, width = rgb.shape[:2]
     geometry, color = plan_geometry(width, height, settings, patch_size)
-    side = geometry.processed_width
     host = torch.from_numpy(rgb if rgb.flags.writeable else rgb.copy())
-    image = host.to(device, non_blocking=True).permute(2, 0, 1).float()
-    if settings.pad is not PadPolicy.STRETCH:
+    return pad_resize_tensor(host.to(device, non_blocking=True), geometry, color, settings.resample), geometry
+
+
+def pad_resize_tensor(rgb: "torch.Tensor", geometry: ImageGeometry, color: tuple[int, int, int], resample: str
+                      ) -> "torch.Tensor":
+    """The torch half of :func:`preprocess_on_device`: a ``(H, W, 3)`` uint8 tensor -> ``(3, S, S)`` in [0, 1].
+
+    Pure tensor work with no host synchronisation, so it can be captured in a CUDA graph."""
+    import torch
+    import torch.nn.functional as F
+
+    image = rgb.permute(2, 0, 1).float()
+    height, width = geometry.original_height, geometry.original_width
+    side = geometry.processed_width
+    if geometry.pad_policy != PadPolicy.STRETCH.value:
         canvas_side = max(width, height)
-        canvas = torch.tensor(color, dtype=torch.float32, device=device).view(3, 1, 1).repeat(1, canvas_side,
-                                                                                             canvas_side)
+        canvas = image.new_empty((3, canvas_side, canvas_side))
+        for channel, value in enumerate(color):  # fill_ with a scalar: no host-to-device copy (capturable)
+            canvas[channel].fill_(float(value))
         ox, oy = int(geometry.offset_x), int(geometry.offset_y)
         canvas[:, oy:oy + height, ox:ox + width] = image
         image = canvas
     if image.shape[-1] != side or image.shape[-2] != side:
-        image = F.interpolate(image[None], size=(side, side), mode=settings.resample, antialias=True,
-                              align_corners=False)[0]
-    return image.round_().clamp_(0, 255).div_(255.0), geometry
+        image = F.interpolate(image[None], size=(side, side), mode=resample, antialias=True, align_corners=False)[0]
+    return image.round_().clamp_(0, 255).div_(255.0)
 
 
 def mask_to_processed(mask: np.ndarray, geometry: ImageGeometry) -> np.ndarray:

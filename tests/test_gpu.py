@@ -99,6 +99,26 @@ def test_fp16_autocast_and_cuda_graphs_agree_with_fp32(scene):
     assert all(np.isfinite(m.score) for m in fast.matches)
 
 
+def test_frame_graph_equals_the_step_by_step_frame(scene):
+    """One captured graph per demo and resolution computes what the separate steps compute."""
+    from correspondence.keypoint_matching import match_prepared
+    demo, live, keypoints, mask = scene
+    fast = matcher("cuda", dtype="float16", runtime={"cuda_graphs": True})
+    query = fast.prepare(demo, keypoints)
+    for shift in (0, 5):
+        frame = np.roll(live, shift, axis=1)
+        graphed = fast.match_live(query, frame)
+        assert graphed.settings["frame_graph"] is True
+        fmap = fast.extractor.extract_batch([frame], cache=False)[0]
+        stepwise, _ = match_prepared(query, fmap, None, fast.settings)
+        same = [np.allclose(a.live_xy, b.live_xy, atol=1e-3) and a.mutual == b.mutual for a, b in
+                zip(graphed.matches, stepwise)]
+        assert np.mean(same) >= 31 / 32
+    assert len(fast._frame_graphs) == 1  # replayed for the second frame, not captured again
+    masked = fast.match_live(query, live, live_mask=mask)  # a per-frame mask takes the step-by-step path
+    assert "frame_graph" not in masked.settings and len(masked.matches) == 32
+
+
 def test_transfer_pipeline_runs_on_cuda(scene):
     from correspondence.demo_spec import DemoSpec
     from correspondence.io import parse_keypoints

@@ -40,7 +40,7 @@ class TorchRuntime(BackboneRuntime):
         # Compiled once per (kind, layers): they are Python constants the graph specialises on.
         self._run = torch.compile(self.module.forward_dense, backend=compile_backend) if compile else \
             self.module.forward_dense
-        self._graphs: dict[tuple, tuple[torch.cuda.CUDAGraph, torch.Tensor, list[torch.Tensor]]] = {}
+        self._graphs: dict[tuple, CapturedGraph] = {}
         self._pool = None
 
     # ---- running -------------------------------------------------------------------------------------------
@@ -56,11 +56,9 @@ class TorchRuntime(BackboneRuntime):
         layers = tuple(layers)
         if not self.cuda_graphs:
             return self._forward(images, kind, layers)
-        graph, static_in, static_out = self._graph(tuple(images.shape), kind, layers)
-        static_in.copy_(images)
-        graph.replay()
+        outputs = self._graph(tuple(images.shape), kind, layers)(images)
         # The outputs live in the graph's pool and the next replay overwrites them: hand out copies.
-        return [out.clone() for out in static_out]
+        return [out.clone() for out in outputs]
 
     # ---- CUDA graphs ---------------------------------------------------------------------------------------
     def prepare(self, image_hw: tuple[int, int], kind: OutputKind, layers: Sequence[int], batch: int = 1) -> None:
@@ -69,30 +67,33 @@ class TorchRuntime(BackboneRuntime):
         if self.cuda_graphs:
             self._graph((batch, 3, *image_hw), kind, tuple(layers))
 
-    def _graph(self, shape: tuple[int, ...], kind: OutputKind, layers: tuple[int, ...]):
+    def _graph(self, shape: tuple[int, ...], kind: OutputKind, layers: tuple[int, ...]) -> "CapturedGraph":
         key = (shape, OutputKind(kind), layers)
         entry = self._graphs.get(key)
-        if entry is not None:
-            return entry
-        self.module.prepare(tuple(shape[-2:]))
-        static_in = torch.zeros(shape, device=self.device, dtype=torch.float32)
-        side = torch.cuda.Stream(self.device)
-        side.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(GRAPH_WARMUP_RUNS):
-                self._forward(static_in, kind, layers)
-        torch.cuda.current_stream(self.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.no_grad(), torch.cuda.graph(graph, pool=self._pool):
-            static_out = list(self._forward(static_in, kind, layers))
-        if self._pool is None:
-            self._pool = graph.pool()  # every captured shape shares one memory pool
-        entry = (graph, static_in, static_out)
-        self._graphs[key] = entry
+        if entry is None:
+            self.module.prepare(tuple(shape[-2:]))
+            entry = self.capture(lambda images: self._forward(images, kind, layers),
+                                 [torch.zeros(shape, device=self.device)])
+            self._graphs[key] = entry
         return entry
+
+    def capture(self, fn, example_inputs: Sequence[torch.Tensor]) -> "CapturedGraph":
+        """Capture ``fn`` (which may call :meth:`forward_eager`) as a graph sharing this runtime's memory pool:
+        callers fold their own pre- and post-processing into the backbone's graph (see ``frame_graph``)."""
+        if not self.cuda_graphs:
+            raise ConfigError("this torch runtime was created without cuda_graphs=True")
+        graph = CapturedGraph(fn, example_inputs, self.device, self._pool)
+        if self._pool is None:
+            self._pool = graph.pool  # every captured shape shares one memory pool
+        return graph
+
+    def forward_eager(self, images: torch.Tensor, kind: OutputKind, layers: Sequence[int]) -> list[torch.Tensor]:
+        """The network itself (autocast included), for code that captures it inside a larger graph."""
+        return self._forward(images, kind, tuple(layers))
 
     @property
     def captured_shapes(self) -> list[tuple[int, ...]]:
+        """Input shapes of the backbone graphs captured so far (each costs one capture, then replays)."""
         return [key[0] for key in self._graphs]
 
     @property
@@ -102,3 +103,32 @@ class TorchRuntime(BackboneRuntime):
     def describe(self) -> dict:
         return {"name": self.name, "device": str(self.device), "dtype": self.dtype,
                 "compile": self.compile_backend if self.compiled else False, "cuda_graphs": self.cuda_graphs}
+
+
+class CapturedGraph:
+    """A function of fixed-shape CUDA tensors, captured once and replayed.
+
+    Warm-up runs on a side stream first (kernel selection, lazy allocations), then one capture. ``__call__`` copies
+    the inputs into the static input buffers, replays, and returns the static outputs: the next call overwrites them,
+    so keep a copy of anything that must outlive it."""
+
+    def __init__(self, fn, example_inputs: Sequence[torch.Tensor], device: torch.device, pool=None,
+                 warmup: int = GRAPH_WARMUP_RUNS) -> None:
+        self.inputs = [t.detach().clone() for t in example_inputs]
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), torch.no_grad():
+            for _ in range(warmup):
+                fn(*self.inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(self.graph, pool=pool):
+            out = fn(*self.inputs)
+        self.outputs = list(out) if isinstance(out, (list, tuple)) else [out]
+        self.pool = self.graph.pool()
+
+    def __call__(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        for static, value in zip(self.inputs, inputs):
+            static.copy_(value, non_blocking=True)
+        self.graph.replay()
+        return self.outputs
