@@ -93,15 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backbone", default="daisy")
     parser.add_argument("--rate", type=float, default=2.0, help="frames per second sent (keep the node idle)")
     parser.add_argument("--frames", type=int, default=40)
-    parser.add_argument("--domain", type=int, default=90, help="first ROS_DOMAIN_ID (one per size)")
+    parser.add_argument("--domain", type=int, default=None,
+                        help="ROS_DOMAIN_ID (default: a free one, leased with a file lock: soco_ros.isolation)")
     parser.add_argument("--out", default="bench_out")
     parser.add_argument("--reliability", default="reliable", choices=("reliable", "best_effort"),
                         help="sensor QoS of the node: Fast DDS best effort loses large (448 px) frames on loopback")
     args = parser.parse_args(argv)
     import torch
 
-    rows = [measure(size, args.backbone, args.rate, args.frames, args.domain + i,
-                    reliability=args.reliability) for i, size in enumerate(args.sizes)]
+    from .isolation import DomainLease
+
+    lease = DomainLease() if args.domain is None else None
+    domain = args.domain if lease is None else lease.domain
+    try:  # one size after the other on the same private domain (each node is stopped before the next starts)
+        rows = [measure(size, args.backbone, args.rate, args.frames, domain, reliability=args.reliability)
+                for size in args.sizes]
+    finally:
+        if lease is not None:
+            lease.release()
     record = {"rows": rows, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
                                        f"{torch.get_num_threads()} threads", "command": " ".join(sys.argv)}
     out = Path(args.out)

@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
-from correspondence.alignment import depth_from_uint16
+from correspondence import depth as depth_units
 from correspondence.camera import CameraIntrinsics
 from correspondence.errors import InputError
 
@@ -81,14 +81,23 @@ def image_to_rgb(msg, topic: str = "image") -> np.ndarray:
     return np.repeat(array, 3, axis=2)
 
 
-def depth_to_metres(msg, depth_scale: float = 0.001, topic: str = "depth") -> np.ndarray:
-    """``16UC1`` (``value * depth_scale`` metres; 0.001 for millimetres) or ``32FC1`` (metres) -> float32 metres."""
+def depth_to_metres(msg, depth_scale: float = 0.001, topic: str = "depth", check: bool = True) -> np.ndarray:
+    """``16UC1`` (``value * depth_scale`` metres; 0.001 for millimetres) or ``32FC1`` (metres, never scaled) ->
+    float32 metres through :func:`correspondence.depth.to_metres`, 0 where invalid.
+
+    ``check``: refuse depth without a valid value (reason ``depth_empty``) or that cannot be metres (``depth_units``,
+    with the fix for the encoding that arrived: ``depth_scale`` for 16UC1, the publisher for 32FC1)."""
     array = _image_array(msg, topic, DEPTH_ENCODINGS)[..., 0]
-    if msg.encoding == "16UC1":
-        depth = depth_from_uint16(array, depth_scale).astype(np.float32)
-    else:
-        depth = array.astype(np.float32)
-    return np.where(np.isfinite(depth) & (depth > 0), depth, 0.0).astype(np.float32)
+    encoding = str(msg.encoding)
+    scale = float(depth_scale) if encoding == depth_units.INTEGER else depth_units.default_scale(encoding)
+    depth = depth_units.to_metres(array, scale)
+    if check:
+        try:
+            depth_units.check_units(depth, encoding, scale, scale_applies=encoding == depth_units.INTEGER,
+                                    what=f"{topic} ({encoding})")
+        except InputError as exc:
+            raise FrameError("depth_empty" if "no valid value" in str(exc) else "depth_units", str(exc)) from None
+    return depth
 
 
 def mask_to_bool(msg, topic: str = "mask") -> np.ndarray:

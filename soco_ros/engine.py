@@ -1,9 +1,11 @@
 """The ROS-free half of the node: build the matcher, load demos, keep the pipeline settings, process one frame.
 
 Everything here is plain Python on top of :mod:`correspondence`; :mod:`soco_ros.node` only moves messages in and
-out. Thread model: the node's worker thread calls :meth:`Engine.process`; parameter and service callbacks call
-:meth:`Engine.set_demo` / :meth:`Engine.update` from executor threads. The current pipeline is swapped atomically
-under a lock and a frame always runs on the pipeline it started with.
+out. Thread model: the node's worker thread calls :meth:`Engine.process` and installs new demos
+(:meth:`Engine.install_demo`, then :meth:`Engine.warmup`, which extracts the demo's features); parameter and
+service callbacks only validate a demo (:meth:`Engine.load_spec`: reads and checks the files) and call
+:meth:`Engine.update` from the executor thread. The current pipeline is swapped atomically under a lock and a
+frame always runs on the pipeline it started with.
 """
 from __future__ import annotations
 
@@ -114,23 +116,34 @@ class Engine:
         self.functional = functional_embedder(self.params, self.matcher)
         self._lock = threading.Lock()
         self._pipeline: TransferPipeline | None = None
+        self._build_lock = threading.Lock()  # one demo install or settings update at a time (cheap, no model)
         self.demo: DemoSpec | None = None
         self.demo_path = ""
 
     # ------------------------------------------------------------------------------------------------ demo
     def set_demo(self, path: str) -> DemoSpec:
         """Load ``path`` and make it the current demo; on any error the previous demo stays (and it raises)."""
+        demo = self.load_spec(path)
+        self.install_demo(demo, path)
+        return demo
+
+    @staticmethod
+    def load_spec(path: str) -> DemoSpec:
+        """Read and check the demo at ``path`` (files, sizes, keypoints); no model work. Raises with the reason."""
         path = str(path).strip()
         if not path:
             raise InputError("demo path is empty")
         if not Path(path).expanduser().exists():
             raise InputError(f"demo {path!r} does not exist (give a folder or a YAML file)")
-        demo = load_demo(Path(path).expanduser())
-        pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter,
-                                    functional=self.functional)
-        with self._lock:
-            self._pipeline, self.demo, self.demo_path = pipeline, demo, path
-        return demo
+        return load_demo(Path(path).expanduser())
+
+    def install_demo(self, demo: DemoSpec, path: str) -> None:
+        """Make ``demo`` (from :meth:`load_spec`) the current one."""
+        with self._build_lock:  # never interleaved with update(): the pipeline gets the settings in force
+            pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter,
+                                        functional=self.functional)
+            with self._lock:
+                self._pipeline, self.demo, self.demo_path = pipeline, demo, str(path).strip()
 
     def warmup(self) -> float:
         """Run the current demo through the pipeline once (its features get cached, torch warms up); seconds."""
@@ -157,20 +170,21 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------------ settings
     def update(self, changes: dict[str, Any]) -> None:
-        """Apply reconfigurable parameter changes (validated by the caller)."""
-        self.params.update(changes)
-        if "segmentation" in changes or "depth_min" in changes or "depth_max" in changes:
-            segmenter, reason = make_segmenter(self.params)
-            self.segmenter, self.segmenter_reason = segmenter, reason
-        if any(key in PIPELINE_KEYS for key in changes):
-            with self._lock:
-                demo = self.demo
-            if demo is not None:
-                pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter,
+        """Apply reconfigurable parameter changes (validated by the caller). All or nothing: if the new segmenter
+        or pipeline cannot be built, it raises and the previous settings stay."""
+        with self._build_lock:
+            params = {**self.params, **changes}
+            segmenter, reason = self.segmenter, self.segmenter_reason
+            if "segmentation" in changes or "depth_min" in changes or "depth_max" in changes:
+                segmenter, reason = make_segmenter(params)
+            pipeline = None
+            if self.demo is not None and any(key in PIPELINE_KEYS for key in changes):
+                pipeline = TransferPipeline(self.demo, self.matcher, pipeline_settings(params), segmenter,
                                             functional=self.functional)
-                with self._lock:
-                    if self.demo is demo:
-                        self._pipeline = pipeline
+            with self._lock:
+                self.params, self.segmenter, self.segmenter_reason = params, segmenter, reason
+                if pipeline is not None:
+                    self._pipeline = pipeline
 
     # ------------------------------------------------------------------------------------------------ frames
     def process(self, frame: Frame) -> Processed:

@@ -55,7 +55,9 @@ def quality_dict(processed: Processed) -> dict | None:
 
 
 def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale: float = 0.01,
-                  publish_debug: bool = False) -> Outputs:
+                  publish_debug: bool = False, marker_lifetime_s: float = 0.0) -> Outputs:
+    """Every output of one frame. The node builds the debug images separately (:func:`build_debug_outputs`, on
+    its low-priority debug thread) and passes ``publish_debug=False`` here."""
     from std_msgs.msg import String
 
     result = processed.result
@@ -69,13 +71,27 @@ def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale
     if quality is not None:
         quality["stamp"] = {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
         quality_msg = String(data=json.dumps(quality, sort_keys=True))
-    markers = build_markers(header, labels, live_points, marker_scale)
+    markers = build_markers(header, labels, live_points, marker_scale, marker_lifetime_s)
     outputs = Outputs(cloud, alignment, quality_msg, markers)
     if publish_debug:
-        outputs.debug_image = rgb_to_image(debug_overlay(processed), header)
-        if result.mask is not None:
-            outputs.mask = rgb_to_image(result.mask.mask, header)
+        outputs.debug_image, outputs.mask = build_debug_outputs(processed, header)
     return outputs
+
+
+def build_debug_outputs(processed: Processed, header) -> tuple[Any, Any | None]:
+    """``~/debug_image`` (the demo / live overlay, rgb8) and ``~/mask`` (mono8, None without a mask)."""
+    result = processed.result
+    mask = rgb_to_image(result.mask.mask, header) if result.mask is not None else None
+    return rgb_to_image(debug_overlay(processed), header), mask
+
+
+def tf_message(transforms: list):
+    """``tf2_msgs/TFMessage`` holding ``transforms`` (TransformStamped), or None when tf2_msgs is not importable."""
+    try:
+        from tf2_msgs.msg import TFMessage
+    except ImportError:
+        return None
+    return TFMessage(transforms=list(transforms))
 
 
 def match_arrays(processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
@@ -101,10 +117,14 @@ def match_arrays(processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarr
             accepted.astype(np.uint32), [result.matches[i].name for i in accepted])
 
 
-def build_markers(header, names: list[str], points: np.ndarray, scale: float):
-    """A DELETEALL, then a sphere and a text label per match with a 3D point (matches without depth have none)."""
+def build_markers(header, names: list[str], points: np.ndarray, scale: float, lifetime_s: float = 0.0):
+    """A DELETEALL, then a sphere and a text label per match with a 3D point (matches without depth have none).
+    ``lifetime_s`` > 0: RViz removes the markers after that long, so they vanish when output stops."""
+    from builtin_interfaces.msg import Duration
     from visualization_msgs.msg import Marker, MarkerArray
 
+    sec, nanosec = divmod(int(round(max(0.0, float(lifetime_s)) * 1e9)), 1_000_000_000)
+    lifetime = Duration(sec=sec, nanosec=nanosec)
     array = MarkerArray()
     clear = Marker(header=header, action=Marker.DELETEALL)
     array.markers.append(clear)
@@ -112,13 +132,14 @@ def build_markers(header, names: list[str], points: np.ndarray, scale: float):
         if not np.isfinite(p).all():
             continue
         r, g, b = _colour(i)
-        sphere = Marker(header=header, ns=MARKER_NAMESPACE_POINTS, id=i, type=Marker.SPHERE, action=Marker.ADD)
+        sphere = Marker(header=header, ns=MARKER_NAMESPACE_POINTS, id=i, type=Marker.SPHERE, action=Marker.ADD,
+                        lifetime=lifetime)
         sphere.pose.position.x, sphere.pose.position.y, sphere.pose.position.z = (float(v) for v in p)
         sphere.pose.orientation.w = 1.0
         sphere.scale.x = sphere.scale.y = sphere.scale.z = float(scale)
         sphere.color.r, sphere.color.g, sphere.color.b, sphere.color.a = r, g, b, 1.0
         text = Marker(header=header, ns=MARKER_NAMESPACE_LABELS, id=i, type=Marker.TEXT_VIEW_FACING,
-                      action=Marker.ADD, text=name)
+                      action=Marker.ADD, text=name, lifetime=lifetime)
         text.pose.position.x, text.pose.position.y = float(p[0]), float(p[1]) - 1.5 * float(scale)
         text.pose.position.z = float(p[2])
         text.pose.orientation.w = 1.0

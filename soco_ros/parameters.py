@@ -9,6 +9,10 @@ file). Ranges are also put into the ROS ``ParameterDescriptor`` so ``ros2 param 
 ``reconfigurable=False`` parameters shape what the node builds at *configure* time (the model, the
 subscriptions, the QoS): changing one while the node is configured is refused with the reason; deactivate,
 clean up, set it and configure again (or restart the node).
+
+Types follow ROS habits: an integer given for a ``double`` parameter (``depth_max: 3`` in YAML, ``ros2 param set
+... match_threshold 1``) is that number as a double (:func:`coerce`). ``depth_min`` / ``depth_max`` are judged as a
+pair (:func:`validate_pair`): a refused pair keeps the last valid one. Adding a parameter is one ``P(...)`` line.
 """
 from __future__ import annotations
 
@@ -39,6 +43,11 @@ class ParamSpec:
     @property
     def type_name(self) -> str:
         return {bool: "bool", int: "int", float: "double", str: "string"}[type(self.default)]
+
+    def bracketed_range(self) -> str:
+        """``[0, 1]`` for a range, ``[a / b]`` for choices, "" for neither."""
+        text = self.range_text()
+        return text if text.startswith("[") or not text else f"[{text}]"
 
     def range_text(self) -> str:
         if self.choices:
@@ -85,8 +94,8 @@ SPECS: tuple[ParamSpec, ...] = (
                               "resolve, else depth foreground with depth, else GrabCut), none, depth, grabcut, sam.",
       choices=SEGMENTATION),
     # --- depth and alignment
-    P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres.",
-      1e-6, 1.0),
+    P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres and "
+                            "is not scaled.", 1e-6, 1.0),
     P("depth_min", 0.05, "Nearest depth used for lifting and segmentation (m).", 0.0, 100.0),
     P("depth_max", 5.0, "Farthest depth used for lifting and segmentation (m).", 0.001, 100.0),
     P("solver", "ransac", "Rigid alignment solver.", choices=SOLVERS),
@@ -119,14 +128,47 @@ SPECS: tuple[ParamSpec, ...] = (
                                         "camera_info).", choices=RELIABILITY, reconfigurable=False),
     P("qos_depth", 5, "History depth of the sensor subscriptions.", 1, 1000, reconfigurable=False),
     # --- outputs
-    P("demo_frame_id", "demo_object", "child_frame_id of ~/alignment (the demo object / demo camera frame)."),
-    P("publish_debug", False, "Publish ~/debug_image (overlay) and ~/mask."),
+    P("demo_frame_id", "demo_object", "child_frame_id of ~/alignment and of the /tf transform (the demo object / "
+                                      "demo camera frame)."),
+    P("publish_tf", True, "Broadcast each successful alignment on /tf (camera frame -> demo_frame_id), with "
+                          "tf2_ros when importable, else as tf2_msgs/TFMessage (python -m soco_ros.tf2_msgs_build)."),
+    P("publish_debug", False, "Publish ~/debug_image (overlay) and ~/mask (on their own low-priority thread; "
+                              "they never delay ~/matches)."),
     P("marker_scale", 0.01, "Sphere diameter of ~/markers (m).", 1e-4, 10.0),
-    P("diagnostics_period", 1.0, "Seconds between diagnostics messages.", 0.05, 3600.0, reconfigurable=False),
+    P("marker_lifetime", 0.0, "Lifetime of ~/markers (s), so stale markers vanish when output stops; 0 = two "
+                              "frame periods (measured; 1 s until known).", 0.0, 3600.0),
+    # --- health (diagnostics)
+    P("diagnostics_period", 1.0, "Seconds between diagnostics messages (published in every lifecycle state).",
+      0.05, 3600.0, reconfigurable=False),
+    P("health_timeout", 5.0, "Diagnostics WARN when frames arrive but nothing was published for this long (s).",
+      0.1, 3600.0),
+    P("health_window", 10.0, "Window (s) over which the share of rejected / failed / stale frames is judged.",
+      0.5, 3600.0),
+    P("health_max_problem_ratio", 0.5, "Diagnostics WARN when more than this share of the window's frames were "
+                                       "rejected, failed or went stale.", 0.0, 1.0),
     P("autostart", True, "Configure and activate on start-up (false: wait for lifecycle transitions).",
       reconfigurable=False),
 )
 BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def coerce(name: str, value: Any) -> Any:
+    """``value`` as ROS users mean it: an integer for a ``double`` parameter is that number as a float. Anything
+    else is returned unchanged (and judged by :func:`validate`)."""
+    spec = BY_NAME.get(name)
+    if spec is not None and type(spec.default) is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def validate_pair(values: dict[str, Any]) -> str | None:
+    """The depth range is one setting in two parameters: None if ``depth_min < depth_max``, else the reason
+    naming both values."""
+    if "depth_min" in values and "depth_max" in values and not values["depth_min"] < values["depth_max"]:
+        return (f"depth_min ({values['depth_min']:g}) must be smaller than depth_max ({values['depth_max']:g}); "
+                "to move the range past the other end, set both at once (set_parameters_atomically) or change "
+                "the other one first")
+    return None
 
 
 def validate(name: str, value: Any, others: dict[str, Any] | None = None) -> str | None:
@@ -135,8 +177,7 @@ def validate(name: str, value: Any, others: dict[str, Any] | None = None) -> str
     if spec is None:
         return f"unknown parameter {name!r}"
     expected = type(spec.default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
+    value = coerce(name, value)
     if type(value) is not expected:
         return f"parameter {name!r} must be a {spec.type_name}, got {type(value).__name__} {value!r}"
     if spec.low is not None:
@@ -146,10 +187,8 @@ def validate(name: str, value: Any, others: dict[str, Any] | None = None) -> str
             return f"parameter {name!r}={value!r} is out of range [{spec.low:g}, {spec.high:g}]"
     if spec.choices and value not in spec.choices:
         return f"parameter {name!r}={value!r} is not one of {', '.join(spec.choices)}"
-    merged = {**(others or {}), name: value}
-    if name in ("depth_min", "depth_max") and "depth_min" in merged and "depth_max" in merged:
-        if not merged["depth_min"] < merged["depth_max"]:
-            return f"depth_min ({merged['depth_min']:g}) must be smaller than depth_max ({merged['depth_max']:g})"
+    if name in ("depth_min", "depth_max"):
+        return validate_pair({**(others or {}), name: value})
     return None
 
 
@@ -168,7 +207,7 @@ def yaml_text() -> str:
         value = spec.default
         text = ("true" if value else "false") if isinstance(value, bool) else (
             f'"{value}"' if isinstance(value, str) else repr(value))
-        extra = f" [{spec.range_text()}]" if spec.range_text() else ""
+        extra = f" {spec.bracketed_range()}" if spec.range_text() else ""
         extra += "" if spec.reconfigurable else " (configure-time)"
         lines.append(f"    # {spec.description}{extra}")
         lines.append(f"    {spec.name}: {text}")

@@ -56,6 +56,13 @@ class Peer:
         latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.node.create_subscription(String, f"{node}/keypoint_names", self._recorder("keypoint_names"), latched)
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self._recorder("diagnostics"), out_qos)
+        try:  # /tf, as a tf2 listener subscribes to it (reliable, volatile, keep last 100)
+            from tf2_msgs.msg import TFMessage
+
+            self.node.create_subscription(TFMessage, "/tf", self._recorder("tf"), QoSProfile(depth=100))
+            self.has_tf = True
+        except ImportError:
+            self.has_tf = False
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -111,12 +118,24 @@ class Peer:
 
     def diagnostics(self) -> dict[str, str] | None:
         """Key/values of the latest diagnostics status of the node, or None."""
-        msgs = self.messages("diagnostics")
-        for msg in reversed(msgs):
+        status = self.diagnostic_status()
+        return {kv.key: kv.value for kv in status.values} if status is not None else None
+
+    def diagnostic_status(self):
+        """The latest ``DiagnosticStatus`` of the node (``level``, ``message``, ``values``), or None."""
+        for msg in reversed(self.messages("diagnostics")):
             for status in msg.status:
                 if "correspondence" in status.name:
-                    return {kv.key: kv.value for kv in status.values}
+                    return status
         return None
+
+    def diagnostic_level(self) -> tuple[int, str] | None:
+        """(level as an int: 0 OK, 1 WARN, 2 ERROR; message) of the latest status, or None."""
+        status = self.diagnostic_status()
+        if status is None:
+            return None
+        level = status.level
+        return (level[0] if isinstance(level, (bytes, bytearray)) else int(level)), status.message
 
     def wait_for_subscribers(self, timeout: float = 20.0, depth: bool = True, mask: bool = False) -> bool:
         """Until the node's subscriptions to image, camera_info (and depth / mask) are matched (it is active):

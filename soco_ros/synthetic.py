@@ -85,3 +85,26 @@ def varied(rgb: np.ndarray, index: int) -> np.ndarray:
     out = rgb.copy()
     out[0, 0, 0] = np.uint8((int(out[0, 0, 0]) + 1 + index % 200) % 256)
     return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m soco_ros.synthetic OUT_DIR [--size 448] [--category car]``: write a demo folder the node can load
+    (a procedural object, RGB-D, mask, named keypoints), e.g. to try the node without a recorded demo."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__.split("\n")[0])
+    parser.add_argument("out", help="demo folder to write")
+    parser.add_argument("--size", type=int, default=448)
+    parser.add_argument("--category", default="car")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    scene = make_scene(args.out, size=args.size, category=args.category, seed=args.seed)
+    print(f"demo written to {scene.demo_dir} ({len(scene.names)} keypoints, {args.size} px, RGB-D): "
+          f"use it as demo_path")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

@@ -3,8 +3,10 @@
 * :class:`LatestSlot` holds at most one pending item: a newer item replaces an unprocessed one, which is counted
   as ``overwritten`` (the backlog can never grow beyond one frame, and memory stays flat).
 * :class:`Worker` takes the pending item, drops it as ``stale`` if it is older than ``max_age_s`` by the time the
-  worker is free, otherwise runs ``process(item)``; exceptions are caught and counted (``failed``), never raised
-  into the thread.
+  worker is free (``on_stale(item, age_s)`` is told), otherwise runs ``process(item)``; exceptions are caught and
+  counted (``failed``), never raised into the thread. Jobs (:meth:`Worker.run_job`: a demo load, say) run on the
+  same thread before the next frame, so the ROS executor never waits for them and a frame never runs while
+  the demo is being swapped.
 * :class:`LatencyStats`: a bounded window of latencies with p50/p95/max.
 """
 from __future__ import annotations
@@ -21,10 +23,17 @@ import numpy as np
 class LatestSlot:
     def __init__(self) -> None:
         self._item: Any = None
+        self._jobs: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition()
         self._closed = False
         self.submitted = 0
         self.overwritten = 0
+
+    def put_job(self, job: Callable[[], None]) -> None:
+        """Queue ``job``; jobs are taken before the pending item, in order, and never dropped."""
+        with self._cond:
+            self._jobs.append(job)
+            self._cond.notify()
 
     def put(self, item: Any) -> bool:
         """Store ``item``; returns True if it replaced an unprocessed one (counted in ``overwritten``)."""
@@ -37,10 +46,12 @@ class LatestSlot:
             return replaced
 
     def take(self, timeout: float | None = None) -> Any:
-        """The pending item (removing it), or None after ``timeout`` / when closed."""
+        """The first queued job, else the pending item (removing it), or None after ``timeout`` / when closed."""
         with self._cond:
-            if self._item is None and not self._closed:
+            if self._item is None and not self._jobs and not self._closed:
                 self._cond.wait(timeout)
+            if self._jobs:
+                return Job(self._jobs.popleft())
             item, self._item = self._item, None
             return item
 
@@ -85,6 +96,13 @@ class LatencyStats:
 
 
 @dataclass
+class Job:
+    """A queued call (see :meth:`LatestSlot.put_job`)."""
+
+    call: Callable[[], None]
+
+
+@dataclass
 class WorkItem:
     """What the worker needs: the payload and the time it was captured (``stamp_s``, wall clock seconds)."""
 
@@ -95,12 +113,15 @@ class WorkItem:
 class Worker:
     def __init__(self, process: Callable[[WorkItem], None], max_age_s: float = 1.0,
                  on_error: Callable[[WorkItem, BaseException], None] | None = None,
-                 clock: Callable[[], float] = time.time, name: str = "soco-worker") -> None:
+                 clock: Callable[[], float] = time.time, name: str = "soco-worker",
+                 on_stale: Callable[[WorkItem, float], None] | None = None, nice: int = 0) -> None:
         self.slot = LatestSlot()
         self.process = process
         self.max_age_s = float(max_age_s)
         self.on_error = on_error
+        self.on_stale = on_stale
         self.clock = clock
+        self.nice = int(nice)
         self.processed = 0
         self.stale = 0
         self.failed = 0
@@ -131,6 +152,21 @@ class Worker:
         """Offer a frame; returns True if it replaced one the worker had not started (a dropped frame)."""
         return self.slot.put(item)
 
+    def run_job(self, job: Callable[[], None]) -> None:
+        """Run ``job`` on the worker thread before the next frame (errors go to ``on_error`` with item None)."""
+        self.slot.put_job(job)
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wait_idle(self, timeout: float = 10.0) -> bool:
+        """Until no frame or job is being processed; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while self.busy and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return not self.busy
+
     @property
     def overwritten(self) -> int:
         return self.slot.overwritten
@@ -141,12 +177,34 @@ class Worker:
         self.slot.submitted = 0
 
     def _run(self) -> None:
+        if self.nice:
+            try:  # Linux: a thread id is a valid "process" for setpriority; only this thread gets nicer
+                import os
+
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError):
+                pass
         while not self._stop.is_set():
             item = self.slot.take(timeout=0.2)
             if item is None:
                 continue
-            if self.max_age_s > 0 and self.clock() - item.stamp_s > self.max_age_s:
+            if isinstance(item, Job):
+                self.busy = True
+                try:
+                    item.call()
+                except BaseException as exc:  # noqa: BLE001
+                    self._report(None, exc)
+                finally:
+                    self.busy = False
+                continue
+            age = self.clock() - item.stamp_s
+            if self.max_age_s > 0 and age > self.max_age_s:
                 self.stale += 1
+                if self.on_stale is not None:
+                    try:
+                        self.on_stale(item, age)
+                    except Exception:  # noqa: BLE001
+                        pass
                 continue
             self.busy = True
             try:
@@ -154,10 +212,13 @@ class Worker:
                 self.processed += 1
             except BaseException as exc:  # noqa: BLE001 - the worker must survive anything a frame provokes
                 self.failed += 1
-                if self.on_error is not None:
-                    try:
-                        self.on_error(item, exc)
-                    except Exception:  # noqa: BLE001
-                        pass
+                self._report(item, exc)
             finally:
                 self.busy = False
+
+    def _report(self, item: WorkItem | None, exc: BaseException) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(item, exc)
+            except Exception:  # noqa: BLE001
+                pass

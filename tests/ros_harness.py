@@ -1,8 +1,8 @@
 """Helpers for the ROS tests: DDS isolation, the node as a subprocess, a synthetic scene.
 
-Isolation: every test gets its own ``ROS_DOMAIN_ID`` (a fixed slot per test, offset by the pytest process id so
-two concurrent runs of these tests do not meet either) and ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so no
-DDS traffic leaves the loopback interface and no test sees another test's node.
+Isolation: every test leases its own ``ROS_DOMAIN_ID`` (:func:`lease_domain`: an exclusive file lock per domain,
+``soco_ros.isolation``), so no two tests, and no two concurrent runs of the suite or the benchmark on this
+machine, share a domain; and ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so no DDS traffic leaves loopback.
 """
 from __future__ import annotations
 
@@ -14,18 +14,16 @@ import sys
 import time
 from pathlib import Path
 
+from soco_ros.isolation import DomainLease
+
 REPO = Path(__file__).resolve().parents[1]
-DOMAIN_BASE = 20  # domains 20..101 (Linux-safe range is 0..101; 0 is the default everyone uses)
-SLOTS = 16  # distinct test slots per run
 TOPIC_REMAPS = {"image": "/camera/color/image_raw", "depth": "/camera/depth/image_raw",
                 "camera_info": "/camera/color/camera_info", "mask": "/camera/mask", "prompt": "/camera/prompt"}
 
 
-def domain_id(slot: int) -> int:
-    """A domain unique to (this pytest process, slot): 5 process groups x 16 slots in 20..99."""
-    if not 0 <= slot < SLOTS:
-        raise ValueError(f"slot must be in [0, {SLOTS}), got {slot}")
-    return DOMAIN_BASE + (os.getpid() % 5) * SLOTS + slot
+def lease_domain() -> DomainLease:
+    """A domain id no other lease holder on this machine has, until ``.release()`` (or the process ends)."""
+    return DomainLease()
 
 
 def ros_env(domain: int, tmp: Path) -> dict[str, str]:

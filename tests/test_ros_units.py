@@ -1,4 +1,5 @@
-"""The ROS node's parts without DDS: conversions, synchroniser, worker, parameters, message building."""
+"""The ROS node's parts without DDS: conversions, synchroniser, worker, health, parameters, message building, DDS
+domain leases."""
 from __future__ import annotations
 
 import threading
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="the ROS 2 wheels (pip install -e .[ros]) are not installed")
+pytestmark = pytest.mark.ros
 
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
@@ -391,3 +393,155 @@ def test_engine_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_
     torch_matches, onnx_matches = results["torch"].matches, results["onnxruntime"].matches
     assert len(torch_matches) > 5
     assert [m.live_xy for m in torch_matches] == [m.live_xy for m in onnx_matches]
+
+
+# ================================================================================================ issue 16
+
+
+def test_depth_units_advice_names_the_fix_for_the_encoding():
+    mm = np.full((8, 8), 1200.0, np.float32)  # millimetres sent as 32FC1
+    with pytest.raises(FrameError, match="millimetres sent as float.*fix the publisher") as info:
+        depth_to_metres(_image(mm, "32FC1"), depth_scale=0.001, topic="/d")
+    assert info.value.reason == "depth_units" and "set depth_scale" not in str(info.value)
+    with pytest.raises(FrameError, match="16UC1 depth is value x depth_scale metres and depth_scale is 1: set it "
+                                         "to 0.001") as info:
+        depth_to_metres(_image(np.full((8, 8), 1200, np.uint16), "16UC1"), depth_scale=1.0)
+    assert info.value.reason == "depth_units"
+    with pytest.raises(FrameError, match="no valid value") as info:
+        depth_to_metres(_image(np.zeros((8, 8), np.float32), "32FC1"))
+    assert info.value.reason == "depth_empty"
+    # 32FC1 is metres: depth_scale never applies to it
+    np.testing.assert_array_equal(depth_to_metres(_image(np.full((2, 2), 1.5, np.float32), "32FC1"), 0.5), 1.5)
+
+
+def test_parameters_coerce_integers_and_judge_the_depth_pair():
+    assert P.coerce("depth_max", 3) == 3.0 and isinstance(P.coerce("depth_max", 3), float)
+    assert P.coerce("ransac_iterations", 3) == 3 and isinstance(P.coerce("ransac_iterations", 3), int)
+    assert P.coerce("publish_debug", True) is True and P.coerce("depth_max", True) is True  # bool is not a number
+    assert "must be a double" in P.validate("depth_max", True)
+    reason = P.validate_pair({"depth_min": 6.0, "depth_max": 5.0})
+    assert "depth_min (6)" in reason and "depth_max (5)" in reason
+    assert P.validate_pair({"depth_min": 0.1, "depth_max": 5.0}) is None
+    for name in ("health_timeout", "health_window", "health_max_problem_ratio", "marker_lifetime", "publish_tf"):
+        assert name in P.BY_NAME  # the issue-16 parameters are in the one table
+
+
+def test_health_levels_and_reasons():
+    from soco_ros import health as H
+
+    now = [0.0]
+    h = H.Health(window_s=10, timeout_s=5, max_problem_ratio=0.5, clock=lambda: now[0])
+    assert h.assess("unconfigured", configure_error="building the matcher: unknown backbone 'x'") == (
+        H.ERROR, "configure failed: building the matcher: unknown backbone 'x'")
+    assert h.assess("inactive")[0] == H.WARN and h.assess("active", ok_text="fine") == (H.OK, "fine")
+    assert h.assess("active", has_demo=False)[0] == H.WARN
+    # 10 frames, 9 fail for the same reason: WARN naming it, with its last message
+    for i in range(10):
+        now[0] += 0.3
+        h.frame()
+        if i:
+            h.problem("failed", "InputError: no valid depth", f"no valid depth in range [4, 5] m ({i})")
+        else:
+            h.published()
+    level, message = h.assess("active")
+    assert level == H.WARN and "9 of 10 frames" in message and "no valid depth in range [4, 5] m (9)" in message
+    # frames keep arriving, nothing is published for longer than the timeout: WARN "no output"
+    for _ in range(20):
+        now[0] += 0.5
+        h.frame()
+        h.problem("stale", "stale", "frame dropped as stale: its stamp is 5.00 s old")
+    level, message = h.assess("active")
+    assert level == H.WARN and message.startswith("no output for") and "stale" in message
+    # output flows again and the problems age out of the window: OK
+    for _ in range(30):
+        now[0] += 0.5
+        h.frame()
+        h.published()
+    assert h.assess("active", ok_text="ok")[0] == H.OK
+    # overwritten frames are not problems (they are how the node bounds its latency)
+    assert h.window()["problems"] == 0
+    # inputs stopped: nothing is owed
+    now[0] += 60
+    assert h.silent_for() is None and h.assess("active")[0] == H.OK
+
+
+def test_worker_runs_jobs_first_and_reports_stale_age():
+    now = [100.0]
+    order, stale = [], []
+    worker = Worker(lambda item: order.append(item.payload), max_age_s=1.0, clock=lambda: now[0],
+                    on_stale=lambda item, age: stale.append((item.payload, round(age, 3))), nice=5)
+    worker.submit(WorkItem("frame", 100.0))
+    worker.run_job(lambda: order.append("job"))
+    worker.submit(WorkItem("old", 95.0))  # replaces "frame"
+    worker.start()
+    deadline = time.monotonic() + 5
+    while not stale and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert order == ["job"] and stale == [("old", 5.0)] and worker.stale == 1 and worker.overwritten == 1
+    worker.submit(WorkItem("fresh", 100.0))
+    deadline = time.monotonic() + 5
+    while "fresh" not in order and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.wait_idle(5) and order == ["job", "fresh"]
+    assert worker.stop(5) and not worker.running
+
+
+def test_markers_have_a_lifetime_and_tf_message():
+    from soco_ros.messages import build_markers, tf_message
+
+    markers = build_markers(HEADER, ["a", "b"], np.array([[0, 0, 1.0], [np.nan, 0, 1]]), 0.01, lifetime_s=1.25)
+    assert markers.markers[0].action == markers.markers[0].DELETEALL and len(markers.markers) == 3
+    assert all((m.lifetime.sec, m.lifetime.nanosec) == (1, 250_000_000) for m in markers.markers[1:])
+    msg = tf_message([transform_to_msg(np.eye(4), HEADER, "demo_object")])
+    if msg is None:
+        pytest.skip("tf2_msgs is not importable (python -m soco_ros.tf2_msgs_build)")
+    assert msg.transforms[0].child_frame_id == "demo_object" and msg.transforms[0].header.frame_id == "cam"
+
+
+def test_tf2_msgs_is_the_upstream_type():
+    """tf2_msgs (from a ROS install, or built by `make setup` / python -m soco_ros.tf2_msgs_build) has the upstream
+    type hash, so real tf2 listeners take the node's /tf."""
+    pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs not built: python -m soco_ros.tf2_msgs_build")
+    from rclpy.serialization import deserialize_message, serialize_message
+    from tf2_msgs.msg import TFMessage
+
+    from soco_ros import tf2_msgs_build
+
+    assert tf2_msgs_build.available()
+    msg = TFMessage(transforms=[transform_to_msg(np.eye(4), HEADER, "demo_object")])
+    assert deserialize_message(serialize_message(msg), TFMessage).transforms[0].child_frame_id == "demo_object"
+    import json
+    import sys
+
+    share = Path(sys.prefix) / "share" / "tf2_msgs" / "msg" / "TFMessage.json"
+    if share.exists():
+        top = json.loads(share.read_text())["type_hashes"][0]
+        assert top == {"type_name": "tf2_msgs/msg/TFMessage", "hash_string":
+                       "RIHS01_e369d0f05a23ae52508854b66f6aa0437f3449d652e8cbf22d5abe85d020f087"}
+
+
+def test_domain_leases_are_unique_across_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from soco_ros.isolation import DomainLease, NoFreeDomain
+
+    a, b = DomainLease(20, 22, tmp_path), DomainLease(20, 22, tmp_path)
+    assert a.domain != b.domain
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from soco_ros.isolation import DomainLease; "
+        f"l = DomainLease(20, 22, {str(tmp_path)!r}); print(l.domain, flush=True); time.sleep(30)")],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        other = int(holder.stdout.readline())
+        assert other not in (a.domain, b.domain)
+        with pytest.raises(NoFreeDomain):
+            DomainLease(20, 22, tmp_path)
+    finally:
+        holder.kill()
+        holder.wait()
+    with DomainLease(20, 22, tmp_path) as c:  # the dead holder's lock went with it
+        assert c.domain == other
+    a.release()
+    assert DomainLease(20, 22, tmp_path).domain == a.domain
+    b.release()
