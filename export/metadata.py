@@ -13,9 +13,11 @@ from pathlib import Path
 import torch
 
 from correspondence.backbones.contract import OutputKind
+from correspondence.device import to_numpy
 from correspondence.backbones.registry import LoadedBackbone
 from correspondence.runtimes.deps import import_onnx
-from correspondence.runtimes.metadata import FORMAT, PREFIX, ModelMetadata, output_names
+from correspondence.runtimes.metadata import (FORMAT, PREFIX, VERIFICATION_KEY, ModelMetadata, VerificationRecord,
+                                              output_names)
 
 
 def state_dict_sha256(module: torch.nn.Module) -> str:
@@ -24,7 +26,7 @@ def state_dict_sha256(module: torch.nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        digest.update(to_numpy(tensor.view(torch.uint8)).tobytes() if tensor.numel() else b"")
     return digest.hexdigest()[:16]
 
 
@@ -72,6 +74,13 @@ def write_props(path: str | Path, props: dict[str, str]) -> None:
         onnx.save(model, str(path), save_as_external_data=True, location=Path(path).name + ".data")
     else:
         onnx.save(model, str(path))
+
+
+def write_verification(path: str | Path, props: dict[str, str], record: VerificationRecord) -> dict[str, str]:
+    """Store the export metadata plus the verification record (``soco.verification``); returns the props written."""
+    props = {**props, VERIFICATION_KEY: record.to_json()}
+    write_props(path, props)
+    return props
 
 
 def read_props(path: str | Path) -> dict[str, str]:

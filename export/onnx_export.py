@@ -1,5 +1,9 @@
 """``soco export onnx`` / ``soco export head``: trace, write metadata, check, verify against PyTorch.
 
+Only a model that passes reaches the requested path (see :mod:`.staging`): it is traced into a staging folder,
+verified there, its verification record stored in its metadata (``soco.verification``), then moved to the
+requested path, or to ``<stem>.rejected.onnx`` when it failed.
+
 The TorchScript tracer (``dynamo=False``) is used on purpose: it needs no extra package (the dynamo exporter
 needs onnxscript), gives a static-shape graph with opset-17 ``LayerNormalization`` nodes, and the batch axis can
 stay dynamic. The image side is static: it fixes the grid and so the frozen positional embedding.
@@ -17,26 +21,48 @@ import torch
 
 from correspondence.backbones.contract import OutputKind
 from correspondence.backbones.registry import LoadedBackbone, get_spec
+from correspondence.device import to_numpy
 from correspondence.errors import ConfigError, InputError
 from correspondence.preprocessing import PreprocessSettings, preprocess
 from correspondence.runtimes.deps import import_onnx
 from correspondence.runtimes.metadata import INPUT_NAME, output_names
 
-from .metadata import backbone_metadata, head_props, state_dict_sha256, write_props
+from .metadata import backbone_metadata, head_props, state_dict_sha256, write_props, write_verification
 from .modules import ExportableBackbone, ExportableHead
-from .verify import Check, VerificationReport, check_onnx, parity_checks, report_path
+from .staging import Staging, finalise
+from .verify import THRESHOLDS, Check, VerificationError, VerificationReport, check_onnx, parity_checks
 
 MIN_OPSET = 17  # LayerNormalization is one ONNX op from opset 17 on
-CHECKER_PASSED = Check("onnx.checker (full_check)", 1.0, None, True)  # check_onnx raises otherwise
 
 
 @dataclass(frozen=True)
 class ExportResult:
+    """``path``: where the model is now: the requested path when it passed verification, else its rejected name
+    (``<stem>.rejected.onnx``, refused by every runtime). ``requested``: the path that was asked for."""
+
     path: Path
     report: VerificationReport
     report_path: Path
     props: dict[str, str]
     export_seconds: float
+    requested: Path | None = None
+
+    @property
+    def deployed(self) -> bool:
+        """True when the model passed and is at the requested path."""
+        return self.report.passed
+
+
+def _checker(path: Path, report: VerificationReport) -> bool:
+    """The ONNX checker as the report's first check (a rejection fails the export with the checker's reason)."""
+    try:
+        check_onnx(path)
+    except VerificationError as exc:
+        report.checks.append(Check("onnx.checker (full_check) accepts the model", 0.0, 1.0, False))
+        report.notes.append(str(exc))
+        return False
+    report.checks.append(Check("onnx.checker (full_check) accepts the model", 1.0, 1.0, True))
+    return True
 
 
 def check_size(size: int, patch: int, name: str) -> None:
@@ -114,33 +140,36 @@ def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bo
     log(f"[soco] exporting {loaded.spec.name} ({loaded.weights.kind} weights) at {size} px, {kind.value}"
         f"{' ' + str(list(resolved)) if kind is OutputKind.BLOCKS else ''}, {'fp16' if fp16 else 'fp32'}, "
         f"opset {opset} -> {out}")
-    start = time.perf_counter()
-    dummy = torch.zeros(1, 3, size, size)
-    axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else {}
-    _trace(wrapper, (dummy,), out, [INPUT_NAME], names, axes, opset)
-    meta = backbone_metadata(loaded, size, kind, tuple(resolved), fp16, opset, "dynamic" if dynamic_batch else "1")
-    props = meta.to_props()
-    write_props(out, props)
-    seconds = time.perf_counter() - start
-    check_onnx(out)
-
-    pair = verify_images or image_pair()
-    batch = normalised_batch(pair, size, loaded)
-    with torch.no_grad():  # the reference is the library's own module: dynamic pos-embed resize, fused attention
-        reference = [o.float().numpy() for o in loaded.module.to("cpu").eval().forward_dense(batch, kind, resolved)]
     report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 ({loaded.spec.name}, CPU)", "",
                                 "fp16" if fp16 else "fp32")
-    report.checks.insert(0, CHECKER_PASSED)
-    if dynamic_batch:
-        candidate = run_onnx(out, {INPUT_NAME: batch.numpy()}, provider, report)
-    else:
-        parts = [run_onnx(out, {INPUT_NAME: batch[i:i + 1].numpy()}, provider, report) for i in range(len(batch))]
-        candidate = [np.concatenate(p) for p in zip(*parts)]
-    checks, details = parity_checks(reference, candidate, names, report.precision)
-    report.checks += checks
-    report.details.update(details, size=size, grid=size // contract.patch_size, images="generated pair"
-                          if verify_images is None else "user images")
-    return ExportResult(out, report, report.save(report_path(out)), props, seconds)
+    meta = backbone_metadata(loaded, size, kind, tuple(resolved), fp16, opset, "dynamic" if dynamic_batch else "1")
+    props = meta.to_props()
+    with Staging(out) as staged:
+        start = time.perf_counter()
+        dummy = torch.zeros(1, 3, size, size)
+        axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else {}
+        _trace(wrapper, (dummy,), staged, [INPUT_NAME], names, axes, opset)
+        write_props(staged, props)
+        seconds = time.perf_counter() - start
+        if _checker(staged, report):
+            pair = verify_images or image_pair()
+            batch = normalised_batch(pair, size, loaded)
+            with torch.no_grad():  # the reference: the library's own module (dynamic pos-embed resize, fused attention)
+                module = loaded.module.to("cpu").eval()
+                reference = [to_numpy(o, np.float32) for o in module.forward_dense(batch, kind, resolved)]
+            feed = np.ascontiguousarray(to_numpy(batch, np.float32))
+            if dynamic_batch:
+                candidate = run_onnx(staged, {INPUT_NAME: feed}, provider, report)
+            else:
+                parts = [run_onnx(staged, {INPUT_NAME: feed[i:i + 1]}, provider, report) for i in range(len(feed))]
+                candidate = [np.concatenate(p) for p in zip(*parts)]
+            checks, details = parity_checks(reference, candidate, names, report.precision)
+            report.checks += checks
+            report.details.update(details, size=size, grid=size // contract.patch_size, images="generated pair"
+                                  if verify_images is None else "user images")
+        stored: dict[str, str] = {}
+        path, saved = finalise(staged, out, report, lambda p, r: stored.update(write_verification(p, props, r)), log)
+    return ExportResult(path, report, saved, stored, seconds, out)
 
 
 def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int, out: str | Path,
@@ -150,8 +179,6 @@ def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int
     """Export a functional head (function embedding as an input, or ``function`` baked in) and verify it on
     the backbone's real block features of an image pair."""
     from correspondence.functional.checkpoint import HeadCheckpoint
-
-    from .inputs import image_pair
 
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.with_suffix(".safetensors").is_file():
@@ -177,21 +204,39 @@ def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int
     log(f"[soco] exporting functional head {checkpoint_path.name} ({checkpoint.backbone}, blocks {list(layers)}, "
         f"{'function ' + repr(function) + ' baked in' if function else 'text embedding as input'}, "
         f"{'fp16' if fp16 else 'fp32'}) -> {out}")
-    start = time.perf_counter()
-    dummy = [torch.zeros(1, config.feature_dim, grid_side, grid_side) for _ in layers] + [torch.zeros(1, 16, 2)]
-    if not function:
-        dummy.append(torch.zeros(1, config.text_dim))
-    axes = {name: {0: "batch"} for name in input_names}
-    axes["grid"] = {0: "batch", 1: "points"}
-    axes.update({"embeddings": {0: "batch", 1: "points"}, "mask_logits": {0: "batch", 1: "points"}})
-    axes = {k: v for k, v in axes.items() if k in input_names or k in outputs}
-    _trace(wrapper, tuple(dummy), out, input_names, outputs, axes, opset)
+    report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 head on {backbone.spec.name} "
+                                f"({backbone.weights.kind} weights) block features", "", "fp16" if fp16 else "fp32")
     props = head_props(str(checkpoint_path), checkpoint.backbone, tuple(layers), grid_side, size, config.as_dict(),
                        function, checkpoint.text_encoder, fp16, state_dict_sha256(head), input_names, outputs, opset)
-    write_props(out, props)
-    seconds = time.perf_counter() - start
-    check_onnx(out)
+    with Staging(out) as staged:
+        start = time.perf_counter()
+        dummy = [torch.zeros(1, config.feature_dim, grid_side, grid_side) for _ in layers] + [torch.zeros(1, 16, 2)]
+        if not function:
+            dummy.append(torch.zeros(1, config.text_dim))
+        axes = {name: {0: "batch"} for name in input_names}
+        axes["grid"] = {0: "batch", 1: "points"}
+        axes.update({"embeddings": {0: "batch", 1: "points"}, "mask_logits": {0: "batch", 1: "points"}})
+        axes = {k: v for k, v in axes.items() if k in input_names or k in outputs}
+        _trace(wrapper, tuple(dummy), staged, input_names, outputs, axes, opset)
+        write_props(staged, props)
+        seconds = time.perf_counter() - start
+        if _checker(staged, report):
+            _verify_head(staged, report, head, backbone, checkpoint, text, function, size, grid_side, stride, layers,
+                         block_names, outputs, provider, verify_images)
+        stored: dict[str, str] = {}
+        path, saved = finalise(staged, out, report, lambda p, r: stored.update(write_verification(p, props, r)), log)
+    return ExportResult(path, report, saved, stored, seconds, out)
 
+
+def _verify_head(staged: Path, report: VerificationReport, head, backbone: LoadedBackbone, checkpoint, text,
+                 function: str | None, size: int, grid_side: int, stride: int, layers: Sequence[int],
+                 block_names: list[str], outputs: list[str], provider: str,
+                 verify_images: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """The head against PyTorch on the backbone's real block features of the image pair (a stride-``stride``
+    point grid): the embeddings' parity checks and, with a mask head, :func:`mask_logit_checks`."""
+    from .inputs import image_pair
+
+    config = head.config
     pair = verify_images or image_pair()
     batch = normalised_batch(pair, size, backbone)
     with torch.no_grad():
@@ -208,24 +253,42 @@ def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int
                                                                    generator=torch.Generator().manual_seed(0)), dim=-1)
             text_batch, text_note = text_batch.expand(len(batch), -1), "a seeded random unit text embedding"
         emb, logits = head.embed(head.fuse(list(blocks)), points, text_batch)
-    reference = [emb.numpy()] + ([logits.numpy()] if logits is not None else [])
-    feeds = {name: b.numpy() for name, b in zip(block_names, blocks)}
-    feeds["grid"] = points.numpy()
+    report.reference += f", {text_note}"
+    reference = [to_numpy(emb, np.float32)] + ([to_numpy(logits, np.float32)] if logits is not None else [])
+    feeds = {name: np.ascontiguousarray(to_numpy(b, np.float32)) for name, b in zip(block_names, blocks)}
+    feeds["grid"] = np.ascontiguousarray(to_numpy(points, np.float32))
     if not function:
-        feeds["text"] = text_batch.contiguous().numpy()
-    report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 head on {backbone.spec.name} "
-                                f"({backbone.weights.kind} weights) block features, {text_note}", "",
-                                "fp16" if fp16 else "fp32")
-    report.checks.insert(0, CHECKER_PASSED)
-    candidate = run_onnx(out, feeds, provider, report)
+        feeds["text"] = np.ascontiguousarray(to_numpy(text_batch, np.float32))
+    candidate = run_onnx(staged, feeds, provider, report)
     checks, details = parity_checks(reference[:1], candidate[:1], outputs[:1], report.precision)
     report.checks += checks
     if logits is not None:
-        error = float(np.abs(reference[1] - candidate[1]).max())
-        report.checks.append(Check("mask_logits: max abs error", error, None, bool(np.isfinite(error))))
-        details["mask_logits"] = {"max_abs_error": error}
+        checks, details["mask_logits"] = mask_logit_checks(reference[1], candidate[1], report.precision)
+        report.checks += checks
     report.details.update(details, size=size, points=int(points.shape[1]))
-    return ExportResult(out, report, report.save(report_path(out)), props, seconds)
+
+
+MASK_LOGIT_SCALE_FLOOR = 1.0  # logits this small are undecided: their error is judged against 1, not against ~0
+
+
+def mask_logit_checks(reference: np.ndarray, candidate: np.ndarray, precision: str) -> tuple[list[Check], dict]:
+    """Mask-logit parity: the max abs error relative to the logit scale (max |reference|, at least 1) within the
+    precision's ``max_relative_error``, and identical mask decisions (logit > 0) for at least the precision's
+    ``argmax_agreement`` share of the points."""
+    limits = THRESHOLDS[precision]
+    if reference.shape != candidate.shape:
+        return [Check(f"mask_logits: shape {tuple(candidate.shape)} == {tuple(reference.shape)}", 0.0, 1.0, False)], {}
+    error = float(np.abs(reference.astype(np.float64) - candidate).max())
+    scale = max(float(np.abs(reference).max()), MASK_LOGIT_SCALE_FLOOR)
+    relative = error / scale
+    same = (reference > 0) == (candidate > 0)
+    agreement = float(same.mean())
+    checks = [Check(f"mask_logits: max abs error / max(|reference|, 1) ({scale:.4g})", relative,
+                    limits["max_relative_error"], bool(relative <= limits["max_relative_error"])),
+              Check(f"mask_logits: identical mask decisions, logit > 0 ({same.size})", agreement,
+                    limits["argmax_agreement"], bool(agreement >= limits["argmax_agreement"]))]
+    return checks, {"max_abs_error": error, "scale": scale, "relative_error": relative,
+                    "identical_decisions": int(same.sum()), "points": int(same.size)}
 
 
 def _point_grid(size: int, stride: int, grid_side: int) -> torch.Tensor:

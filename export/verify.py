@@ -1,13 +1,16 @@
 """Every export checks itself: the ONNX checker, then the exported model against PyTorch on an image pair.
 
-Per output: the largest absolute difference (reported, scale-dependent, no threshold), the cosine similarity of
-every patch feature vector (the minimum must reach 0.9999 in fp32, 0.999 in fp16), and the share of identical
-argmax matches from the first image to the second (>= 99% in fp32; 97% in fp16, our choice: the issue fixes fp32
-only). A report that does not pass makes the command fail; it is printed and saved next to the model.
+Per output: the largest absolute difference relative to the feature scale (the largest reference magnitude of
+that output: <= 1e-3 in fp32, <= 5e-2 in fp16), the cosine similarity of every patch feature vector (the minimum
+must reach 0.9999 in fp32, 0.999 in fp16), and the share of identical argmax matches from the first image to the
+second (>= 99% in fp32; 97% in fp16, our choice: the issue fixes fp32 only). A report that does not pass makes
+the command fail; it is printed and saved next to the model, and its record (:meth:`VerificationReport.record`)
+is stored in the model so that runtimes refuse a model that did not pass.
 """
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -15,11 +18,17 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from correspondence.device import to_numpy
 from correspondence.errors import SocoError
 from correspondence.runtimes.deps import import_onnx
+from correspondence.runtimes.metadata import VerificationRecord, _bound, describe_failures, report_path_for
 
-THRESHOLDS = {"fp32": {"min_cosine": 0.9999, "argmax_agreement": 0.99},
-              "fp16": {"min_cosine": 0.999, "argmax_agreement": 0.97}}
+# max_relative_error: the largest |reference - candidate| of an output divided by its largest |reference| (the
+# feature scale). fp32 exports differ from eager PyTorch by ~1e-6 of the scale (op order, fused kernels); fp16
+# rounds every op to 11 significant bits, ~1e-3 of the scale after a ViT's depth. The bounds leave a wide margin
+# over both and still fail a model with a localised real error that the per-vector cosine would average away.
+THRESHOLDS = {"fp32": {"min_cosine": 0.9999, "argmax_agreement": 0.99, "max_relative_error": 1e-3},
+              "fp16": {"min_cosine": 0.999, "argmax_agreement": 0.97, "max_relative_error": 5e-2}}
 
 
 class VerificationError(SocoError):
@@ -59,25 +68,33 @@ class VerificationReport:
         lines = [f"verification of {self.model} ({self.precision}): {'PASSED' if self.passed else 'FAILED'}",
                  f"  reference: {self.reference}", f"  candidate: {self.candidate}"]
         for c in self.checks:
-            bound = "" if c.threshold is None else f"  (threshold {'<=' if 'error' in c.name else '>='} {c.threshold:g})"
+            bound = "" if c.threshold is None else f"  (threshold {_bound(asdict(c))})"
             lines.append(f"  [{'ok' if c.passed else 'FAIL'}] {c.name}: {c.value:.8g}{bound}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(json.dumps(self.as_dict(), indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(self.as_dict(), indent=2, default=str) + "\n", encoding="utf-8")
         return path
+
+    def record(self, report_name: str) -> VerificationRecord:
+        """The compact record stored with the model (pass/fail, what was compared, every check's figure)."""
+        return VerificationRecord(self.passed, report_name, self.precision, self.reference, self.candidate,
+                                  tuple(asdict(c) for c in self.checks),
+                                  time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+
+    def failures(self) -> str:
+        return describe_failures([asdict(c) for c in self.checks]) or ("no checks ran" if not self.checks else "")
 
     def raise_if_failed(self) -> None:
         if not self.passed:
-            failed = ", ".join(f"{c.name} {c.value:.6g} (needs {c.threshold:g})" for c in self.checks if not c.passed)
-            raise VerificationError(f"{self.model} failed verification: {failed or 'no checks ran'}")
+            raise VerificationError(f"{self.model} failed verification: {self.failures()}")
 
 
 def report_path(model: str | Path) -> Path:
-    model = Path(model)
-    return model.with_name(model.name + ".verify.json")
+    """``<model>.verify.json`` next to the model (the rule the runtimes use to name it in their errors)."""
+    return report_path_for(model)
 
 
 def check_onnx(path: str | Path) -> None:
@@ -106,7 +123,7 @@ def similarities(features: np.ndarray) -> np.ndarray:
     """Cosine similarities ``(N0, N1)`` of every feature of item 0 to every feature of item 1."""
     a = torch.from_numpy(np.ascontiguousarray(features[0])).double()
     b = torch.from_numpy(np.ascontiguousarray(features[1])).double()
-    return (torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T).numpy()
+    return to_numpy(torch.nn.functional.normalize(a, dim=-1) @ torch.nn.functional.normalize(b, dim=-1).T)
 
 
 def parity_checks(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray], names: Sequence[str],
@@ -123,10 +140,12 @@ def parity_checks(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarra
             continue
         error = float(np.abs(ref.astype(np.float64) - out).max())
         scale = float(np.abs(ref).max()) or 1.0
+        relative = error / scale
         cos = cosine_rows(_as_rows(ref), _as_rows(out))
-        details[name] = {"max_abs_error": error, "max_abs_reference": scale, "relative_error": error / scale,
+        details[name] = {"max_abs_error": error, "max_abs_reference": scale, "relative_error": relative,
                          "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()), "vectors": int(cos.size)}
-        checks.append(Check(f"{name}: max abs error", error, None, bool(np.isfinite(error))))
+        checks.append(Check(f"{name}: max abs error / max |reference| ({scale:.4g})", relative,
+                            limits["max_relative_error"], bool(relative <= limits["max_relative_error"])))
         checks.append(Check(f"{name}: min cosine of {cos.size} vectors", float(cos.min()), limits["min_cosine"],
                             bool(cos.min() >= limits["min_cosine"])))
     chosen = list(argmax_outputs) if argmax_outputs is not None else list(range(len(names)))

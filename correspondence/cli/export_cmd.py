@@ -1,5 +1,7 @@
 """``soco export onnx|head|tensorrt``: deployable models, each verified against PyTorch (or ONNX Runtime)
-with the report printed and saved next to the model; a failed check exits 1, a missing GPU/TensorRT exits 2."""
+with the report printed and saved next to the model. Only a model that passes is written to ``--out``; a failed
+one exits 1, leaves nothing at ``--out`` and is kept as ``<stem>.rejected<suffix>`` (with its report) for
+inspection. A missing GPU/TensorRT exits 2."""
 from __future__ import annotations
 
 import argparse
@@ -45,6 +47,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     trt.add_argument("--workspace-gb", type=float, default=4.0)
     trt.add_argument("--force", action="store_true", help="rebuild even if the engine is current")
     trt.add_argument("--verify-images", nargs=2, default=None, metavar=("A", "B"))
+    trt.add_argument("--allow-unverified", action="store_true",
+                     help="build from an ONNX file whose verification record is missing or failed (the engine is "
+                          "still verified and only written to --out if it passes)")
     trt.add_argument("--out", required=True, help="output .engine path (a .json sidecar is written next to it)")
     trt.set_defaults(handler=run_tensorrt)
 
@@ -57,10 +62,16 @@ def _verify_options(parser: argparse.ArgumentParser) -> None:
                        help="two photos of the same object/scene (default: a generated photo-like pair)")
 
 
-def _finish(result) -> int:
+def _finish(result, requested: str) -> int:
+    from export.verify import VerificationError
+
     print(result.report.text())
+    if not result.report.passed:
+        raise VerificationError(f"{requested} failed verification ({result.report.failures()}): not written; the "
+                                f"rejected model is kept for inspection as {result.path} with its report "
+                                f"{result.report_path} (runtimes refuse it unless --allow-unverified / "
+                                "allow_unverified=True)")
     print(f"wrote {result.path} and {result.report_path}")
-    result.report.raise_if_failed()
     return 0
 
 
@@ -76,7 +87,7 @@ def run_onnx(args: argparse.Namespace) -> int:
     result = export_backbone(loaded, args.size, args.out, fp16=args.fp16, kind=args.kind, layers=layers,
                              opset=args.opset, dynamic_batch=not args.static_batch, provider=args.provider,
                              verify_images=pair)
-    return _finish(result)
+    return _finish(result, args.out)
 
 
 def run_head(args: argparse.Namespace) -> int:
@@ -91,7 +102,7 @@ def run_head(args: argparse.Namespace) -> int:
     pair = load_pair(args.verify_images) if args.verify_images else None
     result = export_head(args.checkpoint, backbone, args.size, args.out, function=args.function, fp16=args.fp16,
                          opset=args.opset, provider=args.provider, verify_images=pair)
-    return _finish(result)
+    return _finish(result, args.out)
 
 
 def run_tensorrt(args: argparse.Namespace) -> int:
@@ -100,7 +111,8 @@ def run_tensorrt(args: argparse.Namespace) -> int:
 
     pair = load_pair(args.verify_images) if args.verify_images else None
     result = build_and_verify(args.onnx, args.out, fp16=args.fp16, max_batch=args.max_batch,
-                              workspace_gb=args.workspace_gb, force=args.force, verify_images=pair)
+                              workspace_gb=args.workspace_gb, force=args.force, verify_images=pair,
+                              allow_unverified=args.allow_unverified)
     env = result.record.environment
     print(f"TensorRT {env.tensorrt_version}, GPU {env.gpu_name} (compute capability {env.compute_capability})")
-    return _finish(result)
+    return _finish(result, args.out)

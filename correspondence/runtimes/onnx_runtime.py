@@ -3,6 +3,9 @@
 A silent fall-back to the CPU provider (onnxruntime-gpu missing, CUDA/cuDNN libraries not found) is the most
 common deployment bug: it keeps working, only 20x slower. So an unavailable provider is an error here, and a
 session that ends up without the requested provider is refused.
+
+Only verified exports deploy: a model whose verification record (``soco.verification``, written by
+``soco export``) is missing or failed is refused before a session starts, unless ``allow_unverified``.
 """
 from __future__ import annotations
 
@@ -13,10 +16,11 @@ import numpy as np
 import torch
 
 from ..backbones.contract import OutputKind
+from ..device import to_numpy
 from ..errors import ConfigError, InputError, MissingDependencyError
 from .base import BackboneRuntime
 from .deps import import_onnxruntime
-from .metadata import ModelMetadata
+from .metadata import ModelMetadata, require_verified, verification_summary
 
 PROVIDER_NAMES = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
                   "tensorrt": "TensorrtExecutionProvider"}
@@ -89,9 +93,12 @@ def read_metadata(path: str | Path) -> ModelMetadata:
 class OnnxRuntime(BackboneRuntime):
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None, device_id: int = 0) -> None:
+    def __init__(self, path: str | Path, provider: str = "cpu", threads: int | None = None, device_id: int = 0,
+                 allow_unverified: bool = False) -> None:
         self.path = Path(path)
         self.metadata = read_metadata(self.path)
+        self.verification = require_verified(self.metadata.verification, self.path, "ONNX model", allow_unverified)
+        self.allow_unverified = bool(allow_unverified)
         self.provider = provider
         self.session = create_session(self.path, provider, threads, device_id)
         self.providers_in_use = tuple(self.session.get_providers())
@@ -111,7 +118,7 @@ class OnnxRuntime(BackboneRuntime):
     def forward(self, images: torch.Tensor, kind: OutputKind, layers: Sequence[int]) -> list[torch.Tensor]:
         if OutputKind(kind).value != self.metadata.output_kind:
             raise ConfigError(f"{self.path} outputs {self.metadata.output_kind!r}, not {OutputKind(kind).value!r}")
-        array = np.ascontiguousarray(images.detach().to("cpu", torch.float32).numpy())
+        array = np.ascontiguousarray(to_numpy(images, np.float32))
         step = self.fixed_batch or len(array)
         parts = [self.session.run(self.output_names, {self.metadata.input_name: array[i:i + step]})
                  for i in range(0, len(array), step)]
@@ -120,4 +127,5 @@ class OnnxRuntime(BackboneRuntime):
 
     def describe(self) -> dict:
         return {"name": self.name, "model": str(self.path), "precision": self.metadata.precision,
-                "provider_requested": PROVIDER_NAMES[self.provider], "providers_in_use": list(self.providers_in_use)}
+                "provider_requested": PROVIDER_NAMES[self.provider], "providers_in_use": list(self.providers_in_use),
+                "verification": verification_summary(self.verification, self.allow_unverified)}
