@@ -242,3 +242,59 @@ def test_linear_probe_starts_as_identity_learns_and_reloads(synthetic_soco, tmp_
     path = probe.save(tmp_path / "probe.safetensors", {"note": "test"})
     again = LinearProbe.load(path)
     assert torch.allclose(probe(grid), again(grid)) and not torch.allclose(probe(grid), LinearProbe(64)(grid))
+
+
+@pytest.mark.parametrize("method", ["argmax", "soft-argmax"])
+def test_predict_never_assumes_plain_cpu_tensors(tmp_path, method):
+    """Features that require grad (a probe without no_grad) and fp16 maps: predictions still come back as numpy
+    (every tensor leaves torch through to_numpy, which also moves it off a GPU)."""
+    from dataclasses import replace
+
+    from correspondence.benchmarks.soco.evaluator import predict
+    write_fixture(tmp_path, {"wheel/right": (2, 5), "wheel/left": (5, 5), "roof": (4, 0)})
+    pair = SocoPairs(tmp_path)[0]
+    features = oracle(IDENTITY.get)
+    source = features(pair.source)
+    source = replace(source, features=source.features.clone().requires_grad_(True))
+    target = replace(features(pair.target), features=features(pair.target).features.half())
+    xy = np.array([k.xy for k in pair.source.keypoints])
+    settings = ProtocolSettings(size=SIZE, convention="patch-center", method=method)
+    predicted = predict(source, target, xy, settings)
+    allowed = predict(source, target, xy, settings, allowed=[np.array([0, 1]), np.array([2]), np.array([3])])
+    assert isinstance(predicted, np.ndarray) and predicted.shape == (3, 2) and allowed.shape == (3, 2)
+    assert np.allclose(predicted[2], [4 * PATCH + 7, 7], atol=1.0)  # the roof
+
+
+def test_feature_store_gives_the_same_maps_from_memory_disk_and_prefetch(synthetic_soco, tmp_path):
+    from correspondence.backbones import create_backbone
+    from correspondence.benchmarks.soco.features_store import FeatureStore
+    from correspondence.features import FeatureExtractor
+    settings = ProtocolSettings(size=112)
+    extractor = FeatureExtractor(create_backbone("test_vit_tiny"), settings.extraction(), cache_size=0)
+    pairs = list(SocoPairs(synthetic_soco, "intra"))[:3]
+    views = [v for p in pairs for v in (p.source, p.target)]
+    first = FeatureStore(extractor, tmp_path / "cache")
+    maps = [first(v) for v in views]
+    assert first.stats.encoded == len({str(v.image_path) for v in views})
+    assert first.stats.hits == len(views) - first.stats.encoded
+    again = FeatureStore(extractor, tmp_path / "cache")
+    from_disk = [again(v) for v in views]
+    assert again.stats.encoded == 0 and again.stats.disk_hits == first.stats.encoded
+    prefetched = FeatureStore(extractor)
+    prefetched.encode_distributed(views, progress=False)  # one process: a plain prefetch
+    from_prefetch = [prefetched(v) for v in views]
+    assert prefetched.stats.hits == first.stats.hits  # the first use of a prefetched map is not a cache hit
+    for a, b, c in zip(maps, from_disk, from_prefetch):
+        assert a.features.dtype == b.features.dtype == c.features.dtype == torch.float16
+        assert a.features.device == b.features.device == c.features.device == extractor.device
+        assert torch.equal(a.features, b.features) and torch.equal(a.features, c.features)
+        assert a.grid_wh == b.grid_wh and a.geometry == b.geometry
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message of a machine without CUDA")
+def test_bench_soco_on_a_missing_gpu_is_one_sentence(tmp_path, capsys):
+    from correspondence.cli import main
+    write_fixture(tmp_path, {"wheel/right": (2, 5), "wheel/left": (5, 5), "roof": (4, 0)})
+    code = main(["bench", "soco", "--root", str(tmp_path), "--backbone", "test_vit_tiny", "--random-weights",
+                 "--device", "cuda", "--out", str(tmp_path / "out")])
+    assert code == 1 and "CUDA is not available on this machine" in capsys.readouterr().err

@@ -31,7 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     latency.add_argument("--out", default="bench_out/latency")
     latency.set_defaults(handler=run_latency)
 
-    soco = bench.add_parser("soco", help="the SOCO benchmark (CC / SOC / Cross-SOC / SOC-geo) on a SOCO-layout folder")
+    soco = bench.add_parser("soco", help="the SOCO benchmark (CC / SOC / Cross-SOC / SOC-geo) on a SOCO-layout folder",
+                            description="Several GPUs (or CPU processes): `torchrun --nproc_per_node N -m "
+                                        "correspondence.cli bench soco ...` encodes the images on all ranks and "
+                                        "evaluates on rank 0 (the same results.json numbers as one process).")
     soco.add_argument("--root", required=True, help="extracted SOCO dataset (or one from `soco synth soco`)")
     soco.add_argument("--backbone", default="dinov2_vitb14")
     soco.add_argument("--weights", default=None)
@@ -55,7 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="also train a Linear(C, C) probe on trainsplits/train and evaluate it on trainsplits/test")
     soco.add_argument("--four-choice", action="store_true",
                       help="also run the LVLM-style 4-choice protocol with CircularEval (and its random baselines)")
-    soco.add_argument("--device", default="cpu")
+    soco.add_argument("--device", default="cpu",
+                      help="cpu, cuda or cuda:N; under torchrun cpu (Gloo) or cuda (rank k on cuda:LOCAL_RANK, NCCL)")
+    soco.add_argument("--no-progress", action="store_true", help="no progress bars (only rank 0 ever shows them)")
     soco.add_argument("--out", default="bench_out/soco")
     soco.set_defaults(handler=run_soco)
 
@@ -120,18 +125,22 @@ def run_soco(args: argparse.Namespace) -> int:
     from ..backbones import create_backbone
     from ..benchmarks.soco.protocol import preset
     from ..benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
+    from ..distributed import device_for_rank
 
     split = lambda text: tuple(filter(None, text.split(",")))  # noqa: E731
     settings = preset(args.protocol, tasks=split(args.task), alphas=tuple(float(a) for a in split(args.alpha)),
                       reduction=args.reduction, method="soft-argmax" if args.soft_argmax else "argmax",
                       convention=args.convention, geo_min_candidates=args.geo_min_candidates)
+    device_for_rank(args.device)  # a device this machine (or this torchrun rank) lacks fails before any work
     backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     config = SocoBenchConfig(args.root, args.out, categories=split(args.categories) or None,
                              supercategories=split(args.supercategories) or None,
                              max_pairs_per_category=args.max_pairs_per_category or None,
                              feature_cache=args.feature_cache, linear_probe=args.linear_probe,
-                             four_choice=args.four_choice)
+                             four_choice=args.four_choice, progress=not args.no_progress)
     result = run_soco_benchmark(config, settings, backbone, device=args.device)
+    if "summary" not in result:  # a torchrun rank other than 0: its images went to rank 0, which reports
+        return 0
     print((result["paths"]["table"] and open(result["paths"]["table"], encoding="utf-8").read()))
     timing = result["timing"]
     print(f"{result['run'].pairs} pairs in {timing['wall_seconds']:.1f} s ({timing['pairs_per_second']:.2f} pairs/s); "

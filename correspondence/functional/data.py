@@ -65,10 +65,12 @@ def load_pairs(paths: list[Path]) -> list[TrainingPair]:
     return [read_training_pair(p) for p in paths]
 
 
-def grid_of(fmap: FeatureMap, xy: np.ndarray) -> torch.Tensor:
-    """Original pixels -> [-1, 1] sampling coordinates of this map (align_corners=True)."""
+def grid_of(fmap: FeatureMap, xy: np.ndarray, device: torch.device | str | None = None) -> torch.Tensor:
+    """Original pixels -> [-1, 1] sampling coordinates of this map (align_corners=True), on ``device`` (default:
+    where the map's features are, so it can be sampled from directly)."""
     from ..coords import grid_to_normalised
-    return torch.from_numpy(grid_to_normalised(fmap.original_to_grid(xy), fmap.grid_wh)).float()
+    grid = torch.from_numpy(grid_to_normalised(fmap.original_to_grid(xy), fmap.grid_wh)).float()
+    return grid.to(fmap.features.device if device is None else device)
 
 
 def sample_pixels(mask: np.ndarray, n: int, rng: np.random.Generator, part: np.ndarray | None = None) -> np.ndarray:

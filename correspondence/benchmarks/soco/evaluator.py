@@ -15,6 +15,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ...coords import Convention
+from ...device import to_numpy
 from ...features import FeatureMap
 from ...matching import similarity_maps, soft_argmax_window
 from .loader import SocoPair, SocoView
@@ -68,21 +69,23 @@ def predict(source: FeatureMap, target: FeatureMap, source_xy: np.ndarray, setti
             allowed: list[np.ndarray] | None = None) -> np.ndarray:
     """Predicted target positions (original pixels) for each source point.
 
-    ``allowed``: per source point, the target cells it may land in (SOC-geo); None = all cells."""
+    ``allowed``: per source point, the target cells it may land in (SOC-geo); None = all cells.
+    The maps may live on any device (the target's is used); only the predictions come back, as numpy."""
     descriptors = source.sample(source_xy)
-    sims = similarity_maps(descriptors, target.features.float())
+    grid = target.features.float()
+    sims = similarity_maps(descriptors.to(grid.device), grid)
     k, h, w = sims.shape
     valid = None
     if allowed is not None:
-        valid = torch.zeros(k, h * w, dtype=torch.bool)
+        valid = torch.zeros(k, h * w, dtype=torch.bool, device=sims.device)
         for i, cells in enumerate(allowed):
-            valid[i, torch.as_tensor(cells, dtype=torch.long)] = True
+            valid[i, torch.as_tensor(cells, dtype=torch.long, device=sims.device)] = True
         sims = sims.masked_fill(~valid.view(k, h, w), -1e9)
     if settings.method == "soft-argmax":
         uv, _ = soft_argmax_window(sims, settings.window, settings.beta)
-        uv = uv.numpy()
+        uv = to_numpy(uv)
     else:
-        index = sims.flatten(1).argmax(1).numpy()
+        index = to_numpy(sims.flatten(1).argmax(1))
         uv = np.stack([index % w, index // w], 1).astype(np.float64)
     return target.cell_to_original(uv)
 
@@ -104,7 +107,8 @@ def _geo_records(pair: SocoPair, source: FeatureMap, target: FeatureMap, src_xy:
             concept_targets.setdefault(s, set()).update(match.target_indices)
     cells = _cells_holding(target, trg_xy)
     descriptors = source.sample(src_xy)
-    sims = similarity_maps(descriptors, target.features.float()).flatten(1)
+    grid = target.features.float()
+    sims = similarity_maps(descriptors.to(grid.device), grid).flatten(1)
     w = target.grid_wh[0]
     out = []
     for match in pair.semantic_matches:
@@ -112,7 +116,8 @@ def _geo_records(pair: SocoPair, source: FeatureMap, target: FeatureMap, src_xy:
         candidates = np.unique(cells[sorted(concept_targets.get(s, ()))]) if s in concept_targets else np.array([])
         if len(candidates) < max(1, settings.geo_min_candidates) or cells[t] not in candidates:
             continue
-        best = int(candidates[int(torch.argmax(sims[s, torch.as_tensor(candidates)]))])
+        best = int(candidates[int(torch.argmax(sims[s, torch.as_tensor(candidates, dtype=torch.long,
+                                                                         device=sims.device)]))])
         predicted = target.cell_to_original(np.array([[best % w, best // w]], dtype=np.float64))[0]
         out.append(_record(pair, "geo", pair.source.keypoints[s].name, np.linalg.norm(predicted - trg_xy[t]),
                            settings.alphas))

@@ -1,14 +1,22 @@
 """Encode every image once per run: a store of FeatureMaps keyed by image path (fp16 in memory, optionally
-on disk), so a benchmark costs one forward pass per image, not two per pair."""
+on disk), so a benchmark costs one forward pass per image, not two per pair.
+
+Every map the store hands out lives on the extractor's device, whether it was just encoded, read from the disk
+cache or received from another rank. Under torchrun, :meth:`FeatureStore.encode_distributed` shares the encoding
+out: each rank encodes (or reads from the disk cache) its share of the images and rank 0 receives every map.
+"""
 from __future__ import annotations
 
 import hashlib
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Iterable
 
 import torch
+from tqdm.auto import tqdm
 
+from ... import distributed
 from ...features import FeatureExtractor, FeatureMap
 from .loader import SocoView
 
@@ -19,15 +27,18 @@ class StoreStats:
     hits: int = 0
     disk_hits: int = 0
     encode_seconds: float = 0.0
+    received: int = 0  # maps encoded by another rank (torchrun)
 
 
 class FeatureStore:
     def __init__(self, extractor: FeatureExtractor, disk_cache: str | Path | None = None,
                  keep_in_memory: bool = True) -> None:
         self.extractor = extractor
+        self.device = torch.device(extractor.device)
         self.disk_cache = Path(disk_cache) if disk_cache else None
         self.keep_in_memory = keep_in_memory
         self._memory: dict[str, FeatureMap] = {}
+        self._unused: set[str] = set()  # handed in by encode_distributed, not asked for yet
         self.stats = StoreStats()
         self._settings_key = hashlib.sha1(extractor._settings_key.encode()).hexdigest()[:16]
 
@@ -40,26 +51,82 @@ class FeatureStore:
     def __call__(self, view: SocoView) -> FeatureMap:
         key = str(view.image_path)
         if key in self._memory:
-            self.stats.hits += 1
+            if key in self._unused:  # its first use: the image counts as encoded once, like a lazy encode
+                self._unused.discard(key)
+            else:
+                self.stats.hits += 1
             return self._memory[key]
-        path = self._disk_path(view)
-        if path is not None and path.is_file():
-            data = torch.load(path, map_location="cpu", weights_only=True)
-            template = self._encode_geometry(view)
-            fmap = replace(template, features=data["features"].float())
-            self.stats.disk_hits += 1
-        else:
-            start = time.perf_counter()
-            fmap = self.extractor.extract(view.image)
-            self.stats.encode_seconds += time.perf_counter() - start
-            self.stats.encoded += 1
-            fmap = replace(fmap, features=fmap.features.half())
-            if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                torch.save({"features": fmap.features}, path)
+        fmap = self._load_or_encode(view)
         if self.keep_in_memory:
             self._memory[key] = fmap
         return fmap
+
+    def _load_or_encode(self, view: SocoView) -> FeatureMap:
+        path = self._disk_path(view)
+        if path is not None and path.is_file():
+            data = torch.load(path, map_location=self.device, weights_only=True)
+            self.stats.disk_hits += 1
+            return replace(self._encode_geometry(view), features=data["features"].half())
+        start = time.perf_counter()
+        fmap = self.extractor.extract(view.image)
+        self.stats.encode_seconds += time.perf_counter() - start
+        self.stats.encoded += 1
+        fmap = replace(fmap, features=fmap.features.half().to(self.device))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{distributed.rank()}.tmp")
+            torch.save({"features": fmap.features.cpu()}, tmp)
+            tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+        return fmap
+
+    def encode_distributed(self, views: Iterable[SocoView], progress: bool = True) -> None:
+        """Under torchrun: every rank encodes every ``world``-th image (sorted by path, disk cache first) and rank
+        0 receives them all, round by round (at most one map per rank in flight), into its memory. The other
+        ranks keep nothing. In a single process this is a plain prefetch. Every rank must call it with the same
+        views."""
+        unique: dict[str, SocoView] = {}
+        for view in views:
+            unique.setdefault(str(view.image_path), view)
+        keys = sorted(unique)  # the same on every rank (never filtered by what one rank holds)
+        if not distributed.is_initialized() or distributed.world_size() == 1:
+            for key in tqdm([k for k in keys if k not in self._memory], desc="encoding images", unit="image",
+                            disable=not progress):
+                self._memory[key] = self._load_or_encode(unique[key])
+                self._unused.add(key)
+            return
+        rank, world = distributed.rank(), distributed.world_size()
+        mine = distributed.shard(keys, rank, world)
+        rounds = -(-len(keys) // world)  # the length of rank 0's share, the longest
+        before = (self.stats.encoded, self.stats.disk_hits, self.stats.encode_seconds)
+        bar = tqdm(total=len(keys), desc=f"encoding images ({world} ranks)", unit="image",
+                   disable=not progress or rank != 0)
+        for i in range(rounds):
+            item = None
+            if i < len(mine):
+                key = mine[i]
+                if rank == 0:
+                    if key not in self._memory:
+                        self._memory[key] = self._load_or_encode(unique[key])
+                        self._unused.add(key)
+                else:
+                    fmap = self._memory.pop(key, None) or self._load_or_encode(unique[key])
+                    item = (key, replace(fmap, features=fmap.features.cpu()))
+            received = distributed.gather_objects(item)
+            if rank == 0:
+                for got in received or []:
+                    if got is not None and got[0] not in self._memory:
+                        key, fmap = got
+                        self._memory[key] = replace(fmap, features=fmap.features.to(self.device))
+                        self._unused.add(key)
+                        self.stats.received += 1
+                bar.update(min(world, len(keys) - i * world))
+        bar.close()
+        mine_stats = (self.stats.encoded - before[0], self.stats.disk_hits - before[1],
+                      self.stats.encode_seconds - before[2])
+        totals = distributed.all_reduce_sum(mine_stats)  # every rank's share: images encoded once over all ranks
+        self.stats.encoded = before[0] + int(totals[0])
+        self.stats.disk_hits = before[1] + int(totals[1])
+        self.stats.encode_seconds = before[2] + totals[2]
 
     def _encode_geometry(self, view: SocoView) -> FeatureMap:
         """Geometry without running the network (the features come from the disk cache)."""

@@ -57,7 +57,7 @@ def evaluate_backbone(pairs: list[SocoPair], features: FeatureSource, seed: int 
         query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-12)
         ok = True
         for options, answer in _rotations(q):
-            option_feats = target.sample(np.array([pair.target.keypoints[i].xy for i in options]))
+            option_feats = target.sample(np.array([pair.target.keypoints[i].xy for i in options])).to(query.device)
             option_feats = option_feats / option_feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
             choice = int((option_feats @ query[0]).argmax())  # first maximum on ties
             rows += 1

@@ -47,18 +47,20 @@ class LinearProbe(torch.nn.Module):
         return F.normalize(out, dim=0)
 
     def wrap(self, features: FeatureSource) -> FeatureSource:
-        """A feature source that applies the probe (for the evaluator)."""
+        """A feature source that applies the probe (for the evaluator), on the probe's device."""
+        device = self.linear.weight.device
+
         def probed(view) -> FeatureMap:
             fmap = features(view)
             with torch.no_grad():
-                return replace(fmap, features=self(fmap.features))
+                return replace(fmap, features=self(fmap.features.to(device)))
         return probed
 
     def save(self, path: str | Path, record: dict) -> Path:
         from safetensors.torch import save_file
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in self.state_dict().items()}, str(path))
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, str(path))
         path.with_suffix(".json").write_text(json.dumps({"dim": self.linear.in_features, **record}, indent=2))
         return path
 
@@ -96,8 +98,10 @@ def train_probe(pairs: list[SocoPair], features: FeatureSource, config: ProbeCon
                                                                             disable=not progress)) if item]
     if not items:
         raise InputError("no training pair has a semantic (SOC) match")
+    device = items[0][0].device  # train where the features are (a GPU feature store: on that GPU)
+    items = [tuple(t.to(device) for t in item) for item in items]
     torch.manual_seed(config.seed)
-    probe = LinearProbe(int(items[0][0].shape[0]))
+    probe = LinearProbe(int(items[0][0].shape[0])).to(device)
     optimiser = torch.optim.Adam(probe.parameters(), lr=config.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=config.epochs, eta_min=0.01 * config.lr)
     generator = torch.Generator().manual_seed(config.seed)

@@ -1,14 +1,20 @@
-"""``soco bench soco``: the whole benchmark run, from a dataset folder and a backbone to reports."""
+"""``soco bench soco``: the whole benchmark run, from a dataset folder and a backbone to reports.
+
+Under ``torchrun --nproc_per_node N -m correspondence.cli bench soco ...`` the image encoding is shared out: every
+rank encodes its share of the images into rank 0's feature store, then rank 0 alone evaluates and writes the
+reports (the same numbers as one process); the other ranks return as soon as their images are handed over.
+"""
 from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 
 import torch
 
+from ... import distributed
 from ...backbones import LoadedBackbone
 from ...features import FeatureExtractor
 from .evaluator import EvaluationRun, FeatureSource, evaluate
@@ -59,10 +65,30 @@ def _linear_probe(config: SocoBenchConfig, settings: ProtocolSettings, features:
     return out
 
 
+def _views_needed(config: SocoBenchConfig, sets: dict[str, SocoPairs], root: Path) -> list:
+    """Every image the run will ask the feature store for (evaluation, probe splits, 4-choice)."""
+    lists = list(sets.values())
+    if config.linear_probe:
+        lists += [SocoPairs(root, split, config.categories, config.supercategories, config.max_pairs_per_category)
+                  for split in ("train", "test")]
+    if config.four_choice and "intra" not in sets:
+        lists.append(SocoPairs(root, "intra", config.categories, None, config.max_pairs_per_category))
+    return [view for pairs in lists for pair in pairs for view in (pair.source, pair.target)]
+
+
 def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None = None,
                        features: FeatureSource | None = None, label: str | None = None, device: str = "cpu") -> dict:
-    """Evaluate ``backbone`` (or any ``features`` source, e.g. an oracle) and write the reports."""
+    """Evaluate ``backbone`` (or any ``features`` source, e.g. an oracle) and write the reports.
+
+    Under torchrun every rank calls this; ranks other than 0 return ``{"rank": r, ...}`` without a summary."""
+    with distributed.session(device) as ctx:
+        return _run(config, settings, backbone, features, label, ctx)
+
+
+def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None,
+         features: FeatureSource | None, label: str | None, ctx: distributed.DistContext) -> dict:
     root = Path(config.root)
+    progress = config.progress and ctx.is_main
     wanted = [t for t in config.pair_types if t != "cross" or "cross" in settings.tasks or "cc" in settings.tasks]
     sets = {kind: SocoPairs(root, kind, config.categories if kind != "cross" else None, config.supercategories,
                             config.max_pairs_per_category) for kind in wanted}
@@ -70,20 +96,24 @@ def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, back
     if features is None:
         if backbone is None:
             raise ValueError("give a backbone or a feature source")
-        extractor = FeatureExtractor(backbone, settings.extraction(), device=device, cache_size=0)
+        extractor = FeatureExtractor(backbone, settings.extraction(), device=ctx.device, cache_size=0)
         store = FeatureStore(extractor, config.feature_cache)
         features = store
         record_backbone = extractor.describe()
     else:
         record_backbone = {"backbone": {"name": label or "custom feature source"}}
     start = time.perf_counter()
+    if store is not None and ctx.enabled:  # share the encoding out; rank 0 ends up holding every map
+        store.encode_distributed(_views_needed(config, sets, root), progress=progress)
+    if not ctx.is_main:
+        return {"rank": ctx.rank, "world_size": ctx.world_size}
     total = sum(len(s) for s in sets.values())
     run: EvaluationRun = evaluate(chain.from_iterable(sets.values()), features, settings, total=total,
-                                  progress=config.progress)
+                                  progress=progress)
     wall = time.perf_counter() - start
     summary = summarise(run, root)
     if config.linear_probe:
-        summary["linear_probe"] = _linear_probe(config, settings, features, root)
+        summary["linear_probe"] = _linear_probe(replace(config, progress=progress), settings, features, root)
     if config.four_choice:
         from .four_choice import evaluate_backbone, evaluate_random
         pairs = list(sets.get("intra") or SocoPairs(root, "intra", config.categories, None,
@@ -91,12 +121,13 @@ def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, back
         summary["four_choice"] = {"backbone": evaluate_backbone(pairs, features, config.seed),
                                   "random++": evaluate_random(pairs, config.seed, consistent=True),
                                   "random": evaluate_random(pairs, config.seed, consistent=False)}
-    timing = {"wall_seconds": wall, "pairs_per_second": run.pairs / wall if wall > 0 else None}
+    timing = {"wall_seconds": wall, "pairs_per_second": run.pairs / wall if wall > 0 else None,
+              "ranks": ctx.world_size}
     if store is not None:
         stats = store.stats
         per_image = stats.encode_seconds / max(stats.encoded, 1)
-        matching_only = max(wall - stats.encode_seconds, 0.0)
-        naive = 2 * run.pairs * per_image + matching_only  # encoding both images of every pair
+        matching_only = max(wall - stats.encode_seconds / ctx.world_size, 0.0)
+        naive = 2 * run.pairs * per_image + matching_only  # encoding both images of every pair, one process
         timing.update(images_encoded=stats.encoded, cache_hits=stats.hits, disk_hits=stats.disk_hits,
                       encode_seconds=stats.encode_seconds, seconds_per_image=per_image,
                       estimated_seconds_encoding_per_pair=naive, caching_speedup=naive / wall if wall > 0 else None)
