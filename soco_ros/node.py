@@ -349,7 +349,10 @@ class CorrespondenceNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         result = super().on_activate(state)  # enables the lifecycle publishers
         p = self.params
-        qos = sensor_qos(p["qos_reliability"], p["qos_depth"])
+
+        def qos():  # a fresh profile per subscription: rclpy's QoS overrides modify the profile they are given
+            return sensor_qos(p["qos_reliability"], p["qos_depth"])
+
         inputs = ["image"] + (["depth"] if p["use_depth"] else []) + (["mask"] if p["use_mask"] else [])
         types = {"image": Image, "depth": Image, "mask": Image}
         backend = p["sync_backend"]
@@ -365,12 +368,12 @@ class CorrespondenceNode(LifecycleNode):
                                               "approximate-time synchroniser")
         overrides = sensor_overrides()
         # camera_info first: in one executor cycle its callback then runs before the image's (creation order)
-        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos,
+        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos(),
                                             qos_overriding_options=overrides)
         if use_mf:
             import message_filters
 
-            subs = [message_filters.Subscriber(self, types[name], name, qos_profile=qos,
+            subs = [message_filters.Subscriber(self, types[name], name, qos_profile=qos(),
                                                qos_overriding_options=overrides) for name in inputs]
             self.sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync_queue_size"], p["sync_slop"])
             self.sync.registerCallback(lambda *msgs: self._on_synced(dict(zip(inputs, msgs))))
@@ -378,11 +381,11 @@ class CorrespondenceNode(LifecycleNode):
         else:
             self.sync = ApproximateSync(inputs, p["sync_slop"], lambda *msgs: self._on_synced(dict(zip(inputs, msgs))),
                                         p["sync_queue_size"])
-            self._subs = [self.create_subscription(types[name], name, self._sync_callback(name), qos,
+            self._subs = [self.create_subscription(types[name], name, self._sync_callback(name), qos(),
                                                    qos_overriding_options=overrides) for name in inputs]
         self._subs.append(info_sub)
         if p["use_prompt"]:
-            self._subs.append(self.create_subscription(PointStamped, "prompt", self._on_prompt, qos,
+            self._subs.append(self.create_subscription(PointStamped, "prompt", self._on_prompt, qos(),
                                                        qos_overriding_options=overrides))
         self._active = True
         self._publish_names()

@@ -1,8 +1,9 @@
 """The node over real DDS on loopback: the node runs as a subprocess (``python -m soco_ros.node``), the test's
 publisher/subscriber (:class:`soco_ros.peer.Peer`) in this process on its own rclpy context.
 
-Isolation: every test has its own ``ROS_DOMAIN_ID`` (``ros_harness.domain_id(slot)``) and
-``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``; no DDS traffic leaves loopback.
+Isolation: every test leases its own ``ROS_DOMAIN_ID`` (``ros_harness.lease_domain``: a file lock per domain, so
+no two tests or concurrent runs on this machine share one) and sets ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``;
+no DDS traffic leaves loopback.
 """
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="the ROS 2 wheels (pip install -e .[ros]) are not installed")
+pytestmark = pytest.mark.ros
 
-from ros_harness import NodeProcess, domain_id  # noqa: E402
+from ros_harness import NodeProcess, lease_domain  # noqa: E402
 
 from correspondence.alignment import rotation_error_deg  # noqa: E402
 from correspondence.benchmarks.alignment import object_translation_error  # noqa: E402
@@ -25,12 +27,6 @@ from soco_ros.engine import Engine, Frame  # noqa: E402
 from soco_ros.synthetic import make_scene, varied  # noqa: E402
 
 NODE = "/correspondence_node"
-SLOTS = {  # one DDS domain slot per test: two tests never share a domain
-    "test_matches_and_pose_against_ground_truth": 1,
-    "test_mask_prompt_debug_lifecycle_reset": 2,
-    "test_bad_inputs_warn_publish_nothing_and_the_next_good_frame_is_served": 3,
-    "test_load_30hz_for_60s_with_a_slow_backbone": 4,
-}
 BASE = {"backbone": "daisy", "image_size": 224, "segmentation": "depth", "diagnostics_period": 0.5,
         "torch_threads": 2}
 
@@ -40,8 +36,8 @@ def ros(tmp_path, monkeypatch, request):
     """Start nodes and a peer on a test-unique domain; everything is stopped at the end."""
     from soco_ros.peer import Peer
 
-    slot = SLOTS[request.node.originalname]
-    domain = domain_id(slot)
+    lease = lease_domain()
+    domain = lease.domain
     monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
     monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
@@ -61,14 +57,20 @@ def ros(tmp_path, monkeypatch, request):
             started.append(peer)
             return peer
 
-    yield Ros()
-    for thing in reversed(started):
-        if isinstance(thing, NodeProcess):
-            code = thing.stop()
-            assert "Traceback" not in thing.log(), thing.log()[-4000:]
-            assert code in (0, -2), f"node exited with {code}:\n{thing.log()[-4000:]}"
-        else:
-            thing.close()
+    try:
+        yield Ros()
+        for thing in reversed(started):
+            if isinstance(thing, NodeProcess):
+                code = thing.stop()
+                assert "Traceback" not in thing.log(), thing.log()[-4000:]
+                assert code == 0, f"node exited with {code} after SIGINT:\n{thing.log()[-4000:]}"
+            else:
+                thing.close()
+    finally:
+        for thing in started:
+            if isinstance(thing, NodeProcess) and thing.alive():
+                thing.stop()
+        lease.release()
 
 
 def _start(node, peer, timeout=90, **topics):
@@ -135,10 +137,18 @@ def test_matches_and_pose_against_ground_truth(ros):
     quality = json.loads(peer.messages("alignment_quality")[-1].data)
     assert quality["success"] and quality["kind"] == "3d" and quality["num_inliers"] >= 4
     assert quality["stamp"] == {"sec": stamp // 10**9, "nanosec": stamp % 10**9}
+    # the same transform on /tf (camera frame -> demo_frame_id), as a tf2 listener gets it
+    if peer.has_tf:
+        tf_msgs = peer.wait_for(lambda: [t for m in peer.messages("tf") for t in m.transforms
+                                         if t.header.stamp == tf.header.stamp], 5)
+        assert tf_msgs, "nothing on /tf"
+        assert tf_msgs[0].header.frame_id == "live_cam" and tf_msgs[0].child_frame_id == "demo_object"
+        np.testing.assert_allclose(msg_to_transform(tf_msgs[0]), T, atol=1e-9)
     markers = peer.wait_for(lambda: peer.messages("markers"), 5)[-1].markers
     spheres = [m for m in markers if m.type == m.SPHERE]
     assert markers[0].action == markers[0].DELETEALL and len(spheres) == finite.sum()
     assert all(m.header.frame_id == "live_cam" for m in markers)
+    assert all(m.lifetime.sec + m.lifetime.nanosec * 1e-9 > 0 for m in markers[1:])  # they vanish when output stops
     np.testing.assert_allclose([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in spheres], xyz,
                                atol=1e-5)
     # the library on the same frame gives exactly what was published (nothing lost or reordered on the way)
@@ -172,6 +182,8 @@ def test_matches_and_pose_against_ground_truth(ros):
     assert peer.wait_stamp("matches", stamp3, 30) is not None, node.log()[-3000:]
     diag = peer.wait_for(lambda: (d := peer.diagnostics()) and int(d["frames_published"]) >= 3 and d, 5)
     assert diag and diag["frames_rejected"] == "0" and diag["frames_failed"] == "0", diag
+    assert peer.diagnostic_level()[0] == 0, peer.diagnostic_level()
+    assert diag["tf"] in (("tf2_ros", "tf2_msgs") if peer.has_tf else ("unavailable",)), diag
 
 
 @pytest.mark.timeout(240)
@@ -214,19 +226,26 @@ def test_mask_prompt_debug_lifecycle_reset(ros):
     good = peer.send_frame(varied(scene.rgb, 2), mask=scene.mask)
     assert peer.wait_stamp("matches", good, 30) is not None
     assert peer.find("matches", bad) is None
-    # lifecycle: inactive -> frames are not processed; active again -> they are
+    # lifecycle: inactive -> frames are not processed and diagnostics WARN; active again -> they are
     assert peer.change_state(NODE, "deactivate") and peer.get_state(NODE) == "inactive"
     stamp = peer.send_frame(varied(scene.rgb, 3), mask=scene.mask)
-    time.sleep(1.5)
+    peer.clear("diagnostics")
+    assert peer.wait_for(lambda: (lv := peer.diagnostic_level()) and lv == (1, "inactive"), 5), \
+        peer.diagnostic_level()
     assert peer.find("matches", stamp) is None
     assert peer.change_state(NODE, "activate") and peer.get_state(NODE) == "active"
     assert peer.wait_for_subscribers(10, depth=False, mask=True)
     stamp = peer.send_frame(varied(scene.rgb, 4), mask=scene.mask)
     assert peer.wait_stamp("matches", stamp, 30) is not None
-    # a configure-time parameter cannot change while configured; a run-time one can
+    # a configure-time parameter cannot change while configured; a run-time one can, an integer for a double too
     result = peer.set_parameters(NODE, {"backbone": "test_vit_tiny"})[0]
     assert not result.successful and "applied at configure time" in result.reason
     assert peer.set_parameters(NODE, {"match_threshold": 0.5})[0].successful
+    assert peer.set_parameters(NODE, {"match_threshold": 1})[0].successful  # what `ros2 param set ... 1` sends
+    assert not peer.set_parameters(NODE, {"match_threshold": "high"})[0].successful
+    assert node.wait_log(r"\[parameter:match_threshold\] rejected: parameter 'match_threshold' must be a double", 10)
+    diag = peer.wait_for(lambda: (d := peer.diagnostics()) and int(d["parameters_rejected"]) >= 2 and d, 5)
+    assert diag, peer.diagnostics()  # the configure-time refusal and the wrong type, both counted
     # reset clears the counters
     assert peer.call(Trigger, f"{NODE}/reset", Trigger.Request()).success
     peer.clear("diagnostics")
@@ -340,6 +359,7 @@ def _string(text):
 # ================================================================================================ load
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(400)
 def test_load_30hz_for_60s_with_a_slow_backbone(ros):
     """30 Hz RGB-D for 60 s into daisy at 448 px (a few frames per second): the node keeps only the latest
@@ -401,3 +421,127 @@ def test_load_30hz_for_60s_with_a_slow_backbone(ros):
         ours = float(diag[key])
         theirs = float(np.percentile(sub, q))
         assert abs(ours - theirs) < 20 + 0.1 * theirs, (key, ours, theirs)
+
+
+# ================================================================================================ issue 16
+
+
+@pytest.mark.timeout(240)
+def test_diagnostics_tell_the_truth_and_stale_frames_are_logged(ros):
+    """Frames that all fail (depth range beyond the object) give WARN naming the reason, not OK; frames whose stamps
+    are 5 s old are dropped as stale with a log line stating their age and a WARN; a good stream is OK again.
+    Millimetres sent as 32FC1 and an empty frame_id are rejected with their own reasons."""
+    scene = make_scene(ros.tmp / "demo", size=224)
+    node = ros.node({"demo_path": str(scene.demo_dir), "depth_min": 4.0, "depth_max": 5, "health_timeout": 2.0,
+                     "health_window": 3.0, "max_frame_age": 1.0, "qos_reliability": "reliable"})
+    peer = ros.peer()
+    _start(node, peer)
+    peer.send_camera_info(scene.intrinsics)
+    time.sleep(0.3)
+
+    def level_is(level, text, timeout, send=None):
+        def check():
+            if send is not None:
+                send()
+            got = peer.diagnostic_level()
+            return got if got and got[0] == level and text in got[1] else None
+        return peer.wait_for(check, timeout, interval=0.3)
+
+    i = [0]
+
+    def frame(**kwargs):
+        i[0] += 1
+        return peer.send_frame(varied(scene.rgb, i[0]), scene.depth, intrinsics=scene.intrinsics, **kwargs)
+
+    got = level_is(1, "no valid depth in range [4, 5] m", 20, send=frame)
+    assert got, (peer.diagnostic_level(), node.log()[-2000:])
+    assert "not published" in got[1] or "no output for" in got[1]
+    assert peer.set_parameters(NODE, {"depth_min": 0.05})[0].successful
+    assert level_is(0, "published", 30, send=frame), peer.diagnostic_level()
+    # stale: stamps 5 s old
+    got = level_is(1, "stale", 20, send=lambda: frame(stamp_ns=time.time_ns() - 5 * 10**9))
+    assert got, peer.diagnostic_level()
+    assert node.wait_log(r"\[stale\] frame dropped as stale: its stamp is 5\.\d\d s old .*max_frame_age 1 s", 5)
+    diag = peer.diagnostics()
+    assert int(diag["dropped_stale"]) >= 1, diag
+    assert level_is(0, "published", 30, send=frame), peer.diagnostic_level()
+    # the wrong unit for the encoding that arrived, and a frame nobody can place in tf
+    mark = len(node.log())
+    peer.send_frame(scene.rgb, scene.depth * 1000.0, intrinsics=scene.intrinsics)
+    assert node.wait_log(r"\[depth_units\] frame dropped: /camera/depth/image_raw \(32FC1\) has a median of [\d.]+ m: "
+                         r"it looks like millimetres sent as float: 32FC1 depth must be metres", 10, start=mark)
+    assert "set depth_scale" not in node.log()[mark:]
+    peer.send_frame(scene.rgb, scene.depth, frame_id="", intrinsics=scene.intrinsics)
+    assert node.wait_log(r"\[frame_id\] frame dropped: /camera/color/image_raw: header.frame_id is empty", 10,
+                         start=mark)
+    diag = peer.wait_for(lambda: (d := peer.diagnostics()) and "rejected_frame_id" in d and d, 5)
+    assert diag and diag["rejected_frame_id"] == "1" and diag["rejected_depth_units"] == "1", diag
+
+
+@pytest.mark.timeout(240)
+def test_failed_configure_is_an_error_then_a_manual_configure_serves_and_ctrl_c_exits_0(ros):
+    """A configure that fails: ERROR on /diagnostics with the reason while unconfigured (diagnostics run from
+    start-up). Fixed and configured by hand, the node serves frames, and a Ctrl-C then exits 0. Start-up: an
+    integer for a double is taken, an invalid depth pair falls back to the last valid one with both values named,
+    and rclpy's standard QoS overrides apply to the sensor subscriptions."""
+    scene = make_scene(ros.tmp / "demo", size=224)
+    params_file = ros.tmp / "params.yaml"
+    params_file.write_text("/**:\n  ros__parameters:\n    qos_overrides:\n      /camera/color/image_raw:\n"
+                           "        subscription:\n          reliability: reliable\n", encoding="utf-8")
+    node = ros.node({"demo_path": str(scene.demo_dir), "backbone": "no_such_backbone", "depth_min": 7.0,
+                     "depth_max": 6, "pixel_threshold": 8}, extra_args=["--params-file", str(params_file)])
+    assert node.wait_log(r"\[configure\] failed while building the matcher: unknown backbone 'no_such_backbone'", 60)
+    log = node.log()
+    assert "depth_min (7) must be smaller than depth_max (6)" in log and "keeping the last valid pair" in log
+    assert "pixel_threshold" not in log and "depth_max: start-up value rejected" not in log  # integers taken
+    best_effort = ros.peer(name="best_effort_peer", reliable=False)
+    got = best_effort.wait_for(lambda: (lv := best_effort.diagnostic_level()) and lv[0] == 2 and lv, 10)
+    assert got and "configure failed: building the matcher: unknown backbone 'no_such_backbone'" in got[1], got
+    assert best_effort.set_parameters(NODE, {"backbone": "daisy"})[0].successful
+    assert best_effort.change_state(NODE, "configure", timeout=90) and best_effort.change_state(NODE, "activate")
+    assert best_effort.get_state(NODE) == "active"
+    # the override made the image subscription reliable: a best-effort image publisher cannot match it, the
+    # best-effort depth publisher (no override) does
+    assert best_effort.wait_for(lambda: best_effort.depth_pub.get_subscription_count() > 0, 20)
+    assert best_effort.image_pub.get_subscription_count() == 0
+    peer = ros.peer()
+    assert peer.wait_for_subscribers(20)
+    time.sleep(1.0)
+    stamp = peer.send_frame(scene.rgb, scene.depth, intrinsics=scene.intrinsics)
+    assert peer.wait_stamp("matches", stamp, 60) is not None, node.log()[-3000:]
+    assert peer.wait_for(lambda: (lv := peer.diagnostic_level()) and lv[0] == 0, 10), peer.diagnostic_level()
+    # the fixture stops the node with SIGINT and requires exit code 0
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_debug_outputs_do_not_delay_matches(ros):
+    """With publish_debug and a subscriber to the debug images, ~/matches arrives as fast as without them (within
+    1.2x): the overlay is rendered and published by a low-priority thread after ~/matches."""
+    scene = make_scene(ros.tmp / "demo", size=224)
+    node = ros.node({"demo_path": str(scene.demo_dir), "qos_reliability": "reliable", "max_frame_age": 0.0})
+    peer = ros.peer()  # subscribes to ~/debug_image and ~/mask as well
+    _start(node, peer)
+    peer.send_camera_info(scene.intrinsics)
+    time.sleep(0.3)
+    latency = {False: [], True: []}
+    i = 0
+    for block in (False, True, False, True, False, True):
+        assert peer.set_parameters(NODE, {"publish_debug": block})[0].successful
+        for k in range(6):
+            i += 1
+            stamp = peer.send_frame(varied(scene.rgb, i), scene.depth, intrinsics=scene.intrinsics)
+            msg = peer.wait_stamp("matches", stamp, 30)
+            assert msg is not None, node.log()[-2000:]
+            received = next(t for t, m in peer.timed("matches") if m is msg)
+            if i > 2:  # warm-up
+                latency[block].append(received - stamp / 1e9)
+            if block:
+                assert peer.wait_stamp("debug_image", stamp, 10) is not None
+            time.sleep(0.4)
+    without, with_debug = (np.array(latency[k]) for k in (False, True))
+    report = {k: (round(1e3 * float(np.median(v)), 1), round(1e3 * float(np.percentile(v, 90)), 1))
+              for k, v in (("without", without), ("with_debug", with_debug))}
+    print(json.dumps(report))
+    assert np.median(with_debug) <= 1.2 * np.median(without) + 0.01, report
+    assert np.percentile(with_debug, 90) <= 1.2 * np.percentile(without, 90) + 0.03, report
