@@ -21,7 +21,7 @@ help:
 
 setup: $(STAMP)
 
-$(STAMP): setup.py package.xml Makefile
+$(STAMP): setup.py package.xml Makefile soco_ros/tf2_msgs_build.py
 	@if [ "$$(id -u)" = "0" ] && ! ldconfig -p 2>/dev/null | grep -q libusb-1.0.so.0; then \
 		echo "[setup] installing libusb-1.0-0 (needed by Open3D)"; \
 		(apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq libusb-1.0-0 >/dev/null)) \
@@ -31,6 +31,8 @@ $(STAMP): setup.py package.xml Makefile
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e ".[all]"
+	@# tf2_msgs (for /tf) from its upstream definition with the rosidl generators of the wheels; never fatal
+	@$(PY) -m soco_ros.tf2_msgs_build --quiet || echo "[setup] warning: tf2_msgs not built; the node publishes the alignment on ~/alignment only (docs/ros.md, /tf)"
 	@touch $(STAMP)
 
 demo: setup

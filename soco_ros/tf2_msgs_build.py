@@ -249,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="only check that tf2_msgs is importable")
     parser.add_argument("--force", action="store_true", help="rebuild even when tf2_msgs already works")
     parser.add_argument("--keep", action="store_true", help="keep the build folder (printed)")
+    parser.add_argument("--quiet", action="store_true", help="print only the outcome")
     args = parser.parse_args(argv)
     ok, out = _check_in_subprocess()
     if args.check:
@@ -259,7 +260,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     work = Path(tempfile.mkdtemp(prefix="soco_tf2_msgs_"))
     try:
-        built = build(work)
+        if args.quiet:
+            import contextlib
+            import io
+
+            with contextlib.redirect_stdout(io.StringIO()):
+                built = build(work)
+        else:
+            built = build(work)
         written = install(built)
         ok, out = _check_in_subprocess()
         if not ok:
