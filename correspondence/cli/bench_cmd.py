@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          help="comma-separated registry names (default: %(default)s)")
     latency.add_argument("--sizes", default="224,448", help="comma-separated image sizes in px")
     latency.add_argument("--runtimes", default="torch",
-                         help="comma-separated: torch, onnxruntime, tensorrt (default: %(default)s); exported "
+                         help="comma-separated: torch (eager), torch-compile, torch-cudagraphs, "
+                              "torch-compile-cudagraphs, onnxruntime, tensorrt (default: %(default)s); exported "
                               "models are verified before they are timed, a runtime this machine lacks is skipped "
                               "with the reason")
     latency.add_argument("--fp16", action="store_true",
@@ -61,6 +62,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     soco.add_argument("--device", default="cpu",
                       help="cpu, cuda or cuda:N; under torchrun cpu (Gloo) or cuda (rank k on cuda:LOCAL_RANK, NCCL)")
     soco.add_argument("--no-progress", action="store_true", help="no progress bars (only rank 0 ever shows them)")
+    soco.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                      help="backbone precision (default float32, as the reference; float16 needs CUDA)")
+    soco.add_argument("--fp16", action="store_const", const="float16", dest="dtype", help="same as --dtype float16")
     soco.add_argument("--out", default="bench_out/soco")
     soco.set_defaults(handler=run_soco)
 
@@ -102,14 +106,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_latency(args: argparse.Namespace) -> int:
-    from ..benchmarks.latency import LatencyConfig, run_latency_benchmark
+    from ..benchmarks.latency import RUNTIME_CHOICES, LatencyConfig, run_latency_benchmark
     from ..errors import ConfigError
-    from ..runtimes.base import RUNTIME_NAMES
 
     runtimes = tuple(filter(None, (r.strip() for r in args.runtimes.split(","))))
-    unknown = [r for r in runtimes if r not in RUNTIME_NAMES]
+    unknown = [r for r in runtimes if r not in RUNTIME_CHOICES]
     if unknown or not runtimes:
-        raise ConfigError(f"unknown runtime(s) {unknown or runtimes}; choose from {', '.join(RUNTIME_NAMES)}")
+        raise ConfigError(f"unknown runtime(s) {unknown or runtimes}; choose from {', '.join(RUNTIME_CHOICES)}")
     config = LatencyConfig(backbones=tuple(filter(None, args.backbones.split(","))),
                            sizes=tuple(int(s) for s in args.sizes.split(",") if s), runs=args.runs,
                            warmup=args.warmup, random_weights=args.random_weights, device=args.device,
@@ -138,7 +141,7 @@ def run_soco(args: argparse.Namespace) -> int:
                              max_pairs_per_category=args.max_pairs_per_category or None,
                              feature_cache=args.feature_cache, linear_probe=args.linear_probe,
                              four_choice=args.four_choice, progress=not args.no_progress)
-    result = run_soco_benchmark(config, settings, backbone, device=args.device)
+    result = run_soco_benchmark(config, settings, backbone, device=args.device, dtype=args.dtype)
     if "summary" not in result:  # a torchrun rank other than 0: its images went to rank 0, which reports
         return 0
     print((result["paths"]["table"] and open(result["paths"]["table"], encoding="utf-8").read()))

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ... import distributed
-from ...features import FeatureExtractor, FeatureMap
+from ...features import FeatureExtractor, FeatureMap, host_pool
 from .loader import SocoView
 
 
@@ -62,22 +62,39 @@ class FeatureStore:
         return fmap
 
     def _load_or_encode(self, view: SocoView) -> FeatureMap:
+        return self._load_or_encode_many([view])[0]
+
+    def _load_or_encode_many(self, views: list[SocoView]) -> list[FeatureMap]:
+        """Disk-cached maps are read; the rest are decoded on host threads and encoded as one batch (a GPU is
+        busy with a batch, not starved by one image at a time)."""
+        out: dict[int, FeatureMap] = {}
+        todo = []
+        for i, view in enumerate(views):
+            path = self._disk_path(view)
+            if path is not None and path.is_file():
+                data = torch.load(path, map_location=self.device, weights_only=True)
+                self.stats.disk_hits += 1
+                out[i] = replace(self._encode_geometry(view), features=data["features"].half())
+            else:
+                todo.append(i)
+        if todo:
+            start = time.perf_counter()  # decoding included: it is part of what an image costs
+            images = list(host_pool().map(lambda i: views[i].image, todo)) if len(todo) > 1 else [views[todo[0]].image]
+            fmaps = self.extractor.extract_batch(images, cache=False)
+            self.stats.encode_seconds += time.perf_counter() - start
+            self.stats.encoded += len(todo)
+            for i, fmap in zip(todo, fmaps):
+                out[i] = replace(fmap, features=fmap.features.half().to(self.device))
+                self._save(views[i], out[i])
+        return [out[i] for i in range(len(views))]
+
+    def _save(self, view: SocoView, fmap: FeatureMap) -> None:
         path = self._disk_path(view)
-        if path is not None and path.is_file():
-            data = torch.load(path, map_location=self.device, weights_only=True)
-            self.stats.disk_hits += 1
-            return replace(self._encode_geometry(view), features=data["features"].half())
-        start = time.perf_counter()
-        fmap = self.extractor.extract(view.image)
-        self.stats.encode_seconds += time.perf_counter() - start
-        self.stats.encoded += 1
-        fmap = replace(fmap, features=fmap.features.half().to(self.device))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{distributed.rank()}.tmp")
             torch.save({"features": fmap.features.cpu()}, tmp)
             tmp.replace(path)  # atomic: a concurrent reader never sees half a file
-        return fmap
 
     def encode_distributed(self, views: Iterable[SocoView], progress: bool = True) -> None:
         """Under torchrun: every rank encodes every ``world``-th image (sorted by path, disk cache first) and rank
@@ -89,10 +106,15 @@ class FeatureStore:
             unique.setdefault(str(view.image_path), view)
         keys = sorted(unique)  # the same on every rank (never filtered by what one rank holds)
         if not distributed.is_initialized() or distributed.world_size() == 1:
-            for key in tqdm([k for k in keys if k not in self._memory], desc="encoding images", unit="image",
-                            disable=not progress):
-                self._memory[key] = self._load_or_encode(unique[key])
-                self._unused.add(key)
+            todo = [k for k in keys if k not in self._memory]
+            step = max(1, self.extractor.batch_size)
+            with tqdm(total=len(todo), desc="encoding images", unit="image", disable=not progress) as bar:
+                for start in range(0, len(todo), step):
+                    chunk = todo[start:start + step]
+                    for key, fmap in zip(chunk, self._load_or_encode_many([unique[k] for k in chunk])):
+                        self._memory[key] = fmap
+                        self._unused.add(key)
+                    bar.update(len(chunk))
             return
         rank, world = distributed.rank(), distributed.world_size()
         mine = distributed.shard(keys, rank, world)

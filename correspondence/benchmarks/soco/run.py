@@ -77,16 +77,21 @@ def _views_needed(config: SocoBenchConfig, sets: dict[str, SocoPairs], root: Pat
 
 
 def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None = None,
-                       features: FeatureSource | None = None, label: str | None = None, device: str = "cpu") -> dict:
+                       features: FeatureSource | None = None, label: str | None = None, device: str = "cpu",
+                       dtype: str = "float32") -> dict:
     """Evaluate ``backbone`` (or any ``features`` source, e.g. an oracle) and write the reports.
+
+    ``dtype``: the backbone's precision (float16 / bfloat16 autocast on CUDA: several times the throughput, not
+    the reference's fp32, so the numbers may move slightly; recorded in results.json).
 
     Under torchrun every rank calls this; ranks other than 0 return ``{"rank": r, ...}`` without a summary."""
     with distributed.session(device) as ctx:
-        return _run(config, settings, backbone, features, label, ctx)
+        return _run(config, settings, backbone, features, label, ctx, dtype)
 
 
 def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None,
-         features: FeatureSource | None, label: str | None, ctx: distributed.DistContext) -> dict:
+         features: FeatureSource | None, label: str | None, ctx: distributed.DistContext,
+         dtype: str = "float32") -> dict:
     root = Path(config.root)
     progress = config.progress and ctx.is_main
     wanted = [t for t in config.pair_types if t != "cross" or "cross" in settings.tasks or "cc" in settings.tasks]
@@ -96,14 +101,15 @@ def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBa
     if features is None:
         if backbone is None:
             raise ValueError("give a backbone or a feature source")
-        extractor = FeatureExtractor(backbone, settings.extraction(), device=ctx.device, cache_size=0)
+        extractor = FeatureExtractor(backbone, replace(settings.extraction(), dtype=dtype), device=ctx.device,
+                                     cache_size=0, batch_size=16 if ctx.device.type == "cuda" else 8)
         store = FeatureStore(extractor, config.feature_cache)
         features = store
         record_backbone = extractor.describe()
     else:
         record_backbone = {"backbone": {"name": label or "custom feature source"}}
     start = time.perf_counter()
-    if store is not None and ctx.enabled:  # share the encoding out; rank 0 ends up holding every map
+    if store is not None:  # batched prefetch; under torchrun shared out, and rank 0 ends up holding every map
         store.encode_distributed(_views_needed(config, sets, root), progress=progress)
     if not ctx.is_main:
         return {"rank": ctx.rank, "world_size": ctx.world_size}
