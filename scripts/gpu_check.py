@@ -7,8 +7,8 @@ nothing is installed. Stages, each bounded, in order of importance:
    head, node engine; parts whose packages are absent skip with the reason);
 2. ``soco bench latency --device cuda --fp16``: ViT-S/14 at 224 and 448 px, eager / CUDA graphs (and
    ``torch.compile`` unless ``--no-compile``), backbone and keypoint-frame rows;
-3. ``soco bench soco --device cuda`` with ViT-B/14 on the 840 px (60-patch) protocol over a generated set of textured
-   images: images encoded per second.
+3. ``soco bench soco --device cuda --fp16`` with ViT-B/14 on the 840 px (60-patch) protocol over a generated set of
+   640 x 480 textured images: images decoded and encoded per second.
 
 Writes ``bench_out/gpu_check/summary.md`` (+ the reports of each stage) and exits non-zero when a stage fails or a
 target is missed.
@@ -72,7 +72,7 @@ def stage_soco(out: Path, log, images: int) -> tuple[bool, dict]:
         write_textured_soco(data, pairs=images // 2, size=(640, 480))
     start = time.time()
     code = main(["bench", "soco", "--root", str(data), "--backbone", "dinov2_vitb14", "--random-weights",
-                 "--protocol", "soco-grid60", "--device", "cuda", "--task", "cc,soc", "--no-progress",
+                 "--protocol", "soco-grid60", "--device", "cuda", "--fp16", "--task", "cc,soc", "--no-progress",
                  "--out", str(out / "soco")])
     results = json.loads((out / "soco" / "results.json").read_text())
     timing = results.get("timing", {})
