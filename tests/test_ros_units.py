@@ -279,7 +279,7 @@ def test_docs_list_every_parameter_and_topic():
     text = (REPO / "docs" / "ros.md").read_text(encoding="utf-8")
     assert P.markdown_table() in text
     for topic in ("~/matches", "~/keypoint_names", "~/alignment", "~/alignment_quality", "~/markers", "~/debug_image",
-                  "~/mask", "/diagnostics", "~/set_demo", "~/reset", "~/set_demo_path"):
+                  "~/mask", "/diagnostics", "~/set_demo", "~/reset", "~/set_demo_path", "/tf"):
         assert f"`{topic}`" in text, topic
 
 
