@@ -110,7 +110,7 @@ class FeatureMap:
         """Bilinearly sampled descriptors ``(N, C)`` at original-image pixels."""
         xy = self.check_points(xy)
         uv = self.original_to_grid(xy)
-        grid = torch.from_numpy(grid_to_normalised(uv, self.grid_wh)).to(self.features)
+        grid = torch.from_numpy(grid_to_normalised(uv, self.grid_wh)).to(self.features.device, torch.float32)  # fp32 always
         sampled = F.grid_sample(self.features[None].float(), grid[None, None].float(), mode="bilinear",
                                 align_corners=True, padding_mode="border")
         return sampled[0, :, 0].T
