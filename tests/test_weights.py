@@ -202,3 +202,51 @@ def test_official_dinov3_layout_loads_through_timm_conversion(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     for kind in (OutputKind.LAST_RAW, OutputKind.DENSE_CLS):
         assert torch.equal(loaded.module.forward_dense(x, kind)[0], source.module.forward_dense(x, kind)[0])
+
+
+def official_interpolate_pos_encoding(pos_embed: torch.Tensor, height: int, width: int, patch: int,
+                                      interpolate_offset: float, interpolate_antialias: bool) -> torch.Tensor:
+    """facebookresearch/dinov2 ``DinoVisionTransformer.interpolate_pos_encoding`` written out from the released
+    source (models/vision_transformer.py): note it names the image height ``w`` (``B, nc, w, h = x.shape``), so
+    ``sx`` scales the rows. Returns the patch part ``(1, h0 * w0, C)``."""
+    import math
+    N = pos_embed.shape[1] - 1
+    patch_pos_embed = pos_embed.float()[:, 1:]
+    dim = pos_embed.shape[-1]
+    w, h = height, width
+    w0, h0 = w // patch, h // patch
+    M = int(math.sqrt(N))
+    kwargs = {}
+    if interpolate_offset:
+        sx = float(w0 + interpolate_offset) / M
+        sy = float(h0 + interpolate_offset) / M
+        kwargs["scale_factor"] = (sx, sy)
+    else:
+        kwargs["size"] = (w0, h0)
+    patch_pos_embed = F.interpolate(patch_pos_embed.reshape(1, M, M, dim).permute(0, 3, 1, 2), mode="bicubic",
+                                    antialias=interpolate_antialias, **kwargs)
+    assert (w0, h0) == patch_pos_embed.shape[-2:]
+    return patch_pos_embed.permute(0, 2, 3, 1).reshape(1, -1, dim)
+
+
+@pytest.mark.parametrize("name, offset, antialias", [("dinov2_vits14", 0.1, False), ("dinov2_vits14_reg", 0.0, True)])
+@pytest.mark.parametrize("hw", [(448, 448), (224, 336), (630, 182)])
+def test_pos_embed_interpolation_equals_the_official_hub_model(name, offset, antialias, hw):
+    """Plain models: the hub default (offset 0.1, no antialias); register models: the hub builders'
+    ``interpolate_antialias=True, interpolate_offset=0.0``."""
+    module = create_backbone(name, random_init=True).module
+    pos = module.model.pos_embed
+    official_pos = pos if name.endswith("14") else torch.cat([torch.zeros_like(pos[:, :1]), pos], 1)
+    expected = official_interpolate_pos_encoding(official_pos, hw[0], hw[1], 14, offset, antialias)
+    ours = module.patch_pos_embed(hw[0] // 14, hw[1] // 14)
+    assert torch.allclose(ours, expected, atol=1e-6)
+    other = official_interpolate_pos_encoding(official_pos, hw[0], hw[1], 14, 0.1 - offset, not antialias)
+    assert not torch.allclose(ours, other, atol=1e-4)  # the two rules differ: the test can tell them apart
+
+
+def test_create_backbone_leaves_the_global_rng_alone():
+    torch.manual_seed(42)
+    expected = torch.rand(3)
+    torch.manual_seed(42)
+    create_backbone("test_vit_tiny")
+    assert torch.equal(torch.rand(3), expected)

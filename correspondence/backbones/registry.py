@@ -83,13 +83,14 @@ def get_spec(name: str) -> BackboneSpec:
 
 
 # ---- builders ---------------------------------------------------------------------------------------------------
-def _timm_vit(arch: str, contract: BackboneContract, **kwargs) -> Callable[[], DenseBackbone]:
+def _timm_vit(arch: str, contract: BackboneContract, registers: bool = False, **kwargs) -> Callable[[], DenseBackbone]:
+    """``registers``: the DINOv2 register models resize their positional embedding differently (see vit.py)."""
     def build() -> DenseBackbone:
         import timm
 
-        from .vit import DinoViT
+        from .vit import PLAIN_INTERPOLATION, REGISTER_INTERPOLATION, DinoViT
         model = timm.create_model(arch, pretrained=False, num_classes=0, dynamic_img_size=True, **kwargs)
-        return DinoViT(model, contract)
+        return DinoViT(model, contract, REGISTER_INTERPOLATION if registers else PLAIN_INTERPOLATION)
     return build
 
 
@@ -138,7 +139,7 @@ def _register_defaults() -> None:
             register(BackboneSpec(
                 name=name, family="dinov2_reg" if reg else "dinov2",
                 description=f"DINOv2 ViT-{letter.upper()}/14{' with 4 registers' if reg else ''} (Oquab et al. 2023)",
-                contract=contract, preprocessing=IMAGENET, build=_timm_vit(arch, contract),
+                contract=contract, preprocessing=IMAGENET, build=_timm_vit(arch, contract, registers=reg),
                 source=PretrainedSource(file, DINOV2_URL.format(model=f"dinov2_vit{letter}14", file=file), "dinov2")))
     for letter, (word, dim, depth), file in (("s", sizes["s"], "dinov3_vits16_pretrain_lvd1689m-08c60483.pth"),
                                              ("b", sizes["b"], "dinov3_vitb16_pretrain_lvd1689m-73cec8be.pth")):
@@ -182,8 +183,9 @@ def create_backbone(name: str, weights: str | Path | None = None, random_init: b
     if name == "auto":
         return create_auto(weights=weights, allow_download=allow_download)
     spec = get_spec(name)
-    torch.manual_seed(RANDOM_SEED)
-    module = spec.build().eval()
+    with torch.random.fork_rng(devices=[]):  # seeded init without reseeding the caller's global RNG
+        torch.manual_seed(RANDOM_SEED)
+        module = spec.build().eval()
     for param in module.parameters():
         param.requires_grad_(False)
     if spec.source is None:

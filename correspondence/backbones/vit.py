@@ -1,14 +1,16 @@
 """DINO-family Vision Transformers (DINO v1, DINOv2, DINOv2+registers) on timm architectures.
 
 We run the timm modules ourselves instead of calling timm's ``forward``: the positional embedding is resized
-with the official DINO/DINOv2 rule (bicubic, scale ``(n + 0.1) / M``, no antialias) so features match the
-reference code at every size, and the resized embedding is cached per grid (and can be frozen as a constant
-for ONNX export).
+with the official DINO/DINOv2 rule of each model (:class:`PosEmbedInterpolation`: the plain models scale by
+``(n + 0.1) / M`` without antialias, the register models resize to ``n`` with antialias, as the official hub
+builders set them) so features match the reference code at every size, and the resized embedding is cached per
+grid (and can be frozen as a constant for ONNX export or CUDA-graph capture).
 """
 from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from typing import Sequence
 
 import torch
@@ -18,11 +20,25 @@ from ..errors import CorruptCheckpointError
 from .contract import BackboneContract, DenseBackbone, OutputKind
 
 VIT_OUTPUT_KINDS = (OutputKind.LAST_RAW, OutputKind.LAST_NORM, OutputKind.BLOCKS, OutputKind.DENSE_CLS)
-POS_EMBED_OFFSET = 0.1  # the official DINO/DINOv2 interpolation offset
+
+
+@dataclass(frozen=True)
+class PosEmbedInterpolation:
+    """How a model resizes its positional embedding (DINOv2's ``interpolate_offset`` / ``interpolate_antialias``).
+
+    ``offset > 0``: bicubic with ``scale_factor = (n + offset) / M`` (the historical kludge of DINO v1 and the plain
+    DINOv2 models); ``offset == 0``: bicubic to ``size = n`` (the register models)."""
+
+    offset: float = 0.1
+    antialias: bool = False
+
+
+PLAIN_INTERPOLATION = PosEmbedInterpolation(0.1, False)  # dinov2_vit*14 (hub defaults), dino_vitb16
+REGISTER_INTERPOLATION = PosEmbedInterpolation(0.0, True)  # dinov2_vit*14_reg (hub builders set both)
 
 
 def resize_patch_pos_embed(patch_pos: torch.Tensor, grid_h: int, grid_w: int,
-                           offset: float = POS_EMBED_OFFSET) -> torch.Tensor:
+                           interpolation: PosEmbedInterpolation = PLAIN_INTERPOLATION) -> torch.Tensor:
     """Resize a ``(1, M*M, C)`` patch positional embedding to ``grid_h x grid_w`` as the DINOv2 reference does."""
     n, dim = patch_pos.shape[1], patch_pos.shape[2]
     side = int(math.sqrt(n))
@@ -31,8 +47,11 @@ def resize_patch_pos_embed(patch_pos: torch.Tensor, grid_h: int, grid_w: int,
     if (grid_h, grid_w) == (side, side):
         return patch_pos
     grid = patch_pos.float().reshape(1, side, side, dim).permute(0, 3, 1, 2)
-    scale = ((grid_h + offset) / side, (grid_w + offset) / side)
-    grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    if interpolation.offset:
+        scale = ((grid_h + interpolation.offset) / side, (grid_w + interpolation.offset) / side)
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=interpolation.antialias)
+    else:
+        grid = F.interpolate(grid, size=(grid_h, grid_w), mode="bicubic", antialias=interpolation.antialias)
     if tuple(grid.shape[-2:]) != (grid_h, grid_w):  # the offset guarantees this; keep the reference's check
         raise RuntimeError(f"pos-embed resize gave {tuple(grid.shape[-2:])}, expected {(grid_h, grid_w)}")
     return grid.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, dim).to(patch_pos.dtype)
@@ -41,10 +60,12 @@ def resize_patch_pos_embed(patch_pos: torch.Tensor, grid_h: int, grid_w: int,
 class DinoViT(DenseBackbone):
     """A timm ``VisionTransformer`` driven block by block, exposing every output kind of the contract."""
 
-    def __init__(self, model: torch.nn.Module, contract: BackboneContract) -> None:
+    def __init__(self, model: torch.nn.Module, contract: BackboneContract,
+                 interpolation: PosEmbedInterpolation = PLAIN_INTERPOLATION) -> None:
         super().__init__()
         self.model = model
         self.contract = contract
+        self.interpolation = interpolation
         self._pos_cache: dict[tuple[int, int, torch.dtype, str], torch.Tensor] = {}
         self._pos_fixed: dict[tuple[int, int], torch.Tensor] = {}
 
@@ -78,7 +99,7 @@ class DinoViT(DenseBackbone):
     def _resized_pos(self, grid_h: int, grid_w: int) -> torch.Tensor:
         prefix = 0 if getattr(self.model, "no_embed_class", False) else self.model.num_prefix_tokens
         prefix = min(prefix, 1)  # only the CLS token ever carries a position in DINO checkpoints
-        return resize_patch_pos_embed(self.model.pos_embed[:, prefix:], grid_h, grid_w)
+        return resize_patch_pos_embed(self.model.pos_embed[:, prefix:], grid_h, grid_w, self.interpolation)
 
     # ---- forward ---------------------------------------------------------------------------------------------
     def patch_pos_embed(self, grid_h: int, grid_w: int) -> torch.Tensor:
@@ -143,27 +164,20 @@ class DinoViT(DenseBackbone):
 
 
 _CHUNKED_BLOCK = re.compile(r"^blocks\.\d+\.(\d+)\.")
-_SWIGLU = re.compile(r"^(blocks\.\d+\.mlp\.)(w12|w3)\.")
 
 
 def remap_official_dinov2(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """Official DINOv2 key layout (``dinov2_vits14_pretrain.pth``) -> timm ``VisionTransformer`` keys.
 
-    Differences handled: ``mask_token`` (training only) is dropped; chunked blocks ``blocks.<chunk>.<i>`` are
-    flattened; SwiGLU ``w12``/``w3`` become ``fc1``/``fc2``; ``register_tokens`` become ``reg_token`` and, since
-    timm's register models keep class positions out of ``pos_embed``, the CLS position is folded into the CLS token.
+    timm's own DINOv2 checkpoint filter does the conversion (``mask_token`` dropped, SwiGLU ``w12``/``w3`` ->
+    ``fc1``/``fc2``, ``register_tokens`` -> ``reg_token`` with the CLS position folded into the CLS token). Two
+    things are ours: chunked blocks ``blocks.<chunk>.<i>`` (``block_chunks > 0`` in the official code) are
+    flattened first, and a checkpoint stripped of its training-only ``mask_token`` (by which timm recognises the
+    layout) gets a placeholder that the filter drops again.
     """
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key == "mask_token":
-            continue
-        key = _CHUNKED_BLOCK.sub(r"blocks.\1.", key)
-        key = _SWIGLU.sub(lambda m: m.group(1) + ("fc1." if m.group(2) == "w12" else "fc2."), key)
-        out[key] = value
-    if "register_tokens" in out:
-        out["reg_token"] = out.pop("register_tokens")
-        if getattr(model, "no_embed_class", False) and "pos_embed" in out and "cls_token" in out:
-            pos = out.pop("pos_embed")
-            out["cls_token"] = out["cls_token"] + pos[:, :1]
-            out["pos_embed"] = pos[:, 1:]
-    return out
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    flat = {_CHUNKED_BLOCK.sub(r"blocks.\1.", key): value for key, value in state.items()}
+    if "mask_token" not in flat:
+        flat["mask_token"] = torch.zeros(1)
+    return checkpoint_filter_fn(flat, model)
