@@ -75,10 +75,11 @@ class ThrottledLog:
         self._suppressed: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def warn(self, reason: str, message: str, level: str = "warning") -> None:
-        """Throttled per (reason, start of the message): different topics or causes are each reported."""
+    def warn(self, reason: str, message: str, level: str = "warning", key: str | None = None) -> None:
+        """Throttled per ``key`` (default: the reason and the start of the message, so different topics or causes
+        are each reported)."""
         now = time.monotonic()
-        key = f"{reason}|{message[:40]}"
+        key = key or f"{reason}|{message[:40]}"
         with self._lock:
             if now - self._last.get(key, -1e18) < self.period:
                 self._suppressed[key] = self._suppressed.get(key, 0) + 1
@@ -234,7 +235,9 @@ class CorrespondenceNode(LifecycleNode):
         if reason is not None:
             name = "depth_min" if "depth_min" in changes else "depth_max"
             return self._refuse(name, f"{reason}; keeping depth_min={self.params['depth_min']:g}, "
-                                      f"depth_max={self.params['depth_max']:g}")
+                                      f"depth_max={self.params['depth_max']:g} (to move the range past its other "
+                                      "end, set both at once with set_parameters_atomically, or move the other "
+                                      "end first)")
         if "demo_path" in changes and self.engine is not None and changes["demo_path"] != self.params["demo_path"]:
             error = self._request_demo(changes["demo_path"])
             if error is not None:
@@ -697,7 +700,7 @@ class CorrespondenceNode(LifecycleNode):
                    f"{self.params['max_frame_age']:g} s); check the camera clock / use_sim_time, or raise "
                    "max_frame_age")
         self.health.problem("stale", "stale", message)
-        self.log.warn("stale", message)
+        self.log.warn("stale", message, key="stale")  # one line per 5 s, however the age varies
 
     def _on_worker_error(self, item: WorkItem | None, exc: BaseException) -> None:
         if isinstance(exc, SocoError):

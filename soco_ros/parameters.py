@@ -166,9 +166,7 @@ def validate_pair(values: dict[str, Any]) -> str | None:
     """The depth range is one setting in two parameters: None if ``depth_min < depth_max``, else the reason
     naming both values."""
     if "depth_min" in values and "depth_max" in values and not values["depth_min"] < values["depth_max"]:
-        return (f"depth_min ({values['depth_min']:g}) must be smaller than depth_max ({values['depth_max']:g}); "
-                "to move the range past the other end, set both at once (set_parameters_atomically) or change "
-                "the other one first")
+        return f"depth_min ({values['depth_min']:g}) must be smaller than depth_max ({values['depth_max']:g})"
     return None
 
 
