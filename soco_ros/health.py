@@ -115,6 +115,11 @@ class Health:
                 "ratio": (len(problems) / total) if total else 0.0, "dominant": dominant,
                 "by_kind": dict(Counter(p.kind for p in problems))}
 
+    def input_age(self) -> float | None:
+        """Seconds since the last input (None: none yet)."""
+        with self._lock:
+            return None if self._last_input is None else self.clock() - self._last_input
+
     def silent_for(self) -> float | None:
         """Seconds without output while inputs kept arriving (None when inputs stopped or output flows)."""
         now = self.clock()

@@ -755,6 +755,9 @@ class CorrespondenceNode(LifecycleNode):
         values = values if values is not None else self.diagnostics()
         ok = (f"{values['frames_published']} published, {values['frames_dropped']} dropped, p50 "
               f"{values['latency_p50_ms']:.0f} ms")
+        age = self.health.input_age()
+        if age is None or age > self.health.timeout_s:  # healthy, but say that it is waiting
+            ok = f"waiting for frames ({'none yet' if age is None else f'none for {age:.0f} s'}); {ok}"
         engine = self.engine
         return self.health.assess(values["state"], self._configure_error if not self._configured else None,
                                   has_demo=engine is not None and engine.has_demo, ok_text=ok)
