@@ -131,7 +131,9 @@ class Health:
             return now - self._waiting_since
 
     def assess(self, state: str, configure_error: str | None = None, has_demo: bool = True,
-               ok_text: str = "") -> tuple[int, str]:
+               ok_text: str = "", idle_hint: str = "") -> tuple[int, str]:
+        """(level, message). ``idle_hint``: the likely reason for "no output" when no frame problem explains it
+        (e.g. messages that never synchronise)."""
         if configure_error:
             return ERROR, f"configure failed: {configure_error}"
         if state != "active":
@@ -146,7 +148,7 @@ class Health:
             return WARN, "no demo loaded (set demo_path or publish a path on ~/set_demo_path)" + because
         silent = self.silent_for()
         if silent is not None and silent >= self.timeout_s:
-            return WARN, f"no output for {silent:.1f} s while frames arrive{because}"
+            return WARN, f"no output for {silent:.1f} s while frames arrive{because or idle_hint}"
         if window["frames"] >= MIN_FRAMES_FOR_RATIO and window["ratio"] > self.max_problem_ratio:
             return WARN, (f"{window['problems']} of {window['frames']} frames in the last {self.window_s:g} s "
                           f"not published{because}")

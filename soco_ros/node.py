@@ -759,8 +759,13 @@ class CorrespondenceNode(LifecycleNode):
         if age is None or age > self.health.timeout_s:  # healthy, but say that it is waiting
             ok = f"waiting for frames ({'none yet' if age is None else f'none for {age:.0f} s'}); {ok}"
         engine = self.engine
+        hint = ""
+        if values["frames_received"] == 0 or self.health.window()["frames"] == 0:
+            hint = (f"; no synchronised image / depth / mask set: {values['sync_unmatched']} messages found no "
+                    f"partner within sync_slop {self.params['sync_slop']:g} s (check their stamps and that every "
+                    "input topic is published)")
         return self.health.assess(values["state"], self._configure_error if not self._configured else None,
-                                  has_demo=engine is not None and engine.has_demo, ok_text=ok)
+                                  has_demo=engine is not None and engine.has_demo, ok_text=ok, idle_hint=hint)
 
     def _publish_diagnostics(self) -> None:
         try:

@@ -458,7 +458,10 @@ def test_diagnostics_tell_the_truth_and_stale_frames_are_logged(ros):
     assert "not published" in got[1] or "no output for" in got[1]
     assert peer.set_parameters(NODE, {"depth_min": 0.05})[0].successful
     assert level_is(0, "published", 30, send=frame), peer.diagnostic_level()
-    # stale: stamps 5 s old
+    # stale: stamps 5 s old (after ~/reset: the synchroniser would otherwise refuse stamps older than its last set)
+    from std_srvs.srv import Trigger
+
+    assert peer.call(Trigger, f"{NODE}/reset", Trigger.Request()).success
     got = level_is(1, "stale", 20, send=lambda: frame(stamp_ns=time.time_ns() - 5 * 10**9))
     assert got, peer.diagnostic_level()
     assert node.wait_log(r"\[stale\] frame dropped as stale: its stamp is 5\.\d\d s old .*max_frame_age 1 s", 5)

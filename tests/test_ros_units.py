@@ -463,6 +463,14 @@ def test_health_levels_and_reasons():
     # inputs stopped: nothing is owed
     now[0] += 60
     assert h.silent_for() is None and h.assess("active")[0] == H.OK
+    assert h.input_age() == pytest.approx(60)
+    # images arrive but never make a synchronised set: "no output", with the caller's hint as the reason
+    for _ in range(12):
+        now[0] += 0.5
+        h.input()
+    level, message = h.assess("active", idle_hint="; no synchronised image / depth set")
+    assert level == H.WARN and message.startswith("no output for") and message.endswith("no synchronised image / "
+                                                                                         "depth set")
 
 
 def test_worker_runs_jobs_first_and_reports_stale_age():
