@@ -31,8 +31,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .backbones.weights import PretrainedSource, file_sha256, load_state_dict, resolve_weights
+from .backbones.weights import PretrainedSource, load_state_dict, resolve_weights, weights_hash
 from .depth import to_metres
+from .device import to_numpy
 from .errors import (ConfigError, CorruptCheckpointError, InputError, MissingDependencyError,
                      WeightsNotFoundError)
 from .preprocessing import to_rgb_array
@@ -478,7 +479,7 @@ class SamProvider:
             raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit SAM {model_type}: "
                                          f"{str(exc).splitlines()[0]}") from exc
         model.to(torch_device).eval()
-        return cls(predictor_cls(model), model_type, str(path), file_sha256(path))
+        return cls(predictor_cls(model), model_type, str(path), weights_hash(path))
 
     @classmethod
     def from_model(cls, sam_model: Any, model_type: str = "custom") -> "SamProvider":
@@ -542,8 +543,8 @@ class SamProvider:
         coords_t = torch.as_tensor(coords, dtype=torch.float, device=predictor.device)[:, None, :]
         labels_t = torch.ones((len(grid), 1), dtype=torch.int, device=predictor.device)
         masks_t, ious_t, _ = predictor.predict_torch(coords_t, labels_t, multimask_output=True)
-        masks = masks_t.cpu().numpy()  # (9, 3, H, W)
-        ious = ious_t.float().cpu().numpy()  # (9, 3)
+        masks = to_numpy(masks_t)  # (9, 3, H, W)
+        ious = to_numpy(ious_t.float())  # (9, 3)
         return choose_auto_mask(masks, ious, grid)
 
 

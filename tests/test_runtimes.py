@@ -18,6 +18,7 @@ pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 from correspondence.api import Matcher  # noqa: E402
+from correspondence.hashing import file_sha256  # noqa: E402
 from correspondence.backbones import create_backbone  # noqa: E402
 from correspondence.cli import main  # noqa: E402
 from correspondence.demo_spec import DemoSpec  # noqa: E402
@@ -262,7 +263,7 @@ def _fake_engine(tmp_path, onnx_model, **fields) -> tuple:
     engine = tmp_path / "tiny.engine"
     engine.write_bytes(b"serialised engine")
     values = dict(environment=BuildEnvironment("0.0.0", "Old GPU", "7.5"), onnx_path=str(onnx_model),
-                  onnx_sha256=tensorrt_engine.sha256_file(onnx_model), fp16=True, max_batch=2, input_name="images",
+                  onnx_sha256=file_sha256(onnx_model), fp16=True, max_batch=2, input_name="images",
                   output_names=("features",), workspace_gb=1.5)
     values.update(fields)
     EngineRecord(**values).save(engine)

@@ -13,7 +13,7 @@ import torch
 
 from ..errors import ConfigError, WeightsNotFoundError
 from .contract import IDENTITY_NORM, IMAGENET, BackboneContract, DenseBackbone, OutputKind, Preprocessing
-from .weights import PretrainedSource, file_sha256, load_state_dict, resolve_weights
+from .weights import PretrainedSource, load_state_dict, resolve_weights, weights_hash
 
 DINOV2_URL = "https://dl.fbaipublicfiles.com/dinov2/{model}/{file}"
 RANDOM_SEED = 0
@@ -204,7 +204,7 @@ def create_backbone(name: str, weights: str | Path | None = None, random_init: b
 def _load_into(spec: BackboneSpec, module: DenseBackbone, path: Path, layout: str) -> LoadedBackbone:
     state = load_state_dict(path)
     module.load_official(state, layout, source=f"checkpoint {str(path)!r} for {spec.name}")
-    return LoadedBackbone(spec, module.eval(), WeightsInfo("pretrained", str(path), file_sha256(path)))
+    return LoadedBackbone(spec, module.eval(), WeightsInfo("pretrained", str(path), weights_hash(path)))
 
 
 def create_auto(weights: str | Path | None = None, allow_download: bool = True,

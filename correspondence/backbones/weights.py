@@ -7,7 +7,6 @@ is data, never code.
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -20,6 +19,7 @@ from typing import Mapping
 import torch
 
 from ..errors import CorruptCheckpointError, WeightsNotFoundError
+from ..hashing import file_sha256
 
 ENV_WEIGHTS_DIR = "SOCO_WEIGHTS_DIR"
 ENV_OFFLINE = "SOCO_OFFLINE"
@@ -129,18 +129,6 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return state
 
 
-_HASH_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def file_sha256(path: str | os.PathLike, length: int = 16) -> str:
-    """Content hash (prefix) of a weights file, recorded in every result so runs are traceable."""
-    path = Path(path)
-    stat = path.stat()
-    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-    if key not in _HASH_CACHE:
-        digest = hashlib.sha256()
-        with open(path, "rb") as handle:
-            while chunk := handle.read(1 << 22):
-                digest.update(chunk)
-        _HASH_CACHE[key] = digest.hexdigest()
-    return _HASH_CACHE[key][:length]
+def weights_hash(path: str | os.PathLike) -> str:
+    """Content hash prefix of a weights file, recorded in every result so runs are traceable."""
+    return file_sha256(path, 16)

@@ -9,7 +9,6 @@ caller passes ``allow_unverified``.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,19 +16,12 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import ConfigError, InputError
+from ..hashing import file_sha256
 from .deps import import_tensorrt
 from .metadata import require_verified
 
 DEFAULT_MAX_BATCH = 8
 DEFAULT_WORKSPACE_GB = 4.0
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def sidecar_path(engine: str | Path) -> Path:
@@ -119,7 +111,7 @@ def stale_reason(engine: str | Path, onnx_path: str | Path | None, fp16: bool | 
         return f"built with {record.environment}, this machine is {env}"
     if fp16 is not None and record.fp16 != fp16:
         return f"built with fp16={record.fp16}, requested fp16={fp16}"
-    if onnx_path is not None and Path(onnx_path).is_file() and sha256_file(onnx_path) != record.onnx_sha256:
+    if onnx_path is not None and Path(onnx_path).is_file() and file_sha256(onnx_path) != record.onnx_sha256:
         return "the ONNX file changed since the engine was built"
     return None
 
@@ -186,7 +178,7 @@ def build_engine(onnx_path: str | Path, engine_path: str | Path, fp16: bool = Fa
     engine_path.parent.mkdir(parents=True, exist_ok=True)
     engine_path.write_bytes(bytes(serialized))
     outputs = tuple(network.get_output(i).name for i in range(network.num_outputs))
-    record = EngineRecord(env, str(onnx_path.resolve()), sha256_file(onnx_path), fp16, int(max_batch), tensor.name,
+    record = EngineRecord(env, str(onnx_path.resolve()), file_sha256(onnx_path), fp16, int(max_batch), tensor.name,
                           outputs, metadata.to_props(), forced, time.perf_counter() - start, float(workspace_gb))
     record.save(engine_path)
     return record
