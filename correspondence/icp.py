@@ -4,9 +4,16 @@ object's depth clouds.
 Why: dense feature matches land on a patch grid (14 px at 448 px is about 1.5 cm at half a metre), so the
 RANSAC pose from them is typically a few degrees off. Both objects are segmented and have depth, so their
 surfaces can pull the pose the rest of the way. ICP only converges from a nearby start, and on a different
-instance (functional mode) the surfaces do not coincide; so the refinement is *guarded*: it is kept only when it
-converged, moved the pose by a bounded amount, and made the surfaces agree better; otherwise the correspondence
-pose stands and the result says why.
+instance (functional mode) the surfaces do not coincide; so the refinement is *guarded*. Open3D's
+``registration_icp`` (point-to-plane, coarse to fine, ``ICPConvergenceCriteria``) does the work; the result is kept
+only when all of these hold, else the correspondence pose stands and ``IcpResult.reason`` says which failed:
+
+1. it converged: one more point-to-plane iteration at the finest distance moves the pose by less than
+   ``converged_deg`` and ``converged_m`` (a fixed point, not merely the iteration cap);
+2. it moved the start pose by at most ``max_correction_deg`` and ``max_correction_m`` (at the demo cloud's centre);
+3. the surfaces agree: fitness (share of demo points with a live point within the finest distance) is at least
+   ``min_fitness``, is not lower than before by more than ``fitness_tolerance`` (0.02: noise when it is near 1),
+   and the inlier RMSE is not higher than before by more than ``rmse_tolerance`` (10 %) unless fitness rose.
 """
 from __future__ import annotations
 
@@ -14,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .alignment import rotation_error_deg
 from .camera import CameraIntrinsics
 from .errors import InputError
 
@@ -27,6 +35,10 @@ class IcpSettings:
     max_correction_m: float = 0.10  # or moves the demo object's centre by more
     min_fitness: float = 0.3  # share of demo points with a live neighbour within the finest distance
     fitness_tolerance: float = 0.02  # a refinement may not lower that share by more (noise when it is near 1)
+    rmse_tolerance: float = 0.10  # nor raise the inlier RMSE by more than this fraction (unless fitness rose)
+    converged_deg: float = 0.05  # one more iteration moving less than this (and converged_m) = converged
+    converged_m: float = 0.0005
+    normal_neighbours: int = 12
 
 
 @dataclass(frozen=True)
@@ -64,77 +76,64 @@ def masked_cloud(depth: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarr
     return intrinsics.unproject(xy, depth[rows, cols].astype(np.float64))
 
 
-def _normals(points: np.ndarray, tree, k: int = 12) -> np.ndarray:
-    """Unit normals from the smallest principal axis of each point's k neighbours."""
-    _, idx = tree.query(points, k=min(k, len(points)))
-    neighbours = points[idx] - points[idx].mean(1, keepdims=True)
-    cov = np.einsum("nki,nkj->nij", neighbours, neighbours)
-    _, vectors = np.linalg.eigh(cov)
-    return vectors[:, :, 0]
+def _cloud(points: np.ndarray, normals_k: int | None = None):
+    import open3d as o3d
 
-
-def _fitness(src: np.ndarray, tree, distance: float) -> tuple[float, float]:
-    d, _ = tree.query(src, distance_upper_bound=distance)
-    close = np.isfinite(d)
-    rmse = float(np.sqrt(np.mean(d[close] ** 2))) if close.any() else float("nan")
-    return float(close.mean()), rmse
-
-
-def _step(src: np.ndarray, dst: np.ndarray, normals: np.ndarray) -> np.ndarray:
-    """One linearised point-to-plane solve: the small motion (rotation vector, translation) and its 4x4 matrix."""
-    a = np.hstack([np.cross(src, normals), normals])
-    b = np.einsum("ij,ij->i", dst - src, normals)
-    x, *_ = np.linalg.lstsq(a, b, rcond=None)
-    w, t = x[:3], x[3:]
-    angle = np.linalg.norm(w)
-    R = np.eye(3)
-    if angle > 1e-12:
-        k = w / angle
-        K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
-        R = np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K
-    step = np.eye(4)
-    step[:3, :3], step[:3, 3] = R, t
-    return step
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(points, dtype=np.float64)))
+    if normals_k:
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(normals_k))
+    return cloud
 
 
 def refine(src_cloud: np.ndarray, dst_cloud: np.ndarray, start: np.ndarray, settings: IcpSettings | None = None
            ) -> IcpResult:
     """Point-to-plane ICP of ``src_cloud`` (demo frame) onto ``dst_cloud`` (live frame) from ``start`` (4x4)."""
-    from scipy.spatial import cKDTree
-
     s = settings or IcpSettings()
     start = np.asarray(start, dtype=np.float64)
+    nan = float("nan")
     if len(src_cloud) < 10 or len(dst_cloud) < 10:
-        return IcpResult(False, start, 0.0, 0.0, float("nan"), 0.0, 0.0, "too few depth points for ICP")
-    tree = cKDTree(dst_cloud)
-    normals = _normals(dst_cloud, tree)
+        return IcpResult(False, start, 0.0, 0.0, nan, 0.0, 0.0, "too few depth points for ICP")
+    try:
+        import open3d as o3d
+    except ImportError:
+        return IcpResult(False, start, 0.0, 0.0, nan, 0.0, 0.0,
+                         "ICP skipped: open3d is not installed (pip install -e .[vision])")
+    reg = o3d.pipelines.registration
+    src, dst = _cloud(src_cloud), _cloud(dst_cloud, s.normal_neighbours)
+    plane = reg.TransformationEstimationPointToPlane()
     finest = s.max_distances[-1]
-    moved = src_cloud @ start[:3, :3].T + start[:3, 3]
-    before, _ = _fitness(moved, tree, finest)
+    before = reg.evaluate_registration(src, dst, finest, start)
     T = start.copy()
     for distance in s.max_distances:
-        for _ in range(s.iterations_per_stage):
-            moved = src_cloud @ T[:3, :3].T + T[:3, 3]
-            d, idx = tree.query(moved, distance_upper_bound=distance)
-            close = np.isfinite(d)
-            if close.sum() < 10:
-                break
-            step = _step(moved[close], dst_cloud[idx[close]], normals[idx[close]])
-            T = step @ T
-            if np.linalg.norm(step[:3, 3]) < 5e-5 and np.abs(step[:3, :3] - np.eye(3)).max() < 5e-5:
-                break
-    moved = src_cloud @ T[:3, :3].T + T[:3, 3]
-    after, rmse = _fitness(moved, tree, finest)
-    delta = T @ np.linalg.inv(start)
-    correction_deg = float(np.degrees(np.arccos(np.clip((np.trace(delta[:3, :3]) - 1) / 2, -1, 1))))
-    centre = src_cloud.mean(0)
-    correction_m = float(np.linalg.norm((T[:3, :3] @ centre + T[:3, 3]) - (start[:3, :3] @ centre + start[:3, 3])))
-    if correction_deg > s.max_correction_deg or correction_m > s.max_correction_m:
+        criteria = reg.ICPConvergenceCriteria(relative_fitness=1e-6, relative_rmse=1e-6,
+                                              max_iteration=s.iterations_per_stage)
+        T = np.asarray(reg.registration_icp(src, dst, distance, T, plane, criteria).transformation)
+    one_more = np.asarray(reg.registration_icp(src, dst, finest, T, plane,
+                                               reg.ICPConvergenceCriteria(max_iteration=1)).transformation)
+    after = reg.evaluate_registration(src, dst, finest, T)
+    correction_deg, correction_m = _motion(start, T, src_cloud)
+    residual_deg, residual_m = _motion(T, one_more, src_cloud)
+    fitness_before, fitness_after = float(before.fitness), float(after.fitness)
+    rmse_before = float(before.inlier_rmse) if before.fitness > 0 else nan
+    rmse_after = float(after.inlier_rmse) if after.fitness > 0 else nan
+    if residual_deg > s.converged_deg or residual_m > s.converged_m:
+        reason = (f"ICP did not converge (one more iteration still moves the pose {residual_deg:.2f} deg, "
+                  f"{1000 * residual_m:.2f} mm)")
+    elif correction_deg > s.max_correction_deg or correction_m > s.max_correction_m:
         reason = f"refinement moved the pose too far ({correction_deg:.1f} deg, {100 * correction_m:.1f} cm)"
-    elif after < s.min_fitness:
-        reason = f"surfaces do not agree after refinement (fitness {after:.2f} < {s.min_fitness})"
-    elif after < before - s.fitness_tolerance:
-        reason = f"refinement made the surface agreement worse ({before:.2f} -> {after:.2f})"
+    elif fitness_after < s.min_fitness:
+        reason = f"surfaces do not agree after refinement (fitness {fitness_after:.2f} < {s.min_fitness})"
+    elif fitness_after < fitness_before - s.fitness_tolerance:
+        reason = f"refinement lowered the surface agreement (fitness {fitness_before:.2f} -> {fitness_after:.2f})"
+    elif (fitness_after <= fitness_before and np.isfinite(rmse_before)
+          and rmse_after > rmse_before * (1 + s.rmse_tolerance)):
+        reason = f"refinement raised the surface distance (RMSE {1000 * rmse_before:.1f} -> {1000 * rmse_after:.1f} mm)"
     else:
-        return IcpResult(True, T, before, after, rmse, correction_deg, correction_m, "ok")
-    return IcpResult(False, start, before, after, rmse, correction_deg, correction_m, reason)
+        return IcpResult(True, T, fitness_before, fitness_after, rmse_after, correction_deg, correction_m, "ok")
+    return IcpResult(False, start, fitness_before, fitness_after, rmse_after, correction_deg, correction_m, reason)
+
+
+def _motion(a: np.ndarray, b: np.ndarray, points: np.ndarray) -> tuple[float, float]:
+    """How far pose ``b`` is from ``a``: rotation angle (deg) and the displacement of the points' centre (m)."""
+    centre = points.mean(0)
+    return rotation_error_deg(a, b), float(np.linalg.norm((b[:3, :3] @ centre + b[:3, 3]) - (a[:3, :3] @ centre + a[:3, 3])))

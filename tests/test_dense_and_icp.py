@@ -98,5 +98,9 @@ def test_icp_pulls_a_perturbed_pose_back_and_guards_its_moves():
     np.testing.assert_array_equal(guarded.transform, start)  # the start pose stands
     few = refine(cloud[:5], live, start)
     assert not few.accepted and "too few" in few.reason
+    # Stopped by the iteration cap while still moving: not converged, so the start pose stands.
+    capped = refine(cloud, live, start, IcpSettings(max_distances=(0.03,), iterations_per_stage=1))
+    assert not capped.accepted and "did not converge" in capped.reason
+    np.testing.assert_array_equal(capped.transform, start)
     with pytest.raises(InputError, match="intrinsics are for"):
         masked_cloud(depth[:100], k, None, (0.1, 2.0), 100)
