@@ -1,17 +1,28 @@
-"""Evaluation metrics of dense functional correspondence (Stojanov et al., ICCV 2025). Numpy in, floats out.
+"""Evaluation metrics of dense functional correspondence, as the released reference code computes them
+(Stojanov et al., ICCV 2025; ``cond_corr/inference_2D_HANDAL.py``, ``inference_2D_discovery_HANDAL.py`` and
+``utils/gather_results_handal.py``). Numpy in, floats out. Coordinates are integer ``[row, col]`` pixels of the
+224 x 224 evaluation crop.
 
-* Label transfer: ground-truth keypoints of the source are transferred to the target and compared to the
-  target's annotation, in pixels of the 224 x 224 evaluation crop (``[row, col]``): mean normalised distance
-  and PCK at 23 / 15 / 10 px (about 0.1 / 0.067 / 0.045 of the image side).
-* Discovery: a method proposes scored candidate matches with no keypoint given; sweeping the top-k % of them
-  gives a precision / recall curve against the ground-truth correspondences, summarised by the best F1 and the
-  average precision, at tolerances 23 / 15 / 10 / 5 px.
-* Functional-part masks: IoU and F-measure.
-* :func:`aggregate` splits per-pair records into within-category, across-category and all, like the
-  paper's tables.
+* Label transfer, per pair direction: Euclidean distances ``d`` between transferred and annotated pixels;
+  normalised distance ``mean(d) / 223`` and ``PCK@t = mean(d <= t)`` for t = 23 / 15 / 10 px. The paper's text
+  writes ``<``; its numbers come from the code's ``<=``, which is what is used here.
+* Discovery, per pair direction: candidate matches in ranked order (best first). For the cutoffs
+  ``np.arange(0.01, 1.01, 0.01)`` the top ``int(n * cutoff)`` candidates are kept (a float sweep truncated to
+  an integer, so at n = 100 the 7th cutoff keeps 6). A candidate is correct when one annotated pair has its
+  source within ``tau`` px of the candidate's source and its target within ``tau`` px of its target
+  (``<=``, a k-d tree ball query); recall is the share of annotated pairs whose first (best-ranked) matching
+  candidate is kept. Best F1 = max over the sweep; AP = ``sum (R_k - R_{k-1}) P_k`` over the sweep from the
+  point (R = 0, P = 1).
+* :func:`discovery_scores`: ``(1 - mm(cycle)) * mm(sim)`` with ``mm`` min-max over the candidates (the
+  reference sorts ``-(1 - mm(cycle)) * mm(sim)`` ascending; this is its negation, sorted descending).
+* :func:`aggregate`: the mean over pair directions per split (within-category, across-category, all).
 
-Distance thresholds are strict everywhere (``distance < threshold``), so PCK and discovery agree on what
-"within tau px" means and a point exactly on the threshold is a miss.
+Where the reference gives NaN or crashes, a defined result is used instead (see ``docs/functional.md``):
+a cutoff keeping no candidate (``int(n * cutoff) = 0``, only when n < 100) has precision 1, recall 0 and F1 0,
+which changes neither best F1 nor AP (the reference's NaN there poisons both); a constant similarity array is
+taken as all-maximal (mm = 1) and a constant cycle-distance array as all-minimal (mm = 0), so the other term
+alone ranks (the reference divides 0 by 0). Pair directions without annotated points or without candidates
+are skipped and counted by the evaluator, never averaged as NaN.
 """
 from __future__ import annotations
 
@@ -25,11 +36,14 @@ from scipy.spatial import cKDTree
 from ..errors import InputError
 
 IMAGE_SIZE = 224
+DISTANCE_DENOMINATOR = 223  # the reference's normalisation (the largest coordinate, not the side)
 PCK_THRESHOLDS = (23, 15, 10)
 DISCOVERY_TAUS = (23, 15, 10, 5)
+CUTOFFS = np.arange(0.01, 1.01, 0.01)  # the reference's sweep, float steps included (100 values)
 
-__all__ = ["DISCOVERY_TAUS", "DiscoveryCurve", "IMAGE_SIZE", "PCK_THRESHOLDS", "aggregate", "discovery_curve",
-           "discovery_metrics", "discovery_scores", "f_measure", "iou", "normalised_distance", "pck_px"]
+__all__ = ["CUTOFFS", "DISCOVERY_TAUS", "DISTANCE_DENOMINATOR", "DiscoveryCurve", "IMAGE_SIZE", "PCK_THRESHOLDS",
+           "aggregate", "average_precision", "discovery_curve", "discovery_metrics", "discovery_scores", "f_measure",
+           "iou", "kept_counts", "minmax", "normalised_distance", "pck_px", "transfer_distances"]
 
 
 def _points(name: str, x, n: int | None = None) -> np.ndarray:
@@ -41,34 +55,47 @@ def _points(name: str, x, n: int | None = None) -> np.ndarray:
     return arr
 
 
-def _distances(pred, true) -> np.ndarray:
-    p = _points("pred", pred)
-    t = _points("true", true, p.shape[0])
+def transfer_distances(pred_rc, true_rc) -> np.ndarray:
+    """Euclidean pixel distances between transferred and annotated points (row-aligned)."""
+    p = _points("pred", pred_rc)
+    t = _points("true", true_rc, p.shape[0])
     if p.shape[0] == 0:
         raise InputError("no keypoints to evaluate: a pair without annotated keypoints has no label-transfer score")
-    return np.linalg.norm(p - t, axis=1)
+    return np.sqrt(np.sum((p - t) ** 2, axis=1))
 
 
 # --------------------------------------------------------------------------------------------- label transfer
 
-def normalised_distance(pred_rc, true_rc, image_size: int = IMAGE_SIZE) -> float:
-    """Mean Euclidean distance between transferred and true keypoints, divided by the crop side (lower = better)."""
-    return float(_distances(pred_rc, true_rc).mean() / image_size)
+def normalised_distance(pred_rc, true_rc, denominator: float = DISTANCE_DENOMINATOR) -> float:
+    """``mean(d) / 223`` (the reference divides by 223 for a 224 crop; lower = better)."""
+    return float(transfer_distances(pred_rc, true_rc).mean() / denominator)
 
 
 def pck_px(pred_rc, true_rc, thresholds: Iterable[float] = PCK_THRESHOLDS) -> dict[float, float]:
-    """Fraction of keypoints transferred to within ``threshold`` px, strictly (``d < threshold``), per threshold."""
-    d = _distances(pred_rc, true_rc)
-    return {t: float(np.mean(d < t)) for t in thresholds}
+    """``mean(d <= t)`` per threshold (inclusive, as the reference code)."""
+    d = transfer_distances(pred_rc, true_rc)
+    return {t: float(np.mean(d <= t)) for t in thresholds}
 
 
 # -------------------------------------------------------------------------------------------------- discovery
 
+def kept_counts(n: int) -> np.ndarray:
+    """Candidates kept at each of the 100 cutoffs: ``int(n * cutoff)`` (truncation of the float product)."""
+    return np.array([int(n * c) for c in CUTOFFS], dtype=np.int64)
+
+
+def average_precision(precision, recall) -> float:
+    """The reference's AP: prepend (R = 0, P = 1), then ``sum (R_k - R_{k-1}) * P_k`` in sweep order."""
+    p = np.insert(np.asarray(precision, dtype=np.float64), 0, 1.0)
+    r = np.insert(np.asarray(recall, dtype=np.float64), 0, 0.0)
+    return float(np.sum((r[1:] - r[:-1]) * p[1:]))
+
+
 @dataclass(frozen=True)
 class DiscoveryCurve:
-    """Precision / recall / F1 when keeping the top ``k`` % of candidates, for k = 1..100."""
+    """Precision / recall / F1 at the 100 cutoffs of the sweep."""
 
-    k: np.ndarray          # (100,) percent
+    kept: np.ndarray       # (100,) candidates kept
     precision: np.ndarray  # (100,)
     recall: np.ndarray     # (100,)
     f1: np.ndarray         # (100,)
@@ -79,104 +106,82 @@ class DiscoveryCurve:
 
     @property
     def average_precision(self) -> float:
-        """Step-wise (non-interpolated) area under the PR curve, as in information retrieval / sklearn.
-
-        With the points sorted by recall (stable) and ``R_0 = 0``: ``AP = sum_k (R_k - R_{k-1}) * P_k``, i.e.
-        every recall increment is credited with the precision at which it was reached. Repeated points (several
-        k giving the same number of kept candidates) add zero.
-        """
-        order = np.argsort(self.recall, kind="stable")
-        r, p = self.recall[order], self.precision[order]
-        return float(np.sum(np.diff(r, prepend=0.0) * p))
+        return average_precision(self.precision, self.recall)
 
 
 def _pairs_within(a: np.ndarray, b: np.ndarray, tau: float) -> np.ndarray:
-    """Flat indices ``i * len(b) + j`` of all pairs with ``|a_i - b_j| < tau`` (sparse, via k-d trees)."""
+    """Flat indices ``i * len(b) + j`` of all pairs with ``|a_i - b_j| <= tau`` (inclusive, as a k-d tree ball
+    query), found sparsely."""
     if len(a) == 0 or len(b) == 0:
         return np.empty(0, dtype=np.int64)
     found = cKDTree(a).sparse_distance_matrix(cKDTree(b), max_distance=tau, output_type="ndarray")
-    found = found[found["v"] < tau]  # the tree is inclusive (<=); our thresholds are strict
+    found = found[found["v"] <= tau]
     return found["i"].astype(np.int64) * len(b) + found["j"].astype(np.int64)
 
 
-def discovery_curve(src_rc, trg_rc, scores, gt_src, gt_trg, tau: float) -> DiscoveryCurve:
-    """Precision / recall of the top-k % scored candidate matches of one pair direction, k = 1..100.
+def discovery_curve(src_rc, trg_rc, gt_src, gt_trg, tau: float) -> DiscoveryCurve:
+    """Precision / recall / F1 of ranked candidates (best first) against the annotated pairs, at tolerance tau.
 
-    * Kept at k: the ``ceil(k N / 100)`` best candidates by score (ties keep input order: stable sort).
-    * A candidate is a true positive if some ground-truth pair has its source within ``tau`` px of the
-      candidate's source AND its target within ``tau`` px of the candidate's target (both strict).
-    * ``precision = TP / kept``; ``recall`` = fraction of ground-truth pairs matched by at least one kept true
-      positive (many candidates on one GT pair count once for recall, every one of them for precision);
-      ``F1 = 2PR / (P + R)`` (0 when P + R = 0).
-
-    No candidates or no ground truth: precision, recall and F1 are all 0 (nothing can be discovered).
+    ``correct[i]``: some annotated pair ``g`` has ``|src_i - gt_src_g| <= tau`` and ``|trg_i - gt_trg_g| <= tau``.
+    ``first[g]``: the smallest candidate index matching ``g`` that way (inf: none). At cutoff ``c`` with
+    ``k = int(n c)``: ``P = sum(correct[:k]) / k``, ``R = mean(first < k)``, ``F1 = 2PR / (P + R)`` (0 if P + R
+    = 0). ``k = 0`` gives P = 1, R = 0, F1 = 0 (the reference: 0 / 0).
     """
     src = _points("src_rc", src_rc)
     n = src.shape[0]
     trg = _points("trg_rc", trg_rc, n)
-    s = np.asarray(scores, dtype=np.float64)
-    if s.shape != (n,):
-        raise InputError(f"scores must be ({n},), got shape {s.shape}")
     g_src = _points("gt_src", gt_src)
     m = g_src.shape[0]
     g_trg = _points("gt_trg", gt_trg, m)
-    k = np.arange(1, 101)
     if n == 0 or m == 0:
-        zeros = np.zeros(100)
-        return DiscoveryCurve(k=k, precision=zeros, recall=zeros.copy(), f1=zeros.copy())
-
+        raise InputError(f"discovery needs candidates and annotated pairs, got {n} and {m}")
     match = np.intersect1d(_pairs_within(src, g_src, tau), _pairs_within(trg, g_trg, tau))
     cand, gt = match // m, match % m
-    rank = np.empty(n, dtype=np.int64)
-    rank[np.argsort(-s, kind="stable")] = np.arange(n)
-    is_tp = np.zeros(n, dtype=bool)
-    is_tp[cand] = True
-    tp_cum = np.cumsum(is_tp[np.argsort(rank)])  # TPs among the best r + 1 candidates
-    first_rank = np.full(m, n, dtype=np.int64)  # rank of the best candidate covering each GT pair (n: never)
-    np.minimum.at(first_rank, gt, rank[cand])
-    covered_cum = np.cumsum(np.bincount(first_rank, minlength=n + 1)[:n])  # GT covered by the best r + 1
-
-    kept = (k * n + 99) // 100  # ceil(k N / 100) in exact integer arithmetic
-    precision = tp_cum[kept - 1] / kept
-    recall = covered_cum[kept - 1] / m
+    correct = np.zeros(n, dtype=np.float64)
+    correct[cand] = 1.0
+    first = np.full(m, np.inf)
+    np.minimum.at(first, gt, cand.astype(np.float64))
+    kept = kept_counts(n)
+    cum = np.concatenate([[0.0], np.cumsum(correct)])
+    precision = np.where(kept > 0, cum[kept] / np.maximum(kept, 1), 1.0)
+    recall = (first[None, :] < kept[:, None]).mean(axis=1)
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    return DiscoveryCurve(k=k, precision=precision, recall=recall, f1=f1)
+    return DiscoveryCurve(kept=kept, precision=precision, recall=recall, f1=f1)
 
 
-def discovery_metrics(src_rc, trg_rc, scores, gt_src, gt_trg, taus: Sequence[float] = DISCOVERY_TAUS
-                      ) -> dict[float, dict[str, float]]:
-    """Best F1 and average precision of the discovery curve per tolerance: ``{tau: {"best_f1", "ap"}}``."""
-    out = {}
-    for tau in taus:
-        curve = discovery_curve(src_rc, trg_rc, scores, gt_src, gt_trg, tau)
-        out[tau] = {"best_f1": curve.best_f1, "ap": curve.average_precision}
-    return out
+def discovery_metrics(src_rc, trg_rc, gt_src, gt_trg, taus: Sequence[float] = DISCOVERY_TAUS
+                      ) -> dict[float, DiscoveryCurve]:
+    """The discovery curve per tolerance (``.best_f1``, ``.average_precision``)."""
+    return {tau: discovery_curve(src_rc, trg_rc, gt_src, gt_trg, tau) for tau in taus}
 
 
-def _minmax(x: np.ndarray) -> np.ndarray:
+def minmax(x, constant: float) -> np.ndarray:
+    """``(x - min) / (max - min)`` in the input's float precision; a constant array gives ``constant``."""
+    x = np.asarray(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        x = x.astype(np.float64)
     lo, hi = x.min(), x.max()
-    if hi - lo <= 0:
-        return np.full_like(x, 0.5)  # constant: no ranking information, take the neutral midpoint
+    if not hi > lo:
+        return np.full_like(x, constant)
     return (x - lo) / (hi - lo)
 
 
 def discovery_scores(max_similarity, cycle_distance) -> np.ndarray:
-    """Confidence of each discovered match: ``(mm(similarity) + 1 - mm(cycle_distance)) / 2`` in [0, 1].
+    """Confidence of each discovered match, ``(1 - mm(cycle)) * mm(similarity)`` in [0, 1], higher = better.
 
-    ``mm`` is min-max normalisation over the candidates of one pair, which puts a cosine similarity and a
-    cycle-consistency distance (px) on the same scale so neither dominates: a match is confident when it is
-    both similar and cycle-consistent. A constant array (including a single candidate) normalises to 0.5
-    everywhere instead of dividing by zero, so it adds the same offset to every score and the ranking comes
-    from the other term alone.
+    The reference ranks by ``-(1 - mm(cycle)) * mm(sim)`` ascending, i.e. this descending. ``mm`` is min-max
+    normalisation over the candidates of one search. A constant similarity (a single candidate included)
+    counts as all-maximal (1) and a constant cycle distance (e.g. every match cycle-consistent) as all-minimal
+    (0), so the other term alone ranks; the reference divides 0 by 0 there.
     """
-    sim = np.asarray(max_similarity, dtype=np.float64)
+    sim = np.asarray(max_similarity)
     cyc = np.asarray(cycle_distance, dtype=np.float64)
     if sim.ndim != 1 or sim.shape != cyc.shape:
         raise InputError(f"max_similarity {sim.shape} and cycle_distance {cyc.shape} must be equal (N,) arrays")
     if sim.size == 0:
-        return sim.copy()
-    return 0.5 * (_minmax(sim) + 1.0 - _minmax(cyc))
+        return np.zeros(0)
+    return (1.0 - minmax(cyc, 0.0)) * minmax(sim, 1.0).astype(np.float64)
 
 
 # ------------------------------------------------------------------------------------------------------ masks
@@ -196,13 +201,7 @@ def iou(pred, true) -> float:
 
 
 def f_measure(pred, true, beta2: float = 1.0) -> float:
-    """``F = (1 + b2) P R / (b2 P + R)`` with P = |pred & true| / |pred|, R = |pred & true| / |true|.
-
-    Computed as ``(1 + b2) |pred & true| / (b2 |true| + |pred|)``, which is the same number but defined
-    whenever either mask is non-empty (one empty, the other not -> 0). Both empty -> 1.0: the prediction is
-    exactly right (there is no part and none was predicted), matching :func:`iou`. ``beta2`` = beta squared
-    (> 1 weighs recall more).
-    """
+    """``F = (1 + b2) |pred & true| / (b2 |true| + |pred|)``; both empty -> 1.0 (as :func:`iou`)."""
     if beta2 <= 0:
         raise InputError(f"beta2 must be > 0, got {beta2}")
     p, t = _masks(pred, true)
@@ -215,11 +214,12 @@ def f_measure(pred, true, beta2: float = 1.0) -> float:
 # ---------------------------------------------------------------------------------------------- aggregation
 
 def aggregate(records: Sequence[Mapping[str, object]]) -> dict[str, dict[str, float]]:
-    """Mean of every numeric metric per split: ``{"within": {...}, "across": {...}, "all": {...}}``.
+    """Mean of every numeric metric per split over pair directions: ``{"within", "across", "all"}``.
 
-    Each record is one evaluated pair with a boolean ``"within_category"`` (same object category, e.g. mug ->
-    mug, vs across, e.g. mug -> kettle) plus metric values. Non-numeric fields (ids, names) are ignored. A metric
-    is averaged over the records of the split that have it; a split with no records has an empty dict.
+    Each record is one evaluated pair direction with a boolean ``"within_category"``. "all" is the mean over
+    the within and across records together (the reference's ``np.mean(within + across)``). A metric is
+    averaged over the records that have it; non-finite values are never produced by the evaluator and are
+    refused here rather than averaged.
     """
     groups: dict[str, list[Mapping[str, object]]] = {"within": [], "across": [], "all": []}
     for i, rec in enumerate(records):
@@ -232,7 +232,9 @@ def aggregate(records: Sequence[Mapping[str, object]]) -> dict[str, dict[str, fl
         values: dict[str, list[float]] = {}
         for rec in recs:
             for key, v in rec.items():
-                if key != "within_category" and isinstance(v, numbers.Real):
+                if key != "within_category" and isinstance(v, numbers.Real) and not isinstance(v, bool):
+                    if not np.isfinite(v):
+                        raise InputError(f"record {rec.get('pair_id')!r} has a non-finite {key}: {v}")
                     values.setdefault(key, []).append(float(v))
         out[split] = {key: float(np.mean(v)) for key, v in values.items()}
     return out
