@@ -24,8 +24,8 @@ from .coords import Convention, cell_to_pixel, grid_to_normalised, grid_to_pixel
 from .device import to_numpy
 from .errors import ConfigError, InputError
 from .device import resolve_device
-from .preprocessing import (ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, preprocess,
-                            preprocess_on_device, to_rgb_array)
+from .preprocessing import (ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, network_batch,
+                            normalise_batch, preprocess_on_device, to_rgb_array)
 from .runtimes.base import BackboneRuntime
 
 
@@ -115,6 +115,35 @@ class FeatureMap:
                                 align_corners=True, padding_mode="border")
         return sampled[0, :, 0].T
 
+    def image_cells(self, min_fraction: float = 0.5) -> torch.Tensor:
+        """``(h, w)`` bool on the features' device: the cells that show the image, not its padding.
+
+        A cell counts when at least ``min_fraction`` of it along each axis lies inside the image (0.5: its centre
+        is inside); if the image is thinner than that everywhere, the best-covered cells count. Built from the
+        geometry's scalars with device arithmetic only: no host synchronisation, so it can run inside a captured
+        CUDA graph."""
+        g = self.geometry
+        w, h = self.grid_wh
+        device = self.features.device
+
+        def axis(n: int, processed: int, offset: float, scale: float, original: int) -> torch.Tensor:
+            step = processed / n
+            start, end = offset * scale, (offset + original) * scale
+            index = torch.arange(n, device=device, dtype=torch.float32)
+            covered = ((index + 1) * step).clamp(max=end) - (index * step).clamp(min=start)
+            fraction = (covered / step).clamp(0.0, 1.0)
+            return fraction >= fraction.max().clamp(max=min_fraction)
+
+        cols = axis(w, g.processed_width, g.offset_x, g.scale_x, g.original_width)
+        rows = axis(h, g.processed_height, g.offset_y, g.scale_y, g.original_height)
+        return rows[:, None] & cols[None, :]
+
+    def cell_size_px(self) -> tuple[float, float]:
+        """How many original pixels one cell spans (x, y)."""
+        w, h = self.grid_wh
+        return (self.geometry.processed_width / w / self.geometry.scale_x,
+                self.geometry.processed_height / h / self.geometry.scale_y)
+
     def cell_mask(self, mask: np.ndarray, min_fraction: float = 0.25) -> torch.Tensor:
         """Which cells an original-size object mask covers (by area fraction; the best-covered cells if none
         reaches ``min_fraction``). Raises InputError for an empty mask."""
@@ -176,9 +205,6 @@ class FeatureExtractor:
         if device_preprocess is None:
             device_preprocess = bool(runtime.cuda_graphs)
         self.device_preprocess = bool(device_preprocess)
-        norm = backbone.spec.preprocessing
-        self._mean = torch.tensor(norm.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(norm.std, device=self.device).view(1, 3, 1, 1)
         runtime.prepare((side, side), self.settings.kind, self.settings.layers)
         self.batch_size = max(1, int(batch_size))
         self.cache_size = cache_size
@@ -252,20 +278,17 @@ class FeatureExtractor:
     @torch.no_grad()  # not inference_mode: trainable heads on top need ordinary tensors
     def _encode(self, rgbs: list[np.ndarray]) -> list[FeatureMap]:
         contract = self.backbone.spec.contract
+        norm = self.backbone.spec.preprocessing
         if self.device_preprocess:
             prepared = [preprocess_on_device(rgb, self.settings.preprocess, contract.patch_size, self.device)
                         for rgb in rgbs]
-            batch = torch.stack([p[0] for p in prepared])
-        elif len(rgbs) > 1:  # PIL releases the GIL while resizing: a batch is prepared on several cores
-            prepared = list(host_pool().map(lambda rgb: preprocess(rgb, self.settings.preprocess, contract.patch_size),
-                                            rgbs))
-        else:
-            prepared = [preprocess(rgbs[0], self.settings.preprocess, contract.patch_size)]
-        if not self.device_preprocess:
-            batch = torch.from_numpy(np.stack([p[0] for p in prepared])).permute(0, 3, 1, 2).to(self.device)
-        batch = (batch - self._mean) / self._std
+            batch = normalise_batch(torch.stack([p[0] for p in prepared]), norm.mean, norm.std)
+            geometries = [p[1] for p in prepared]
+        else:  # PIL releases the GIL while resizing: a batch is prepared on several cores
+            batch, geometries = network_batch(rgbs, self.settings.preprocess, contract.patch_size, norm.mean,
+                                              norm.std, self.device, host_pool().map if len(rgbs) > 1 else map)
         outputs = self.runtime.forward(batch, self.settings.kind, self.settings.layers)
         block_dims = tuple(int(o.shape[1]) for o in outputs) if len(outputs) > 1 else ()
         stacked = torch.cat(outputs, dim=1).float().to(self.device)
         return [FeatureMap(stacked[i], geometry, contract.patch_size, self.settings.convention, block_dims)
-                for i, (_, geometry) in enumerate(prepared)]
+                for i, geometry in enumerate(geometries)]

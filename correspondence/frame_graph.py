@@ -16,7 +16,7 @@ import torch
 from .device import to_numpy
 from .features import FeatureExtractor, FeatureMap
 from .keypoint_matching import DemoQuery, KeypointMatch, MatchSettings, match_on_device, matches_from_host
-from .preprocessing import pad_resize_tensor, plan_geometry, to_rgb_array
+from .preprocessing import normalise_batch, pad_resize_tensor, plan_geometry, to_rgb_array
 
 
 class FrameGraph:
@@ -34,10 +34,11 @@ class FrameGraph:
         self.query = query
         self.settings = settings
         kind, layers = extractor.settings.kind, extractor.settings.layers
-        mean, std = extractor._mean, extractor._std
+        norm = extractor.backbone.spec.preprocessing
 
         def frame(rgb: torch.Tensor) -> list[torch.Tensor]:
-            image = (pad_resize_tensor(rgb, self.geometry, color, preprocess.resample)[None] - mean) / std
+            image = normalise_batch(pad_resize_tensor(rgb, self.geometry, color, preprocess.resample)[None],
+                                    norm.mean, norm.std)
             features = torch.cat(runtime.forward_eager(image, kind, layers), dim=1).float()[0]
             live = FeatureMap(features, self.geometry, contract.patch_size, extractor.settings.convention)
             return [match_on_device(query, live, None, settings), features]

@@ -218,3 +218,24 @@ def mask_to_processed(mask: np.ndarray, geometry: ImageGeometry) -> np.ndarray:
     canvas.paste(mask_img, (int(geometry.offset_x), int(geometry.offset_y)))
     out = canvas.resize((geometry.processed_width, geometry.processed_height), Image.BILINEAR)
     return np.asarray(out) >= 128
+
+
+def network_batch(images, settings: PreprocessSettings, patch_size: int, mean, std, device="cpu",
+                  map_fn=map) -> tuple["torch.Tensor", list[ImageGeometry]]:
+    """Images -> the normalised ``(B, 3, S, S)`` float batch a runtime takes (PIL preprocessing on the host), and
+    each image's geometry. The one definition used by feature extraction and by export verification, so an
+    exported model is checked on exactly what it will be fed. ``map_fn``: e.g. a thread pool's ``map``."""
+    import torch
+
+    prepared = list(map_fn(lambda image: preprocess(image, settings, patch_size), images))
+    batch = torch.from_numpy(np.stack([p[0] for p in prepared])).permute(0, 3, 1, 2).to(device)
+    return normalise_batch(batch, mean, std), [p[1] for p in prepared]
+
+
+def normalise_batch(batch: "torch.Tensor", mean, std) -> "torch.Tensor":
+    """``(batch - mean) / std`` per channel of a ``(B, 3, H, W)`` batch in [0, 1], on the batch's device."""
+    import torch
+
+    mean = torch.as_tensor(mean, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    std = torch.as_tensor(std, dtype=batch.dtype, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std

@@ -23,7 +23,7 @@ from correspondence.backbones.contract import OutputKind
 from correspondence.backbones.registry import LoadedBackbone, get_spec
 from correspondence.device import to_numpy
 from correspondence.errors import ConfigError, InputError
-from correspondence.preprocessing import PreprocessSettings, preprocess
+from correspondence.preprocessing import PreprocessSettings, network_batch
 from correspondence.runtimes.deps import import_onnx
 from correspondence.runtimes.metadata import INPUT_NAME, output_names
 
@@ -90,11 +90,10 @@ def _trace(module: torch.nn.Module, args: tuple, out: Path, input_names: list[st
 
 def normalised_batch(images: Sequence[np.ndarray], size: int, loaded: LoadedBackbone) -> torch.Tensor:
     """The images as FeatureExtractor feeds them to a runtime (default preprocessing at ``size``)."""
-    patch = loaded.spec.contract.patch_size
-    arrays = [preprocess(image, PreprocessSettings(size=size), patch)[0] for image in images]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
     norm = loaded.spec.preprocessing
-    return (batch - torch.tensor(norm.mean).view(1, 3, 1, 1)) / torch.tensor(norm.std).view(1, 3, 1, 1)
+    batch, _ = network_batch(images, PreprocessSettings(size=size), loaded.spec.contract.patch_size, norm.mean,
+                             norm.std)
+    return batch.contiguous()
 
 
 def run_onnx(path: Path, feeds: dict[str, np.ndarray], provider: str, report: VerificationReport

@@ -17,7 +17,7 @@ import torch
 
 from correspondence.backbones.contract import OutputKind
 from correspondence.device import to_numpy
-from correspondence.preprocessing import PreprocessSettings, preprocess
+from correspondence.preprocessing import PreprocessSettings, network_batch
 from correspondence.runtimes.deps import import_tensorrt
 from correspondence.runtimes.metadata import ModelMetadata, VerificationRecord, require_verified
 from correspondence.runtimes.onnx_runtime import create_session, read_metadata
@@ -66,9 +66,9 @@ def verify_engine(runtime: "TensorRTRuntime", onnx_path: str | Path,
     onnx_path = Path(onnx_path)
     metadata, record = runtime.metadata, runtime.record
     pair = verify_images or image_pair()
-    arrays = [preprocess(image, PreprocessSettings(size=metadata.size), metadata.patch_size)[0] for image in pair]
-    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-    batch = (batch - torch.tensor(metadata.mean).view(1, 3, 1, 1)) / torch.tensor(metadata.std).view(1, 3, 1, 1)
+    batch, _ = network_batch(pair, PreprocessSettings(size=metadata.size), metadata.patch_size, metadata.mean,
+                             metadata.std)
+    batch = batch.contiguous()
     session = create_session(onnx_path, "cpu")
     feed = np.ascontiguousarray(to_numpy(batch, np.float32))
     reference = [np.asarray(o, dtype=np.float32) for o in session.run(list(metadata.outputs),
