@@ -535,116 +535,162 @@ def _select(pairs: list[UMDPair], max_pairs: int | None, seed: int) -> list[UMDP
     return [pairs[i] for i in keep]
 
 
+@dataclass(frozen=True)
+class UMDRunConfig:
+    """What one UMD-i run evaluates and how (see :func:`run_umd_benchmark`)."""
+
+    methods: tuple[str, ...] = METHODS
+    label_rule: str = "primary"
+    mode: str = "cell"
+    min_fraction: float = 0.25
+    max_pairs: int | None = None
+    seed: int = 0
+    settings: tuple[str, ...] = SETTINGS
+    classes: tuple[str, ...] | None = None
+    name: str | None = None
+    progress: bool = True
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "settings", tuple(self.settings))
+        if self.classes is not None:
+            object.__setattr__(self, "classes", tuple(self.classes))
+        for m in self.methods:
+            if m not in METHODS:
+                raise ConfigError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
+        for s in self.settings:
+            if s not in SETTINGS:
+                raise ConfigError(f"unknown setting {s!r}; known: intra, inter")
+        if self.mode not in TRANSFER_MODES:
+            raise ConfigError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}, got {self.mode!r}")
+        if self.max_pairs is not None and self.max_pairs < 0:
+            raise ConfigError(f"max_pairs must be >= 0, got {self.max_pairs}")
+
+
+Scores = dict[str, dict[str, dict[str, list[tuple[float, float]]]]]  # method -> setting -> affordance -> (IoU, F)
+
+
 def run_umd_benchmark(root: str | Path | UMDDataset, features, out_dir: str | Path,
-                      methods: Sequence[str] = METHODS, *, label_rule: str = "primary", mode: str = "cell",
-                      min_fraction: float = 0.25, max_pairs: int | None = None, seed: int = 0,
-                      settings: Sequence[str] = SETTINGS, classes: Sequence[str] | None = None,
-                      name: str | None = None, progress: bool = True, plot: bool = True) -> dict:
+                      methods: Sequence[str] = METHODS, **options) -> dict:
     """Evaluate one feature source (a FeatureExtractor or ``callable(sample) -> FeatureMap``) and the chance /
     whole-mask floors on UMD-i; write ``umd_results.json``, ``umd_results.md`` and ``umd_results.png``.
 
-    ``max_pairs`` caps the pairs per (setting, affordance) (seeded sample); ``classes`` restricts the dataset.
-    ``root`` may be a loaded :class:`UMDDataset` (its own label rule applies; ``label_rule`` is for paths).
-    Every image is encoded once (FeatureMaps cached by sample name). Returns the report dict plus ``paths`` and
-    ``markdown``.
+    ``options`` are :class:`UMDRunConfig` fields: ``max_pairs`` caps the pairs per (setting, affordance) (seeded
+    sample); ``classes`` restricts the dataset. ``root`` may be a loaded :class:`UMDDataset` (its own label rule
+    applies; ``label_rule`` is for paths). Every image is encoded once (FeatureMaps cached by sample name). Returns
+    the report dict plus ``paths`` and ``markdown``.
     """
-    from tqdm.auto import tqdm
-
     start = time.perf_counter()
-    methods = tuple(methods)
-    for m in methods:
-        if m not in METHODS:
-            raise ConfigError(f"unknown method {m!r}; known: {', '.join(METHODS)}")
-    for s in settings:
-        if s not in SETTINGS:
-            raise ConfigError(f"unknown setting {s!r}; known: intra, inter")
-    if mode not in TRANSFER_MODES:
-        raise ConfigError(f"transfer mode must be one of {', '.join(TRANSFER_MODES)}, got {mode!r}")
-    if max_pairs is not None and max_pairs < 0:
-        raise ConfigError(f"max_pairs must be >= 0, got {max_pairs}")
+    config = UMDRunConfig(methods=tuple(methods), **options)
     source, description, source_name = _feature_source(features)
-    if "transfer" in methods and source is None:
+    if "transfer" in config.methods and source is None:
         raise ConfigError("the transfer method needs features (a FeatureExtractor or callable)")
+    dataset, samples = _load_samples(root, config)
+    load_seconds = time.perf_counter() - start
+    pair_counts, chosen = _choose_pairs(samples, config)
+    encode_start = time.perf_counter()
+    fmaps = _encode_images(source, samples, chosen, config)
+    encode_seconds = time.perf_counter() - encode_start
+    pair_start = time.perf_counter()
+    scores, ordered_pairs = _score_pairs(samples, chosen, fmaps, config)
+    timing = {"load_seconds": load_seconds, "encode_seconds": encode_seconds,
+              "pairs_seconds": time.perf_counter() - pair_start, "images_encoded": len(fmaps),
+              "ordered_pairs": ordered_pairs, "pair_affordance_evaluations": len(chosen)}
+    report = _report(config, dataset, samples, fmaps, pair_counts, _summarise(scores, config),
+                     description, source_name, timing)
+    report["timing"] = {"wall_seconds": time.perf_counter() - start, **timing}
+    return _write_reports(report, Path(out_dir), config, start)
+
+
+def _load_samples(root, config: UMDRunConfig) -> tuple["UMDDataset", dict[str, "UMDSample"]]:
     if isinstance(root, UMDDataset):
         dataset = root
-        if classes:
-            dataset_samples = [s for s in dataset if s.class_name in set(classes)]
-        else:
-            dataset_samples = list(dataset)
+        chosen = [s for s in dataset if not config.classes or s.class_name in set(config.classes)]
     else:
-        dataset = UMDDataset(root, label_rule=label_rule, classes=classes)
-        dataset_samples = list(dataset)
-    label_rule = dataset.label_rule
-    samples = {s.name: s for s in dataset_samples}
-    load_seconds = time.perf_counter() - start
+        dataset = UMDDataset(root, label_rule=config.label_rule, classes=config.classes)
+        chosen = list(dataset)
+    return dataset, {s.name: s for s in chosen}
 
-    # pairs: enumerate as the README does, drop those without a region on either side, cap
+
+def _choose_pairs(samples: dict, config: UMDRunConfig) -> tuple[dict, list[UMDPair]]:
+    """Pairs as the dataset README enumerates them, without those lacking the region on either side, capped."""
     pair_counts: dict[str, dict[str, dict[str, int]]] = {}
     chosen: list[UMDPair] = []
-    for setting in settings:
+    for setting in config.settings:
         pair_counts[setting] = {}
         everything = enumerate_pairs(samples.values(), setting)
         for affordance in AFFORDANCES:
             pairs = [p for p in everything if p.affordance == affordance]
             usable = [p for p in pairs if samples[p.reference].has(affordance) and samples[p.target].has(affordance)]
-            selected = _select(usable, max_pairs, seed)
+            selected = _select(usable, config.max_pairs, config.seed)
             pair_counts[setting][affordance] = {"total": len(pairs), "skipped_empty": len(pairs) - len(usable),
                                                 "evaluated": len(selected)}
             chosen += selected
+    return pair_counts, chosen
 
-    # encode every image once
-    fmaps: dict[str, FeatureMap] = {}
-    encode_start = time.perf_counter()
-    if "transfer" in methods:
-        needed = sorted({n for p in chosen for n in (p.reference, p.target)})
-        for sample_name in tqdm(needed, desc="umd: encode", unit="img", disable=not progress):
-            fmaps[sample_name] = source(samples[sample_name])
-    encode_seconds = time.perf_counter() - encode_start
 
-    # evaluate: one transfer per ordered (reference, target), reused by every affordance the pair counts for
+def _encode_images(source, samples: dict, chosen: list[UMDPair], config: UMDRunConfig) -> dict[str, FeatureMap]:
+    from tqdm.auto import tqdm
+
+    if "transfer" not in config.methods:
+        return {}
+    needed = sorted({n for p in chosen for n in (p.reference, p.target)})
+    return {name: source(samples[name])
+            for name in tqdm(needed, desc="umd: encode", unit="img", disable=not config.progress)}
+
+
+def _score_pairs(samples: dict, chosen: list[UMDPair], fmaps: dict[str, FeatureMap], config: UMDRunConfig
+                 ) -> tuple[Scores, int]:
+    """(IoU, F) per method, setting and affordance; one transfer per ordered (reference, target), reused by every
+    affordance the pair counts for."""
+    from tqdm.auto import tqdm
+
     by_pair: dict[tuple[str, str], list[UMDPair]] = {}
     for p in chosen:
         by_pair.setdefault((p.reference, p.target), []).append(p)
-    scores: dict[str, dict[str, dict[str, list[tuple[float, float]]]]] = {
-        m: {s: {a: [] for a in AFFORDANCES} for s in settings} for m in methods}
+    scores: Scores = {m: {s: {a: [] for a in AFFORDANCES} for s in config.settings} for m in config.methods}
     reference_cache: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
     whole_cache: dict[tuple[str, str], tuple[float, float]] = {}
     boxes: dict[str, tuple[slice, slice]] = {}
-    pair_start = time.perf_counter()
-    for (ref_name, trg_name), group in tqdm(by_pair.items(), desc="umd: pairs", unit="pair", disable=not progress):
+    for (ref_name, trg_name), group in tqdm(by_pair.items(), desc="umd: pairs", unit="pair",
+                                            disable=not config.progress):
         ref, trg = samples[ref_name], samples[trg_name]
         if trg_name not in boxes:
             boxes[trg_name] = metric_box(trg.mask, trg.labels.any(-1))
         box = boxes[trg_name]
         transferred = None
-        if "transfer" in methods:
+        if "transfer" in config.methods:
             if ref_name not in reference_cache:
-                reference_cache[ref_name] = reference_cells(fmaps[ref_name], ref.mask, ref.labels, min_fraction)
+                reference_cache[ref_name] = reference_cells(fmaps[ref_name], ref.mask, ref.labels,
+                                                            config.min_fraction)
             transferred = transfer_affordances(fmaps[ref_name], ref.mask, ref.labels, fmaps[trg_name], trg.mask,
-                                               mode=mode, reference=reference_cache[ref_name])
+                                               mode=config.mode, reference=reference_cache[ref_name])
         for pair in group:
-            k = affordance_index(pair.affordance)
             gt = trg.region(pair.affordance)[box]
-            for method in methods:
-                if method == "transfer":
-                    pred = transferred[..., k][box]
-                elif method == "chance":
-                    rng = np.random.default_rng([seed, _stable_seed(ref_name, trg_name, pair.affordance)])
-                    pred = chance_prediction(ref.mask, ref.region(pair.affordance), trg.mask, rng)[box]
-                else:
+            for method in config.methods:
+                if method == "whole-mask":
                     key = (trg_name, pair.affordance)
                     if key not in whole_cache:
                         whole = trg.mask[box]
                         whole_cache[key] = (iou(whole, gt), f_measure(whole, gt))
                     scores[method][pair.setting][pair.affordance].append(whole_cache[key])
                     continue
+                if method == "transfer":
+                    pred = transferred[..., affordance_index(pair.affordance)][box]
+                else:  # chance
+                    rng = np.random.default_rng([config.seed, _stable_seed(ref_name, trg_name, pair.affordance)])
+                    pred = chance_prediction(ref.mask, ref.region(pair.affordance), trg.mask, rng)[box]
                 scores[method][pair.setting][pair.affordance].append((iou(pred, gt), f_measure(pred, gt)))
-    pair_seconds = time.perf_counter() - pair_start
+    return scores, len(by_pair)
 
+
+def _summarise(scores: Scores, config: UMDRunConfig) -> dict:
+    """Mean over pairs per affordance, then mean over affordances, per method and setting."""
     results = {}
-    for method in methods:
+    for method in config.methods:
         results[method] = {}
-        for setting in settings:
+        for setting in config.settings:
             per_aff = {}
             for affordance in AFFORDANCES:
                 values = scores[method][setting][affordance]
@@ -656,28 +702,32 @@ def run_umd_benchmark(root: str | Path | UMDDataset, features, out_dir: str | Pa
                      "f": float(np.mean([v["f"] for v in per_aff.values()])), "affordances": len(per_aff)}
                     if per_aff else {"iou": None, "f": None, "affordances": 0})
             results[method][setting] = {"per_affordance": per_aff, "mean": mean}
+    return results
 
-    labels = {m: (name or source_name) if m == "transfer" else m for m in methods}
+
+def _report(config: UMDRunConfig, dataset, samples: dict, fmaps: dict[str, FeatureMap], pair_counts: dict,
+            results: dict, description: dict, source_name: str, timing: dict) -> dict:
+    labels = {m: (config.name or source_name) if m == "transfer" else m for m in config.methods}
     grids = sorted({f"{fm.grid_wh[0]}x{fm.grid_wh[1]}" for fm in fmaps.values()})
     processed = sorted({f"{fm.processed_wh[0]}x{fm.processed_wh[1]}" for fm in fmaps.values()})
-    report = {
+    return {
         "benchmark": "UMD-i one-shot affordance transfer (AffCorrs protocol, UMD_i/README.md)",
         "protocol": {
             "affordances": list(AFFORDANCES), "affordance_classes": {a: list(c) for a, c in AFFORDANCE_CLASSES.items()},
-            "settings": list(settings), "label_rule": label_rule,
-            "label_rule_meaning": ("rank == 1 (primary affordance; UMD part regions)" if label_rule == "primary"
+            "settings": list(config.settings), "label_rule": dataset.label_rule,
+            "label_rule_meaning": ("rank == 1 (primary affordance; UMD part regions)" if dataset.label_rule == "primary"
                                    else "1 <= rank < 9 (any ranked affordance)"),
             "metrics": {"iou": "|P & G| / |P | G| on the full target image",
                         "f": "weighted F-measure F^w_beta, beta=1 (Margolin et al. CVPR 2014, WFb.m)"},
             "reduction": "mean over pairs per affordance (pooled over classes), then mean over affordances",
             "pair_rule": "ordered pairs; pairs whose reference or target has no pixel of the affordance are skipped",
-            "transfer": {"mode": mode, "reference_cell_min_fraction": min_fraction,
+            "transfer": {"mode": config.mode, "reference_cell_min_fraction": config.min_fraction,
                          "similarity": "cosine, nearest reference cell inside the reference mask"},
             "chance": "each target mask pixel labelled with p = reference region / reference mask, "
                       "numpy default_rng([seed, crc32(ref|trg|affordance)])",
             "whole_mask": "every target mask pixel labelled",
-            "seed": seed, "max_pairs_per_setting_affordance": max_pairs or None,
-            "classes": sorted(classes) if classes else None,
+            "seed": config.seed, "max_pairs_per_setting_affordance": config.max_pairs or None,
+            "classes": sorted(config.classes) if config.classes else None,
         },
         "dataset": {"root": str(dataset.root), "samples": len(samples),
                     "classes": {c: sum(1 for s in samples.values() if s.class_name == c)
@@ -688,17 +738,16 @@ def run_umd_benchmark(root: str | Path | UMDDataset, features, out_dir: str | Pa
         "methods": labels,
         "pairs": pair_counts,
         "results": results,
-        "timing": {"wall_seconds": time.perf_counter() - start, "load_seconds": load_seconds,
-                   "encode_seconds": encode_seconds, "pairs_seconds": pair_seconds,
-                   "images_encoded": len(fmaps), "ordered_pairs": len(by_pair),
-                   "pair_affordance_evaluations": len(chosen)},
+        "timing": timing,
     }
-    out = Path(out_dir)
+
+
+def _write_reports(report: dict, out: Path, config: UMDRunConfig, start: float) -> dict:
     json_path = write_json(out / "umd_results.json", report)
     markdown = umd_markdown(report)
     md_path = out / "umd_results.md"
     md_path.write_text(markdown, encoding="utf-8")
-    png_path = umd_plot(report, out / "umd_results.png") if plot else None
+    png_path = umd_plot(report, out / "umd_results.png") if config.plot else None
     report["timing"]["wall_seconds"] = time.perf_counter() - start
     write_json(json_path, report)
     return {**report, "markdown": markdown,
