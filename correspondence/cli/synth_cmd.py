@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--cross-pairs", type=int, default=20, help="soco: pairs per cross-category group")
     parser.add_argument("--size", type=int, default=256, help="image side in px (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--non-square", action="store_true",
+                        help="soco: every image its own W x H (long side --size, short side 55-100 %%), to exercise "
+                             "the padding and the reference's coordinate truncation")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(handler=run)
 
@@ -33,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     config = SynthConfig(out=args.out, categories=tuple(filter(None, args.categories.split(","))), views=args.views,
                          seed=args.seed, size=args.size, pairs_per_category=args.pairs_per_category,
                          cross_pairs_per_group=args.cross_pairs, instances=args.instances,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, non_square=args.non_square)
     counts = SYNTHESISERS[args.format](config)
     print(json.dumps(counts))
     print(f"wrote a {args.format} dataset to {args.out}")

@@ -31,6 +31,7 @@ class SynthConfig:
     train_fraction: float = 0.7
     instances: int = 3  # HANDAL / functional: instances per category
     progress: bool = True
+    non_square: bool = False  # SOCO: every image its own W x H (long side = size, short side 55-100 %, odd sizes too)
 
     def resolved_categories(self) -> tuple[str, ...]:
         names = self.categories or tuple(c.name for c in all_categories())
@@ -65,9 +66,11 @@ def synth_soco(config: SynthConfig) -> dict:
     mapping: dict = {}
     images: dict[str, list] = {c: [] for c in cats}
     jobs = [(c, i) for c in cats for i in range(config.views)]
-    for c, i in _bar(jobs, len(jobs), "soco images", config.progress):
+    shapes = _soco_shapes(config, len(jobs))
+    for (c, i), shape in zip(_bar(jobs, len(jobs), "soco images", config.progress), shapes):
         obj = instances[c][i]
-        view = _render(obj, rng, settings, seed=config.seed * 100003 + len(mapping))
+        view_settings = settings if shape is None else RenderSettings(width=shape[0], height=shape[1])
+        view = _render(obj, rng, view_settings, seed=config.seed * 100003 + len(mapping))
         images[c].append(write_image(root, index, obj, view, f"{c}_{i:06d}", mapping))
     counts = {"images": len(mapping), "intra": 0, "cross": 0, "train": 0, "test": 0, "skipped_no_shared_concept": 0}
 
@@ -106,6 +109,19 @@ def synth_soco(config: SynthConfig) -> dict:
 PAIR_KINDS = ("intra", "cross", "train", "test")
 
 
+def _soco_shapes(config: SynthConfig, n: int) -> list[tuple[int, int] | None]:
+    """Per image ``(W, H)`` for ``non_square`` sets (None: the square ``size``). Drawn from their own generator,
+    so a square set's images and pairs do not change with this option."""
+    if not config.non_square:
+        return [None] * n
+    rng = np.random.default_rng([config.seed, 14])
+    shapes = []
+    for _ in range(n):
+        short = int(rng.integers(int(round(0.55 * config.size)), config.size))
+        shapes.append((config.size, short) if rng.random() < 0.5 else (short, config.size))
+    return shapes
+
+
 def _sample(items: Sequence, k: int, rng: np.random.Generator) -> list:
     if len(items) <= k:
         return list(items)
@@ -124,8 +140,10 @@ def functional_categories(names: Sequence[str]) -> dict[str, list[str]]:
 
 def synth_handal(config: SynthConfig) -> dict:
     """Per category: ``instances`` objects, one scene each with ``views`` frames, and functional pair annotations
-    between scenes of categories that share a function."""
-    from .writers.handal import write_functional_pair, write_handal_model, write_handal_scene
+    between scenes of categories that share a function: BOP scenes with ``functional_pairs/`` (full frames) and the
+    same pairs in the reference's released layout under ``reference/`` (224 crops, ``selected_annotations.json``)."""
+    from .writers.handal import (convert_bop_to_reference, write_functional_pair, write_handal_model,
+                                 write_handal_scene)
 
     root = Path(config.out)
     cats = [c for c in config.resolved_categories() if make_instance(c, 0).functional_parts]
@@ -156,8 +174,11 @@ def synth_handal(config: SynthConfig) -> dict:
                     write_functional_pair(root, function, ca, f"{da}/rgb/{fa:06d}.jpg", cb, f"{db}/rgb/{fb:06d}.jpg",
                                           corr, group=group, trial=trial)
                     pairs += 1
+    # the same annotations in the reference's released layout (root/reference/), cropped from the written frames
+    reference = convert_bop_to_reference(root) if pairs else {"trials": 0}
     return {"scenes": sum(len(v) for v in scenes.values()), "frames": sum(len(v[1]) for s in scenes.values() for v in s),
-            "functional_pairs": pairs, "seconds": round(time.perf_counter() - start, 2)}
+            "functional_pairs": pairs, "reference_trials": reference["trials"],
+            "seconds": round(time.perf_counter() - start, 2)}
 
 
 def _distinct_pairs(a: list, b: list, same: bool) -> list:

@@ -1,12 +1,14 @@
-"""SOCO evaluation: per-keypoint errors for CC, SOC, Cross-SOC and SOC-geo, PCK at several alphas.
+"""SOCO evaluation: per-keypoint results for CC, SOC, Cross-SOC and SOC-geo, PCK at several alphas.
 
-Errors are measured in original target-image pixels against ``alpha * max(h, w)`` of the target bounding box
-(strict ``<``). Under the ``soco`` convention the targets get the reference's two truncations (original, then
-processed pixels), which makes the numbers identical to the reference's normalised-coordinate computation.
+Under the paper protocols (``arithmetic="reference"``) every step is the released code's (see
+:mod:`.reference`): normalised maps, the query sampled at the reference's truncated coordinates, argmax or
+soft-argmax, predictions and targets as float32 fractions of the processed side, ``error / scale < alpha`` with
+``scale = max(box side) / max(W, H)``. Records report errors in original pixels either way.
 """
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
@@ -14,12 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ...coords import Convention
-from ...device import to_numpy
 from ...features import FeatureMap
-from ...matching import similarity_maps, soft_argmax_window
 from .loader import SocoPair, SocoView
 from .protocol import ProtocolSettings
+from .reference import Frame, locate, reference_targets, similarities  # noqa: F401  (reference_targets re-exported)
 
 FeatureSource = Callable[[SocoView], FeatureMap]
 
@@ -33,7 +33,8 @@ class KeypointResult:
     keypoint: str  # source keypoint name
     error_px: float  # to the nearest valid target, original target pixels
     bbox_side_px: float  # max(h, w) of the target box
-    correct: tuple[bool, ...]  # per alpha, error < alpha * bbox_side
+    correct: tuple[bool, ...]  # per alpha, as the protocol's arithmetic compares (see reference.py)
+    chance: float | None = None  # SOC-geo: 1 / number of candidates
 
 
 @dataclass
@@ -46,81 +47,80 @@ class EvaluationRun:
     qualitative: list[dict] = field(default_factory=list)
 
 
-def reference_targets(fmap: FeatureMap, xy: np.ndarray) -> np.ndarray:
-    """Target positions as the protocol sees them (see module docstring)."""
-    xy = np.asarray(xy, dtype=np.float64)
-    if fmap.convention is Convention.SOCO:
-        processed = np.trunc(fmap.geometry.to_processed(np.trunc(xy)))
-        return fmap.geometry.to_original(processed)
-    return xy
-
-
-def _cells_holding(fmap: FeatureMap, xy: np.ndarray) -> np.ndarray:
-    """Flat index of the patch containing each (original-pixel) point."""
-    processed = fmap.geometry.to_processed(np.asarray(xy, dtype=np.float64))
-    w, h = fmap.grid_wh
-    pw, ph = fmap.processed_wh[0] / w, fmap.processed_wh[1] / h
-    col = np.clip(np.floor(processed[:, 0] / pw), 0, w - 1).astype(int)
-    row = np.clip(np.floor(processed[:, 1] / ph), 0, h - 1).astype(int)
-    return row * w + col
-
-
 def predict(source: FeatureMap, target: FeatureMap, source_xy: np.ndarray, settings: ProtocolSettings,
             allowed: list[np.ndarray] | None = None) -> np.ndarray:
-    """Predicted target positions (original pixels) for each source point.
+    """Predicted target positions (original pixels) for each source point, under ``settings``.
 
-    ``allowed``: per source point, the target cells it may land in (SOC-geo); None = all cells.
+    ``allowed``: per source point, the target cells it may land in; None = all cells.
     The maps may live on any device (the target's is used); only the predictions come back, as numpy."""
-    descriptors = source.sample(source_xy)
-    grid = target.features.float()
-    sims = similarity_maps(descriptors.to(grid.device), grid)
-    k, h, w = sims.shape
-    valid = None
+    source_frame = Frame(source, _view_of(source), settings)
+    target_frame = Frame(target, _view_of(target), settings)
+    maps = similarities(source, target, source_frame.query_grid(source_xy), settings)
     if allowed is not None:
-        valid = torch.zeros(k, h * w, dtype=torch.bool, device=sims.device)
+        k, h, w = maps.shape
+        valid = torch.zeros(k, h * w, dtype=torch.bool, device=maps.device)
         for i, cells in enumerate(allowed):
-            valid[i, torch.as_tensor(cells, dtype=torch.long, device=sims.device)] = True
-        sims = sims.masked_fill(~valid.view(k, h, w), -1e9)
-    if settings.method == "soft-argmax":
-        uv, _ = soft_argmax_window(sims, settings.window, settings.beta)
-        uv = to_numpy(uv)
-    else:
-        index = to_numpy(sims.flatten(1).argmax(1))
-        uv = np.stack([index % w, index // w], 1).astype(np.float64)
-    return target.cell_to_original(uv)
+            valid[i, torch.as_tensor(cells, dtype=torch.long, device=maps.device)] = True
+        maps = maps.masked_fill(~valid.view(k, h, w), -1e9)
+    return target_frame.positions_to_pixels(target_frame.cells(locate(maps, settings)))
 
 
-def _record(pair: SocoPair, task: str, name: str, error: float, alphas: tuple[float, ...]) -> KeypointResult:
-    side = pair.target.bbox_max_side
-    return KeypointResult(pair.pair_id, pair.pair_group, pair.pair_type, task, name, float(error), side,
-                          tuple(bool(error < a * side) for a in alphas))
+def _view_of(fmap: FeatureMap) -> SocoView:
+    """A stand-in view (whole image as the box) for :func:`predict`, which has feature maps only."""
+    size = (fmap.geometry.original_width, fmap.geometry.original_height)
+    return SocoView("", "", Path(""), size, None, ())
 
 
-def _geo_records(pair: SocoPair, source: FeatureMap, target: FeatureMap, src_xy: np.ndarray, trg_xy: np.ndarray,
+def _records(pair: SocoPair, task: str, names: list[str], frame: Frame, errors: torch.Tensor,
+             alphas: tuple[float, ...]) -> list[KeypointResult]:
+    correct = frame.correct(errors, alphas)
+    pixels = frame.to_pixels(errors)
+    return [KeypointResult(pair.pair_id, pair.pair_group, pair.pair_type, task, name, float(pixels[i]),
+                           frame.side_px, tuple(bool(v) for v in correct[i])) for i, name in enumerate(names)]
+
+
+def _concept_targets(pair: SocoPair) -> dict[int, list[int]]:
+    """Source keypoint -> every target keypoint of its concept (merged over concept groups, sorted)."""
+    targets: dict[int, set[int]] = {}
+    for match in pair.concept_matches:
+        if not match.target_indices:
+            continue
+        for s in match.source_indices:
+            targets.setdefault(s, set()).update(match.target_indices)
+    return {s: sorted(ts) for s, ts in targets.items() if ts}
+
+
+def _geo_records(pair: SocoPair, maps: torch.Tensor, frame: Frame, targets: torch.Tensor,
                  settings: ProtocolSettings) -> list[KeypointResult]:
     """SOC-geo: each source keypoint may only land on a target patch holding a keypoint of its concept; the
-    best-scoring such patch (top-left corner, as the reference predicts) is compared with the SOC target.
-    Keypoints with no candidate patch, or whose true patch is not a candidate, are skipped, as in the reference."""
-    concept_targets: dict[int, set[int]] = {}
-    for match in pair.concept_matches:
-        for s in match.source_indices:
-            concept_targets.setdefault(s, set()).update(match.target_indices)
-    cells = _cells_holding(target, trg_xy)
-    descriptors = source.sample(src_xy)
-    grid = target.features.float()
-    sims = similarity_maps(descriptors.to(grid.device), grid).flatten(1)
-    w = target.grid_wh[0]
+    best-scoring such patch (its top-left corner, as the reference predicts) is compared with the SOC target.
+
+    As the reference: only keypoints with a SOC target; with fewer than ``geo_min_candidates`` candidates (target
+    keypoints of the concept, or unique patches with ``geo_candidates="patches"``), none, or a true target that is
+    not among them, skipped. Each record carries its chance level, 1 / number of candidates."""
+    concept = _concept_targets(pair)
+    semantic = {m.source_indices[0]: m.target_indices[0] for m in pair.semantic_matches}
+    patch_of = frame.patches(targets)
+    flat = maps.flatten(1)
     out = []
-    for match in pair.semantic_matches:
-        s, t = match.source_indices[0], match.target_indices[0]
-        candidates = np.unique(cells[sorted(concept_targets.get(s, ()))]) if s in concept_targets else np.array([])
-        if len(candidates) < max(1, settings.geo_min_candidates) or cells[t] not in candidates:
+    for s in range(maps.shape[0]):
+        truth = semantic.get(s)
+        if truth is None:
             continue
-        best = int(candidates[int(torch.argmax(sims[s, torch.as_tensor(candidates, dtype=torch.long,
-                                                                         device=sims.device)]))])
-        predicted = target.cell_to_original(np.array([[best % w, best // w]], dtype=np.float64))[0]
-        out.append(_record(pair, "geo", pair.source.keypoints[s].name, np.linalg.norm(predicted - trg_xy[t]),
-                           settings.alphas))
+        candidates = concept.get(s, [])
+        patches = sorted({patch_of[t] for t in candidates})
+        if settings.geo_candidates == "targets":
+            count, contains = len(candidates), truth in candidates
+        else:
+            count, contains = len(patches), patch_of[truth] in patches
+        if count < settings.geo_min_candidates or not candidates or not contains:
+            continue
+        scores = flat[s, torch.tensor(patches, dtype=torch.long, device=flat.device)]
+        best = patches[int(torch.argmax(scores))]
+        correct, pixels = frame.geo_correct(frame.cell_position(best), targets[truth], settings.alphas)
+        out.append(KeypointResult(pair.pair_id, pair.pair_group, pair.pair_type, "geo",
+                                  pair.source.keypoints[s].name, float(pixels), frame.side_px, correct,
+                                  chance=1.0 / count))
     return out
 
 
@@ -128,9 +128,13 @@ def evaluate_pair(pair: SocoPair, features: FeatureSource, settings: ProtocolSet
                   ) -> tuple[list[KeypointResult], dict[str, bool], dict]:
     """Records for every task that applies to this pair; which tasks had nothing to evaluate; a figure record."""
     source, target = features(pair.source), features(pair.target)
+    source_frame = Frame(source, pair.source, settings)
+    frame = Frame(target, pair.target, settings)
     src_xy = np.array([k.xy for k in pair.source.keypoints], dtype=np.float64).reshape(-1, 2)
-    trg_xy = reference_targets(target, np.array([k.xy for k in pair.target.keypoints]).reshape(-1, 2))
-    prediction = predict(source, target, src_xy, settings)
+    trg_xy = np.array([k.xy for k in pair.target.keypoints], dtype=np.float64).reshape(-1, 2)
+    maps = similarities(source, target, source_frame.query_grid(src_xy), settings)
+    predicted = frame.cells(locate(maps, settings))
+    targets = frame.points(trg_xy)
     cross = pair.pair_type == "cross"
     soc_task, cc_task = ("cross", "cross-cc") if cross else ("soc", "cc")
     wanted = set(settings.tasks)
@@ -139,22 +143,23 @@ def evaluate_pair(pair: SocoPair, features: FeatureSource, settings: ProtocolSet
     names = [k.name for k in pair.source.keypoints]
     if soc_task in wanted:
         empty[soc_task] = not pair.semantic_matches
-        for match in pair.semantic_matches:
-            s, t = match.source_indices[0], match.target_indices[0]
-            records.append(_record(pair, soc_task, names[s], np.linalg.norm(prediction[s] - trg_xy[t]), settings.alphas))
+        if pair.semantic_matches:
+            s = [m.source_indices[0] for m in pair.semantic_matches]
+            t = [m.target_indices[0] for m in pair.semantic_matches]
+            records += _records(pair, soc_task, [names[i] for i in s], frame,
+                                frame.errors(predicted[s], targets[t]), settings.alphas)
     if "cc" in wanted:
-        targets: dict[int, set[int]] = {}
-        for match in pair.concept_matches:
-            for s in match.source_indices:
-                targets.setdefault(s, set()).update(match.target_indices)
-        empty[cc_task] = not targets
-        for s, ts in sorted(targets.items()):
-            error = np.linalg.norm(trg_xy[sorted(ts)] - prediction[s], axis=1).min()
-            records.append(_record(pair, cc_task, names[s], error, settings.alphas))
+        concept = _concept_targets(pair)
+        empty[cc_task] = not concept
+        if concept:
+            order = sorted(concept)
+            errors = torch.stack([frame.errors(predicted[s][None], targets[concept[s]]).min() for s in order])
+            records += _records(pair, cc_task, [names[s] for s in order], frame, errors, settings.alphas)
     if "geo" in wanted and not cross:
-        records.extend(_geo_records(pair, source, target, src_xy, trg_xy, settings))
+        records.extend(_geo_records(pair, maps, frame, targets, settings))
         empty["geo"] = not pair.semantic_matches
-    figure = {"pair": pair, "prediction": prediction, "targets": trg_xy}
+    figure = {"pair": pair, "prediction": frame.positions_to_pixels(predicted),
+              "targets": frame.positions_to_pixels(targets)}
     return records, empty, figure
 
 

@@ -9,7 +9,7 @@ import numpy as np
 from ...io import write_json
 from .categories import SUPERCATEGORIES, supercategory_of
 from .evaluator import EvaluationRun
-from .reductions import by_supercategory, overall, per_category
+from .reductions import by_supercategory, chance, overall, per_category
 
 MAIN_TASKS = (("cc", "CC"), ("soc", "SOC"), ("cross", "Cross-SOC"), ("geo", "SOC-geo"))
 
@@ -19,15 +19,20 @@ def summarise(run: EvaluationRun, root: Path) -> dict:
     tasks = sorted({r.task for r in run.records})
     summary: dict = {"overall": {}, "per_category": {}, "supercategory": {}, "reductions": {}}
     for task in tasks:
-        summary["overall"][task] = {f"{a:g}": overall(run.records, task, i, settings.reduction)
+        reduction = settings.reduction_for(task)
+        summary["overall"][task] = {f"{a:g}": overall(run.records, task, i, reduction)
                                     for i, a in enumerate(settings.alphas)}
-        summary["per_category"][task] = {f"{a:g}": per_category(run.records, task, i, settings.reduction)
+        summary["per_category"][task] = {f"{a:g}": per_category(run.records, task, i, reduction)
                                          for i, a in enumerate(settings.alphas)}
         summary["supercategory"][task] = {
             f"{a:g}": by_supercategory(summary["per_category"][task][f"{a:g}"], lambda c: supercategory_of(c, root))
             for a in settings.alphas}
         summary["reductions"][task] = {red: overall(run.records, task, 0, red)
                                        for red in ("pair-category-mean", "keypoint-category-mean", "pooled")}
+    if "geo" in tasks:
+        summary["geo"] = {"chance": chance(run.records, "geo", settings.reduction_for("geo")),
+                          "reduction": settings.reduction_for("geo"), "min_candidates": settings.geo_min_candidates,
+                          "candidates": settings.geo_candidates}
     counts = {task: sum(1 for r in run.records if r.task == task) for task in tasks}
     summary["keypoints_evaluated"] = counts
     summary["pairs_skipped_without_valid_match"] = dict(run.skipped)
