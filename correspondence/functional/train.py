@@ -1,17 +1,28 @@
-"""Training the functional head: functional-part InfoNCE + multi-view spatial InfoNCE + mask BCE,
-``(L_func + 1 L_mask + 10 L_spatial) / 12``, AdamW 1e-4, batches of pairs, resumable, DDP-ready (torchrun).
+"""Training the functional head as the released reference does (``cond_corr/train.py`` with
+``configs/Dino_MLP1024_objaverse_semantic+spatial_NegNegLoss_partOnly_bgAug.yaml``), DDP-ready (torchrun).
+
+Defaults are the reference's config: 100 epochs of 1000 steps; every step draws a full functional batch (50
+pairs of images sharing a function, 128 part + 128 rest pixels each) *and* a full spatial batch (50 multi-view
+pairs, 128 part-only correspondences each); loss ``(L_func + 1 L_mask + 10 L_spatial) / 12`` with tau 0.1
+(:mod:`.losses`); AdamW, lr 1e-4 (torch's default weight decay 0.01); the background of every training image
+replaced by a random solid colour / gradient / noise (:mod:`.data`); the last three raw blocks of the frozen
+backbone; CLIP ViT-B/32 text embeddings (``auto``: MiniLM when CLIP cannot be had offline). The paper's
+ablations are options: ``functional=False`` (spatial only), ``spatial=False`` (functional only),
+``mask_head=False`` (no mask loss).
 
 Several processes (``torchrun --nproc_per_node N -m correspondence.cli train functional ...``): rank k works on
-``cuda:LOCAL_RANK`` (or the CPU with ``--device cpu``, Gloo), torch DDP averages the head's gradients. Each epoch
-one seeded permutation of the pairs (the same on every rank) is padded to a multiple of N and dealt out, so every
-rank runs the same number of steps; ``batch_pairs`` is the global batch (each rank takes ``ceil(B / N)`` pairs a
-step). The logged losses are means over every rank's pairs; rank 0 alone writes the state file, checkpoint and plot.
+``cuda:LOCAL_RANK`` (or the CPU with ``--device cpu``, Gloo), torch DDP averages the head's gradients. Every rank
+draws the same global batches (the samplers are seeded alike) and takes its share (``ceil(P / N)`` pairs of each,
+padded from the batch's start), so all ranks run the same steps; point sampling and backgrounds use per-rank
+streams. The logged losses are means over every rank's steps; rank 0 alone writes the state file, checkpoint and
+plot.
 """
 from __future__ import annotations
 
 import copy
 import json
 import os
+import random
 import time
 import warnings
 from contextlib import contextmanager
@@ -30,31 +41,39 @@ from ..errors import InputError
 from ..features import ExtractionSettings, FeatureExtractor
 from ..preprocessing import PreprocessSettings
 from .checkpoint import HeadCheckpoint
-from .data import PairFeatures, grid_of, list_pairs, load_pairs, sample_pixels
-from .losses import functional_part_loss, mask_loss, spatial_loss, total_loss
+from .data import (TrainingSet, list_pairs, load_pairs, part_and_rest_points, replace_background,
+                   spatial_points)
+from .losses import W_MASK, W_SPATIAL, functional_loss, mask_loss, spatial_loss, total_loss
 from .model import FunctionalHead, HeadConfig
-from .text import embed_functions, get_text_encoder
+from .text import AUTO, embed_functions, get_text_encoder
 
 LAYERS = (-3, -2, -1)
+SAMPLER_SEED = 10  # the reference's BatchSampler / SpatialBatchSampler seed
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     data: str
     out: str
-    epochs: int = 10
-    batch_pairs: int = 50
-    points: int = 128
+    epochs: int = 100
+    batches_per_epoch: int = 1000  # the reference's train_samples
+    batch_pairs: int = 50  # pairs_per_batch (global, over all ranks), for each of the two batches
+    points: int = 128  # num_points: part (and rest) pixels per image; correspondences per spatial pair
     lr: float = 1e-4
-    weight_decay: float = 0.01
+    weight_decay: float = 0.01  # torch.optim.AdamW's default, which the reference keeps
     temperature: float = 0.1
-    image_size: int = 224
-    augment_prob: float = 0.5
-    text_encoder: str = "all-MiniLM-L6-v2"
+    w_mask: float = W_MASK
+    w_spatial: float = W_SPATIAL
+    functional: bool = True  # the functional-part batch ("semantic")
+    spatial: bool = True  # the multi-view batch
+    negneg: bool = True  # rest x rest negatives
     mask_head: bool = True
-    hidden: int = 1024  # the paper's MLP width; smaller for quick CPU runs
+    image_size: int = 224
+    text_encoder: str = AUTO
+    hidden: int = 1024
     output: int = 256
-    seed: int = 0
+    projection: int = 512
+    seed: int = 1234
     device: str = "cpu"
     progress: bool = True
 
@@ -65,34 +84,15 @@ def block_extractor(backbone: LoadedBackbone, image_size: int, device: torch.dev
     return FeatureExtractor(backbone, settings, device=device, cache_size=0)
 
 
-def pair_loss(module: FunctionalHead, encoded, text: torch.Tensor, config: TrainConfig, rng: np.random.Generator,
-              device: torch.device | str) -> dict[str, torch.Tensor]:
-    """Loss terms of one training pair (functional: part InfoNCE + mask; multiview: + spatial InfoNCE)."""
-    pair = encoded.pair
-    fa = module.fuse([b[None].to(device) for b in encoded.fmap_a.blocks()])
-    fb = module.fuse([b[None].to(device) for b in encoded.fmap_b.blocks()])
-    terms: dict[str, torch.Tensor] = {}
-    xa = sample_pixels(pair.mask_a, config.points, rng, pair.function_a)
-    xb = sample_pixels(pair.mask_b, config.points, rng, pair.function_b)
-    if len(xa) and len(xb):
-        ea, la = module.embed(fa, grid_of(encoded.fmap_a, xa, device)[None], text[None])
-        eb, lb = module.embed(fb, grid_of(encoded.fmap_b, xb, device)[None], text[None])
-        part_a = torch.from_numpy(pair.function_a[xa[:, 1].astype(int), xa[:, 0].astype(int)]).to(device)
-        part_b = torch.from_numpy(pair.function_b[xb[:, 1].astype(int), xb[:, 0].astype(int)]).to(device)
-        terms["functional"] = functional_part_loss(ea[0], part_a, eb[0], part_b, config.temperature)
-        if la is not None:
-            terms["mask"] = 0.5 * (mask_loss(la[0], part_a) + mask_loss(lb[0], part_b))
-    if pair.kind == "multiview" and len(pair.xy_a) >= 2:
-        pick = rng.choice(len(pair.xy_a), min(config.points, len(pair.xy_a)), replace=False)
-        ea, _ = module.embed(fa, grid_of(encoded.fmap_a, pair.xy_a[pick], device)[None], text[None])
-        eb, _ = module.embed(fb, grid_of(encoded.fmap_b, pair.xy_b[pick], device)[None], text[None])
-        terms["spatial"] = spatial_loss(ea[0], eb[0], config.temperature)
-    return terms
+def _blocks(extractor: FeatureExtractor, images: list[np.ndarray], device) -> list[torch.Tensor]:
+    """The frozen backbone's block maps of a batch, stacked per block: ``[(B, C, h, w)] * n_blocks``."""
+    fmaps = extractor.extract_batch(images, cache=False)
+    per_image = [fmap.blocks() for fmap in fmaps]
+    return [torch.stack([blocks[k] for blocks in per_image]).to(device).float() for k in range(len(per_image[0]))]
 
 
-class BatchLoss(torch.nn.Module):
-    """The whole batch's loss in one forward call, so torch DDP sees exactly one forward per backward and
-    all-reduces the gradients of the head across ranks."""
+class StepLoss(torch.nn.Module):
+    """One step's loss in one forward call (so torch DDP sees exactly one forward per backward)."""
 
     def __init__(self, head: FunctionalHead, config: TrainConfig, device: torch.device | str | None = None) -> None:
         super().__init__()
@@ -100,37 +100,46 @@ class BatchLoss(torch.nn.Module):
         self.config = config
         self.device = torch.device(device if device is not None else config.device)
 
-    def forward(self, batch: list, rng: np.random.Generator) -> tuple[torch.Tensor, list]:
-        zero = torch.zeros((), device=self.device)
-        losses = []
-        for encoded, text in batch:
-            terms = pair_loss(self.head, encoded, text, self.config, rng, self.device)
-            losses.append(total_loss(terms.get("functional", zero), terms.get("mask", zero),
-                                     terms.get("spatial", zero)))
-        loss = torch.stack([l.total for l in losses]).mean() if losses else zero
-        if not loss.requires_grad:  # nothing to learn from in this batch: a graph-connected 0, so backward (and
-            # DDP's gradient all-reduce, which every rank must join) still runs
-            loss = loss + sum(p.sum() for p in self.head.parameters()) * 0.0
-        return loss, losses
+    def _embed(self, blocks, co: np.ndarray, text: torch.Tensor):
+        fused = self.head.fuse(blocks)
+        co_t = torch.from_numpy(np.ascontiguousarray(co)).to(self.device)
+        return self.head.embed_pixels(fused, co_t, text, self.config.image_size)
+
+    def forward(self, functional: dict | None, spatial: dict | None):
+        c = self.config
+        l_func = l_mask = l_spatial = None
+        if functional is not None:
+            co = np.concatenate([functional["pos"], functional["neg"]], axis=1)  # (2P, 2n, 2) (col, row)
+            emb, logits = self._embed(functional["blocks"], co, functional["text"])
+            n = functional["pos"].shape[1]
+            f0, f1 = emb[0::2], emb[1::2]
+            l_func = functional_loss(f0[:, :n], f0[:, n:], f1[:, :n], f1[:, n:], c.temperature, c.negneg)
+            if logits is not None:
+                l_mask = mask_loss(logits[0::2, :n], logits[1::2, :n], logits[0::2, n:], logits[1::2, n:])
+        if spatial is not None:
+            e1, _ = self._embed(spatial["blocks1"], spatial["co1"], spatial["text"])
+            e2, _ = self._embed(spatial["blocks2"], spatial["co2"], spatial["text"])
+            l_spatial = spatial_loss(e1, e2, c.temperature)
+        terms = total_loss(l_func, l_mask, l_spatial, c.w_mask, c.w_spatial)
+        loss = terms.total
+        # every parameter takes part in every step (DDP's all-reduce): unused ones (the mask head without a
+        # functional batch) through an exact zero
+        loss = loss + sum(p.sum() for p in self.head.parameters()) * 0.0
+        return loss, terms
 
 
-def rank_batches(order: Sequence[int], batch_pairs: int, rank: int, world: int) -> list[list[int]]:
-    """This rank's batches of pair indices for one epoch, from the epoch's permutation ``order`` (the same on
-    every rank). The permutation is padded to a multiple of ``world`` (repeating its start) and dealt out, and
-    every rank takes ``ceil(batch_pairs / world)`` pairs a step, so all ranks run exactly the same number of
-    steps (DDP needs every rank in every gradient all-reduce)."""
-    mine = distributed.padded_shard([int(i) for i in order], rank, world)
-    per_step = max(1, -(-batch_pairs // world))
-    return [mine[i:i + per_step] for i in range(0, len(mine), per_step)]
+def rank_share(items: Sequence, rank: int, world: int) -> list:
+    """This rank's share of one global batch (padded from its start, so every rank gets ``ceil(P / N)``)."""
+    return distributed.padded_shard(list(items), rank, world)
 
 
 def _save_state(path: Path, head: FunctionalHead, optimiser: torch.optim.Optimizer, epoch: int,
-                history: list) -> None:
+                history: list, samplers: dict) -> None:
     """Resumable state, written atomically (a killed run leaves the previous state, never half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save({"head": head.state_dict(), "optimiser": optimiser.state_dict(), "epoch": epoch,
-                "history": json.dumps(history)}, tmp)
+                "history": json.dumps(history), "samplers": json.dumps(samplers)}, tmp)
     os.replace(tmp, path)
 
 
@@ -155,30 +164,41 @@ def _library_bars(show: bool):
 def train_head(config: TrainConfig, backbone: LoadedBackbone) -> dict:
     """Train the head; under torchrun every rank calls this (see the module docstring). Returns the history
     (all ranks) and, on rank 0, the checkpoint and loss-curve paths."""
-    if config.batch_pairs < 1 or config.epochs < 0:
-        raise InputError(f"batch_pairs must be >= 1 and epochs >= 0, got {config.batch_pairs} and {config.epochs}")
+    if config.batch_pairs < 1 or config.epochs < 0 or config.batches_per_epoch < 1 or config.points < 1:
+        raise InputError(f"batch_pairs, batches_per_epoch and points must be >= 1 and epochs >= 0, got "
+                         f"{config.batch_pairs}, {config.batches_per_epoch}, {config.points}, {config.epochs}")
+    if not (config.functional or config.spatial):
+        raise InputError("nothing to train: both the functional and the spatial batch are disabled")
     with distributed.session(config.device) as ctx:
         return _train(config, backbone, ctx)
+
+
+def _sampler_state(rng: random.Random) -> list:
+    version, state, gauss = rng.getstate()
+    return [version, list(state), gauss]
+
+
+def _set_sampler_state(rng: random.Random, state: list) -> None:
+    rng.setstate((state[0], tuple(state[1]), state[2]))
 
 
 def _train(config: TrainConfig, backbone: LoadedBackbone, ctx: distributed.DistContext) -> dict:
     rank, world, device = ctx.rank, ctx.world_size, ctx.device
     torch.manual_seed(config.seed)
-    rng = np.random.default_rng(config.seed + rank)  # point sampling: different pixels on every rank
-    # the epoch permutations must be the same on every rank: their own stream when there are several ranks (one
-    # process keeps drawing them from ``rng``, as it always has)
-    order_rng = rng if world == 1 else np.random.default_rng(config.seed)
-    pairs = load_pairs(list_pairs(config.data, "train"))
-    if not pairs:
-        raise InputError(f"{config.data}: the train split is empty")
-    functions = sorted({p.function for p in pairs if p.function})
+    rng = np.random.default_rng(config.seed + rank)  # points and backgrounds: different on every rank
+    samplers = {"functional": random.Random(SAMPLER_SEED), "spatial": random.Random(SAMPLER_SEED)}  # same everywhere
+    data = TrainingSet.build(load_pairs(list_pairs(config.data, "train")), config.image_size)
+    if config.functional and not data.by_function:
+        raise InputError(f"{config.data}: no function has {3} or more training images with a functional part")
+    if config.spatial and not data.spatial:
+        raise InputError(f"{config.data}: no multi-view pair has correspondences on its functional part")
+    functions = data.functions
     with _library_bars(config.progress and rank == 0):
         encoder = get_text_encoder(config.text_encoder)
     table = distributed.broadcast_object(embed_functions(functions, encoder))  # rank 0's, bit for bit
     extractor = block_extractor(backbone, config.image_size, device)
-    features = PairFeatures(extractor, config.augment_prob, config.seed + rank)
     head = FunctionalHead(HeadConfig(backbone.spec.contract.feature_dim, encoder.dim, len(LAYERS),
-                                     hidden=config.hidden, output=config.output,
+                                     projection=config.projection, hidden=config.hidden, output=config.output,
                                      mask_head=config.mask_head)).to(device)
     optimiser = torch.optim.AdamW(head.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     out = Path(config.out)
@@ -189,49 +209,74 @@ def _train(config: TrainConfig, backbone: LoadedBackbone, ctx: distributed.DistC
         head.load_state_dict(state["head"])
         optimiser.load_state_dict(state["optimiser"])
         start_epoch, history = int(state["epoch"]), json.loads(state["history"])
+        for name, sampler_state in json.loads(state.get("samplers", "{}")).items():
+            _set_sampler_state(samplers[name], sampler_state)
     texts = {name: vector.to(device) for name, vector in table.items()}
-    texts[""] = torch.zeros(encoder.dim, device=device)  # a multiview pair may have no function
-    trainer = BatchLoss(head, config, device)
+    trainer = StepLoss(head, config, device)
     if ctx.enabled:
         ids = [device.index] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(trainer, device_ids=ids,
-                                                          output_device=ids[0] if ids else None,
-                                                          find_unused_parameters=True)
+                                                          output_device=ids[0] if ids else None)
     else:
         model = trainer
     names = ("total", "functional", "mask", "spatial")
+    n = config.points
     for epoch in range(start_epoch, config.epochs):
-        batches = rank_batches(order_rng.permutation(len(pairs)), config.batch_pairs, rank, world)
         sums = dict.fromkeys(names, 0.0)
-        count = 0
+        pairs_seen = 0
         started = time.perf_counter()
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not config.progress or rank != 0)
-        for indices in bar:
-            items = [(features(pairs[i]), texts[pairs[i].function or ""]) for i in indices]
-            batch, losses = model(items, rng)
+        head.train()
+        bar = tqdm(range(config.batches_per_epoch), desc=f"epoch {epoch + 1}/{config.epochs}",
+                   disable=not config.progress or rank != 0)
+        for _ in bar:
+            functional = spatial = None
+            if config.functional:
+                batch = rank_share(data.functional_batch(samplers["functional"], config.batch_pairs), rank, world)
+                images, pos, neg, text = [], [], [], []
+                for pair in batch:
+                    for img in pair:
+                        images.append(replace_background(img, rng))
+                        p, q = part_and_rest_points(img, n, rng)
+                        pos.append(p)
+                        neg.append(q)
+                        text.append(texts[img.function])
+                functional = {"blocks": _blocks(extractor, images, device), "pos": np.stack(pos),
+                              "neg": np.stack(neg), "text": torch.stack(text)}
+                pairs_seen += len(batch)
+            if config.spatial:
+                batch = rank_share(data.spatial_batch(samplers["spatial"], config.batch_pairs), rank, world)
+                co1, co2 = zip(*(spatial_points(p, n, rng) for p in batch))
+                spatial = {"blocks1": _blocks(extractor, [replace_background(p.a, rng) for p in batch], device),
+                           "blocks2": _blocks(extractor, [replace_background(p.b, rng) for p in batch], device),
+                           "co1": np.stack(co1), "co2": np.stack(co2),
+                           "text": torch.stack([texts[p.function] for p in batch])}
+                if not config.functional:
+                    pairs_seen += len(batch)
+            loss, terms = model(functional, spatial)
             optimiser.zero_grad()
-            batch.backward()
+            loss.backward()
             optimiser.step()
-            for l in losses:
-                for name in names:
-                    sums[name] += float(getattr(l, name).detach())
-            count += len(losses)
-            bar.set_postfix({k: f"{v / count:.3f}" for k, v in sums.items()})
-        totals = distributed.all_reduce_sum([*(sums[n] for n in names), count])  # every rank's pairs
-        count_all = max(totals[-1], 1.0)
-        history.append({"epoch": epoch + 1, **{n: totals[i] / count_all for i, n in enumerate(names)},
-                        "steps": len(batches), "pairs": int(totals[-1]), "seconds": time.perf_counter() - started})
+            for name in names:
+                sums[name] += float(getattr(terms, name).detach())
+            bar.set_postfix({k: f"{v / (bar.n + 1):.3f}" for k, v in sums.items()})
+        totals = distributed.all_reduce_sum([*(sums[k] for k in names), pairs_seen])  # every rank's steps
+        steps = config.batches_per_epoch
+        history.append({"epoch": epoch + 1, **{k: totals[i] / (steps * world) for i, k in enumerate(names)},
+                        "steps": steps, "pairs": int(totals[-1]), "seconds": time.perf_counter() - started})
         if rank == 0:
-            _save_state(state_path, head, optimiser, epoch + 1, history)
+            _save_state(state_path, head, optimiser, epoch + 1, history,
+                        {k: _sampler_state(v) for k, v in samplers.items()})
     digests = distributed.replica_digests(head)  # DDP keeps the replicas equal; this proves it for the record
     result = {"history": history, "config": asdict(config), "functions": functions, "rank": rank,
-              "world_size": world, "device": str(device), "head_sha1_per_rank": digests}
+              "world_size": world, "device": str(device), "head_sha1_per_rank": digests,
+              "text_encoder": encoder.name}
     if rank == 0:
         if len(set(digests)) > 1:
             warnings.warn(f"the head differs between ranks after training: {digests}", RuntimeWarning)
         saved = copy.deepcopy(head).cpu().eval()
-        checkpoint = HeadCheckpoint(saved, backbone.spec.name, LAYERS, config.text_encoder, table,
+        checkpoint = HeadCheckpoint(saved, backbone.spec.name, LAYERS, encoder.name, table,
                                     {"training": {"config": asdict(config), "history": history,
+                                                  "text_encoder": encoder.name,
                                                   "distributed": {**ctx.describe(),
                                                                   "head_sha1_per_rank": digests},
                                                   "backbone_weights": backbone.describe()}})

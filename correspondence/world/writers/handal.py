@@ -468,3 +468,269 @@ def check_handal_dataset(root: str | Path) -> list[str]:
             for scene in sorted(s for s in split.iterdir() if s.is_dir()):
                 problems += _scene_problems(scene)
     return problems + _pair_problems(root)
+
+
+# ---- the reference's released layout ----------------------------------------------------------------------------
+# The released code (cond_corr/inference_2D_HANDAL.py) reads:
+#   <annotation_list>.json                      {action: {"<objA>|||<objB>": [trial, ...]}}
+#   <annotation_dir>/<action>/<objA>|||<objB>|||0000/trial_<N>/<objA>|||<img>.npy, <objB>|||<img>.npy
+#                                               (N, 2) int [row, col] in the 224 x 224 processed crop, row-aligned
+#   <base_dir>/<obj>/rgb_images_processed/<img>, <base_dir>/<obj>/object_masks_processed/<img>   (224 x 224)
+# An object's category is the part of its name before "---" (within/across category). ``soco synth handal`` writes
+# this layout under <root>/reference/ (selected_annotations.json, annotations/, fully_processed_data/).
+REFERENCE_DIR = "reference"
+REFERENCE_LIST = "selected_annotations.json"
+REFERENCE_ANNOTATIONS = "annotations"
+REFERENCE_BASE = "fully_processed_data"
+REFERENCE_GROUP = "0000"
+
+
+@dataclass(frozen=True)
+class ReferenceLayout:
+    annotation_list: Path
+    annotation_dir: Path
+    base_dir: Path
+
+
+@dataclass(frozen=True, eq=False)
+class ReferenceTrial:
+    """One trial of the reference layout, loaded: the processed crops, object masks and annotations."""
+
+    pair_id: str
+    function: str
+    obj_a: str
+    obj_b: str
+    image_name_a: str
+    image_name_b: str
+    image_a: np.ndarray  # (224, 224, 3) uint8
+    mask_a: np.ndarray  # (224, 224) bool (the reference: np.array(mask) // 255 == 1)
+    image_b: np.ndarray
+    mask_b: np.ndarray
+    rc_a: np.ndarray  # (N, 2) int64 [row, col]
+    rc_b: np.ndarray
+
+    @property
+    def category_a(self) -> str:
+        return object_category(self.obj_a)
+
+    @property
+    def category_b(self) -> str:
+        return object_category(self.obj_b)
+
+
+def object_category(obj: str) -> str:
+    """The reference's ``obj.split("---")[0]``."""
+    return obj.split("---")[0]
+
+
+def find_reference_layout(root: str | Path, annotation_list: str | Path | None = None,
+                          annotation_dir: str | Path | None = None, base_dir: str | Path | None = None
+                          ) -> ReferenceLayout | None:
+    """The reference layout at ``root`` (or ``root/reference``): the annotation list is ``annotation_list`` or the
+    first ``selected_annotations*.json``; annotations under ``annotations/`` (else the list's folder); images under
+    ``fully_processed_data/`` (else the list's folder). None when there is no annotation list."""
+    root = Path(root)
+    if annotation_list is None:
+        for folder in (root, root / REFERENCE_DIR):
+            found = sorted(folder.glob("selected_annotations*.json")) if folder.is_dir() else []
+            if found:
+                annotation_list = found[0]
+                break
+        else:
+            return None
+    annotation_list = Path(annotation_list)
+    if not annotation_list.is_file():
+        raise InputError(f"annotation list {str(annotation_list)!r} does not exist")
+    folder = annotation_list.parent
+    ann = Path(annotation_dir) if annotation_dir else (folder / REFERENCE_ANNOTATIONS
+                                                        if (folder / REFERENCE_ANNOTATIONS).is_dir() else folder)
+    base = Path(base_dir) if base_dir else (folder / REFERENCE_BASE if (folder / REFERENCE_BASE).is_dir() else folder)
+    return ReferenceLayout(annotation_list, ann, base)
+
+
+def _reference_image(path: Path, what: str, mode: str) -> np.ndarray:
+    return np.asarray(open_image(path, what).convert(mode))
+
+
+def read_reference_trial(layout: ReferenceLayout, action: str, obj_pair: str, trial: int) -> ReferenceTrial:
+    """``run_inference`` of the reference for one trial (its two .npy files in sorted order: the reference takes
+    ``os.listdir`` order, which the file system decides; both directions are evaluated either way)."""
+    trial_dir = layout.annotation_dir / action / f"{obj_pair}{SEP}{REFERENCE_GROUP}" / f"trial_{trial}"
+    if not trial_dir.is_dir():
+        raise InputError(f"{str(trial_dir)!r} does not exist (listed in {layout.annotation_list})")
+    files = sorted(p for p in trial_dir.iterdir() if p.suffix == ".npy")
+    if len(files) != 2:
+        raise InputError(f"{str(trial_dir)!r}: expected two <obj>{SEP}<img>.npy files, found {[p.name for p in files]}")
+    sides = []
+    for path in files:
+        parts = path.name[:-len(".npy")].split(SEP)
+        if len(parts) != 2:
+            raise InputError(f"{str(path)!r}: expected <obj>{SEP}<img>.npy")
+        obj, img = parts
+        rgb = _reference_image(layout.base_dir / obj / "rgb_images_processed" / img, "rgb", "RGB")
+        mask = _reference_image(layout.base_dir / obj / "object_masks_processed" / img, "mask", "L") // 255 == 1
+        rc = _load_rc(path)
+        if rgb.shape[:2] != mask.shape or (rc.size and ((rc < 0).any() or (rc >= np.array(mask.shape)).any())):
+            raise InputError(f"{str(path)!r}: image {rgb.shape[:2]}, mask {mask.shape} or points outside them")
+        sides.append((obj, img, rgb, mask, rc))
+    (oa, ia, ra, ma, pa), (ob, ib, rb, mb, pb) = sides
+    if len(pa) != len(pb):
+        raise InputError(f"{str(trial_dir)!r}: {len(pa)} points for {oa} but {len(pb)} for {ob}")
+    pair_id = f"{action}/{obj_pair}{SEP}{REFERENCE_GROUP}/trial_{trial}"
+    return ReferenceTrial(pair_id, action, oa, ob, ia, ib, ra, ma, rb, mb, pa, pb)
+
+
+def read_reference_layout(layout: ReferenceLayout) -> list[ReferenceTrial]:
+    """Every trial of the annotation list, in its order (action, object pair, trial), as the reference loops."""
+    data = load_json(layout.annotation_list, "annotation list")
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise InputError(f"{layout.annotation_list}: expected {{action: {{'<objA>{SEP}<objB>': [trial, ...]}}}}")
+    out = []
+    for action, entries in data.items():
+        for obj_pair, trials in entries.items():
+            if len(obj_pair.split(SEP)) != 2 or not isinstance(trials, list) or not all(is_int(t) for t in trials):
+                raise InputError(f"{layout.annotation_list}: bad entry {action}/{obj_pair}: {trials!r}")
+            out += [read_reference_trial(layout, action, obj_pair, int(t)) for t in trials]
+    return out
+
+
+def write_reference_trial(out: str | Path, action: str, obj_a: str, image_name_a: str, image_a: np.ndarray,
+                          mask_a: np.ndarray, rc_a: np.ndarray, obj_b: str, image_name_b: str, image_b: np.ndarray,
+                          mask_b: np.ndarray, rc_b: np.ndarray, trial: int) -> Path:
+    """One trial of the reference layout under ``out`` (processed crops, masks and the two .npy files); the
+    caller records it in the annotation list (:func:`write_reference_list`)."""
+    out = Path(out)
+    for obj, img in ((obj_a, image_name_a), (obj_b, image_name_b)):
+        if SEP in obj or "/" in obj or SEP in img or "/" in img or not obj or not img:
+            raise InputError(f"object {obj!r} and image {img!r} may not be empty or contain '/' or '{SEP}'")
+    if (obj_a, image_name_a) == (obj_b, image_name_b):
+        raise InputError(f"a trial pairs {obj_a}/{image_name_a} with itself")
+    rc_a, rc_b = _rc_array(rc_a, "rows/cols of A"), _rc_array(rc_b, "rows/cols of B")
+    if len(rc_a) != len(rc_b):
+        raise InputError(f"correspondences differ in length: {len(rc_a)} and {len(rc_b)}")
+    base = out / REFERENCE_BASE
+    for obj, img, rgb, mask in ((obj_a, image_name_a, image_a, mask_a), (obj_b, image_name_b, image_b, mask_b)):
+        (base / obj / "rgb_images_processed").mkdir(parents=True, exist_ok=True)
+        (base / obj / "object_masks_processed").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(base / obj / "rgb_images_processed" / img)
+        Image.fromarray(np.asarray(mask, dtype=bool).astype(np.uint8) * 255).save(
+            base / obj / "object_masks_processed" / img)
+    trial_dir = out / REFERENCE_ANNOTATIONS / check_name(action, "action") / \
+        f"{obj_a}{SEP}{obj_b}{SEP}{REFERENCE_GROUP}" / f"trial_{trial}"
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    for old in trial_dir.glob("*.npy"):
+        old.unlink()
+    np.save(trial_dir / f"{obj_a}{SEP}{image_name_a}.npy", rc_a)
+    np.save(trial_dir / f"{obj_b}{SEP}{image_name_b}.npy", rc_b)
+    return trial_dir
+
+
+def write_reference_list(out: str | Path, entries: dict[str, dict[str, list[int]]]) -> Path:
+    """``selected_annotations.json``: {action: {"<objA>|||<objB>": [trials]}} (sorted, for a stable order)."""
+    data = {a: {p: sorted(t) for p, t in sorted(pairs.items())} for a, pairs in sorted(entries.items())}
+    path = Path(out) / REFERENCE_LIST
+    write_json(path, data)
+    return path
+
+
+def bop_object_name(image: str) -> str:
+    """``handal_dataset_mug/test/000002/rgb/000003.jpg`` -> ``mug---test-000002`` (category before ``---``)."""
+    parts = Path(image).parts
+    if len(parts) < 5 or not parts[0].startswith("handal_dataset_"):
+        raise InputError(f"{image!r} is not a handal_dataset_<category>/<split>/<scene>/rgb/<frame> path")
+    return f"{parts[0][len('handal_dataset_'):]}---{parts[1]}-{parts[2]}"
+
+
+def convert_bop_to_reference(root: str | Path, out: str | Path | None = None) -> dict:
+    """A HANDAL/BOP root with ``functional_pairs/`` -> the reference layout (crops as the reference's
+    ``resize_images.py`` / ``resize_annotations.py``; ``out`` defaults to ``root/reference``)."""
+    from ...functional.evaluate import reference_crop
+
+    root = Path(root)
+    out = Path(out) if out is not None else root / REFERENCE_DIR
+    frames: dict[str, HandalFrame] = {}
+
+    def frame(image: str) -> HandalFrame:
+        if image not in frames:
+            scene = root / Path(image).parent.parent
+            frame_id = int(Path(image).stem)
+            match = [f for f in read_handal_scene(scene) if f.frame_id == frame_id]
+            if not match:
+                raise InputError(f"{scene}: no annotated frame {frame_id} for {image}")
+            frames[image] = match[0]
+        return frames[image]
+
+    entries: dict[str, dict[str, list[int]]] = {}
+    crops: dict[str, tuple] = {}
+    trials = 0
+    for ann in read_functional_pairs(root):
+        sides = []
+        for image, rc in ((ann.image_a, ann.rc_a), (ann.image_b, ann.rc_b)):
+            if image not in crops:
+                f = frame(image)
+                crops[image] = reference_crop(f.rgb, f.mask)
+            rgb, mask, crop = crops[image]
+            sides.append((bop_object_name(image), f"{Path(image).stem}.png", rgb, mask, crop.points(rc)))
+        (oa, ia, ra, ma, pa), (ob, ib, rb, mb, pb) = sides
+        key = f"{oa}{SEP}{ob}"
+        used = entries.setdefault(ann.function, {}).setdefault(key, [])
+        trial = ann.trial
+        while trial in used:
+            trial += 1
+        write_reference_trial(out, ann.function, oa, ia, ra, ma, pa, ob, ib, rb, mb, pb, trial)
+        used.append(trial)
+        trials += 1
+    write_reference_list(out, entries)
+    return {"trials": trials, "images": len(crops), "out": str(out)}
+
+
+def convert_reference_to_bop(layout: ReferenceLayout, out: str | Path, depth_scale: float = 0.1) -> dict:
+    """The reference layout -> a HANDAL/BOP root whose frames are the 224 crops (one scene per object, one frame per
+    image, depth unknown = 0, identity pose, a nominal 224 px camera) with ``functional_pairs/`` in crop pixels.
+    The crops stay crops: evaluating the result crops them once more (the reference layout keeps no full frame)."""
+    out = Path(out)
+    trials = read_reference_layout(layout)
+    objects: dict[str, dict[str, int]] = {}
+    images: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
+    for t in trials:
+        for obj, img, rgb, mask in ((t.obj_a, t.image_name_a, t.image_a, t.mask_a),
+                                    (t.obj_b, t.image_name_b, t.image_b, t.mask_b)):
+            frames = objects.setdefault(obj, {})
+            if img not in frames:
+                frames[img] = len(frames)
+                images[(obj, img)] = (rgb, mask)
+    scene_of = {}
+    for index, (obj, frames) in enumerate(sorted(objects.items())):
+        category = check_name(object_category(obj), "category")
+        scene = out / dataset_name(category) / "reference" / f"{index:06d}"
+        for sub in ("rgb", "depth", "mask", "mask_visib"):
+            (scene / sub).mkdir(parents=True, exist_ok=True)
+        gt, cams = {}, {}
+        for img, frame_id in sorted(frames.items(), key=lambda kv: kv[1]):
+            rgb, mask = images[(obj, img)]
+            h, w = mask.shape
+            name = f"{frame_id:06d}"
+            Image.fromarray(np.asarray(rgb, dtype=np.uint8)).save(scene / "rgb" / f"{name}.png")
+            Image.fromarray(np.zeros((h, w), np.uint16)).save(scene / "depth" / f"{name}.png")
+            m = Image.fromarray(mask.astype(np.uint8) * 255)
+            m.save(scene / "mask" / f"{name}_000000.png")
+            m.save(scene / "mask_visib" / f"{name}_000000.png")
+            gt[str(frame_id)] = [{"cam_R_m2c": np.eye(3).ravel().tolist(), "cam_t_m2c": [0.0, 0.0, 1000.0],
+                                  "obj_id": index + 1}]
+            cams[str(frame_id)] = {"cam_K": [float(w), 0.0, w / 2, 0.0, float(w), h / 2, 0.0, 0.0, 1.0],
+                                   "depth_scale": float(depth_scale), "width": int(w), "height": int(h)}
+        write_json(scene / "scene_gt.json", gt)
+        write_json(scene / "scene_camera.json", cams)
+        scene_of[obj] = (category, scene.relative_to(out).as_posix())
+    written = 0
+    counters: dict[tuple[str, str, str], int] = {}
+    for t in trials:
+        (cat_a, scene_a), (cat_b, scene_b) = scene_of[t.obj_a], scene_of[t.obj_b]
+        image_a = f"{scene_a}/rgb/{objects[t.obj_a][t.image_name_a]:06d}.png"
+        image_b = f"{scene_b}/rgb/{objects[t.obj_b][t.image_name_b]:06d}.png"
+        key = (t.function, cat_a, cat_b)
+        trial = counters.get(key, 0)
+        counters[key] = trial + 1
+        write_functional_pair(out, t.function, cat_a, image_a, cat_b, image_b, (t.rc_a, t.rc_b), group=0, trial=trial)
+        written += 1
+    return {"trials": written, "objects": len(objects), "out": str(out)}
