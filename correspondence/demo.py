@@ -1,7 +1,7 @@
 """``make demo``: keypoint transfer on real photos of same-category objects, with the best available backbone.
 
 Pairs: cat -> cat (three different cats), dog -> dog (with the live object mask), hammer -> hammer. Every
-photo has hand-annotated keypoints (``examples/keypoints``), so the demo also prints how far each transferred
+photo has hand-annotated keypoints (``correspondence/data/examples/keypoints``, package data), so the demo also prints how far each transferred
 keypoint lands from the live image's own annotation: a smoke test on a handful of images, not a benchmark.
 """
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,8 @@ from .io import load_keypoints, write_json
 from .viz import match_overlay, save
 
 REPO = Path(__file__).resolve().parents[1]
-EXAMPLES = REPO / "examples" / "keypoints"
+# Package data, so an installed package (not only a source checkout) has the annotations.
+EXAMPLES = Path(str(resources.files("correspondence") / "data" / "examples" / "keypoints"))
 PAIRS = (  # demo image, live image, live mask (optional)
     ("sddino_cat0.jpg", "sddino_cat1.jpg", None),
     ("sddino_cat0.jpg", "sddino_cat2.jpg", None),

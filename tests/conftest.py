@@ -9,7 +9,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SOCO_SHARED_DIR", REPO.parent / "shared"))
 IMAGES = SHARED / "data" / "images"
-EXAMPLES = REPO / "examples"
+EXAMPLES = REPO / "correspondence" / "data" / "examples"
 
 
 @pytest.fixture(autouse=True)
