@@ -80,11 +80,13 @@ def _bop_pairs(root: Path) -> list[AnnotatedPair]:
     return out
 
 
-def handal_pairs(root: str | Path, annotation_list: str | Path | None = None) -> list[AnnotatedPair]:
-    """Pairs of a HANDAL root: the reference's released layout when it has one, else BOP + ``functional_pairs``."""
+def handal_pairs(root: str | Path, annotation_list: str | Path | None = None, annotation_dir: str | Path | None = None,
+                 images_dir: str | Path | None = None) -> list[AnnotatedPair]:
+    """Pairs of a HANDAL root: the reference's released layout when it has one (or ``annotation_list`` is given),
+    else BOP + ``functional_pairs``."""
     from ..world.writers.handal import FUNCTIONAL_DIR, find_reference_layout, read_reference_layout
     root = Path(root)
-    layout = find_reference_layout(root, annotation_list)
+    layout = find_reference_layout(root, annotation_list, annotation_dir, images_dir)
     if layout is not None:
         return [AnnotatedPair(t.pair_id, t.function, t.category_a, t.category_b, t.image_a, t.mask_a, t.image_b,
                               t.mask_b, t.rc_a, t.rc_b) for t in read_reference_layout(layout)]
@@ -158,7 +160,7 @@ def table1(results: dict) -> str:
     if published:
         notes.append(f"Rows marked '{PAPER_LABEL}' are the paper's published numbers ({published['source']}), not "
                      "runs of this code.")
-    elif published is None and "published" not in results:
+    else:
         notes.append("Published rows: functional_table1.tsv not found (pass --paper-table or set "
                      f"${ENV_PAPER_TABLES}).")
     if skipped:

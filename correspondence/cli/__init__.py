@@ -10,9 +10,9 @@ import sys
 from typing import Sequence
 
 from ..errors import SocoError
-from . import backbones_cmd, bench_cmd, export_cmd, match_cmd, synth_cmd, train_cmd, transfer_cmd, umd_cmd
+from . import backbones_cmd, bench_cmd, convert_cmd, export_cmd, match_cmd, synth_cmd, train_cmd, transfer_cmd, umd_cmd
 
-COMMANDS = (match_cmd, transfer_cmd, backbones_cmd, bench_cmd, export_cmd, synth_cmd, train_cmd, umd_cmd)
+COMMANDS = (match_cmd, transfer_cmd, backbones_cmd, bench_cmd, export_cmd, synth_cmd, train_cmd, umd_cmd, convert_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -68,19 +68,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     soco.add_argument("--out", default="bench_out/soco")
     soco.set_defaults(handler=run_soco)
 
-    for name, helptext in (("handal", "dense functional correspondence on HANDAL-format scenes + functional pairs"),
+    for name, helptext in (("handal", "dense functional correspondence on HANDAL data: the reference's released "
+                                      "layout (selected_annotations*.json) or BOP scenes + functional_pairs/"),
                            ("functional", "dense functional correspondence on a `soco synth functional` split")):
-        fn = bench.add_parser(name, help=helptext)
+        fn = bench.add_parser(name, help=helptext,
+                              description="The released reference's protocol (docs/functional.md): its crop, every-pixel "
+                                          "embeddings, label transfer and predicted-mask part-first discovery, its "
+                                          "thresholds and aggregation, Chance and DINO rows, the paper's published "
+                                          "Table 1 rows beside ours.")
         fn.add_argument("--root", required=True, help="dataset folder")
         if name == "functional":
             fn.add_argument("--split", default="test", help="split to evaluate (held-out categories: test)")
+        else:
+            fn.add_argument("--annotation-list", default=None,
+                            help="the reference's selected_annotations*.json (default: found under --root)")
+            fn.add_argument("--annotation-dir", default=None, help="its <action>/<objA>|||<objB>|||0000/ folders "
+                                                                   "(default: annotations/ beside the list)")
+            fn.add_argument("--images-dir", default=None, help="its <obj>/rgb_images_processed folders (default: "
+                                                               "fully_processed_data/ beside the list)")
+        fn.add_argument("--protocol", default="reference", choices=("reference",),
+                        help="evaluation protocol: the released code's (the only one; recorded in the results)")
         fn.add_argument("--backbone", default="dinov2_vitb14")
         fn.add_argument("--weights", default=None)
         fn.add_argument("--random-weights", action="store_true")
         fn.add_argument("--head", default=None, help="trained functional head checkpoint (.safetensors)")
-        fn.add_argument("--stride", type=int, default=4, help="embedding grid stride in 224-px crops")
+        fn.add_argument("--no-chance", action="store_true", help="leave out the Chance row")
+        fn.add_argument("--no-dino", action="store_true", help="leave out the DINO row (the backbone's own features)")
+        fn.add_argument("--chunk", type=int, default=0,
+                        help="pixels per head MLP call (0: a whole 224 x 224 crop in one pass)")
+        fn.add_argument("--paper-table", default=None,
+                        help="functional_table1.tsv with the paper's published rows (default: $SOCO_PAPER_TABLES or "
+                             "the project's shared/data/paper_tables)")
         fn.add_argument("--max-pairs", type=int, default=0)
         fn.add_argument("--device", default="cpu")
+        fn.add_argument("--no-progress", action="store_true")
         fn.add_argument("--out", default=f"bench_out/{name}")
         fn.set_defaults(handler=run_functional, benchmark=name)
 
@@ -172,17 +193,22 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_functional(args: argparse.Namespace) -> int:
     from ..backbones import create_backbone
-    from ..benchmarks.functional import handal_pairs, methods_for, run_functional_benchmark, synthetic_pairs
+    from ..benchmarks.functional import handal_pairs, methods_for, run_functional_benchmark, synthetic_pairs, table1
 
-    pairs = handal_pairs(args.root) if args.benchmark == "handal" else synthetic_pairs(args.root, args.split)
+    if args.benchmark == "handal":
+        pairs = handal_pairs(args.root, args.annotation_list, args.annotation_dir, args.images_dir)
+    else:
+        pairs = synthetic_pairs(args.root, args.split)
     if args.max_pairs:
         pairs = pairs[:args.max_pairs]
     backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
-    methods = methods_for(backbone, args.head, device=args.device, stride=args.stride)
+    methods = methods_for(backbone, args.head, device=args.device, chance=not args.no_chance,
+                          dino=not args.no_dino, chunk=args.chunk or None)
     settings = {"benchmark": args.benchmark, "root": args.root, "backbone": backbone.describe(), "head": args.head,
-                "stride": args.stride, "crop": "square around the mask, pad 1.2, 224 px"}
-    results = run_functional_benchmark(pairs, methods, args.out, settings)
-    from ..benchmarks.functional import table1
+                "crop": "reference: white background, 60 px pad, 1.2 x side, LANCZOS, 224 px"}
+    results = run_functional_benchmark(pairs, methods, args.out, settings, progress=not args.no_progress,
+                                       paper_split="real" if args.benchmark == "handal" else "synthetic",
+                                       paper_table=args.paper_table)
     print(table1(results))
     print(f"wrote {args.out}/functional_results.json, functional_results.md and pr_curves.png")
     return 0

@@ -1,0 +1,45 @@
+"""``soco convert``: dataset layout conversions.
+
+``soco convert handal-functional --root DIR [--to reference|bop] [--out DIR]``: between HANDAL/BOP scenes with
+``functional_pairs/`` (what ``soco synth handal`` writes, full frames) and the released reference's layout
+(``selected_annotations.json``, ``annotations/<action>/<objA>|||<objB>|||0000/trial_N/<obj>|||<img>.npy`` in 224
+crops, ``fully_processed_data/<obj>/{rgb_images,object_masks}_processed/``). ``--to reference`` crops as the
+reference does; ``--to bop`` keeps the 224 crops as frames (the reference layout has no full frames).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser("convert", help="convert dataset layouts (HANDAL functional pairs <-> the reference's)")
+    kinds = parser.add_subparsers(dest="conversion", required=True, metavar="CONVERSION")
+    handal = kinds.add_parser("handal-functional", help="HANDAL/BOP functional_pairs <-> the reference's layout",
+                              description=__doc__.split("\n\n", 1)[1])
+    handal.add_argument("--root", required=True, help="the dataset to convert")
+    handal.add_argument("--to", choices=("reference", "bop"), default="reference",
+                        help="reference: BOP + functional_pairs/ -> the reference's layout (default); bop: the "
+                             "reference's layout -> BOP scenes + functional_pairs/")
+    handal.add_argument("--annotation-list", default=None,
+                        help="--to bop: the reference's selected_annotations*.json (default: found under --root)")
+    handal.add_argument("--out", default=None, help="output folder (default for --to reference: ROOT/reference)")
+    handal.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..world.writers.handal import convert_bop_to_reference, convert_reference_to_bop, find_reference_layout
+
+    if args.to == "reference":
+        counts = convert_bop_to_reference(args.root, args.out)
+    else:
+        if not args.out:
+            raise InputError("--to bop needs --out (a new BOP root)")
+        layout = find_reference_layout(args.root, args.annotation_list)
+        if layout is None:
+            raise InputError(f"{args.root!r} has no selected_annotations*.json (pass --annotation-list)")
+        counts = convert_reference_to_bop(layout, args.out)
+    print(json.dumps(counts))
+    print(f"wrote the {args.to} layout to {counts['out']}")
+    return 0
