@@ -291,10 +291,10 @@ def mask_logit_checks(reference: np.ndarray, candidate: np.ndarray, precision: s
 
 
 def _point_grid(size: int, stride: int, grid_side: int) -> torch.Tensor:
-    """Centres of a ``stride``-px pixel grid as [-1, 1] coordinates on the patch grid (patch-centre convention),
-    as the functional inference samples the fused map."""
-    centres = (torch.arange(size // stride) + 0.5) * stride
-    cells = centres * grid_side / size - 0.5
-    coords = 2 * cells / max(grid_side - 1, 1) - 1
-    ys, xs = torch.meshgrid(coords, coords, indexing="ij")
-    return torch.stack([xs, ys], -1).reshape(1, -1, 2).float()
+    """Centres of a ``stride``-px pixel grid in the head's sampling convention (the reference's: pixel index ``p``
+    at ``p * 2 / size - 1``, read with ``align_corners=False``), as the functional inference samples the fused
+    map; a cell spanning pixels ``[s g, s g + s)`` is read at pixel index ``s g + (s - 1) / 2``."""
+    from correspondence.functional.model import pixel_grid
+    centres = (torch.arange(size // stride, dtype=torch.float64) + 0.5) * stride - 0.5
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    return pixel_grid(torch.stack([xs, ys], -1).reshape(1, -1, 2), size).float()

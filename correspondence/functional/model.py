@@ -84,7 +84,7 @@ class _ChannelLinear:
         self.linear = linear
 
     def __call__(self, block: torch.Tensor) -> torch.Tensor:
-        return F.linear(block.movedim(1, -1), self.linear.weight).movedim(-1, 1)
+        return F.linear(block.permute(0, 2, 3, 1), self.linear.weight).permute(0, 3, 1, 2)  # ONNX-friendly perms
 
 
 def pixel_grid(xy_index: torch.Tensor, image_size: int = REFERENCE_IMAGE_SIZE) -> torch.Tensor:
