@@ -55,7 +55,8 @@ def quality_dict(processed: Processed) -> dict | None:
 
 
 def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale: float = 0.01,
-                  publish_debug: bool = False, marker_lifetime_s: float = 0.0) -> Outputs:
+                  publish_debug: bool = False, marker_lifetime_s: float = 0.0,
+                  processing_s: float | None = None) -> Outputs:
     """Every output of one frame. The node builds the debug images separately (:func:`build_debug_outputs`, on
     its low-priority debug thread) and passes ``publish_debug=False`` here."""
     from std_msgs.msg import String
@@ -70,6 +71,8 @@ def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale
     quality_msg = None
     if quality is not None:
         quality["stamp"] = {"sec": int(header.stamp.sec), "nanosec": int(header.stamp.nanosec)}
+        if processing_s is not None:
+            quality["processing_ms"] = round(1e3 * float(processing_s), 2)
         quality_msg = String(data=json.dumps(quality, sort_keys=True))
     markers = build_markers(header, labels, live_points, marker_scale, marker_lifetime_s)
     outputs = Outputs(cloud, alignment, quality_msg, markers)

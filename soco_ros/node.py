@@ -655,7 +655,8 @@ class CorrespondenceNode(LifecycleNode):
         header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 1_000_000_000)
         p = self.params
         outputs = build_outputs(processed, header, p["demo_frame_id"], p["marker_scale"], publish_debug=False,
-                                marker_lifetime_s=self._marker_lifetime())
+                                marker_lifetime_s=self._marker_lifetime(),
+                                processing_s=time.perf_counter() - started)
         with self._pub_lock:
             pubs = self._pubs
             if not pubs or not self._active:
