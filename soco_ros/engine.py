@@ -59,13 +59,16 @@ def build_matcher(params: dict[str, Any]) -> Matcher:
     model = params.get("runtime_model") or None
     if runtime != "torch" and model is None:
         raise ConfigError(f"runtime {runtime!r} needs runtime_model (the exported .onnx / .engine file)")
-    spec = "torch" if runtime == "torch" else {"name": runtime, "model": model,
-                                               "provider": params.get("runtime_provider", "cpu"),
-                                               "fp16": bool(params.get("runtime_fp16", False))}
+    if runtime == "torch":
+        spec = {"name": "torch", "cuda_graphs": bool(params.get("cuda_graphs", False))}
+    else:
+        spec = {"name": runtime, "model": model, "provider": params.get("runtime_provider", "cpu"),
+                "fp16": bool(params.get("runtime_fp16", False)),
+                "allow_unverified": bool(params.get("runtime_allow_unverified", False))}
     return Matcher.create(params["backbone"], weights=params["weights"] or None,
                           random_weights=bool(params["random_weights"]), size=int(params["image_size"]) or None,
-                          device=params["device"], method=params["match_method"], allow_download=False,
-                          runtime=spec, cache_size=2)
+                          device=params["device"], dtype=params.get("dtype", "float32"),
+                          method=params["match_method"], allow_download=False, runtime=spec, cache_size=2)
 
 
 def functional_embedder(params: dict[str, Any], matcher: Matcher):

@@ -64,7 +64,7 @@ SPECS: tuple[ParamSpec, ...] = (
                        "one). Needed for any output: while empty, frames are dropped and diagnostics WARN until "
                        "~/set_demo_path or this parameter is set; a path that does not load keeps the previous demo."),
     # --- model (built at configure)
-    P("backbone", "auto", "Feature backbone name (soco list-backbones), or 'auto' (best available: DINOv2 when its "
+    P("backbone", "auto", "Feature backbone name (`soco backbones` lists them), or 'auto' (best available: DINOv2 when its "
                           "weights resolve, else the weight-free 'daisy').", reconfigurable=False),
     P("weights", "", "Checkpoint path for the backbone; empty: resolved like the CLI (SOCO_WEIGHTS_DIR, hub cache).",
       reconfigurable=False),
@@ -77,9 +77,16 @@ SPECS: tuple[ParamSpec, ...] = (
                                  "silent CPU fall-back).", choices=("cpu", "cuda", "tensorrt"), reconfigurable=False),
     P("runtime_fp16", False, "TensorRT: build the engine with fp16 kernels (LayerNorm stays fp32).",
       reconfigurable=False),
+    P("runtime_allow_unverified", False, "Load an exported model whose verification record is missing or failed "
+                                         "(refused by default: only verified exports deploy).", reconfigurable=False),
     P("functional_head", "", "Trained functional head (.safetensors, soco train functional) for functional demos; "
                              "empty: the backbone's own features.", reconfigurable=False),
-    P("device", "cpu", "Torch device for the backbone (cpu, cuda, cuda:1...).", reconfigurable=False),
+    P("device", "cpu", "Torch device for the backbone (cpu, cuda, cuda:1...); one this machine lacks fails "
+                       "configure with the devices it has.", reconfigurable=False),
+    P("dtype", "float32", "Backbone precision for the torch runtime (float16 needs CUDA; autocast, LayerNorm fp32).",
+      choices=("float32", "float16", "bfloat16"), reconfigurable=False),
+    P("cuda_graphs", False, "Torch runtime on CUDA: capture the backbone as a CUDA graph at configure and replay it "
+                            "per frame, preprocessing on the GPU (the fastest batch-1 path).", reconfigurable=False),
     P("image_size", 0, "Backbone input side in px; 0 = the backbone's default (448 for DINOv2 / daisy).",
       0, 4096, reconfigurable=False),
     P("match_method", "argmax", "Keypoint match method.", choices=MATCH_METHODS, reconfigurable=False),

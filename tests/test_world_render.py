@@ -235,6 +235,7 @@ def test_invalid_inputs_raise_clear_errors(box):
         Renderer(make_object("bad", box.vertices, box.faces + 100, box.face_parts, box.part_names, []))
 
 
+@pytest.mark.slow
 def test_render_speed_5k_triangles(sphere):
     renderer = Renderer(sphere)
     pose = orbit_pose(sphere, 0.5, 30.0, 20.0)
