@@ -250,13 +250,16 @@ def test_node_engine_processes_a_frame_on_cuda(tmp_path, scene):
     folder.mkdir()
     Image.fromarray(demo).save(folder / "rgb.png")
     (folder / "keypoints.json").write_text(json.dumps(keypoints))
-    params = {**defaults(), "backbone": BACKBONE, "random_weights": True, "image_size": SIZE, "device": "cuda",
-              "segmentation": "none", "demo_path": str(folder)}
-    engine = Engine(params)
-    engine.set_demo(str(folder))
-    processed = engine.process(Frame(live, 0, "camera"))
-    assert engine.matcher.extractor.device.type == "cuda"
-    assert len(processed.result.matches) == 32
+    for fast in (False, True):
+        params = {**defaults(), "backbone": BACKBONE, "random_weights": True, "image_size": SIZE, "device": "cuda",
+                  "segmentation": "none", "demo_path": str(folder), "cuda_graphs": fast,
+                  "dtype": "float16" if fast else "float32"}
+        engine = Engine(params)
+        engine.set_demo(str(folder))
+        processed = engine.process(Frame(live, 0, "camera"))
+        assert engine.matcher.extractor.device.type == "cuda"
+        assert engine.matcher.extractor.runtime.cuda_graphs is fast
+        assert len(processed.result.matches) == 32
 
 
 def test_latency_command_on_cuda_reports_every_torch_variant(tmp_path):
