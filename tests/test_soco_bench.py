@@ -275,7 +275,8 @@ def test_predict_never_assumes_plain_cpu_tensors(tmp_path, method):
     assert np.allclose(predicted[2], [4 * PATCH + 7, 7], atol=1.0)  # the roof
 
 
-def test_feature_store_gives_the_same_maps_from_memory_disk_and_prefetch(synthetic_soco, tmp_path):
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_feature_store_gives_the_same_maps_from_memory_disk_and_prefetch(synthetic_soco, tmp_path, storage):
     from correspondence.backbones import create_backbone
     from correspondence.benchmarks.soco.features_store import FeatureStore
     from correspondence.features import FeatureExtractor
@@ -283,19 +284,23 @@ def test_feature_store_gives_the_same_maps_from_memory_disk_and_prefetch(synthet
     extractor = FeatureExtractor(create_backbone("test_vit_tiny"), settings.extraction(), cache_size=0)
     pairs = list(SocoPairs(synthetic_soco, "intra"))[:3]
     views = [v for p in pairs for v in (p.source, p.target)]
-    first = FeatureStore(extractor, tmp_path / "cache")
+    first = FeatureStore(extractor, tmp_path / "cache", storage=storage)
     maps = [first(v) for v in views]
     assert first.stats.encoded == len({str(v.image_path) for v in views})
     assert first.stats.hits == len(views) - first.stats.encoded
-    again = FeatureStore(extractor, tmp_path / "cache")
+    again = FeatureStore(extractor, tmp_path / "cache", storage=storage)
     from_disk = [again(v) for v in views]
     assert again.stats.encoded == 0 and again.stats.disk_hits == first.stats.encoded
-    prefetched = FeatureStore(extractor)
+    other = FeatureStore(extractor, tmp_path / "cache", storage="float16" if storage == "float32" else "float32")
+    other(views[0])
+    assert other.stats.disk_hits == 0  # the disk cache is keyed by the storage dtype
+    prefetched = FeatureStore(extractor, storage=storage)
     prefetched.encode_distributed(views, progress=False)  # one process: a plain prefetch
     from_prefetch = [prefetched(v) for v in views]
     assert prefetched.stats.hits == first.stats.hits  # the first use of a prefetched map is not a cache hit
+    expected = {"float32": torch.float32, "float16": torch.float16}[storage]
     for a, b, c in zip(maps, from_disk, from_prefetch):
-        assert a.features.dtype == b.features.dtype == c.features.dtype == torch.float16
+        assert a.features.dtype == b.features.dtype == c.features.dtype == expected
         assert a.features.device == b.features.device == c.features.device == extractor.device
         assert torch.equal(a.features, b.features) and torch.equal(a.features, c.features)
         assert a.grid_wh == b.grid_wh and a.geometry == b.geometry
@@ -308,3 +313,163 @@ def test_bench_soco_on_a_missing_gpu_is_one_sentence(tmp_path, capsys):
     code = main(["bench", "soco", "--root", str(tmp_path), "--backbone", "test_vit_tiny", "--random-weights",
                  "--device", "cuda", "--out", str(tmp_path / "out")])
     assert code == 1 and "CUDA is not available on this machine" in capsys.readouterr().err
+
+
+def test_a_device_budget_keeps_further_maps_in_host_memory(synthetic_soco):
+    from correspondence.backbones import create_backbone
+    from correspondence.benchmarks.soco.features_store import FeatureStore
+    from correspondence.features import FeatureExtractor
+    extractor = FeatureExtractor(create_backbone("test_vit_tiny"), ProtocolSettings(size=112).extraction(),
+                                 cache_size=0)
+    views = [v for p in list(SocoPairs(synthetic_soco, "intra"))[:2] for v in (p.source, p.target)]
+    store = FeatureStore(extractor, device_budget=1)  # nothing fits "on the device"
+    maps = [store(v) for v in views]
+    assert store.stats.device_bytes == 0 and store.stats.host_bytes > 0
+    assert all(m.features.device == extractor.device for m in maps)  # handed out on the device all the same
+    assert store.memory_estimate(10, 64) == 10 * 64 * 8 * 8 * 4
+
+
+def test_soft_argmax_window_semantics_follow_the_reference():
+    """window > 0: the (2w+1)^2 box around the argmax; 0: the whole map (OmniProbe's soft_eval_window=0)."""
+    from correspondence.benchmarks.soco.reference import soft_argmax
+    maps = torch.full((1, 5, 5), -1.0)
+    maps[0, 2, 2] = 1.0
+    maps[0, 0, 4] = 0.99  # far from the argmax: outside a half-width-1 window, inside the whole map
+    windowed = soft_argmax(maps, beta=0.02, window=1)[0]
+    assert torch.allclose(windowed, torch.tensor([2.0, 2.0]), atol=1e-6)
+    whole = soft_argmax(maps, beta=0.02, window=0)[0]
+    weight = 1 / (1 + float(np.exp(-0.01 / 0.02)))  # softmax of the two peaks (the rest is ~0)
+    expected = torch.tensor([2 * weight + 4 * (1 - weight), 2 * weight])
+    assert torch.allclose(whole, expected, atol=1e-4)
+
+
+def test_settings_refuse_nonsense_and_variants_are_named():
+    from correspondence.benchmarks.soco.protocol import PRESETS, VARIANTS, preset, variant
+    from correspondence.errors import ConfigError
+    for name in PRESETS:  # the paper protocols: every point of the released code
+        p = preset(name)
+        assert (p.normalise, p.query, p.arithmetic, p.geo_min_candidates, p.geo_candidates, p.geo_reduction,
+                p.storage) == ("before-sampling", "as-sampled", "reference", 2, "targets", "keypoint-category-mean",
+                               "float32")
+    legacy = variant(preset("soco-798"), "legacy")
+    assert legacy.normalise == "after-sampling" and legacy.storage == "float16"
+    assert legacy.extra["variants"] == ["legacy"] and set(VARIANTS) >= {"fp16-storage", "geo-single-candidate"}
+    with pytest.raises(ConfigError, match="unknown variant"):
+        variant(preset("soco-798"), "fast")
+    with pytest.raises(ConfigError, match="arithmetic='float64'"):
+        ProtocolSettings(convention="patch-center")
+    with pytest.raises(ConfigError, match="storage"):
+        ProtocolSettings(storage="int8")
+
+
+def test_one_command_gives_the_same_numbers_cold_and_warm(synthetic_soco, tmp_path):
+    """`soco bench soco` twice with one --feature-cache: encoded (cold) then read back (warm), fp32 and fp16
+    storage; results.json is identical but for the timing."""
+    from correspondence.cli import main
+    for storage in ("float32", "float16"):
+        records = []
+        for run in ("cold", "warm"):
+            out = tmp_path / f"{storage}_{run}"
+            code = main(["bench", "soco", "--root", str(synthetic_soco), "--backbone", "test_vit_tiny",
+                         "--random-weights", "--categories", "car", "--max-pairs-per-category", "2", "--task", "soc,geo",
+                         "--soft-argmax",
+                         "--storage", storage, "--feature-cache", str(tmp_path / f"cache_{storage}"),
+                         "--no-progress", "--out", str(out)])
+            assert code == 0
+            record = json.loads((out / "results.json").read_text())
+            records.append(record)
+        cold, warm = records
+        assert cold["timing"]["images_encoded"] > 0 and warm["timing"]["images_encoded"] == 0
+        assert warm["timing"]["disk_hits"] == cold["timing"]["images_encoded"]
+        for record in records:
+            for key in ("timing", "machine"):
+                record.pop(key)
+            record["feature_memory"].pop("device_bytes")
+            record["feature_memory"].pop("host_bytes")
+        assert cold == warm
+        assert cold["protocol"]["storage"] == storage
+
+
+def write_paper_tables(folder: Path, categories: list[str]) -> Path:
+    """A paper-table folder in the published layout with made-up numbers (the real one is not part of the tests)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    sc = ("Transportation", "Hand-held", "Furniture", "Animals")
+    rows = {"DINOv1": 1.0, "DINOv2": 2.0}
+    (folder / "soco_table2.tsv").write_text("model\tCC\tSOC\tCross-SOC\tAvg\t" + "\t".join(f"SOC_{s}" for s in sc)
+                                            + "\n" + "".join(f"{m}\t" + "\t".join(f"{v + i / 10:.1f}" for i in range(8))
+                                                              + "\n" for m, v in rows.items()))
+    (folder / "soco_table_r1_supercategories.tsv").write_text(
+        "model\t" + "\t".join(f"{s}_{t}" for s in sc for t in ("SOC", "CC")) + "\n"
+        + "".join(f"{m.upper()}\t" + "\t".join("3.25" for _ in range(8)) + "\n" for m in rows))
+    (folder / "soco_table_r2_protocols.tsv").write_text(
+        "model\tSOC_soft_argmax\tSOC_linear_probe\tSOC_geo\n" + "".join(f"{m}\t4.5\t5.5\t6.5\n" for m in rows))
+    cols = [f"{r}_{t}@{a}" for r in ("pair", "kpt") for a in ("0.10", "0.05", "0.02") for t in ("SOC", "CC")]
+    (folder / "soco_table_r3_thresholds.tsv").write_text(
+        "model\t" + "\t".join(cols) + "\n" + "".join(f"{m.upper()}\t" + "\t".join("7.25" for _ in cols) + "\n"
+                                                   for m in rows))
+    cols = [f"{t}@{a}" for a in ("0.10", "0.05", "0.02") for t in ("CC", "SOC")]
+    (folder / "soco_table_r6_per_category_dinov2b.tsv").write_text(
+        "category\t" + "\t".join(cols) + "\n" + "".join(f"{c}\t" + "\t".join("8.5" for _ in cols) + "\n"
+                                                      for c in categories))
+    (folder / "README.md").write_text("SOC-geo (... chance level 12.34 %).\n")
+    return folder
+
+
+def test_reports_show_published_rows_beside_ours(tmp_path, capsys):
+    from correspondence.cli import main
+    write_fixture(tmp_path / "data", {"wheel/right": (2, 5), "wheel/left": (5, 5), "roof": (4, 0)})
+    tables = write_paper_tables(tmp_path / "tables", ["aeroplane", "cart", "zebra"])
+    base = ["bench", "soco", "--root", str(tmp_path / "data"), "--backbone", "test_vit_tiny", "--random-weights",
+            "--protocol", "soco-798", "--task", "cc,soc,geo", "--paper-tables", str(tables), "--no-progress"]
+    assert main(base + ["--out", str(tmp_path / "all")]) == 0
+    text = (tmp_path / "all" / "results.md").read_text()
+    for table in ("Table 2", "Table r1", "Table r2", "Table r3"):
+        assert f"*published: DINOv2* ({table}" in text or f"*published: DINOV2* ({table}" in text
+    assert "every published row shown" in text and "*published: DINOv1*" in text  # no row is test_vit_tiny
+    assert "| 12.34 |" in text  # the paper's SOC-geo chance level beside ours
+    # a hand-made set whose categories are released ones: the per-category table lists all of them, in order
+    assert "| aeroplane | n/a" in text and "| zebra | n/a" in text and "*published DINOv2-B* CC @0.1" in text
+    assert text.index("| aeroplane |") < text.index("| cart |") < text.index("| zebra |")
+    assert main(base + ["--paper-model", "DINOv2", "--out", str(tmp_path / "one")]) == 0
+    one = (tmp_path / "one" / "results.md").read_text()
+    assert "*published: DINOv1*" not in one and "*published: DINOv2* (Table 2, PCK@0.1) | 2.0 | 2.1" in one
+    record = json.loads((tmp_path / "one" / "results.json").read_text())
+    assert record["published"]["model"] == "DINOv2" and record["published"]["released_dataset"]
+    capsys.readouterr()
+    assert main(["bench", "compare", str(tmp_path / "one"), "published:DINOv2", "--paper-tables", str(tables)]) == 0
+    table = capsys.readouterr().out
+    assert "| test_vit_tiny | soco-798 | PCK@0.1 |" in table
+    assert "| *published: DINOv2* | paper (Table 2, r2) | PCK@0.1 | 2.0 | 2.1 | 2.2 | 6.5 | 12.34 | 2.3 |" in table
+    assert "| *published: DINOv2* | pair | 7.25 |" in table
+
+
+def test_synthetic_sets_are_not_the_released_one(synthetic_soco, tmp_path):
+    from correspondence.benchmarks.soco.published import PublishedTables, paper_model
+    from correspondence.benchmarks.soco.report import is_released
+    tables = PublishedTables.load(write_paper_tables(tmp_path / "tables", ["car", "bus", "mug", "cup", "chair",
+                                                                           "stool"]))
+    assert not is_released(synthetic_soco, tables)  # written by `soco synth soco`, whatever its category names
+    assert paper_model("dinov2_vitb14") == "DINOv2" and paper_model("dinov2_vits14") is None
+
+
+def test_subsets_from_a_list_file_and_the_released_check(synthetic_soco, tmp_path):
+    from correspondence.benchmarks.soco.run import SocoBenchConfig, pair_sets
+    settings = ProtocolSettings(size=112)
+    intra = sorted((synthetic_soco / "PairAnnotations" / "intra").rglob("*.json"))[:3]
+    cross = sorted((synthetic_soco / "PairAnnotations" / "cross").rglob("*.json"))[:2]
+    listing = tmp_path / "subset.txt"
+    listing.write_text("# a fixed subset\n" + "".join(
+        f"{p.relative_to(synthetic_soco / 'PairAnnotations').as_posix()}\n" for p in intra + cross))
+    sets, record = pair_sets(SocoBenchConfig(str(synthetic_soco), str(tmp_path), subsets=str(listing)), settings,
+                             synthetic_soco)
+    assert [p.path for p in sets["intra"]] == intra and len(sets["cross"]) == 2
+    assert record["pairs"] == {"intra": 3, "cross": 2}
+    sets, record = pair_sets(SocoBenchConfig(str(synthetic_soco), str(tmp_path), subsets="released"), settings,
+                             synthetic_soco)
+    assert "not the complete released SOCO v1" in record["warning"]
+    with pytest.raises(InputError, match="--subsets fixes the pairs"):
+        pair_sets(SocoBenchConfig(str(synthetic_soco), str(tmp_path), subsets="released", max_pairs_per_category=2),
+                  settings, synthetic_soco)
+    listing.write_text("intra/car/missing.json\n")
+    with pytest.raises(InputError, match="do not exist"):
+        pair_sets(SocoBenchConfig(str(synthetic_soco), str(tmp_path), subsets=str(listing)), settings, synthetic_soco)

@@ -41,19 +41,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     soco.add_argument("--weights", default=None)
     soco.add_argument("--random-weights", action="store_true")
     soco.add_argument("--protocol", default="soco-798", choices=("soco-798", "soco-grid60"),
-                      help="soco-798: 800 px -> nearest patch multiple; soco-grid60: fixed 60-patch grid")
+                      help="soco-798: 800 px -> nearest patch multiple; soco-grid60: fixed 60-patch grid (both "
+                           "reproduce the released evaluation, see docs/soco.md)")
     soco.add_argument("--task", default="cc,soc,cross,geo", help="comma-separated: cc, soc, cross, geo")
     soco.add_argument("--alpha", default="0.1,0.05,0.02", help="comma-separated PCK thresholds")
     soco.add_argument("--reduction", default="pair-category-mean",
                       choices=("pair-category-mean", "keypoint-category-mean", "pooled"))
-    soco.add_argument("--soft-argmax", action="store_true", help="windowed soft-argmax (half-width 7, beta 0.02)")
-    soco.add_argument("--convention", default="soco", choices=("soco", "patch-center"))
-    soco.add_argument("--geo-min-candidates", type=int, default=1,
-                      help="SOC-geo: only keypoints with at least this many candidate patches (2 = the reference's "
-                           "only_multi_candidate_eval)")
+    soco.add_argument("--soft-argmax", action="store_true", help="soft-argmax (half-width 7, beta 0.02)")
+    soco.add_argument("--soft-argmax-beta", type=float, default=0.02, help="soft-argmax temperature")
+    soco.add_argument("--soft-argmax-window", type=int, default=7,
+                      help="soft-argmax half-width in cells; 0 = the whole map, < 0 = a Gaussian of sigma -N "
+                           "(OmniProbe's soft_eval_window)")
+    soco.add_argument("--convention", default="soco", choices=("soco", "patch-center"),
+                      help="patch-center implies --variant float64-geometry")
+    soco.add_argument("--geo-min-candidates", type=int, default=2,
+                      help="SOC-geo: only keypoints with at least this many candidates (default 2: the paper's "
+                           "SOC-geo; 1 also counts single-candidate keypoints, free hits)")
+    soco.add_argument("--variant", default="",
+                      help="comma-separated named departures from the paper protocol: sample-then-normalise, "
+                           "unit-query, float64-geometry, geo-single-candidate, geo-patch-candidates, "
+                           "geo-run-reduction, fp16-storage, legacy (all of the earlier behaviour)")
+    soco.add_argument("--storage", default=None, choices=("float32", "float16"),
+                      help="feature maps in memory and on disk (default float32; float16 halves the memory and "
+                           "moves a few predictions, never the sampling grid)")
     soco.add_argument("--categories", default="", help="comma-separated categories (default: all)")
     soco.add_argument("--supercategories", default="", help="comma-separated super-categories")
     soco.add_argument("--max-pairs-per-category", type=int, default=0, help="0 = all pairs")
+    soco.add_argument("--subsets", default=None,
+                      help="'released': the released fixed pair sets (PairAnnotations/intra for CC, SOC, SOC-geo and "
+                           "cross for Cross-SOC, 20k pairs each), checked; or a list file of pair files "
+                           "(intra/<category>/<pair>.json, cross/<group>/<pair>.json per line)")
+    soco.add_argument("--paper-tables", default=None,
+                      help="folder of the published tables (default: $SOCO_PAPER_TABLES or ../shared/data/"
+                           "paper_tables); their rows are shown beside ours")
+    soco.add_argument("--paper-model", default=None,
+                      help="published row to show beside ours (default: matched by backbone name, "
+                           "dinov2_vitb14 -> DINOv2)")
     soco.add_argument("--feature-cache", default=None, help="folder for on-disk feature caching across runs")
     soco.add_argument("--linear-probe", action="store_true",
                       help="also train a Linear(C, C) probe on trainsplits/train and evaluate it on trainsplits/test")
@@ -121,8 +144,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--out", default="bench_out/alignment")
     align.set_defaults(handler=run_alignment)
 
-    compare = bench.add_parser("compare", help="side-by-side table of several results.json files")
-    compare.add_argument("results", nargs="+")
+    compare = bench.add_parser("compare", help="side-by-side table of several results.json files and published rows")
+    compare.add_argument("results", nargs="+",
+                         help="results.json files (or their folders); 'published' (every published model) or "
+                              "'published:MODEL' (e.g. published:DINOv2) for the paper's numbers")
+    compare.add_argument("--paper-tables", default=None,
+                         help="folder of the published tables (default: $SOCO_PAPER_TABLES or "
+                              "../shared/data/paper_tables)")
     compare.set_defaults(handler=run_compare)
 
 
@@ -147,28 +175,55 @@ def run_latency(args: argparse.Namespace) -> int:
 
 def run_soco(args: argparse.Namespace) -> int:
     from ..backbones import create_backbone
-    from ..benchmarks.soco.protocol import preset
+    from dataclasses import replace
+
+    from ..benchmarks.soco.protocol import preset, variant
     from ..benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
     from ..distributed import device_for_rank
 
     split = lambda text: tuple(filter(None, text.split(",")))  # noqa: E731
-    settings = preset(args.protocol, tasks=split(args.task), alphas=tuple(float(a) for a in split(args.alpha)),
-                      reduction=args.reduction, method="soft-argmax" if args.soft_argmax else "argmax",
-                      convention=args.convention, geo_min_candidates=args.geo_min_candidates)
+    variants = list(split(args.variant))
+    if args.convention == "patch-center" and "float64-geometry" not in variants and "legacy" not in variants:
+        variants.append("float64-geometry")  # the reference arithmetic is the soco convention's
+    overrides = {"geo_min_candidates": args.geo_min_candidates} if args.geo_min_candidates != 2 else {}
+    settings = variant(preset(args.protocol, tasks=split(args.task), alphas=tuple(float(a) for a in split(args.alpha)),
+                              reduction=args.reduction, method="soft-argmax" if args.soft_argmax else "argmax",
+                              beta=args.soft_argmax_beta, window=args.soft_argmax_window), variants)
+    settings = replace(settings, convention=args.convention, **overrides,
+                       **({"storage": args.storage} if args.storage else {}))
     device_for_rank(args.device)  # a device this machine (or this torchrun rank) lacks fails before any work
     backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     config = SocoBenchConfig(args.root, args.out, categories=split(args.categories) or None,
                              supercategories=split(args.supercategories) or None,
                              max_pairs_per_category=args.max_pairs_per_category or None,
                              feature_cache=args.feature_cache, linear_probe=args.linear_probe,
-                             four_choice=args.four_choice, progress=not args.no_progress)
+                             four_choice=args.four_choice, progress=not args.no_progress, subsets=args.subsets,
+                             paper_tables=args.paper_tables, paper_model=args.paper_model)
     result = run_soco_benchmark(config, settings, backbone, device=args.device, dtype=args.dtype)
     if "summary" not in result:  # a torchrun rank other than 0: its images went to rank 0, which reports
         return 0
     print((result["paths"]["table"] and open(result["paths"]["table"], encoding="utf-8").read()))
     timing = result["timing"]
+    selection = result.get("selection", {})
+    if selection.get("warning"):
+        print(f"warning: {selection['warning']}")
+    memory = result.get("memory")
+    if memory:
+        print(f"feature maps: {memory['images']} images, {memory['estimated_bytes'] / 2**30:.2f} GiB as "
+              f"{memory['storage']} ({memory['device_bytes'] / 2**30:.2f} GiB on the device, "
+              f"{memory['host_bytes'] / 2**30:.2f} GiB in host memory)")
+    geo = result["summary"].get("geo")
+    if geo:
+        key = f"{settings.alphas[0]:g}"
+        value = result["summary"]["overall"].get("geo", {}).get(key)
+        print(f"SOC-geo (>= {geo['min_candidates']} candidates, {geo['reduction']}): "
+              f"{'n/a' if value is None else f'{value:.2f}'} % at alpha {key}, chance level "
+              f"{'n/a' if geo['chance'] is None else format(geo['chance'], '.2f')} %")
+    stages = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timing.get("stages", {}).items())
+    print(f"time per stage: {stages}")
     print(f"{result['run'].pairs} pairs in {timing['wall_seconds']:.1f} s ({timing['pairs_per_second']:.2f} pairs/s); "
-          f"{timing.get('images_encoded', 0)} images encoded once each, caching speed-up x"
+          f"{timing.get('images_encoded', 0)} images encoded once each "
+          f"({timing.get('seconds_per_image', 0.0) * 1000:.1f} ms per image), caching speed-up x"
           f"{timing.get('caching_speedup') or float('nan'):.2f} against encoding per pair")
     summary = result["summary"]
     if "linear_probe" in summary:
@@ -187,7 +242,7 @@ def run_soco(args: argparse.Namespace) -> int:
 def run_compare(args: argparse.Namespace) -> int:
     from ..benchmarks.soco.compare import compare_table
 
-    print(compare_table(args.results))
+    print(compare_table(args.results, args.paper_tables))
     return 0
 
 

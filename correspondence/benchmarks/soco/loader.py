@@ -174,6 +174,8 @@ class SocoPairs(Sequence[SocoPair]):
     ``pair_type``: intra | cross | train | test. ``categories``: pair groups (category names, or ``a-b`` groups
     for cross). ``supercategories``: keep groups whose (source) category belongs to them.
     ``max_pairs_per_category``: the first N pair files of each group in sorted order (0 or None: all).
+    ``files``: exactly these pair files (``<group>/<name>.json`` relative to the pair folder), in this order (a fixed
+    subset from a list file); every one must exist.
     """
 
     root: Path
@@ -181,6 +183,7 @@ class SocoPairs(Sequence[SocoPair]):
     categories: Sequence[str] | None = None
     supercategories: Sequence[str] | None = None
     max_pairs_per_category: int | None = None
+    files: Sequence[str] | None = None
     paths: tuple[Path, ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -194,6 +197,13 @@ class SocoPairs(Sequence[SocoPair]):
             raise InputError(f"{str(self.root)!r} has no Images/ folder: is it an extracted SOCO dataset?")
         if not pair_root.is_dir():
             raise InputError(f"{str(pair_root)!r} does not exist")
+        if self.files is not None:
+            paths = [pair_root / name for name in self.files]
+            missing = [str(p) for p in paths if not p.is_file()]
+            if missing:
+                raise InputError(f"{len(missing)} listed {self.pair_type} pair file(s) do not exist, e.g. {missing[0]!r}")
+            self.paths = tuple(paths)
+            return
         available = sorted(p.name for p in pair_root.iterdir() if p.is_dir())
         chosen = list(self.categories) if self.categories else available
         unknown = sorted(set(chosen) - set(available))

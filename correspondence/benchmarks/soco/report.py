@@ -1,5 +1,6 @@
 """Reports of a SOCO run: results.json (every setting recorded), Markdown tables laid out like the paper's
-Table 2 and Table r6, and plots (PCK vs alpha, per-category bars, qualitative matches)."""
+Tables 2, r1, r2, r3 and r6 with the published rows beside ours (labelled as published; see :mod:`.published`),
+and plots (PCK vs alpha, per-category bars, qualitative matches)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,8 @@ def summarise(run: EvaluationRun, root: Path) -> dict:
         summary["supercategory"][task] = {
             f"{a:g}": by_supercategory(summary["per_category"][task][f"{a:g}"], lambda c: supercategory_of(c, root))
             for a in settings.alphas}
-        summary["reductions"][task] = {red: overall(run.records, task, 0, red)
+        summary["reductions"][task] = {red: {f"{a:g}": overall(run.records, task, i, red)
+                                             for i, a in enumerate(settings.alphas)}
                                        for red in ("pair-category-mean", "keypoint-category-mean", "pooled")}
     if "geo" in tasks:
         summary["geo"] = {"chance": chance(run.records, "geo", settings.reduction_for("geo")),
@@ -116,14 +118,19 @@ def plots(run: EvaluationRun, summary: dict, out: Path, label: str) -> list[Path
     return paths
 
 
-def write_reports(run: EvaluationRun, summary: dict, record: dict, out: Path, label: str) -> dict[str, Path]:
+def write_reports(run: EvaluationRun, summary: dict, record: dict, out: Path, label: str,
+                  paper_tables: str | None = None, paper_model_name: str | None = None) -> dict[str, Path]:
+    from .published import PublishedTables, paper_model
+
     out.mkdir(parents=True, exist_ok=True)
+    published = PublishedTables.load(paper_tables)
+    backbone = str(record.get("features", {}).get("backbone", {}).get("name", label))
+    model = paper_model(backbone, paper_model_name)
+    released = is_released(Path(record["dataset"]["root"]), published)
+    record = {**record, "published": {"folder": str(published.folder) if published else None, "model": model,
+                                      "released_dataset": released}}
     results = write_json(out / "results.json", {**record, "summary": summary})
-    alpha = run.settings.alphas[0]
-    markdown = (f"# SOCO results: {label}\n\nProtocol `{run.settings.name}`, reduction `{run.settings.reduction}`, "
-                f"{run.pairs} pairs.\n\n## Table 2 layout (PCK@{alpha:g})\n\n" + table2(label, summary, alpha)
-                + "\n## Per category (Table r6 layout)\n\n" + table_r6(summary, run.settings.alphas)
-                + extra_sections(summary, alpha))
+    markdown = report_markdown(run, summary, label, published, model, released)
     table = out / "results.md"
     table.write_text(markdown, encoding="utf-8")
     figures = plots(run, summary, out, label)
@@ -144,3 +151,141 @@ def extra_sections(summary: dict, alpha: float) -> str:
         for name, row in summary["four_choice"].items():
             text += f"| {name} | {fmt(row['circular_accuracy'])} | {fmt(row['average_accuracy'])} | {row['questions']} |\n"
     return text
+
+
+# ---- published rows beside ours ---------------------------------------------------------------------------------
+
+def fmt2(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def fmt_published(value: float | None) -> str:
+    return "n/a" if value is None else str(value) if hasattr(value, "text") else f"{value:g}"
+
+
+def is_released(root: Path, published) -> bool:
+    """The released SOCO v1: not written by ``soco synth soco`` and every intra category is a released one."""
+    generation = root / "Metadata" / "generation.json"
+    if generation.is_file() and "soco synth" in generation.read_text(encoding="utf-8", errors="replace"):
+        return False
+    names = set(published.categories()) if published is not None else set()
+    intra = root / "PairAnnotations" / "intra"
+    groups = {p.name for p in intra.iterdir() if p.is_dir()} if intra.is_dir() else set()
+    return bool(names and groups and groups <= names)
+
+
+def _at(summary: dict, task: str, alpha: float, key: str = "overall") -> float | None:
+    return summary.get(key, {}).get(task, {}).get(f"{alpha:g}")
+
+
+def _published_models(published, model: str | None, table: str) -> tuple[list[str], str]:
+    if model and published.row(table, model) is not None:
+        return [model], f"published row: {model}"
+    return published.models(table), ("no published row is this backbone: every published row shown"
+                                      if not model else f"{model} is not in this table: every published row shown")
+
+
+def report_markdown(run: EvaluationRun, summary: dict, label: str, published, model: str | None,
+                    released: bool) -> str:
+    settings = run.settings
+    alpha = 0.1 if 0.1 in settings.alphas else settings.alphas[0]
+    ours = f"ours: {label} (`{settings.name}`)"
+    text = (f"# SOCO results: {label}\n\nProtocol `{settings.name}` ({settings.method}, reduction "
+            f"`{settings.reduction}`, SOC-geo `{settings.reduction_for('geo')}` with >= {settings.geo_min_candidates} "
+            f"candidate(s)), {run.pairs} pairs.")
+    variants = settings.extra.get("variants")
+    if variants:
+        text += f" Variants: {', '.join(variants)} (not the paper protocol)."
+    if published is None:
+        text += ("\n\nPublished numbers: the paper-table folder was not found (give `--paper-tables DIR` or set "
+                 "`SOCO_PAPER_TABLES`); only our rows are shown.")
+    else:
+        text += (f"\n\nRows marked *published* are the paper's numbers (arXiv 2605.31597, from `{published.folder}`), "
+                 "measured on the released SOCO v1 with the released weights; ours are this run's.")
+    # Table 2
+    cols = ["CC", "SOC", "Cross-SOC", "Avg"] + [f"SOC {s}" for s in SUPERCATEGORIES]
+    text += f"\n\n## Table 2 layout (PCK@{alpha:g})\n\n| backbone | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1)
+    main = [_at(summary, t, alpha) for t in ("cc", "soc", "cross")]
+    present = [v for v in main if v is not None]
+    row = [fmt2(v) for v in main] + [fmt2(float(np.mean(present)) if present else None)]
+    row += [fmt2(summary.get("supercategory", {}).get("soc", {}).get(f"{alpha:g}", {}).get(s)) for s in SUPERCATEGORIES]
+    text += f"\n| {ours} | " + " | ".join(row) + " |"
+    if published is not None:
+        models, note = _published_models(published, model, "table2")
+        keys = ["CC", "SOC", "Cross-SOC", "Avg"] + [f"SOC_{s}" for s in SUPERCATEGORIES]
+        for name in models:
+            values = published.row("table2", name) or {}
+            text += f"\n| *published: {name}* (Table 2, PCK@0.1) | " + " | ".join(
+                fmt_published(values.get(k)) for k in keys) + " |"
+        text += f"\n\n({note})"
+    # Table r1
+    cols = [f"{s} {t}" for s in SUPERCATEGORIES for t in ("SOC", "CC")]
+    text += f"\n\n## SOC and CC per super-category (Table r1 layout, PCK@{alpha:g})\n\n| backbone | " + \
+        " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1)
+    row = [fmt2(summary.get("supercategory", {}).get(t.lower(), {}).get(f"{alpha:g}", {}).get(s))
+           for s in SUPERCATEGORIES for t in ("SOC", "CC")]
+    text += f"\n| {ours} | " + " | ".join(row) + " |"
+    if published is not None:
+        models, _ = _published_models(published, model, "r1")
+        for name in models:
+            values = published.row("r1", name) or {}
+            text += f"\n| *published: {name}* (Table r1) | " + " | ".join(
+                fmt_published(values.get(f"{s}_{t}")) for s in SUPERCATEGORIES for t in ("SOC", "CC")) + " |"
+    # Table r2
+    geo = _at(summary, "geo", alpha)
+    geo_chance = summary.get("geo", {}).get("chance")
+    soft = _at(summary, "soc", alpha) if settings.method == "soft-argmax" else None
+    probe = summary.get("linear_probe", {}).get("probe", {}).get("soc", {}).get(f"{alpha:g}")
+    text += (f"\n\n## Protocol variants (Table r2 layout, PCK@{alpha:g})\n\n| backbone | SOC soft-argmax | "
+             "SOC linear probe | SOC-geo | SOC-geo chance |\n|---|---|---|---|---|")
+    text += (f"\n| {ours} | {fmt2(soft) if soft is not None else 'not run (--soft-argmax)'} | "
+             f"{fmt2(probe) if probe is not None else 'not run (--linear-probe)'} | {fmt2(geo)} | {fmt2(geo_chance)} |")
+    if published is not None:
+        models, _ = _published_models(published, model, "r2")
+        for name in models:
+            values = published.row("r2", name) or {}
+            text += (f"\n| *published: {name}* (Table r2) | {fmt_published(values.get('SOC_soft_argmax'))} | "
+                     f"{fmt_published(values.get('SOC_linear_probe'))} | {fmt_published(values.get('SOC_geo'))} | "
+                     f"{fmt_published(published.geo_chance)} |")
+    text += ("\n\nSOC-geo: argmax over the target patches holding a keypoint of the same concept, keypoints with "
+             f"at least {settings.geo_min_candidates} candidate(s); chance = 1 / number of candidates per keypoint, "
+             "reduced like the score.")
+    # Table r3
+    wanted = [a for a in (0.1, 0.05, 0.02) if a in settings.alphas]
+    cols = [f"{red} {t}@{a:g}" for red in ("pair", "kpt") for a in wanted for t in ("SOC", "CC")]
+    text += "\n\n## Thresholds and reductions (Table r3 layout)\n\n| backbone | " + " | ".join(cols) + " |\n|" + \
+        "---|" * (len(cols) + 1)
+    reductions = summary.get("reductions", {})
+    row = [fmt2(reductions.get(t.lower(), {}).get(red, {}).get(f"{a:g}"))
+           for red in ("pair-category-mean", "keypoint-category-mean") for a in wanted for t in ("SOC", "CC")]
+    text += f"\n| {ours} | " + " | ".join(row) + " |"
+    if published is not None:
+        models, _ = _published_models(published, model, "r3")
+        for name in models:
+            values = published.row("r3", name) or {}
+            text += f"\n| *published: {name}* (Table r3) | " + " | ".join(
+                fmt_published(values.get(f"{red}_{t}@{a:.2f}")) for red in ("pair", "kpt") for a in wanted
+                for t in ("SOC", "CC")) + " |"
+    # Table r6
+    text += "\n\n## Per category (Table r6 layout)\n\n"
+    if released and published is not None:
+        text += table_r6_released(summary, settings.alphas, published)
+    else:
+        text += table_r6(summary, settings.alphas)
+    return text + "\n" + extra_sections(summary, settings.alphas[0])
+
+
+def table_r6_released(summary: dict, alphas: tuple[float, ...], published) -> str:
+    """All 100 released categories in the paper's order, ours beside the published DINOv2-B numbers."""
+    wanted = [a for a in (0.1, 0.05, 0.02) if a in alphas]
+    cols = [f"{t} @{a:g}" for a in wanted for t in ("CC", "SOC")]
+    head = ("| category | " + " | ".join(f"ours {c}" for c in cols) + " | "
+            + " | ".join(f"*published DINOv2-B* {c}" for c in cols) + " |\n|" + "---|" * (2 * len(cols) + 1) + "\n")
+    lines = []
+    for category in published.categories():
+        ours = [fmt2(summary.get("per_category", {}).get(t.lower(), {}).get(f"{a:g}", {}).get(category))
+                for a in wanted for t in ("CC", "SOC")]
+        values = published.row("r6", category) or {}
+        theirs = [fmt_published(values.get(f"{t}@{a:.2f}")) for a in wanted for t in ("CC", "SOC")]
+        lines.append(f"| {category} | " + " | ".join(ours + theirs) + " |")
+    return head + "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import torch
 
 from ... import distributed
 from ...backbones import LoadedBackbone
+from ...errors import InputError
 from ...features import FeatureExtractor
 from .evaluator import EvaluationRun, FeatureSource, evaluate
 from .features_store import FeatureStore
@@ -37,6 +38,9 @@ class SocoBenchConfig:
     linear_probe: bool = False
     four_choice: bool = False
     seed: int = 0
+    subsets: str | None = None  # None: the pair folders (with the filters above); "released"; or a list file
+    paper_tables: str | None = None  # folder of the published tables (default: found next to the project)
+    paper_model: str | None = None  # the published row to show (default: matched by backbone name)
 
 
 def dataset_counts(sets: dict[str, SocoPairs]) -> dict:
@@ -89,46 +93,119 @@ def run_soco_benchmark(config: SocoBenchConfig, settings: ProtocolSettings, back
         return _run(config, settings, backbone, features, label, ctx, dtype)
 
 
+def pair_sets(config: SocoBenchConfig, settings: ProtocolSettings, root: Path) -> tuple[dict[str, SocoPairs], dict]:
+    """The pairs a run evaluates, per pair type, and what selected them (recorded in results.json).
+
+    ``subsets="released"``: every released pair file, ``PairAnnotations/intra`` (CC, SOC, SOC-geo) and
+    ``PairAnnotations/cross`` (Cross-SOC): the paper's fixed 20k-pair sets, as GenIntel/SOCO's
+    ``evaluate_dinov2.py --max-pairs-per-category 0`` evaluates them. No other subset file is published with the
+    dataset; a list file (one ``intra/<category>/<pair>.json`` or ``cross/<group>/<pair>.json`` per line, relative
+    to ``PairAnnotations/``) selects any other fixed subset."""
+    wanted = [t for t in config.pair_types if t != "cross" or "cross" in settings.tasks or "cc" in settings.tasks]
+    if "cross" in wanted and "cross" not in settings.tasks and not (root / "PairAnnotations" / "cross").is_dir():
+        wanted.remove("cross")  # cross-pair CC only comes along with CC; a set without cross pairs just lacks it
+    if config.subsets is None:
+        sets = {kind: SocoPairs(root, kind, config.categories if kind != "cross" else None, config.supercategories,
+                                config.max_pairs_per_category) for kind in wanted}
+        return sets, {"selection": "pair folders", "max_pairs_per_category": config.max_pairs_per_category}
+    if config.categories or config.supercategories or config.max_pairs_per_category:
+        raise InputError("--subsets fixes the pairs: leave out --categories, --supercategories and "
+                         "--max-pairs-per-category")
+    if config.subsets == "released":
+        sets = {kind: SocoPairs(root, kind) for kind in wanted}
+        record = {"selection": "released", "expected_pairs": RELEASED_PAIRS,
+                  "pairs": {kind: len(pairs) for kind, pairs in sets.items()}}
+        short = {k: len(v) for k, v in sets.items() if len(v) != RELEASED_PAIRS.get(k, len(v))}
+        if short:
+            record["warning"] = (f"the released sets have {RELEASED_PAIRS} pairs; this folder has {short}: not the "
+                                 "complete released SOCO v1?")
+        return sets, record
+    listed = read_subset_list(config.subsets)
+    unknown = sorted(set(listed) - set(PAIR_KINDS_LISTED))
+    if unknown:
+        raise InputError(f"{config.subsets}: pair types {unknown} (lines start with intra/ or cross/)")
+    sets = {kind: SocoPairs(root, kind, files=listed[kind]) for kind in wanted if kind in listed}
+    return sets, {"selection": f"list file {config.subsets}", "pairs": {k: len(v) for k, v in sets.items()}}
+
+
+RELEASED_PAIRS = {"intra": 20000, "cross": 20000}
+PAIR_KINDS_LISTED = ("intra", "cross")
+
+
+def read_subset_list(path: str) -> dict[str, list[str]]:
+    """``intra/<category>/<file>.json`` lines -> {"intra": ["<category>/<file>.json", ...], ...} (order kept)."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read the subset list {path!r}: {exc}") from exc
+    out: dict[str, list[str]] = {}
+    for number, line in enumerate(lines, 1):
+        line = line.split("#", 1)[0].strip().replace("\\", "/")
+        if not line:
+            continue
+        parts = line.removeprefix("PairAnnotations/").split("/", 1)
+        if len(parts) != 2 or not parts[1].endswith(".json"):
+            raise InputError(f"{path}:{number}: expected intra/<category>/<pair>.json or cross/<group>/<pair>.json, "
+                             f"got {line!r}")
+        out.setdefault(parts[0], []).append(parts[1])
+    if not out:
+        raise InputError(f"the subset list {path!r} names no pair file")
+    return out
+
+
 def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None,
          features: FeatureSource | None, label: str | None, ctx: distributed.DistContext,
          dtype: str = "float32") -> dict:
     root = Path(config.root)
     progress = config.progress and ctx.is_main
-    wanted = [t for t in config.pair_types if t != "cross" or "cross" in settings.tasks or "cc" in settings.tasks]
-    sets = {kind: SocoPairs(root, kind, config.categories if kind != "cross" else None, config.supercategories,
-                            config.max_pairs_per_category) for kind in wanted}
+    sets, selection = pair_sets(config, settings, root)
     store = None
+    stages: dict[str, float] = {}
     if features is None:
         if backbone is None:
             raise ValueError("give a backbone or a feature source")
         extractor = FeatureExtractor(backbone, replace(settings.extraction(), dtype=dtype), device=ctx.device,
                                      cache_size=0, batch_size=16 if ctx.device.type == "cuda" else 8)
-        store = FeatureStore(extractor, config.feature_cache)
+        store = FeatureStore(extractor, config.feature_cache, storage=settings.storage)
         features = store
         record_backbone = extractor.describe()
     else:
         record_backbone = {"backbone": {"name": label or "custom feature source"}}
     start = time.perf_counter()
+    memory = None
     if store is not None:  # batched prefetch; under torchrun shared out, and rank 0 ends up holding every map
-        store.encode_distributed(_views_needed(config, sets, root), progress=progress)
+        views = _views_needed(config, sets, root)
+        images = len({str(v.image_path) for v in views})
+        dim = backbone.spec.contract.feature_dim_for(settings.extraction().kind)
+        memory = {"images": images, "storage": settings.storage,
+                  "estimated_bytes": store.memory_estimate(images, dim),
+                  "device_budget_bytes": store.device_budget}
+        store.encode_distributed(views, progress=progress)
+        stages["encode"] = time.perf_counter() - start
     if not ctx.is_main:
         return {"rank": ctx.rank, "world_size": ctx.world_size}
     total = sum(len(s) for s in sets.values())
+    mark = time.perf_counter()
     run: EvaluationRun = evaluate(chain.from_iterable(sets.values()), features, settings, total=total,
                                   progress=progress)
+    stages["evaluate"] = time.perf_counter() - mark
     wall = time.perf_counter() - start
     summary = summarise(run, root)
     if config.linear_probe:
+        mark = time.perf_counter()
         summary["linear_probe"] = _linear_probe(replace(config, progress=progress), settings, features, root)
+        stages["linear_probe"] = time.perf_counter() - mark
     if config.four_choice:
         from .four_choice import evaluate_backbone, evaluate_random
+        mark = time.perf_counter()
         pairs = list(sets.get("intra") or SocoPairs(root, "intra", config.categories, None,
                                                      config.max_pairs_per_category))
         summary["four_choice"] = {"backbone": evaluate_backbone(pairs, features, config.seed),
                                   "random++": evaluate_random(pairs, config.seed, consistent=True),
                                   "random": evaluate_random(pairs, config.seed, consistent=False)}
+        stages["four_choice"] = time.perf_counter() - mark
     timing = {"wall_seconds": wall, "pairs_per_second": run.pairs / wall if wall > 0 else None,
-              "ranks": ctx.world_size}
+              "ranks": ctx.world_size, "stages": stages}
     if store is not None:
         stats = store.stats
         per_image = stats.encode_seconds / max(stats.encoded, 1)
@@ -137,10 +214,17 @@ def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBa
         timing.update(images_encoded=stats.encoded, cache_hits=stats.hits, disk_hits=stats.disk_hits,
                       encode_seconds=stats.encode_seconds, seconds_per_image=per_image,
                       estimated_seconds_encoding_per_pair=naive, caching_speedup=naive / wall if wall > 0 else None)
+        memory.update(device_bytes=stats.device_bytes, host_bytes=stats.host_bytes)
     name = label or record_backbone["backbone"]["name"]
-    record = {"dataset": {"root": str(root.resolve()), "counts": dataset_counts(sets)},
+    record = {"dataset": {"root": str(root.resolve()), "counts": dataset_counts(sets), "subsets": selection},
               "protocol": settings.as_dict(), "features": record_backbone, "timing": timing,
               "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
               "label": name}
-    paths = write_reports(run, summary, record, Path(config.out), name)
-    return {"summary": summary, "timing": timing, "paths": {k: str(v) for k, v in paths.items()}, "run": run}
+    if memory is not None:
+        record["feature_memory"] = memory
+    mark = time.perf_counter()
+    paths = write_reports(run, summary, record, Path(config.out), name, paper_tables=config.paper_tables,
+                          paper_model_name=config.paper_model)
+    stages["reports"] = time.perf_counter() - mark
+    return {"summary": summary, "timing": timing, "paths": {k: str(v) for k, v in paths.items()}, "run": run,
+            "selection": selection, "memory": memory}
