@@ -21,9 +21,34 @@ def _finite_or_none(point: np.ndarray) -> list[float] | None:
     return None if np.isnan(point).any() else [float(v) for v in point]
 
 
+def _finite(value) -> float | None:
+    """JSON has no NaN: a missing or non-finite number is None."""
+    return float(value) if value is not None and np.isfinite(float(value)) else None
+
+
+def alignment_record(result: FrameResult) -> dict[str, Any] | None:
+    """The frame's alignment as JSON, the one definition behind ``soco transfer``'s ``transfer.json`` and the node's
+    ``~/alignment_quality``: ``kind`` 3d (``transform`` 4x4 demo camera -> live camera, ``rmse_m``) or 2d (``matrix``
+    2x3 demo -> live pixels, ``rmse_px``, ``scale``, ``angle_deg``), ``success``, ``reason``, ``inlier_ratio``,
+    ``num_inliers``, ``solver``. None when the frame had no alignment at all."""
+    if result.alignment is not None:
+        a = result.alignment
+        return {"kind": "3d", "success": bool(a.success), "reason": a.reason,
+                "transform": np.asarray(a.transform).tolist() if a.success and a.transform is not None else None,
+                "inlier_ratio": _finite(a.inlier_ratio), "rmse_m": _finite(a.rmse), "num_inliers": int(a.num_inliers),
+                "solver": a.solver}
+    if result.alignment_2d is not None:
+        a = result.alignment_2d
+        return {"kind": "2d", "success": bool(a.success), "reason": a.reason,
+                "matrix": None if a.matrix is None else np.asarray(a.matrix).tolist(),
+                "inlier_ratio": _finite(a.inlier_ratio), "rmse_px": _finite(a.rmse), "num_inliers": int(a.num_inliers),
+                "solver": a.solver, "scale": _finite(a.scale) if a.scale is not None else None,
+                "angle_deg": _finite(a.angle_deg) if a.angle_deg is not None else None}
+    return None
+
+
 def frame_record(result: FrameResult) -> dict[str, Any]:
     """Everything a caller needs from one frame, JSON-serialisable (floats, lists, None)."""
-    alignment = result.alignment or result.alignment_2d
     record: dict[str, Any] = {
         "mode": result.mode, "alignment_kind": "3d" if result.alignment is not None else "2d",
         "segmentation": result.mask.provider if result.mask else "none",
@@ -32,11 +57,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
                          score=float(m.score), mutual=bool(m.mutual), cycle_distance_px=float(m.cycle_distance_px),
                          accepted=bool(a), live_xyz=_finite_or_none(p))
                     for m, a, p in zip(result.matches, result.accepted, result.live_points)],
-        "alignment": {"success": bool(alignment.success), "reason": alignment.reason,
-                      "transform": None if not alignment.success else
-                      (alignment.transform if result.alignment is not None else alignment.matrix).tolist(),
-                      "inlier_ratio": float(alignment.inlier_ratio), "rmse": float(alignment.rmse),
-                      "num_inliers": int(alignment.num_inliers), "solver": alignment.solver},
+        "alignment": alignment_record(result),
         "refinement": result.refinement.as_dict() if result.refinement is not None else None,
         "timings_s": {k: float(v) for k, v in result.timings_s.items()}}
     if result.dense is not None:

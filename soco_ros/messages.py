@@ -8,11 +8,12 @@ object, as tf expects for "pose of the child in the parent".
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from correspondence.frame_report import alignment_record
 
 from .conversions import matches_to_cloud, rgb_to_image, transform_to_msg
 from .engine import Processed
@@ -31,27 +32,14 @@ class Outputs:
     mask: Any | None = None
 
 
-def _finite(value: float) -> float | None:
-    return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
 def quality_dict(processed: Processed) -> dict | None:
+    """``~/alignment_quality``: the frame's :func:`alignment_record` plus how many matches it used."""
     result = processed.result
+    record = alignment_record(result)
+    if record is None:
+        return None
     used = len(result.dense) if result.mode == "functional" else int(np.count_nonzero(result.accepted))
-    if result.alignment is not None:
-        a = result.alignment
-        return {"kind": "3d", "success": bool(a.success), "reason": a.reason, "inlier_ratio": _finite(a.inlier_ratio),
-                "rmse_m": _finite(a.rmse), "num_inliers": int(a.num_inliers), "solver": a.solver,
-                "accepted_matches": used, "mode": result.mode}
-    if result.alignment_2d is not None:
-        a = result.alignment_2d
-        return {"kind": "2d", "success": bool(a.success), "reason": a.reason, "inlier_ratio": _finite(a.inlier_ratio),
-                "rmse_px": _finite(a.rmse), "num_inliers": int(a.num_inliers), "solver": a.solver,
-                "scale": _finite(a.scale) if a.scale is not None else None,
-                "angle_deg": _finite(a.angle_deg) if a.angle_deg is not None else None,
-                "matrix": None if a.matrix is None else np.asarray(a.matrix).tolist(),
-                "accepted_matches": used, "mode": result.mode}
-    return None
+    return {**record, "accepted_matches": used, "mode": result.mode}
 
 
 def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale: float = 0.01,

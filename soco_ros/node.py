@@ -48,7 +48,7 @@ from correspondence.segmentation import Prompt
 from . import health as H
 from . import parameters as P
 from .conversions import (FrameError, camera_info_to_intrinsics, check_same_size, depth_to_metres, image_to_rgb,
-                          mask_to_bool, stamp_to_ns)
+                          mask_to_bool, ns_to_stamp, stamp_to_ns)
 from .engine import Engine, Frame, build_matcher
 from .messages import build_debug_outputs, build_outputs, tf_message
 from .qos import latched_qos, output_qos, sensor_overrides, sensor_qos, tf_qos
@@ -652,7 +652,7 @@ class CorrespondenceNode(LifecycleNode):
         started = time.perf_counter()
         processed = engine.process(frame)
         header = Header(frame_id=frame.frame_id)
-        header.stamp.sec, header.stamp.nanosec = divmod(frame.stamp_ns, 1_000_000_000)
+        header.stamp = ns_to_stamp(frame.stamp_ns)
         p = self.params
         outputs = build_outputs(processed, header, p["demo_frame_id"], p["marker_scale"], publish_debug=False,
                                 marker_lifetime_s=self._marker_lifetime(),
