@@ -14,7 +14,9 @@ from .coords import Convention
 from .features import ExtractionSettings, FeatureExtractor
 from .frame_graph import FrameGraph, can_capture_frame
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
-from .keypoint_matching import DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo
+from .geometry2d import GeometrySettings
+from .keypoint_matching import (DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo,
+                                refine_and_verify)
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy, to_rgb_array
 from .runtimes import RuntimeSpec, create_runtime, exported_backbone, exported_metadata
 
@@ -51,15 +53,25 @@ class Matcher:
     def create(cls, backbone: str | LoadedBackbone = "auto", weights: str | Path | None = None,
                random_weights: bool = False, size: int | None = None, pad: str = PadPolicy.PAD_TOPLEFT_WHITE.value,
                size_policy: str = SizePolicy.NEAREST_MULTIPLE.value, convention: str = Convention.PATCH_CENTER.value,
-               device: str = "cpu", dtype: str = "float32", method: str = "argmax", window: int = 7,
-               beta: float = 0.02, allow_download: bool = True,
-               runtime: RuntimeSpec | str | dict | None = None, cache_size: int = 64) -> "Matcher":
+               device: str = "cpu", dtype: str = "float32", method: str = "argmax", window: int | None = None,
+               beta: float | None = None, allow_download: bool = True,
+               runtime: RuntimeSpec | str | dict | None = None, cache_size: int = 64, protocol: str = "default",
+               temperature: str | None = None, refine: bool | None = None,
+               geometry: str | GeometrySettings | None = None, geometry_threshold: float | None = None
+               ) -> "Matcher":
         """``runtime``: ``"torch"`` (default), or a :class:`RuntimeSpec` / dict with ``name`` (torch | onnxruntime |
         tensorrt), ``model`` (.onnx / .engine), ``provider`` (cpu | cuda | tensorrt), ``compile``, ``fp16``,
         ``threads``, ``cuda_graphs`` (capture the backbone as a CUDA graph at creation and replay it per frame,
         with preprocessing on the GPU: the fastest batch-1 path; CUDA only). An exported model fixes the backbone and size: ``backbone="auto"`` and ``size=None`` take them
         from its metadata, anything else must agree with it (and no torch weights are loaded). ``cache_size``: images
-        whose features are kept (a live stream wants 2: the demo, used every frame, and the current frame)."""
+        whose features are kept (a live stream wants 2: the demo, used every frame, and the current frame).
+
+        Matching: ``protocol`` ``"default"`` (precise transfer) or ``"soco"`` (the SOCO reference: soft-argmax
+        half-width 7, absolute beta 0.02, no refinement); ``window``, ``beta``, ``temperature`` (relative |
+        absolute) override its soft-argmax; ``refine`` refines keypoints at the original resolution (default on);
+        ``geometry`` (none | affine | homography | fundamental | auto) verifies them against a robust model of the
+        dense matches, with ``geometry_threshold`` px inliers (default: 3 px refined, 0.75 cell coarse). See
+        :class:`~correspondence.keypoint_matching.MatchSettings`."""
         spec = RuntimeSpec.coerce(runtime)
         exported = exported_metadata(spec)
         if isinstance(backbone, LoadedBackbone):
@@ -74,8 +86,11 @@ class Matcher:
         settings = ExtractionSettings(PreprocessSettings(pad=pad, size=size, size_policy=size_policy),
                                       convention=convention, dtype=dtype)
         engine = create_runtime(spec, loaded, device=device, dtype=dtype)
-        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size),
-                   MatchSettings(method, window, beta))
+        if not isinstance(geometry, GeometrySettings) and (geometry is not None or geometry_threshold is not None):
+            geometry = GeometrySettings(model=geometry or "none", threshold_px=geometry_threshold)
+        matching = MatchSettings.protocol(protocol, method=method, window=window, beta=beta, temperature=temperature,
+                                          refine=refine, geometry=geometry)
+        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size), matching)
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,
                  demo_mask: Any = None) -> MatchResult:
@@ -84,8 +99,9 @@ class Matcher:
 
     def prepare(self, demo: ImageLike, keypoints: Any, demo_mask: Any = None) -> DemoQuery:
         """Encode the demo and its keypoints once (a robot shows one demo and then streams live frames)."""
-        fmap = self.extractor.extract_batch([as_image(demo)], cache=False)[0]
-        return prepare_demo(fmap, as_keypoints(keypoints), as_mask(demo_mask), self.settings)
+        image = as_image(demo)
+        fmap = self.extractor.extract_batch([image], cache=False)[0]
+        return prepare_demo(fmap, as_keypoints(keypoints), as_mask(demo_mask), self.settings, demo_image=image)
 
     def match_live(self, demo: DemoQuery, live: ImageLike, live_mask: Any = None) -> MatchResult:
         """One live frame against a prepared demo: the frame is encoded (never hashed or cached) and matched.
@@ -95,16 +111,19 @@ class Matcher:
         start = time.perf_counter()
         live, mask = as_image(live), as_mask(live_mask)
         record = {**self.extractor.describe(), "matching": asdict(self.settings), "live_mask": mask is not None,
-                  "demo_mask": demo.valid is not None}
+                  "demo_mask": demo.masked}
         if can_capture_frame(self.extractor, mask):
             rgb = to_rgb_array(live)
-            matches = self._frame_graph(demo, rgb.shape[:2])(rgb)
-            return MatchResult(tuple(matches), {**record, "frame_graph": True},
-                               {"frame_graph": time.perf_counter() - start})
+            graph = self._frame_graph(demo, rgb.shape[:2])
+            coarse = graph(rgb)
+            t_graph = time.perf_counter() - start
+            matches, timings = refine_and_verify(demo, graph.live_template, coarse, rgb, None, self.settings)
+            return MatchResult(tuple(matches), {**record, "frame_graph": True}, {"frame_graph": t_graph, **timings},
+                               matches.geometry)
         fmap = self.extractor.extract_batch([live], cache=False)[0]
         t_features = time.perf_counter() - start
-        matches, timings = match_prepared(demo, fmap, mask, self.settings)
-        return MatchResult(tuple(matches), record, {"features": t_features, **timings})
+        matches, timings = match_prepared(demo, fmap, mask, self.settings, live_image=live)
+        return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry)
 
     def _frame_graph(self, demo: DemoQuery, frame_hw: tuple[int, int]) -> FrameGraph:
         key = (id(demo), tuple(frame_hw))

@@ -1,44 +1,130 @@
-"""Keypoint transfer from a demo image to a live image: the one call behind ``soco match``."""
+"""Keypoint transfer from a demo image to a live image: the one call behind ``soco match``.
+
+A frame runs in two halves. On the features' device (one record, no host synchronisation without a live mask,
+so :mod:`correspondence.frame_graph` captures it with the backbone): each demo keypoint's best live *cell*,
+searched only among cells of the live image (never its padding) and inside the live mask, and the same for a
+grid of demo cells (the dense coarse matches). On the host, after the record came back: each keypoint's coarse
+match is refined at the original resolution (:mod:`correspondence.refine`) and, on request, a geometric model
+fitted to the dense matches re-predicts or flags the keypoints (:mod:`correspondence.geometry2d`).
+"""
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
 
 from .device import to_numpy
+from .errors import ConfigError
 from .features import FeatureExtractor, FeatureMap
+from .geometry2d import GeometryResult, GeometrySettings, fit_geometry
 from .io import KeypointSet
 from .matching import nearest_neighbors, similarity_maps, soft_argmax_window
+from .preprocessing import to_rgb_array
+from .refine import (PreparedImage, Refinement, RefineSettings, global_affine, local_affines, prepare_image,
+                     refine_points)
+
+TEMPERATURES = ("relative", "absolute")
+PROTOCOLS = ("default", "soco")
 
 
 @dataclass(frozen=True)
 class MatchSettings:
-    """How keypoints are matched; recorded in every result."""
+    """How keypoints are matched; recorded in every result.
+
+    Soft-argmax (``method="soft-argmax"``) by default looks at the 3 x 3 cells around the peak with a temperature
+    relative to each map's score spread, which does not blur flat (e.g. DAISY) similarity maps; the SOCO
+    reference's values (half-width 7, absolute beta 0.02) are the ``soco`` protocol (:meth:`protocol`).
+    ``refine``: the coarse cell match is refined at the original resolution (needs both images).
+    ``geometry``: a robust model fitted to the dense matches (none | affine | homography | fundamental | auto).
+    """
 
     method: str = "argmax"  # argmax | soft-argmax
-    window: int = 7
-    beta: float = 0.02
+    window: int = 1  # soft-argmax half-width in cells
+    beta: float = 0.1  # soft-argmax temperature (times the map's score spread when temperature == relative)
+    temperature: str = "relative"  # relative | absolute
     mask_min_fraction: float = 0.25
     cycle_threshold_px: float | None = None  # None: report cycle distance, never reject
+    refine: bool = True
+    refinement: RefineSettings = field(default_factory=RefineSettings)
+    geometry: GeometrySettings = field(default_factory=GeometrySettings)
+    dense_cells: int = 1024  # at most this many demo cells are matched densely (refinement, geometry)
+    dense_refined: int = 400  # at most this many dense matches are refined for the geometric fit
+    guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
+    guided_min_ncc: float = 0.7  # the correlation a match behind a model needs ...
+    guided_min_sharpness: float = 0.01  # ... and its peak's sharpness (see refine.RefineSettings.min_sharpness)
 
     def __post_init__(self) -> None:
         if self.method not in ("argmax", "soft-argmax"):
-            from .errors import ConfigError
             raise ConfigError(f"match method must be 'argmax' or 'soft-argmax', got {self.method!r}")
+        if self.temperature not in TEMPERATURES:
+            raise ConfigError(f"temperature must be 'relative' or 'absolute', got {self.temperature!r}")
+        if isinstance(self.geometry, str):
+            object.__setattr__(self, "geometry", GeometrySettings(model=self.geometry))
+        if isinstance(self.refinement, dict):
+            object.__setattr__(self, "refinement", RefineSettings(**self.refinement))
+        if isinstance(self.geometry, dict):
+            object.__setattr__(self, "geometry", GeometrySettings(**self.geometry))
+        if self.window < 0 or not self.beta > 0:
+            raise ConfigError(f"soft-argmax needs window >= 0 and beta > 0, got window={self.window}, beta={self.beta}")
+
+    @classmethod
+    def protocol(cls, name: str = "default", **overrides: Any) -> "MatchSettings":
+        """``default``: precise transfer (relative soft-argmax temperature, refinement on). ``soco``: the SOCO
+        reference's matching (half-width 7, absolute beta 0.02, cell positions, no refinement, no geometry)."""
+        if name not in PROTOCOLS:
+            raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {name!r}")
+        base = {} if name == "default" else {"window": 7, "beta": 0.02, "temperature": "absolute", "refine": False}
+        base.update({key: value for key, value in overrides.items() if value is not None})
+        return cls(**base)
+
+    @property
+    def needs_dense(self) -> bool:
+        return self.refine or self.geometry.model != "none"
 
 
 @dataclass(frozen=True)
 class KeypointMatch:
     name: str
     demo_xy: tuple[float, float]
-    live_xy: tuple[float, float]
+    live_xy: tuple[float, float]  # the answer: refined / model-predicted when those ran, else the coarse position
     score: float  # cosine similarity at the matched cell
     mutual: bool  # the live cell's best demo match is the demo keypoint's cell
     cycle_distance_px: float  # demo px between the keypoint and its forward-backward match
     accepted: bool = True
+    coarse_xy: tuple[float, float] | None = None  # the cell (or soft-argmax) position before refinement
+    refined_xy: tuple[float, float] | None = None  # after refinement at the original resolution, if it ran
+    refined: bool = False  # the refinement found a confident peak (else the coarse position stands)
+    refine_ncc: float | None = None  # its peak normalised cross-correlation
+    geometry_inlier: bool | None = None  # the keypoint's own match agrees with the fitted model (None: no model)
+    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model
+
+
+@dataclass(frozen=True)
+class DenseCoarse:
+    """Coarse matches of a grid of demo cells (original pixels): the support of refinement and verification."""
+
+    demo_xy: np.ndarray  # (M, 2)
+    live_xy: np.ndarray  # (M, 2)
+    score: np.ndarray  # (M,)
+    mutual: np.ndarray  # (M,) bool
+
+
+class MatchList(list):
+    """A frame's :class:`KeypointMatch` list (what callers always got) with what was found around it: the dense
+    coarse matches and the geometric model (None when not computed)."""
+
+    dense: DenseCoarse | None = None
+    geometry: GeometryResult | None = None
+
+    @classmethod
+    def of(cls, matches, dense: DenseCoarse | None = None, geometry: GeometryResult | None = None) -> "MatchList":
+        out = cls(matches)
+        out.dense, out.geometry = dense, geometry
+        return out
 
 
 @dataclass(frozen=True)
@@ -46,26 +132,29 @@ class MatchResult:
     matches: tuple[KeypointMatch, ...]
     settings: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
+    geometry: GeometryResult | None = None
 
     @property
     def live_xy(self) -> np.ndarray:
         return np.array([m.live_xy for m in self.matches], dtype=np.float64).reshape(-1, 2)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"matches": [asdict(m) for m in self.matches], "settings": self.settings, "timings_s": self.timings_s}
+        return {"matches": [asdict(m) for m in self.matches], "settings": self.settings, "timings_s": self.timings_s,
+                "geometry": None if self.geometry is None else self.geometry.as_dict()}
 
 
-def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Tensor | None,
-                 settings: MatchSettings) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Tensor, settings: MatchSettings
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """On the features' device: the matched live (u, v) (continuous for soft-argmax), hard cell index, score."""
     if settings.method == "soft-argmax":
         sims = similarity_maps(demo_desc, live.features)
-        valid = live_valid.view(live.grid_wh[1], live.grid_wh[0]) if live_valid is not None else None
-        uv, hard = soft_argmax_window(sims, settings.window, settings.beta, valid)
+        valid = live_valid.view(live.grid_wh[1], live.grid_wh[0])
+        uv, hard = soft_argmax_window(sims, settings.window, settings.beta, valid,
+                                      relative=settings.temperature == "relative")
         index = (hard[:, 1] * live.grid_wh[0] + hard[:, 0]).long()
         score = sims.flatten(1).gather(1, index[:, None])[:, 0]
         return uv, index, score
-    nn = nearest_neighbors(demo_desc, live.flat(), live_valid)
+    nn = nearest_neighbors(demo_desc, live.flat(), live_valid, checked=True)
     width = live.grid_wh[0]
     uv = torch.stack([nn.index % width, torch.div(nn.index, width, rounding_mode="floor")], 1)
     return uv, nn.index, nn.score
@@ -73,76 +162,340 @@ def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Te
 
 @dataclass(frozen=True, eq=False)
 class DemoQuery:
-    """A demo's keypoints made ready to match: their descriptors and cells, computed once per demo."""
+    """A demo's keypoints made ready to match: their descriptors and cells, computed once per demo. Rows past the
+    keypoints are the dense demo cells (``dense_xy``)."""
 
     fmap: FeatureMap
     keypoints: KeypointSet
     xy: np.ndarray  # (N, 2) original demo pixels
-    descriptors: torch.Tensor  # (N, C) on the features' device
-    valid: torch.Tensor | None  # demo cells the cycle may return to (inside the demo mask)
-    cell_index: np.ndarray  # (N,) the demo cell each keypoint sits in (for the mutual check)
+    descriptors: torch.Tensor  # (N + M, C) on the features' device: keypoints, then dense cells
+    valid: torch.Tensor  # demo cells the cycle may return to (the image, inside the demo mask if given)
+    cell_index: np.ndarray  # (N + M,) the demo cell each row sits in (for the mutual check)
+    dense_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (M, 2) dense cell centres, demo px
+    image: PreparedImage | None = None  # the demo's pixels for refinement (None: no refinement possible)
+    masked: bool = False  # a demo mask restricts the cycle
+
+    @property
+    def num_keypoints(self) -> int:
+        return len(self.xy)
+
+
+def _dense_cells(valid: np.ndarray, grid_wh: tuple[int, int], limit: int) -> np.ndarray:
+    """Flat indices of valid demo cells on a regular sub-grid holding at most ``limit`` of them."""
+    cells = np.flatnonzero(valid)
+    if limit <= 0 or len(cells) == 0:
+        return np.zeros(0, dtype=np.int64)
+    stride = max(1, math.ceil(math.sqrt(len(cells) / limit)))
+    while True:
+        rows, cols = cells // grid_wh[0], cells % grid_wh[0]
+        pick = cells[(rows % stride == stride // 2) & (cols % stride == stride // 2)] if stride > 1 else cells
+        if len(pick) <= limit:
+            return pick.astype(np.int64)
+        stride += 1
 
 
 def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray | None = None,
-                 settings: MatchSettings | None = None) -> DemoQuery:
+                 settings: MatchSettings | None = None, demo_image: Any = None) -> DemoQuery:
+    """``demo_image``: the demo's pixels, for refinement at the original resolution (without it the matches stay
+    at cell precision)."""
     settings = settings or MatchSettings()
     xy = demo.check_points(keypoints.xy, "demo keypoint")
-    valid = demo.cell_mask(demo_mask, settings.mask_min_fraction).flatten() if demo_mask is not None else None
+    valid = demo.image_cells().flatten()
+    if demo_mask is not None:
+        masked = demo.cell_mask(demo_mask, settings.mask_min_fraction).flatten() & valid
+        valid = masked if bool(masked.any()) else demo.cell_mask(demo_mask, settings.mask_min_fraction).flatten()
     cells = np.round(demo.original_to_grid(xy)).astype(int)
     gw, gh = demo.grid_wh
     index = np.clip(cells[:, 1], 0, gh - 1) * gw + np.clip(cells[:, 0], 0, gw - 1)
-    return DemoQuery(demo, keypoints, xy, demo.sample(xy), valid, index)
+    descriptors = demo.sample(xy)
+    dense = np.zeros(0, dtype=np.int64)
+    if settings.needs_dense:
+        dense = _dense_cells(to_numpy(valid, bool), demo.grid_wh, settings.dense_cells)
+        descriptors = torch.cat([descriptors, demo.flat()[torch.from_numpy(dense).to(demo.features.device)]], 0)
+    dense_xy = demo.cell_to_original(demo.index_to_uv(dense)) if len(dense) else np.zeros((0, 2))
+    image = None
+    if settings.refine and demo_image is not None:
+        image = prepare_image(to_rgb_array(demo_image), settings.refinement, levels=True)
+    return DemoQuery(demo, keypoints, xy, descriptors, valid, np.concatenate([index, dense]), dense_xy, image,
+                     demo_mask is not None)
+
+
+def live_cells(live: FeatureMap, live_mask: np.ndarray | None, settings: MatchSettings) -> torch.Tensor | None:
+    """The live cells a match may land in for a masked frame: inside the mask and the image (the mask alone when
+    the two do not overlap on a whole cell). None without a mask: :func:`match_on_device` then uses the image
+    cells, computed on the device."""
+    if live_mask is None:
+        return None
+    masked = live.cell_mask(live_mask, settings.mask_min_fraction).flatten()
+    both = masked & live.image_cells().flatten()
+    return both if bool(both.any()) else masked
 
 
 def match_prepared(query: DemoQuery, live: FeatureMap, live_mask: np.ndarray | None = None,
-                   settings: MatchSettings | None = None) -> tuple[list[KeypointMatch], dict[str, float]]:
+                   settings: MatchSettings | None = None, live_image: Any = None
+                   ) -> tuple[MatchList, dict[str, float]]:
     """Match a prepared demo into a live feature map. Everything runs on the features' device and crosses to
-    the host once (one synchronisation per frame on a GPU)."""
+    the host once (one synchronisation per frame on a GPU); then, with ``live_image``, refinement and geometry
+    run on the host (:func:`refine_and_verify`)."""
     settings = settings or MatchSettings()
     t0 = time.perf_counter()
-    live_valid = live.cell_mask(live_mask, settings.mask_min_fraction).flatten() if live_mask is not None else None
+    live_valid = live_cells(live, live_mask, settings)
     host = to_numpy(match_on_device(query, live, live_valid, settings))
-    return matches_from_host(query, live, host, settings), {"matching": time.perf_counter() - t0}
+    coarse = matches_from_host(query, live, host, settings)
+    timings = {"matching": time.perf_counter() - t0}
+    matches, more = refine_and_verify(query, live, coarse, live_image, live_mask, settings)
+    return matches, {**timings, **more}
 
 
 def match_on_device(query: DemoQuery, live: FeatureMap, live_valid: torch.Tensor | None,
                     settings: MatchSettings) -> torch.Tensor:
-    """``(N, 5)`` float64 on the features' device: matched live (u, v), live cell, demo cell of the cycle, score.
+    """``(N + M, 5)`` float64 on the features' device: matched live (u, v), live cell, demo cell of the cycle,
+    score; for the keypoints, then the dense demo cells.
 
-    No host synchronisation (without a mask), so a CUDA graph can capture it with the backbone."""
-    uv, cells, scores = _match_cells(query.descriptors, live, live_valid, settings)
-    # Cycle: the matched live cell's descriptor back into the demo (restricted to the demo mask if given).
-    back = nearest_neighbors(live.flat()[cells], query.fmap.flat(), query.valid)
+    Only live cells of the image (not its padding; and inside ``live_valid`` when given) are searched. No host
+    synchronisation without a mask, so a CUDA graph can capture it with the backbone."""
+    valid = live_valid if live_valid is not None else live.image_cells().flatten()
+    uv, cells, scores = _match_cells(query.descriptors, live, valid, settings)
+    # Cycle: the matched live cell's descriptor back into the demo (its image cells, inside the demo mask if given).
+    back = nearest_neighbors(live.flat()[cells], query.fmap.flat(), query.valid, checked=True)
     return torch.cat([uv.double(), torch.stack([cells, back.index], 1).double(), scores.double()[:, None]], 1)
 
 
-def matches_from_host(query: DemoQuery, live: FeatureMap, host: np.ndarray, settings: MatchSettings
-                      ) -> list[KeypointMatch]:
-    """The :func:`match_on_device` record as named matches in original pixels, with cycle and mutual checks."""
+def _inside(xy: np.ndarray, fmap: FeatureMap) -> np.ndarray:
+    """Clip original-image positions into the image: ``[0, W) x [0, H)``."""
+    g = fmap.geometry
+    out = np.array(xy, dtype=np.float64).reshape(-1, 2)
+    out[:, 0] = np.clip(out[:, 0], 0.0, np.nextafter(float(g.original_width), 0))
+    out[:, 1] = np.clip(out[:, 1], 0.0, np.nextafter(float(g.original_height), 0))
+    return out
+
+
+def _pair(xy: np.ndarray) -> tuple[float, float]:
+    return float(xy[0]), float(xy[1])
+
+
+def matches_from_host(query: DemoQuery, live: FeatureMap, host: np.ndarray, settings: MatchSettings) -> MatchList:
+    """The :func:`match_on_device` record as named matches in original pixels, with cycle and mutual checks (and the
+    dense coarse matches, when the record has them)."""
     demo = query.fmap
     uv, back_index, scores = host[:, :2], host[:, 3].astype(np.int64), host[:, 4]
-    live_xy = live.cell_to_original(uv)
-    back_xy = demo.cell_to_original(demo.index_to_uv(back_index))
-    cycle = np.linalg.norm(back_xy - query.xy, axis=1)
+    live_xy = _inside(live.cell_to_original(uv), live)
     mutual = back_index == query.cell_index
+    n = query.num_keypoints
+    back_xy = demo.cell_to_original(demo.index_to_uv(back_index[:n]))
+    cycle = np.linalg.norm(back_xy - query.xy, axis=1)
     xy = query.xy
+    position = "soft-argmax" if settings.method == "soft-argmax" else "cell"
     matches = []
     for i, point in enumerate(query.keypoints.points):
         accepted = settings.cycle_threshold_px is None or bool(cycle[i] <= settings.cycle_threshold_px)
-        matches.append(KeypointMatch(point.name, (float(xy[i, 0]), float(xy[i, 1])),
-                                     (float(live_xy[i, 0]), float(live_xy[i, 1])), float(scores[i]),
-                                     bool(mutual[i]), float(cycle[i]), accepted))
-    return matches
+        matches.append(KeypointMatch(point.name, _pair(xy[i]), _pair(live_xy[i]), float(scores[i]), bool(mutual[i]),
+                                     float(cycle[i]), accepted, coarse_xy=_pair(live_xy[i]), position=position))
+    dense = None
+    if len(host) > n:
+        dense = DenseCoarse(query.dense_xy, live_xy[n:], scores[n:], mutual[n:])
+    return MatchList.of(matches, dense)
+
+
+class _HostRefiner:
+    """Refinement of any demo points of a frame against its live image (the pieces are prepared once)."""
+
+    def __init__(self, query: DemoQuery, live: FeatureMap, dense: DenseCoarse, support: np.ndarray,
+                 live_image: Any, live_mask: np.ndarray | None, settings: MatchSettings) -> None:
+        self.query, self.dense, self.support, self.settings = query, dense, support, settings
+        self.demo_cell = float(np.mean(query.fmap.cell_size_px()))
+        self.live_cell = float(np.mean(live.cell_size_px()))
+        self.live = prepare_image(to_rgb_array(live_image), settings.refinement, levels=False)
+        self.mask = None if live_mask is None else np.asarray(live_mask).reshape(
+            live.geometry.original_height, live.geometry.original_width) > 0
+        self.fallback = global_affine(dense.demo_xy[support], dense.live_xy[support], threshold=self.live_cell)
+
+    def __call__(self, demo_xy: np.ndarray, coarse_xy: np.ndarray, affines: np.ndarray | None = None,
+                 search_px: float | None = None, strict: bool = False) -> Refinement:
+        """Local affine maps from the coarse dense matches unless given (e.g. a fitted model's jacobians)."""
+        if affines is None:
+            affines = local_affines(demo_xy, self.dense.demo_xy[self.support], self.dense.live_xy[self.support],
+                                    self.settings.refinement.neighbourhood_cells * self.demo_cell, self.live_cell,
+                                    self.fallback)
+        settings = self.settings.refinement
+        if strict:  # matches that will support a model: only sharp, strong peaks
+            settings = replace(settings, min_ncc=max(settings.min_ncc, self.settings.guided_min_ncc),
+                               min_sharpness=max(settings.min_sharpness, self.settings.guided_min_sharpness))
+        return refine_points(self.query.image, self.live, demo_xy, coarse_xy, affines, self.live_cell, settings,
+                             self.mask, search_px)
+
+
+def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, live_image: Any,
+                      live_mask: np.ndarray | None, settings: MatchSettings) -> tuple[MatchList, dict[str, float]]:
+    """The host half of a frame: refinement at the original resolution, then the geometric model (each when
+    asked for and possible). ``live`` only lends its geometry (a captured graph's template will do)."""
+    timings: dict[str, float] = {}
+    matches = list(coarse)
+    dense = coarse.dense
+    refine = settings.refine and query.image is not None and live_image is not None and dense is not None
+    geometry_on = settings.geometry.model != "none" and dense is not None
+    if not (refine and matches or geometry_on):
+        return MatchList.of(matches, dense), timings
+    start = time.perf_counter()
+    support = dense.mutual if dense.mutual.sum() >= 6 else np.ones(len(dense.mutual), dtype=bool)
+    refiner = _HostRefiner(query, live, dense, support, live_image, live_mask, settings) if refine else None
+    if refiner is not None and matches:
+        result = refiner(query.xy, np.array([m.coarse_xy for m in matches]))
+        matches = [replace(m, live_xy=_pair(result.xy[i]), refined_xy=_pair(result.xy[i]),
+                           refined=bool(result.refined[i]),
+                           refine_ncc=None if np.isnan(result.ncc[i]) else float(result.ncc[i]),
+                           position="refined" if result.refined[i] else m.position)
+                   for i, m in enumerate(matches)]
+        timings["refinement"] = time.perf_counter() - start
+    geometry = None
+    if geometry_on:
+        start = time.perf_counter()
+        live_cell = float(np.mean(live.cell_size_px()))
+        geometry = _fit(dense, support, settings, live_cell, live.geometry, refiner)
+        matches = _apply_geometry(geometry, matches, live.geometry)
+        timings["geometry"] = time.perf_counter() - start
+    return MatchList.of(matches, dense, geometry), timings
+
+
+def _spread(index: np.ndarray, limit: int) -> np.ndarray:
+    return index if len(index) <= limit else index[np.linspace(0, len(index) - 1, limit).round().astype(int)]
+
+
+def _fit(dense: DenseCoarse, support: np.ndarray, settings: MatchSettings, live_cell: float, live_geometry,
+         refiner: _HostRefiner | None) -> GeometryResult:
+    """The model of the dense matches (see :func:`_predictive_model` and :func:`_fundamental`); ``auto`` takes
+    the homography when it explains nearly as many refined matches as the fundamental matrix (a plane or a pure
+    rotation make the latter degenerate), else the fundamental matrix."""
+    requested = settings.geometry.model
+    fine = settings.geometry.threshold_px or 3.0
+    refined = None
+    if refiner is not None:
+        use = _spread(np.flatnonzero(support), settings.dense_refined)
+        result = refiner(dense.demo_xy[use], dense.live_xy[use], strict=True)
+        refined = (dense.demo_xy[use][result.refined], result.xy[result.refined])
+    if requested == "fundamental":
+        return _fundamental(refined, settings, fine, requested)
+    model = "homography" if requested == "auto" else requested
+    predictive = _predictive_model(model, dense, support, refined, settings, live_cell, live_geometry, refiner)
+    if requested != "auto":
+        return predictive
+    general = _fundamental(refined, settings, fine, "auto")
+    if not general.success:
+        return predictive if predictive.success else replace(
+            predictive, model="auto", reason=f"homography: {predictive.reason}; fundamental: {general.reason}")
+    if predictive.success:
+        explained = int((predictive.residuals(*refined) <= fine).sum())
+        if explained >= settings.geometry.planar_ratio * general.num_inliers:
+            return predictive
+    return general
+
+
+def _fundamental(refined, settings: MatchSettings, threshold: float, requested: str) -> GeometryResult:
+    """Epipolar geometry is only testable to a few pixels: it is fitted to refined matches or refused."""
+    geometry = replace(settings.geometry, model="fundamental")
+    if refined is None:
+        return GeometryResult(requested, "fundamental", False, "a fundamental matrix needs refined matches (cell "
+                              "centres are too coarse to test epipolar lines): turn refinement on", None, 0, 0,
+                              threshold)
+    return replace(fit_geometry(*refined, geometry, threshold), requested=requested)
+
+
+def _predictive_model(model: str, dense: DenseCoarse, support: np.ndarray, refined, settings: MatchSettings,
+                      live_cell: float, live_geometry, refiner: _HostRefiner | None) -> GeometryResult:
+    """An affine map or homography. Hypotheses come from the refined mutual matches (sub-pixel threshold), the
+    coarse mutual matches and all coarse matches (cell-sized threshold). With refinement each hypothesis is then
+    *guided*: the visible dense demo cells are refined again around its predictions with its own local map and the
+    model refitted to them, twice; the best guided model must be backed by ``min_support`` of the textured cells
+    (those a correlation could test), which a model of some other scene is not. Without refinement the hypothesis
+    that agrees with the most coarse matches stands."""
+    geometry = replace(settings.geometry, model=model)
+    coarse_threshold = settings.geometry.threshold_px or 0.75 * live_cell
+    fine_threshold = settings.geometry.threshold_px or 3.0
+    # Guided refits are checked against the textured cells, so hypotheses only need a minimal consensus.
+    loose = replace(geometry, min_inlier_ratio=0.0, min_inliers=6) if refiner is not None else geometry
+    candidates: list[GeometryResult] = []
+    if refined is not None and len(refined[0]) >= loose.min_inliers:
+        candidates.append(fit_geometry(*refined, loose, fine_threshold))
+    candidates.append(fit_geometry(dense.demo_xy[support], dense.live_xy[support], loose, coarse_threshold))
+    if not support.all():
+        candidates.append(fit_geometry(dense.demo_xy, dense.live_xy, loose, coarse_threshold))
+    fitted = [c for c in candidates if c.success]
+    if not fitted:
+        return replace(candidates[0], requested=settings.geometry.model)
+    if refiner is None:
+        def agreement(candidate: GeometryResult) -> int:
+            return int((candidate.residuals(dense.demo_xy, dense.live_xy) <= coarse_threshold).sum())
+        return replace(max(fitted, key=agreement), requested=settings.geometry.model)
+    guided = [g for g in (_guided(c, dense, geometry, settings, fine_threshold, live_geometry, refiner)
+                          for c in fitted) if g is not None]
+    if not guided:
+        return GeometryResult(settings.geometry.model, model, False, f"no {model} hypothesis survived guided "
+                              f"matching", None, len(dense.demo_xy), 0, fine_threshold)
+    best = max(guided, key=lambda g: (g.success, g.support or 0.0))
+    best = replace(best, requested=settings.geometry.model)
+    if best.success and (best.support or 0.0) < settings.geometry.min_support:
+        return replace(best, success=False, matrix=None, inliers=np.zeros(0, dtype=bool),
+                       reason=f"only {best.support:.0%} of the textured dense cells agree with the best {model} "
+                              f"(needs {settings.geometry.min_support:.0%}): not one rigid {model} scene")
+    return best
+
+
+def _guided(model: GeometryResult, dense: DenseCoarse, geometry: GeometrySettings, settings: MatchSettings,
+            threshold: float, live_geometry, refiner: _HostRefiner) -> GeometryResult | None:
+    """Refit ``model`` to the dense demo cells refined around its own predictions, with the share of the textured
+    cells that agree as its ``support`` (None when too few refine)."""
+    best = None
+    for _ in range(max(1, settings.guided_rounds)):
+        predicted = model.predict(dense.demo_xy)
+        visible = np.flatnonzero(np.isfinite(predicted).all(1) & (predicted[:, 0] >= 0) & (predicted[:, 1] >= 0)
+                                 & (predicted[:, 0] < live_geometry.original_width)
+                                 & (predicted[:, 1] < live_geometry.original_height))
+        pick = _spread(visible, settings.dense_refined)
+        result = refiner(dense.demo_xy[pick], predicted[pick], model.jacobians(dense.demo_xy[pick]),
+                         search_px=max(2.0 * model.threshold_px, 2.0), strict=True)
+        ok = result.refined
+        if ok.sum() < geometry.min_inliers:
+            break
+        again = fit_geometry(dense.demo_xy[pick][ok], result.xy[ok], geometry, threshold)
+        if not again.predictive:
+            break
+        textured = max(1, int(np.isfinite(result.ncc).sum()))
+        model = best = replace(again, support=again.num_inliers / textured)
+    return best
+
+
+def _apply_geometry(geometry: GeometryResult, matches: list, live_geometry) -> list:
+    """Re-predict (affine, homography) or flag (fundamental) the keypoints; a refused model changes nothing."""
+    if not geometry.success or not matches:
+        return matches
+    demo_kp = np.array([m.demo_xy for m in matches]).reshape(-1, 2)
+    own = np.array([m.live_xy for m in matches]).reshape(-1, 2)
+    agree = geometry.residuals(demo_kp, own) <= geometry.threshold_px
+    if not geometry.predictive:
+        return [replace(m, geometry_inlier=bool(agree[i]), accepted=m.accepted and bool(agree[i]))
+                for i, m in enumerate(matches)]
+    predicted = geometry.predict(demo_kp)
+    out = []
+    for i, m in enumerate(matches):
+        p = predicted[i]
+        if (np.isfinite(p).all() and 0 <= p[0] < live_geometry.original_width
+                and 0 <= p[1] < live_geometry.original_height):
+            out.append(replace(m, live_xy=_pair(p), geometry_inlier=bool(agree[i]), position="model"))
+        else:  # the model puts it outside the live view: not visible there, so not accepted
+            out.append(replace(m, geometry_inlier=False, accepted=False))
+    return out
 
 
 def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,
                        live_mask: np.ndarray | None = None, demo_mask: np.ndarray | None = None,
-                       settings: MatchSettings | None = None) -> tuple[list[KeypointMatch], dict[str, float]]:
+                       settings: MatchSettings | None = None, demo_image: Any = None, live_image: Any = None
+                       ) -> tuple[MatchList, dict[str, float]]:
+    """``demo_image`` and ``live_image`` (the original pixels) make refinement possible."""
     t0 = time.perf_counter()
-    query = prepare_demo(demo, keypoints, demo_mask, settings)
+    query = prepare_demo(demo, keypoints, demo_mask, settings, demo_image)
     prepared = time.perf_counter() - t0
-    matches, timings = match_prepared(query, live, live_mask, settings)
-    return matches, {"matching": timings["matching"] + prepared}
+    matches, timings = match_prepared(query, live, live_mask, settings, live_image)
+    return matches, {**timings, "matching": timings["matching"] + prepared}
 
 
 def match_keypoints(demo_image: Any, keypoints: KeypointSet, live_image: Any, extractor: FeatureExtractor,
@@ -153,7 +506,8 @@ def match_keypoints(demo_image: Any, keypoints: KeypointSet, live_image: Any, ex
     t0 = time.perf_counter()
     demo, live = extractor.extract_batch([demo_image, live_image])
     t_features = time.perf_counter() - t0
-    matches, timings = match_keypoint_set(demo, keypoints, live, live_mask, demo_mask, settings)
+    matches, timings = match_keypoint_set(demo, keypoints, live, live_mask, demo_mask, settings,
+                                          demo_image=demo_image, live_image=live_image)
     record = {**extractor.describe(), "matching": asdict(settings), "live_mask": live_mask is not None,
               "demo_mask": demo_mask is not None}
-    return MatchResult(tuple(matches), record, {"features": t_features, **timings})
+    return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry)

@@ -27,10 +27,12 @@ class NNResult:
 
 
 def nearest_neighbors(query: torch.Tensor, target: torch.Tensor, target_valid: torch.Tensor | None = None,
-                      chunk: int = DEFAULT_CHUNK) -> NNResult:
-    """Cosine argmax of each query row over the (valid) target rows."""
+                      chunk: int = DEFAULT_CHUNK, *, checked: bool = False) -> NNResult:
+    """Cosine argmax of each query row over the (valid) target rows. ``checked``: the caller knows the mask
+    leaves a cell (e.g. the image cells, or a mask checked once per demo), so no host synchronisation is spent on
+    checking it again."""
     q, t = normalise(query), normalise(target)
-    valid = _check_valid(target_valid, t.shape[0], t.device)
+    valid = _check_valid(target_valid, t.shape[0], t.device, checked)
     idx, score = [], []
     for start in range(0, q.shape[0], chunk):
         sim = q[start:start + chunk] @ t.T
@@ -44,13 +46,16 @@ def nearest_neighbors(query: torch.Tensor, target: torch.Tensor, target_valid: t
     return NNResult(torch.cat(idx), torch.cat(score))
 
 
-def _check_valid(valid: torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor | None:
+def _check_valid(valid: torch.Tensor | None, n: int, device: torch.device, checked: bool = False
+                 ) -> torch.Tensor | None:
     """A flat boolean mask on ``device`` (masks may come from the CPU while features live on a GPU)."""
     if valid is None:
         return None
     valid = torch.as_tensor(valid).reshape(-1).bool().to(device)
     if valid.numel() != n:
         raise InputError(f"validity mask has {valid.numel()} entries for {n} target cells")
+    if checked:
+        return valid
     if valid.is_cuda and torch.cuda.is_current_stream_capturing():
         return valid  # inside a CUDA-graph capture nothing may wait for the GPU; the mask was checked before
     if not valid.any():
@@ -95,13 +100,19 @@ def mutual_nearest_neighbors(source: torch.Tensor, target: torch.Tensor, source_
 
 
 def soft_argmax_window(similarity: torch.Tensor, window: int = 7, beta: float = 0.02,
-                       valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                       valid: torch.Tensor | None = None, *, relative: bool = False
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
     """Windowed soft-argmax over similarity maps ``(N, h, w)``, as the SOCO reference (OmniProbe) computes it.
 
     ``window`` is a half-width: the cells within ``window`` rows and columns of each map's argmax (a
     ``(2 window + 1)^2`` box, 15 x 15 for the default 7) keep their similarity; every other cell (and any invalid
     cell) gets ``-1e9``. The softmax of ``logits / beta`` weights the cell coordinates. Returns the continuous
     ``(u, v)`` per map ``(N, 2)`` and the hard argmax ``(u, v)`` ``(N, 2)``.
+
+    ``relative``: the temperature is ``beta`` times each map's own score spread (its maximum minus the mean over
+    its valid cells) instead of an absolute ``beta``. Descriptors with flat similarities (DAISY: top cosines of
+    0.95-0.996 with neighbours barely below) otherwise spread the weight over the whole window and drag the
+    estimate to the window's centre of mass; relative to the spread, only cells nearly as good as the peak count.
     """
     if similarity.ndim == 2:
         similarity = similarity[None]
@@ -117,7 +128,14 @@ def soft_argmax_window(similarity: torch.Tensor, window: int = 7, beta: float = 
     cols = torch.arange(w, device=sim.device).view(1, 1, w)
     half = window
     inside = ((rows - arg_v.view(n, 1, 1)).abs() <= half) & ((cols - arg_u.view(n, 1, 1)).abs() <= half)
-    logits = torch.where(inside, sim, torch.full_like(sim, NEG_INF)) / beta
+    if relative:
+        live = sim > NEG_INF / 2
+        top = sim.flatten(1).max(1).values.view(n, 1, 1)
+        mean = (sim * live).sum((1, 2), keepdim=True) / live.sum((1, 2), keepdim=True).clamp_min(1)
+        scale = beta * (top - mean).clamp_min(1e-6)
+        logits = torch.where(inside & live, (sim - top) / scale, torch.full_like(sim, NEG_INF))
+    else:
+        logits = torch.where(inside, sim, torch.full_like(sim, NEG_INF)) / beta
     weights = torch.softmax(logits.flatten(1), dim=1).view(n, h, w)
     u = (weights * cols).sum((1, 2))
     v = (weights * rows).sum((1, 2))

@@ -20,35 +20,128 @@ def _fit_height(image: np.ndarray, height: int) -> tuple[Image.Image, float]:
     return img.resize((max(1, round(img.width * scale)), height), Image.BILINEAR), scale
 
 
+CONFIDENCE_COLOURS = {"all": (30, 180, 60), "some": (245, 165, 0), "none": (220, 40, 40)}
+REJECTED_ALPHA, ACCEPTED_ALPHA = 70, 235
+
+
+def _score_colour(value: float) -> tuple[int, int, int]:
+    """Red (0) -> amber (0.5) -> green (1)."""
+    t = float(np.clip(value, 0.0, 1.0))
+    low, mid, high = np.array(CONFIDENCE_COLOURS["none"]), np.array(CONFIDENCE_COLOURS["some"]), \
+        np.array(CONFIDENCE_COLOURS["all"])
+    c = low + (mid - low) * (t / 0.5) if t < 0.5 else mid + (high - mid) * ((t - 0.5) / 0.5)
+    return tuple(int(round(v)) for v in c)
+
+
 def match_overlay(demo_image, live_image, demo_xy: np.ndarray, live_xy: np.ndarray, labels: Sequence[str],
                   accepted: Sequence[bool] | None = None, height: int = 480, title: str = "",
                   live_mask: np.ndarray | None = None,
-                  colors: Sequence[tuple[int, int, int]] | None = None) -> Image.Image:
-    """Demo (left) and live (right) side by side; a coloured line per keypoint (rejected ones thin grey).
-    ``colors`` overrides the palette (e.g. green = correct, red = wrong)."""
+                  colors: Sequence[tuple[int, int, int]] | None = None, *,
+                  checks: Sequence[Sequence[bool | None]] | None = None,
+                  confidence: Sequence[float] | None = None, max_labels: int = 24,
+                  legend: bool | None = None) -> Image.Image:
+    """Demo (left) and live (right) side by side, a line per match, readable with hundreds of them.
+
+    Colour says how much to trust a match: with ``checks`` (per match, the outcome of each check that ran, e.g.
+    mutual NN, cycle, geometric model; None = not run) green = all passed, amber = some, red = none; with
+    ``confidence`` (0..1) a red -> green ramp; ``colors`` sets them directly (e.g. green = correct); otherwise a
+    palette by index. Rejected matches (``accepted`` False) are drawn faint and thin. At most ``max_labels`` names
+    are written (accepted and most trusted first); the rest are dots. A legend strip below explains the colours
+    (default: whenever ``checks`` or ``confidence`` is given)."""
     left, s_left = _fit_height(demo_image, height)
     right, s_right = _fit_height(live_image, height)
     if live_mask is not None:
         tint = Image.fromarray((np.asarray(live_mask) > 0).astype(np.uint8) * 70).resize(right.size)
         right = Image.composite(Image.new("RGB", right.size, (0, 255, 0)), right, tint)
+    n = len(labels)
+    accepted = [bool(a) for a in accepted] if accepted is not None else [True] * n
+    legend = (checks is not None or confidence is not None) if legend is None else legend
     gap, top = 8, 24 if title else 0
-    canvas = Image.new("RGB", (left.width + gap + right.width, height + top), (255, 255, 255))
+    strip = 20 if legend else 0
+    canvas = Image.new("RGB", (left.width + gap + right.width, height + top + strip), (255, 255, 255))
     canvas.paste(left, (0, top))
     canvas.paste(right, (left.width + gap, top))
-    draw = ImageDraw.Draw(canvas)
     font = ImageFont.load_default()
-    if title:
-        draw.text((4, 4), title, fill=(0, 0, 0), font=font)
-    accepted = list(accepted) if accepted is not None else [True] * len(labels)
-    for i, (p, q, label) in enumerate(zip(np.asarray(demo_xy), np.asarray(live_xy), labels)):
-        color = (colors[i] if colors is not None else PALETTE[i % len(PALETTE)]) if accepted[i] else (150, 150, 150)
+    trust = np.zeros(n)
+    if checks is not None:
+        levels = []
+        for row in checks:
+            ran = [bool(c) for c in row if c is not None]
+            level = "all" if ran and all(ran) else ("some" if any(ran) else "none")
+            levels.append(level)
+        colour_of = [CONFIDENCE_COLOURS[level] for level in levels]
+        trust = np.array([{"all": 2, "some": 1, "none": 0}[level] for level in levels], dtype=float)
+    elif confidence is not None:
+        colour_of = [_score_colour(c) for c in confidence]
+        trust = np.asarray(confidence, dtype=float)
+    elif colors is not None:
+        colour_of = list(colors)
+    else:
+        colour_of = [PALETTE[i % len(PALETTE)] for i in range(n)]
+    if colors is not None:
+        colour_of = list(colors)
+    order = sorted(range(n), key=lambda i: (not accepted[i], -trust[i], i))
+    labelled = {i for i in order[:max(0, max_labels)] if labels[i]}
+    layer = Image.new("RGBA", canvas.size, (0, 0, 0, 0))
+    draw = ImageDraw.Draw(layer)
+    thin = n > 60
+    dot = 2 if thin else 4
+    for i in reversed(order):  # the most trusted on top
+        p, q = np.asarray(demo_xy)[i], np.asarray(live_xy)[i]
+        alpha = ACCEPTED_ALPHA if accepted[i] else REJECTED_ALPHA
+        colour = (*(colour_of[i] if accepted[i] or checks is not None or confidence is not None
+                    else (150, 150, 150)), alpha)
         a = (p[0] * s_left, p[1] * s_left + top)
         b = (q[0] * s_right + left.width + gap, q[1] * s_right + top)
-        draw.line([a, b], fill=color, width=2 if accepted[i] else 1)
+        draw.line([a, b], fill=colour, width=1 if thin or not accepted[i] else 2)
         for c in (a, b):
-            draw.ellipse([c[0] - 4, c[1] - 4, c[0] + 4, c[1] + 4], fill=color, outline=(0, 0, 0))
-        draw.text((a[0] + 5, a[1] - 5), label, fill=color, font=font, stroke_width=1, stroke_fill=(0, 0, 0))
+            draw.ellipse([c[0] - dot, c[1] - dot, c[0] + dot, c[1] + dot], fill=colour,
+                         outline=(0, 0, 0, alpha) if accepted[i] else None)
+    for i in labelled:
+        p = np.asarray(demo_xy)[i]
+        a = (p[0] * s_left, p[1] * s_left + top)
+        draw.text((a[0] + 5, a[1] - 5), labels[i], fill=(*colour_of[i], 255 if accepted[i] else 140), font=font,
+                  stroke_width=1, stroke_fill=(0, 0, 0, 255 if accepted[i] else 140))
+    canvas = Image.alpha_composite(canvas.convert("RGBA"), layer).convert("RGB")
+    text = ImageDraw.Draw(canvas)
+    if title:
+        text.text((4, 4), title, fill=(0, 0, 0), font=font)
+    if legend:
+        _legend(text, font, 4, height + top + 4, accepted, len(labelled), n, trust if checks is not None else None)
     return canvas
+
+
+def _legend(draw: ImageDraw.ImageDraw, font, x: int, y: int, accepted: list[bool], labelled: int, n: int,
+            trust: np.ndarray | None) -> None:
+    """Colour swatches with counts (per check level, or the confidence ramp), rejected, labels shown."""
+    entries: list[tuple[tuple[int, int, int], str]] = []
+    if trust is not None:
+        for level, name, value in (("all", "all checks passed", 2), ("some", "some checks", 1),
+                                   ("none", "no check passed", 0)):
+            count = int(sum(1 for t, a in zip(trust, accepted) if a and t == value))
+            entries.append((CONFIDENCE_COLOURS[level], f"{name} ({count})"))
+    else:
+        entries += [(_score_colour(1.0), "high"), (_score_colour(0.5), "medium"), (_score_colour(0.0), "low")]
+    rejected = n - sum(accepted)
+    entries.append(((200, 200, 200), f"rejected, faint ({rejected})"))
+    for colour, label in entries:
+        draw.rectangle([x, y + 2, x + 10, y + 10], fill=colour, outline=(0, 0, 0))
+        draw.text((x + 14, y), label, fill=(0, 0, 0), font=font)
+        x += 22 + int(draw.textlength(label, font=font))
+    draw.text((x, y), f"labels: {labelled} of {n}", fill=(90, 90, 90), font=font)
+
+
+def overlay_for_matches(demo_image, live_image, matches: Sequence, title: str = "", height: int = 480,
+                        live_mask: np.ndarray | None = None, cycle_threshold_px: float | None = None,
+                        max_labels: int = 24) -> Image.Image:
+    """:func:`match_overlay` of :class:`~correspondence.keypoint_matching.KeypointMatch` es coloured by their checks:
+    mutual NN, cycle distance within ``cycle_threshold_px`` (when given) and the geometric model (when fitted)."""
+    checks = [(m.mutual, None if cycle_threshold_px is None else m.cycle_distance_px <= cycle_threshold_px,
+               m.geometry_inlier) for m in matches]
+    return match_overlay(demo_image, live_image, np.array([m.demo_xy for m in matches]).reshape(-1, 2),
+                         np.array([m.live_xy for m in matches]).reshape(-1, 2), [m.name for m in matches],
+                         [m.accepted for m in matches], height=height, title=title, live_mask=live_mask,
+                         checks=checks, max_labels=max_labels)
 
 
 def save(image: Image.Image, path: str | Path) -> Path:

@@ -5,6 +5,40 @@ import argparse
 from pathlib import Path
 
 from .common import add_backbone_options, add_extraction_options, torch_runtime_options
+from ..geometry2d import GEOMETRY_MODELS
+
+
+def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--no-refine") -> None:
+    """How keypoints are matched (shared by ``soco match`` and ``soco transfer``); None = the protocol's value."""
+    group = parser.add_argument_group("keypoint matching")
+    group.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
+    group.add_argument("--protocol", default="default", choices=("default", "soco"),
+                       help="default: precise transfer (relative soft-argmax temperature, refinement on); soco: the "
+                            "SOCO reference's matching (soft-argmax half-width 7, beta 0.02, no refinement)")
+    group.add_argument("--window", type=int, default=None,
+                       help="soft-argmax half-width in cells, a (2w+1)^2 window (default: 1; soco protocol: 7)")
+    group.add_argument("--beta", type=float, default=None,
+                       help="soft-argmax temperature (default: 0.1 x each map's score spread; soco protocol: 0.02)")
+    group.add_argument("--temperature", default=None, choices=("relative", "absolute"),
+                       help="beta relative to each map's score spread, or absolute (default: the protocol's)")
+    group.add_argument("--refine-keypoints", dest="refine", action="store_true", default=None,
+                       help="refine each match at the original resolution (default with the default protocol)")
+    group.add_argument(refine_flag, *(("--no-refine-keypoints",) if refine_flag != "--no-refine-keypoints" else ()),
+                       dest="refine", action="store_false", help="keep the coarse cell positions")
+    group.add_argument("--geometry", default="none", choices=GEOMETRY_MODELS,
+                       help="verify the matches with a robust model of the dense matches (same rigid object only): "
+                            "affine, homography (planar or far objects), fundamental (3D, flags only), auto "
+                            "(homography or fundamental); a model the data do not support is refused "
+                            "(default: %(default)s)")
+    group.add_argument("--geometry-threshold", type=float, default=None,
+                       help="model inlier distance in live px (default: 3 px refined, 0.75 cell coarse)")
+
+
+def matching_options(args: argparse.Namespace) -> dict:
+    """The ``Matcher.create`` keyword arguments of :func:`add_matching_options`."""
+    return {"method": args.method, "protocol": args.protocol, "window": args.window, "beta": args.beta,
+            "temperature": args.temperature, "refine": args.refine, "geometry": args.geometry,
+            "geometry_threshold": args.geometry_threshold}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -16,10 +50,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--live", required=True, help="live image")
     parser.add_argument("--live-mask", default=None, help="object mask of the live image (non-zero = object)")
     parser.add_argument("--demo-mask", default=None, help="object mask of the demo image (for the cycle check)")
-    parser.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
-    parser.add_argument("--window", type=int, default=7,
-                        help="soft-argmax half-width in cells: a (2w+1)^2 window (default: %(default)s, as SOCO)")
-    parser.add_argument("--beta", type=float, default=0.02, help="soft-argmax temperature (default: %(default)s)")
+    add_matching_options(parser)
+    parser.add_argument("--max-labels", type=int, default=24,
+                        help="keypoint names written on the overlay (the rest are dots; default: %(default)s)")
     parser.add_argument("--out", default="match_out", help="output folder (default: %(default)s)")
     add_backbone_options(parser)
     add_extraction_options(parser)
@@ -29,30 +62,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..api import Matcher, as_image, as_keypoints, as_mask
     from ..io import write_json
-    from ..viz import match_overlay, save
+    from ..preprocessing import to_rgb_array
+    from ..viz import overlay_for_matches, save
 
     demo, live = as_image(args.demo), as_image(args.live)
     keypoints = as_keypoints(args.demo_keypoints)
     live_mask = as_mask(args.live_mask)
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              pad=args.pad, size_policy=args.size_policy, convention=args.convention,
-                             device=args.device, dtype=args.dtype, method=args.method, window=args.window,
-                             beta=args.beta, runtime=torch_runtime_options(args))
+                             device=args.device, dtype=args.dtype, runtime=torch_runtime_options(args),
+                             **matching_options(args))
     result = matcher(demo, keypoints, live, live_mask=live_mask, demo_mask=as_mask(args.demo_mask))
     out = Path(args.out)
     record = {"demo": str(args.demo), "live": str(args.live), "demo_keypoints": str(args.demo_keypoints),
               **result.as_dict()}
     write_json(out / "matches.json", record)
     backbone = result.settings["backbone"]
-    title = f"{backbone['name']} ({backbone['weights']}) | {result.settings['matching']['method']}"
-    overlay = match_overlay(demo, live, keypoints.xy, result.live_xy, [m.name for m in result.matches],
-                            [m.accepted for m in result.matches], title=title, live_mask=live_mask)
+    matching = result.settings["matching"]
+    geometry = result.geometry
+    title = (f"{backbone['name']} ({backbone['weights']}) | {matching['method']}"
+             f"{' + refined' if matching['refine'] else ''}"
+             + (f" | {geometry.model}: {geometry.reason}" if geometry is not None else ""))
+    demo_side = max(to_rgb_array(demo).shape[:2])
+    cycle_px = demo_side / result.settings["grid"]  # back within one demo cell counts as a passed cycle check
+    overlay = overlay_for_matches(demo, live, result.matches, title=title, live_mask=live_mask,
+                                  cycle_threshold_px=cycle_px, max_labels=args.max_labels)
     save(overlay, out / "overlay.png")
     print(f"backbone: {backbone['name']} ({backbone['weights']}), image size {result.settings['effective_image_size']},"
           f" grid {result.settings['grid']}")
     for m in result.matches:
         print(f"  {m.name:24s} demo ({m.demo_xy[0]:7.1f}, {m.demo_xy[1]:7.1f}) -> live ({m.live_xy[0]:7.1f}, "
-              f"{m.live_xy[1]:7.1f})  score {m.score:.3f}  mutual {'yes' if m.mutual else 'no '}  "
-              f"cycle {m.cycle_distance_px:6.1f} px")
+              f"{m.live_xy[1]:7.1f}) [{m.position}]  score {m.score:.3f}  mutual {'yes' if m.mutual else 'no '}  "
+              f"cycle {m.cycle_distance_px:6.1f} px" + ("" if m.accepted else "  REJECTED"))
+    if geometry is not None:
+        print(f"geometry ({geometry.requested}): {'ok' if geometry.success else 'refused'}: {geometry.model}, "
+              f"{geometry.reason} (inlier ratio {geometry.inlier_ratio:.2f})")
     print(f"wrote {out / 'matches.json'} and {out / 'overlay.png'}")
     return 0

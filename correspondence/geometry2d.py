@@ -1,0 +1,211 @@
+"""Geometric verification of 2D matches: one robust model for a demo and a live view of the same rigid object.
+
+Point-by-point matches of even a good descriptor are wrong a fifth of the time; a rigid object seen twice obeys a
+model (an affine map for a far, flat-ish object, a homography for a plane or a pure rotation, the epipolar geometry
+of a fundamental matrix for anything 3D). OpenCV's USAC (MAGSAC++) fits it to the dense matches; keypoints are
+then re-predicted by the model (affine, homography) or flagged by their distance to it (fundamental). When the data
+do not support the model (too few matches, too few inliers, a degenerate fit) the result is a refusal with the
+reason, never a model. Across different instances (semantic transfer) no such model exists: the default is none.
+
+Coordinates are the project's continuous pixels; a model is fitted and applied in them (the pixel-centre
+convention cancels out).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+
+GEOMETRY_MODELS = ("none", "affine", "homography", "fundamental", "auto")
+PREDICTIVE = ("affine", "homography")  # models that say where a demo point goes (fundamental: only a line)
+
+
+@dataclass(frozen=True)
+class GeometrySettings:
+    """``threshold_px``: inlier distance in live pixels (None: the caller's default, which depends on whether the
+    matches were refined to sub-pixel or are cell centres)."""
+
+    model: str = "none"
+    threshold_px: float | None = None
+    min_matches: int = 12
+    min_inliers: int = 10  # affine / homography; a fundamental matrix needs min_inliers_fundamental
+    min_inliers_fundamental: int = 40  # 7 degrees of freedom fit a few dozen matches of unrelated views by chance
+    min_inlier_ratio: float = 0.25
+    confidence: float = 0.999
+    max_iterations: int = 10000
+    planar_ratio: float = 0.85  # auto: a homography with this share of the fundamental matrix's inliers wins
+    min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model
+
+    def __post_init__(self) -> None:
+        if self.model not in GEOMETRY_MODELS:
+            raise ConfigError(f"geometry must be one of {', '.join(GEOMETRY_MODELS)}, got {self.model!r}")
+        if self.threshold_px is not None and not (np.isfinite(self.threshold_px) and self.threshold_px > 0):
+            raise ConfigError(f"geometry threshold must be a positive number of pixels, got {self.threshold_px}")
+        if not (0.0 <= self.min_inlier_ratio <= 1.0 and 0.0 <= self.min_support <= 1.0):
+            raise ConfigError(f"min_inlier_ratio and min_support must be in [0, 1], got {self.min_inlier_ratio} and "
+                              f"{self.min_support}")
+
+
+@dataclass(frozen=True)
+class GeometryResult:
+    requested: str  # the model asked for (auto included)
+    model: str  # the model fitted: affine | homography | fundamental (or the requested one when refused)
+    success: bool
+    reason: str
+    matrix: np.ndarray | None  # 3 x 3 (affine and homography map demo -> live; F: live^T F demo = 0)
+    num_matches: int
+    num_inliers: int
+    threshold_px: float
+    inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+    support: float | None = None  # guided fits: share of the textured dense cells that agree with the model
+
+    @property
+    def inlier_ratio(self) -> float:
+        return self.num_inliers / self.num_matches if self.num_matches else 0.0
+
+    @property
+    def predictive(self) -> bool:
+        return self.success and self.model in PREDICTIVE
+
+    def predict(self, demo_xy: np.ndarray) -> np.ndarray:
+        """Live positions of demo points under an affine map or homography."""
+        if not self.predictive:
+            raise ValueError(f"a {self.model} model ({'fitted' if self.success else 'refused'}) predicts no points")
+        return _project(self.matrix, demo_xy)
+
+    def jacobians(self, demo_xy: np.ndarray) -> np.ndarray:
+        """``(K, 2, 2)``: the local linear map of an affine map or homography at each demo point (how a small
+        demo patch there looks in the live view)."""
+        if not self.predictive:
+            raise ValueError(f"a {self.model} model has no point-to-point jacobian")
+        xy = _points(demo_xy)
+        h = np.column_stack([xy, np.ones(len(xy))]) @ self.matrix.T
+        w = h[:, 2]
+        p = h[:, :2] / w[:, None]
+        return (self.matrix[None, :2, :2] - p[:, :, None] * self.matrix[None, 2:3, :2]) / w[:, None, None]
+
+    def residuals(self, demo_xy: np.ndarray, live_xy: np.ndarray) -> np.ndarray:
+        """Live-pixel distance of each match from the model: the transfer error (affine, homography) or the
+        distance of the live point to its epipolar line (fundamental)."""
+        demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+        if self.model in PREDICTIVE:
+            return np.linalg.norm(_project(self.matrix, demo_xy) - live_xy, axis=1)
+        lines = np.column_stack([demo_xy, np.ones(len(demo_xy))]) @ self.matrix.T
+        dist = np.abs((np.column_stack([live_xy, np.ones(len(live_xy))]) * lines).sum(1))
+        return dist / np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-12)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"requested": self.requested, "model": self.model, "success": self.success, "reason": self.reason,
+                "matrix": None if self.matrix is None else self.matrix.tolist(), "num_matches": self.num_matches,
+                "num_inliers": self.num_inliers, "inlier_ratio": round(self.inlier_ratio, 4),
+                "threshold_px": self.threshold_px, "support": self.support}
+
+
+def _points(xy: np.ndarray) -> np.ndarray:
+    return np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+
+
+def _project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    xy = _points(xy)
+    h = np.column_stack([xy, np.ones(len(xy))]) @ matrix.T
+    return h[:, :2] / h[:, 2:3]
+
+
+def fit_geometry(demo_xy: np.ndarray, live_xy: np.ndarray, settings: GeometrySettings, threshold_px: float
+                 ) -> GeometryResult:
+    """Fit ``settings.model`` to the matches with MAGSAC++ (``auto``: a homography when it explains nearly as
+    many matches as a fundamental matrix, which a plane or a rotation makes degenerate, else the fundamental
+    matrix). A model the data do not support comes back refused, with the reason."""
+    demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+    keep = np.isfinite(demo_xy).all(1) & np.isfinite(live_xy).all(1)
+    demo_xy, live_xy = demo_xy[keep], live_xy[keep]
+    if settings.model == "none":
+        raise ConfigError("fit_geometry needs a model (affine, homography, fundamental or auto), got none")
+    if settings.model != "auto":
+        return _checked(settings.model, settings, demo_xy, live_xy, threshold_px, keep)
+    planar = _checked("homography", settings, demo_xy, live_xy, threshold_px, keep, requested="auto")
+    general = _checked("fundamental", settings, demo_xy, live_xy, threshold_px, keep, requested="auto")
+    if planar.success and (not general.success or planar.num_inliers >= settings.planar_ratio * general.num_inliers):
+        return planar
+    if general.success:
+        return general
+    return GeometryResult("auto", "auto", False, f"homography: {planar.reason}; fundamental: {general.reason}",
+                          None, int(keep.sum()), 0, threshold_px, np.zeros(len(keep), dtype=bool))
+
+
+def _checked(model: str, settings: GeometrySettings, demo_xy: np.ndarray, live_xy: np.ndarray, threshold: float,
+             keep: np.ndarray, requested: str | None = None) -> GeometryResult:
+    requested = requested or model
+    n = len(demo_xy)
+    minimum = {"affine": 3, "homography": 4, "fundamental": 8}[model]
+
+    def refuse(reason: str, inliers=None) -> GeometryResult:
+        mask = np.zeros(len(keep), dtype=bool)
+        return GeometryResult(requested, model, False, reason, None, n,
+                              int(inliers.sum()) if inliers is not None else 0, threshold, mask)
+
+    if n < max(settings.min_matches, minimum):
+        return refuse(f"not enough matches for a {model} ({n} < {max(settings.min_matches, minimum)})")
+    src, dst = demo_xy.astype(np.float64), live_xy.astype(np.float64)
+    if model == "affine":
+        affine, mask = cv2.estimateAffine2D(src, dst, method=cv2.USAC_MAGSAC, ransacReprojThreshold=threshold,
+                                            maxIters=settings.max_iterations, confidence=settings.confidence)
+        matrix = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
+    elif model == "homography":
+        matrix, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, threshold, maxIters=settings.max_iterations,
+                                          confidence=settings.confidence)
+    else:
+        matrix, mask = cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, threshold, settings.confidence,
+                                              settings.max_iterations)
+        if matrix is not None and matrix.shape != (3, 3):  # several solutions stacked: not one model
+            matrix = None
+    if matrix is None or mask is None or not np.isfinite(matrix).all():
+        return refuse(f"no {model} fits the matches")
+    if model != "fundamental":
+        matrix = matrix / matrix[2, 2] if abs(matrix[2, 2]) > 1e-12 else matrix
+    candidate = GeometryResult(requested, model, True, "ok", matrix, n, 0, threshold)
+    inliers = candidate.residuals(demo_xy, live_xy) <= threshold
+    count = int(inliers.sum())
+    ratio = count / n
+    needed = max(settings.min_inliers_fundamental if model == "fundamental" else settings.min_inliers, minimum)
+    if count < needed or ratio < settings.min_inlier_ratio:
+        return refuse(f"the {model} is supported by {count} of {n} matches (ratio {ratio:.2f}; needs "
+                      f">= {needed} and >= {settings.min_inlier_ratio:.2f})", inliers=inliers)
+    problem = _degenerate(model, matrix, demo_xy[inliers])
+    if problem:
+        return refuse(f"degenerate {model}: {problem}", inliers=inliers)
+    full = np.zeros(len(keep), dtype=bool)
+    full[np.flatnonzero(keep)[inliers]] = True
+    return GeometryResult(requested, model, True, f"{count} of {n} matches within {threshold:.2g} px", matrix, n,
+                          count, threshold, full)
+
+
+def _degenerate(model: str, matrix: np.ndarray, inlier_demo: np.ndarray) -> str:
+    """Why a fitted model must not be used, or ''. Inliers on a line leave a model undetermined across it; a
+    mirror or collapse is no view of a rigid object; a homography must not send an inlier behind the camera."""
+    centred = inlier_demo - inlier_demo.mean(0)
+    spread = np.linalg.svd(centred, compute_uv=False) if len(centred) >= 2 else np.zeros(2)
+    if spread[0] <= 0 or spread[-1] / spread[0] < 0.05:
+        return "the inliers are (nearly) collinear"
+    if model == "fundamental":
+        return ""
+    if model == "homography":
+        w = np.column_stack([inlier_demo, np.ones(len(inlier_demo))]) @ matrix[2]
+        if (w <= 0).any():
+            return "inliers on both sides of the horizon line"
+        centre = inlier_demo.mean(0)
+        wc = matrix[2] @ np.append(centre, 1.0)
+        pc = matrix[:2] @ np.append(centre, 1.0) / wc
+        jacobian = (matrix[:2, :2] - np.outer(pc, matrix[2, :2])) / wc
+    else:
+        jacobian = matrix[:2, :2]
+    if np.linalg.det(jacobian) <= 0:
+        return "it mirrors the image"
+    s = np.linalg.svd(jacobian, compute_uv=False)
+    if s[-1] < 0.05 or s[0] > 20.0 or s[0] / s[-1] > 10.0:
+        return f"scales {s[0]:.3g} / {s[-1]:.3g} (a collapse, not a view of the same object)"
+    return ""

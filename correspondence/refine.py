@@ -1,0 +1,201 @@
+"""Coarse-to-fine: a coarse cell match -> a sub-pixel position at the original resolution.
+
+A feature cell spans 25-40 original pixels at 448 px, so a cell centre is never a precise answer. Around each
+coarse match this module searches the original live pixels (a +-1 cell window by default) for the demo's own
+patch, normalised cross-correlation (OpenCV ``matchTemplate``), with a parabola fit through the peak for the
+sub-pixel part. The demo patch is first warped by the *local* demo -> live affine map, fitted to the coarse dense
+matches around the point, so rotation, scale and shear between the views do not decorrelate it; NCC itself
+ignores brightness and contrast. Points whose best correlation is weak (texture-less, occluded, another
+instance) keep their coarse position and say so (``refined`` False).
+
+Everything here runs on the host with OpenCV on numpy arrays, after the device record came back.
+
+Coordinates are the project's continuous pixels (pixel ``(row i, col j)`` spans ``[j, j+1) x [i, i+1)``);
+OpenCV puts pixel centres at integers, so ``cv = continuous - 0.5`` at the boundary of this module.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .errors import ConfigError
+
+BLUR_LEVELS = (1.0, 1.5, 2.0, 3.0, 4.0)  # Gaussian sigmas of the prepared demo image (anti-aliasing for shrinking)
+
+
+@dataclass(frozen=True)
+class RefineSettings:
+    """How a coarse match is refined. Sizes are in live cells so they follow the backbone's grid."""
+
+    window_cells: float = 1.0  # search +- this many live cells around the coarse match
+    patch_cells: float = 0.75  # template half-size in live cells ...
+    min_radius_px: int = 6  # ... clamped to this range of original pixels
+    max_radius_px: int = 24
+    min_ncc: float = 0.5  # a weaker peak keeps the coarse position
+    min_sharpness: float = 0.003  # so does a peak flatter than this in some direction (NCC per px^2)
+    neighbourhood_cells: float = 3.0  # demo radius of the coarse dense matches behind the local affine map
+    blur_sigma: float = 1.0  # Gaussian blur of both images before correlating (noise, aliasing)
+
+    def __post_init__(self) -> None:
+        if not (self.window_cells > 0 and self.patch_cells > 0 and 1 <= self.min_radius_px <= self.max_radius_px):
+            raise ConfigError(f"refinement needs positive window/patch sizes and 1 <= min_radius_px <= max_radius_px, "
+                              f"got {self}")
+        if not -1.0 <= self.min_ncc <= 1.0:
+            raise ConfigError(f"min_ncc is a correlation in [-1, 1], got {self.min_ncc}")
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """A grayscale float32 image blurred at a few levels (one array per sigma in :data:`BLUR_LEVELS`)."""
+
+    levels: tuple[np.ndarray, ...]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.levels[0].shape[:2]
+
+    def at(self, sigma: float) -> np.ndarray:
+        """The least-blurred level with at least ``sigma`` (the most blurred one beyond the last)."""
+        for level, image in zip(BLUR_LEVELS, self.levels):
+            if level >= sigma - 1e-6:
+                return image
+        return self.levels[-1]
+
+
+def gray(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
+    return image.astype(np.float32)
+
+
+def prepare_image(image: np.ndarray, settings: RefineSettings, levels: bool = True) -> PreparedImage:
+    """Grayscale + blur (``levels``: the whole blur ladder, for a demo that may be shrunk into the live view)."""
+    base = gray(image)
+    sigmas = [s * settings.blur_sigma for s in BLUR_LEVELS] if levels else [settings.blur_sigma]
+    return PreparedImage(tuple(cv2.GaussianBlur(base, (0, 0), s) if s > 0 else base for s in sigmas))
+
+
+@dataclass(frozen=True)
+class Refinement:
+    xy: np.ndarray  # (K, 2) live pixels: refined where ``refined``, else the coarse position
+    refined: np.ndarray  # (K,) bool
+    ncc: np.ndarray  # (K,) peak correlation (NaN where no search ran)
+    affine: np.ndarray  # (K, 2, 2) the local demo -> live linear map the demo patch was warped with
+    sharpness: np.ndarray  # (K,) the peak's smallest curvature (NCC per px^2; NaN where no search ran)
+
+
+def global_affine(demo_xy: np.ndarray, live_xy: np.ndarray, threshold: float) -> np.ndarray:
+    """A robust demo -> live linear part from all coarse matches (identity when they do not support one)."""
+    if len(demo_xy) >= 3:
+        model, _ = cv2.estimateAffine2D(demo_xy.astype(np.float64), live_xy.astype(np.float64), method=cv2.RANSAC,
+                                        ransacReprojThreshold=float(threshold), maxIters=2000, confidence=0.99)
+        if model is not None and _plausible(model[:, :2]):
+            return model[:, :2]
+    return np.eye(2)
+
+
+def _plausible(linear: np.ndarray) -> bool:
+    if not np.isfinite(linear).all() or np.linalg.det(linear) <= 0:
+        return False
+    s = np.linalg.svd(linear, compute_uv=False)
+    return bool(0.2 <= s[-1] and s[0] <= 5.0 and s[0] / s[-1] <= 4.0)
+
+
+def local_affines(points: np.ndarray, demo_xy: np.ndarray, live_xy: np.ndarray, radius: float, threshold: float,
+                  fallback: np.ndarray) -> np.ndarray:
+    """``(K, 2, 2)``: per demo point, the linear part of an affine map fitted to the coarse matches within
+    ``radius`` demo pixels (least squares, trimmed twice at ``threshold`` live pixels); ``fallback`` where too few
+    neighbours agree or the fit is implausible (a mirror, a collapse)."""
+    out = np.repeat(fallback[None], len(points), 0)
+    if len(demo_xy) < 6 or len(points) == 0:
+        return out
+    d2 = ((points[:, None, :] - demo_xy[None]) ** 2).sum(-1)
+    for k in range(len(points)):
+        use = np.flatnonzero(d2[k] <= radius * radius)
+        for _ in range(3):
+            if len(use) < 6:
+                break
+            design = np.column_stack([demo_xy[use], np.ones(len(use))])
+            coef, *_ = np.linalg.lstsq(design, live_xy[use], rcond=None)
+            residual = np.linalg.norm(design @ coef - live_xy[use], axis=1)
+            keep = residual <= max(threshold, 2.5 * float(np.median(residual)))
+            if keep.all():
+                break
+            use = use[keep]
+        if len(use) >= 6:
+            linear = coef[:2].T
+            if _plausible(linear):
+                out[k] = linear
+    return out
+
+
+def _peak(response: np.ndarray, row: int, col: int) -> tuple[float, float, float]:
+    """Sub-pixel offset (dx, dy) of a correlation peak from a quadratic fit to its 3 x 3 neighbourhood, and the
+    peak's sharpness: the smallest curvature over directions (NCC lost per px^2 in the worst direction). A peak
+    on a plain region or along an edge is flat in some direction, so its position there is noise."""
+    h, w = response.shape
+    if not (0 < row < h - 1 and 0 < col < w - 1):
+        return 0.0, 0.0, 0.0
+    r = response[row - 1:row + 2, col - 1:col + 2].astype(np.float64)
+    gx, gy = 0.5 * (r[1, 2] - r[1, 0]), 0.5 * (r[2, 1] - r[0, 1])
+    hxx, hyy = r[1, 2] - 2 * r[1, 1] + r[1, 0], r[2, 1] - 2 * r[1, 1] + r[0, 1]
+    hxy = 0.25 * (r[2, 2] - r[2, 0] - r[0, 2] + r[0, 0])
+    hessian = np.array([[hxx, hxy], [hxy, hyy]])
+    sharpness = float(np.linalg.eigvalsh(-hessian)[0])
+    if sharpness <= 0:
+        return 0.0, 0.0, sharpness
+    dx, dy = -np.linalg.solve(hessian, [gx, gy])
+    return float(np.clip(dx, -0.5, 0.5)), float(np.clip(dy, -0.5, 0.5)), sharpness
+
+
+def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray, coarse_xy: np.ndarray,
+                  affines: np.ndarray, live_cell_px: float, settings: RefineSettings,
+                  live_mask: np.ndarray | None = None, search_px: float | None = None) -> Refinement:
+    """Refine each coarse live match of a demo point by NCC of the affinely warped demo patch (see the module).
+    ``search_px``: the half-width of the search in live pixels (default: ``window_cells`` live cells)."""
+    k = len(demo_xy)
+    xy = np.array(coarse_xy, dtype=np.float64).reshape(-1, 2).copy()
+    refined = np.zeros(k, dtype=bool)
+    ncc = np.full(k, np.nan)
+    sharpness = np.full(k, np.nan)
+    radius = int(np.clip(round(settings.patch_cells * live_cell_px), settings.min_radius_px, settings.max_radius_px))
+    search = max(1, int(np.ceil(search_px if search_px is not None else settings.window_cells * live_cell_px)))
+    size = 2 * radius + 1
+    live_image = live.levels[0]
+    height, width = live_image.shape
+    for i in range(k):
+        linear = affines[i]
+        shrink = float(np.linalg.svd(linear, compute_uv=False)[-1])
+        source = demo.at(settings.blur_sigma / max(shrink, 1e-3))
+        centre_demo = demo_xy[i] - 0.5  # OpenCV pixel centres
+        matrix = np.hstack([linear, (radius - linear @ centre_demo)[:, None]])
+        template = cv2.warpAffine(source, matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        if float(template.std()) < 1.0:  # texture-less: any position correlates the same
+            continue
+        cx, cy = np.round(xy[i] - 0.5).astype(int)
+        x0, y0 = max(0, cx - search - radius), max(0, cy - search - radius)
+        x1, y1 = min(width, cx + search + radius + 1), min(height, cy + search + radius + 1)
+        if x1 - x0 < size or y1 - y0 < size:
+            continue
+        response = cv2.matchTemplate(live_image[y0:y1, x0:x1], template, cv2.TM_CCOEFF_NORMED)
+        response = np.nan_to_num(response, nan=-1.0, posinf=-1.0, neginf=-1.0)
+        if live_mask is not None:
+            inside = live_mask[y0 + radius:y0 + radius + response.shape[0], x0 + radius:x0 + radius + response.shape[1]]
+            response = np.where(inside, response, -1.0)
+        row, col = np.unravel_index(int(np.argmax(response)), response.shape)
+        peak = float(response[row, col])
+        ncc[i] = peak
+        if peak < settings.min_ncc:
+            continue
+        dx, dy, sharp = _peak(response, row, col)
+        sharpness[i] = sharp
+        if sharp < settings.min_sharpness:
+            continue
+        xy[i] = (x0 + col + radius + dx + 0.5, y0 + row + radius + dy + 0.5)
+        refined[i] = True
+    xy[:, 0] = np.clip(xy[:, 0], 0.0, np.nextafter(width, 0))
+    xy[:, 1] = np.clip(xy[:, 1], 0.0, np.nextafter(height, 0))
+    return Refinement(xy, refined, ncc, affines, sharpness)
