@@ -41,7 +41,7 @@ PAPER_LABEL = "published: Stojanov et al. ICCV 2025, Table 1"
 
 # ---------------------------------------------------------------------------------------------------- pairs
 
-def synthetic_pairs(root: str | Path, split: str = "test") -> list[AnnotatedPair]:
+def synthetic_pairs(root: str | Path, split: str = "test", size: int = 224) -> list[AnnotatedPair]:
     """Cross-instance functional pairs of a `soco synth functional` split, cropped as the reference crops."""
     from ..functional.data import list_pairs, load_pairs
     out = []
@@ -52,7 +52,8 @@ def synthetic_pairs(root: str | Path, split: str = "test") -> list[AnnotatedPair
         rc_a = np.floor(pair.xy_a[:, ::-1]).astype(int)  # continuous xy -> the pixel index holding it
         rc_b = np.floor(pair.xy_b[:, ::-1]).astype(int)
         out.append(AnnotatedPair.from_full_images(pair.pair_id, pair.function, meta["category_a"], meta["category_b"],
-                                                  pair.rgb_a, pair.mask_a, pair.rgb_b, pair.mask_b, rc_a, rc_b))
+                                                  pair.rgb_a, pair.mask_a, pair.rgb_b, pair.mask_b, rc_a, rc_b,
+                                                  size))
     return out
 
 

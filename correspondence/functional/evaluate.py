@@ -124,10 +124,10 @@ class AnnotatedPair:
 
     @classmethod
     def from_full_images(cls, pair_id: str, function: str, category_a: str, category_b: str, image_a, mask_a,
-                         image_b, mask_b, rc_a, rc_b) -> "AnnotatedPair":
+                         image_b, mask_b, rc_a, rc_b, size: int = CROP_SIZE) -> "AnnotatedPair":
         """Crop both full frames as the reference does; ``rc_*`` are full-frame ``[row, col]`` pixel indices."""
-        ia, ma, ca = reference_crop(image_a, mask_a)
-        ib, mb, cb = reference_crop(image_b, mask_b)
+        ia, ma, ca = reference_crop(image_a, mask_a, size)
+        ib, mb, cb = reference_crop(image_b, mask_b, size)
         return cls(pair_id, function, category_a, category_b, ia, ma, ib, mb, ca.points(rc_a), cb.points(rc_b))
 
 

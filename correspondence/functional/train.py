@@ -67,6 +67,7 @@ class TrainConfig:
     functional: bool = True  # the functional-part batch ("semantic")
     spatial: bool = True  # the multi-view batch
     negneg: bool = True  # rest x rest negatives
+    augment: bool = True  # the reference's aug_args (RandomMaskingAug: random backgrounds); False: white, as stored
     mask_head: bool = True
     image_size: int = 224
     text_encoder: str = AUTO
@@ -235,7 +236,7 @@ def _train(config: TrainConfig, backbone: LoadedBackbone, ctx: distributed.DistC
                 images, pos, neg, text = [], [], [], []
                 for pair in batch:
                     for img in pair:
-                        images.append(replace_background(img, rng))
+                        images.append(replace_background(img, rng) if config.augment else img.rgb)
                         p, q = part_and_rest_points(img, n, rng)
                         pos.append(p)
                         neg.append(q)
@@ -246,8 +247,9 @@ def _train(config: TrainConfig, backbone: LoadedBackbone, ctx: distributed.DistC
             if config.spatial:
                 batch = rank_share(data.spatial_batch(samplers["spatial"], config.batch_pairs), rank, world)
                 co1, co2 = zip(*(spatial_points(p, n, rng) for p in batch))
-                spatial = {"blocks1": _blocks(extractor, [replace_background(p.a, rng) for p in batch], device),
-                           "blocks2": _blocks(extractor, [replace_background(p.b, rng) for p in batch], device),
+                view = (lambda image: replace_background(image, rng)) if config.augment else (lambda image: image.rgb)
+                spatial = {"blocks1": _blocks(extractor, [view(p.a) for p in batch], device),
+                           "blocks2": _blocks(extractor, [view(p.b) for p in batch], device),
                            "co1": np.stack(co1), "co2": np.stack(co2),
                            "text": torch.stack([texts[p.function] for p in batch])}
                 if not config.functional:
