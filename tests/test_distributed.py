@@ -47,16 +47,13 @@ def test_padded_shards_give_every_rank_the_same_number_of_items():
     assert distributed.shard(order, 1, 2) == [1, 3]
 
 
-def test_rank_batches_run_the_same_steps_on_every_rank_and_cover_all_pairs():
-    from correspondence.functional.train import rank_batches
-    for n, batch, world in ((5, 2, 2), (5, 3, 2), (7, 50, 3), (2, 1, 3), (9, 4, 1)):
-        order = list(reversed(range(n)))
-        per_rank = [rank_batches(order, batch, rank=r, world=world) for r in range(world)]
-        assert len({len(b) for b in per_rank}) == 1, (n, batch, world)
-        seen = {i for b in per_rank for step in b for i in step}
-        assert seen == set(range(n))
-    assert rank_batches(range(9), 4, 0, 1) == [[0, 1, 2, 3], [4, 5, 6, 7], [8]]  # one process: as before
-    assert rank_batches(range(5), 2, 0, 2) == [[0], [2], [4]] and rank_batches(range(5), 2, 1, 2) == [[1], [3], [0]]
+def test_rank_share_gives_every_rank_the_same_number_of_pairs():
+    from correspondence.functional.train import rank_share
+    for n, world in ((5, 2), (50, 3), (2, 3), (9, 1)):
+        shares = [rank_share(list(range(n)), r, world) for r in range(world)]
+        assert len({len(s) for s in shares}) == 1 and len(shares[0]) == -(-n // world), (n, world)
+        assert {i for s in shares for i in s} == set(range(n))
+    assert rank_share(range(5), 0, 2) == [0, 2, 4] and rank_share(range(5), 1, 2) == [1, 3, 0]
 
 
 def test_device_and_backend_per_rank(monkeypatch):
@@ -105,8 +102,9 @@ def test_torchrun_training_on_two_cpu_ranks_keeps_identical_weights(five_pairs, 
     from correspondence.functional.checkpoint import HeadCheckpoint
     out = tmp_path / "head"
     done = torchrun(["train", "functional", "--data", str(five_pairs), "--backbone", "test_vit_tiny",
-                     "--random-weights", "--epochs", "2", "--batch-pairs", "2", "--points", "16", "--image-size", "56",
-                     "--hidden", "32", "--device", "cpu", "--out", str(out)])
+                     "--random-weights", "--epochs", "2", "--batches-per-epoch", "3", "--batch-pairs", "3",
+                     "--points", "16", "--image-size", "56", "--hidden", "32", "--text-encoder", "all-MiniLM-L6-v2",
+                     "--device", "cpu", "--out", str(out)])
     assert done.stdout.count("wrote ") == 1  # rank 0 alone reports and writes
     meta = json.loads(out.with_suffix(".json").read_text())
     record = meta["training"]["distributed"]
@@ -117,8 +115,8 @@ def test_torchrun_training_on_two_cpu_ranks_keeps_identical_weights(five_pairs, 
     assert distributed.state_digest(checkpoint.head) == digests[0]
     history = meta["training"]["history"]
     assert [h["epoch"] for h in history] == [1, 2]
-    # 5 pairs padded to 6, dealt out: 3 each; a global batch of 2 is 1 pair a rank -> 3 steps on both ranks
-    assert all(h["steps"] == 3 and h["pairs"] == 6 for h in history)
+    # a global batch of 3 pairs is padded to 4 and dealt out, 2 pairs a rank; 3 steps on both ranks
+    assert all(h["steps"] == 3 and h["pairs"] == 3 * 4 for h in history)
     for suffix in (".loss.png", ".train_state.pt"):
         assert out.with_suffix(suffix).is_file()
 
@@ -175,8 +173,8 @@ def test_torchrun_on_two_gpus_trains_identical_replicas_and_benches_like_one_gpu
     from correspondence.benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
     out = tmp_path / "head"
     torchrun(["train", "functional", "--data", str(five_pairs), "--backbone", "test_vit_tiny", "--random-weights",
-              "--epochs", "2", "--batch-pairs", "2", "--points", "16", "--image-size", "56", "--hidden", "32",
-              "--device", "cuda", "--out", str(out)])
+              "--epochs", "2", "--batches-per-epoch", "3", "--batch-pairs", "2", "--points", "16", "--image-size", "56",
+              "--hidden", "32", "--text-encoder", "all-MiniLM-L6-v2", "--device", "cuda", "--out", str(out)])
     record = json.loads(out.with_suffix(".json").read_text())["training"]["distributed"]
     assert record["backend"] == "nccl" and record["device"] == "cuda:0"
     assert len(set(record["head_sha1_per_rank"])) == 1 and len(record["head_sha1_per_rank"]) == 2

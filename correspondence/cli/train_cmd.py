@@ -33,6 +33,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     functional.add_argument("--no-mask-head", action="store_true", help="no mask head / mask loss (a paper ablation)")
     functional.add_argument("--no-spatial", action="store_true", help="functional batch only (a paper ablation)")
     functional.add_argument("--no-functional", action="store_true", help="spatial batch only (a paper ablation)")
+    functional.add_argument("--no-augment", action="store_true",
+                            help="keep the crops' white background (the reference replaces every training background)")
     functional.add_argument("--spatial-weight", type=float, default=10.0)
     functional.add_argument("--mask-weight", type=float, default=1.0)
     functional.add_argument("--hidden", type=int, default=1024, help="MLP width (the reference: 1024)")
@@ -54,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     config = TrainConfig(data=args.data, out=args.out, epochs=args.epochs, batches_per_epoch=args.batches_per_epoch,
                          batch_pairs=args.batch_pairs, points=args.points, lr=args.lr, image_size=args.image_size,
                          text_encoder=args.text_encoder, mask_head=not args.no_mask_head,
-                         functional=not args.no_functional, spatial=not args.no_spatial,
+                         functional=not args.no_functional, spatial=not args.no_spatial, augment=not args.no_augment,
                          w_spatial=args.spatial_weight, w_mask=args.mask_weight, hidden=args.hidden, seed=args.seed,
                          device=args.device, progress=not args.no_progress)
     result = train_head(config, backbone)
