@@ -194,38 +194,45 @@ def test_soco_evaluator_gives_the_cpu_numbers_on_cuda(tmp_path):
 
 def test_functional_head_trains_and_infers_on_cuda():
     """One optimisation step of the head on CUDA gives the CPU's losses; inference gives the CPU's embeddings."""
-    from correspondence.functional.losses import functional_part_loss, mask_loss, spatial_loss
+    from correspondence.functional.losses import functional_loss, mask_loss, spatial_loss, total_loss
     from correspondence.functional.model import FunctionalHead, HeadConfig
     results = {}
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
-        head = FunctionalHead(HeadConfig(feature_dim=32, text_dim=8, hidden=64, output=16)).to(device)
+        head = FunctionalHead(HeadConfig(feature_dim=32, text_dim=8, hidden=64, output=16, projection=24)).to(device)
         gen = torch.Generator().manual_seed(1)
-        blocks = [torch.randn(2, 32, 8, 8, generator=gen).to(device) for _ in range(3)]
-        grid = (torch.rand(2, 40, 2, generator=gen) * 2 - 1).to(device)
-        text = torch.randn(2, 8, generator=gen).to(device)
-        part = (torch.rand(2, 40, generator=gen) > 0.5).to(device)
+        blocks = [torch.randn(4, 32, 8, 8, generator=gen).to(device) for _ in range(3)]
+        co = torch.randint(0, 112, (4, 40, 2), generator=gen).to(device)  # 20 part + 20 rest pixels per image
+        text = torch.randn(4, 8, generator=gen).to(device)
         optimiser = torch.optim.AdamW(head.parameters(), lr=1e-3)
-        emb, logits = head.embed(head.fuse(blocks), grid, text)
-        loss = functional_part_loss(emb[0], part[0], emb[1], part[1]) + spatial_loss(emb[0], emb[1]) \
-            + mask_loss(logits, part.float())
+        emb, logits = head.embed_pixels(head.fuse(blocks), co, text, 112)
+        f0, f1 = emb[0::2], emb[1::2]
+        terms = total_loss(functional_loss(f0[:, :20], f0[:, 20:], f1[:, :20], f1[:, 20:]),
+                           mask_loss(logits[0::2, :20], logits[1::2, :20], logits[0::2, 20:], logits[1::2, 20:]),
+                           spatial_loss(f0[:, :20], f1[:, :20]))
         optimiser.zero_grad()
-        loss.backward()
+        terms.total.backward()
         optimiser.step()
         with torch.no_grad():
-            after, _ = head.embed(head.fuse(blocks), grid, text)
-        results[device] = (loss.item(), after.cpu())
+            after, _ = head.dense_pixels(head.fuse(blocks), text, 112)
+        results[device] = (terms.total.item(), after.cpu())
     assert results["cuda"][0] == pytest.approx(results["cpu"][0], rel=1e-4)
     assert torch.allclose(results["cuda"][1], results["cpu"][1], atol=1e-4)
 
 
 def test_functional_embedder_and_discovery_on_cuda(scene):
+    """The live stride map and the evaluation's every-pixel protocol (label transfer, part-first discovery) on
+    CUDA give the CPU's results."""
     from correspondence.backbones import create_backbone
     from correspondence.functional.checkpoint import HeadCheckpoint
+    from correspondence.functional.evaluate import AnnotatedPair, evaluate_pair
     from correspondence.functional.inference import FunctionalEmbedder, discover, valid_cells
     from correspondence.functional.model import FunctionalHead, HeadConfig
     demo, live, _, mask = scene
-    outs = {}
+    rows, cols = np.nonzero(mask)
+    rc = np.stack([rows[::max(1, len(rows) // 30)], cols[::max(1, len(rows) // 30)]], 1)
+    pair = AnnotatedPair.from_full_images("p", "pour-with", "mug", "mug", demo, mask, live, mask, rc, rc)
+    outs, records = {}, {}
     for device in ("cpu", "cuda"):
         torch.manual_seed(0)
         backbone = create_backbone(BACKBONE, random_init=True)
@@ -238,7 +245,13 @@ def test_functional_embedder_and_discovery_on_cuda(scene):
         assert a.features.device.type == device
         found = discover(a, valid_cells(a, mask, pred_a), b, valid_cells(b, mask, pred_b))
         outs[device] = found
+        crops = FunctionalEmbedder.create(checkpoint, backbone, image_size=224, device=device)
+        assert crops.pixels(pair.image_a, "pour-with").emb.device.type == device
+        records[device] = evaluate_pair(pair, crops)
     assert np.mean(np.all(np.abs(outs["cpu"].trg_xy - outs["cuda"].trg_xy) < 1e-3, 1)) >= 0.95
+    for cpu, cuda in zip(records["cpu"], records["cuda"]):
+        assert cuda["pck@23"] == pytest.approx(cpu["pck@23"], abs=0.1)
+        assert cuda["best_f1@23"] == pytest.approx(cpu["best_f1@23"], abs=0.1)
 
 
 def test_node_engine_processes_a_frame_on_cuda(tmp_path, scene):
