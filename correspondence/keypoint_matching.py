@@ -22,7 +22,7 @@ from .errors import ConfigError
 from .features import FeatureExtractor, FeatureMap
 from .geometry2d import GeometryResult, GeometrySettings, fit_geometry
 from .io import KeypointSet
-from .matching import nearest_neighbors, similarity_maps, soft_argmax_window
+from .matching import nearest_neighbors, similarity_maps, soft_argmax_window, top_k_neighbors
 from .preprocessing import to_rgb_array
 from .refine import (PreparedImage, Refinement, RefineSettings, global_affine, local_affines, prepare_image,
                      refine_points)
@@ -115,15 +115,18 @@ class DenseCoarse:
 
 class MatchList(list):
     """A frame's :class:`KeypointMatch` list (what callers always got) with what was found around it: the dense
-    coarse matches and the geometric model (None when not computed)."""
+    coarse matches, each keypoint's coarse candidates (``(N, k, 2)`` live pixels, NaN-padded; the first is the
+    match) and the geometric model (None when not computed)."""
 
     dense: DenseCoarse | None = None
+    candidates: np.ndarray | None = None
     geometry: GeometryResult | None = None
 
     @classmethod
-    def of(cls, matches, dense: DenseCoarse | None = None, geometry: GeometryResult | None = None) -> "MatchList":
+    def of(cls, matches, dense: DenseCoarse | None = None, geometry: GeometryResult | None = None,
+           candidates: np.ndarray | None = None) -> "MatchList":
         out = cls(matches)
-        out.dense, out.geometry = dense, geometry
+        out.dense, out.geometry, out.candidates = dense, geometry, candidates
         return out
 
 
@@ -258,7 +261,22 @@ def match_on_device(query: DemoQuery, live: FeatureMap, live_valid: torch.Tensor
     uv, cells, scores = _match_cells(query.descriptors, live, valid, settings)
     # Cycle: the matched live cell's descriptor back into the demo (its image cells, inside the demo mask if given).
     back = nearest_neighbors(live.flat()[cells], query.fmap.flat(), query.valid, checked=True)
-    return torch.cat([uv.double(), torch.stack([cells, back.index], 1).double(), scores.double()[:, None]], 1)
+    record = [uv.double(), torch.stack([cells, back.index], 1).double(), scores.double()[:, None]]
+    shortlist = _shortlist_size(settings)
+    if shortlist:  # the keypoints' best cells, for refinement to re-rank at full resolution (dense rows: -1)
+        n = query.num_keypoints
+        top = top_k_neighbors(query.descriptors[:n], live.flat(), shortlist, valid).index.double()
+        rest = torch.full((query.descriptors.shape[0] - n, top.shape[1]), -1.0, dtype=torch.float64,
+                          device=top.device)
+        record.append(torch.cat([top, rest], 0))
+    return torch.cat(record, 1)
+
+
+def _shortlist_size(settings: MatchSettings) -> int:
+    """Cells per keypoint the record carries for re-ranking: enough to find ``candidates`` that are not
+    neighbours of each other (0: no re-ranking)."""
+    candidates = settings.refinement.candidates if settings.refine else 1
+    return 0 if candidates <= 1 else 4 * candidates
 
 
 def _inside(xy: np.ndarray, fmap: FeatureMap) -> np.ndarray:
@@ -294,7 +312,34 @@ def matches_from_host(query: DemoQuery, live: FeatureMap, host: np.ndarray, sett
     dense = None
     if len(host) > n:
         dense = DenseCoarse(query.dense_xy, live_xy[n:], scores[n:], mutual[n:])
-    return MatchList.of(matches, dense)
+    return MatchList.of(matches, dense, candidates=_candidates(host[:n], live, live_xy[:n], settings))
+
+
+def _candidates(rows: np.ndarray, live: FeatureMap, first: np.ndarray, settings: MatchSettings) -> np.ndarray:
+    """Per keypoint the matched position, then up to ``candidates - 1`` more of its best cells, none next to a
+    cell already taken (a neighbour lies inside the refinement window anyway)."""
+    k = settings.refinement.candidates if rows.shape[1] > 5 else 1
+    out = np.full((len(rows), k, 2), np.nan)
+    out[:, 0] = first
+    if k == 1:
+        return out
+    width = live.grid_wh[0]
+    extra_index, extra_cells = [], []
+    for i, row in enumerate(rows):
+        chosen = [int(row[2])]
+        for cell in row[5:].astype(np.int64):
+            if len(chosen) == k:
+                break
+            if cell >= 0 and all(max(abs(cell % width - c % width), abs(cell // width - c // width)) >= 2
+                                 for c in chosen):
+                chosen.append(int(cell))
+                extra_index.append((i, len(chosen) - 1))
+                extra_cells.append(int(cell))
+    if extra_cells:
+        xy = _inside(live.cell_to_original(live.index_to_uv(np.array(extra_cells))), live)
+        for (i, j), p in zip(extra_index, xy):
+            out[i, j] = p
+    return out
 
 
 class _HostRefiner:
@@ -310,19 +355,49 @@ class _HostRefiner:
             live.geometry.original_height, live.geometry.original_width) > 0
         self.fallback = global_affine(dense.demo_xy[support], dense.live_xy[support], threshold=self.live_cell)
 
+    def affines(self, demo_xy: np.ndarray) -> np.ndarray:
+        """How the demo patch at each point looks in the live view: the local affine map of the neighbouring dense
+        matches (or the global one)."""
+        if not self.settings.refinement.local_affine:
+            return np.repeat(self.fallback[None], len(demo_xy), 0)
+        return local_affines(demo_xy, self.dense.demo_xy[self.support], self.dense.live_xy[self.support],
+                             self.settings.refinement.neighbourhood_cells * self.demo_cell, self.live_cell,
+                             self.fallback)
+
     def __call__(self, demo_xy: np.ndarray, coarse_xy: np.ndarray, affines: np.ndarray | None = None,
                  search_px: float | None = None, strict: bool = False) -> Refinement:
         """Local affine maps from the coarse dense matches unless given (e.g. a fitted model's jacobians)."""
         if affines is None:
-            affines = local_affines(demo_xy, self.dense.demo_xy[self.support], self.dense.live_xy[self.support],
-                                    self.settings.refinement.neighbourhood_cells * self.demo_cell, self.live_cell,
-                                    self.fallback)
+            affines = self.affines(demo_xy)
         settings = self.settings.refinement
         if strict:  # matches that will support a model: only sharp, strong peaks
             settings = replace(settings, min_ncc=max(settings.min_ncc, self.settings.guided_min_ncc),
                                min_sharpness=max(settings.min_sharpness, self.settings.guided_min_sharpness))
         return refine_points(self.query.image, self.live, demo_xy, coarse_xy, affines, self.live_cell, settings,
                              self.mask, search_px)
+
+
+def _refine_candidates(refiner: _HostRefiner, demo_xy: np.ndarray, candidates: np.ndarray | None,
+                       coarse_xy: np.ndarray, margin: float) -> Refinement:
+    """Refine every coarse candidate of each keypoint; the best cell stands unless another correlates better by
+    ``margin`` (the coarse similarity keeps a say; full-resolution texture breaks its near-ties)."""
+    if candidates is None or candidates.shape[1] == 1:
+        return refiner(demo_xy, coarse_xy)
+    n, k = candidates.shape[:2]
+    exists = np.isfinite(candidates).all(2)
+    rows, cols = np.nonzero(exists)
+    affines = refiner.affines(demo_xy)
+    result = refiner(demo_xy[rows], candidates[rows, cols], affines[rows])
+    ncc = np.full((n, k), -np.inf)
+    ncc[rows, cols] = np.where(result.refined, np.nan_to_num(result.ncc, nan=-1.0), -np.inf)
+    flat = {(r, c): j for j, (r, c) in enumerate(zip(rows, cols))}
+    first = np.array([flat[(i, 0)] for i in range(n)])
+    base = np.where(result.refined[first], np.nan_to_num(result.ncc[first], nan=-1.0), -1.0)
+    best = np.argmax(ncc, 1)
+    switch = (best > 0) & (ncc[np.arange(n), best] > base + margin)
+    pick = np.array([flat[(i, int(best[i]))] if switch[i] else first[i] for i in range(n)])
+    return Refinement(result.xy[pick], result.refined[pick], result.ncc[pick], result.affine[pick],
+                      result.sharpness[pick])
 
 
 def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, live_image: Any,
@@ -340,7 +415,8 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
     support = dense.mutual if dense.mutual.sum() >= 6 else np.ones(len(dense.mutual), dtype=bool)
     refiner = _HostRefiner(query, live, dense, support, live_image, live_mask, settings) if refine else None
     if refiner is not None and matches:
-        result = refiner(query.xy, np.array([m.coarse_xy for m in matches]))
+        result = _refine_candidates(refiner, query.xy, coarse.candidates, np.array([m.coarse_xy for m in matches]),
+                                    settings.refinement.candidate_margin)
         matches = [replace(m, live_xy=_pair(result.xy[i]), refined_xy=_pair(result.xy[i]),
                            refined=bool(result.refined[i]),
                            refine_ncc=None if np.isnan(result.ncc[i]) else float(result.ncc[i]),

@@ -46,6 +46,26 @@ def nearest_neighbors(query: torch.Tensor, target: torch.Tensor, target_valid: t
     return NNResult(torch.cat(idx), torch.cat(score))
 
 
+def top_k_neighbors(query: torch.Tensor, target: torch.Tensor, k: int, target_valid: torch.Tensor | None = None,
+                    chunk: int = DEFAULT_CHUNK) -> NNResult:
+    """The ``k`` best (valid) target rows of each query row by cosine: ``(N, k)`` indices and scores, best first
+    (``k`` is capped at the number of targets). The caller guarantees a non-empty mask: no host synchronisation."""
+    q, t = normalise(query), normalise(target)
+    valid = _check_valid(target_valid, t.shape[0], t.device, checked=True)
+    k = max(1, min(int(k), t.shape[0]))
+    idx, score = [], []
+    for start in range(0, q.shape[0], chunk):
+        sim = q[start:start + chunk] @ t.T
+        if valid is not None:
+            sim = sim.masked_fill(~valid[None], float("-inf"))
+        best = sim.topk(k, dim=1)
+        idx.append(best.indices)
+        score.append(best.values)
+    if not idx:
+        return NNResult(torch.zeros((0, k), dtype=torch.long, device=q.device), torch.zeros((0, k), device=q.device))
+    return NNResult(torch.cat(idx), torch.cat(score))
+
+
 def _check_valid(valid: torch.Tensor | None, n: int, device: torch.device, checked: bool = False
                  ) -> torch.Tensor | None:
     """A flat boolean mask on ``device`` (masks may come from the CPU while features live on a GPU)."""

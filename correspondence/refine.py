@@ -1,12 +1,13 @@
 """Coarse-to-fine: a coarse cell match -> a sub-pixel position at the original resolution.
 
 A feature cell spans 25-40 original pixels at 448 px, so a cell centre is never a precise answer. Around each
-coarse match this module searches the original live pixels (a +-1 cell window by default) for the demo's own
-patch, normalised cross-correlation (OpenCV ``matchTemplate``), with a parabola fit through the peak for the
-sub-pixel part. The demo patch is first warped by the *local* demo -> live affine map, fitted to the coarse dense
-matches around the point, so rotation, scale and shear between the views do not decorrelate it; NCC itself
-ignores brightness and contrast. Points whose best correlation is weak (texture-less, occluded, another
-instance) keep their coarse position and say so (``refined`` False).
+coarse candidate (the best cell and a few runners-up) this module searches the original live pixels (+-2 cells by
+default) for the demo's own patch by normalised cross-correlation (OpenCV ``matchTemplate``), with a quadratic
+fit through the peak for the sub-pixel part. The demo patch is first warped by the demo -> live affine map of the
+coarse dense matches (a robust global fit, or a local one per point), so rotation, scale and shear between the
+views do not decorrelate it; NCC itself ignores brightness and contrast. Points whose best correlation is weak or
+whose peak is flat in some direction (texture-less, an edge, occluded, another instance) keep their coarse
+position and say so (``refined`` False).
 
 Everything here runs on the host with OpenCV on numpy arrays, after the device record came back.
 
@@ -29,7 +30,7 @@ BLUR_LEVELS = (1.0, 1.5, 2.0, 3.0, 4.0)  # Gaussian sigmas of the prepared demo 
 class RefineSettings:
     """How a coarse match is refined. Sizes are in live cells so they follow the backbone's grid."""
 
-    window_cells: float = 1.0  # search +- this many live cells around the coarse match
+    window_cells: float = 2.0  # search +- this many live cells around each coarse candidate
     patch_cells: float = 0.75  # template half-size in live cells ...
     min_radius_px: int = 6  # ... clamped to this range of original pixels
     max_radius_px: int = 24
@@ -37,9 +38,14 @@ class RefineSettings:
     min_sharpness: float = 0.003  # so does a peak flatter than this in some direction (NCC per px^2)
     neighbourhood_cells: float = 3.0  # demo radius of the coarse dense matches behind the local affine map
     blur_sigma: float = 1.0  # Gaussian blur of both images before correlating (noise, aliasing)
+    candidates: int = 8  # the k best coarse cells (not neighbours of each other) are refined; see candidate_margin
+    candidate_margin: float = 0.1  # another candidate replaces the best cell only with this much more correlation
+    local_affine: bool = False  # warp by the local affine of the neighbouring dense matches (default: the global one,
+    # a RANSAC affine of all mutual dense matches: measured steadier than local fits to cell-quantised neighbours)
 
     def __post_init__(self) -> None:
-        if not (self.window_cells > 0 and self.patch_cells > 0 and 1 <= self.min_radius_px <= self.max_radius_px):
+        if not (self.window_cells > 0 and self.patch_cells > 0 and 1 <= self.min_radius_px <= self.max_radius_px
+                and self.candidates >= 1):
             raise ConfigError(f"refinement needs positive window/patch sizes and 1 <= min_radius_px <= max_radius_px, "
                               f"got {self}")
         if not -1.0 <= self.min_ncc <= 1.0:

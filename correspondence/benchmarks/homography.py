@@ -59,6 +59,7 @@ class HomographyBenchConfig:
     warp: WarpSettings = field(default_factory=WarpSettings)
     random_weights: bool = False
     device: str = "cpu"
+    weights: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,14 @@ def images_from_umd(zip_path: Path, limit: int) -> list[SourceImage]:
         pick = np.linspace(0, len(out) - 1, limit).round().astype(int)
         out = [out[i] for i in pick]
     return out
+
+
+def default_sources() -> tuple[Path | None, Path | None]:
+    """The project's shared photos and UMD-i archive (``$SOCO_SHARED_DIR`` or ``../shared``), where present."""
+    import os
+    root = Path(os.environ.get("SOCO_SHARED_DIR", Path(__file__).resolve().parents[3] / "shared"))
+    images, umd = root / "data" / "images", root / "data" / "umd_i" / "UMD_i.zip"
+    return (images if images.is_dir() else None), (umd if umd.is_file() else None)
 
 
 def collect_images(folders: Iterable[Path], umd_zip: Path | None, max_umd: int) -> list[SourceImage]:
@@ -320,8 +329,8 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
     per_pair: list[dict[str, Any]] = []
     extractors = {}
     for backbone in config.backbones:
-        matcher = Matcher.create(backbone, random_weights=config.random_weights, size=config.size,
-                                 device=config.device, cache_size=0)
+        matcher = Matcher.create(backbone, weights=config.weights, random_weights=config.random_weights,
+                                 size=config.size, device=config.device, cache_size=0)
         extractors[backbone] = (matcher.extractor, our_rows(backbone))
         for row in extractors[backbone][1]:
             all_errors[row.label], seconds[row.label] = [], []
@@ -371,5 +380,6 @@ def _example(pair: Pair, predictions: dict[str, Prediction]):
     err = errors(predictions[label], pair)
     xy = np.where(np.isfinite(predictions[label].xy), predictions[label].xy, pair.truth_xy)
     return match_overlay(pair.demo, pair.live, pair.query_xy, xy, [""] * len(xy), accepted=np.isfinite(err),
-                         confidence=(err < 5.0).astype(float), title=f"{pair.name}: {label}; green < 5 px",
+                         colors=[(30, 180, 60) if e < 5.0 else (220, 40, 40) for e in err],
+                         title=f"{pair.name}: {label}; green: within 5 px of the truth, red: beyond, faint: unplaced",
                          max_labels=0)

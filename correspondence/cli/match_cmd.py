@@ -9,7 +9,8 @@ from ..geometry2d import GEOMETRY_MODELS
 
 
 def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--no-refine") -> None:
-    """How keypoints are matched (shared by ``soco match`` and ``soco transfer``); None = the protocol's value."""
+    """How keypoints are matched (shared by ``soco match`` and ``soco transfer``, where ``--refine`` is the ICP
+    step, so only ``--no-refine-keypoints`` turns keypoint refinement off); None = the protocol's value."""
     group = parser.add_argument_group("keypoint matching")
     group.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
     group.add_argument("--protocol", default="default", choices=("default", "soco"),
@@ -21,10 +22,10 @@ def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--
                        help="soft-argmax temperature (default: 0.1 x each map's score spread; soco protocol: 0.02)")
     group.add_argument("--temperature", default=None, choices=("relative", "absolute"),
                        help="beta relative to each map's score spread, or absolute (default: the protocol's)")
-    group.add_argument("--refine-keypoints", dest="refine", action="store_true", default=None,
-                       help="refine each match at the original resolution (default with the default protocol)")
+    group.add_argument("--refine-keypoints", dest="refine_keypoints", action="store_true", default=None,
+                       help="refine each match at the original resolution (on with the default protocol)")
     group.add_argument(refine_flag, *(("--no-refine-keypoints",) if refine_flag != "--no-refine-keypoints" else ()),
-                       dest="refine", action="store_false", help="keep the coarse cell positions")
+                       dest="refine_keypoints", action="store_false", help="keep the coarse cell positions")
     group.add_argument("--geometry", default="none", choices=GEOMETRY_MODELS,
                        help="verify the matches with a robust model of the dense matches (same rigid object only): "
                             "affine, homography (planar or far objects), fundamental (3D, flags only), auto "
@@ -37,7 +38,7 @@ def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--
 def matching_options(args: argparse.Namespace) -> dict:
     """The ``Matcher.create`` keyword arguments of :func:`add_matching_options`."""
     return {"method": args.method, "protocol": args.protocol, "window": args.window, "beta": args.beta,
-            "temperature": args.temperature, "refine": args.refine, "geometry": args.geometry,
+            "temperature": args.temperature, "refine": args.refine_keypoints, "geometry": args.geometry,
             "geometry_threshold": args.geometry_threshold}
 
 

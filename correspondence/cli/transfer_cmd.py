@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .common import add_device_options, torch_runtime_options
+from .match_cmd import add_matching_options, matching_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -43,6 +44,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--functional-head", default=None,
                         help="trained functional head (.safetensors) for a functional demo; default: backbone features")
     parser.add_argument("--solver", default="ransac", choices=("ransac", "open3d"))
+    add_matching_options(parser, refine_flag="--no-refine-keypoints")
     parser.add_argument("--out", default="transfer_out")
     parser.set_defaults(handler=run)
 
@@ -91,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
         "name": args.runtime, "model": args.runtime_model, "provider": args.provider,
         "allow_unverified": args.allow_unverified}
     matcher = Matcher.create(args.backbone, weights=args.weights, size=args.size, runtime=runtime,
-                             device=args.device, dtype=args.dtype)
+                             device=args.device, dtype=args.dtype, **matching_options(args))
     functional = _functional_embedder(args, matcher) if demo.mode == "functional" else None
     settings = PipelineSettings(min_score=args.min_score, ransac_threshold=args.ransac_threshold, solver=args.solver,
                                 alignment_source=args.alignment_source, refine=args.refine,
