@@ -34,7 +34,7 @@ from .demo_spec import DemoSpec
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .icp import IcpResult, IcpSettings, masked_cloud, refine
-from .keypoint_matching import KeypointMatch, match_keypoint_set
+from .keypoint_matching import KeypointMatch, match_prepared, prepare_demo
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, GivenMask, MaskProvider, MaskResult, Prompt
 
@@ -122,6 +122,7 @@ class TransferPipeline:
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
+        self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
         if self.settings.alignment_source == "dense" and self.mode == "keypoints" and not hasattr(matcher, "extractor"):
             raise ConfigError("dense alignment needs a Matcher with a feature extractor; this matcher only returns "
                               "keypoint matches: use alignment_source='keypoints'")
@@ -219,9 +220,11 @@ class TransferPipeline:
         live_fmap = self.matcher.extractor(image)
         timings["features"] = time.perf_counter() - start
         start = time.perf_counter()
-        matches, _ = match_keypoint_set(demo_fmap, self.demo.keypoints, live_fmap, live_mask, self.demo.mask,
-                                        self.matcher.settings)
-        timings["matching"] = time.perf_counter() - start
+        if self._demo_query is None:  # keypoints, dense cells and the demo's pixels for refinement, once
+            self._demo_query = prepare_demo(demo_fmap, self.demo.keypoints, self.demo.mask, self.matcher.settings,
+                                            demo_image=self.demo.rgb)
+        matches, _ = match_prepared(self._demo_query, live_fmap, live_mask, self.matcher.settings, live_image=image)
+        timings["matching"] = time.perf_counter() - start  # refinement and verification included
         return tuple(matches), demo_fmap, live_fmap
 
     def _functional(self, image: np.ndarray, depth, intrinsics, live_mask, mask_result, three_d: bool,

@@ -144,6 +144,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--out", default="bench_out/alignment")
     align.set_defaults(handler=run_alignment)
 
+    add_homography_parser(bench)
+
     compare = bench.add_parser("compare", help="side-by-side table of several results.json files and published rows")
     compare.add_argument("results", nargs="+",
                          help="results.json files (or their folders); 'published' (every published model) or "
@@ -280,4 +282,48 @@ def run_alignment(args: argparse.Namespace) -> int:
     result = run_alignment_benchmark(matcher, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/alignment.json, alignment.md and alignment_errors.png")
+    return 0
+
+
+def add_homography_parser(bench) -> None:
+    """``soco bench homography``: real photos under random homographies, ours against OpenCV SIFT + RANSAC."""
+    from ..benchmarks.homography import default_sources
+    shared_images, umd_zip = default_sources()
+    homography = bench.add_parser("homography", help="precise same-object transfer on real textures under random "
+                                                     "homographies, against OpenCV SIFT + ratio + MAGSAC++")
+    homography.add_argument("--images", action="append", default=None,
+                            help=f"folder of photographs (repeatable; default: {shared_images})")
+    homography.add_argument("--umd", default=str(umd_zip) if umd_zip else None,
+                            help="UMD-i archive whose RGB frames are added (default: %(default)s; 'none' to skip)")
+    homography.add_argument("--max-umd", type=int, default=16,
+                            help="UMD-i frames used, spread over the classes (0 = all 94; default: %(default)s)")
+    homography.add_argument("--backbones", "--backbone", dest="backbones", default="daisy",
+                            help="comma-separated registry names (default: %(default)s)")
+    homography.add_argument("--weights", default=None, help="explicit checkpoint for the (single) backbone")
+    homography.add_argument("--random-weights", action="store_true")
+    homography.add_argument("--size", type=int, default=448, help="backbone input size in px (default: %(default)s)")
+    homography.add_argument("--points", type=int, default=200, help="query grid points per pair (default: %(default)s)")
+    homography.add_argument("--pairs-per-image", type=int, default=1)
+    homography.add_argument("--seed", type=int, default=0)
+    homography.add_argument("--device", default="cpu")
+    homography.add_argument("--out", default="bench_out/homography")
+    homography.set_defaults(handler=run_homography)
+
+
+def run_homography(args: argparse.Namespace) -> int:
+    from ..benchmarks.homography import HomographyBenchConfig, collect_images, default_sources, run_homography_benchmark
+    from ..errors import InputError
+
+    folders = args.images if args.images is not None else [p for p in (default_sources()[0],) if p is not None]
+    umd = None if args.umd in (None, "", "none") else args.umd
+    if not folders and umd is None:
+        raise InputError("no photographs: pass --images DIR (the shared ../shared/data/images folder is absent)")
+    images = collect_images(folders, umd, args.max_umd)
+    config = HomographyBenchConfig(backbones=tuple(filter(None, args.backbones.split(","))), size=args.size,
+                                   points=args.points, pairs_per_image=args.pairs_per_image, max_umd=args.max_umd,
+                                   seed=args.seed, random_weights=args.random_weights, device=args.device,
+                                   weights=args.weights)
+    result = run_homography_benchmark(images, config, args.out)
+    print(result["markdown"])
+    print(f"wrote {result['paths']['results']}, {result['paths']['table']} and {result['paths']['plot']}")
     return 0
