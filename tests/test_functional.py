@@ -332,3 +332,15 @@ def test_bench_handal_dino_and_head_rows_end_to_end(tiny_handal, tmp_path):
     assert len(results["methods"]) == 3
     for data in results["methods"].values():
         assert all(np.isfinite(v) for v in data["aggregate"]["all"].values())
+
+
+def test_the_schema_check_reads_the_reference_layout(tiny_handal, tmp_path):
+    import shutil
+
+    from correspondence.world.writers.handal import check_handal_dataset
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_handal / "reference", copy)
+    assert check_handal_dataset(copy) == []
+    victim = next((copy / "annotations").rglob("*.npy"))
+    np.save(victim, np.zeros((1, 2), np.int64))  # now fewer rows than its partner
+    assert any("reference layout" in p and "points" in p for p in check_handal_dataset(copy))

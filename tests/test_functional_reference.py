@@ -392,3 +392,38 @@ def test_torch_max_keeps_the_first_of_tied_maxima_like_numpy_argmax():
     assert index.tolist() == [1, 0] and value.tolist() == [1.0, 1.0]
     random.seed(0)
     assert best_match(torch.ones(1, 2), target, np.zeros(0, dtype=np.int64), 2)[0].tolist() == [0]
+
+
+def test_one_pixel_masks_and_few_points_give_finite_numbers():
+    """A one-pixel object (one candidate, constant min-max terms, cutoffs keeping nothing) and fewer than 10 points:
+    the reference gives NaN (or raises in its visualisation); here every number is defined."""
+    size = 12
+    mask_a = np.zeros((size, size), bool)
+    mask_a[3, 4] = True
+    mask_b = np.zeros((size, size), bool)
+    mask_b[5:9, 5:9] = True
+    codes = np.arange(size * size).reshape(size, size) % 5
+    a, b = _onehot_embedding(size, codes), _onehot_embedding(size, codes)
+    pair = AnnotatedPair("p", "f", "mug", "jug", np.zeros((size, size, 3), np.uint8), mask_a,
+                         np.ones((size, size, 3), np.uint8), mask_b, np.array([[3, 4]]), np.array([[6, 6]]))
+    for method in (_Fixed(a, b), ChanceMethod()):
+        records = evaluate_pair(pair, method)
+        for record in records:
+            values = [v for k, v in record.items() if k.startswith(("pck", "best_f1", "ap", "normalised"))]
+            assert len(values) == 12 and all(np.isfinite(values))
+        assert records[0]["candidates"] == 1 and records[1]["candidates"] == 16
+
+
+def test_pairs_without_points_or_mask_are_skipped_and_counted():
+    size = 8
+    mask = np.ones((size, size), bool)
+    image = np.zeros((size, size, 3), np.uint8)
+    counts = EvaluationCounts()
+    no_points = AnnotatedPair("p", "f", "mug", "mug", image, mask, image, mask, np.zeros((0, 2), int),
+                              np.zeros((0, 2), int))
+    records = evaluate_pair(no_points, ChanceMethod(), counts=counts)
+    assert all("pck@23" not in r and "ap@23" not in r for r in records)
+    empty = AnnotatedPair("q", "f", "mug", "mug", image, np.zeros_like(mask), image, mask, np.ones((2, 2), int),
+                          np.ones((2, 2), int))
+    evaluate_pair(empty, ChanceMethod(), counts=counts)
+    assert counts.skipped == {"no_annotated_points": 1, "empty_object_mask": 1}

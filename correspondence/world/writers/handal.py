@@ -458,8 +458,13 @@ def check_handal_dataset(root: str | Path) -> list[str]:
     if not root.is_dir():
         return [f"{root}: not a directory"]
     datasets = sorted(d for d in root.glob("handal_dataset_*") if d.is_dir())
-    if not datasets and not (root / FUNCTIONAL_DIR).is_dir():
-        return [f"{root}: no handal_dataset_<category> folder and no {FUNCTIONAL_DIR} folder"]
+    try:
+        layout = find_reference_layout(root)
+    except InputError as exc:
+        return [str(exc)]
+    if not datasets and not (root / FUNCTIONAL_DIR).is_dir() and layout is None:
+        return [f"{root}: no handal_dataset_<category> folder, no {FUNCTIONAL_DIR} folder and no reference layout "
+                "(selected_annotations*.json)"]
     problems = []
     for dataset in datasets:
         if (dataset / "models").is_dir():
@@ -467,7 +472,13 @@ def check_handal_dataset(root: str | Path) -> list[str]:
         for split in sorted(d for d in dataset.iterdir() if d.is_dir() and d.name != "models"):
             for scene in sorted(s for s in split.iterdir() if s.is_dir()):
                 problems += _scene_problems(scene)
-    return problems + _pair_problems(root)
+    problems += _pair_problems(root)
+    if layout is not None:
+        try:
+            read_reference_layout(layout)
+        except InputError as exc:
+            problems.append(f"reference layout: {exc}")
+    return problems
 
 
 # ---- the reference's released layout ----------------------------------------------------------------------------
