@@ -113,8 +113,8 @@ SPECS: tuple[ParamSpec, ...] = (
     P("alignment_source", "dense", "Correspondences behind the 3D alignment: dense (dense demo-object matches) or "
                                    "keypoints (the transferred keypoints; keypoint demos only).",
       choices=ALIGNMENT_SOURCES),
-    P("refine", "icp", "Refine the alignment with guarded ICP (icp: kept only when it converged nearby and the "
-                       "surfaces agree better) or not (none).",
+    P("refine", "icp", "Refine the alignment with guarded ICP (icp: kept only when it converged, moved the pose at "
+                       "most 30 deg / 10 cm and the surfaces agree no worse; see README) or not (none).",
       choices=REFINE),
     P("dense_top_k", 300, "Dense matches kept per frame, best discovery score first (functional matches and the "
                           "alignment's correspondences); 0 = all.", 0, 100000),
