@@ -257,7 +257,8 @@ def test_synth_handal_writes_the_reference_layout_and_it_reads_back(tiny_handal,
         assert trial.rc_a.dtype == np.int64 and (trial.rc_a >= 0).all() and (trial.rc_a <= 223).all()
         assert "|||0000/trial_" in trial.pair_id and trial.category_a in ("mug", "jug")
         names = sorted(p.name for p in (layout.annotation_dir / trial.pair_id).iterdir())
-        assert names == sorted([f"{trial.obj_a}|||{trial.image_name_a}.npy", f"{trial.obj_b}|||{trial.image_name_b}.npy"])
+        assert names == sorted([f"{trial.obj_a}|||{trial.image_name_a}.npy",
+                                f"{trial.obj_b}|||{trial.image_name_b}.npy"])
     # the reference layout and the BOP scenes give the same evaluation pairs (same crops, same points)
     from_reference = handal_pairs(tiny_handal)
     from_bop = _bop_pairs(tiny_handal)

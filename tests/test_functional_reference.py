@@ -238,7 +238,9 @@ def test_spatial_loss_is_one_direction_over_all_rows():
 
 def test_mask_loss_and_the_total_weighting():
     logits = [torch.tensor([[2.0]]), torch.tensor([[0.0]]), torch.tensor([[-1.0]]), torch.tensor([[3.0]])]
-    bce = lambda x, y: -(y * math.log(1 / (1 + math.exp(-x))) + (1 - y) * math.log(1 - 1 / (1 + math.exp(-x))))  # noqa: E731
+    def bce(x, y):
+        p = 1 / (1 + math.exp(-x))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
     want = (bce(2.0, 1) + bce(0.0, 1) + bce(-1.0, 0) + bce(3.0, 0)) / 4
     assert mask_loss(*logits).item() == pytest.approx(want, rel=1e-6)
     one = torch.tensor(1.0)

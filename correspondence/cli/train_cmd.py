@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             help="pairs per step in each of the functional and the spatial batch, over all ranks "
                                  "(each of N ranks takes ceil(B / N)); the reference: 50")
     functional.add_argument("--points", type=int, default=128,
-                            help="part and rest pixels per image, correspondences per spatial pair (the reference: 128)")
+                            help="part and rest pixels per image, correspondences per spatial pair "
+                                 "(the reference: 128)")
     functional.add_argument("--lr", type=float, default=1e-4)
     functional.add_argument("--image-size", type=int, default=224, help="side of the reference crop (224)")
     functional.add_argument("--text-encoder", default="auto", choices=("auto", "clip-vit-b-32", "all-MiniLM-L6-v2"),

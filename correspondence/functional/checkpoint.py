@@ -75,7 +75,8 @@ class HeadCheckpoint:
         state = load_state_dict(state_path)
         if mask_head is None:
             mask_head = "mask_projection.weight" in state
-        text_dim = int(state["mlp_conditioner.mlp.0.weight"].shape[1] - state["image_embedder.lin_proj.weight"].shape[0])
+        projection = int(state["image_embedder.lin_proj.weight"].shape[0])
+        text_dim = int(state["mlp_conditioner.mlp.0.weight"].shape[1]) - projection
         config = HeadConfig(feature_dim, text_dim, num_blocks=int(state["image_embedder.w"].numel()),
                             projection=int(state["image_embedder.lin_proj.weight"].shape[0]),
                             hidden=int(state["mlp_conditioner.mlp.0.weight"].shape[0]),

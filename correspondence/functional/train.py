@@ -291,5 +291,6 @@ def _train(config: TrainConfig, backbone: LoadedBackbone, ctx: distributed.DistC
 def plot_losses(history: list[dict], path: Path) -> Path:
     from ..viz import save_line_plot
     epochs = [h["epoch"] for h in history]
-    series = {name: (epochs, [h.get(name, 0.0) for h in history]) for name in ("total", "functional", "mask", "spatial")}
+    series = {name: (epochs, [h.get(name, 0.0) for h in history])
+              for name in ("total", "functional", "mask", "spatial")}
     return save_line_plot(series, path, "epoch", "loss", "functional head training")
