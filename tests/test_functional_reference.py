@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
+from correspondence.device import to_numpy
 from correspondence.functional.evaluate import (AnnotatedPair, ChanceMethod, EvaluationCounts, cycle_matches,
                                                 evaluate_pair, reference_crop, square_box)
 from correspondence.functional.inference import PixelEmbedding
@@ -429,3 +430,51 @@ def test_pairs_without_points_or_mask_are_skipped_and_counted():
                           np.ones((2, 2), int))
     evaluate_pair(empty, ChanceMethod(), counts=counts)
     assert counts.skipped == {"no_annotated_points": 1, "empty_object_mask": 1}
+
+
+def _reference_heatmap(f0_feat: np.ndarray, f1_all: np.ndarray, size: int) -> np.ndarray:
+    """get_heatmap: sim = bmm(f0_feat, f1_feat^T).reshape(-1, 224, 224) for the queries' embeddings."""
+    return (f0_feat @ f1_all.T).reshape(-1, size, size).astype(np.float32)
+
+
+def _reference_find_cycle_consistent_matches(emb1, emb2, mask1, mask2, size):
+    """inference_2D_discovery_HANDAL.find_cycle_consistent_matches, transcribed (numpy instead of CUDA)."""
+    def normalize(array):
+        return (array - array.min()) / (array.max() - array.min())
+    row_indices, col_indices = np.where(mask1 == 1)
+    indices1 = np.array(list(zip(col_indices, row_indices)))
+    pred_maps = _reference_heatmap(emb1[row_indices * size + col_indices], emb2, size)
+    pred_maps *= mask2
+    pred_maps -= 100 * (1 - mask2)
+    B, n, m = pred_maps.shape
+    flat_indices = np.argmax(pred_maps.reshape(B, -1), axis=1)
+    rows, cols = np.unravel_index(flat_indices, (n, m))
+    max_coords = np.stack((cols, rows), axis=1)
+    max_sims = normalize(pred_maps[np.arange(len(rows)), rows, cols])
+    pred_maps_f1 = _reference_heatmap(emb2[rows * size + cols], emb1, size)
+    pred_maps_f1 *= mask1
+    pred_maps_f1 -= 100 * (1 - mask1)
+    flat_indices = np.argmax(pred_maps_f1.reshape(B, -1), axis=1)
+    rows, cols = np.unravel_index(flat_indices, (n, m))
+    max_coords_f1 = np.stack((cols, rows), axis=1)
+    distances = normalize(np.sqrt(np.sum((max_coords_f1 - indices1) ** 2, axis=1)))
+    scores = - (1.0 - distances) * max_sims
+    scores_indices = np.argsort(scores, kind="stable")
+    return indices1[scores_indices, :], max_coords[scores_indices, :]
+
+
+def test_cycle_matches_equal_the_transcribed_reference_search():
+    size = 20
+    rng = np.random.default_rng(4)
+    emb1 = F.normalize(torch.from_numpy(rng.standard_normal((size * size, 6))).float(), dim=-1)
+    emb2 = F.normalize(torch.from_numpy(rng.standard_normal((size * size, 6))).float(), dim=-1)
+    mask1 = np.zeros((size, size), np.float32)
+    mask1[3:15, 2:17] = 1
+    mask2 = np.zeros((size, size), np.float32)
+    mask2[5:19, 4:12] = 1
+    want_src, want_trg = _reference_find_cycle_consistent_matches(to_numpy(emb1), to_numpy(emb2), mask1, mask2, size)
+    src, trg = cycle_matches(PixelEmbedding(emb1, size), np.flatnonzero(mask1.ravel()),
+                             PixelEmbedding(emb2, size), np.flatnonzero(mask2.ravel()))
+    got_src = np.stack([src % size, src // size], 1)  # (col, row), as the reference returns
+    got_trg = np.stack([trg % size, trg // size], 1)
+    assert np.array_equal(got_src, want_src) and np.array_equal(got_trg, want_trg)
