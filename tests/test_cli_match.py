@@ -72,3 +72,40 @@ def test_keypoint_file_errors_name_the_field(tmp_path):
         path.write_text(text)
         with pytest.raises(InputError, match=message.replace("[", r"\[").replace("]", r"\]")):
             load_keypoints(path)
+
+
+def test_same_object_transfer_is_refined_and_verified(shared_images, tmp_path):
+    """cat0 against a warped, re-lit copy of itself (exact truth): with --geometry homography every keypoint is
+    re-predicted by the verified model to within 2 px; the record keeps coarse and refined positions."""
+    from correspondence.benchmarks.homography import SourceImage, WarpSettings, make_pair, project
+    rgb = np.asarray(Image.open(shared_images / "sddino_cat0.jpg").convert("RGB"))
+    pair = make_pair(np.random.default_rng(0), SourceImage("cat0", rgb), 0, 20, WarpSettings())
+    live_path = tmp_path / "live.png"
+    Image.fromarray(pair.live).save(live_path)
+    keypoints = json.loads((EXAMPLES / "keypoints" / "sddino_cat0.json").read_text())["keypoints"]
+    out = tmp_path / "out"
+    assert main(["match", "--demo", str(shared_images / "sddino_cat0.jpg"), "--demo-keypoints",
+                 str(EXAMPLES / "keypoints" / "sddino_cat0.json"), "--live", str(live_path), "--backbone", "daisy",
+                 "--geometry", "homography", "--out", str(out)]) == 0
+    record = json.loads((out / "matches.json").read_text())
+    geometry = record["geometry"]
+    assert geometry["success"] and geometry["model"] == "homography" and geometry["inlier_ratio"] > 0.5
+    truth = project(pair.homography, np.array([kp["xy"] for kp in keypoints], dtype=np.float64))
+    h, w = pair.live.shape[:2]
+    for m, t in zip(record["matches"], truth):
+        if 0 <= t[0] < w and 0 <= t[1] < h:
+            assert m["position"] == "model" and np.hypot(*np.subtract(m["live_xy"], t)) < 2.0, m
+        assert m["coarse_xy"] is not None and m["refined_xy"] is not None
+    assert record["settings"]["matching"]["refine"] is True
+
+
+def test_soco_protocol_soft_argmax_stays_in_the_live_image(shared_images, tmp_path):
+    """The reference's soft-argmax over a bottom-padded frame (cat1 is 500 x 375) never lands in the padding."""
+    out = tmp_path / "soco"
+    assert main(["match", "--demo", str(shared_images / "sddino_cat0.jpg"), "--demo-keypoints",
+                 str(EXAMPLES / "keypoints" / "sddino_cat0.json"), "--live", str(shared_images / "sddino_cat1.jpg"),
+                 "--backbone", "daisy", "--method", "soft-argmax", "--protocol", "soco", "--out", str(out)]) == 0
+    record = json.loads((out / "matches.json").read_text())
+    assert record["settings"]["matching"]["window"] == 7 and record["settings"]["matching"]["refine"] is False
+    for m in record["matches"]:
+        assert 0 <= m["live_xy"][0] < 500 and 0 <= m["live_xy"][1] < 375 and m["position"] == "soft-argmax"

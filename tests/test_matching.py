@@ -150,3 +150,80 @@ def test_feature_sampling_is_bilinear_in_the_convention():
         assert np.allclose(fmap.sample(xy).numpy(), expected, atol=1e-4)
     with pytest.raises(InputError, match="outside the image"):
         fmap.sample(np.array([[size + 1.0, 3.0]]))
+
+
+def _padded_map(features: torch.Tensor, width: int, height: int, patch: int = 14) -> FeatureMap:
+    """A feature map of a ``width x height`` image padded white at the bottom/right to a square grid."""
+    from correspondence.preprocessing import PreprocessSettings, plan_geometry
+    side = features.shape[1] * patch
+    geometry, _ = plan_geometry(width, height, PreprocessSettings(size=side), patch)
+    return FeatureMap(features, geometry, patch, Convention.PATCH_CENTER)
+
+
+@pytest.mark.parametrize("method", ["argmax", "soft-argmax"])
+@pytest.mark.parametrize("protocol", ["default", "soco"])
+def test_padding_cells_are_never_matched(method, protocol):
+    """The live image is 112 x 56: grid rows 4-7 are white padding. The demo keypoint's descriptor is exactly a
+    padding cell's (white looks like white) and only half like an image cell: the match is the image cell."""
+    grid = 8
+    live = _padded_map(torch.eye(grid * grid).T.reshape(-1, grid, grid), 112, 56)
+    assert live.image_cells()[:4].all() and not live.image_cells()[4:].any()
+    demo_features = torch.eye(grid * grid).T.reshape(-1, grid, grid).clone()
+    pad_cell, image_cell = 6 * grid + 2, 1 * grid + 2
+    demo_features[:, 0, 0] = 0.0
+    demo_features[pad_cell, 0, 0], demo_features[image_cell, 0, 0] = 1.0, 0.5
+    demo = FeatureMap(demo_features, ImageGeometry(112, 112, 112, 112, 1.0, 1.0, 0.0, 0.0, "stretch"), 14,
+                      Convention.PATCH_CENTER)
+    settings = MatchSettings.protocol(protocol, method=method, refine=False)
+    matches, _ = match_keypoint_set(demo, KeypointSet((NamedPoint("a", (7.0, 7.0)),)), live, settings=settings)
+    x, y = matches[0].live_xy
+    assert 0 <= x < 112 and 0 <= y < 56
+    assert (x, y) == pytest.approx((35.0, 21.0), abs=0.5 if method == "soft-argmax" else 1e-9)
+
+
+def test_a_mask_reaching_into_the_padding_still_matches_inside_the_image():
+    grid = 8
+    live = _padded_map(torch.eye(grid * grid).T.reshape(-1, grid, grid), 112, 46)  # row 3 is 4/14 image
+    valid = live.image_cells()
+    assert valid[:3].all() and not valid[3:].any()
+    demo = _identity_map()
+    mask = np.ones((46, 112), bool)  # covers a quarter of row 3: enough for the mask, not for the image
+    matches, _ = match_keypoint_set(demo, KeypointSet((NamedPoint("a", (7.0, 3 * 14 + 7.0)),)), live,
+                                    live_mask=mask, settings=MatchSettings(refine=False))
+    assert live.cell_mask(mask)[3].all() and matches[0].live_xy[1] < 46
+
+
+def test_image_cells_of_a_sliver_fall_back_to_the_best_covered_row():
+    live = _padded_map(torch.zeros(3, 8, 8), 112, 4)  # 4 px tall: no cell is half covered
+    cells = live.image_cells()
+    assert cells[0].all() and not cells[1:].any()
+    assert live.cell_size_px() == pytest.approx((14.0, 14.0))
+
+
+def test_relative_soft_argmax_does_not_blur_flat_maps():
+    """DAISY-like similarities: top 0.996, everything within 0.05 of it. The reference's absolute beta spreads the
+    weight over its 15 x 15 window and drags the estimate; the relative temperature stays at the peak."""
+    torch.manual_seed(0)
+    sim = 0.95 + 0.01 * torch.rand(1, 20, 20)
+    sim[0, 10, 3] = 0.996
+    absolute, hard = soft_argmax_window(sim, window=7, beta=0.02)
+    relative, _ = soft_argmax_window(sim, window=1, beta=0.1, relative=True)
+    assert hard[0].tolist() == [3.0, 10.0]
+    assert abs(absolute[0, 0].item() - 3.0) > 1.5
+    assert relative[0].tolist() == pytest.approx([3.0, 10.0], abs=0.05)
+    sim[0, 10, 4] = 0.996  # a tie next to the peak: half-way
+    relative, _ = soft_argmax_window(sim, window=1, beta=0.1, relative=True)
+    assert relative[0, 0].item() == pytest.approx(3.5, abs=0.05)
+
+
+def test_match_settings_protocols():
+    default, soco = MatchSettings(), MatchSettings.protocol("soco")
+    assert (default.window, default.temperature, default.refine, default.geometry.model) == (1, "relative", True, "none")
+    assert (soco.window, soco.beta, soco.temperature, soco.refine) == (7, 0.02, "absolute", False)
+    assert MatchSettings.protocol("soco", window=3, beta=None).window == 3
+    assert MatchSettings(geometry="homography").geometry.model == "homography"
+    from correspondence.errors import ConfigError
+    with pytest.raises(ConfigError):
+        MatchSettings(temperature="warm")
+    with pytest.raises(ConfigError):
+        MatchSettings.protocol("fast")

@@ -66,11 +66,13 @@ class HomographyBenchConfig:
 class SourceImage:
     name: str
     rgb: np.ndarray
+    group: str = "photos"  # where it came from (a folder's name, umd-i): results are also given per group
 
 
 @dataclass(frozen=True)
 class Pair:
     name: str
+    group: str
     demo: np.ndarray
     live: np.ndarray
     homography: np.ndarray  # 3 x 3, continuous pixels, demo -> live
@@ -93,7 +95,7 @@ def images_from_folder(folder: Path) -> list[SourceImage]:
             continue
         with Image.open(path) as image:
             if _is_photo(image):
-                out.append(SourceImage(path.name, np.asarray(image.convert("RGB"))))
+                out.append(SourceImage(path.name, np.asarray(image.convert("RGB")), Path(folder).name))
     return out
 
 
@@ -109,7 +111,7 @@ def images_from_umd(zip_path: Path, limit: int) -> list[SourceImage]:
                 continue
             seen.add(instance)
             with Image.open(io.BytesIO(archive.read(name))) as image:
-                out.append(SourceImage(f"umd/{Path(name).name}", np.asarray(image.convert("RGB"))))
+                out.append(SourceImage(f"umd/{Path(name).name}", np.asarray(image.convert("RGB")), "umd-i"))
     if limit > 0 and len(out) > limit:
         pick = np.linspace(0, len(out) - 1, limit).round().astype(int)
         out = [out[i] for i in pick]
@@ -210,7 +212,7 @@ def make_pair(rng: np.random.Generator, source: SourceImage, index: int, points:
     warped = cv2.warpPerspective(blurred, h_cv, (width, height), flags=cv2.INTER_LINEAR,
                                  borderMode=cv2.BORDER_CONSTANT, borderValue=(0, 0, 0))
     live = photometric(rng, warped, settings)
-    return Pair(f"{source.name}#{index}", demo, live, h, query[inside], truth[inside])
+    return Pair(f"{source.name}#{index}", source.group, demo, live, h, query[inside], truth[inside])
 
 
 # ------------------------------------------------------------------------------------------------ methods
@@ -336,7 +338,8 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
             all_errors[row.label], seconds[row.label] = [], []
     examples = []
     for i, pair in enumerate(pairs):
-        record: dict[str, Any] = {"pair": pair.name, "size": list(pair.demo.shape[1::-1]), "points": len(pair.query_xy),
+        record: dict[str, Any] = {"pair": pair.name, "group": pair.group, "size": list(pair.demo.shape[1::-1]),
+                                  "points": len(pair.query_xy),
                                   "homography": pair.homography.tolist(), "methods": {}}
         predictions = {baseline: sift_ransac(pair)}
         for backbone, (extractor, rows) in extractors.items():
@@ -359,9 +362,19 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
                for label, errs in all_errors.items()}
     header = (f"{len(pairs)} pairs ({len(images)} photos x {config.pairs_per_image}), "
               f"{sum(len(p.query_xy) for p in pairs)} points, backbone input {config.size} px, seed {config.seed}")
-    table = markdown(summary, header)
+    table = markdown(summary, f"All pairs: {header}")
+    groups = sorted({pair.group for pair in pairs})
+    by_group = {}
+    for group in groups if len(groups) > 1 else ():
+        members = [i for i, pair in enumerate(pairs) if pair.group == group]
+        by_group[group] = {label: summarise(np.concatenate([errs[i] for i in members]),
+                                            [seconds[label][i] for i in members])
+                           for label, errs in all_errors.items()}
+        table += "\n" + markdown(by_group[group], f"Group {group}: {len(members)} pairs, "
+                                                  f"{sum(len(pairs[i].query_xy) for i in members)} points")
     (out / "results.md").write_text(table, encoding="utf-8")
-    result = {"config": asdict(config), "images": [s.name for s in images], "summary": summary, "pairs": per_pair}
+    result = {"config": asdict(config), "images": [s.name for s in images], "summary": summary,
+              "by_group": by_group, "pairs": per_pair}
     (out / "results.json").write_text(json.dumps(result, indent=1), encoding="utf-8")
     curve = np.linspace(0.0, 20.0, 41)
     save_line_plot({label: (curve, [100.0 * np.mean(np.concatenate(errs) < t) for t in curve])

@@ -1,0 +1,106 @@
+"""Geometric verification: models recovered from contaminated matches, and refusals when the data do not hold one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from correspondence.errors import ConfigError
+from correspondence.geometry2d import GeometrySettings, fit_geometry
+
+H = np.array([[0.9, -0.25, 40.0], [0.2, 1.05, -15.0], [2e-4, -1e-4, 1.0]])
+
+
+def project(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
+    p = np.column_stack([xy, np.ones(len(xy))]) @ h.T
+    return p[:, :2] / p[:, 2:3]
+
+
+def contaminated(n: int = 300, outliers: float = 0.4, noise: float = 0.5, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    demo = rng.uniform(0, 500, (n, 2))
+    live = project(H, demo) + rng.normal(0, noise, (n, 2))
+    bad = rng.random(n) < outliers
+    live[bad] = rng.uniform(0, 500, (int(bad.sum()), 2))
+    return demo, live, bad
+
+
+@pytest.mark.parametrize("model", ["homography", "auto"])
+def test_homography_from_matches_with_40_percent_outliers(model):
+    demo, live, bad = contaminated()
+    result = fit_geometry(demo, live, GeometrySettings(model=model), threshold_px=3.0)
+    assert result.success and result.model == "homography" and result.predictive
+    probe = np.random.default_rng(1).uniform(0, 500, (50, 2))
+    assert np.abs(result.predict(probe) - project(H, probe)).max() < 1.0
+    assert 0.5 < result.inlier_ratio < 0.7 and not result.inliers[bad].any()
+    record = result.as_dict()
+    assert record["success"] and len(record["matrix"]) == 3 and record["requested"] == model
+
+
+def test_jacobian_is_the_derivative_of_the_prediction():
+    demo, live, _ = contaminated(outliers=0.0, noise=0.0)
+    result = fit_geometry(demo, live, GeometrySettings(model="homography"), threshold_px=1.0)
+    x = np.array([[120.0, 310.0]])
+    eps = 1e-3
+    numeric = np.stack([(result.predict(x + [eps, 0]) - result.predict(x - [eps, 0]))[0] / (2 * eps),
+                        (result.predict(x + [0, eps]) - result.predict(x - [0, eps]))[0] / (2 * eps)], 1)
+    assert np.allclose(result.jacobians(x)[0], numeric, atol=1e-5)
+
+
+def test_affine_model():
+    rng = np.random.default_rng(3)
+    demo = rng.uniform(0, 300, (80, 2))
+    affine = np.array([[1.1, 0.2, 5.0], [-0.1, 0.95, 12.0], [0.0, 0.0, 1.0]])
+    result = fit_geometry(demo, project(affine, demo), GeometrySettings(model="affine"), threshold_px=2.0)
+    assert result.success and np.allclose(result.matrix, affine, atol=1e-3)
+
+
+def two_views(n: int = 200, seed: int = 4):
+    """A 3D point cloud seen by two cameras (rotation + translation): no homography explains it."""
+    rng = np.random.default_rng(seed)
+    points = np.column_stack([rng.uniform(-1, 1, n), rng.uniform(-1, 1, n), rng.uniform(3, 8, n)])
+    k = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    a = np.radians(8.0)
+    rot = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    other = points @ rot.T + [0.6, 0.05, 0.1]
+    view = lambda p: (p @ k.T)[:, :2] / (p @ k.T)[:, 2:3]  # noqa: E731
+    return view(points), view(other)
+
+
+def test_fundamental_matrix_for_a_3d_scene_and_auto_picks_it():
+    demo, live = two_views()
+    fundamental = fit_geometry(demo, live, GeometrySettings(model="fundamental"), threshold_px=1.0)
+    assert fundamental.success and not fundamental.predictive
+    assert fundamental.residuals(demo, live).max() < 1.0
+    with pytest.raises(ValueError):
+        fundamental.predict(demo)
+    assert fit_geometry(demo, live, GeometrySettings(model="auto"), threshold_px=1.0).model == "fundamental"
+
+
+def test_unrelated_matches_are_refused_with_a_reason():
+    rng = np.random.default_rng(5)
+    demo, live = rng.uniform(0, 500, (200, 2)), rng.uniform(0, 500, (200, 2))
+    for model in ("affine", "homography", "fundamental", "auto"):
+        result = fit_geometry(demo, live, GeometrySettings(model=model), threshold_px=3.0)
+        assert not result.success and result.matrix is None and result.reason
+        with pytest.raises(ValueError):
+            result.predict(demo)
+
+
+def test_too_few_and_degenerate_matches_are_refused():
+    demo, live, _ = contaminated(n=8, outliers=0.0)
+    assert "not enough matches" in fit_geometry(demo, live, GeometrySettings(model="homography"), 3.0).reason
+    line = np.column_stack([np.linspace(0, 400, 60), np.linspace(10, 210, 60)])
+    result = fit_geometry(line, line + 5.0, GeometrySettings(model="affine"), 2.0)
+    assert not result.success
+    mirrored = fit_geometry(demo := np.random.default_rng(6).uniform(0, 300, (60, 2)),
+                            demo * [-1.0, 1.0] + [300.0, 0.0], GeometrySettings(model="affine"), 2.0)
+    assert not mirrored.success and "mirror" in mirrored.reason
+
+
+def test_settings_are_checked():
+    with pytest.raises(ConfigError, match="geometry must be one of"):
+        GeometrySettings(model="similarity")
+    with pytest.raises(ConfigError):
+        GeometrySettings(threshold_px=-1.0)
+    with pytest.raises(ConfigError):
+        fit_geometry(np.zeros((20, 2)), np.zeros((20, 2)), GeometrySettings(), 3.0)
