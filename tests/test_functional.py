@@ -345,3 +345,19 @@ def test_the_schema_check_reads_the_reference_layout(tiny_handal, tmp_path):
     victim = next((copy / "annotations").rglob("*.npy"))
     np.save(victim, np.zeros((1, 2), np.int64))  # now fewer rows than its partner
     assert any("reference layout" in p and "points" in p for p in check_handal_dataset(copy))
+
+
+def test_convert_a_released_head_with_its_clip_features(tmp_path):
+    from correspondence.cli import main
+    torch.manual_seed(4)
+    head = FunctionalHead(HeadConfig(feature_dim=64, text_dim=8, hidden=32, output=16, projection=16))
+    state = {"image_embedder.dino_vit.pos_embed": torch.zeros(1, 5, 64), **head.state_dict()}
+    torch.save({"model": state}, tmp_path / "epoch_0100.pt")
+    (tmp_path / "clip").mkdir()
+    for name in ("pour-with", "cut-with"):
+        torch.save(torch.nn.functional.normalize(torch.randn(8), dim=0).half(), tmp_path / "clip" / f"{name}.pth")
+    assert main(["convert", "reference-head", "--checkpoint", str(tmp_path / "epoch_0100.pt"), "--clip-features",
+                 str(tmp_path / "clip"), "--backbone", "test_vit_tiny", "--out", str(tmp_path / "head")]) == 0
+    loaded = HeadCheckpoint.load(tmp_path / "head.safetensors")
+    assert sorted(loaded.functions) == ["cut-with", "pour-with"] and loaded.backbone == "test_vit_tiny"
+    assert torch.equal(loaded.head.state_dict()["mlp_conditioner.mlp.4.weight"], state["mlp_conditioner.mlp.4.weight"])

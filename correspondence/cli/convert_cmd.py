@@ -5,6 +5,10 @@
 (``selected_annotations.json``, ``annotations/<action>/<objA>|||<objB>|||0000/trial_N/<obj>|||<img>.npy`` in 224
 crops, ``fully_processed_data/<obj>/{rgb_images,object_masks}_processed/``). ``--to reference`` crops as the
 reference does; ``--to bop`` keeps the 224 crops as frames (the reference layout has no full frames).
+
+``soco convert reference-head --checkpoint epoch_XXXX.pt --clip-features DIR --out CKPT``: a released head
+checkpoint (``{"model": ConditionedDino.state_dict()}``) and its CLIP text features (``<function>.pth``, from
+``gen_clip_features.py``) as a head checkpoint for ``soco bench handal --head`` and the pipeline.
 """
 from __future__ import annotations
 
@@ -25,6 +29,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         help="--to bop: the reference's selected_annotations*.json (default: found under --root)")
     handal.add_argument("--out", default=None, help="output folder (default for --to reference: ROOT/reference)")
     handal.set_defaults(handler=run)
+    head = kinds.add_parser("reference-head", help="a released reference head checkpoint -> a soco head checkpoint")
+    head.add_argument("--checkpoint", required=True, help="the reference's epoch_XXXX.pt")
+    head.add_argument("--clip-features", required=True, help="folder of <function>.pth CLIP text features")
+    head.add_argument("--backbone", default="dinov2_vitb14", help="the frozen backbone it was trained on")
+    head.add_argument("--out", required=True, help="checkpoint path (.safetensors + .json are written)")
+    head.set_defaults(handler=run_head)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,4 +52,29 @@ def run(args: argparse.Namespace) -> int:
         counts = convert_reference_to_bop(layout, args.out)
     print(json.dumps(counts))
     print(f"wrote the {args.to} layout to {counts['out']}")
+    return 0
+
+
+def run_head(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..backbones import get_spec
+    from ..errors import InputError
+    from ..functional.checkpoint import HeadCheckpoint
+    features = sorted(Path(args.clip_features).glob("*.pth"))
+    if not features:
+        raise InputError(f"{args.clip_features!r} has no <function>.pth CLIP features")
+    table = {}
+    for path in features:
+        vector = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(vector, torch.Tensor):
+            raise InputError(f"{str(path)!r} is not a tensor")
+        table[path.stem] = vector.float().flatten()
+    spec = get_spec(args.backbone)
+    checkpoint = HeadCheckpoint.from_reference(args.checkpoint, spec.name, spec.contract.feature_dim, table)
+    path = checkpoint.save(args.out)
+    print(json.dumps({"functions": len(table), "head": checkpoint.head.config.as_dict()}))
+    print(f"wrote {path} (+ .json)")
     return 0
