@@ -156,8 +156,10 @@ def similarities(source: FeatureMap, target: FeatureMap, grid: torch.Tensor, set
     (kept as sampled, or re-normalised with ``query="unit"``); ``after-sampling``: sampled from the raw map, then
     the query is normalised (cosine similarity)."""
     device = target.features.device
-    src = source.features.to(device).float()
-    trg = F.normalize(target.features.float(), p=2, dim=0)
+    # contiguous (C, h, w), as OmniProbe's backbones return them (``tokens_to_output``): the per-cell norms are then
+    # summed in the reference's order, to the last bit (an extractor's channels-last view would round differently)
+    src = source.features.to(device).float().contiguous()
+    trg = F.normalize(target.features.float().contiguous(), p=2, dim=0)
     padding = "zeros" if settings.arithmetic == "reference" else "border"
     where = grid.to(device=device, dtype=torch.float32)[None, None]
     if settings.normalise == "before-sampling":
