@@ -55,7 +55,7 @@ bench: setup
 	@if [ -f $(SHARED)/data/umd_i/UMD_i.zip ]; then $(PY) -m correspondence.cli bench umd --root $(SHARED)/data/umd_i/UMD_i.zip --backbone auto --out bench_out/umd; \
 	else echo "UMD-i skipped: $(SHARED)/data/umd_i/UMD_i.zip not found"; fi
 	$(PY) -m correspondence.cli synth functional --out bench_out/data/functional --views 8 --size 160
-	$(PY) -m correspondence.cli train functional --data bench_out/data/functional --backbone auto --epochs 4 --out bench_out/functional_head/head
+	$(PY) -m correspondence.cli train functional --data bench_out/data/functional --backbone auto --epochs 4 --batches-per-epoch 25 --batch-pairs 8 --out bench_out/functional_head/head
 	$(PY) -m correspondence.cli bench functional --root bench_out/data/functional --backbone auto --head bench_out/functional_head/head.safetensors --out bench_out/functional
 
 clean:
