@@ -97,8 +97,8 @@ class ExportableBackbone(nn.Module):
 class ExportableHead(nn.Module):
     """The functional head as the inference code runs it (fuse the blocks, sample at points, MLP).
 
-    Inputs: one ``(B, C, h, w)`` map per block, ``grid (B, N, 2)`` in [-1, 1] (align_corners=True) and, unless
-    a function is baked in, ``text (B, T)``. Outputs: ``embeddings (B, N, D)`` L2-normalised and, with a mask head,
+    Inputs: one ``(B, C, h, w)`` map per block, ``grid (B, N, 2)`` in [-1, 1] (the reference convention: pixel p
+    at ``p * 2 / size - 1``, align_corners=False) and, unless a function is baked in, ``text (B, T)``. Outputs: ``embeddings (B, N, D)`` L2-normalised and, with a mask head,
     ``mask_logits (B, N)``.
     """
 
