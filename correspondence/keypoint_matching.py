@@ -51,7 +51,8 @@ class MatchSettings:
     refine: bool = True
     refinement: RefineSettings = field(default_factory=RefineSettings)
     geometry: GeometrySettings = field(default_factory=GeometrySettings)
-    dense_cells: int = 1024  # at most this many demo cells are matched densely (refinement, geometry)
+    dense_cells: int = 1024  # at most this many demo cells are matched densely for a geometric model ...
+    dense_cells_refine: int = 256  # ... and for refinement alone (its global affine warp needs far fewer)
     dense_refined: int = 400  # at most this many dense matches are refined for the geometric fit
     guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
     guided_min_ncc: float = 0.7  # the correlation a match behind a model needs ...
@@ -213,7 +214,8 @@ def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray
     descriptors = demo.sample(xy)
     dense = np.zeros(0, dtype=np.int64)
     if settings.needs_dense:
-        dense = _dense_cells(to_numpy(valid, bool), demo.grid_wh, settings.dense_cells)
+        limit = settings.dense_cells if settings.geometry.model != "none" else settings.dense_cells_refine
+        dense = _dense_cells(to_numpy(valid, bool), demo.grid_wh, limit)
         descriptors = torch.cat([descriptors, demo.flat()[torch.from_numpy(dense).to(demo.features.device)]], 0)
     dense_xy = demo.cell_to_original(demo.index_to_uv(dense)) if len(dense) else np.zeros((0, 2))
     image = None
@@ -502,8 +504,16 @@ def _predictive_model(model: str, dense: DenseCoarse, support: np.ndarray, refin
         def agreement(candidate: GeometryResult) -> int:
             return int((candidate.residuals(dense.demo_xy, dense.live_xy) <= coarse_threshold).sum())
         return replace(max(fitted, key=agreement), requested=settings.geometry.model)
-    guided = [g for g in (_guided(c, dense, geometry, settings, fine_threshold, live_geometry, refiner)
-                          for c in fitted) if g is not None]
+    guided: list[GeometryResult] = []
+    for candidate in fitted:  # most precise first; a well-supported model ends the search
+        if any(np.median(np.linalg.norm(candidate.predict(dense.demo_xy) - g.predict(dense.demo_xy), axis=1))
+               <= fine_threshold for g in guided):
+            continue  # the same model as one already guided
+        result = _guided(candidate, dense, geometry, settings, fine_threshold, live_geometry, refiner)
+        if result is not None:
+            guided.append(result)
+            if result.success and (result.support or 0.0) >= 2 * settings.geometry.min_support:
+                break
     if not guided:
         return GeometryResult(settings.geometry.model, model, False, f"no {model} hypothesis survived guided "
                               f"matching", None, len(dense.demo_xy), 0, fine_threshold)
