@@ -506,9 +506,6 @@ def _predictive_model(model: str, dense: DenseCoarse, support: np.ndarray, refin
         return replace(max(fitted, key=agreement), requested=settings.geometry.model)
     guided: list[GeometryResult] = []
     for candidate in fitted:  # most precise first; a well-supported model ends the search
-        if any(np.median(np.linalg.norm(candidate.predict(dense.demo_xy) - g.predict(dense.demo_xy), axis=1))
-               <= fine_threshold for g in guided):
-            continue  # the same model as one already guided
         result = _guided(candidate, dense, geometry, settings, fine_threshold, live_geometry, refiner)
         if result is not None:
             guided.append(result)

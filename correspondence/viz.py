@@ -174,7 +174,8 @@ def save_line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    crowded = len(series) > 4 or max((len(name) for name in series), default=0) > 32  # legend below, not over
+    fig, ax = plt.subplots(figsize=(6.5, 4.5) if crowded else (5, 3.5))
     for name, (x, y) in series.items():
         ax.plot(list(x), list(y), marker=marker, label=name)
     ax.set_xlabel(xlabel)
@@ -183,12 +184,14 @@ def save_line_plot(series: dict[str, tuple[Sequence[float], Sequence[float]]], p
     if ylim:
         ax.set_ylim(*ylim)
     ax.grid(alpha=0.3)
-    if series:
+    if series and crowded:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize=7, ncol=1, frameon=False)
+    elif series:
         ax.legend()
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight" if crowded else None)
     plt.close(fig)
     return path
 
