@@ -39,6 +39,10 @@ class GeometrySettings:
     max_iterations: int = 10000
     planar_ratio: float = 0.85  # auto: a homography with this share of the fundamental matrix's inliers wins
     min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model
+    guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
+    max_refined: int = 400  # dense matches refined per fit
+    strict_ncc: float = 0.7  # the correlation a refined match behind a model needs ...
+    strict_sharpness: float = 0.01  # ... and its peak's sharpness (see refine.RefineSettings.min_sharpness)
 
     def __post_init__(self) -> None:
         if self.model not in GEOMETRY_MODELS:

@@ -20,12 +20,12 @@ import torch
 from .device import to_numpy
 from .errors import ConfigError
 from .features import FeatureExtractor, FeatureMap
-from .geometry2d import GeometryResult, GeometrySettings, fit_geometry
+from .geometry2d import GeometryResult, GeometrySettings
 from .io import KeypointSet
 from .matching import nearest_neighbors, similarity_maps, soft_argmax_window, top_k_neighbors
 from .preprocessing import to_rgb_array
-from .refine import (PreparedImage, Refinement, RefineSettings, global_affine, local_affines, prepare_image,
-                     refine_points)
+from .refine import DenseCoarse, FrameRefiner, PreparedImage, RefineSettings, prepare_image
+from .verify import apply_model, verify_dense
 
 TEMPERATURES = ("relative", "absolute")
 PROTOCOLS = ("default", "soco")
@@ -53,10 +53,6 @@ class MatchSettings:
     geometry: GeometrySettings = field(default_factory=GeometrySettings)
     dense_cells: int = 1024  # at most this many demo cells are matched densely for a geometric model ...
     dense_cells_refine: int = 256  # ... and for refinement alone (its global affine warp needs far fewer)
-    dense_refined: int = 400  # at most this many dense matches are refined for the geometric fit
-    guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
-    guided_min_ncc: float = 0.7  # the correlation a match behind a model needs ...
-    guided_min_sharpness: float = 0.01  # ... and its peak's sharpness (see refine.RefineSettings.min_sharpness)
 
     def __post_init__(self) -> None:
         if self.method not in ("argmax", "soft-argmax"):
@@ -102,16 +98,6 @@ class KeypointMatch:
     refine_ncc: float | None = None  # its peak normalised cross-correlation
     geometry_inlier: bool | None = None  # the keypoint's own match agrees with the fitted model (None: no model)
     position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model
-
-
-@dataclass(frozen=True)
-class DenseCoarse:
-    """Coarse matches of a grid of demo cells (original pixels): the support of refinement and verification."""
-
-    demo_xy: np.ndarray  # (M, 2)
-    live_xy: np.ndarray  # (M, 2)
-    score: np.ndarray  # (M,)
-    mutual: np.ndarray  # (M,) bool
 
 
 class MatchList(list):
@@ -344,64 +330,6 @@ def _candidates(rows: np.ndarray, live: FeatureMap, first: np.ndarray, settings:
     return out
 
 
-class _HostRefiner:
-    """Refinement of any demo points of a frame against its live image (the pieces are prepared once)."""
-
-    def __init__(self, query: DemoQuery, live: FeatureMap, dense: DenseCoarse, support: np.ndarray,
-                 live_image: Any, live_mask: np.ndarray | None, settings: MatchSettings) -> None:
-        self.query, self.dense, self.support, self.settings = query, dense, support, settings
-        self.demo_cell = float(np.mean(query.fmap.cell_size_px()))
-        self.live_cell = float(np.mean(live.cell_size_px()))
-        self.live = prepare_image(to_rgb_array(live_image), settings.refinement, levels=False)
-        self.mask = None if live_mask is None else np.asarray(live_mask).reshape(
-            live.geometry.original_height, live.geometry.original_width) > 0
-        self.fallback = global_affine(dense.demo_xy[support], dense.live_xy[support], threshold=self.live_cell)
-
-    def affines(self, demo_xy: np.ndarray) -> np.ndarray:
-        """How the demo patch at each point looks in the live view: the local affine map of the neighbouring dense
-        matches (or the global one)."""
-        if not self.settings.refinement.local_affine:
-            return np.repeat(self.fallback[None], len(demo_xy), 0)
-        return local_affines(demo_xy, self.dense.demo_xy[self.support], self.dense.live_xy[self.support],
-                             self.settings.refinement.neighbourhood_cells * self.demo_cell, self.live_cell,
-                             self.fallback)
-
-    def __call__(self, demo_xy: np.ndarray, coarse_xy: np.ndarray, affines: np.ndarray | None = None,
-                 search_px: float | None = None, strict: bool = False) -> Refinement:
-        """Local affine maps from the coarse dense matches unless given (e.g. a fitted model's jacobians)."""
-        if affines is None:
-            affines = self.affines(demo_xy)
-        settings = self.settings.refinement
-        if strict:  # matches that will support a model: only sharp, strong peaks
-            settings = replace(settings, min_ncc=max(settings.min_ncc, self.settings.guided_min_ncc),
-                               min_sharpness=max(settings.min_sharpness, self.settings.guided_min_sharpness))
-        return refine_points(self.query.image, self.live, demo_xy, coarse_xy, affines, self.live_cell, settings,
-                             self.mask, search_px)
-
-
-def _refine_candidates(refiner: _HostRefiner, demo_xy: np.ndarray, candidates: np.ndarray | None,
-                       coarse_xy: np.ndarray, margin: float) -> Refinement:
-    """Refine every coarse candidate of each keypoint; the best cell stands unless another correlates better by
-    ``margin`` (the coarse similarity keeps a say; full-resolution texture breaks its near-ties)."""
-    if candidates is None or candidates.shape[1] == 1:
-        return refiner(demo_xy, coarse_xy)
-    n, k = candidates.shape[:2]
-    exists = np.isfinite(candidates).all(2)
-    rows, cols = np.nonzero(exists)
-    affines = refiner.affines(demo_xy)
-    result = refiner(demo_xy[rows], candidates[rows, cols], affines[rows])
-    ncc = np.full((n, k), -np.inf)
-    ncc[rows, cols] = np.where(result.refined, np.nan_to_num(result.ncc, nan=-1.0), -np.inf)
-    flat = {(r, c): j for j, (r, c) in enumerate(zip(rows, cols))}
-    first = np.array([flat[(i, 0)] for i in range(n)])
-    base = np.where(result.refined[first], np.nan_to_num(result.ncc[first], nan=-1.0), -1.0)
-    best = np.argmax(ncc, 1)
-    switch = (best > 0) & (ncc[np.arange(n), best] > base + margin)
-    pick = np.array([flat[(i, int(best[i]))] if switch[i] else first[i] for i in range(n)])
-    return Refinement(result.xy[pick], result.refined[pick], result.ncc[pick], result.affine[pick],
-                      result.sharpness[pick])
-
-
 def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, live_image: Any,
                       live_mask: np.ndarray | None, settings: MatchSettings) -> tuple[MatchList, dict[str, float]]:
     """The host half of a frame: refinement at the original resolution, then the geometric model (each when
@@ -415,10 +343,16 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
         return MatchList.of(matches, dense), timings
     start = time.perf_counter()
     support = dense.mutual if dense.mutual.sum() >= 6 else np.ones(len(dense.mutual), dtype=bool)
-    refiner = _HostRefiner(query, live, dense, support, live_image, live_mask, settings) if refine else None
+    live_cell = float(np.mean(live.cell_size_px()))
+    live_wh = (live.geometry.original_width, live.geometry.original_height)
+    refiner = None
+    if refine:
+        mask = None if live_mask is None else np.asarray(live_mask).reshape(live_wh[1], live_wh[0]) > 0
+        refiner = FrameRefiner(query.image, prepare_image(to_rgb_array(live_image), settings.refinement, levels=False),
+                               dense, support, float(np.mean(query.fmap.cell_size_px())), live_cell,
+                               settings.refinement, mask)
     if refiner is not None and matches:
-        result = _refine_candidates(refiner, query.xy, coarse.candidates, np.array([m.coarse_xy for m in matches]),
-                                    settings.refinement.candidate_margin)
+        result = refiner.best_candidates(query.xy, coarse.candidates, np.array([m.coarse_xy for m in matches]))
         matches = [replace(m, live_xy=_pair(result.xy[i]), refined_xy=_pair(result.xy[i]),
                            refined=bool(result.refined[i]),
                            refine_ncc=None if np.isnan(result.ncc[i]) else float(result.ncc[i]),
@@ -428,145 +362,10 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
     geometry = None
     if geometry_on:
         start = time.perf_counter()
-        live_cell = float(np.mean(live.cell_size_px()))
-        geometry = _fit(dense, support, settings, live_cell, live.geometry, refiner)
-        matches = _apply_geometry(geometry, matches, live.geometry)
+        geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner)
+        matches = apply_model(geometry, matches, live_wh)
         timings["geometry"] = time.perf_counter() - start
     return MatchList.of(matches, dense, geometry), timings
-
-
-def _spread(index: np.ndarray, limit: int) -> np.ndarray:
-    return index if len(index) <= limit else index[np.linspace(0, len(index) - 1, limit).round().astype(int)]
-
-
-def _fit(dense: DenseCoarse, support: np.ndarray, settings: MatchSettings, live_cell: float, live_geometry,
-         refiner: _HostRefiner | None) -> GeometryResult:
-    """The model of the dense matches (see :func:`_predictive_model` and :func:`_fundamental`); ``auto`` takes
-    the homography when it explains nearly as many refined matches as the fundamental matrix (a plane or a pure
-    rotation make the latter degenerate), else the fundamental matrix."""
-    requested = settings.geometry.model
-    fine = settings.geometry.threshold_px or 3.0
-    refined = None
-    if refiner is not None:
-        use = _spread(np.flatnonzero(support), settings.dense_refined)
-        result = refiner(dense.demo_xy[use], dense.live_xy[use], strict=True)
-        refined = (dense.demo_xy[use][result.refined], result.xy[result.refined])
-    if requested == "fundamental":
-        return _fundamental(refined, settings, fine, requested)
-    model = "homography" if requested == "auto" else requested
-    predictive = _predictive_model(model, dense, support, refined, settings, live_cell, live_geometry, refiner)
-    if requested != "auto":
-        return predictive
-    general = _fundamental(refined, settings, fine, "auto")
-    if not general.success:
-        return predictive if predictive.success else replace(
-            predictive, model="auto", reason=f"homography: {predictive.reason}; fundamental: {general.reason}")
-    if predictive.success:
-        explained = int((predictive.residuals(*refined) <= fine).sum())
-        if explained >= settings.geometry.planar_ratio * general.num_inliers:
-            return predictive
-    return general
-
-
-def _fundamental(refined, settings: MatchSettings, threshold: float, requested: str) -> GeometryResult:
-    """Epipolar geometry is only testable to a few pixels: it is fitted to refined matches or refused."""
-    geometry = replace(settings.geometry, model="fundamental")
-    if refined is None:
-        return GeometryResult(requested, "fundamental", False, "a fundamental matrix needs refined matches (cell "
-                              "centres are too coarse to test epipolar lines): turn refinement on", None, 0, 0,
-                              threshold)
-    return replace(fit_geometry(*refined, geometry, threshold), requested=requested)
-
-
-def _predictive_model(model: str, dense: DenseCoarse, support: np.ndarray, refined, settings: MatchSettings,
-                      live_cell: float, live_geometry, refiner: _HostRefiner | None) -> GeometryResult:
-    """An affine map or homography. Hypotheses come from the refined mutual matches (sub-pixel threshold), the
-    coarse mutual matches and all coarse matches (cell-sized threshold). With refinement each hypothesis is then
-    *guided*: the visible dense demo cells are refined again around its predictions with its own local map and the
-    model refitted to them, twice; the best guided model must be backed by ``min_support`` of the textured cells
-    (those a correlation could test), which a model of some other scene is not. Without refinement the hypothesis
-    that agrees with the most coarse matches stands."""
-    geometry = replace(settings.geometry, model=model)
-    coarse_threshold = settings.geometry.threshold_px or 0.75 * live_cell
-    fine_threshold = settings.geometry.threshold_px or 3.0
-    # Guided refits are checked against the textured cells, so hypotheses only need a minimal consensus.
-    loose = replace(geometry, min_inlier_ratio=0.0, min_inliers=6) if refiner is not None else geometry
-    candidates: list[GeometryResult] = []
-    if refined is not None and len(refined[0]) >= loose.min_inliers:
-        candidates.append(fit_geometry(*refined, loose, fine_threshold))
-    candidates.append(fit_geometry(dense.demo_xy[support], dense.live_xy[support], loose, coarse_threshold))
-    if not support.all():
-        candidates.append(fit_geometry(dense.demo_xy, dense.live_xy, loose, coarse_threshold))
-    fitted = [c for c in candidates if c.success]
-    if not fitted:
-        return replace(candidates[0], requested=settings.geometry.model)
-    if refiner is None:
-        def agreement(candidate: GeometryResult) -> int:
-            return int((candidate.residuals(dense.demo_xy, dense.live_xy) <= coarse_threshold).sum())
-        return replace(max(fitted, key=agreement), requested=settings.geometry.model)
-    guided: list[GeometryResult] = []
-    for candidate in fitted:  # most precise first; a well-supported model ends the search
-        result = _guided(candidate, dense, geometry, settings, fine_threshold, live_geometry, refiner)
-        if result is not None:
-            guided.append(result)
-            if result.success and (result.support or 0.0) >= 2 * settings.geometry.min_support:
-                break
-    if not guided:
-        return GeometryResult(settings.geometry.model, model, False, f"no {model} hypothesis survived guided "
-                              f"matching", None, len(dense.demo_xy), 0, fine_threshold)
-    best = max(guided, key=lambda g: (g.success, g.support or 0.0))
-    best = replace(best, requested=settings.geometry.model)
-    if best.success and (best.support or 0.0) < settings.geometry.min_support:
-        return replace(best, success=False, matrix=None, inliers=np.zeros(0, dtype=bool),
-                       reason=f"only {best.support:.0%} of the textured dense cells agree with the best {model} "
-                              f"(needs {settings.geometry.min_support:.0%}): not one rigid {model} scene")
-    return best
-
-
-def _guided(model: GeometryResult, dense: DenseCoarse, geometry: GeometrySettings, settings: MatchSettings,
-            threshold: float, live_geometry, refiner: _HostRefiner) -> GeometryResult | None:
-    """Refit ``model`` to the dense demo cells refined around its own predictions, with the share of the textured
-    cells that agree as its ``support`` (None when too few refine)."""
-    best = None
-    for _ in range(max(1, settings.guided_rounds)):
-        predicted = model.predict(dense.demo_xy)
-        visible = np.flatnonzero(np.isfinite(predicted).all(1) & (predicted[:, 0] >= 0) & (predicted[:, 1] >= 0)
-                                 & (predicted[:, 0] < live_geometry.original_width)
-                                 & (predicted[:, 1] < live_geometry.original_height))
-        pick = _spread(visible, settings.dense_refined)
-        result = refiner(dense.demo_xy[pick], predicted[pick], model.jacobians(dense.demo_xy[pick]),
-                         search_px=max(2.0 * model.threshold_px, 2.0), strict=True)
-        ok = result.refined
-        if ok.sum() < geometry.min_inliers:
-            break
-        again = fit_geometry(dense.demo_xy[pick][ok], result.xy[ok], geometry, threshold)
-        if not again.predictive:
-            break
-        textured = max(1, int(np.isfinite(result.ncc).sum()))
-        model = best = replace(again, support=again.num_inliers / textured)
-    return best
-
-
-def _apply_geometry(geometry: GeometryResult, matches: list, live_geometry) -> list:
-    """Re-predict (affine, homography) or flag (fundamental) the keypoints; a refused model changes nothing."""
-    if not geometry.success or not matches:
-        return matches
-    demo_kp = np.array([m.demo_xy for m in matches]).reshape(-1, 2)
-    own = np.array([m.live_xy for m in matches]).reshape(-1, 2)
-    agree = geometry.residuals(demo_kp, own) <= geometry.threshold_px
-    if not geometry.predictive:
-        return [replace(m, geometry_inlier=bool(agree[i]), accepted=m.accepted and bool(agree[i]))
-                for i, m in enumerate(matches)]
-    predicted = geometry.predict(demo_kp)
-    out = []
-    for i, m in enumerate(matches):
-        p = predicted[i]
-        if (np.isfinite(p).all() and 0 <= p[0] < live_geometry.original_width
-                and 0 <= p[1] < live_geometry.original_height):
-            out.append(replace(m, live_xy=_pair(p), geometry_inlier=bool(agree[i]), position="model"))
-        else:  # the model puts it outside the live view: not visible there, so not accepted
-            out.append(replace(m, geometry_inlier=False, accepted=False))
-    return out
 
 
 def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,

@@ -16,7 +16,7 @@ OpenCV puts pixel centres at integers, so ``cv = continuous - 0.5`` at the bound
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -205,3 +205,69 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
     xy[:, 0] = np.clip(xy[:, 0], 0.0, np.nextafter(width, 0))
     xy[:, 1] = np.clip(xy[:, 1], 0.0, np.nextafter(height, 0))
     return Refinement(xy, refined, ncc, affines, sharpness)
+
+
+@dataclass(frozen=True)
+class DenseCoarse:
+    """Coarse matches of a grid of demo cells (original pixels): the support of refinement and verification."""
+
+    demo_xy: np.ndarray  # (M, 2)
+    live_xy: np.ndarray  # (M, 2)
+    score: np.ndarray  # (M,)
+    mutual: np.ndarray  # (M,) bool
+
+
+class FrameRefiner:
+    """Refinement of any demo points of one frame against its live image: the images, the dense coarse matches
+    behind the affine warp and the cell sizes are prepared once per frame."""
+
+    def __init__(self, demo: PreparedImage, live: PreparedImage, dense: DenseCoarse, support: np.ndarray,
+                 demo_cell_px: float, live_cell_px: float, settings: RefineSettings,
+                 live_mask: np.ndarray | None = None) -> None:
+        self.demo, self.live, self.dense, self.support, self.settings = demo, live, dense, support, settings
+        self.demo_cell, self.live_cell, self.mask = demo_cell_px, live_cell_px, live_mask
+        self.fallback = global_affine(dense.demo_xy[support], dense.live_xy[support], threshold=live_cell_px)
+
+    def affines(self, demo_xy: np.ndarray) -> np.ndarray:
+        """How the demo patch at each point looks in the live view: the global affine map of the dense matches,
+        or (``local_affine``) the one of each point's neighbours."""
+        if not self.settings.local_affine:
+            return np.repeat(self.fallback[None], len(demo_xy), 0)
+        return local_affines(demo_xy, self.dense.demo_xy[self.support], self.dense.live_xy[self.support],
+                             self.settings.neighbourhood_cells * self.demo_cell, self.live_cell, self.fallback)
+
+    def __call__(self, demo_xy: np.ndarray, coarse_xy: np.ndarray, affines: np.ndarray | None = None,
+                 search_px: float | None = None, min_ncc: float | None = None,
+                 min_sharpness: float | None = None) -> Refinement:
+        """:func:`refine_points` with this frame's pieces; ``affines`` (e.g. a fitted model's jacobians), the
+        search half-width and stricter peak requirements (for matches that will support a model) can be given."""
+        settings = self.settings
+        if min_ncc is not None or min_sharpness is not None:
+            settings = replace(settings, min_ncc=max(settings.min_ncc, min_ncc or -1.0),
+                               min_sharpness=max(settings.min_sharpness, min_sharpness or 0.0))
+        return refine_points(self.demo, self.live, demo_xy, coarse_xy,
+                             self.affines(demo_xy) if affines is None else affines, self.live_cell, settings,
+                             self.mask, search_px)
+
+    def best_candidates(self, demo_xy: np.ndarray, candidates: np.ndarray | None, coarse_xy: np.ndarray
+                        ) -> Refinement:
+        """Refine every coarse candidate ``(N, k, 2)`` (NaN-padded, the first is the match) of each point; the
+        first stands unless another correlates better by ``candidate_margin`` (the coarse similarity keeps a say;
+        full-resolution texture breaks its near-ties)."""
+        if candidates is None or candidates.shape[1] == 1:
+            return self(demo_xy, coarse_xy)
+        n, k = candidates.shape[:2]
+        rows, cols = np.nonzero(np.isfinite(candidates).all(2))
+        result = self(demo_xy[rows], candidates[rows, cols], self.affines(demo_xy)[rows])
+        score = np.where(result.refined, np.nan_to_num(result.ncc, nan=-1.0), -np.inf)
+        table = np.full((n, k), -np.inf)
+        table[rows, cols] = score
+        where = np.full((n, k), -1, dtype=np.int64)
+        where[rows, cols] = np.arange(len(rows))
+        first = where[:, 0]
+        base = np.maximum(score[first], -1.0)
+        best = np.argmax(table, 1)
+        switch = (best > 0) & (table[np.arange(n), best] > base + self.settings.candidate_margin)
+        pick = np.where(switch, where[np.arange(n), best], first)
+        return Refinement(result.xy[pick], result.refined[pick], result.ncc[pick], result.affine[pick],
+                          result.sharpness[pick])
