@@ -69,6 +69,10 @@ setup(
         ("share/" + PACKAGE_NAME + "/config", glob("config/*.yaml")),
     ],
     entry_points={
+        # export/ builds on the core; the core finds it here (correspondence/plugins.py), never by import.
+        "soco_ros.cli": ["export = export.cli"],
+        "soco_ros.exporters": ["onnx_backbone = export.onnx_export:export_backbone",
+                               "tensorrt_verify = export.tensorrt_build:verify_engine"],
         "console_scripts": [
             "soco = correspondence.cli:main",
             # The ROS 2 node: `soco-ros-node --ros-args ...` from a venv, `ros2 run soco_ros correspondence_node`

@@ -42,3 +42,13 @@ def test_setup_declares_packages_script_and_extras():
     assert any(ep.name == "soco" and ep.value == "correspondence.cli:main" for ep in dist.entry_points)
     extras = set(dist.metadata.get_all("Provides-Extra") or [])
     assert {"ros", "gpu", "dev", "all"} <= extras
+
+
+def test_core_never_imports_the_export_package_and_finds_it_by_entry_point():
+    """export/ builds on the core (README: kept apart); the core reaches it only through entry points."""
+    from correspondence import plugins
+    assert "export" not in imported_modules("correspondence")
+    assert plugins.load(plugins.EXPORTER_GROUP, "onnx_backbone").__module__ == "export.onnx_export"
+    assert plugins.load(plugins.EXPORTER_GROUP, "tensorrt_verify").__module__ == "export.tensorrt_build"
+    assert [m.__name__ for m in plugins.load_all(plugins.CLI_GROUP)] == ["export.cli"]
+    assert plugins.load(plugins.EXPORTER_GROUP, "no-such-exporter") is None

@@ -138,7 +138,10 @@ def vit_flops(dim: int, depth: int, tokens: int, patches: int, patch: int, mlp_r
 
 
 def _export_for(loaded: LoadedBackbone, size: int, fp16: bool, models: Path) -> Path:
-    from export.onnx_export import export_backbone
+    from .. import plugins
+    export_backbone = plugins.load(plugins.EXPORTER_GROUP, "onnx_backbone")
+    if export_backbone is None:
+        raise _Skip("no ONNX exporter is installed (the export/ package of soco_ros: pip install -e .[export])")
     path = models / f"{loaded.spec.name}_{size}_{'fp16' if fp16 else 'fp32'}.onnx"
     result = export_backbone(loaded, size, path, fp16=fp16, log=lambda message: None)
     result.report.raise_if_failed()

@@ -10,15 +10,17 @@ import sys
 from typing import Sequence
 
 from ..errors import SocoError
-from . import backbones_cmd, bench_cmd, convert_cmd, export_cmd, match_cmd, synth_cmd, train_cmd, transfer_cmd, umd_cmd
+from .. import plugins
+from . import backbones_cmd, bench_cmd, convert_cmd, match_cmd, synth_cmd, train_cmd, transfer_cmd, umd_cmd
 
-COMMANDS = (match_cmd, transfer_cmd, backbones_cmd, bench_cmd, export_cmd, synth_cmd, train_cmd, umd_cmd, convert_cmd)
+COMMANDS = (match_cmd, transfer_cmd, backbones_cmd, bench_cmd, synth_cmd, train_cmd, umd_cmd, convert_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="soco", description="Semantic and functional correspondence transfer.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
+    # Sub-commands of optional packages built on the core (``soco export`` from export/), via entry points.
+    for module in COMMANDS + tuple(plugins.load_all(plugins.CLI_GROUP)):
         module.add_parser(sub)
     return parser
 

@@ -76,7 +76,11 @@ class TensorRTRuntime(BackboneRuntime):
             log(f"[soco] cannot verify {self.engine_path}: its ONNX file {onnx_path} is not available")
             return
         try:
-            from export.tensorrt_build import verify_engine  # lazy: export/ is only needed when an engine is new
+            from .. import plugins  # export/ builds on the core: found by entry point, only when an engine is new
+            verify_engine = plugins.load(plugins.EXPORTER_GROUP, "tensorrt_verify")
+            if verify_engine is None:
+                log(f"[soco] cannot verify {self.engine_path}: the export/ package of soco_ros is not installed")
+                return
             report = verify_engine(self, onnx_path)
         except MissingDependencyError as exc:  # onnxruntime missing: the engine stays unverified
             log(f"[soco] cannot verify {self.engine_path} against ONNX Runtime: {exc}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..backbones.contract import OutputKind
+from correspondence.backbones.contract import OutputKind
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -63,7 +63,7 @@ def _verify_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _finish(result, requested: str) -> int:
-    from export.verify import VerificationError
+    from .verify import VerificationError
 
     print(result.report.text())
     if not result.report.passed:
@@ -76,10 +76,10 @@ def _finish(result, requested: str) -> int:
 
 
 def run_onnx(args: argparse.Namespace) -> int:
-    from export.inputs import load_pair
-    from export.onnx_export import export_backbone
+    from .inputs import load_pair
+    from .onnx_export import export_backbone
 
-    from ..backbones import create_backbone
+    from correspondence.backbones import create_backbone
 
     loaded = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     layers = tuple(int(x) for x in args.layers.split(",") if x.strip())
@@ -91,11 +91,11 @@ def run_onnx(args: argparse.Namespace) -> int:
 
 
 def run_head(args: argparse.Namespace) -> int:
-    from export.inputs import load_pair
-    from export.onnx_export import export_head
+    from .inputs import load_pair
+    from .onnx_export import export_head
 
-    from ..backbones import create_backbone
-    from ..functional.checkpoint import HeadCheckpoint
+    from correspondence.backbones import create_backbone
+    from correspondence.functional.checkpoint import HeadCheckpoint
 
     checkpoint = HeadCheckpoint.load(args.checkpoint)
     backbone = create_backbone(checkpoint.backbone, weights=args.backbone_weights, random_init=args.random_weights)
@@ -106,8 +106,8 @@ def run_head(args: argparse.Namespace) -> int:
 
 
 def run_tensorrt(args: argparse.Namespace) -> int:
-    from export.inputs import load_pair
-    from export.tensorrt_build import build_and_verify
+    from .inputs import load_pair
+    from .tensorrt_build import build_and_verify
 
     pair = load_pair(args.verify_images) if args.verify_images else None
     result = build_and_verify(args.onnx, args.out, fp16=args.fp16, max_batch=args.max_batch,
