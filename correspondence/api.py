@@ -15,6 +15,7 @@ from .features import ExtractionSettings, FeatureExtractor
 from .frame_graph import FrameGraph, can_capture_frame
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
 from .geometry2d import GeometrySettings
+from .refine import RefineSettings
 from .keypoint_matching import (DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo,
                                 refine_and_verify)
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy, to_rgb_array
@@ -57,8 +58,8 @@ class Matcher:
                beta: float | None = None, allow_download: bool = True,
                runtime: RuntimeSpec | str | dict | None = None, cache_size: int = 64, protocol: str = "default",
                temperature: str | None = None, refine: bool | None = None,
-               geometry: str | GeometrySettings | None = None, geometry_threshold: float | None = None
-               ) -> "Matcher":
+               geometry: str | GeometrySettings | None = None, geometry_threshold: float | None = None,
+               refinement: RefineSettings | dict | None = None) -> "Matcher":
         """``runtime``: ``"torch"`` (default), or a :class:`RuntimeSpec` / dict with ``name`` (torch | onnxruntime |
         tensorrt), ``model`` (.onnx / .engine), ``provider`` (cpu | cuda | tensorrt), ``compile``, ``fp16``,
         ``threads``, ``cuda_graphs`` (capture the backbone as a CUDA graph at creation and replay it per frame,
@@ -70,8 +71,10 @@ class Matcher:
         half-width 7, absolute beta 0.02, no refinement); ``window``, ``beta``, ``temperature`` (relative |
         absolute) override its soft-argmax; ``refine`` refines keypoints at the original resolution (default on);
         ``geometry`` (none | affine | homography | fundamental | auto) verifies them against a robust model of the
-        dense matches, with ``geometry_threshold`` px inliers (default: 3 px refined, 0.75 cell coarse). See
-        :class:`~correspondence.keypoint_matching.MatchSettings`."""
+        dense matches, with ``geometry_threshold`` px inliers (default: 3 px refined, 0.75 cell coarse);
+        ``refinement`` (a :class:`~correspondence.refine.RefineSettings` or its fields as a dict, e.g.
+        ``{"candidates": 1}`` for the fastest refinement). See :class:`~correspondence.keypoint_matching.MatchSettings`
+        and docs/precise_transfer.md."""
         spec = RuntimeSpec.coerce(runtime)
         exported = exported_metadata(spec)
         if isinstance(backbone, LoadedBackbone):
@@ -89,7 +92,7 @@ class Matcher:
         if not isinstance(geometry, GeometrySettings) and (geometry is not None or geometry_threshold is not None):
             geometry = GeometrySettings(model=geometry or "none", threshold_px=geometry_threshold)
         matching = MatchSettings.protocol(protocol, method=method, window=window, beta=beta, temperature=temperature,
-                                          refine=refine, geometry=geometry)
+                                          refine=refine, geometry=geometry, refinement=refinement)
         return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size), matching)
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,
