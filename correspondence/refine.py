@@ -1,13 +1,14 @@
 """Coarse-to-fine: a coarse cell match -> a sub-pixel position at the original resolution.
 
-A feature cell spans 25-40 original pixels at 448 px, so a cell centre is never a precise answer. Around each
-coarse candidate (the best cell and a few runners-up) this module searches the original live pixels (+-2 cells by
-default) for the demo's own patch by normalised cross-correlation (OpenCV ``matchTemplate``), with a quadratic
+A feature cell spans 25-40 original pixels at 448 px, so a cell centre is never a precise answer. Around the
+coarse match (and, with ``candidates`` > 1, a few runner-up cells) this module searches the original live pixels
+(+-1 cell by default) for the demo's own patch by normalised cross-correlation (OpenCV ``matchTemplate``), with a quadratic
 fit through the peak for the sub-pixel part. The demo patch is first warped by the demo -> live affine map of the
 coarse dense matches (a robust global fit, or a local one per point), so rotation, scale and shear between the
 views do not decorrelate it; NCC itself ignores brightness and contrast. Points whose best correlation is weak or
-whose peak is flat in some direction (texture-less, an edge, occluded, another instance) keep their coarse
-position and say so (``refined`` False).
+whose peak is flat in some direction or repeated elsewhere in the window (texture-less, an edge, a periodic
+pattern, occluded, another instance) keep their coarse position and say so (``refined`` False); among peaks of
+the same strength the one nearest the coarse match wins.
 
 Everything here runs on the host with OpenCV on numpy arrays, after the device record came back.
 
@@ -30,15 +31,20 @@ BLUR_LEVELS = (1.0, 1.5, 2.0, 3.0, 4.0)  # Gaussian sigmas of the prepared demo 
 class RefineSettings:
     """How a coarse match is refined. Sizes are in live cells so they follow the backbone's grid."""
 
-    window_cells: float = 2.0  # search +- this many live cells around each coarse candidate
+    window_cells: float = 1.0  # search +- this many live cells around each coarse candidate
     patch_cells: float = 0.75  # template half-size in live cells ...
     min_radius_px: int = 6  # ... clamped to this range of original pixels
     max_radius_px: int = 24
     min_ncc: float = 0.5  # a weaker peak keeps the coarse position
-    min_sharpness: float = 0.003  # so does a peak flatter than this in some direction (NCC per px^2)
+    min_sharpness: float = 0.003  # so does a peak flatter than this in some direction (NCC per px^2) ...
+    min_distinctness: float = 0.03  # ... or one that another peak of the window nearly equals (repeated texture)
+    distance_penalty: float = 0.05  # NCC a peak loses per squared live cell of distance from the coarse position
     neighbourhood_cells: float = 3.0  # demo radius of the coarse dense matches behind the local affine map
     blur_sigma: float = 1.0  # Gaussian blur of both images before correlating (noise, aliasing)
-    candidates: int = 8  # the k best coarse cells (not neighbours of each other) are refined; see candidate_margin
+    candidates: int = 1  # the k best coarse cells (not neighbours of each other) are refined; see candidate_margin.
+    # Re-ranking (e.g. 8 candidates, window 2) recovers wrong coarse cells under strong viewpoint changes (twice the
+    # homography benchmark's PCK@5) but can trade a right cell for a better-correlating wrong one where shading
+    # changes between views (rendered 3D scenes): opt-in.
     candidate_margin: float = 0.1  # another candidate replaces the best cell only with this much more correlation
     local_affine: bool = False  # warp by the local affine of the neighbouring dense matches (default: the global one,
     # a RANSAC affine of all mutual dense matches: measured steadier than local fits to cell-quantised neighbours)
@@ -191,7 +197,12 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         if live_mask is not None:
             inside = live_mask[y0 + radius:y0 + radius + response.shape[0], x0 + radius:x0 + radius + response.shape[1]]
             response = np.where(inside, response, -1.0)
-        row, col = np.unravel_index(int(np.argmax(response)), response.shape)
+        # The coarse match is evidence too: a peak costs distance_penalty per squared cell from it, which breaks
+        # the ties of repeated texture in favour of the coarse position.
+        rows = (np.arange(response.shape[0]) + y0 + radius + 0.5 - xy[i, 1]) / live_cell_px
+        cols = (np.arange(response.shape[1]) + x0 + radius + 0.5 - xy[i, 0]) / live_cell_px
+        scored = response - settings.distance_penalty * (rows[:, None] ** 2 + cols[None, :] ** 2)
+        row, col = np.unravel_index(int(np.argmax(scored)), scored.shape)
         peak = float(response[row, col])
         ncc[i] = peak
         if peak < settings.min_ncc:
@@ -200,6 +211,11 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         sharpness[i] = sharp
         if sharp < settings.min_sharpness:
             continue
+        apart = max(2, radius // 2)  # another peak, not a shoulder of this one
+        others = scored.copy()
+        others[max(0, row - apart):row + apart + 1, max(0, col - apart):col + apart + 1] = -np.inf
+        if float(others.max()) > float(scored[row, col]) - settings.min_distinctness:
+            continue  # repeated texture: several places fit as well
         xy[i] = (x0 + col + radius + dx + 0.5, y0 + row + radius + dy + 0.5)
         refined[i] = True
     xy[:, 0] = np.clip(xy[:, 0], 0.0, np.nextafter(width, 0))
@@ -265,7 +281,7 @@ class FrameRefiner:
         where = np.full((n, k), -1, dtype=np.int64)
         where[rows, cols] = np.arange(len(rows))
         first = where[:, 0]
-        base = np.maximum(score[first], -1.0)
+        base = np.nan_to_num(result.ncc[first], nan=-1.0)  # the best cell's own peak, refined or not, sets the bar
         best = np.argmax(table, 1)
         switch = (best > 0) & (table[np.arange(n), best] > base + self.settings.candidate_margin)
         pick = np.where(switch, where[np.arange(n), best], first)

@@ -51,11 +51,11 @@ def test_end_to_end_rows_table_and_plots(tmp_path):
     assert list(summary)[0].startswith("OpenCV SIFT")
     assert [label.split(", ", 1)[1] for label in list(summary)[1:]] == [
         "coarse (argmax)", "coarse (soft-argmax, SOCO reference: w 7, beta 0.02)",
-        "coarse (soft-argmax, relative temperature: w 1, beta 0.1)", "refined",
-        "refined + homography verification"]
+        "coarse (soft-argmax, relative temperature: w 1, beta 0.1)", "refined (default: best cell, +-1 cell)",
+        "refined, re-ranked (8 candidates, +-2 cells)", "refined + homography verification"]
     verified = summary["daisy, refined + homography verification"]
     assert verified["pck@5"] >= 90.0 and verified["median_px"] < 2.0
-    assert summary["daisy, refined"]["pck@5"] >= summary["daisy, coarse (argmax)"]["pck@5"]
+    assert summary["daisy, refined (default: best cell, +-1 cell)"]["pck@5"] >= summary["daisy, coarse (argmax)"]["pck@5"]
     for name in ("results.json", "results.md", "pck_curve.png", "example_0.png"):
         assert (tmp_path / name).is_file()
     record = json.loads((tmp_path / "results.json").read_text())

@@ -30,6 +30,7 @@ from PIL import Image
 from ..errors import InputError
 
 THRESHOLDS_PX = (1.0, 3.0, 5.0, 10.0)
+RERANKED = {"candidates": 8, "window_cells": 2.0}  # the refinement that re-ranks coarse cells (opt-in)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -262,7 +263,8 @@ def our_rows(backbone: str) -> list[OursRow]:
                 MatchSettings.protocol("soco", method="soft-argmax")),
         OursRow(f"{backbone}, coarse (soft-argmax, relative temperature: w 1, beta 0.1)",
                 MatchSettings(method="soft-argmax", refine=False)),
-        OursRow(f"{backbone}, refined", MatchSettings()),
+        OursRow(f"{backbone}, refined (default: best cell, +-1 cell)", MatchSettings()),
+        OursRow(f"{backbone}, refined, re-ranked (8 candidates, +-2 cells)", MatchSettings(refinement=RERANKED)),
         OursRow(f"{backbone}, refined + homography verification", MatchSettings(geometry="homography")),
     ]
 

@@ -26,6 +26,11 @@ def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--
                        help="refine each match at the original resolution (on with the default protocol)")
     group.add_argument(refine_flag, *(("--no-refine-keypoints",) if refine_flag != "--no-refine-keypoints" else ()),
                        dest="refine_keypoints", action="store_false", help="keep the coarse cell positions")
+    group.add_argument("--refine-candidates", type=int, default=None,
+                       help="coarse cells per keypoint refined and re-ranked by full-resolution correlation "
+                            "(default: 1; 8 recovers wrong coarse cells under strong viewpoint changes)")
+    group.add_argument("--refine-window", type=float, default=None,
+                       help="refinement search half-width in live cells (default: 1)")
     group.add_argument("--geometry", default="none", choices=GEOMETRY_MODELS,
                        help="verify the matches with a robust model of the dense matches (same rigid object only): "
                             "affine, homography (planar or far objects), fundamental (3D, flags only), auto "
@@ -39,7 +44,10 @@ def matching_options(args: argparse.Namespace) -> dict:
     """The ``Matcher.create`` keyword arguments of :func:`add_matching_options`."""
     return {"method": args.method, "protocol": args.protocol, "window": args.window, "beta": args.beta,
             "temperature": args.temperature, "refine": args.refine_keypoints, "geometry": args.geometry,
-            "geometry_threshold": args.geometry_threshold}
+            "geometry_threshold": args.geometry_threshold,
+            "refinement": {key: value for key, value in (("candidates", args.refine_candidates),
+                                                         ("window_cells", args.refine_window)) if value is not None}
+            or None}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
