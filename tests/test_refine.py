@@ -99,3 +99,25 @@ def test_settings_are_checked():
         RefineSettings(min_radius_px=10, max_radius_px=5)
     with pytest.raises(ConfigError):
         RefineSettings(min_ncc=2.0)
+
+
+def test_the_pipeline_refines_keypoints_and_records_both_positions(tmp_path):
+    """Keypoint mode of the per-frame pipeline: coarse and refined positions recorded, every match in the frame;
+    the soco protocol keeps cell positions."""
+    from correspondence.api import Matcher
+    from correspondence.demo_spec import load_demo
+    from correspondence.pipeline import PipelineSettings, TransferPipeline
+    from soco_ros.synthetic import make_scene
+    scene = make_scene(tmp_path / "demo", size=224)
+    demo = load_demo(tmp_path / "demo")
+    for protocol in ("default", "soco"):
+        matcher = Matcher.create("daisy", size=224, protocol=protocol)
+        result = TransferPipeline(demo, matcher, PipelineSettings(depth_scale=1.0)).process(
+            scene.rgb, scene.depth, scene.intrinsics, mask=scene.mask)
+        assert all(0 <= m.live_xy[0] < 224 and 0 <= m.live_xy[1] < 224 and m.coarse_xy is not None
+                   for m in result.matches)
+        refined = [m for m in result.matches if m.refined]
+        if protocol == "default":
+            assert refined and all(m.position == "refined" and m.refined_xy == m.live_xy for m in refined)
+        else:
+            assert not refined and all(m.position == "cell" for m in result.matches)
