@@ -211,10 +211,12 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         sharpness[i] = sharp
         if sharp < settings.min_sharpness:
             continue
+        # Distinct in the correlation itself (not after the prior, which would make any of a periodic pattern's
+        # peaks look unique near wherever the search was centred, e.g. a wrong model's prediction).
         apart = max(2, radius // 2)  # another peak, not a shoulder of this one
-        others = scored.copy()
+        others = response.copy()
         others[max(0, row - apart):row + apart + 1, max(0, col - apart):col + apart + 1] = -np.inf
-        if float(others.max()) > float(scored[row, col]) - settings.min_distinctness:
+        if float(others.max()) > peak - settings.min_distinctness:
             continue  # repeated texture: several places fit as well
         xy[i] = (x0 + col + radius + dx + 0.5, y0 + row + radius + dy + 0.5)
         refined[i] = True
