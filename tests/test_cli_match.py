@@ -109,3 +109,18 @@ def test_soco_protocol_soft_argmax_stays_in_the_live_image(shared_images, tmp_pa
     assert record["settings"]["matching"]["window"] == 7 and record["settings"]["matching"]["refine"] is False
     for m in record["matches"]:
         assert 0 <= m["live_xy"][0] < 500 and 0 <= m["live_xy"][1] < 375 and m["position"] == "soft-argmax"
+
+
+def test_a_model_is_refused_between_different_animals(shared_images):
+    """Two different cats are no rigid scene: every model is refused with its reason and nothing is re-predicted."""
+    from dataclasses import replace
+
+    from correspondence.api import Matcher
+    matcher = Matcher.create("daisy")
+    for model in ("homography", "auto"):
+        matcher.settings = replace(matcher.settings, geometry=model)
+        result = matcher(shared_images / "sddino_cat0.jpg", EXAMPLES / "keypoints" / "sddino_cat0.json",
+                         shared_images / "sddino_cat1.jpg")
+        assert result.geometry is not None and not result.geometry.success and result.geometry.reason
+        assert all(m.position != "model" and m.geometry_inlier is None for m in result.matches)
+        assert result.as_dict()["geometry"]["matrix"] is None

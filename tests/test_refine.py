@@ -121,3 +121,14 @@ def test_the_pipeline_refines_keypoints_and_records_both_positions(tmp_path):
             assert refined and all(m.position == "refined" and m.refined_xy == m.live_xy for m in refined)
         else:
             assert not refined and all(m.position == "cell" for m in result.matches)
+
+
+def test_a_periodic_pattern_is_not_a_position():
+    """A checkerboard correlates as well one period away: refused, even with the search centred off the truth."""
+    yy, xx = np.mgrid[0:160, 0:160]
+    board = ((((xx // 6) + (yy // 6)) % 2) * 255).astype(np.uint8)
+    board = np.repeat(board[..., None], 3, axis=2)
+    settings = RefineSettings()
+    result = refine_points(prepare_image(board, settings), prepare_image(board, settings, levels=False),
+                           np.array([[80.0, 80.0]]), np.array([[86.0, 83.0]]), np.eye(2)[None], 14.0, settings)
+    assert not result.refined[0] and np.allclose(result.xy, [[86.0, 83.0]])
