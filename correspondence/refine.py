@@ -213,8 +213,8 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
             continue
         # Distinct in the correlation itself (not after the prior, which would make any of a periodic pattern's
         # peaks look unique near wherever the search was centred, e.g. a wrong model's prediction).
-        apart = max(2, radius // 2)  # another peak, not a shoulder of this one
-        others = response.copy()
+        apart = max(2, radius // 2)  # another local maximum, not a shoulder of this one
+        others = np.where(response >= cv2.dilate(response, np.ones((3, 3), np.uint8)), response, -np.inf)
         others[max(0, row - apart):row + apart + 1, max(0, col - apart):col + apart + 1] = -np.inf
         if float(others.max()) > peak - settings.min_distinctness:
             continue  # repeated texture: several places fit as well
