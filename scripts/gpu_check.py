@@ -55,11 +55,13 @@ def stage_latency(out: Path, log, compile_rows: bool) -> tuple[bool, dict]:
     rows = {(r["runtime"], r["size"]): r for r in report["rows"]}
     best = rows.get(("torch-cudagraphs", 448), {})
     figures = {"backbone_ms": best.get("median_ms"), "frame_ms": best.get("frame_median_ms"),
-               "frame_over_backbone": best.get("frame_over_backbone"), "gpu": report.get("gpu"),
+               "frame_over_backbone": best.get("frame_over_backbone"),
+               "refined_frame_ms": best.get("refined_frame_median_ms"), "gpu": report.get("gpu"),
                "torch": report.get("torch")}
     log(f"latency ({time.time() - start:.0f} s): exit {code}; ViT-S/14 @448 fp16 CUDA graphs: backbone "
         f"{_f(figures['backbone_ms'])} ms, keypoint frame {_f(figures['frame_ms'])} ms "
-        f"({_f(figures['frame_over_backbone'])} x backbone); eager {_f(rows.get(('torch', 448), {}).get('median_ms'))} ms")
+        f"({_f(figures['frame_over_backbone'])} x backbone), with refinement {_f(figures['refined_frame_ms'])} ms; "
+        f"eager {_f(rows.get(('torch', 448), {}).get('median_ms'))} ms")
     return code == 0, figures
 
 

@@ -110,7 +110,7 @@ def test_frame_graph_equals_the_step_by_step_frame(scene):
         graphed = fast.match_live(query, frame)
         assert graphed.settings["frame_graph"] is True
         fmap = fast.extractor.extract_batch([frame], cache=False)[0]
-        stepwise, _ = match_prepared(query, fmap, None, fast.settings)
+        stepwise, _ = match_prepared(query, fmap, None, fast.settings, live_image=frame)
         same = [np.allclose(a.live_xy, b.live_xy, atol=1e-3) and a.mutual == b.mutual for a, b in
                 zip(graphed.matches, stepwise)]
         assert np.mean(same) >= 31 / 32
