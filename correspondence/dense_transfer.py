@@ -61,8 +61,8 @@ def dense_matches(demo: FeatureMap, demo_valid: torch.Tensor, live: FeatureMap, 
     if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
         raise InputError(f"demo_valid has {demo_valid.numel()} cells, the demo feature grid has "
                          f"{demo.grid_wh[0]}x{demo.grid_wh[1]}")
-    if live_valid is None:
-        live_valid = torch.ones(live.grid_wh[0] * live.grid_wh[1], dtype=torch.bool)
+    if live_valid is None:  # never the padding that made the live image square
+        live_valid = live.image_cells()
     live_valid = torch.as_tensor(live_valid, dtype=torch.bool).flatten().to(live.features.device)
     candidates = int(demo_valid.sum())
     if candidates == 0 or not live_valid.any():

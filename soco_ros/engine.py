@@ -68,7 +68,11 @@ def build_matcher(params: dict[str, Any]) -> Matcher:
     return Matcher.create(params["backbone"], weights=params["weights"] or None,
                           random_weights=bool(params["random_weights"]), size=int(params["image_size"]) or None,
                           device=params["device"], dtype=params.get("dtype", "float32"),
-                          method=params["match_method"], allow_download=False, runtime=spec, cache_size=2)
+                          method=params["match_method"], allow_download=False, runtime=spec, cache_size=2,
+                          protocol=params.get("match_protocol", "default"),
+                          refine=bool(params.get("refine_keypoints", True)),
+                          refinement={"candidates": int(params.get("refine_candidates", 1))},
+                          geometry=params.get("geometry", "none"))
 
 
 def functional_embedder(params: dict[str, Any], matcher: Matcher):

@@ -90,6 +90,17 @@ SPECS: tuple[ParamSpec, ...] = (
     P("image_size", 0, "Backbone input side in px; 0 = the backbone's default (448 for DINOv2 / daisy).",
       0, 4096, reconfigurable=False),
     P("match_method", "argmax", "Keypoint match method.", choices=MATCH_METHODS, reconfigurable=False),
+    P("match_protocol", "default", "default: precise transfer (relative soft-argmax temperature, refinement); soco: "
+                                   "the SOCO reference's matching (cell positions, no refinement).",
+      choices=("default", "soco"), reconfigurable=False),
+    P("refine_keypoints", True, "Refine each coarse keypoint match at the original resolution (docs/precise_transfer.md).",
+      reconfigurable=False),
+    P("refine_candidates", 1, "Coarse cells per keypoint re-ranked at full resolution (1 = the best cell only; 8 "
+                              "recovers wrong cells under strong viewpoint changes, slower).", 1, 64,
+      reconfigurable=False),
+    P("geometry", "none", "Verify the matches against one robust 2D model of the dense matches (same rigid object "
+                          "only; none for cross-instance transfer).",
+      choices=("none", "affine", "homography", "fundamental", "auto"), reconfigurable=False),
     P("torch_threads", 0, "torch.set_num_threads for the worker; 0 = torch's default.", 0, 256,
       reconfigurable=False),
     # --- match rejection (reconfigurable)
