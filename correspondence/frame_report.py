@@ -55,10 +55,14 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
         "alignment_source": result.alignment_source,
         "matches": [dict(name=m.name, demo_xy=[float(v) for v in m.demo_xy], live_xy=[float(v) for v in m.live_xy],
                          score=float(m.score), mutual=bool(m.mutual), cycle_distance_px=float(m.cycle_distance_px),
-                         accepted=bool(a), live_xyz=_finite_or_none(p))
+                         accepted=bool(a), live_xyz=_finite_or_none(p), position=m.position,
+                         coarse_xy=None if m.coarse_xy is None else [float(v) for v in m.coarse_xy],
+                         refined_xy=None if m.refined_xy is None else [float(v) for v in m.refined_xy],
+                         geometry_inlier=m.geometry_inlier)
                     for m, a, p in zip(result.matches, result.accepted, result.live_points)],
         "alignment": alignment_record(result),
         "refinement": result.refinement.as_dict() if result.refinement is not None else None,
+        "keypoint_geometry": result.keypoint_geometry.as_dict() if result.keypoint_geometry is not None else None,
         "timings_s": {k: float(v) for k, v in result.timings_s.items()}}
     if result.dense is not None:
         d = result.dense

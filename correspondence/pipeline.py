@@ -89,6 +89,7 @@ class FrameResult:
     alignment_source: str = "keypoints"  # which correspondences the alignment used: keypoints | dense
     refinement: IcpResult | None = None  # the ICP step, when it ran (accepted or not, with its reason)
     dense_live_points: np.ndarray | None = None  # (N, 3) live camera frame per dense match, NaN where not lifted
+    keypoint_geometry: Any = None  # the 2D model the keypoint matches were verified against (GeometryResult), if any
 
     @property
     def success(self) -> bool:
@@ -195,8 +196,9 @@ class TransferPipeline:
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
         alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
         timings["alignment"] = time.perf_counter() - start
-        return FrameResult("keypoints", matches, accepted, self.demo_points, live_points, alignment,
-                           alignment_2d, mask_result, timings, dense, source, refinement, dense_points)
+        return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
+                           alignment_2d, mask_result, timings, dense, source, refinement, dense_points,
+                           getattr(matches, "geometry", None))
 
     def _demo_feature_map(self):
         """The demo's features, computed once per pipeline (not left to the extractor's cache, which a live stream
@@ -225,7 +227,7 @@ class TransferPipeline:
                                             demo_image=self.demo.rgb)
         matches, _ = match_prepared(self._demo_query, live_fmap, live_mask, self.matcher.settings, live_image=image)
         timings["matching"] = time.perf_counter() - start  # refinement and verification included
-        return tuple(matches), demo_fmap, live_fmap
+        return matches, demo_fmap, live_fmap  # a MatchList: the keypoint geometry (if verified) travels with it
 
     def _functional(self, image: np.ndarray, depth, intrinsics, live_mask, mask_result, three_d: bool,
                     timings: dict[str, float]) -> FrameResult:
