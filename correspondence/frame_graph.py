@@ -35,10 +35,13 @@ class FrameGraph:
         self.settings = settings
         kind, layers = extractor.settings.kind, extractor.settings.layers
         norm = extractor.backbone.spec.preprocessing
+        # On the device before capture: a host -> device copy may not happen inside a CUDA-graph capture.
+        mean = torch.tensor(norm.mean, dtype=torch.float32, device=device)
+        std = torch.tensor(norm.std, dtype=torch.float32, device=device)
 
         def frame(rgb: torch.Tensor) -> list[torch.Tensor]:
             image = normalise_batch(pad_resize_tensor(rgb, self.geometry, color, preprocess.resample)[None],
-                                    norm.mean, norm.std)
+                                    mean, std)
             features = torch.cat(runtime.forward_eager(image, kind, layers), dim=1).float()[0]
             live = FeatureMap(features, self.geometry, contract.patch_size, extractor.settings.convention)
             return [match_on_device(query, live, None, settings), features]
