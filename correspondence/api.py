@@ -49,6 +49,7 @@ class Matcher:
     extractor: FeatureExtractor
     settings: MatchSettings
     _frame_graphs: dict = field(default_factory=dict, repr=False, compare=False)
+    _record: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def create(cls, backbone: str | LoadedBackbone = "auto", weights: str | Path | None = None,
@@ -113,8 +114,9 @@ class Matcher:
         replays as one captured graph per demo and camera resolution (:mod:`correspondence.frame_graph`)."""
         start = time.perf_counter()
         live, mask = as_image(live), as_mask(live_mask)
-        record = {**self.extractor.describe(), "matching": asdict(self.settings), "live_mask": mask is not None,
-                  "demo_mask": demo.masked}
+        if not self._record:  # the settings are frozen: describe them once, not per frame
+            self._record.update(self.extractor.describe(), matching=asdict(self.settings))
+        record = {**self._record, "live_mask": mask is not None, "demo_mask": demo.masked}
         if can_capture_frame(self.extractor, mask):
             rgb = to_rgb_array(live)
             graph = self._frame_graph(demo, rgb.shape[:2])

@@ -292,11 +292,14 @@ def matches_from_host(query: DemoQuery, live: FeatureMap, host: np.ndarray, sett
     cycle = np.linalg.norm(back_xy - query.xy, axis=1)
     xy = query.xy
     position = "soft-argmax" if settings.method == "soft-argmax" else "cell"
-    matches = []
-    for i, point in enumerate(query.keypoints.points):
-        accepted = settings.cycle_threshold_px is None or bool(cycle[i] <= settings.cycle_threshold_px)
-        matches.append(KeypointMatch(point.name, _pair(xy[i]), _pair(live_xy[i]), float(scores[i]), bool(mutual[i]),
-                                     float(cycle[i]), accepted, coarse_xy=_pair(live_xy[i]), position=position))
+    threshold = settings.cycle_threshold_px
+    # Plain Python values in one conversion per array (this runs on every frame, after a ~1 ms GPU graph).
+    demo_pairs, live_pairs = list(map(tuple, xy.tolist())), list(map(tuple, live_xy[:n].tolist()))
+    score_list, mutual_list, cycle_list = scores[:n].tolist(), mutual[:n].tolist(), cycle.tolist()
+    matches = [KeypointMatch(point.name, demo_pairs[i], live_pairs[i], score_list[i], mutual_list[i], cycle_list[i],
+                             threshold is None or cycle_list[i] <= threshold, coarse_xy=live_pairs[i],
+                             position=position)
+               for i, point in enumerate(query.keypoints.points)]
     dense = None
     if len(host) > n:
         dense = DenseCoarse(query.dense_xy, live_xy[n:], scores[n:], mutual[n:])
