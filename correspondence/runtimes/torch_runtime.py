@@ -41,7 +41,6 @@ class TorchRuntime(BackboneRuntime):
         self._run = torch.compile(self.module.forward_dense, backend=compile_backend) if compile else \
             self.module.forward_dense
         self._graphs: dict[tuple, CapturedGraph] = {}
-        self._pool = None
 
     # ---- running -------------------------------------------------------------------------------------------
     def _forward(self, images: torch.Tensor, kind: OutputKind, layers: tuple[int, ...]) -> list[torch.Tensor]:
@@ -78,14 +77,15 @@ class TorchRuntime(BackboneRuntime):
         return entry
 
     def capture(self, fn, example_inputs: Sequence[torch.Tensor]) -> "CapturedGraph":
-        """Capture ``fn`` (which may call :meth:`forward_eager`) as a graph sharing this runtime's memory pool:
-        callers fold their own pre- and post-processing into the backbone's graph (see ``frame_graph``)."""
+        """Capture ``fn`` (which may call :meth:`forward_eager`) as a graph with its own memory pool: callers fold
+        their own pre- and post-processing into the backbone's graph (see ``frame_graph``)."""
         if not self.cuda_graphs:
             raise ConfigError("this torch runtime was created without cuda_graphs=True")
-        graph = CapturedGraph(fn, example_inputs, self.device, self._pool)
-        if self._pool is None:
-            self._pool = graph.pool  # every captured shape shares one memory pool
-        return graph
+        # Each graph gets a private memory pool. A shared pool is only safe when graphs replay in the order they
+        # were captured; here the backbone graph and a frame graph replay in any order (a frame with a mask takes
+        # the step-by-step path), and on an H200 the backbone graph's results after a frame-graph capture no longer
+        # matched the frame graph's while each alone matched eager. A few tens of MB per graph buy independence.
+        return CapturedGraph(fn, example_inputs, self.device, None)
 
     def forward_eager(self, images: torch.Tensor, kind: OutputKind, layers: Sequence[int]) -> list[torch.Tensor]:
         """The network itself (autocast included), for code that captures it inside a larger graph."""
