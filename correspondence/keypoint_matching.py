@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -396,3 +396,14 @@ def match_keypoints(demo_image: Any, keypoints: KeypointSet, live_image: Any, ex
     record = {**extractor.describe(), "matching": asdict(settings), "live_mask": live_mask is not None,
               "demo_mask": demo_mask is not None}
     return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry)
+
+
+@runtime_checkable
+class KeypointMatcher(Protocol):
+    """What the pipeline needs from any keypoint matcher: demo keypoints -> live matches. The library's
+    :class:`~correspondence.api.Matcher` is one and also exposes its features (``extractor``), which dense matching
+    and refinement need; any other object with this call (an external matcher, a test oracle) gives keypoint
+    matches only."""
+
+    def __call__(self, demo: Any, keypoints: KeypointSet, live: Any, live_mask: np.ndarray | None = None,
+                 demo_mask: np.ndarray | None = None) -> MatchResult: ...

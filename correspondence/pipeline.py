@@ -34,7 +34,7 @@ from .demo_spec import DemoSpec
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .icp import IcpResult, IcpSettings, masked_cloud, refine
-from .keypoint_matching import KeypointMatch, match_prepared, prepare_demo
+from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, GivenMask, MaskProvider, MaskResult, Prompt
 
@@ -105,7 +105,7 @@ class TransferPipeline:
     matcher's backbone features are used directly (the paper's "base features" row).
     """
 
-    def __init__(self, demo: DemoSpec, matcher: Any, settings: PipelineSettings | None = None,
+    def __init__(self, demo: DemoSpec, matcher: "Matcher | KeypointMatcher", settings: PipelineSettings | None = None,
                  segmenter: MaskProvider | None = None, functional: Any = None) -> None:
         self.demo = demo
         self.matcher = matcher
@@ -124,7 +124,10 @@ class TransferPipeline:
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
         self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
-        if self.settings.alignment_source == "dense" and self.mode == "keypoints" and not hasattr(matcher, "extractor"):
+        self._features = _feature_matcher(matcher)
+        if self.mode == "functional" and self._features is None and functional is None:
+            raise ConfigError("a functional demo needs a Matcher with a feature extractor (or a functional head)")
+        if self.settings.alignment_source == "dense" and self.mode == "keypoints" and self._features is None:
             raise ConfigError("dense alignment needs a Matcher with a feature extractor; this matcher only returns "
                               "keypoint matches: use alignment_source='keypoints'")
 
@@ -211,7 +214,7 @@ class TransferPipeline:
         """Keypoint matches (and the two feature maps, for dense matching). Each frame's features are computed
         once. A matcher without an extractor (any callable with :class:`Matcher`'s signature, e.g. an external
         matcher) gives keypoint matches only."""
-        if not hasattr(self.matcher, "extractor"):
+        if self._features is None:  # a keypoints-only matcher
             result = self.matcher(self.demo.rgb, self.demo.keypoints, image, live_mask=live_mask,
                                   demo_mask=self.demo.mask)
             timings["features"] = result.timings_s.get("features", 0.0)
@@ -330,3 +333,15 @@ class TransferPipeline:
         depth_module.check_units(metres, depth_module.encoding_of(depth), self.settings.depth_scale,
                                  what="live depth")
         return metres
+
+
+def _feature_matcher(matcher) -> "Matcher | None":
+    """The library's :class:`Matcher` (features for dense matching and refinement), or None for any other
+    :class:`KeypointMatcher` (keypoint matches only); anything else is refused here, not on the first frame."""
+    from .api import Matcher
+    if isinstance(matcher, Matcher):
+        return matcher
+    if isinstance(matcher, KeypointMatcher):
+        return None
+    raise ConfigError(f"matcher must be a correspondence.Matcher or a callable keypoint matcher, got "
+                      f"{type(matcher).__name__}")

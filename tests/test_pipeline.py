@@ -411,3 +411,15 @@ def test_features_are_computed_once_per_frame_and_once_for_the_demo():
     assert matcher.extractor.cache_misses == 3  # the demo once, then one per live frame
     with pytest.raises(ConfigError, match="alignment_source='keypoints'"):
         TransferPipeline(demo_from(demo_view, car), OracleMatcher(car, live_view))
+
+
+def test_the_pipeline_states_what_a_matcher_must_be():
+    """A Matcher gives dense matching; any keypoint-matcher callable gives keypoints only; anything else is refused
+    at construction, not on the first frame."""
+    car, demo_view, live_view, _, _ = scene()
+    demo = demo_from(demo_view, car)
+    with pytest.raises(ConfigError, match="must be a correspondence.Matcher or a callable keypoint matcher"):
+        TransferPipeline(demo, object())
+    with pytest.raises(ConfigError, match="dense alignment needs a Matcher"):
+        TransferPipeline(demo, OracleMatcher(car, live_view))
+    TransferPipeline(demo, OracleMatcher(car, live_view), PipelineSettings(**KEYPOINTS_ONLY))
