@@ -4,18 +4,18 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
 from .backbones import LoadedBackbone, create_backbone
 from .coords import Convention
+from .errors import ConfigError
 from .features import ExtractionSettings, FeatureExtractor
 from .frame_graph import FrameGraph, can_capture_frame
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
 from .geometry2d import GeometrySettings
-from .refine import RefineSettings
 from .keypoint_matching import (DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo,
                                 refine_and_verify)
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy, to_rgb_array
@@ -52,30 +52,27 @@ class Matcher:
     _record: dict = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
-    def create(cls, backbone: str | LoadedBackbone = "auto", weights: str | Path | None = None,
-               random_weights: bool = False, size: int | None = None, pad: str = PadPolicy.PAD_TOPLEFT_WHITE.value,
-               size_policy: str = SizePolicy.NEAREST_MULTIPLE.value, convention: str = Convention.PATCH_CENTER.value,
-               device: str = "cpu", dtype: str = "float32", method: str = "argmax", window: int | None = None,
-               beta: float | None = None, allow_download: bool = True,
-               runtime: RuntimeSpec | str | dict | None = None, cache_size: int = 64, protocol: str = "default",
-               temperature: str | None = None, refine: bool | None = None,
-               geometry: str | GeometrySettings | None = None, geometry_threshold: float | None = None,
-               refinement: RefineSettings | dict | None = None) -> "Matcher":
-        """``runtime``: ``"torch"`` (default), or a :class:`RuntimeSpec` / dict with ``name`` (torch | onnxruntime |
-        tensorrt), ``model`` (.onnx / .engine), ``provider`` (cpu | cuda | tensorrt), ``compile``, ``fp16``,
-        ``threads``, ``cuda_graphs`` (capture the backbone as a CUDA graph at creation and replay it per frame,
-        with preprocessing on the GPU: the fastest batch-1 path; CUDA only). An exported model fixes the backbone and size: ``backbone="auto"`` and ``size=None`` take them
-        from its metadata, anything else must agree with it (and no torch weights are loaded). ``cache_size``: images
-        whose features are kept (a live stream wants 2: the demo, used every frame, and the current frame).
+    def create(cls, backbone: str | LoadedBackbone = "auto", *, weights: str | Path | None = None,
+               random_weights: bool = False, device: str = "cpu", dtype: str = "float32",
+               runtime: RuntimeSpec | str | Mapping | None = None,
+               extraction: ExtractionSettings | Mapping | None = None, matching: MatchSettings | Mapping | None = None,
+               allow_download: bool = True, cache_size: int = 64, **options: Any) -> "Matcher":
+        """A matcher from three groups of settings, each an object or a mapping of its fields:
 
-        Matching: ``protocol`` ``"default"`` (precise transfer) or ``"soco"`` (the SOCO reference: soft-argmax
-        half-width 7, absolute beta 0.02, no refinement); ``window``, ``beta``, ``temperature`` (relative |
-        absolute) override its soft-argmax; ``refine`` refines keypoints at the original resolution (default on);
-        ``geometry`` (none | affine | homography | fundamental | auto) verifies them against a robust model of the
-        dense matches, with ``geometry_threshold`` px inliers (default: 3 px refined, 0.75 cell coarse);
-        ``refinement`` (a :class:`~correspondence.refine.RefineSettings` or its fields as a dict, e.g.
-        ``{"candidates": 1}`` for the fastest refinement). See :class:`~correspondence.keypoint_matching.MatchSettings`
-        and docs/precise_transfer.md."""
+        - ``runtime`` (:class:`RuntimeSpec`): ``"torch"`` (default) or ``name`` (torch | onnxruntime | tensorrt),
+          ``model`` (.onnx / .engine), ``provider``, ``compile``, ``cuda_graphs`` (capture the backbone as a CUDA
+          graph at creation, preprocess on the GPU; CUDA only), ``fp16``, ``threads``, ``allow_unverified``. An
+          exported model fixes the backbone and size: ``backbone="auto"`` and no size take them from its metadata.
+        - ``extraction``: an :class:`ExtractionSettings`, or ``size`` (default: the backbone's), ``pad``,
+          ``size_policy``, ``convention``.
+        - ``matching``: a :class:`MatchSettings`, or ``protocol`` (``default`` precise transfer | ``soco`` the SOCO
+          reference), ``method``, ``window``, ``beta``, ``temperature``, ``refine``, ``refinement``, ``geometry``
+          (none | affine | homography | fundamental | auto), ``geometry_threshold``; see docs/precise_transfer.md.
+
+        The fields of ``extraction`` and ``matching`` may also be given directly as keyword ``options``
+        (``Matcher.create("daisy", size=224, geometry="auto")``). ``cache_size``: images whose features are kept (a
+        live stream wants 2: the demo and the current frame)."""
+        extraction_options, matching_options = _split_options(options)
         spec = RuntimeSpec.coerce(runtime)
         exported = exported_metadata(spec)
         if isinstance(backbone, LoadedBackbone):
@@ -86,15 +83,11 @@ class Matcher:
         else:
             loaded = create_backbone(backbone, weights=weights, random_init=random_weights,
                                      allow_download=allow_download)
-        size = size or (exported.size if exported is not None else loaded.spec.preprocessing.default_size)
-        settings = ExtractionSettings(PreprocessSettings(pad=pad, size=size, size_policy=size_policy),
-                                      convention=convention, dtype=dtype)
-        engine = create_runtime(spec, loaded, device=device, dtype=dtype)
-        if not isinstance(geometry, GeometrySettings) and (geometry is not None or geometry_threshold is not None):
-            geometry = GeometrySettings(model=geometry or "none", threshold_px=geometry_threshold)
-        matching = MatchSettings.protocol(protocol, method=method, window=window, beta=beta, temperature=temperature,
-                                          refine=refine, geometry=geometry, refinement=refinement)
-        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size), matching)
+        default_size = exported.size if exported is not None else loaded.spec.preprocessing.default_size
+        settings = _extraction_settings(extraction, extraction_options, default_size, dtype)
+        engine = create_runtime(spec, loaded, device=device, dtype=settings.dtype)
+        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size),
+                   _match_settings(matching, matching_options))
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,
                  demo_mask: Any = None) -> MatchResult:
@@ -144,3 +137,54 @@ def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = Non
           **options: Any) -> MatchResult:
     """One call: where are the demo's keypoints in the live image? (See :meth:`Matcher.create` for options.)"""
     return Matcher.create(backbone, **options)(demo, keypoints, live, live_mask=live_mask)
+
+
+EXTRACTION_FIELDS = ("size", "pad", "size_policy", "convention")
+MATCHING_FIELDS = ("protocol", "method", "window", "beta", "temperature", "refine", "refinement", "geometry",
+                   "geometry_threshold")
+
+
+def _split_options(options: Mapping[str, Any]) -> tuple[dict, dict]:
+    unknown = sorted(set(options) - set(EXTRACTION_FIELDS) - set(MATCHING_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown Matcher option(s) {unknown}; extraction: {', '.join(EXTRACTION_FIELDS)}; "
+                          f"matching: {', '.join(MATCHING_FIELDS)}")
+    return ({k: v for k, v in options.items() if k in EXTRACTION_FIELDS},
+            {k: v for k, v in options.items() if k in MATCHING_FIELDS})
+
+
+def _group(value: Any, options: dict, kind: type, fields: Sequence[str], what: str) -> dict | None:
+    """``value`` (a settings object, a mapping or None) and loose ``options`` as one mapping; None for an object."""
+    if isinstance(value, kind):
+        if options:
+            raise ConfigError(f"give {what} either as a {kind.__name__} or as options, not both "
+                              f"(got both and {sorted(options)})")
+        return None
+    merged = dict(value or {})
+    unknown = sorted(set(merged) - set(fields))
+    if unknown:
+        raise ConfigError(f"unknown {what} field(s) {unknown}; known: {', '.join(fields)}")
+    merged.update(options)
+    return merged
+
+
+def _extraction_settings(value, options: dict, default_size: int, dtype: str) -> ExtractionSettings:
+    merged = _group(value, options, ExtractionSettings, EXTRACTION_FIELDS, "extraction")
+    if merged is None:
+        return value
+    preprocess = PreprocessSettings(pad=merged.get("pad", PadPolicy.PAD_TOPLEFT_WHITE.value),
+                                    size=merged.get("size") or default_size,
+                                    size_policy=merged.get("size_policy", SizePolicy.NEAREST_MULTIPLE.value))
+    return ExtractionSettings(preprocess, convention=merged.get("convention", Convention.PATCH_CENTER.value),
+                              dtype=dtype)
+
+
+def _match_settings(value, options: dict) -> MatchSettings:
+    merged = _group(value, options, MatchSettings, MATCHING_FIELDS, "matching")
+    if merged is None:
+        return value
+    geometry, threshold = merged.pop("geometry", None), merged.pop("geometry_threshold", None)
+    if not isinstance(geometry, GeometrySettings) and (geometry is not None or threshold is not None):
+        geometry = GeometrySettings(model=geometry or "none", threshold_px=threshold)
+    protocol = merged.pop("protocol", "default")
+    return MatchSettings.protocol(protocol, geometry=geometry, **merged)

@@ -227,3 +227,20 @@ def test_match_settings_protocols():
         MatchSettings(temperature="warm")
     with pytest.raises(ConfigError):
         MatchSettings.protocol("fast")
+
+
+def test_matcher_create_takes_settings_groups_or_their_fields():
+    from correspondence.api import Matcher
+    from correspondence.errors import ConfigError
+    from correspondence.features import ExtractionSettings
+    from correspondence.keypoint_matching import MatchSettings
+    from correspondence.preprocessing import PreprocessSettings
+    grouped = Matcher.create("test_vit_tiny", extraction=ExtractionSettings(PreprocessSettings(size=112)),
+                             matching=MatchSettings(refine=False, geometry="auto"))
+    loose = Matcher.create("test_vit_tiny", size=112, refine=False, geometry="auto")
+    assert grouped.settings == loose.settings and grouped.extractor.settings == loose.extractor.settings
+    assert Matcher.create("test_vit_tiny", matching={"protocol": "soco"}).settings == MatchSettings.protocol("soco")
+    with pytest.raises(ConfigError, match="unknown Matcher option"):
+        Matcher.create("test_vit_tiny", sise=112)
+    with pytest.raises(ConfigError, match="either as a MatchSettings or as options"):
+        Matcher.create("test_vit_tiny", matching=MatchSettings(), refine=False)
