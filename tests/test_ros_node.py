@@ -420,9 +420,11 @@ def test_load_30hz_for_60s_with_a_slow_backbone(ros):
     print(json.dumps({k: report[k] for k in ("wait_within_previous_processing", "early_late_latency_s")}))
     assert np.mean(within) >= 0.9, report
     assert np.percentile(latencies, 95) < 3.0
-    # memory: flat after warm-up (samples every 5 s from 5 s). A sample can land mid-frame (transient buffers of
-    # a few tens of MB), so compare the first and last 20 s: their floors (between frames) and their medians.
-    first, last = [m for _, m in rss[:4]], [m for _, m in rss[-4:]]
+    # memory: flat after warm-up (samples every 5 s from 5 s). Warm-up takes the first ~10 s on a loaded 2-core
+    # machine (first frames allocate the refinement's image buffers and ICP's clouds: +60-80 MB by 10 s, then
+    # flat), so the 5 s sample is left out. A sample can land mid-frame (transient buffers of a few tens of MB), so
+    # compare the next 20 s with the last 20 s: their floors (between frames) and their medians.
+    first, last = [m for _, m in rss[1:5]], [m for _, m in rss[-4:]]
     assert min(last) - min(first) < 50, rss
     assert np.median(last) - np.median(first) < 50, rss
     # the diagnostics latency agrees with the subscriber-side stamp -> receive latency over the same frames
