@@ -5,7 +5,7 @@ Two rules keep every path correct on a GPU although CI has none:
 * a device string from a user goes through :func:`resolve_device`, which fails with a sentence (not a CUDA
   traceback) when the device does not exist here;
 * a tensor leaves torch only through :func:`to_numpy` (detach, to the CPU, to numpy). ``tests/test_device_guard.py``
-  fails CI when a ``.numpy()`` call appears anywhere else in the package.
+  fails CI when a call of a tensor's ``numpy`` method appears anywhere else in the package.
 """
 from __future__ import annotations
 

@@ -240,6 +240,7 @@ class FeatureExtractor:
         hashed nor remembered, which keeps a full-HD frame's hashing off the per-frame budget."""
         rgbs = [to_rgb_array(image) for image in images]
         if not cache:
+            self.cache_misses += len(rgbs)  # every image is encoded: the counters still say how many encodes ran
             out: list[FeatureMap] = []
             for start in range(0, len(rgbs), self.batch_size):
                 out += self._encode(rgbs[start:start + self.batch_size])

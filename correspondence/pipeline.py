@@ -222,7 +222,7 @@ class TransferPipeline:
             return tuple(result.matches), None, None
         start = time.perf_counter()
         demo_fmap = self._demo_feature_map()
-        live_fmap = self.matcher.extractor(image)
+        live_fmap = self.matcher.extractor.extract_batch([image], cache=False)[0]  # a live frame: never hashed
         timings["features"] = time.perf_counter() - start
         start = time.perf_counter()
         if self._demo_query is None:  # keypoints, dense cells and the demo's pixels for refinement, once
@@ -261,7 +261,7 @@ class TransferPipeline:
     def _embed(self, image: np.ndarray):
         if self.functional is not None:
             return self.functional(image, self.demo.function)
-        return self.matcher.extractor(image), None  # demo: computed once by the caller; live: once per frame
+        return self.matcher.extractor.extract_batch([image], cache=False)[0], None  # each image once: no hashing
 
     def _dense(self, demo_fmap, demo_valid, live_fmap, live_mask) -> DenseMatches:
         if demo_valid is None:

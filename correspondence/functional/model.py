@@ -160,7 +160,8 @@ class FunctionalHead(nn.Module):
 
 
 def load_reference_state_dict(head: FunctionalHead, state: Mapping[str, torch.Tensor]) -> FunctionalHead:
-    """Load a released ``ConditionedDino`` state dict (``torch.load(ckpt)['model']``) into ``head``.
+    """Load a released ``ConditionedDino`` state dict (the ``model`` entry of an ``epoch_*.pt``, read with
+    ``backbones.weights.load_state_dict``: ``weights_only=True``) into ``head``.
 
     The frozen backbone's keys (``image_embedder.dino_vit.*``) are dropped (the backbone is loaded on its own);
     every other key must match the head exactly (names and shapes), else CorruptCheckpointError."""
