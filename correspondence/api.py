@@ -85,8 +85,8 @@ class Matcher:
                                      allow_download=allow_download)
         default_size = exported.size if exported is not None else loaded.spec.preprocessing.default_size
         settings = _extraction_settings(extraction, extraction_options, default_size, dtype)
-        engine = create_runtime(spec, loaded, device=device, dtype=settings.dtype)
-        return cls(FeatureExtractor(loaded, settings, device=device, runtime=engine, cache_size=cache_size),
+        runtime = create_runtime(spec, loaded, device=device, dtype=settings.dtype)
+        return cls(FeatureExtractor(loaded, settings, device=device, runtime=runtime, cache_size=cache_size),
                    _match_settings(matching, matching_options))
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,

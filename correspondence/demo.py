@@ -89,7 +89,7 @@ def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
                                                        demo_view.keypoints_visible) if v]
     demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
                     KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
-    pipeline = TransferPipeline(demo, matcher, PipelineSettings(), segmenter=DepthForeground((0.05, 5.0)))
+    pipeline = TransferPipeline(demo, matcher, PipelineSettings(), mask_source=DepthForeground((0.05, 5.0)))
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     alignment = result.alignment
     folder = out_dir / "rgbd_scene"

@@ -1,4 +1,5 @@
-"""Several processes on torch's own engine (``torchrun`` / ``torch.distributed``), shared by training and evaluation.
+"""Several processes with torch's own launcher and process groups (``torchrun`` / ``torch.distributed``), shared
+by training and evaluation.
 
 ``torchrun --nproc_per_node N -m correspondence.cli ...`` starts N copies of a command with ``RANK``,
 ``WORLD_SIZE`` and ``LOCAL_RANK`` set. This module turns that environment into a :class:`DistContext`:

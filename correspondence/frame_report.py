@@ -51,7 +51,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
     """Everything a caller needs from one frame, JSON-serialisable (floats, lists, None)."""
     record: dict[str, Any] = {
         "mode": result.mode, "alignment_kind": "3d" if result.alignment is not None else "2d",
-        "segmentation": result.mask.provider if result.mask else "none",
+        "segmentation": result.mask.source if result.mask else "none",
         "alignment_source": result.alignment_source,
         "matches": [dict(name=m.name, demo_xy=[float(v) for v in m.demo_xy], live_xy=[float(v) for v in m.live_xy],
                          score=float(m.score), mutual=bool(m.mutual), cycle_distance_px=float(m.cycle_distance_px),

@@ -33,10 +33,11 @@ from .camera import CameraIntrinsics
 from .demo_spec import DemoSpec
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
+from .deprecation import renamed_kwarg
 from .icp import IcpResult, IcpSettings, masked_cloud, refine
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .preprocessing import to_rgb_array
-from .segmentation import DepthForeground, GivenMask, MaskProvider, MaskResult, Prompt
+from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
 
 ALIGNMENT_SOURCES = ("dense", "keypoints")
 MAX_PLAUSIBLE_DEPTH_M = depth_module.MAX_PLAUSIBLE_DEPTH_M  # beyond this median: a unit mistake
@@ -106,11 +107,12 @@ class TransferPipeline:
     """
 
     def __init__(self, demo: DemoSpec, matcher: "Matcher | KeypointMatcher", settings: PipelineSettings | None = None,
-                 segmenter: MaskProvider | None = None, functional: Any = None) -> None:
+                 mask_source: MaskSource | None = None, functional: Any = None, *,
+                 segmenter: MaskSource | None = None) -> None:
         self.demo = demo
         self.matcher = matcher
         self.settings = settings or PipelineSettings()
-        self.segmenter = segmenter
+        self.mask_source = renamed_kwarg("segmenter", "mask_source", segmenter, mask_source)
         self.functional = functional
         self.mode = demo.mode
         self.demo_points = np.zeros((0, 3))
@@ -162,9 +164,9 @@ class TransferPipeline:
         depth = self._check_depth(depth, image, intrinsics)
         start = time.perf_counter()
         mask_result = None
-        provider = GivenMask(mask) if mask is not None else self.segmenter
-        if provider is not None:
-            mask_result = provider.segment(image, prompt or Prompt.auto(), depth)
+        mask_source = GivenMask(mask) if mask is not None else self.mask_source
+        if mask_source is not None:
+            mask_result = mask_source.segment(image, prompt or Prompt.auto(), depth)
         timings["segmentation"] = time.perf_counter() - start
         live_mask = mask_result.mask if mask_result else None
         three_d = depth is not None and intrinsics is not None and self.demo.has_3d

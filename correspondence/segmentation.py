@@ -1,25 +1,25 @@
-"""Object masks behind one interface, from several providers, always labelled with who made them.
+"""Object masks behind one interface, from several mask sources, always labelled with who made them.
 
-Every provider implements :class:`MaskProvider`: ``segment(image, prompt, depth=None) -> MaskResult``. The
-result carries the mask (HxW bool, the size of the image), a score, the provider's name, the prompt used and
-provider-specific details, so a pipeline always knows whether a mask came from the user, from depth, from
+Every mask source implements :class:`MaskSource`: ``segment(image, prompt, depth=None) -> MaskResult``. The
+result carries the mask (HxW bool, the size of the image), a score, the source's name, the prompt used and
+source-specific details, so a pipeline always knows whether a mask came from the user, from depth, from
 GrabCut or from Segment Anything.
 
-Providers
----------
+Mask sources
+------------
 ``given``   :class:`GivenMask`: the caller's own mask (checked against the image size).
 ``depth``   :class:`DepthForeground`: the nearest depth-connected surface inside a depth range.
 ``grabcut`` :class:`GrabCutBox`: OpenCV GrabCut initialised with a box.
-``sam``     :class:`SamProvider`: Segment Anything (``segment-anything`` package, official checkpoints resolved
+``sam``     :class:`SamMaskSource`: Segment Anything (``segment-anything`` package, official checkpoints resolved
             like every other pretrained weight: explicit path -> ``$SOCO_WEIGHTS_DIR`` -> torch hub cache ->
             download; ``weights_only=True`` loading).
 
-:func:`provider_from_name` builds one by name; :func:`auto_provider` picks the best available one (SAM when its
+:func:`mask_source_from_name` builds one by name; :func:`auto_mask_source` picks the best available one (SAM when its
 weights resolve, else depth when a depth map is given, else GrabCut) and says why.
 
 Coordinates are continuous pixels: pixel ``(x, y)`` covers ``[x, x+1) x [y, y+1)``. A point prompt must lie in
 ``[0, W) x [0, H)``, a box ``(x0, y0, x1, y1)`` in ``[0, W] x [0, H]`` with ``x0 < x1`` and ``y0 < y1``.
-No provider returns an empty mask: when nothing is found it raises :class:`NoMaskError` (an :class:`InputError`).
+No mask source returns an empty mask: when nothing is found it raises :class:`NoMaskError` (an :class:`InputError`).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ import numpy as np
 
 from .backbones.weights import PretrainedSource, load_state_dict, resolve_weights, weights_hash
 from .depth import to_metres
+from .deprecation import module_getattr, warn_renamed
 from .device import to_numpy
 from .errors import (ConfigError, CorruptCheckpointError, InputError, MissingDependencyError,
                      WeightsNotFoundError)
@@ -40,7 +41,7 @@ from .preprocessing import to_rgb_array
 
 
 class NoMaskError(InputError):
-    """The provider ran but found no usable object mask for this image and prompt."""
+    """The mask source ran but found no usable object mask for this image and prompt."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -51,7 +52,7 @@ class NoMaskError(InputError):
 class Prompt:
     """What to segment: an optional point ``(x, y)`` and/or an optional box ``(x0, y0, x1, y1)``, continuous pixels.
 
-    Neither given (:meth:`auto`) means "the main object": each provider documents its automatic rule.
+    Neither given (:meth:`auto`) means "the main object": each mask source documents its automatic rule.
     """
 
     point: tuple[float, float] | None = None
@@ -109,13 +110,13 @@ def _float_tuple(values: Any, n: int, what: str) -> tuple:
 class MaskResult:
     """An object mask and where it came from.
 
-    ``mask``: HxW bool, same size as the image. ``score``: the provider's confidence (SAM: predicted IoU;
-    rule-based providers: 1.0). ``provider``: the provider's name. ``details``: provider-specific facts.
+    ``mask``: HxW bool, same size as the image. ``score``: the source's confidence (SAM: predicted IoU;
+    rule-based sources: 1.0). ``source``: the mask source's name. ``details``: source-specific facts.
     """
 
     mask: np.ndarray
     score: float
-    provider: str
+    source: str
     prompt: Prompt
     details: dict = field(default_factory=dict)
 
@@ -130,6 +131,12 @@ class MaskResult:
     def area(self) -> int:
         return int(self.mask.sum())
 
+    @property
+    def provider(self) -> str:
+        """Deprecated: :attr:`source` ("provider" now means only an ONNX Runtime execution provider)."""
+        warn_renamed("MaskResult.provider", "MaskResult.source", "attribute")
+        return self.source
+
     def bbox(self) -> tuple[int, int, int, int] | None:
         """Tight box ``(x0, y0, x1, y1)`` (exclusive end) of the mask, None if empty."""
         ys, xs = np.nonzero(self.mask)
@@ -139,7 +146,7 @@ class MaskResult:
 
 
 @runtime_checkable
-class MaskProvider(Protocol):
+class MaskSource(Protocol):
     """Anything that turns an image (plus optional prompt and depth) into a labelled object mask."""
 
     name: str
@@ -149,7 +156,7 @@ class MaskProvider(Protocol):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Input checks shared by all providers
+# Input checks shared by all mask sources
 # ----------------------------------------------------------------------------------------------------------------
 
 def _prepare(image: Any, prompt: Prompt | None, depth: np.ndarray | None = None
@@ -180,9 +187,9 @@ def _prepare(image: Any, prompt: Prompt | None, depth: np.ndarray | None = None
     return rgb, prompt, depth
 
 
-def _nonempty(mask: np.ndarray, provider: str, what: str) -> np.ndarray:
+def _nonempty(mask: np.ndarray, source: str, what: str) -> np.ndarray:
     if not mask.any():
-        raise NoMaskError(f"{provider}: {what}")
+        raise NoMaskError(f"{source}: {what}")
     return mask
 
 
@@ -216,7 +223,7 @@ class GivenMask:
         if self.mask.shape != rgb.shape[:2]:
             raise InputError(f"given mask is {self.mask.shape[0]}x{self.mask.shape[1]} (HxW) but the image is "
                              f"{rgb.shape[0]}x{rgb.shape[1]}")
-        return MaskResult(self.mask.copy(), 1.0, self.name, prompt, {"source": "caller"})
+        return MaskResult(self.mask.copy(), 1.0, self.name, prompt, {"from": "caller"})
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,7 +267,7 @@ class DepthForeground:
 
     def segment(self, image: Any, prompt: Prompt | None = None, depth: np.ndarray | None = None) -> MaskResult:
         if depth is None:
-            raise InputError("the depth provider needs a depth map (depth=None was given)")
+            raise InputError("the depth mask source needs a depth map (depth=None was given)")
         _, prompt, depth = _prepare(image, prompt, depth)
         z = to_metres(depth, self.depth_scale, dtype=np.float64)  # the one raw -> metres conversion
         near, far = self.depth_range
@@ -415,15 +422,15 @@ def _import_sam():
         import segment_anything
         from segment_anything import SamPredictor, sam_model_registry
     except ImportError as exc:
-        raise MissingDependencyError("the SAM provider needs the 'segment-anything' package: "
+        raise MissingDependencyError("the SAM mask source needs the 'segment-anything' package: "
                                      "pip install segment-anything") from exc
     return segment_anything, SamPredictor, sam_model_registry
 
 
-class SamProvider:
+class SamMaskSource:
     """Segment Anything via ``segment_anything.SamPredictor``.
 
-    The image embedding (the expensive part) is computed once per image: the provider keeps a content hash of
+    The image embedding (the expensive part) is computed once per image: the source keeps a content hash of
     the last image and calls ``set_image`` only when it changes, so many prompts on one image cost one encoder
     pass. ``embeddings_computed`` counts encoder passes.
 
@@ -458,7 +465,7 @@ class SamProvider:
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, model_type: str = "vit_b", weights: str | os.PathLike | None = None, allow_download: bool = True,
-               device: str = "cpu") -> "SamProvider":
+               device: str = "cpu") -> "SamMaskSource":
         """Build SAM ``model_type`` with the official checkpoint.
 
         The checkpoint is resolved by :func:`~correspondence.backbones.weights.resolve_weights` (explicit path ->
@@ -482,7 +489,7 @@ class SamProvider:
         return cls(predictor_cls(model), model_type, str(path), weights_hash(path))
 
     @classmethod
-    def from_model(cls, sam_model: Any, model_type: str = "custom") -> "SamProvider":
+    def from_model(cls, sam_model: Any, model_type: str = "custom") -> "SamMaskSource":
         """Wrap an already-built ``segment_anything.modeling.Sam`` (tests, fine-tuned variants)."""
         _, predictor_cls, _ = _import_sam()
         sam_model.eval()
@@ -549,7 +556,7 @@ class SamProvider:
 
 
 def choose_auto_mask(masks: np.ndarray, ious: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float, dict]:
-    """The automatic rule's choice among SAM candidates (see :class:`SamProvider`).
+    """The automatic rule's choice among SAM candidates (see :class:`SamMaskSource`).
 
     ``masks``: (P, K, H, W) bool, K masks for each of the P prompt ``points`` (P, 2); ``ious``: (P, K) predicted
     IoU. Rejects empty masks and masks covering more than :data:`AUTO_MAX_AREA_FRACTION` of the image, then
@@ -612,40 +619,40 @@ def _torch_device(device: str) -> Any:
 # Factory and fallback
 # ----------------------------------------------------------------------------------------------------------------
 
-PROVIDERS = ("given", "depth", "grabcut", "sam")
+MASK_SOURCES = ("given", "depth", "grabcut", "sam")
 
 
-def provider_from_name(name: str, **kwargs: Any) -> MaskProvider:
-    """Build a provider by name: ``given`` (needs ``mask=``), ``depth``, ``grabcut`` or ``sam``
-    (keyword arguments of :meth:`SamProvider.create`). Unknown names raise :class:`ConfigError`."""
+def mask_source_from_name(name: str, **kwargs: Any) -> MaskSource:
+    """Build a mask source by name: ``given`` (needs ``mask=``), ``depth``, ``grabcut`` or ``sam``
+    (keyword arguments of :meth:`SamMaskSource.create`). Unknown names raise :class:`ConfigError`."""
     key = str(name).strip().lower()
     try:
         if key == "given":
             if "mask" not in kwargs:
-                raise ConfigError("the 'given' mask provider needs mask=...")
+                raise ConfigError("the 'given' mask source needs mask=...")
             return GivenMask(**kwargs)
         if key == "depth":
             return DepthForeground(**kwargs)
         if key == "grabcut":
             return GrabCutBox(**kwargs)
         if key == "sam":
-            return SamProvider.create(**kwargs)
+            return SamMaskSource.create(**kwargs)
     except TypeError as exc:
-        raise ConfigError(f"bad options for mask provider {key!r}: {exc}") from exc
-    raise ConfigError(f"unknown mask provider {name!r}; choose one of {', '.join(PROVIDERS)}")
+        raise ConfigError(f"bad options for mask source {key!r}: {exc}") from exc
+    raise ConfigError(f"unknown mask source {name!r}; choose one of {', '.join(MASK_SOURCES)}")
 
 
-def auto_provider(depth: np.ndarray | bool | None = None, *, sam_model_type: str = "vit_b",
+def auto_mask_source(depth: np.ndarray | bool | None = None, *, sam_model_type: str = "vit_b",
                   sam_weights: str | os.PathLike | None = None, allow_download: bool = False, device: str = "cpu",
-                  depth_range: tuple[float, float] = (0.1, 2.0)) -> tuple[MaskProvider, str]:
-    """Best available provider and a human-readable reason.
+                  depth_range: tuple[float, float] = (0.1, 2.0)) -> tuple[MaskSource, str]:
+    """Best available mask source and a human-readable reason.
 
     SAM when its checkpoint resolves (explicit ``sam_weights``, ``$SOCO_WEIGHTS_DIR`` or the torch hub cache;
     a download only with ``allow_download=True``); else :class:`DepthForeground` when a depth map is given
     (``depth`` an array, or True); else :class:`GrabCutBox`. A corrupt SAM checkpoint is an error, not a fallback.
     """
     try:
-        sam = SamProvider.create(sam_model_type, weights=sam_weights, allow_download=allow_download, device=device)
+        sam = SamMaskSource.create(sam_model_type, weights=sam_weights, allow_download=allow_download, device=device)
         return sam, f"sam: SAM {sam_model_type} weights resolved at {sam.weights}"
     except (WeightsNotFoundError, MissingDependencyError) as exc:
         why = f"SAM unavailable ({type(exc).__name__}: {exc})"
@@ -655,6 +662,11 @@ def auto_provider(depth: np.ndarray | bool | None = None, *, sam_model_type: str
     return GrabCutBox(), f"grabcut: {why}; no depth map was given, using GrabCut"
 
 
-__all__ = ["AUTO_MAX_AREA_FRACTION", "DepthForeground", "GivenMask", "GrabCutBox", "MaskProvider", "MaskResult",
-           "NoMaskError", "PROVIDERS", "Prompt", "SAM_SOURCES", "SamProvider", "auto_provider", "choose_auto_mask",
-           "provider_from_name"]
+__all__ = ["AUTO_MAX_AREA_FRACTION", "DepthForeground", "GivenMask", "GrabCutBox", "MASK_SOURCES", "MaskResult",
+           "MaskSource", "NoMaskError", "Prompt", "SAM_SOURCES", "SamMaskSource", "auto_mask_source",
+           "choose_auto_mask", "mask_source_from_name"]
+
+# The names before "provider" came to mean only ONNX Runtime execution providers (removed in 0.2).
+__getattr__ = module_getattr(__name__, globals(), {
+    "MaskProvider": "MaskSource", "SamProvider": "SamMaskSource", "PROVIDERS": "MASK_SOURCES",
+    "provider_from_name": "mask_source_from_name", "auto_provider": "auto_mask_source"})

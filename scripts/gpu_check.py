@@ -4,7 +4,7 @@ Runs from the source tree (``PYTHONPATH=.``) on a bare GPU machine with torch, t
 nothing is installed. Stages, each bounded, in order of importance:
 
 1. ``pytest -m gpu tests/test_gpu.py`` (CPU vs CUDA parity, CUDA graphs, fp16, pipeline, SOCO evaluator, functional
-   head, node engine; parts whose packages are absent skip with the reason);
+   head, node processor; parts whose packages are absent skip with the reason);
 2. ``soco bench latency --device cuda --fp16``: ViT-S/14 at 224 and 448 px, eager / CUDA graphs (and
    ``torch.compile`` unless ``--no-compile``), backbone and keypoint-frame rows;
 3. ``soco bench soco --device cuda --fp16`` with ViT-B/14 on the 840 px (60-patch) protocol over a generated set of

@@ -16,7 +16,7 @@ import numpy as np
 from correspondence.frame_report import alignment_record
 
 from .conversions import matches_to_cloud, rgb_to_image, transform_to_msg
-from .engine import Processed
+from .processor import Processed
 
 MARKER_NAMESPACE_POINTS = "soco_matches"
 MARKER_NAMESPACE_LABELS = "soco_labels"

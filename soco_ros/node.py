@@ -49,7 +49,7 @@ from . import health as H
 from . import parameters as P
 from .conversions import (FrameError, camera_info_to_intrinsics, check_same_size, depth_to_metres, image_to_rgb,
                           mask_to_bool, ns_to_stamp, stamp_to_ns)
-from .engine import Engine, Frame, build_matcher
+from .processor import FrameProcessor, Frame, build_matcher
 from .messages import build_debug_outputs, build_outputs, tf_message
 from .qos import latched_qos, output_qos, sensor_overrides, sensor_qos, tf_qos
 from .sync import ApproximateSync
@@ -127,7 +127,7 @@ class CorrespondenceNode(LifecycleNode):
         self._apply_health_params(self.params)
         self.add_pre_set_parameters_callback(self._pre_set_parameters)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.engine: Engine | None = None
+        self.processor: FrameProcessor | None = None
         self.worker: Worker | None = None
         self.debug_worker: Worker | None = None
         self.sync: Any = None
@@ -157,6 +157,8 @@ class CorrespondenceNode(LifecycleNode):
         value of the wrong type, out of range or not among the choices falls back to the default; an invalid
         depth pair falls back to the default pair. Each fallback is a warning naming the values and is counted."""
         overrides = getattr(self, "_parameter_overrides", None)  # rclpy's start-up values (params file, -p)
+        if isinstance(overrides, dict):
+            self._rename_overrides(overrides)
         values: dict[str, Any] = {}
         for spec in P.SPECS:
             descriptor = _descriptor(spec)
@@ -187,6 +189,19 @@ class CorrespondenceNode(LifecycleNode):
             values.update(depth_min=low, depth_max=high)
         return values
 
+    def _rename_overrides(self, overrides: dict[str, Parameter]) -> None:
+        """Start-up values given under a renamed parameter's old name are taken as the new one (a warning each);
+        when both names are given, the new one wins and the old value is reported as ignored."""
+        for old, new in P.RENAMED.items():
+            if old not in overrides:
+                continue
+            given = overrides.pop(old)
+            if new in overrides:
+                self.get_logger().warning(f"[parameter] {P.renamed_message_ignored(old)}")
+                continue
+            overrides[new] = Parameter(new, given.type_, given.value)
+            self.get_logger().warning(f"[parameter] {P.renamed_note(old)}")
+
     def _parameter_refused(self, name: str, reason: str, prefix: str | None = None) -> None:
         """Every refused parameter value: one warning (unthrottled: a user action) and a counter."""
         with self._state_lock:
@@ -198,10 +213,14 @@ class CorrespondenceNode(LifecycleNode):
 
     def _pre_set_parameters(self, params: list[Parameter]) -> list[Parameter]:
         """Before rclpy checks types and ranges: an integer for a double becomes that double (what ``ros2 param
-        set node match_threshold 1`` sends), and a value rclpy or we will refuse is logged and counted here,
-        once, with our reason (rclpy's own refusals never reach :meth:`_on_set_parameters`)."""
+        set node min_score 1`` sends), a renamed parameter's old name becomes the new one (with a warning), and a
+        value rclpy or we will refuse is logged and counted here, once, with our reason (rclpy's own refusals
+        never reach :meth:`_on_set_parameters`)."""
         out = []
         for param in params:
+            if param.name in P.RENAMED:
+                self.get_logger().warning(f"[parameter:{param.name}] {P.renamed_note(param.name)}")
+                param = Parameter(P.RENAMED[param.name], param.type_, param.value)
             spec = P.BY_NAME.get(param.name)
             if spec is None:
                 out.append(param)
@@ -238,17 +257,17 @@ class CorrespondenceNode(LifecycleNode):
                                       f"depth_max={self.params['depth_max']:g} (to move the range past its other "
                                       "end, set both at once with set_parameters_atomically, or move the other "
                                       "end first)")
-        if "demo_path" in changes and self.engine is not None and changes["demo_path"] != self.params["demo_path"]:
+        if "demo_path" in changes and self.processor is not None and changes["demo_path"] != self.params["demo_path"]:
             error = self._request_demo(changes["demo_path"])
             if error is not None:
                 return self._refuse("demo_path", error, log=False)  # _request_demo logged it
-        if self.engine is not None:
-            engine_changes = {k: v for k, v in changes.items() if k != "demo_path"}
-            if engine_changes:
+        if self.processor is not None:
+            processor_changes = {k: v for k, v in changes.items() if k != "demo_path"}
+            if processor_changes:
                 try:
-                    self.engine.update(engine_changes)
+                    self.processor.update(processor_changes)
                 except SocoError as exc:
-                    return self._refuse(",".join(sorted(engine_changes)), f"cannot apply it: {exc}")
+                    return self._refuse(",".join(sorted(processor_changes)), f"cannot apply it: {exc}")
         self.params.update(changes)
         if "sync_slop" in changes and self.sync is not None:
             self._set_slop(changes["sync_slop"])
@@ -285,8 +304,8 @@ class CorrespondenceNode(LifecycleNode):
                 torch.set_num_threads(int(p["torch_threads"]))
             started = time.perf_counter()
             matcher = build_matcher(p)
-            stage = "building the segmenter / functional head"
-            engine = Engine(p, matcher=matcher)
+            stage = "building the mask source / functional head"
+            processor = FrameProcessor(p, matcher=matcher)
             described = matcher.extractor.describe()
         except Exception as exc:  # noqa: BLE001 - any failure leaves the node unconfigured, with the reason
             what = str(exc) if isinstance(exc, SocoError) else f"{type(exc).__name__}: {exc}"
@@ -294,14 +313,14 @@ class CorrespondenceNode(LifecycleNode):
             self.get_logger().error(f"[configure] failed while {stage}: {what}; the node stays unconfigured (fix "
                                     "the parameters, then configure through ~/change_state)")
             return TransitionCallbackReturn.FAILURE
-        self.engine = engine
+        self.processor = processor
         self.get_logger().info(
             f"matcher: {described['backbone']['name']} ({described['backbone'].get('weights')}), input "
             f"{described['effective_image_size']} px, device {described['device']}, runtime {p['runtime']}; "
-            f"segmentation: {engine.segmenter_reason} ({time.perf_counter() - started:.1f} s)")
+            f"segmentation: {processor.mask_source_reason} ({time.perf_counter() - started:.1f} s)")
         if p["demo_path"]:
             try:
-                self._install_demo(engine.load_spec(p["demo_path"]), p["demo_path"], publish=False)
+                self._install_demo(processor.load_spec(p["demo_path"]), p["demo_path"], publish=False)
             except SocoError as exc:
                 self.get_logger().warning(f"[demo] cannot load demo {p['demo_path']!r}: {exc}")
         else:
@@ -426,7 +445,7 @@ class CorrespondenceNode(LifecycleNode):
                 self._tf_broadcaster = None
             self._tf_kind = "off"
         self.worker = self.debug_worker = None
-        self.engine = None
+        self.processor = None
         self._configured = False
         return super().on_cleanup(state)
 
@@ -474,17 +493,18 @@ class CorrespondenceNode(LifecycleNode):
         """Check the demo at ``path`` now (files only) and load it on the worker before its next frame; None if
         it is accepted, else the reason (the current demo stays)."""
         try:
-            demo = Engine.load_spec(path)
+            demo = FrameProcessor.load_spec(path)
         except SocoError as exc:
-            keep = f"; keeping demo {self.engine.demo_path!r}" if self.engine is not None and self.engine.has_demo else ""
+            current = self.processor
+            keep = f"; keeping demo {current.demo_path!r}" if current is not None and current.has_demo else ""
             self.get_logger().warning(f"[demo] cannot load demo {path!r}: {exc}{keep}")  # a user action: unthrottled
             return str(exc)
         def job() -> None:
             try:
                 self._install_demo(demo, path)
             except SocoError as exc:
-                engine = self.engine
-                keep = f"; keeping demo {engine.demo_path!r}" if engine is not None and engine.has_demo else ""
+                processor = self.processor
+                keep = f"; keeping demo {processor.demo_path!r}" if processor is not None and processor.has_demo else ""
                 self.get_logger().warning(f"[demo] cannot load demo {path!r}: {exc}{keep}")
 
         worker = self.worker
@@ -497,13 +517,13 @@ class CorrespondenceNode(LifecycleNode):
     def _install_demo(self, demo, path: str, publish: bool = True) -> None:
         """Make ``demo`` current, extract its features, publish its names, then log it (worker thread, or
         configure): once the log line is there, frames are served with this demo."""
-        engine = self.engine
-        if engine is None:
+        processor = self.processor
+        if processor is None:
             return
-        engine.install_demo(demo, path)
+        processor.install_demo(demo, path)
         started = time.perf_counter()
         try:
-            engine.warmup()
+            processor.warmup()
         except SocoError as exc:
             self.log.warn("warmup", f"warm-up on the demo image failed: {exc}")
         if publish:
@@ -514,13 +534,13 @@ class CorrespondenceNode(LifecycleNode):
                                f"warm-up {time.perf_counter() - started:.2f} s")
 
     def _publish_names(self) -> None:
-        engine = self.engine
+        processor = self.processor
         with self._pub_lock:
-            if engine is not None and engine.has_demo and "keypoint_names" in self._pubs and self._active:
-                self._pubs["keypoint_names"].publish(String(data=json.dumps(list(engine.keypoint_names))))
+            if processor is not None and processor.has_demo and "keypoint_names" in self._pubs and self._active:
+                self._pubs["keypoint_names"].publish(String(data=json.dumps(list(processor.keypoint_names))))
 
     def _srv_set_demo(self, request, response):
-        if self.engine is None:
+        if self.processor is None:
             response.success, response.message = False, "the node is not configured"
             return response
         error = self._request_demo(self.params["demo_path"])
@@ -646,11 +666,11 @@ class CorrespondenceNode(LifecycleNode):
 
     def _process(self, item: WorkItem) -> None:
         frame: Frame = item.payload
-        engine = self.engine
-        if engine is None:
+        processor = self.processor
+        if processor is None:
             return
         started = time.perf_counter()
-        processed = engine.process(frame)
+        processed = processor.process(frame)
         header = Header(frame_id=frame.frame_id)
         header.stamp = ns_to_stamp(frame.stamp_ns)
         p = self.params
@@ -727,7 +747,7 @@ class CorrespondenceNode(LifecycleNode):
         window = self.health.window()
         values: dict[str, Any] = {
             "state": self.state_label(),
-            "demo": self.engine.demo_path if self.engine is not None else "",
+            "demo": self.processor.demo_path if self.processor is not None else "",
             "frames_received": self.counts["received"],
             "frames_rejected": self.counts["rejected"],
             "frames_processed": worker.processed if worker else 0,
@@ -759,14 +779,14 @@ class CorrespondenceNode(LifecycleNode):
         age = self.health.input_age()
         if age is None or age > self.health.timeout_s:  # healthy, but say that it is waiting
             ok = f"waiting for frames ({'none yet' if age is None else f'none for {age:.0f} s'}); {ok}"
-        engine = self.engine
+        processor = self.processor
         hint = ""
         if values["frames_received"] == 0 or self.health.window()["frames"] == 0:
             hint = (f"; no synchronised image / depth / mask set: {values['sync_unmatched']} messages found no "
                     f"partner within sync_slop {self.params['sync_slop']:g} s (check their stamps and that every "
                     "input topic is published)")
         return self.health.assess(values["state"], self._configure_error if not self._configured else None,
-                                  has_demo=engine is not None and engine.has_demo, ok_text=ok, idle_hint=hint)
+                                  has_demo=processor is not None and processor.has_demo, ok_text=ok, idle_hint=hint)
 
     def _publish_diagnostics(self) -> None:
         try:

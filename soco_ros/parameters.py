@@ -11,14 +11,19 @@ subscriptions, the QoS): changing one while the node is configured is refused wi
 clean up, set it and configure again (or restart the node).
 
 Types follow ROS habits: an integer given for a ``double`` parameter (``depth_max: 3`` in YAML, ``ros2 param set
-... match_threshold 1``) is that number as a double (:func:`coerce`). ``depth_min`` / ``depth_max`` are judged as a
+... min_score 1``) is that number as a double (:func:`coerce`). ``depth_min`` / ``depth_max`` are judged as a
 pair (:func:`validate_pair`): a refused pair keeps the last valid one. Adding a parameter is one ``P(...)`` line.
+
+A renamed parameter is listed in :data:`RENAMED` (old name -> new name): the node takes the old name, from a
+params file or ``ros2 param set``, as the new one and logs a warning (:func:`renamed_note`), for one release.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any
+
+from correspondence.deprecation import renamed_message
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt")
 SEGMENTATION = ("auto", "none", "depth", "grabcut", "sam")
@@ -104,12 +109,13 @@ SPECS: tuple[ParamSpec, ...] = (
     P("torch_threads", 0, "torch.set_num_threads for the worker; 0 = torch's default.", 0, 256,
       reconfigurable=False),
     # --- match rejection (reconfigurable)
-    P("match_threshold", -1.0, "Reject matches whose cosine score is below this; -1 accepts all.", -1.0, 1.0),
+    P("min_score", -1.0, "Reject matches whose cosine score is below this (the pipeline's min_score); -1 accepts "
+                         "all. Was match_threshold.", -1.0, 1.0),
     P("require_mutual", False, "Reject matches that are not mutual nearest neighbours."),
     P("max_cycle_px", 0.0, "Reject matches whose forward-backward cycle distance (demo px) exceeds this; 0 = off.",
       0.0, 10000.0),
     # --- segmentation
-    P("segmentation", "auto", "Live object mask provider when no mask topic is used: auto (SAM if its weights "
+    P("segmentation", "auto", "Live object mask source when no mask topic is used: auto (SAM if its weights "
                               "resolve, else depth foreground with depth, else GrabCut), none, depth, grabcut, sam.",
       choices=SEGMENTATION),
     # --- depth and alignment
@@ -169,6 +175,18 @@ SPECS: tuple[ParamSpec, ...] = (
       reconfigurable=False),
 )
 BY_NAME = {spec.name: spec for spec in SPECS}
+# Old name -> new name: accepted with a warning for one release (the pipeline calls it min_score too).
+RENAMED: dict[str, str] = {"match_threshold": "min_score"}
+
+
+def renamed_note(old: str) -> str:
+    """The warning for a parameter given under its old name (the wording of correspondence.deprecation)."""
+    return renamed_message(old, RENAMED[old], "parameter") + f"; its value is used as {RENAMED[old]!r}"
+
+
+def renamed_message_ignored(old: str) -> str:
+    """The warning when a parameter is given under both its old and its new name: the new one wins."""
+    return renamed_message(old, RENAMED[old], "parameter") + f"; both were given, {old!r} is ignored"
 
 
 def coerce(name: str, value: Any) -> Any:
@@ -225,6 +243,7 @@ def yaml_text() -> str:
              "#       /camera/color/image_raw:",
              "#         subscription:",
              "#           reliability: reliable",
+             *(f"# Renamed (the old name still works, with a warning): {old} -> {new}." for old, new in RENAMED.items()),
              "/**:", "  ros__parameters:"]
     for spec in SPECS:
         value = spec.default

@@ -1,5 +1,5 @@
-"""Several processes on torch's own engine: `torchrun` training of the functional head and the sharded SOCO
-benchmark, with 2 CPU processes (Gloo), odd numbers of pairs and images, on a free port per run."""
+"""Several processes with torch's own launcher and process groups: `torchrun` training of the functional head and
+the sharded SOCO benchmark, with 2 CPU processes (Gloo), odd numbers of pairs and images, on a free port per run."""
 from __future__ import annotations
 
 import json

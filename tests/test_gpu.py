@@ -261,9 +261,9 @@ def test_functional_embedder_and_discovery_on_cuda(scene):
         assert cuda["best_f1@23"] == pytest.approx(cpu["best_f1@23"], abs=0.1)
 
 
-def test_node_engine_processes_a_frame_on_cuda(tmp_path, scene):
+def test_node_processor_processes_a_frame_on_cuda(tmp_path, scene):
     pytest.importorskip("yaml", reason="the node's parameter table needs PyYAML")
-    from soco_ros.engine import Engine, Frame
+    from soco_ros.processor import FrameProcessor, Frame
     from soco_ros.parameters import defaults
     demo, live, keypoints, _ = scene
     folder = tmp_path / "demo"
@@ -274,11 +274,11 @@ def test_node_engine_processes_a_frame_on_cuda(tmp_path, scene):
         params = {**defaults(), "backbone": BACKBONE, "random_weights": True, "image_size": SIZE, "device": "cuda",
                   "segmentation": "none", "demo_path": str(folder), "cuda_graphs": fast,
                   "dtype": "float16" if fast else "float32"}
-        engine = Engine(params)
-        engine.set_demo(str(folder))
-        processed = engine.process(Frame(live, 0, "camera"))
-        assert engine.matcher.extractor.device.type == "cuda"
-        assert engine.matcher.extractor.runtime.cuda_graphs is fast
+        processor = FrameProcessor(params)
+        processor.set_demo(str(folder))
+        processed = processor.process(Frame(live, 0, "camera"))
+        assert processor.matcher.extractor.device.type == "cuda"
+        assert processor.matcher.extractor.runtime.cuda_graphs is fast
         assert len(processed.result.matches) == 32
 
 

@@ -55,9 +55,9 @@ def test_known_motion_is_recovered_exactly_with_true_matches():
     car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
     pipeline = TransferPipeline(demo_from(demo_view, car), OracleMatcher(car, live_view),
                                 PipelineSettings(ransac_threshold=0.005, **KEYPOINTS_ONLY),
-                                segmenter=DepthForeground((0.1, 2.0)))
+                                mask_source=DepthForeground((0.1, 2.0)))
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
-    assert result.mask is not None and result.mask.provider == "depth"
+    assert result.mask is not None and result.mask.source == "depth"
     assert result.alignment is not None and result.alignment.success, result.alignment.reason
     truth = moved @ np.linalg.inv(pose)  # demo camera frame -> live camera frame
     assert rotation_error_deg(result.alignment.transform, truth) < 1.0
@@ -70,7 +70,7 @@ def test_a_real_backbone_recovers_the_known_motion():
     5 mm of the truth (measured: 0.05 deg, 0.5 mm), and ICP says why it was kept."""
     car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.0]))
     pipeline = TransferPipeline(demo_from(demo_view, car), Matcher.create("daisy", size=224),
-                                segmenter=DepthForeground((0.1, 2.0)))
+                                mask_source=DepthForeground((0.1, 2.0)))
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     alignment = result.alignment
     assert alignment.success, alignment.reason
@@ -161,7 +161,7 @@ def test_aligned_clouds_overlap_when_the_transform_is_right(tmp_path):
     car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
     demo = demo_from(demo_view, car)
     pipeline = TransferPipeline(demo, OracleMatcher(car, live_view), PipelineSettings(**KEYPOINTS_ONLY),
-                                segmenter=DepthForeground((0.1, 2.0)))
+                                mask_source=DepthForeground((0.1, 2.0)))
     result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     write_aligned_clouds(demo, live_view.rgb, live_view.depth, live_view.intrinsics, result, tmp_path)
     lines = (tmp_path / "aligned.ply").read_text().splitlines()
@@ -185,7 +185,7 @@ def test_alignment_benchmark_truth_is_consistent_and_reports_are_written(tmp_pat
     settings = RenderSettings(width=160, height=160)
     obj, demo_view, live_view, truth, centre = make_trial(rng, "car", 0, config, settings)
     pipeline = TransferPipeline(demo_from(demo_view, obj), OracleMatcher(obj, live_view),
-                                PipelineSettings(**KEYPOINTS_ONLY), segmenter=DepthForeground((0.05, 5.0)))
+                                PipelineSettings(**KEYPOINTS_ONLY), mask_source=DepthForeground((0.05, 5.0)))
     alignment = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).alignment
     assert alignment.success
     assert rotation_error_deg(alignment.transform, truth) < 1.5
@@ -223,7 +223,7 @@ def test_dense_matches_and_icp_recover_a_known_motion_with_a_real_backbone(daisy
     obj, demo_view, live_view, truth, centre = _bench_trial(category, index)
     demo = demo_from(demo_view, obj)
     demo = DemoSpec(None, demo.rgb, demo.depth, demo.intrinsics, None, demo.keypoints, None, None)  # no demo mask
-    result = TransferPipeline(demo, daisy_224, segmenter=DepthForeground((0.05, 5.0))).process(
+    result = TransferPipeline(demo, daisy_224, mask_source=DepthForeground((0.05, 5.0))).process(
         live_view.rgb, live_view.depth, live_view.intrinsics)
     assert result.alignment_source == "dense" and len(result.dense) >= 6
     assert result.alignment.success, result.alignment.reason
@@ -249,8 +249,8 @@ def test_functional_mode_transfers_the_part_and_aligns_it():
     part[:, : int(np.median(np.nonzero(part)[1]))] = False  # the right half of the car stands for the part
     demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask, None, "pour-with",
                     part)
-    segmenter = DepthForeground((0.05, 5.0))
-    coarse = TransferPipeline(demo, matcher, PipelineSettings(refine="none"), segmenter=segmenter).process(
+    mask_source = DepthForeground((0.05, 5.0))
+    coarse = TransferPipeline(demo, matcher, PipelineSettings(refine="none"), mask_source=mask_source).process(
         live_view.rgb, live_view.depth, live_view.intrinsics)
     assert coarse.mode == "functional" and coarse.matches == () and len(coarse.dense) >= 10
     px = np.floor(coarse.dense.demo_xy).astype(int)
@@ -259,13 +259,13 @@ def test_functional_mode_transfers_the_part_and_aligns_it():
     assert coarse.alignment.success, coarse.alignment.reason
     assert rotation_error_deg(coarse.alignment.transform, truth) < 10.0
     assert object_translation_error(coarse.alignment.transform, truth, centre) < 0.02
-    refined = TransferPipeline(demo, matcher, segmenter=segmenter).process(live_view.rgb, live_view.depth,
+    refined = TransferPipeline(demo, matcher, mask_source=mask_source).process(live_view.rgb, live_view.depth,
                                                                            live_view.intrinsics)
     assert refined.refinement.accepted, refined.refinement.reason
     assert rotation_error_deg(refined.alignment.transform, truth) < 1.0
     assert object_translation_error(refined.alignment.transform, truth, centre) < 0.005
     top3 = TransferPipeline(demo, matcher, PipelineSettings(dense=DenseSettings(top_k=3)),
-                            segmenter=segmenter).process(live_view.rgb, live_view.depth, live_view.intrinsics)
+                            mask_source=mask_source).process(live_view.rgb, live_view.depth, live_view.intrinsics)
     assert len(top3.dense) == 3
     np.testing.assert_allclose(top3.dense.score, coarse.dense.score[:3])
 
@@ -281,7 +281,7 @@ def test_functional_mode_uses_a_trained_head_when_given(daisy_224):
 
     demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, None, None, "cut-with",
                     demo_view.mask)
-    pipeline = TransferPipeline(demo, daisy_224, segmenter=DepthForeground((0.05, 5.0)), functional=embedder)
+    pipeline = TransferPipeline(demo, daisy_224, mask_source=DepthForeground((0.05, 5.0)), functional=embedder)
     for _ in range(2):
         pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
     assert calls == ["cut-with"] * 3  # demo once, then each live frame
@@ -292,7 +292,7 @@ def test_functional_mode_uses_a_trained_head_when_given(daisy_224):
 @pytest.fixture(scope="module")
 def car_pipeline(daisy_224):
     car, demo_view, live_view, _, _ = scene(shift=np.array([0.02, 0.0, 0.0]))
-    return TransferPipeline(demo_from(demo_view, car), daisy_224, segmenter=DepthForeground((0.1, 2.0))), live_view
+    return TransferPipeline(demo_from(demo_view, car), daisy_224, mask_source=DepthForeground((0.1, 2.0))), live_view
 
 
 def test_depth_units_are_checked(car_pipeline, daisy_224):
@@ -303,7 +303,7 @@ def test_depth_units_are_checked(car_pipeline, daisy_224):
     with pytest.raises(InputError, match="looks like millimetres"):
         pipeline.process(live.rgb, millimetres.astype(np.float32), live.intrinsics)  # float millimetres
     scaled = TransferPipeline(pipeline.demo, daisy_224, PipelineSettings(depth_scale=0.001),
-                              segmenter=DepthForeground((0.1, 2.0)))
+                              mask_source=DepthForeground((0.1, 2.0)))
     in_mm = scaled.process(live.rgb, millimetres, live.intrinsics)
     in_m = pipeline.process(live.rgb, live.depth, live.intrinsics)
     assert in_mm.alignment.success == in_m.alignment.success
@@ -404,7 +404,7 @@ def test_features_are_computed_once_per_frame_and_once_for_the_demo():
     """Even with the extractor's cache off (a live stream), dense alignment does not re-extract either image."""
     car, demo_view, live_view, _, _ = scene(shift=np.array([0.02, 0.0, 0.0]))
     matcher = Matcher.create("daisy", size=224, cache_size=0)
-    pipeline = TransferPipeline(demo_from(demo_view, car), matcher, segmenter=DepthForeground((0.1, 2.0)))
+    pipeline = TransferPipeline(demo_from(demo_view, car), matcher, mask_source=DepthForeground((0.1, 2.0)))
     for _ in range(2):
         result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
         assert result.alignment_source == "dense" and len(result.dense) > 0
@@ -423,3 +423,15 @@ def test_the_pipeline_states_what_a_matcher_must_be():
     with pytest.raises(ConfigError, match="dense alignment needs a Matcher"):
         TransferPipeline(demo, OracleMatcher(car, live_view))
     TransferPipeline(demo, OracleMatcher(car, live_view), PipelineSettings(**KEYPOINTS_ONLY))
+
+
+def test_pipeline_takes_the_old_segmenter_keyword_with_a_warning():
+    car, demo_view, live_view, _, _ = scene()
+    demo, matcher, source = demo_from(demo_view, car), OracleMatcher(car, live_view), DepthForeground((0.1, 2.0))
+    settings = PipelineSettings(**KEYPOINTS_ONLY)
+    with pytest.warns(DeprecationWarning, match="keyword argument 'segmenter' is renamed 'mask_source'"):
+        pipeline = TransferPipeline(demo, matcher, settings, segmenter=source)
+    assert pipeline.mask_source is source
+    assert pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).mask.source == "depth"
+    with pytest.raises(TypeError, match="got both 'segmenter' and its new name 'mask_source'"):
+        TransferPipeline(demo, matcher, settings, mask_source=source, segmenter=source)

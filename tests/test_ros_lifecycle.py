@@ -48,9 +48,9 @@ def make_node(monkeypatch):
 
 
 def test_start_up_values_integers_for_doubles_and_the_depth_pair(make_node, capfd):
-    node = make_node(depth_max=3, match_threshold=1, ransac_threshold=5.0, runtime="jax", autostart=False)
+    node = make_node(depth_max=3, min_score=1, ransac_threshold=5.0, runtime="jax", autostart=False)
     assert node.params["depth_max"] == 3.0 and node.get_parameter("depth_max").type_ == Parameter.Type.DOUBLE
-    assert node.params["match_threshold"] == 1.0 and isinstance(node.params["match_threshold"], float)
+    assert node.params["min_score"] == 1.0 and isinstance(node.params["min_score"], float)
     assert node.params["ransac_threshold"] == 0.015 and node.params["runtime"] == "torch"  # refused -> defaults
     assert node.counts["parameters_rejected"] == 2
     other = make_node(depth_min=6.0, autostart=False)  # above the default depth_max 5: the pair is refused
@@ -64,11 +64,11 @@ def test_start_up_values_integers_for_doubles_and_the_depth_pair(make_node, capf
 
 def test_run_time_sets_coerce_log_and_count(make_node, capfd):
     node = make_node(autostart=False)
-    result = node.set_parameters([Parameter("match_threshold", value=1)])[0]  # what `ros2 param set ... 1` sends
-    assert result.successful and node.get_parameter("match_threshold").value == 1.0
-    assert node.get_parameter("match_threshold").type_ == Parameter.Type.DOUBLE
+    result = node.set_parameters([Parameter("min_score", value=1)])[0]  # what `ros2 param set ... 1` sends
+    assert result.successful and node.get_parameter("min_score").value == 1.0
+    assert node.get_parameter("min_score").type_ == Parameter.Type.DOUBLE
     refused = {
-        "match_threshold": "abc",  # wrong type: rclpy refuses, we log and count
+        "min_score": "abc",  # wrong type: rclpy refuses, we log and count
         "ransac_threshold": 2.0,  # out of range
         "solver": "magic",  # not a choice
         "depth_min": 9.0,  # above depth_max
@@ -77,7 +77,7 @@ def test_run_time_sets_coerce_log_and_count(make_node, capfd):
         result = node.set_parameters([Parameter(name, value=value)])[0]
         assert not result.successful, name
     assert node.counts["parameters_rejected"] == len(refused)
-    assert node.params["depth_min"] == 0.05 and node.params["match_threshold"] == 1.0
+    assert node.params["depth_min"] == 0.05 and node.params["min_score"] == 1.0
     log = capfd.readouterr().err
     for name in refused:
         assert f"[parameter:{name}] rejected" in log, name
@@ -85,6 +85,25 @@ def test_run_time_sets_coerce_log_and_count(make_node, capfd):
     # both ends moved at once
     assert node.set_parameters_atomically([Parameter("depth_min", value=6), Parameter("depth_max", value=7)]).successful
     assert (node.params["depth_min"], node.params["depth_max"]) == (6.0, 7.0)
+
+
+def test_a_renamed_parameter_keeps_working_with_a_warning(make_node, capfd):
+    """``match_threshold`` (0.1) is ``min_score`` now: a params file or ``ros2 param set`` with the old name still
+    sets it, with a warning naming the new one; given both, the new name wins."""
+    node = make_node(match_threshold=0.25, autostart=False)
+    assert node.params["min_score"] == 0.25 and node.get_parameter("min_score").value == 0.25
+    assert not node.has_parameter("match_threshold")
+    both = make_node(match_threshold=0.25, min_score=0.5, autostart=False)
+    assert both.params["min_score"] == 0.5
+    result = node.set_parameters([Parameter("match_threshold", value=1)])[0]  # `ros2 param set ... match_threshold 1`
+    assert result.successful and node.get_parameter("min_score").value == 1.0 and node.params["min_score"] == 1.0
+    refused = node.set_parameters([Parameter("match_threshold", value=3.0)])[0]  # judged as min_score: out of range
+    assert not refused.successful and node.params["min_score"] == 1.0
+    log = capfd.readouterr().err
+    assert log.count("the parameter 'match_threshold' is renamed 'min_score'") == 4
+    assert "both were given, 'match_threshold' is ignored" in log
+    assert "[parameter:min_score] rejected: parameter 'min_score'=3.0 is out of range [-1, 1]" in log
+    assert node.counts["parameters_rejected"] == 1 and both.counts["parameters_rejected"] == 0
 
 
 def test_lifecycle_the_rclpy_way(make_node, tmp_path):
@@ -105,7 +124,7 @@ def test_lifecycle_the_rclpy_way(make_node, tmp_path):
     assert pubs and all(isinstance(p, LifecyclePublisher) for p in pubs.values())
     assert not any(p._enabled for p in pubs.values())  # disabled until activate
     assert node.worker.running and node.debug_worker.running
-    assert node.engine.demo_path == str(scene.demo_dir)
+    assert node.processor.demo_path == str(scene.demo_dir)
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert all(p._enabled for p in pubs.values())
     # a demo change returns at once; the worker loads it (features included) before its next frame
@@ -113,18 +132,18 @@ def test_lifecycle_the_rclpy_way(make_node, tmp_path):
     assert node.set_parameters([Parameter("demo_path", value=str(other.demo_dir))])[0].successful
     assert time.monotonic() - started < 0.5
     deadline = time.monotonic() + 60
-    while node.engine.demo_path != str(other.demo_dir) and time.monotonic() < deadline:
+    while node.processor.demo_path != str(other.demo_dir) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert node.engine.demo_path == str(other.demo_dir) and node.worker.wait_idle(60)
+    assert node.processor.demo_path == str(other.demo_dir) and node.worker.wait_idle(60)
     assert not node.set_parameters([Parameter("demo_path", value=str(tmp_path / "nope"))])[0].successful
     assert node.params["demo_path"] == str(other.demo_dir)
     assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
     assert not any(p._enabled for p in pubs.values())
     assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
-    assert node._pubs == {} and node.worker is None and node.engine is None
+    assert node._pubs == {} and node.worker is None and node.processor is None
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     node.shutdown()  # through the state machine, from inactive
-    assert node._state_machine.current_state[1] == "finalized" and node.engine is None and not node._pubs
+    assert node._state_machine.current_state[1] == "finalized" and node.processor is None and not node._pubs
 
 
 def test_frames_with_an_empty_frame_id_are_rejected(make_node, tmp_path):

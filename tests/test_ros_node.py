@@ -23,7 +23,7 @@ from correspondence.alignment import rotation_error_deg  # noqa: E402
 from correspondence.benchmarks.alignment import object_translation_error  # noqa: E402
 from soco_ros import parameters as P  # noqa: E402
 from soco_ros.conversions import MATCH_FIELDS, cloud_to_array, msg_to_transform  # noqa: E402
-from soco_ros.engine import Engine, Frame  # noqa: E402
+from soco_ros.processor import FrameProcessor, Frame  # noqa: E402
 from soco_ros.synthetic import make_scene, varied  # noqa: E402
 
 NODE = "/correspondence_node"
@@ -152,9 +152,9 @@ def test_matches_and_pose_against_ground_truth(ros):
     np.testing.assert_allclose([[m.pose.position.x, m.pose.position.y, m.pose.position.z] for m in spheres], xyz,
                                atol=1e-5)
     # the library on the same frame gives exactly what was published (nothing lost or reordered on the way)
-    engine = Engine({**P.defaults(), **BASE, "demo_path": str(scene.demo_dir)})
-    engine.set_demo(str(scene.demo_dir))
-    reference = engine.process(Frame(scene.rgb, stamp, "live_cam", scene.depth, scene.intrinsics)).result
+    processor = FrameProcessor({**P.defaults(), **BASE, "demo_path": str(scene.demo_dir)})
+    processor.set_demo(str(scene.demo_dir))
+    reference = processor.process(Frame(scene.rgb, stamp, "live_cam", scene.depth, scene.intrinsics)).result
     accepted = np.flatnonzero(reference.accepted)
     assert cloud["index"].tolist() == accepted.tolist()
     np.testing.assert_allclose(cloud["score"], [reference.matches[i].score for i in accepted], rtol=1e-5)
@@ -240,10 +240,10 @@ def test_mask_prompt_debug_lifecycle_reset(ros):
     # a configure-time parameter cannot change while configured; a run-time one can, an integer for a double too
     result = peer.set_parameters(NODE, {"backbone": "test_vit_tiny"})[0]
     assert not result.successful and "applied at configure time" in result.reason
-    assert peer.set_parameters(NODE, {"match_threshold": 0.5})[0].successful
-    assert peer.set_parameters(NODE, {"match_threshold": 1})[0].successful  # what `ros2 param set ... 1` sends
-    assert not peer.set_parameters(NODE, {"match_threshold": "high"})[0].successful
-    assert node.wait_log(r"\[parameter:match_threshold\] rejected: parameter 'match_threshold' must be a double", 10)
+    assert peer.set_parameters(NODE, {"min_score": 0.5})[0].successful
+    assert peer.set_parameters(NODE, {"min_score": 1})[0].successful  # what `ros2 param set ... 1` sends
+    assert not peer.set_parameters(NODE, {"min_score": "high"})[0].successful
+    assert node.wait_log(r"\[parameter:min_score\] rejected: parameter 'min_score' must be a double", 10)
     diag = peer.wait_for(lambda: (d := peer.diagnostics()) and int(d["parameters_rejected"]) >= 2 and d, 5)
     assert diag, peer.diagnostics()  # the configure-time refusal and the wrong type, both counted
     # reset clears the counters

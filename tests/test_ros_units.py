@@ -259,7 +259,7 @@ def test_parameter_validation():
     assert P.validate("ransac_iterations", 10) is None and "out of range" in P.validate("ransac_iterations", 0)
     assert "not one of torch, onnxruntime, tensorrt" in P.validate("runtime", "jax")
     assert "must be smaller than depth_max" in P.validate("depth_min", 6.0, {"depth_max": 5.0})
-    assert P.validate("match_threshold", 0) is None  # an int for a double is fine
+    assert P.validate("min_score", 0) is None  # an int for a double is fine
     assert "must be finite" in P.validate("sync_slop", float("nan"))
     for spec in P.SPECS:
         assert P.validate(spec.name, spec.default, P.defaults()) is None, spec.name
@@ -290,12 +290,12 @@ def test_launch_file_is_valid_python():
         assert f'"{arg}"' in source
 
 
-# ================================================================================================ engine
+# ================================================================================================ processor
 
 
-def test_engine_refuses_runtime_without_a_model():
+def test_processor_refuses_runtime_without_a_model():
     from correspondence.errors import ConfigError
-    from soco_ros.engine import build_matcher
+    from soco_ros.processor import build_matcher
 
     params = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "runtime": "onnxruntime"}
     with pytest.raises(ConfigError, match="needs runtime_model"):
@@ -304,21 +304,21 @@ def test_engine_refuses_runtime_without_a_model():
     assert matcher.extractor.cache_size == 2  # the live-frame feature cache cannot grow
 
 
-def test_engine_keeps_previous_demo_on_a_bad_path(tmp_path):
+def test_processor_keeps_previous_demo_on_a_bad_path(tmp_path):
     from correspondence.errors import InputError
-    from soco_ros.engine import Engine, Frame
+    from soco_ros.processor import FrameProcessor, Frame
     from soco_ros.messages import build_outputs
     from soco_ros.synthetic import make_scene
 
     scene = make_scene(tmp_path / "demo", size=112, grid_points=8)
-    engine = Engine({**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "segmentation": "depth"})
+    processor = FrameProcessor({**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "segmentation": "depth"})
     with pytest.raises(InputError, match="no demo loaded"):
-        engine.process(Frame(scene.rgb, 0, "cam"))
-    engine.set_demo(str(scene.demo_dir))
+        processor.process(Frame(scene.rgb, 0, "cam"))
+    processor.set_demo(str(scene.demo_dir))
     with pytest.raises(InputError, match="does not exist"):
-        engine.set_demo(str(tmp_path / "missing"))
-    assert engine.demo_path == str(scene.demo_dir)
-    processed = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+        processor.set_demo(str(tmp_path / "missing"))
+    assert processor.demo_path == str(scene.demo_dir)
+    processed = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
     outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
     cloud = cloud_to_array(outputs.matches)
     accepted = np.flatnonzero(processed.result.accepted)
@@ -326,17 +326,17 @@ def test_engine_keeps_previous_demo_on_a_bad_path(tmp_path):
     np.testing.assert_allclose(cloud["u_live"], [processed.result.matches[i].live_xy[0] for i in accepted], rtol=1e-6)
     assert outputs.debug_image.encoding == "rgb8" and outputs.mask.encoding == "mono8"
     assert outputs.markers.markers[0].action == 3  # DELETEALL first
-    engine.update({"match_threshold": 0.999})  # reconfigured: almost everything rejected now
-    strict = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    processor.update({"min_score": 0.999})  # reconfigured: almost everything rejected now
+    strict = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
     assert strict.result.accepted.sum() <= processed.result.accepted.sum()
 
 
-def test_engine_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
+def test_processor_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
     """A functional demo (function + part mask): ~/matches carries the part's dense matches, index = rank, score =
     discovery score (best first), 3D points lifted in the live frame; the names topic holds the function."""
     from PIL import Image as PILImage
 
-    from soco_ros.engine import Engine, Frame
+    from soco_ros.processor import FrameProcessor, Frame
     from soco_ros.messages import build_outputs, quality_dict
     from soco_ros.synthetic import make_scene
 
@@ -351,10 +351,10 @@ def test_engine_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
     part[:, : int(np.median(np.nonzero(part)[1]))] = False
     PILImage.fromarray(part.astype(np.uint8) * 255).save(functional / "function_mask.png")
     (functional / "function.txt").write_text("pour-with\n")
-    engine = Engine({**P.defaults(), "backbone": "daisy", "image_size": 224, "segmentation": "depth"})
-    engine.set_demo(str(functional))
-    assert engine.keypoint_names == ("pour-with",)
-    processed = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    processor = FrameProcessor({**P.defaults(), "backbone": "daisy", "image_size": 224, "segmentation": "depth"})
+    processor.set_demo(str(functional))
+    assert processor.keypoint_names == ("pour-with",)
+    processed = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
     assert processed.result.mode == "functional" and len(processed.result.dense) > 0
     outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
     cloud = cloud_to_array(outputs.matches)
@@ -367,12 +367,12 @@ def test_engine_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
     assert outputs.debug_image.encoding == "rgb8"
 
 
-def test_engine_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_path):
+def test_processor_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_path):
     """The node's `runtime` / `runtime_model` / `runtime_provider` parameters run the exported model and give the
     torch runtime's matches on the same frame."""
     from correspondence.backbones import create_backbone
     from export.onnx_export import export_backbone
-    from soco_ros.engine import Engine, Frame
+    from soco_ros.processor import FrameProcessor, Frame
     from soco_ros.synthetic import make_scene
 
     size = 112
@@ -386,10 +386,10 @@ def test_engine_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_
     for runtime in ("torch", "onnxruntime"):
         params = dict(base, runtime=runtime, runtime_model=str(model.path) if runtime != "torch" else "",
                       runtime_provider="cpu")
-        engine = Engine(params)
-        assert engine.matcher.extractor.describe()["runtime"]["name"] == runtime
-        engine.set_demo(str(scene.demo_dir))
-        results[runtime] = engine.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)).result
+        processor = FrameProcessor(params)
+        assert processor.matcher.extractor.describe()["runtime"]["name"] == runtime
+        processor.set_demo(str(scene.demo_dir))
+        results[runtime] = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)).result
     torch_matches, onnx_matches = results["torch"].matches, results["onnxruntime"].matches
     assert len(torch_matches) > 5
     assert [m.live_xy for m in torch_matches] == [m.live_xy for m in onnx_matches]

@@ -1,4 +1,4 @@
-"""Mask providers: SAM on a tiny random-init model in the official key layout, depth, GrabCut, given masks."""
+"""Mask sources: SAM on a tiny random-init model in the official key layout, depth, GrabCut, given masks."""
 from __future__ import annotations
 
 from functools import partial
@@ -9,8 +9,9 @@ import torch
 
 import correspondence.segmentation as seg
 from correspondence.errors import ConfigError, CorruptCheckpointError, InputError, WeightsNotFoundError
-from correspondence.segmentation import (DepthForeground, GivenMask, GrabCutBox, MaskProvider, MaskResult, NoMaskError,
-                                         Prompt, SamProvider, auto_provider, choose_auto_mask, provider_from_name)
+from correspondence.segmentation import (DepthForeground, GivenMask, GrabCutBox, MaskResult, MaskSource, NoMaskError,
+                                         Prompt, SamMaskSource, auto_mask_source, choose_auto_mask,
+                                         mask_source_from_name)
 
 segment_anything = pytest.importorskip("segment_anything")
 from segment_anything.modeling import (ImageEncoderViT, MaskDecoder, PromptEncoder, Sam,  # noqa: E402
@@ -52,7 +53,7 @@ def source_sam() -> Sam:
 
 @pytest.fixture
 def tiny_registry(monkeypatch):
-    """The package's ``sam_model_registry['vit_b']`` builds the tiny architecture (same dict the provider uses)."""
+    """The package's ``sam_model_registry['vit_b']`` builds the tiny architecture (same dict the source uses)."""
     from segment_anything import sam_model_registry
 
     monkeypatch.setitem(sam_model_registry, "vit_b", build_tiny_sam)
@@ -92,68 +93,68 @@ def test_sam_checkpoint_loads_through_resolver_and_reproduces_source(source_sam,
 
     monkeypatch.setattr(seg, "resolve_weights", spy_resolve)
     monkeypatch.setattr(seg, "load_state_dict", spy_load)
-    provider = SamProvider.create("vit_b", weights=sam_checkpoint)
+    source = SamMaskSource.create("vit_b", weights=sam_checkpoint)
     assert calls == {"resolve": 1, "load": 1}
-    assert provider.name == "sam" and isinstance(provider, MaskProvider)
-    assert provider.weights == str(sam_checkpoint) and provider.weights_sha256
+    assert source.name == "sam" and isinstance(source, MaskSource)
+    assert source.weights == str(sam_checkpoint) and source.weights_sha256
 
-    reference = SamProvider.from_model(source_sam)
+    reference = SamMaskSource.from_model(source_sam)
     img = image(0)
     for prompt in (Prompt(point=(20.5, 30.0)), Prompt(box=(8, 6, 50, 40)), Prompt.auto()):
-        got, want = provider.segment(img, prompt), reference.segment(img, prompt)
+        got, want = source.segment(img, prompt), reference.segment(img, prompt)
         assert isinstance(got, MaskResult)
         assert got.mask.shape == img.shape[:2] and got.mask.dtype == bool and got.mask.any()
-        assert got.provider == "sam" and got.prompt == prompt
+        assert got.source == "sam" and got.prompt == prompt
         assert np.array_equal(got.mask, want.mask) and got.score == pytest.approx(want.score)
-        assert got.details["weights_sha256"] == provider.weights_sha256
+        assert got.details["weights_sha256"] == source.weights_sha256
     assert got.details["mode"] == "auto" and got.details["candidates"] == 27
 
 
 def test_sam_checkpoint_found_in_weights_dir(sam_checkpoint, tiny_registry, monkeypatch):
     monkeypatch.setenv("SOCO_WEIGHTS_DIR", str(sam_checkpoint.parent))
-    provider = SamProvider.create("vit_b")
-    assert provider.weights == str(sam_checkpoint)
-    provider, reason = auto_provider()
-    assert isinstance(provider, SamProvider) and reason.startswith("sam:")
+    source = SamMaskSource.create("vit_b")
+    assert source.weights == str(sam_checkpoint)
+    source, reason = auto_mask_source()
+    assert isinstance(source, SamMaskSource) and reason.startswith("sam:")
 
 
 def test_sam_embedding_computed_once_per_image(source_sam):
-    provider = SamProvider.from_model(source_sam)
+    source = SamMaskSource.from_model(source_sam)
     passes = []
-    hook = provider.predictor.model.image_encoder.register_forward_hook(lambda *a: passes.append(1))
+    hook = source.predictor.model.image_encoder.register_forward_hook(lambda *a: passes.append(1))
     try:
         first, second = image(0), image(1)
-        provider.segment(first, Prompt(point=(10, 10)))
-        result = provider.segment(first, Prompt(box=(5, 5, 40, 30)))
+        source.segment(first, Prompt(point=(10, 10)))
+        result = source.segment(first, Prompt(box=(5, 5, 40, 30)))
         assert len(passes) == 1 and not result.details["embedding_computed"]
-        provider.segment(first.copy(), Prompt.auto())  # same content, another array: still cached
+        source.segment(first.copy(), Prompt.auto())  # same content, another array: still cached
         assert len(passes) == 1
-        result = provider.segment(second, Prompt(point=(10, 10)))
+        result = source.segment(second, Prompt(point=(10, 10)))
         assert len(passes) == 2 and result.details["embedding_computed"]
-        provider.segment(second, Prompt.auto())
-        assert len(passes) == 2 and provider.embeddings_computed == 2
+        source.segment(second, Prompt.auto())
+        assert len(passes) == 2 and source.embeddings_computed == 2
     finally:
         hook.remove()
 
 
 def test_sam_accepts_grayscale_and_rgba(source_sam):
-    provider = SamProvider.from_model(source_sam)
+    source = SamMaskSource.from_model(source_sam)
     gray = image(2)[..., 0]
     rgba = np.dstack([image(3), np.full((48, 64), 255, np.uint8)])
     for img in (gray, rgba):
-        assert provider.segment(img, Prompt(point=(30, 20))).mask.shape == (48, 64)
+        assert source.segment(img, Prompt(point=(30, 20))).mask.shape == (48, 64)
 
 
 def test_missing_sam_checkpoint_offline_names_file_url_and_env():
     with pytest.raises(WeightsNotFoundError) as info:
-        SamProvider.create("vit_b")
+        SamMaskSource.create("vit_b")
     message = str(info.value)
     assert SAM_B in message and SAM_B_URL in message and "SOCO_WEIGHTS_DIR" in message
     assert info.value.exit_code == 2
     with pytest.raises(WeightsNotFoundError, match="does not exist"):
-        SamProvider.create("vit_b", weights="/nonexistent/sam.pth")
+        SamMaskSource.create("vit_b", weights="/nonexistent/sam.pth")
     with pytest.raises(ConfigError, match="vit_x"):
-        SamProvider.create("vit_x")
+        SamMaskSource.create("vit_x")
 
 
 def test_sam_checkpoint_that_does_not_fit_is_corrupt(source_sam, tmp_path, tiny_registry):
@@ -162,7 +163,7 @@ def test_sam_checkpoint_that_does_not_fit_is_corrupt(source_sam, tmp_path, tiny_
     path = tmp_path / "partial.pth"
     torch.save(state, path)
     with pytest.raises(CorruptCheckpointError, match="does not fit SAM vit_b"):
-        SamProvider.create("vit_b", weights=path)
+        SamMaskSource.create("vit_b", weights=path)
 
 
 def test_auto_rule_rejects_background_and_prefers_central_masks():
@@ -199,7 +200,7 @@ def depth_scene():
 def test_depth_foreground_returns_exactly_the_near_box():
     depth, box = depth_scene()
     result = DepthForeground(depth_range=(0.1, 2.0)).segment(image(0, (60, 80, 3)), Prompt.auto(), depth)
-    assert result.provider == "depth" and np.array_equal(result.mask, box)
+    assert result.source == "depth" and np.array_equal(result.mask, box)
     assert result.details["median_depth"] == pytest.approx(0.6) and result.details["components"] == 2
     # A point on the box gives the box too.
     assert np.array_equal(DepthForeground().segment(np.zeros((60, 80, 3)), Prompt(point=(40.5, 30.2)), depth).mask, box)
@@ -224,16 +225,16 @@ def test_depth_box_prompt_and_range():
 
 
 def test_depth_errors():
-    provider = DepthForeground(depth_range=(0.1, 2.0))
+    source = DepthForeground(depth_range=(0.1, 2.0))
     with pytest.raises(InputError, match=r"no valid depth in range \[0.1, 2\] m"):
-        provider.segment(np.zeros((60, 80)), Prompt.auto(), np.zeros((60, 80)))
+        source.segment(np.zeros((60, 80)), Prompt.auto(), np.zeros((60, 80)))
     with pytest.raises(InputError, match="needs a depth map"):
-        provider.segment(np.zeros((60, 80)), Prompt.auto(), None)
+        source.segment(np.zeros((60, 80)), Prompt.auto(), None)
     with pytest.raises(InputError, match="does not match the image"):
-        provider.segment(np.zeros((60, 80)), Prompt.auto(), np.ones((30, 40)))
+        source.segment(np.zeros((60, 80)), Prompt.auto(), np.ones((30, 40)))
     depth, _ = depth_scene()
     with pytest.raises(NoMaskError, match="has no valid depth"):
-        provider.segment(np.zeros((60, 80)), Prompt(point=(1, 1)), depth)
+        source.segment(np.zeros((60, 80)), Prompt(point=(1, 1)), depth)
     with pytest.raises(NoMaskError, match="at least 100000 px"):
         DepthForeground(min_area=100000).segment(np.zeros((60, 80)), Prompt.auto(), depth)
     with pytest.raises(ConfigError):
@@ -261,7 +262,7 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 def test_grabcut_box_finds_the_disk():
     img, disk = disk_scene()
     result = GrabCutBox(iterations=5).segment(img, Prompt(box=(40, 18, 124, 100)))
-    assert result.provider == "grabcut" and result.mask.shape == disk.shape
+    assert result.source == "grabcut" and result.mask.shape == disk.shape
     assert iou(result.mask, disk) > 0.8
     assert result.details["box"] == [40, 18, 124, 100] and result.details["box_source"] == "prompt"
 
@@ -282,7 +283,7 @@ def test_given_mask():
     mask = np.zeros((48, 64), np.uint8)
     mask[10:20, 10:30] = 255
     result = GivenMask(mask).segment(image(0)[..., :1])  # HxWx1 grayscale goes through to_rgb_array
-    assert result.provider == "given" and result.mask.dtype == bool and result.area == 200
+    assert result.source == "given" and result.mask.dtype == bool and result.area == 200
     with pytest.raises(InputError, match=r"given mask is 48x64 \(HxW\) but the image is 40x64"):
         GivenMask(mask).segment(image(0, (40, 64, 3)))
     with pytest.raises(InputError, match="no foreground"):
@@ -290,13 +291,13 @@ def test_given_mask():
 
 
 def test_bad_inputs_raise_specific_errors():
-    provider = GivenMask(np.ones((48, 64), bool))
+    source = GivenMask(np.ones((48, 64), bool))
     with pytest.raises(InputError, match="empty"):
-        provider.segment(np.zeros((0, 64, 3), np.uint8))
+        source.segment(np.zeros((0, 64, 3), np.uint8))
     with pytest.raises(InputError, match=r"prompt point \(64, 10\) is outside the image \(64x48 px"):
-        provider.segment(image(0), Prompt(point=(64, 10)))
+        source.segment(image(0), Prompt(point=(64, 10)))
     with pytest.raises(InputError, match="prompt box .* is outside the image"):
-        provider.segment(image(0), Prompt(box=(-1, 0, 10, 10)))
+        source.segment(image(0), Prompt(box=(-1, 0, 10, 10)))
     with pytest.raises(InputError, match="x0 < x1"):
         Prompt(box=(10, 0, 5, 10))
     with pytest.raises(InputError, match="2 numbers"):
@@ -304,27 +305,27 @@ def test_bad_inputs_raise_specific_errors():
     with pytest.raises(InputError, match="finite"):
         Prompt(point=(float("nan"), 2))
     with pytest.raises(InputError, match="image array must be"):
-        provider.segment(np.zeros((48, 64, 2), np.uint8))
+        source.segment(np.zeros((48, 64, 2), np.uint8))
     assert Prompt.auto().is_auto and Prompt(point=(1, 2)).point == (1.0, 2.0)
 
 
-def test_provider_from_name():
-    assert isinstance(provider_from_name("depth", depth_range=(0.2, 1.0)), DepthForeground)
-    assert isinstance(provider_from_name(" GrabCut ", iterations=2), GrabCutBox)
-    assert isinstance(provider_from_name("given", mask=np.ones((2, 2))), GivenMask)
-    with pytest.raises(ConfigError, match="unknown mask provider 'mask_rcnn'"):
-        provider_from_name("mask_rcnn")
+def test_mask_source_from_name():
+    assert isinstance(mask_source_from_name("depth", depth_range=(0.2, 1.0)), DepthForeground)
+    assert isinstance(mask_source_from_name(" GrabCut ", iterations=2), GrabCutBox)
+    assert isinstance(mask_source_from_name("given", mask=np.ones((2, 2))), GivenMask)
+    with pytest.raises(ConfigError, match="unknown mask source 'mask_rcnn'"):
+        mask_source_from_name("mask_rcnn")
     with pytest.raises(ConfigError, match="bad options"):
-        provider_from_name("grabcut", colour="red")
+        mask_source_from_name("grabcut", colour="red")
     with pytest.raises(WeightsNotFoundError):
-        provider_from_name("sam", model_type="vit_h")
+        mask_source_from_name("sam", model_type="vit_h")
 
 
-def test_auto_provider_falls_back_offline():
+def test_auto_mask_source_falls_back_offline():
     depth, _ = depth_scene()
-    provider, reason = auto_provider(depth)
-    assert isinstance(provider, DepthForeground)
+    source, reason = auto_mask_source(depth)
+    assert isinstance(source, DepthForeground)
     assert reason.startswith("depth:") and SAM_B in reason and "depth map was given" in reason
-    provider, reason = auto_provider(None)
-    assert isinstance(provider, GrabCutBox)
+    source, reason = auto_mask_source(None)
+    assert isinstance(source, GrabCutBox)
     assert reason.startswith("grabcut:") and "SAM unavailable" in reason and "no depth map" in reason

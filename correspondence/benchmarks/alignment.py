@@ -135,7 +135,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
     pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine)
-    segmenter = DepthForeground((0.05, 5.0))
+    mask_source = DepthForeground((0.05, 5.0))
     rows = []
     total = config.trials + config.functional_trials
     with tqdm(total=total, desc="alignment", unit="trial", disable=not progress) as bar:
@@ -151,7 +151,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 continue
             demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
                             KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
-            rows.append(_run(TransferPipeline(demo, matcher, pipeline_settings, segmenter), live_view, row, truth,
+            rows.append(_run(TransferPipeline(demo, matcher, pipeline_settings, mask_source), live_view, row, truth,
                              centre))
         for trial in range(config.functional_trials):
             category, function = config.functions[trial % len(config.functions)]
@@ -165,7 +165,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 continue
             demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask, None,
                             function, part)
-            rows.append(_run(TransferPipeline(demo, matcher, pipeline_settings, segmenter), live_view, row, truth,
+            rows.append(_run(TransferPipeline(demo, matcher, pipeline_settings, mask_source), live_view, row, truth,
                              centre))
     return _report(rows, matcher, config, Path(out))
 

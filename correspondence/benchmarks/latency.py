@@ -201,7 +201,7 @@ def _pipeline_row(extractor: FeatureExtractor, frames, config: LatencyConfig) ->
     from ..segmentation import DepthForeground
 
     demo, live = frames
-    pipeline = TransferPipeline(demo, Matcher(extractor, MatchSettings()), segmenter=DepthForeground((0.05, 5.0)))
+    pipeline = TransferPipeline(demo, Matcher(extractor, MatchSettings()), mask_source=DepthForeground((0.05, 5.0)))
     rgb = live.rgb.copy()
     stages: dict[str, list[float]] = {}
     totals = []

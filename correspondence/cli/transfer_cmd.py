@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from ..frame_report import frame_overlay, frame_record, write_aligned_clouds
     from ..io import write_json
     from ..pipeline import PipelineSettings, TransferPipeline
-    from ..segmentation import auto_provider, provider_from_name
+    from ..segmentation import auto_mask_source, mask_source_from_name
     from ..viz import save
 
     demo = load_demo(args.demo)
@@ -83,12 +83,12 @@ def run(args: argparse.Namespace) -> int:
     if (depth is None) != (intrinsics is None):
         raise InputError("3D alignment needs both --live-depth and --intrinsics (give both, or neither for 2D)")
     if args.segmentation == "auto":
-        segmenter, reason = auto_provider(depth)
+        mask_source, reason = auto_mask_source(depth)
         print(f"segmentation: {reason}")
     elif args.segmentation == "none":
-        segmenter = None
+        mask_source = None
     else:
-        segmenter = provider_from_name(args.segmentation)
+        mask_source = mask_source_from_name(args.segmentation)
     runtime = torch_runtime_options(args) if args.runtime == "torch" else {
         "name": args.runtime, "model": args.runtime_model, "provider": args.provider,
         "allow_unverified": args.allow_unverified}
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     settings = PipelineSettings(min_score=args.min_score, ransac_threshold=args.ransac_threshold, solver=args.solver,
                                 alignment_source=args.alignment_source, refine=args.refine,
                                 dense=DenseSettings(top_k=args.top_k))
-    pipeline = TransferPipeline(demo, matcher, settings, segmenter, functional=functional)
+    pipeline = TransferPipeline(demo, matcher, settings, mask_source, functional=functional)
     result = pipeline.process(live, depth, intrinsics, mask=as_mask(args.live_mask), prompt=_prompt(args.prompt))
     out = Path(args.out)
     record = {"demo": str(args.demo), "live": args.live_rgb, **frame_record(result)}

@@ -1,10 +1,10 @@
 """The ROS-free half of the node: build the matcher, load demos, keep the pipeline settings, process one frame.
 
 Everything here is plain Python on top of :mod:`correspondence`; :mod:`soco_ros.node` only moves messages in and
-out. Thread model: the node's worker thread calls :meth:`Engine.process` and installs new demos
-(:meth:`Engine.install_demo`, then :meth:`Engine.warmup`, which extracts the demo's features); parameter and
-service callbacks only validate a demo (:meth:`Engine.load_spec`: reads and checks the files) and call
-:meth:`Engine.update` from the executor thread. The current pipeline is swapped atomically under a lock and a
+out. Thread model: the node's worker thread calls :meth:`FrameProcessor.process` and installs new demos
+(:meth:`FrameProcessor.install_demo`, then :meth:`FrameProcessor.warmup`, which extracts the demo's features);
+parameter and service callbacks only validate a demo (:meth:`FrameProcessor.load_spec`: reads and checks the
+files) and call :meth:`FrameProcessor.update` from the executor thread. The current pipeline is swapped atomically under a lock and a
 frame always runs on the pipeline it started with.
 """
 from __future__ import annotations
@@ -22,10 +22,10 @@ from correspondence.demo_spec import DemoSpec, load_demo
 from correspondence.dense_transfer import DenseSettings
 from correspondence.errors import ConfigError, InputError
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
-from correspondence.segmentation import MaskProvider, Prompt, auto_provider, provider_from_name
+from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
 
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
-PIPELINE_KEYS = ("match_threshold", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
+PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
                  "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation",
                  "alignment_source", "refine", "dense_top_k")
 
@@ -58,7 +58,7 @@ def build_matcher(params: dict[str, Any]) -> Matcher:
     runtime = params["runtime"]
     model = params.get("runtime_model") or None
     if runtime != "torch" and model is None:
-        raise ConfigError(f"runtime {runtime!r} needs runtime_model (the exported .onnx / .engine file)")
+        raise ConfigError(f"runtime {runtime!r} needs runtime_model (the exported .onnx / .processor file)")
     if runtime == "torch":
         spec = {"name": "torch", "cuda_graphs": bool(params.get("cuda_graphs", False))}
     else:
@@ -90,7 +90,7 @@ def functional_embedder(params: dict[str, Any], matcher: Matcher):
 def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
     """Node parameters -> PipelineSettings."""
     return PipelineSettings(
-        min_score=(None if params["match_threshold"] <= -1.0 else float(params["match_threshold"])),
+        min_score=(None if params["min_score"] <= -1.0 else float(params["min_score"])),
         require_mutual=bool(params["require_mutual"]),
         max_cycle_px=float(params["max_cycle_px"]) or None,
         depth_range=(float(params["depth_min"]), float(params["depth_max"])),
@@ -100,26 +100,29 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])))
 
 
-def make_segmenter(params: dict[str, Any]) -> tuple[MaskProvider | None, str]:
-    """The live mask provider and why it was chosen (the mask topic, when used, overrides it per frame)."""
+def make_mask_source(params: dict[str, Any]) -> tuple[MaskSource | None, str]:
+    """The live mask source and why it was chosen (the mask topic, when used, overrides it per frame)."""
     name = params["segmentation"]
     depth_range = (float(params["depth_min"]), float(params["depth_max"]))
     if name == "none":
         return None, "none: matching over the whole image"
     if name == "auto":
-        return auto_provider(depth=bool(params["use_depth"]), device=params["device"], depth_range=depth_range)
+        return auto_mask_source(depth=bool(params["use_depth"]), device=params["device"], depth_range=depth_range)
     if name == "depth":
-        return provider_from_name("depth", depth_range=depth_range), "depth: nearest depth surface"
+        return mask_source_from_name("depth", depth_range=depth_range), "depth: nearest depth surface"
     if name == "sam":
-        return provider_from_name("sam", allow_download=False, device=params["device"]), "sam"
-    return provider_from_name(name), name
+        return mask_source_from_name("sam", allow_download=False, device=params["device"]), "sam"
+    return mask_source_from_name(name), name
 
 
-class Engine:
+class FrameProcessor:
+    """One frame in, one :class:`Processed` out, on the current demo's pipeline (named so as not to be confused
+    with a TensorRT engine, which a runtime may run underneath)."""
+
     def __init__(self, params: dict[str, Any], matcher: Matcher | None = None) -> None:
         self.params = dict(params)
         self.matcher = matcher if matcher is not None else build_matcher(self.params)
-        self.segmenter, self.segmenter_reason = make_segmenter(self.params)
+        self.mask_source, self.mask_source_reason = make_mask_source(self.params)
         self.functional = functional_embedder(self.params, self.matcher)
         self._lock = threading.Lock()
         self._pipeline: TransferPipeline | None = None
@@ -147,7 +150,7 @@ class Engine:
     def install_demo(self, demo: DemoSpec, path: str) -> None:
         """Make ``demo`` (from :meth:`load_spec`) the current one."""
         with self._build_lock:  # never interleaved with update(): the pipeline gets the settings in force
-            pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.segmenter,
+            pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.mask_source,
                                         functional=self.functional)
             with self._lock:
                 self._pipeline, self.demo, self.demo_path = pipeline, demo, str(path).strip()
@@ -177,19 +180,19 @@ class Engine:
 
     # ------------------------------------------------------------------------------------------------ settings
     def update(self, changes: dict[str, Any]) -> None:
-        """Apply reconfigurable parameter changes (validated by the caller). All or nothing: if the new segmenter
+        """Apply reconfigurable parameter changes (validated by the caller). All or nothing: if the new mask_source
         or pipeline cannot be built, it raises and the previous settings stay."""
         with self._build_lock:
             params = {**self.params, **changes}
-            segmenter, reason = self.segmenter, self.segmenter_reason
+            mask_source, reason = self.mask_source, self.mask_source_reason
             if "segmentation" in changes or "depth_min" in changes or "depth_max" in changes:
-                segmenter, reason = make_segmenter(params)
+                mask_source, reason = make_mask_source(params)
             pipeline = None
             if self.demo is not None and any(key in PIPELINE_KEYS for key in changes):
-                pipeline = TransferPipeline(self.demo, self.matcher, pipeline_settings(params), segmenter,
+                pipeline = TransferPipeline(self.demo, self.matcher, pipeline_settings(params), mask_source,
                                             functional=self.functional)
             with self._lock:
-                self.params, self.segmenter, self.segmenter_reason = params, segmenter, reason
+                self.params, self.mask_source, self.mask_source_reason = params, mask_source, reason
                 if pipeline is not None:
                     self._pipeline = pipeline
 
