@@ -24,7 +24,8 @@ from typing import Any, Callable
 import numpy as np
 
 from .camera import CameraIntrinsics
-from .errors import ConfigError, InputError, MissingDependencyError
+from .errors import ConfigError, InputError
+from .optional import require
 
 REASON_OK = "ok"
 REASON_TOO_FEW = "not enough correspondences"
@@ -466,12 +467,7 @@ def ransac_rigid(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = 
 
 
 def _open3d() -> Any:
-    try:
-        import open3d
-    except ImportError as exc:
-        raise MissingDependencyError("the open3d solver needs open3d (pip install 'soco_ros[vision]' or "
-                                     "pip install open3d); solver='ransac' needs nothing extra") from exc
-    return open3d
+    return require("open3d", "the open3d solver", "; solver='ransac' needs nothing extra")
 
 
 def open3d_ransac(src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, threshold: float = 0.01,

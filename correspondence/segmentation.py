@@ -37,6 +37,7 @@ from .deprecation import module_getattr, warn_renamed
 from .device import to_numpy
 from .errors import (ConfigError, CorruptCheckpointError, InputError, MissingDependencyError,
                      WeightsNotFoundError)
+from .optional import require
 from .preprocessing import to_rgb_array
 
 
@@ -418,13 +419,8 @@ AUTO_MAX_AREA_FRACTION = 0.9
 
 
 def _import_sam():
-    try:
-        import segment_anything
-        from segment_anything import SamPredictor, sam_model_registry
-    except ImportError as exc:
-        raise MissingDependencyError("the SAM mask source needs the 'segment-anything' package: "
-                                     "pip install segment-anything") from exc
-    return segment_anything, SamPredictor, sam_model_registry
+    segment_anything = require("segment_anything", "the SAM mask source")
+    return segment_anything, segment_anything.SamPredictor, segment_anything.sam_model_registry
 
 
 class SamMaskSource:

