@@ -35,9 +35,11 @@ class FrameGraph:
         self.settings = settings
         kind, layers = extractor.settings.kind, extractor.settings.layers
         norm = extractor.backbone.spec.preprocessing
-        # On the device before capture: a host -> device copy may not happen inside a CUDA-graph capture.
+        # On the device before capture (a host -> device copy may not happen inside a CUDA-graph capture), and kept
+        # for the graph's lifetime: the graph reads their addresses at every replay.
         mean = torch.tensor(norm.mean, dtype=torch.float32, device=device)
         std = torch.tensor(norm.std, dtype=torch.float32, device=device)
+        self.constants = (mean, std)
 
         def frame(rgb: torch.Tensor) -> list[torch.Tensor]:
             image = normalise_batch(pad_resize_tensor(rgb, self.geometry, color, preprocess.resample)[None],

@@ -123,6 +123,29 @@ def test_frame_graph_equals_the_step_by_step_frame(scene):
     assert "frame_graph" not in masked.settings and len(masked.matches) == 32
 
 
+def test_captured_graphs_survive_allocator_churn(scene):
+    """A CUDA graph reads addresses. Whatever it reads that was made outside its capture (the frame graph's
+    normalisation constants, the fixed positional embedding) must stay alive and in place: after a capture, a
+    second prepare at the same size, a garbage collection and a flood of small and large allocations filled with
+    garbage, both graphs still give exactly what they gave before."""
+    import gc
+
+    demo, live, keypoints, _ = scene
+    fast = matcher("cuda", dtype="float16", runtime={"cuda_graphs": True})
+    query = fast.prepare(demo, keypoints)
+    before = fast.match_live(query, live)  # captures the frame graph
+    features_before = fast.extractor.extract_batch([live], cache=False)[0].features.clone()
+    fast.extractor.runtime.module.prepare((SIZE, SIZE))  # e.g. a second extractor on the same module
+    gc.collect()
+    flood = [torch.full((n,), 1e4, device="cuda") for n in (1, 3, 3, 64, 4096, 1 << 20) for _ in range(64)]
+    after = fast.match_live(query, live)
+    features_after = fast.extractor.extract_batch([live], cache=False)[0].features
+    del flood
+    assert torch.equal(features_before, features_after)
+    assert [m.coarse_xy for m in before.matches] == [m.coarse_xy for m in after.matches]
+    assert [m.score for m in before.matches] == [m.score for m in after.matches]
+
+
 def test_transfer_pipeline_runs_on_cuda(scene):
     from correspondence.demo_spec import DemoSpec
     from correspondence.io import parse_keypoints

@@ -250,3 +250,25 @@ def test_create_backbone_leaves_the_global_rng_alone():
     torch.manual_seed(42)
     create_backbone("test_vit_tiny")
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_prepared_positional_embedding_is_updated_in_place():
+    """A CUDA graph records the fixed embedding's address: a second ``prepare`` at the same size (another extractor
+    on the same module) or new weights must update that tensor, never replace it, and forward must then give
+    what a module built with those weights gives."""
+    from correspondence.backbones.registry import create_backbone
+
+    module = create_backbone("test_vit_tiny", random_init=True).module
+    module.prepare((112, 112))
+    held = module._pos_fixed[(8, 8)]
+    address = held.data_ptr()
+    module.prepare((112, 112))
+    assert module._pos_fixed[(8, 8)] is held and held.data_ptr() == address
+    other = create_backbone("test_vit_tiny", random_init=True).module
+    state = {k: v + 0.1 * torch.randn_like(v) for k, v in other.model.state_dict().items()}
+    other.model.load_state_dict(state)
+    module.load_official(state, "timm")
+    assert module._pos_fixed[(8, 8)] is held and held.data_ptr() == address
+    images = torch.rand(1, 3, 112, 112)
+    with torch.no_grad():
+        assert torch.allclose(module.forward_dense(images)[0], other.forward_dense(images)[0], atol=1e-5)

@@ -85,16 +85,27 @@ class DinoViT(DenseBackbone):
                 f"unexpected {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}, shape mismatches {wrong[:3]}")
         self.model.load_state_dict(remapped, strict=True)
         self._pos_cache.clear()
-        self._pos_fixed.clear()
+        for grid in list(self._pos_fixed):  # new weights, same buffers: captured graphs read the new values
+            self._fix_pos(grid)
 
     def prepare(self, image_hw: tuple[int, int]) -> None:
         """Compute the resized positional embedding for one input size now, on the weights' device, so that
         ``forward`` at that size creates nothing (what CUDA-graph capture and ``torch.compile`` need)."""
         p = self.contract.patch_size
-        grid = (image_hw[0] // p, image_hw[1] // p)
+        self._fix_pos((image_hw[0] // p, image_hw[1] // p))
+
+    def _fix_pos(self, grid: tuple[int, int]) -> None:
+        """(Re)compute the fixed embedding for ``grid`` *in place* when one exists: a CUDA graph captured earlier
+        holds its address, not a reference, and would read freed memory if a second ``prepare`` (another
+        extractor on the same module, new weights) replaced the tensor."""
         pos = self.model.pos_embed
         with torch.no_grad():
-            self._pos_fixed[grid] = self._resized_pos(*grid).detach().to(pos.device, pos.dtype)
+            fresh = self._resized_pos(*grid).detach().to(pos.device, pos.dtype)
+            held = self._pos_fixed.get(grid)
+            if held is not None and (held.shape, held.device, held.dtype) == (fresh.shape, fresh.device, fresh.dtype):
+                held.copy_(fresh)
+            else:
+                self._pos_fixed[grid] = fresh
 
     def _resized_pos(self, grid_h: int, grid_w: int) -> torch.Tensor:
         prefix = 0 if getattr(self.model, "no_embed_class", False) else self.model.num_prefix_tokens

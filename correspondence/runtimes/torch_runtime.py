@@ -83,8 +83,10 @@ class TorchRuntime(BackboneRuntime):
             raise ConfigError("this torch runtime was created without cuda_graphs=True")
         # Each graph gets a private memory pool. A shared pool is only safe when graphs replay in the order they
         # were captured; here the backbone graph and a frame graph replay in any order (a frame with a mask takes
-        # the step-by-step path), and on an H200 the backbone graph's results after a frame-graph capture no longer
-        # matched the frame graph's while each alone matched eager. A few tens of MB per graph buy independence.
+        # the step-by-step path). A few tens of MB per graph buy independence. (On an H200 the two disagreed once
+        # after a frame-graph capture; besides the shared pool, the frame graph's normalisation constants were
+        # then freed after capture and the fixed positional embedding was replaced by a second prepare: both
+        # now stay alive and in place, see CapturedGraph and DinoViT._fix_pos.)
         return CapturedGraph(fn, example_inputs, self.device, None)
 
     def forward_eager(self, images: torch.Tensor, kind: OutputKind, layers: Sequence[int]) -> list[torch.Tensor]:
@@ -110,10 +112,15 @@ class CapturedGraph:
 
     Warm-up runs on a side stream first (kernel selection, lazy allocations), then one capture. ``__call__`` copies
     the inputs into the static input buffers, replays, and returns the static outputs: the next call overwrites them,
-    so keep a copy of anything that must outlive it."""
+    so keep a copy of anything that must outlive it.
+
+    A graph records addresses, not references: every tensor it reads that was made outside the capture (constants
+    a caller's ``fn`` closes over, such as normalisation means) must outlive it. Keeping ``fn`` keeps them alive;
+    without it they were freed after capture and their memory handed to the next allocation of that size."""
 
     def __init__(self, fn, example_inputs: Sequence[torch.Tensor], device: torch.device, pool=None,
                  warmup: int = GRAPH_WARMUP_RUNS) -> None:
+        self.fn = fn  # holds the closure's tensors (see the class docstring)
         self.inputs = [t.detach().clone() for t in example_inputs]
         side = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
