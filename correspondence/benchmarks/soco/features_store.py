@@ -13,21 +13,34 @@ cache or received from another rank. On a CUDA device, maps beyond ``device_budg
 GPU's memory) are kept in host memory and copied to the GPU when asked for, so the released set (4000 images) fits
 whatever the backbone. Under torchrun, :meth:`FeatureStore.encode_distributed` shares the encoding out: each rank
 encodes (or reads from the disk cache) its share of the images and rank 0 receives every map.
+
+In one process, :meth:`FeatureStore.encode_distributed` is a pipeline, as a ``DataLoader`` with workers would be:
+while one chunk (a batch) is encoded, the next chunk's images are decoded on host threads, and the disk cache is
+written by a background thread, so neither the decoding nor the writing holds up the network. The stats say where
+the time went: ``encode_seconds`` is wall time spent encoding, ``decode_wait_seconds`` and ``write_wait_seconds``
+the part of it the loop waited for decoded images and for disk writes.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
+import os
+import queue
+import threading
 import time
-from dataclasses import dataclass, replace
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
 from ... import distributed
 from ...errors import ConfigError
-from ...features import FeatureExtractor, FeatureMap, host_pool
+from ...features import FeatureExtractor, FeatureMap
 from .loader import SocoView
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -38,10 +51,114 @@ class StoreStats:
     encoded: int = 0
     hits: int = 0
     disk_hits: int = 0
-    encode_seconds: float = 0.0
+    encode_seconds: float = 0.0  # wall time spent encoding (decoding waits and disk-write waits included)
+    decode_wait_seconds: float = 0.0  # the part of it spent waiting for images to be decoded
+    write_wait_seconds: float = 0.0  # the part of it spent waiting for disk-cache writes
     received: int = 0  # maps encoded by another rank (torchrun)
     device_bytes: int = 0  # held on the device
     host_bytes: int = 0  # held in host memory (beyond the device budget)
+
+
+# summed over ranks after a torchrun encoding (every rank's own share)
+_SHARED_STATS = ("encoded", "disk_hits", "encode_seconds", "decode_wait_seconds", "write_wait_seconds")
+
+_DECODE_POOL: ThreadPoolExecutor | None = None
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    """Threads that decode the next chunk's images while the current chunk is encoded. Not :func:`~correspondence.features.host_pool`:
+    the extractor prepares the current chunk there, and decoding queued ahead of it would serialise the two."""
+    global _DECODE_POOL
+    if _DECODE_POOL is None:
+        _DECODE_POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)),
+                                          thread_name_prefix="soco-decode")
+    return _DECODE_POOL
+
+
+def _decode(view: SocoView):
+    """The view's image, decoded by the loader's own code (the same pixels, so the same maps), but not through
+    its cached property: before Python 3.12 a ``cached_property`` takes one lock shared by every view, which
+    decodes one image at a time however many threads ask, and the image would stay in the view for the whole run
+    (the store keeps maps, not images)."""
+    held = getattr(view, "__dict__", {}).get("image")
+    if held is not None:
+        return held
+    attribute = getattr(type(view), "image", None)
+    if isinstance(attribute, functools.cached_property):
+        return attribute.func(view)
+    return view.image
+
+
+def _compact_cpu(features: torch.Tensor) -> torch.Tensor:
+    """A host copy holding only this map: ``torch.save`` of a view would write the whole batch's storage."""
+    host = features.detach().cpu()
+    return host if host.untyped_storage().nbytes() == host.nbytes else host.clone()
+
+
+def write_atomically(path: Path, features: torch.Tensor) -> None:
+    """Save one map; a temporary file per rank then a rename, so a concurrent reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.{distributed.rank()}.tmp")
+    torch.save({"features": _compact_cpu(features)}, tmp)
+    tmp.replace(path)
+
+
+@dataclass
+class _Chunk:
+    """One batch of views on its way through the pipeline: which are read from the disk cache, and the decoding
+    of the others, under way on the decode pool."""
+    views: list[SocoView]
+    cached: dict[int, Path] = field(default_factory=dict)
+    todo: list[int] = field(default_factory=list)
+    decoding: list[Future] = field(default_factory=list)
+
+    def cancel(self) -> None:
+        for future in self.decoding:
+            future.cancel()
+
+
+class _DiskWriter:
+    """Disk-cache saves on one background thread, so a save never holds up the next encode. The queue is bounded
+    (a slow disk slows the loop down instead of piling maps up); the first error is raised by the next ``put`` or
+    by ``close``, never lost."""
+
+    def __init__(self, save: Callable[[Path, torch.Tensor], None], maxsize: int) -> None:
+        self._save = save
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, maxsize))
+        self._error: BaseException | None = None
+        self.wait_seconds = 0.0  # how long callers were blocked: a full queue, and the final drain
+        self._thread = threading.Thread(target=self._run, name="soco-cache-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, path: Path, features: torch.Tensor) -> None:
+        self._raise_error()
+        start = time.perf_counter()
+        self._queue.put((path, features))
+        self.wait_seconds += time.perf_counter() - start
+
+    def close(self, raise_error: bool = True) -> float:
+        """Wait for every queued save; returns the seconds waited, raises the first error (unless told not to,
+        when another error is on its way out)."""
+        start = time.perf_counter()
+        self._queue.put(None)
+        self._thread.join()
+        waited = time.perf_counter() - start
+        self.wait_seconds += waited
+        if raise_error:
+            self._raise_error()
+        return waited
+
+    def _raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is None:  # after an error, keep draining so that no caller blocks on a full queue
+                try:
+                    self._save(*item)
+                except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                    self._error = exc
 
 
 class FeatureStore:
@@ -114,60 +231,71 @@ class FeatureStore:
 
     def _load_or_encode_many(self, views: list[SocoView]) -> list[FeatureMap]:
         """Disk-cached maps are read; the rest are decoded on host threads and encoded as one batch (a GPU is
-        busy with a batch, not starved by one image at a time)."""
-        out: dict[int, FeatureMap] = {}
-        todo = []
-        for i, view in enumerate(views):
+        busy with a batch, not starved by one image at a time), then saved before returning."""
+        return self._finish(self._plan(views), self._write_now)
+
+    def _plan(self, views: list[SocoView]) -> _Chunk:
+        """Sort a chunk into disk-cache hits and images to encode, and start decoding the latter."""
+        chunk = _Chunk(list(views))
+        for i, view in enumerate(chunk.views):
             path = self._disk_path(view)
             if path is not None and path.is_file():
-                data = torch.load(path, map_location=self.device, weights_only=True)
-                self.stats.disk_hits += 1
-                out[i] = replace(self._encode_geometry(view), features=data["features"].to(self.dtype))
+                chunk.cached[i] = path
             else:
-                todo.append(i)
-        if todo:
-            start = time.perf_counter()  # decoding included: it is part of what an image costs
-            images = list(host_pool().map(lambda i: views[i].image, todo)) if len(todo) > 1 else [views[todo[0]].image]
-            fmaps = self.extractor.extract_batch(images, cache=False)
-            self.stats.encode_seconds += time.perf_counter() - start
-            self.stats.encoded += len(todo)
-            for i, fmap in zip(todo, fmaps):
-                out[i] = replace(fmap, features=fmap.features.to(device=self.device, dtype=self.dtype))
-                self._save(views[i], out[i])
-        return [out[i] for i in range(len(views))]
+                chunk.todo.append(i)
+        chunk.decoding = [decode_pool().submit(_decode, chunk.views[i]) for i in chunk.todo]
+        return chunk
 
-    def _save(self, view: SocoView, fmap: FeatureMap) -> None:
-        path = self._disk_path(view)
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f"{path.name}.{distributed.rank()}.tmp")
-            torch.save({"features": fmap.features.cpu()}, tmp)
-            tmp.replace(path)  # atomic: a concurrent reader never sees half a file
+    def _finish(self, chunk: _Chunk, save: Callable[[Path, torch.Tensor], None]) -> list[FeatureMap]:
+        """The chunk's maps in order: cached ones read, the others encoded once decoded, cast to the storage dtype
+        and handed to ``save`` for the disk cache. Times the encoding (waits included), not the reads."""
+        out = {i: self._read(chunk.views[i], path) for i, path in chunk.cached.items()}
+        if chunk.todo:
+            start = time.perf_counter()
+            fmaps = self.extractor.extract_batch(self._decoded(chunk), cache=False)
+            self.stats.encoded += len(chunk.todo)
+            for i, fmap in zip(chunk.todo, fmaps):
+                out[i] = replace(fmap, features=fmap.features.to(device=self.device, dtype=self.dtype))
+                path = self._disk_path(chunk.views[i])
+                if path is not None:
+                    save(path, out[i].features)
+            self.stats.encode_seconds += time.perf_counter() - start
+        return [out[i] for i in range(len(chunk.views))]
+
+    def _decoded(self, chunk: _Chunk) -> list:
+        """The chunk's decoded images, counting how long the loop waited for them."""
+        start = time.perf_counter()
+        images = [future.result() for future in chunk.decoding]
+        self.stats.decode_wait_seconds += time.perf_counter() - start
+        return images
+
+    def _read(self, view: SocoView, path: Path) -> FeatureMap:
+        data = torch.load(path, map_location=self.device, weights_only=True)
+        self.stats.disk_hits += 1
+        return replace(self._encode_geometry(view), features=data["features"].to(self.dtype))
+
+    def _write_now(self, path: Path, features: torch.Tensor) -> None:
+        """Save in the caller's thread (a lazy encode, a torchrun rank): the loop waits for the whole write."""
+        start = time.perf_counter()
+        write_atomically(path, features)
+        self.stats.write_wait_seconds += time.perf_counter() - start
 
     def encode_distributed(self, views: Iterable[SocoView], progress: bool = True) -> None:
         """Under torchrun: every rank encodes every ``world``-th image (sorted by path, disk cache first) and rank
         0 receives them all, round by round (at most one map per rank in flight), into its memory. The other
-        ranks keep nothing. In a single process this is a plain prefetch. Every rank must call it with the same
-        views."""
+        ranks keep nothing. In a single process this is a pipelined prefetch (see :meth:`_prefetch`). Every rank
+        must call it with the same views."""
         unique: dict[str, SocoView] = {}
         for view in views:
             unique.setdefault(str(view.image_path), view)
         keys = sorted(unique)  # the same on every rank (never filtered by what one rank holds)
         if not distributed.is_initialized() or distributed.world_size() == 1:
-            todo = [k for k in keys if k not in self._memory]
-            step = max(1, self.extractor.batch_size)
-            with tqdm(total=len(todo), desc="encoding images", unit="image", disable=not progress) as bar:
-                for start in range(0, len(todo), step):
-                    chunk = todo[start:start + step]
-                    for key, fmap in zip(chunk, self._load_or_encode_many([unique[k] for k in chunk])):
-                        self._keep(key, fmap)
-                        self._unused.add(key)
-                    bar.update(len(chunk))
+            self._prefetch([unique[k] for k in keys if k not in self._memory], progress)
             return
         rank, world = distributed.rank(), distributed.world_size()
         mine = distributed.shard(keys, rank, world)
         rounds = -(-len(keys) // world)  # the length of rank 0's share, the longest
-        before = (self.stats.encoded, self.stats.disk_hits, self.stats.encode_seconds)
+        before = [getattr(self.stats, name) for name in _SHARED_STATS]
         bar = tqdm(total=len(keys), desc=f"encoding images ({world} ranks)", unit="image",
                    disable=not progress or rank != 0)
         for i in range(rounds):
@@ -191,12 +319,48 @@ class FeatureStore:
                         self.stats.received += 1
                 bar.update(min(world, len(keys) - i * world))
         bar.close()
-        mine_stats = (self.stats.encoded - before[0], self.stats.disk_hits - before[1],
-                      self.stats.encode_seconds - before[2])
-        totals = distributed.all_reduce_sum(mine_stats)  # every rank's share: images encoded once over all ranks
-        self.stats.encoded = before[0] + int(totals[0])
-        self.stats.disk_hits = before[1] + int(totals[1])
-        self.stats.encode_seconds = before[2] + totals[2]
+        own = [getattr(self.stats, name) - value for name, value in zip(_SHARED_STATS, before)]
+        totals = distributed.all_reduce_sum(own)  # every rank's share: images encoded once over all ranks
+        for name, value, total in zip(_SHARED_STATS, before, totals):
+            setattr(self.stats, name, type(value)(value + total))
+
+    def _prefetch(self, views: list[SocoView], progress: bool) -> None:
+        """One process: encode ``views`` chunk by chunk, the next chunk decoding and the disk cache being written
+        while the current chunk runs through the network; every map kept, every save done before returning."""
+        step = max(1, self.extractor.batch_size)
+        chunks = [views[start:start + step] for start in range(0, len(views), step)]
+        writer = _DiskWriter(write_atomically, maxsize=2 * step) if self.disk_cache is not None else None
+        save = writer.put if writer is not None else self._write_now  # (no disk cache: never called)
+        try:
+            with tqdm(total=len(views), desc="encoding images", unit="image", disable=not progress) as bar, \
+                    contextlib.closing(self._planned_ahead(chunks)) as planned:
+                for chunk in planned:
+                    for view, fmap in zip(chunk.views, self._finish(chunk, save)):
+                        self._keep(str(view.image_path), fmap)
+                        self._unused.add(str(view.image_path))
+                    bar.update(len(chunk.views))
+        except BaseException:
+            if writer is not None:
+                writer.close(raise_error=False)  # the first error is the one to see
+            raise
+        if writer is not None:
+            self.stats.encode_seconds += writer.close()  # the stage ends when its last map is on disk
+            self.stats.write_wait_seconds += writer.wait_seconds
+
+    def _planned_ahead(self, chunks: list[list[SocoView]]) -> Iterator[_Chunk]:
+        """The chunks in order, the next one's decoding under way while the caller encodes the current one: two
+        chunks of decoded images at most. Decoding not started yet is cancelled if the caller stops early."""
+        ahead: deque[_Chunk] = deque()
+        try:
+            for views in chunks:
+                ahead.append(self._plan(views))
+                if len(ahead) == 2:
+                    yield ahead.popleft()
+            while ahead:
+                yield ahead.popleft()
+        finally:
+            for chunk in ahead:
+                chunk.cancel()
 
     def _encode_geometry(self, view: SocoView) -> FeatureMap:
         """Geometry without running the network (the features come from the disk cache)."""

@@ -19,7 +19,7 @@ from ...backbones import LoadedBackbone
 from ...errors import InputError
 from ...features import FeatureExtractor
 from .evaluator import EvaluationRun, FeatureSource, evaluate
-from .features_store import FeatureStore
+from .features_store import FeatureStore, StoreStats
 from .loader import SocoPairs
 from .protocol import ProtocolSettings
 from .report import summarise, write_reports
@@ -153,6 +153,16 @@ def read_subset_list(path: str) -> dict[str, list[str]]:
     return out
 
 
+def encoding_throughput(stats: StoreStats, ranks: int = 1) -> dict:
+    """Images per second over the wall time of the encoding (the next chunk decodes while the network runs, so
+    only the loop's wall clock says what an image costs), and what the loop waited for: a large decoding or
+    writing wait means the host, not the network, limits the rate. Under torchrun the seconds are summed over
+    ranks, so their mean is the wall time."""
+    wall = stats.encode_seconds / max(ranks, 1)
+    return {"images_per_second": stats.encoded / wall if stats.encoded and wall > 0 else None,
+            "decode_wait_seconds": stats.decode_wait_seconds, "write_wait_seconds": stats.write_wait_seconds}
+
+
 def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBackbone | None,
          features: FeatureSource | None, label: str | None, ctx: distributed.DistContext,
          dtype: str = "float32") -> dict:
@@ -213,7 +223,8 @@ def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBa
         naive = 2 * run.pairs * per_image + matching_only  # encoding both images of every pair, one process
         timing.update(images_encoded=stats.encoded, cache_hits=stats.hits, disk_hits=stats.disk_hits,
                       encode_seconds=stats.encode_seconds, seconds_per_image=per_image,
-                      estimated_seconds_encoding_per_pair=naive, caching_speedup=naive / wall if wall > 0 else None)
+                      estimated_seconds_encoding_per_pair=naive, caching_speedup=naive / wall if wall > 0 else None,
+                      **encoding_throughput(stats, ctx.world_size))
         memory.update(device_bytes=stats.device_bytes, host_bytes=stats.host_bytes)
     name = label or record_backbone["backbone"]["name"]
     record = {"dataset": {"root": str(root.resolve()), "counts": dataset_counts(sets), "subsets": selection},
