@@ -75,10 +75,13 @@ class SlowView:
     size: tuple[int, int] = (64, 48)
     delay: float = 0.2
 
-    @property
-    def image(self) -> Image.Image:
+    def decode(self) -> Image.Image:
         time.sleep(self.delay)
         return Image.new("RGB", self.size, (int(self.image_path.stem[1:]) * 20 % 256, 90, 30))
+
+    @property
+    def image(self) -> Image.Image:
+        return self.decode()
 
 
 class SlowExtractor(FeatureExtractor):
@@ -159,7 +162,7 @@ class CachingSlowView(SlowView):
 
     @functools.cached_property
     def image(self) -> Image.Image:
-        return SlowView.image.fget(self)
+        return self.decode()
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two host threads to decode in parallel")
@@ -169,4 +172,4 @@ def test_a_chunk_decodes_its_images_in_parallel(backbone, tmp_path):
     maps = prefetched_maps(store, views)
     assert store.stats.decode_wait_seconds < 0.5  # one image after the other: 0.6 s
     alone = extractor(backbone, batch_size=1)
-    assert all(torch.equal(m.features, alone(SlowView.image.fget(v)).features) for m, v in zip(maps, views))
+    assert all(torch.equal(m.features, alone(v.decode()).features) for m, v in zip(maps, views))

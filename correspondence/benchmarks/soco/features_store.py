@@ -23,7 +23,6 @@ the part of it the loop waited for decoded images and for disk writes.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import os
 import queue
@@ -76,17 +75,10 @@ def decode_pool() -> ThreadPoolExecutor:
 
 
 def _decode(view: SocoView):
-    """The view's image, decoded by the loader's own code (the same pixels, so the same maps), but not through
-    its cached property: before Python 3.12 a ``cached_property`` takes one lock shared by every view, which
-    decodes one image at a time however many threads ask, and the image would stay in the view for the whole run
-    (the store keeps maps, not images)."""
+    """The view's image: the one it holds if already loaded, else decoded now without being kept in the view (the
+    store keeps maps, not images; see :meth:`SocoView.decode`)."""
     held = getattr(view, "__dict__", {}).get("image")
-    if held is not None:
-        return held
-    attribute = getattr(type(view), "image", None)
-    if isinstance(attribute, functools.cached_property):
-        return attribute.func(view)
-    return view.image
+    return held if held is not None else view.decode()
 
 
 def _compact_cpu(features: torch.Tensor) -> torch.Tensor:

@@ -52,6 +52,11 @@ class SocoView:
     @cached_property
     def image(self) -> Image.Image:
         """Loaded on first access (and kept: a view object lives as long as its pair)."""
+        return self.decode()
+
+    def decode(self) -> Image.Image:
+        """The image read from disk now, not kept (the feature store decodes on many threads: before Python 3.12
+        ``cached_property`` takes one lock shared by every view, which would decode one image at a time)."""
         if not self.image_path.is_file():
             raise InputError(f"image {str(self.image_path)!r} is missing")
         with Image.open(self.image_path) as image:
