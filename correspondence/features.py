@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -21,9 +22,8 @@ from PIL import Image
 from .backbones.contract import OutputKind
 from .backbones.registry import LoadedBackbone
 from .coords import Convention, cell_to_pixel, grid_to_normalised, grid_to_pixel, pixel_to_grid
-from .device import to_numpy
+from .device import resolve_device, synchronize, to_numpy
 from .errors import ConfigError, InputError
-from .device import resolve_device
 from .preprocessing import (ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, network_batch,
                             normalise_batch, preprocess_on_device, to_rgb_array)
 from .runtimes.base import BackboneRuntime
@@ -265,6 +265,18 @@ class FeatureExtractor:
         for key, fmap in fresh.items():
             self._remember(key, fmap)
         return results
+
+    @torch.no_grad()
+    def warm_up(self, batch: int | None = None) -> float:
+        """One untimed network pass on a full batch at the configured size, so that the lazy work of a first call
+        (library handles, kernel selection, compilation) is not counted as encoding. Returns its seconds."""
+        contract = self.backbone.spec.contract
+        side = effective_size(self.settings.preprocess.size, contract.patch_size, self.settings.preprocess.size_policy)
+        start = time.perf_counter()
+        images = torch.zeros((batch or self.batch_size, 3, side, side), device=self.device)
+        self.runtime.forward(images, self.settings.kind, self.settings.layers)
+        synchronize(self.device)
+        return time.perf_counter() - start
 
     def _remember(self, key: str, fmap: FeatureMap) -> None:
         if self.cache_size <= 0:

@@ -113,3 +113,19 @@ def test_torch_daisy_equals_scikit_image(radius, step):
     ours = daisy_grid(torch.from_numpy(gray), DaisyParams(radius), step).numpy()
     assert ours.shape == reference.shape
     assert np.abs(ours - reference).max() < 1e-9
+
+
+def test_warm_up_runs_one_full_batch_at_the_configured_size_and_keeps_nothing():
+    extractor = FeatureExtractor(create_backbone("test_vit_tiny", random_init=True),
+                                 ExtractionSettings(PreprocessSettings(size=112)), batch_size=3, cache_size=4)
+    shapes = []
+    real = extractor.runtime.forward
+
+    def spy(images, kind, layers):
+        shapes.append(tuple(images.shape))
+        return real(images, kind, layers)
+
+    extractor.runtime.forward = spy
+    assert extractor.warm_up() > 0
+    assert shapes == [(3, 3, 112, 112)]
+    assert extractor.cache_misses == 0 and extractor.cache_hits == 0 and not extractor._cache

@@ -179,6 +179,8 @@ def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBa
         store = FeatureStore(extractor, config.feature_cache, storage=settings.storage)
         features = store
         record_backbone = extractor.describe()
+        if ctx.device.type == "cuda":  # a GPU's first batch does one-off work; a CPU's costs what the others do
+            stages["warm_up"] = extractor.warm_up()
     else:
         record_backbone = {"backbone": {"name": label or "custom feature source"}}
     start = time.perf_counter()
