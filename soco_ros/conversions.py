@@ -21,12 +21,24 @@ from correspondence import depth as depth_units
 from correspondence.camera import CameraIntrinsics
 from correspondence.errors import InputError
 
-COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8")
+# What cameras publish (sensor_msgs/image_encodings): 8- and 16-bit RGB/BGR with or without alpha, grey, packed
+# YUV 4:2:2 (USB cameras) and raw Bayer mosaics; cv_bridge's conversions to RGB.
+COLOR_ENCODINGS = ("rgb8", "bgr8", "mono8", "rgba8", "bgra8", "rgb16", "bgr16", "rgba16", "bgra16", "mono16",
+                   "yuv422", "yuv422_yuy2", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8")
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
 MASK_ENCODINGS = ("mono8",)
 # encoding -> (channels, numpy dtype of one channel)
-_LAYOUT = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "mono8": (1, np.uint8), "16UC1": (1, np.uint16),
+_LAYOUT = {"rgb8": (3, np.uint8), "bgr8": (3, np.uint8), "mono8": (1, np.uint8), "rgba8": (4, np.uint8),
+           "bgra8": (4, np.uint8), "rgb16": (3, np.uint16), "bgr16": (3, np.uint16), "rgba16": (4, np.uint16),
+           "bgra16": (4, np.uint16), "mono16": (1, np.uint16), "yuv422": (2, np.uint8),
+           "yuv422_yuy2": (2, np.uint8), "bayer_rggb8": (1, np.uint8), "bayer_bggr8": (1, np.uint8),
+           "bayer_gbrg8": (1, np.uint8), "bayer_grbg8": (1, np.uint8), "16UC1": (1, np.uint16),
            "32FC1": (1, np.float32)}
+# OpenCV's name for each layout's conversion to RGB (cv_bridge's table: OpenCV names a Bayer pattern by its second
+# row, so ROS rggb is OpenCV BG).
+_CV_TO_RGB = {"yuv422": "COLOR_YUV2RGB_UYVY", "yuv422_yuy2": "COLOR_YUV2RGB_YUY2",
+              "bayer_rggb8": "COLOR_BayerBG2RGB", "bayer_bggr8": "COLOR_BayerRG2RGB",
+              "bayer_gbrg8": "COLOR_BayerGR2RGB", "bayer_grbg8": "COLOR_BayerGB2RGB"}
 
 
 class FrameError(InputError):
@@ -72,13 +84,32 @@ def _image_array(msg, topic: str, allowed: Sequence[str]) -> np.ndarray:
 
 
 def image_to_rgb(msg, topic: str = "image") -> np.ndarray:
-    """``sensor_msgs/Image`` (rgb8, bgr8, mono8) -> ``(H, W, 3) uint8`` RGB (a copy, independent of ``msg``)."""
+    """``sensor_msgs/Image`` in any of :data:`COLOR_ENCODINGS` -> ``(H, W, 3) uint8`` RGB (a copy, independent of
+    ``msg``). Alpha is dropped, 16-bit samples are scaled onto 0..255, YUV 4:2:2 and Bayer go through OpenCV."""
     array = _image_array(msg, topic, COLOR_ENCODINGS)
-    if msg.encoding == "rgb8":
-        return array.copy()
-    if msg.encoding == "bgr8":
-        return np.ascontiguousarray(array[..., ::-1])
-    return np.repeat(array, 3, axis=2)
+    encoding = str(msg.encoding)
+    if encoding in _CV_TO_RGB:
+        if encoding.startswith("yuv422") and array.shape[1] % 2:
+            raise FrameError("size", f"{topic}: {encoding} needs an even width (two pixels share U and V), got "
+                                     f"{array.shape[1]}")
+        import cv2
+
+        return cv2.cvtColor(np.ascontiguousarray(array if array.shape[2] > 1 else array[..., 0]),
+                            getattr(cv2, _CV_TO_RGB[encoding]))
+    return channels_to_rgb(array, bgr=encoding.startswith("bgr"))
+
+
+def channels_to_rgb(array: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """``(H, W, C)`` grey / RGB(A) / BGR(A) samples, 8 or 16 bit -> ``(H, W, 3) uint8`` RGB (a copy): the one
+    place channel order, alpha and 16-bit scaling (``round(v * 255 / 65535)``) are decided."""
+    if array.dtype == np.uint16:
+        array = ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        raise FrameError("encoding", f"colour samples must be 8 or 16 bit, got {array.dtype}")
+    if array.shape[2] == 1:
+        return np.repeat(array, 3, axis=2)
+    rgb = array[..., 2::-1] if bgr else array[..., :3]
+    return np.ascontiguousarray(rgb)
 
 
 def depth_to_metres(msg, depth_scale: float = 0.001, topic: str = "depth", check: bool = True) -> np.ndarray:

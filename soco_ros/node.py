@@ -36,7 +36,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from geometry_msgs.msg import PointStamped, TransformStamped
 from std_msgs.msg import Header, String
 from std_srvs.srv import Trigger
@@ -47,6 +47,7 @@ from correspondence.segmentation import Prompt
 
 from . import health as H
 from . import parameters as P
+from .compressed import compressed_depth_to_metres, compressed_to_rgb
 from .conversions import (FrameError, camera_info_to_intrinsics, check_same_size, depth_to_metres, image_to_rgb,
                           mask_to_bool, ns_to_stamp, stamp_to_ns)
 from .processor import FrameProcessor, Frame, build_matcher
@@ -139,6 +140,7 @@ class CorrespondenceNode(LifecycleNode):
         self._configure_error: str | None = None
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
+        self._input_topics: dict[str, str] = {}  # input -> the topic it is read from (set at activate)
         self._tf_broadcaster = None
         self._tf_kind = "off"
         self._publish_times: deque[float] = deque(maxlen=20)
@@ -376,7 +378,8 @@ class CorrespondenceNode(LifecycleNode):
             return sensor_qos(p["qos_reliability"], p["qos_depth"])
 
         inputs = ["image"] + (["depth"] if p["use_depth"] else []) + (["mask"] if p["use_mask"] else [])
-        types = {"image": Image, "depth": Image, "mask": Image}
+        self._input_topics = {name: self._input_topic(name) for name in inputs}
+        types = {name: Image if self._transport(name) == "raw" else CompressedImage for name in inputs}
         backend = p["sync_backend"]
         use_mf = False
         if len(inputs) > 1 and backend in ("auto", "message_filters"):
@@ -395,7 +398,7 @@ class CorrespondenceNode(LifecycleNode):
         if use_mf:
             import message_filters
 
-            subs = [message_filters.Subscriber(self, types[name], name, qos_profile=qos(),
+            subs = [message_filters.Subscriber(self, types[name], self._input_topics[name], qos_profile=qos(),
                                                qos_overriding_options=overrides) for name in inputs]
             self.sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync_queue_size"], p["sync_slop"])
             self.sync.registerCallback(lambda *msgs: self._on_synced(dict(zip(inputs, msgs))))
@@ -403,16 +406,16 @@ class CorrespondenceNode(LifecycleNode):
         else:
             self.sync = ApproximateSync(inputs, p["sync_slop"], lambda *msgs: self._on_synced(dict(zip(inputs, msgs))),
                                         p["sync_queue_size"])
-            self._subs = [self.create_subscription(types[name], name, self._sync_callback(name), qos(),
-                                                   qos_overriding_options=overrides) for name in inputs]
+            self._subs = [self.create_subscription(types[name], self._input_topics[name], self._sync_callback(name),
+                                                   qos(), qos_overriding_options=overrides) for name in inputs]
         self._subs.append(info_sub)
         if p["use_prompt"]:
             self._subs.append(self.create_subscription(PointStamped, "prompt", self._on_prompt, qos(),
                                                        qos_overriding_options=overrides))
         self._active = True
         self._publish_names()
-        topics = [self.resolve_topic_name(name) for name in inputs + ["camera_info"] + (["prompt"] if p["use_prompt"]
-                                                                                       else [])]
+        topics = [self._input_topics[name] for name in inputs] + [
+            self.resolve_topic_name(name) for name in ["camera_info"] + (["prompt"] if p["use_prompt"] else [])]
         self.get_logger().info(f"active: subscribed to {', '.join(topics)} ({p['qos_reliability']}, sync "
                                f"{'message_filters' if use_mf else 'built-in'}, slop {p['sync_slop']} s); "
                                f"publishing under {self.get_fully_qualified_name()}/, /tf: {self._tf_kind}")
@@ -577,6 +580,17 @@ class CorrespondenceNode(LifecycleNode):
     def _now_s(self) -> float:
         return self.get_clock().now().nanoseconds / 1e9
 
+    def _transport(self, name: str) -> str:
+        """raw, compressed or compressedDepth: how the input ``name`` arrives (the mask is always raw)."""
+        return {"image": self.params["image_transport"], "depth": self.params["depth_transport"]}.get(name, "raw")
+
+    def _input_topic(self, name: str) -> str:
+        """The topic an input is read from: the (remapped) name itself, or image_transport's sub-topic of it
+        (``<image>/compressed``, ``<depth>/compressedDepth``), as image_transport's subscribers resolve it."""
+        resolved = self.resolve_topic_name(name)
+        transport = self._transport(name)
+        return resolved if transport == "raw" else f"{resolved}/{transport}"
+
     def _sync_callback(self, name: str):
         def callback(msg: Image) -> None:
             if name == "image":
@@ -622,14 +636,16 @@ class CorrespondenceNode(LifecycleNode):
         self.health.frame()
         image = msgs["image"]
         try:
-            topic = self.resolve_topic_name("image")
+            topics = {name: self._input_topics.get(name) or self._input_topic(name) for name in msgs}
+            topic = topics["image"]
             if not str(image.header.frame_id).strip():
                 raise FrameError("frame_id", f"{topic}: header.frame_id is empty; the matches, markers and the "
                                              "transform could not be placed in tf (set the camera driver's frame)")
-            rgb = image_to_rgb(image, topic)
+            rgb = image_to_rgb(image, topic) if isinstance(image, Image) else compressed_to_rgb(image, topic)
             depth = mask = intrinsics = None
             if "depth" in msgs:
-                depth = depth_to_metres(msgs["depth"], self.params["depth_scale"], self.resolve_topic_name("depth"))
+                reader = depth_to_metres if isinstance(msgs["depth"], Image) else compressed_depth_to_metres
+                depth = reader(msgs["depth"], self.params["depth_scale"], topics["depth"])
                 check_same_size(rgb, depth, "depth")
                 intrinsics = self._intrinsics
                 if intrinsics is None:
@@ -638,7 +654,7 @@ class CorrespondenceNode(LifecycleNode):
                     raise FrameError("size_mismatch", f"camera_info is for {intrinsics.width}x{intrinsics.height} "
                                                       f"but the image is {rgb.shape[1]}x{rgb.shape[0]}")
             if "mask" in msgs:
-                mask = mask_to_bool(msgs["mask"], self.resolve_topic_name("mask"))
+                mask = mask_to_bool(msgs["mask"], topics["mask"])
                 check_same_size(rgb, mask, "mask")
                 if not mask.any():
                     raise FrameError("empty_mask", "the mask is empty")

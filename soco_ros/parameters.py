@@ -139,6 +139,12 @@ SPECS: tuple[ParamSpec, ...] = (
     # --- inputs
     P("use_depth", True, "Subscribe to 'depth' and pair it with 'image' (3D matches and alignment).",
       reconfigurable=False),
+    P("image_transport", "raw", "How 'image' arrives: raw (sensor_msgs/Image) or compressed (sensor_msgs/"
+                                "CompressedImage, JPEG or PNG, on '<image>/compressed' as image_transport publishes "
+                                "it).", choices=("raw", "compressed"), reconfigurable=False),
+    P("depth_transport", "raw", "How 'depth' arrives: raw (sensor_msgs/Image) or compressedDepth (PNG on "
+                                "'<depth>/compressedDepth', 16UC1 or quantised 32FC1; RVL is refused).",
+      choices=("raw", "compressedDepth"), reconfigurable=False),
     P("use_mask", False, "Subscribe to 'mask' (mono8) and pair it with 'image'; it replaces segmentation.",
       reconfigurable=False),
     P("use_prompt", False, "Subscribe to 'prompt' (PointStamped, pixel x/y in the image) for segmentation.",

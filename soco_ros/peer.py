@@ -21,12 +21,13 @@ from geometry_msgs.msg import PointStamped, TransformStamped
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 from visualization_msgs.msg import MarkerArray
 
 from correspondence.camera import CameraIntrinsics
 
+from .compressed import depth_to_compressed, rgb_to_compressed
 from .conversions import depth_to_image, intrinsics_to_camera_info, ns_to_stamp, rgb_to_image
 
 OUTPUTS = {"matches": PointCloud2, "alignment": TransformStamped, "alignment_quality": String,
@@ -37,13 +38,19 @@ class Peer:
     def __init__(self, domain_id: int, node: str = "/correspondence_node", name: str = "soco_peer",
                  image_topic: str = "/camera/color/image_raw", depth_topic: str = "/camera/depth/image_raw",
                  info_topic: str = "/camera/color/camera_info", mask_topic: str = "/camera/mask",
-                 prompt_topic: str = "/camera/prompt", reliable: bool = True) -> None:
+                 prompt_topic: str = "/camera/prompt", reliable: bool = True, image_transport: str = "raw",
+                 depth_transport: str = "raw") -> None:
+        """``image_transport`` compressed / ``depth_transport`` compressedDepth: publish ``CompressedImage`` on
+        ``<topic>/compressed`` / ``<topic>/compressedDepth``, as image_transport's plugins do (PNG, lossless)."""
         self.context = Context()
         rclpy.init(context=self.context, domain_id=int(domain_id))
         self.node = rclpy.create_node(name, context=self.context)
         qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT)
-        self.image_pub = self.node.create_publisher(Image, image_topic, qos)
-        self.depth_pub = self.node.create_publisher(Image, depth_topic, qos)
+        self.image_transport, self.depth_transport = image_transport, depth_transport
+        self.image_pub = (self.node.create_publisher(Image, image_topic, qos) if image_transport == "raw" else
+                          self.node.create_publisher(CompressedImage, f"{image_topic}/{image_transport}", qos))
+        self.depth_pub = (self.node.create_publisher(Image, depth_topic, qos) if depth_transport == "raw" else
+                          self.node.create_publisher(CompressedImage, f"{depth_topic}/{depth_transport}", qos))
         self.info_pub = self.node.create_publisher(CameraInfo, info_topic, qos)
         self.mask_pub = self.node.create_publisher(Image, mask_topic, qos)
         self.prompt_pub = self.node.create_publisher(PointStamped, prompt_topic, qos)
@@ -165,13 +172,17 @@ class Peer:
         header = self.header(stamp_ns, frame_id)
         if intrinsics is not None:
             self.info_pub.publish(intrinsics_to_camera_info(intrinsics, header))
-        if encoding == "mono8":
+        if self.image_transport != "raw":
+            image = rgb_to_compressed(rgb, header, "png")
+        elif encoding == "mono8":
             image = rgb_to_image(np.asarray(rgb).mean(-1).round().astype(np.uint8), header)
         else:
             image = rgb_to_image(rgb, header, encoding)
         messages = [("image", image, self.image_pub)]
         if depth is not None:
-            messages.append(("depth", depth_to_image(depth, header, depth_encoding), self.depth_pub))
+            depth_msg = (depth_to_image(depth, header, depth_encoding) if self.depth_transport == "raw" else
+                         depth_to_compressed(depth, header, depth_encoding))
+            messages.append(("depth", depth_msg, self.depth_pub))
         if mask is not None:
             messages.append(("mask", rgb_to_image(np.asarray(mask, dtype=bool), header), self.mask_pub))
         for kind, msg, pub in messages:

@@ -79,7 +79,7 @@ def test_mask_and_output_images_round_trip():
     ("step", "step", "step 20 is smaller than one rgb8 row"),
     ("truncated", "buffer", "data buffer truncated"),
     ("long", "buffer", "data buffer too long"),
-    ("encoding", "encoding", "unsupported encoding 'yuv422'"),
+    ("encoding", "encoding", "unsupported encoding 'nv21'"),
     ("empty", "size", "empty image"),
 ])
 def test_bad_images_raise_specific_errors(case, reason, text):
@@ -91,7 +91,7 @@ def test_bad_images_raise_specific_errors(case, reason, text):
     elif case == "long":
         msg.data = bytes(msg.data) + b"\0"
     elif case == "encoding":
-        msg.encoding = "yuv422"
+        msg.encoding = "nv21"
     elif case == "empty":
         msg.width = 0
     with pytest.raises(FrameError, match=text) as info:
