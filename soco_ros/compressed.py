@@ -19,9 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from correspondence import depth as depth_units
-from correspondence.errors import InputError
-
-from .conversions import FrameError, channels_to_rgb
+from .conversions import FrameError, channels_to_rgb, checked_depth
 
 DEPTH_HEADER_BYTES = 12  # compressed_depth_image_transport::ConfigHeader: int32 format + float32 depthParam[2]
 
@@ -86,13 +84,7 @@ def compressed_depth_to_metres(msg, depth_scale: float = 0.001, topic: str = "de
         with np.errstate(divide="ignore", invalid="ignore"):
             metres = np.where(values > 0, quant_a / (inverse - quant_b), 0.0)
         depth = depth_units.to_metres(metres.astype(np.float32), scale)
-    if check:
-        try:
-            depth_units.check_units(depth, encoding, scale, scale_applies=encoding == depth_units.INTEGER,
-                                    what=f"{topic} ({encoding}, compressedDepth)")
-        except InputError as exc:
-            raise FrameError("depth_empty" if "no valid value" in str(exc) else "depth_units", str(exc)) from None
-    return depth
+    return checked_depth(depth, encoding, scale, f"{topic} ({encoding}, compressedDepth)") if check else depth
 
 
 # ------------------------------------------------------------------------------------------------ encoders

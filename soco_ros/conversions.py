@@ -122,12 +122,16 @@ def depth_to_metres(msg, depth_scale: float = 0.001, topic: str = "depth", check
     encoding = str(msg.encoding)
     scale = float(depth_scale) if encoding == depth_units.INTEGER else depth_units.default_scale(encoding)
     depth = depth_units.to_metres(array, scale)
-    if check:
-        try:
-            depth_units.check_units(depth, encoding, scale, scale_applies=encoding == depth_units.INTEGER,
-                                    what=f"{topic} ({encoding})")
-        except InputError as exc:
-            raise FrameError("depth_empty" if "no valid value" in str(exc) else "depth_units", str(exc)) from None
+    return checked_depth(depth, encoding, scale, f"{topic} ({encoding})") if check else depth
+
+
+def checked_depth(depth: np.ndarray, encoding: str, scale: float, what: str) -> np.ndarray:
+    """``depth`` if it holds a valid value and can be metres, else a FrameError (``depth_empty`` / ``depth_units``)
+    with the fix for ``encoding`` (raw and compressed depth alike)."""
+    try:
+        depth_units.check_units(depth, encoding, scale, scale_applies=encoding == depth_units.INTEGER, what=what)
+    except InputError as exc:
+        raise FrameError("depth_empty" if "no valid value" in str(exc) else "depth_units", str(exc)) from None
     return depth
 
 
