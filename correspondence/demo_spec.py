@@ -87,15 +87,19 @@ def load_intrinsics(base: Path, value: Any, source: Path) -> CameraIntrinsics:
         except json.JSONDecodeError as exc:
             raise _fail(source, "intrinsics", f"{path} is not valid JSON ({exc})") from exc
     if not isinstance(value, dict):
-        raise _fail(source, "intrinsics", "must be a file name or {fx, fy, cx, cy, width, height}")
+        raise _fail(source, "intrinsics", "must be a file name or {fx, fy, cx, cy, width, height} (optionally D "
+                                          "and distortion_model)")
     try:
+        distortion = tuple(value.get("D", value.get("distortion", ())))  # CameraInfo's d, when not rectified
+        model = str(value.get("distortion_model", "plumb_bob"))
         if "K" in value:
-            return CameraIntrinsics.from_matrix(value["K"], int(value["width"]), int(value["height"]))
+            return CameraIntrinsics.from_matrix(value["K"], int(value["width"]), int(value["height"]), distortion,
+                                                model)
         return CameraIntrinsics(float(value["fx"]), float(value["fy"]), float(value["cx"]), float(value["cy"]),
-                                int(value["width"]), int(value["height"]))
+                                int(value["width"]), int(value["height"]), distortion, model)
     except KeyError as exc:
         raise _fail(source, "intrinsics", f"missing {exc.args[0]!r}") from None
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError) as exc:  # InputError included
         raise _fail(source, "intrinsics", str(exc)) from exc
 
 

@@ -8,7 +8,8 @@ error into one throttled warning and drops the frame; nothing is published for i
 Conventions: colour images come out as ``(H, W, 3) uint8`` RGB; depth as ``(H, W) float32`` metres with 0 meaning
 "no measurement" (NaN, inf, negative and zero readings all become 0); masks as ``(H, W) bool``. ``CameraInfo.k``
 is the OpenCV matrix (pixel centre (row i, col j) at (j, i)), which is what
-:class:`correspondence.camera.CameraIntrinsics` expects; the images are assumed rectified (``d`` is ignored).
+:class:`correspondence.camera.CameraIntrinsics` expects; ``d`` and ``distortion_model`` (plumb_bob,
+rational_polynomial, equidistant) come along, so matches in an unrectified image lift to the right 3D points.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Sequence
 import numpy as np
 
 from correspondence import depth as depth_units
-from correspondence.camera import CameraIntrinsics
+from correspondence.camera import DISTORTION_MODELS, CameraIntrinsics
 from correspondence.errors import InputError
 
 # What cameras publish (sensor_msgs/image_encodings): 8- and 16-bit RGB/BGR with or without alpha, grey, packed
@@ -151,7 +152,11 @@ def camera_info_to_intrinsics(msg, topic: str = "camera_info") -> CameraIntrinsi
     width, height = int(msg.width), int(msg.height)
     if width <= 0 or height <= 0:
         raise FrameError("camera_info", f"{topic}: image size is {width}x{height}")
-    return CameraIntrinsics.from_matrix(k.reshape(3, 3), width, height)
+    try:  # an unrectified image (image_raw): matches are undistorted when they are lifted to 3D
+        return CameraIntrinsics.from_matrix(k.reshape(3, 3), width, height, tuple(msg.d),
+                                            str(msg.distortion_model) or "plumb_bob")
+    except InputError as exc:
+        raise FrameError("camera_info", f"{topic}: {exc}") from None
 
 
 def check_same_size(rgb: np.ndarray, other: np.ndarray, what: str) -> None:
@@ -213,9 +218,9 @@ def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header):
     from sensor_msgs.msg import CameraInfo
 
     msg = CameraInfo(header=header, width=int(intrinsics.width), height=int(intrinsics.height),
-                     distortion_model="plumb_bob")
+                     distortion_model=intrinsics.distortion_model)
     msg.k = [float(v) for v in intrinsics.K.ravel()]
-    msg.d = [0.0] * 5
+    msg.d = list(intrinsics.distortion) or [0.0] * DISTORTION_MODELS[intrinsics.distortion_model]
     msg.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
     msg.p = [float(intrinsics.fx), 0.0, float(intrinsics.cx), 0.0, 0.0, float(intrinsics.fy), float(intrinsics.cy),
              0.0, 0.0, 0.0, 1.0, 0.0]

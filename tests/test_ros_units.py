@@ -122,6 +122,20 @@ def test_camera_info_checks():
         camera_info_to_intrinsics(info)
     with pytest.raises(FrameError, match="depth is 4x3 but the RGB image is 7x5"):
         check_same_size(RGB, np.zeros((3, 4)), "depth")
+    # an unrectified camera (image_raw): d and distortion_model come along; an unknown model is refused
+    distorted = CameraIntrinsics(500.0, 510.0, 319.5, 239.5, 640, 480, (0.1, -0.2, 0.001, 0.0, 0.05))
+    info = intrinsics_to_camera_info(distorted, HEADER)
+    assert list(info.d) == [0.1, -0.2, 0.001, 0.0, 0.05] and info.distortion_model == "plumb_bob"
+    assert camera_info_to_intrinsics(info) == distorted
+    info.distortion_model = "equidistant"
+    info.d = [0.05, -0.01, 0.0, 0.0]
+    assert camera_info_to_intrinsics(info).distortion_model == "equidistant"
+    info.distortion_model = "fancy_lens"
+    with pytest.raises(FrameError, match="distortion model 'fancy_lens' is not supported") as caught:
+        camera_info_to_intrinsics(info)
+    assert caught.value.reason == "camera_info"
+    info.d = [0.0] * 5  # a rectified stream may name any model with zero coefficients
+    assert not camera_info_to_intrinsics(info).distorted
 
 
 def test_match_cloud_layout_and_values():
