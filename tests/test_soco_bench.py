@@ -14,7 +14,7 @@ from correspondence.benchmarks.soco.evaluator import KeypointResult, evaluate, r
 from correspondence.benchmarks.soco.reductions import overall, per_category
 from correspondence.benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
 from correspondence.coords import Convention
-from correspondence.errors import InputError
+from correspondence.errors import ConfigError, InputError
 from correspondence.features import FeatureMap
 from correspondence.preprocessing import PreprocessSettings, preprocess
 
@@ -239,6 +239,8 @@ def test_oracle_answers_every_four_choice_question(tmp_path):
 
 
 def test_linear_probe_starts_as_identity_learns_and_reloads(synthetic_soco, tmp_path):
+    from dataclasses import replace
+
     from correspondence.backbones import create_backbone
     from correspondence.benchmarks.soco.features_store import FeatureStore
     from correspondence.benchmarks.soco.probe import LinearProbe, ProbeConfig, train_probe
@@ -246,12 +248,19 @@ def test_linear_probe_starts_as_identity_learns_and_reloads(synthetic_soco, tmp_
     settings = ProtocolSettings(size=112, tasks=("cc", "soc"))
     store = FeatureStore(FeatureExtractor(create_backbone("test_vit_tiny"), settings.extraction(), cache_size=0))
     grid = torch.randn(64, 4, 4)
-    assert torch.allclose(LinearProbe(64)(grid), torch.nn.functional.normalize(grid, dim=0), atol=1e-6)
-    probe, losses = train_probe(list(SocoPairs(synthetic_soco, "train")), store, ProbeConfig(epochs=4), progress=False)
-    assert losses[-1] < losses[0]
-    path = probe.save(tmp_path / "probe.safetensors", {"note": "test"})
+    assert torch.equal(LinearProbe(64)(grid), grid)  # identity weight, zero bias: the frozen features, exactly
+    training = train_probe(list(SocoPairs(synthetic_soco, "train")), store, settings, ProbeConfig(epochs=4, lr=1e-2),
+                           progress=False)
+    assert training.epoch_losses[-1] < training.epoch_losses[0] and training.selected_epoch == 4
+    path = training.probe.save(tmp_path / "probe.safetensors", {"note": "test"})
     again = LinearProbe.load(path)
-    assert torch.allclose(probe(grid), again(grid)) and not torch.allclose(probe(grid), LinearProbe(64)(grid))
+    assert torch.equal(training.probe(grid), again(grid)) and not torch.allclose(training.probe(grid), grid)
+    exact = replace(settings, arithmetic="float64")  # the float64 geometry trains too
+    assert len(train_probe(list(SocoPairs(synthetic_soco, "train")), store, exact, ProbeConfig(epochs=1),
+                           progress=False).step_losses) == 1
+    with pytest.raises(ConfigError, match="score_epoch"):
+        train_probe(list(SocoPairs(synthetic_soco, "train")), store, settings,
+                    ProbeConfig(epoch_selection="best-on-test"), progress=False)
 
 
 @pytest.mark.parametrize("method", ["argmax", "soft-argmax"])
@@ -473,3 +482,27 @@ def test_subsets_from_a_list_file_and_the_released_check(synthetic_soco, tmp_pat
     listing.write_text("intra/car/missing.json\n")
     with pytest.raises(InputError, match="do not exist"):
         pair_sets(SocoBenchConfig(str(synthetic_soco), str(tmp_path), subsets=str(listing)), settings, synthetic_soco)
+
+
+def test_linear_probe_run_records_the_reference_recipe_beside_the_published_row(synthetic_soco, tmp_path):
+    """results.json says which recipe ran (and how the features differ from the reference probe's soco-798);
+    results.md shows it and the paper's linear-probe row beside ours."""
+    from correspondence.backbones import create_backbone
+    from correspondence.benchmarks.soco.probe import LinearProbe, ProbeConfig
+    tables = write_paper_tables(tmp_path / "tables", ["car", "mug"])
+    config = SocoBenchConfig(str(synthetic_soco), str(tmp_path / "out"), pair_types=("intra",),
+                             categories=("car", "mug"), linear_probe=True, progress=False, paper_tables=str(tables),
+                             paper_model="DINOv2", probe=ProbeConfig(epochs=2, epoch_selection="best-on-test"))
+    result = run_soco_benchmark(config, ProtocolSettings(size=112, tasks=("cc", "soc")),
+                                create_backbone("test_vit_tiny"))
+    record = json.loads(Path(result["paths"]["results"]).read_text())["summary"]["linear_probe"]
+    assert record["recipe"]["epoch_selection"] == "best-on-test" and record["recipe"]["seed"] == 8
+    assert record["recipe"]["batch_pairs"] == 32 and record["recipe"]["temperature"] == 0.07
+    assert [s["epoch"] for s in record["epoch_test_scores"]] == [1, 2] and record["selected_epoch"] in (1, 2)
+    assert record["protocol_differences"] == ["size: 112 (reference 800)"]
+    assert set(record["probe"]["per_class"]["soc"]) == {"car", "mug"} and record["test_classes"] == 2
+    assert record["probe"]["soc"]["0.1"] is not None and record["base"]["cc"]["0.1"] is not None
+    text = (tmp_path / "out" / "results.md").read_text()
+    assert "## Linear probe: the reference's recipe" in text and "the best on the test split" in text
+    assert "| *published: DINOv2* (Table r2, best epoch on test) | 5.5 | n/a |" in text
+    assert LinearProbe.load(record["probe_path"]).linear.in_features == 64

@@ -21,6 +21,7 @@ from ...features import FeatureExtractor
 from .evaluator import EvaluationRun, FeatureSource, evaluate
 from .features_store import FeatureStore, StoreStats
 from .loader import SocoPairs
+from .probe import ProbeConfig
 from .protocol import ProtocolSettings
 from .report import summarise, write_reports
 
@@ -36,6 +37,7 @@ class SocoBenchConfig:
     feature_cache: str | None = None
     progress: bool = True
     linear_probe: bool = False
+    probe: ProbeConfig = ProbeConfig()  # the reference's recipe (last epoch; "best-on-test" as the paper chose)
     four_choice: bool = False
     seed: int = 0
     subsets: str | None = None  # None: the pair folders (with the filters above); "released"; or a list file
@@ -49,24 +51,45 @@ def dataset_counts(sets: dict[str, SocoPairs]) -> dict:
 
 
 def _linear_probe(config: SocoBenchConfig, settings: ProtocolSettings, features: FeatureSource, root: Path) -> dict:
-    """Train the probe on trainsplits/train, evaluate base and probed features on trainsplits/test."""
-    from dataclasses import replace as dc_replace
+    """Train the probe on trainsplits/train and score it on trainsplits/test, as the reference does (see
+    :mod:`.probe` and :mod:`.probe_eval`); the record says which recipe ran."""
+    from . import probe_eval
+    from .probe import recipe_record, train_probe
 
-    from .probe import ProbeConfig, probe_record, train_probe
-    from .reductions import overall
-
+    recipe = config.probe
     train = list(SocoPairs(root, "train", config.categories, config.supercategories, config.max_pairs_per_category))
     test = list(SocoPairs(root, "test", config.categories, config.supercategories, config.max_pairs_per_category))
-    probe_config = ProbeConfig(seed=config.seed)
-    probe, losses = train_probe(train, features, probe_config, progress=config.progress)
-    path = probe.save(Path(config.out) / "linear_probe.safetensors", probe_record(probe_config, losses, len(train)))
-    test_settings = dc_replace(settings, tasks=("cc", "soc"))
-    out = {"probe_path": str(path), **probe_record(probe_config, losses, len(train)), "test_pairs": len(test)}
-    for name, source in (("base", features), ("probe", probe.wrap(features))):
-        run = evaluate(test, source, test_settings, progress=False)
-        out[name] = {task: {f"{a:g}": overall(run.records, task, i, settings.reduction)
-                            for i, a in enumerate(settings.alphas)} for task in ("cc", "soc")}
+    if not test:
+        raise InputError(f"{root}: trainsplits/test has no pair to evaluate the probe on")
+    test_settings = probe_eval.evaluation_settings(settings, recipe.thresh)
+    classes = probe_eval.by_class(test)
+
+    def score_epoch(probe) -> tuple[float, float]:
+        records = probe_eval.evaluate_classes(classes, probe.wrap(features), test_settings)
+        return probe_eval.selection_recalls(records, test_settings, recipe.thresh)
+
+    training = train_probe(train, features, settings, recipe, progress=config.progress,
+                           score_epoch=score_epoch if recipe.epoch_selection == "best-on-test" else None)
+    out = {"recipe": recipe_record(recipe), **training.record(), "test_pairs": len(test), "test_classes": len(classes),
+           "evaluation": "argmax, SOC and CC, keypoints pooled per class of trainsplits/test, mean over classes",
+           "protocol_differences": probe_eval.protocol_differences(settings)}
+    for name, source in (("base", features), ("probe", training.probe.wrap(features))):
+        out[name] = probe_eval.summary(probe_eval.evaluate_classes(classes, source, test_settings), test_settings,
+                                       recipe.thresh)
+    out = _finite_record(out)
+    out["probe_path"] = str(training.probe.save(Path(config.out) / "linear_probe.safetensors", out))
     return out
+
+
+def _finite_record(value):
+    """NaN (a recall without keypoints) as null, so results.json stays JSON."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_record(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_record(v) for v in value]
+    return value
 
 
 def _views_needed(config: SocoBenchConfig, sets: dict[str, SocoPairs], root: Path) -> list:
@@ -238,6 +261,10 @@ def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBa
     mark = time.perf_counter()
     paths = write_reports(run, summary, record, Path(config.out), name, paper_tables=config.paper_tables,
                           paper_model_name=config.paper_model)
+    if config.linear_probe:
+        from .probe_report import append_to_results
+        append_to_results(paths["table"], summary["linear_probe"], name, str(record_backbone["backbone"]["name"]),
+                          config.paper_tables, config.paper_model)
     stages["reports"] = time.perf_counter() - mark
     return {"summary": summary, "timing": timing, "paths": {k: str(v) for k, v in paths.items()}, "run": run,
             "selection": selection, "memory": memory}
