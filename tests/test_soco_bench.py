@@ -506,3 +506,17 @@ def test_linear_probe_run_records_the_reference_recipe_beside_the_published_row(
     assert "## Linear probe: the reference's recipe" in text and "the best on the test split" in text
     assert "| *published: DINOv2* (Table r2, best epoch on test) | 5.5 | n/a |" in text
     assert LinearProbe.load(record["probe_path"]).linear.in_features == 64
+
+
+def test_cli_probe_epoch_selection(synthetic_soco, tmp_path):
+    """`--probe-epoch-selection best-on-test` runs the released script's choice; the default is the last epoch."""
+    from correspondence.cli import main
+    for choice in ("best-on-test", None):
+        out = tmp_path / str(choice)
+        code = main(["bench", "soco", "--root", str(synthetic_soco), "--backbone", "test_vit_tiny", "--random-weights",
+                     "--categories", "car", "--max-pairs-per-category", "2", "--task", "cc,soc", "--linear-probe",
+                     "--no-progress", "--feature-cache", str(tmp_path / "cache"),
+                     "--out", str(out)] + (["--probe-epoch-selection", choice] if choice else []))
+        assert code == 0
+        recipe = json.loads((out / "results.json").read_text())["summary"]["linear_probe"]["recipe"]
+        assert recipe["epoch_selection"] == (choice or "last")

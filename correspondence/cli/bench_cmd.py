@@ -80,6 +80,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     soco.add_argument("--feature-cache", default=None, help="folder for on-disk feature caching across runs")
     soco.add_argument("--linear-probe", action="store_true",
                       help="also train a Linear(C, C) probe on trainsplits/train and evaluate it on trainsplits/test")
+    soco.add_argument("--probe-epoch-selection", default="last", choices=("last", "best-on-test"),
+                      help="which probe epoch is evaluated: the last (default: the test split chooses nothing) or, as "
+                           "the released script and the published numbers, the best on trainsplits/test")
     soco.add_argument("--four-choice", action="store_true",
                       help="also run the LVLM-style 4-choice protocol with CircularEval (and its random baselines)")
     soco.add_argument("--device", default="cpu",
@@ -181,6 +184,7 @@ def run_soco(args: argparse.Namespace) -> int:
 
     from ..benchmarks.soco.protocol import preset, variant
     from ..benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
+    from ..benchmarks.soco.probe import ProbeConfig
     from ..distributed import device_for_rank
 
     split = lambda text: tuple(filter(None, text.split(",")))  # noqa: E731
@@ -200,7 +204,8 @@ def run_soco(args: argparse.Namespace) -> int:
                              max_pairs_per_category=args.max_pairs_per_category or None,
                              feature_cache=args.feature_cache, linear_probe=args.linear_probe,
                              four_choice=args.four_choice, progress=not args.no_progress, subsets=args.subsets,
-                             paper_tables=args.paper_tables, paper_model=args.paper_model)
+                             paper_tables=args.paper_tables, paper_model=args.paper_model,
+                             probe=ProbeConfig(epoch_selection=args.probe_epoch_selection))
     result = run_soco_benchmark(config, settings, backbone, device=args.device, dtype=args.dtype)
     if "summary" not in result:  # a torchrun rank other than 0: its images went to rank 0, which reports
         return 0
