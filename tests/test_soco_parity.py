@@ -28,6 +28,7 @@ import pytest
 import torch
 import torch.nn.functional as nnF
 from PIL import Image
+from soco_reference import ref_pair
 
 ALPHAS = (0.1, 0.05, 0.02)
 CHANNELS = 24
@@ -86,46 +87,12 @@ def ref_pair_files(root: Path, subdir: str) -> dict[str, list[Path]]:
 
 def ref_instance(root: Path, pair: dict, size: int, features: SharedFeatures):
     """``SOCODataset.__getitem__`` (use_bbox=False): int keypoints, scaled by ``S / side`` into an int tensor."""
-    def side_of(category: str, name: str) -> int:
-        with Image.open(root / "Images" / category / name) as im:
-            w, h = im.size
-        return max(w, h)  # _load_image pads to a square
-
-    def to_tensor(keypoints):
-        t = torch.zeros(len(keypoints), 3).int()
-        for i, kp in enumerate(keypoints):
-            t[i, 0] = int(kp["pos"][0])
-            t[i, 1] = int(kp["pos"][1])
-            t[i, 2] = 1
-        return t, {kp["name"]: i for i, kp in enumerate(keypoints)}
-
-    src_cat = pair.get("src_category", pair.get("category"))
-    trg_cat = pair.get("trg_category", pair.get("category"))
-    kps_i, map_i = to_tensor(pair["src_keypoints"])
-    kps_j, map_j = to_tensor(pair["trg_keypoints"])
-    hw_i, hw_j = side_of(src_cat, pair["src_image"]), side_of(trg_cat, pair["trg_image"])
-    kps_i[:, :2] = kps_i[:, :2] * size / hw_i
-    kps_j[:, :2] = kps_j[:, :2] * size / hw_j
-    if pair.get("trg_bndbox"):
-        l, u, r, d = pair["trg_bndbox"]
-        thresh_scale = float(max(r - l, d - u)) / max(pair["trg_imsize"][:2])
-    else:
-        thresh_scale = 1.0
-    semantic_pairs = [(map_i[n], map_j[n]) for n in pair.get("semantic_overlap", []) if n in map_i and n in map_j]
-    concept_map: dict[int, set] = {}
-    for concept in pair.get("concept_matches", []):
-        trg = [map_j[n] for n in concept.get("trg_keypoints", []) if n in map_j]
-        if not trg:
-            continue
-        for n in concept.get("src_keypoints", []):
-            if n in map_i:
-                concept_map.setdefault(map_i[n], set()).update(trg)
-    concept_map = {k: sorted(v) for k, v in concept_map.items() if v}
-    feats = torch.stack((features(src_cat, pair["src_image"], pair["src_keypoints"]),
-                         features(trg_cat, pair["trg_image"], pair["trg_keypoints"])))
-    meta = {"semantic_pairs": semantic_pairs, "concept_map": concept_map, "hw_j": hw_j,
+    ref = ref_pair(root, pair, size)
+    feats = torch.stack((features(ref.src_cat, pair["src_image"], pair["src_keypoints"]),
+                         features(ref.trg_cat, pair["trg_image"], pair["trg_keypoints"])))
+    meta = {"semantic_pairs": ref.semantic_pairs, "concept_map": ref.concept_map, "hw_j": ref.hw_j,
             "pair_group": pair.get("pair_group", pair.get("category"))}
-    return feats, kps_i, kps_j, thresh_scale, meta
+    return feats, ref.kps_i, ref.kps_j, ref.thresh_scale, meta
 
 
 def ref_soft_argmax_2d(heatmaps: torch.Tensor, beta: float = 0.02, window: int = 0) -> torch.Tensor:

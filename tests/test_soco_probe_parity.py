@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as nnF
-from PIL import Image
+from soco_reference import ref_pair
 
 SIZE = 154  # the effective image size S (an 11 x 11 grid of 14 px patches)
 THRESH = 0.10
@@ -89,41 +89,13 @@ class RefDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.instances)
 
-    def _side(self, category: str, name: str) -> int:
-        with Image.open(self.root / "Images" / category / name) as im:
-            return max(im.size)  # _load_image pads to a square
-
-    @staticmethod
-    def _keypoints(keypoints):
-        tensor = torch.zeros(len(keypoints), 3).int()
-        for i, kp in enumerate(keypoints):
-            tensor[i, 0], tensor[i, 1], tensor[i, 2] = int(kp["pos"][0]), int(kp["pos"][1]), 1
-        return tensor, {kp["name"]: i for i, kp in enumerate(keypoints)}
-
     def __getitem__(self, index: int):
         pair = self.instances[index]
-        src_cat = pair.get("src_category", pair.get("category"))
-        trg_cat = pair.get("trg_category", pair.get("category"))
-        kps_i, map_i = self._keypoints(pair["src_keypoints"])
-        kps_j, map_j = self._keypoints(pair["trg_keypoints"])
-        hw_i, hw_j = self._side(src_cat, pair["src_image"]), self._side(trg_cat, pair["trg_image"])
-        kps_i[:, :2] = kps_i[:, :2] * SIZE / hw_i
-        kps_j[:, :2] = kps_j[:, :2] * SIZE / hw_j
-        l, u, r, d = pair["trg_bndbox"]
-        thresh_scale = float(max(r - l, d - u)) / max(pair["trg_imsize"][:2])
-        semantic_pairs = [(map_i[n], map_j[n]) for n in pair.get("semantic_overlap", []) if n in map_i and n in map_j]
-        concept_map: dict[int, set] = {}
-        for concept in pair.get("concept_matches", []):
-            trg = [map_j[n] for n in concept.get("trg_keypoints", []) if n in map_j]
-            if not trg:
-                continue
-            for n in concept.get("src_keypoints", []):
-                if n in map_i:
-                    concept_map.setdefault(map_i[n], set()).update(trg)
-        meta = {"semantic_pairs": semantic_pairs, "concept_map": {k: sorted(v) for k, v in concept_map.items() if v},
-                "pair_id": pair["pair_id"], "hw_j": hw_j}
-        return (self.maps[(src_cat, pair["src_image"])], kps_i, self.maps[(trg_cat, pair["trg_image"])], kps_j,
-                thresh_scale, meta)
+        ref = ref_pair(self.root, pair, SIZE)
+        meta = {"semantic_pairs": ref.semantic_pairs, "concept_map": ref.concept_map, "pair_id": pair["pair_id"],
+                "hw_j": ref.hw_j}
+        return (self.maps[(ref.src_cat, pair["src_image"])], ref.kps_i, self.maps[(ref.trg_cat, pair["trg_image"])],
+                ref.kps_j, ref.thresh_scale, meta)
 
 
 def ref_collate(batch):
