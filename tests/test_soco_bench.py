@@ -234,7 +234,7 @@ def test_four_choice_circular_eval_of_a_random_backbone_is_chance(synthetic_soco
 def test_oracle_answers_every_four_choice_question(tmp_path):
     write_fixture(tmp_path, {"wheel/right": (2, 5), "wheel/left": (5, 5), "roof": (4, 0), "door": (3, 3)})
     from correspondence.benchmarks.soco.four_choice import evaluate_backbone
-    result = evaluate_backbone(list(SocoPairs(tmp_path)), oracle({**IDENTITY, "door": 4}.get))
+    result = evaluate_backbone(list(SocoPairs(tmp_path)), oracle({**IDENTITY, "door": 4}.get), settings=SETTINGS)
     assert result["questions"] == 3 and result["circular_accuracy"] == 100.0
 
 

@@ -5,6 +5,12 @@ target keypoints drawn at random (seeded). A vision backbone answers with the op
 similar to the query's (ties go to the earlier option). Each question is asked under the 4 rotations of its
 options; CircularEval counts it correct only if all 4 answers are. Baselines: Random (a uniformly random letter per
 rotation, 1/256 circular) and Random++ (a random option, the same one under every rotation: 25%).
+
+Features are compared as the run's protocol compares them (:func:`.reference.similarities`: the same
+normalisation order, query and keypoint coordinates as CC / SOC): an option's score is the query's similarity map
+sampled at the option keypoint, as that keypoint would be sampled as a query. The released SOCO code has no
+4-choice evaluation for vision backbones (its VLMEvalKit scripts score LVLM answers): the question sampling is
+this library's.
 """
 from __future__ import annotations
 
@@ -12,8 +18,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+import torch.nn.functional as F
+
+from ...device import to_numpy
 from .evaluator import FeatureSource
 from .loader import SocoPair
+from .protocol import ProtocolSettings
+from .reference import Frame, similarities
 
 
 @dataclass(frozen=True)
@@ -45,21 +56,31 @@ def _rotations(question: Question) -> list[tuple[tuple[int, ...], int]]:
     return [(question.options[r:] + question.options[:r], (question.answer - r) % k) for r in range(k)]
 
 
-def evaluate_backbone(pairs: list[SocoPair], features: FeatureSource, seed: int = 0) -> dict:
+def option_scores(pair: SocoPair, question: Question, features: FeatureSource,
+                  settings: ProtocolSettings) -> np.ndarray:
+    """The query's similarity to each option, in option order, under the protocol's sampling."""
+    source, target = features(pair.source), features(pair.target)
+    source_frame, target_frame = Frame(source, pair.source, settings), Frame(target, pair.target, settings)
+    query_xy = np.array([pair.source.keypoints[question.query].xy], dtype=np.float64)
+    maps = similarities(source, target, source_frame.query_grid(query_xy), settings)  # (1, h, w)
+    option_xy = np.array([pair.target.keypoints[i].xy for i in question.options], dtype=np.float64)
+    where = target_frame.query_grid(option_xy).to(maps.device, maps.dtype)[None, None]
+    padding = "zeros" if settings.arithmetic == "reference" else "border"
+    scores = F.grid_sample(maps[None], where, mode="bilinear", align_corners=True, padding_mode=padding)
+    return to_numpy(scores[0, 0, 0], np.float64)
+
+
+def evaluate_backbone(pairs: list[SocoPair], features: FeatureSource, seed: int = 0,
+                      settings: ProtocolSettings | None = None) -> dict:
+    """CircularEval of a backbone; ``settings``: the run's protocol (default: ``soco-798``'s)."""
+    settings = settings or ProtocolSettings()
     by_id = {p.pair_id: p for p in pairs}
-    questions = build_questions(pairs, seed)
-    rows, circular = 0, []
-    correct_rows = 0
-    for q in questions:
-        pair = by_id[q.pair_id]
-        source, target = features(pair.source), features(pair.target)
-        query = source.sample(np.array([pair.source.keypoints[q.query].xy]))
-        query = query / query.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    rows, correct_rows, circular = 0, 0, []
+    for q in build_questions(pairs, seed):
+        scores = dict(zip(q.options, option_scores(by_id[q.pair_id], q, features, settings)))
         ok = True
         for options, answer in _rotations(q):
-            option_feats = target.sample(np.array([pair.target.keypoints[i].xy for i in options])).to(query.device)
-            option_feats = option_feats / option_feats.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            choice = int((option_feats @ query[0]).argmax())  # first maximum on ties
+            choice = int(np.argmax([scores[i] for i in options]))  # first maximum on ties
             rows += 1
             correct_rows += choice == answer
             ok &= choice == answer

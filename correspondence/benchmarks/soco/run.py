@@ -235,7 +235,7 @@ def _run(config: SocoBenchConfig, settings: ProtocolSettings, backbone: LoadedBa
         mark = time.perf_counter()
         pairs = list(sets.get("intra") or SocoPairs(root, "intra", config.categories, None,
                                                      config.max_pairs_per_category))
-        summary["four_choice"] = {"backbone": evaluate_backbone(pairs, features, config.seed),
+        summary["four_choice"] = {"backbone": evaluate_backbone(pairs, features, config.seed, settings),
                                   "random++": evaluate_random(pairs, config.seed, consistent=True),
                                   "random": evaluate_random(pairs, config.seed, consistent=False)}
         stages["four_choice"] = time.perf_counter() - mark
