@@ -114,6 +114,13 @@ def test_clip_text_encoder_on_a_tiny_random_open_clip_tower(tmp_path):
     assert function_prompt("cut_with") == "cut with"
     assert torch.allclose(table["pour-with"], want[0], atol=1e-6) and torch.allclose(table["cut_with"], want[1],
                                                                                      atol=1e-6)
+    assert encoder.precision == "fp32"  # the CPU: clip.load's model.float()
+    # on a GPU the reference's clip.load computes in fp16 and normalises in fp16 (gen_clip_features.py): the
+    # vectors it saved are fp16 values; precision="fp16" reproduces that (forced here on the CPU)
+    half = ClipTextEncoder(model="soco-test-tiny-clip", weights=str(weights), quick_gelu=False, precision="fp16")
+    vectors = half.encode(["pour with"])
+    assert vectors.dtype == torch.float32 and torch.equal(vectors, vectors.half().float())
+    assert torch.allclose(vectors[0], want[0], atol=5e-3) and not torch.equal(vectors[0], want[0])
 
 
 def test_clip_weights_missing_offline_name_the_file_and_auto_falls_back(tmp_path, monkeypatch):

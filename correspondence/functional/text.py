@@ -16,7 +16,6 @@ from functools import lru_cache
 from typing import Protocol, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..backbones.weights import PretrainedSource, resolve_weights
 from ..errors import ConfigError, CorruptCheckpointError, MissingDependencyError, WeightsNotFoundError
@@ -65,18 +64,26 @@ class MiniLMEncoder:
 
 class ClipTextEncoder:
     """CLIP's text tower via open_clip: ``model`` is an open_clip config name (ViT-B-32 by default; a test may
-    register a tiny one), ``weights`` a state dict file (default: resolved as :data:`CLIP_SOURCE`)."""
+    register a tiny one), ``weights`` a state dict file (default: resolved as :data:`CLIP_SOURCE`).
+
+    ``precision``: ``auto`` computes as the reference's ``gen_clip_features.py`` did through ``clip.load``: fp16
+    weights and arithmetic on a GPU (LayerNorm in fp32), fp32 on the CPU; the vector is normalised in that
+    precision (``x / x.norm()``), then widened to fp32. ``fp32`` / ``fp16`` force one."""
 
     name = CLIP_NAME
 
     def __init__(self, device: str = "cpu", model: str = "ViT-B-32", weights: str | None = None,
-                 quick_gelu: bool = True, allow_download: bool = True) -> None:
+                 quick_gelu: bool = True, allow_download: bool = True, precision: str = "auto") -> None:
+        if precision not in ("auto", "fp32", "fp16"):
+            raise ConfigError(f"CLIP text precision must be auto, fp32 or fp16, got {precision!r}")
+        if precision == "auto":
+            precision = "fp16" if torch.device(device).type == "cuda" else "fp32"
         open_clip = require("open_clip", "the CLIP text encoder", "; or use --text-encoder all-MiniLM-L6-v2")
         path = resolve_weights(CLIP_SOURCE, weights or os.environ.get(ENV_CLIP_WEIGHTS) or None, allow_download)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                clip = open_clip.create_model(model, pretrained=str(path), device=device,
+                clip = open_clip.create_model(model, pretrained=str(path), device=device, precision=precision,
                                               force_quick_gelu=quick_gelu)
         except Exception as exc:  # noqa: BLE001 -- open_clip raises assorted errors for a bad file
             raise CorruptCheckpointError(f"cannot load CLIP weights {str(path)!r} into open_clip {model!r}: "
@@ -87,11 +94,14 @@ class ClipTextEncoder:
         self.dim = int(clip.text_projection.shape[1]) if clip.text_projection is not None else int(
             clip.token_embedding.weight.shape[1])
         self.weights = str(path)
+        self.precision = precision
 
     @torch.no_grad()
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         tokens = self.tokenizer(list(texts)).to(self.device)
-        return F.normalize(self.model.encode_text(tokens).float(), dim=-1).cpu()
+        features = self.model.encode_text(tokens)
+        features = features / features.norm(dim=-1, keepdim=True)  # in the model's precision, as the reference
+        return features.float().cpu()
 
 
 ENCODERS = {MiniLMEncoder.name: MiniLMEncoder, ClipTextEncoder.name: ClipTextEncoder}
