@@ -80,9 +80,11 @@ def stage_soco(out: Path, log, images: int) -> tuple[bool, dict]:
     timing = results.get("timing", {})
     encoded = timing.get("images_encoded")
     seconds = timing.get("encode_seconds") or timing.get("features_seconds")
-    rate = encoded / seconds if encoded and seconds else None
+    rate = timing.get("images_per_second") or (encoded / seconds if encoded and seconds else None)
     log(f"SOCO ViT-B/14 @840 px on cuda ({time.time() - start:.0f} s): exit {code}; {encoded} images encoded in "
-        f"{_f(seconds)} s = {_f(rate)} images/s; timing record {json.dumps(timing)}")
+        f"{_f(seconds)} s = {_f(rate)} images/s (waits: decode {_f(timing.get('decode_wait_seconds'))} s, disk "
+        f"{_f(timing.get('write_wait_seconds'))} s; untimed warm-up {_f(timing.get('stages', {}).get('warm_up'))} s)"
+        f"; timing record {json.dumps(timing)}")
     return code == 0, {"soco_images_per_s": rate, "soco_timing": timing}
 
 
