@@ -35,7 +35,9 @@ def _node(tmp: Path, domain: int, params: dict) -> tuple[subprocess.Popen, Path]
 
 
 def measure(size: int, backbone: str, rate: float, frames: int, domain: int, warmup: int = 3,
-            reliability: str = "reliable") -> dict:
+            reliability: str = "reliable", transport: str = "raw") -> dict:
+    """``transport`` compressed: the camera streams PNG colour and compressedDepth (image_transport), so the node
+    decodes every frame; raw: sensor_msgs/Image."""
     os.environ.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                       RMW_IMPLEMENTATION="rmw_fastrtps_cpp")
     from .peer import Peer
@@ -46,8 +48,9 @@ def measure(size: int, backbone: str, rate: float, frames: int, domain: int, war
         scene = make_scene(tmp / "demo", size=size)
         proc, log = _node(tmp, domain, {"demo_path": str(scene.demo_dir), "backbone": backbone, "image_size": size,
                                         "segmentation": "depth", "diagnostics_period": 0.5,
-                                        "qos_reliability": reliability})
-        peer = Peer(domain, name="soco_bench_peer")
+                                        "qos_reliability": reliability,
+                                        **TRANSPORTS[transport]})
+        peer = Peer(domain, name="soco_bench_peer", **TRANSPORTS[transport])
         try:
             deadline = time.monotonic() + 120
             while "]: active:" not in log.read_text() and time.monotonic() < deadline:
@@ -73,7 +76,7 @@ def measure(size: int, backbone: str, rate: float, frames: int, domain: int, war
             except subprocess.TimeoutExpired:
                 proc.kill()
     values = np.array(latencies)
-    return {"size": size, "backbone": backbone, "rate_hz": rate, "frames_sent": frames,
+    return {"size": size, "backbone": backbone, "transport": transport, "rate_hz": rate, "frames_sent": frames,
             "frames_received": len(latencies),
             "p50_ms": float(np.percentile(values, 50)) if len(values) else None,
             "p95_ms": float(np.percentile(values, 95)) if len(values) else None,
@@ -81,6 +84,10 @@ def measure(size: int, backbone: str, rate: float, frames: int, domain: int, war
             "node_processing_p50_ms": float(diag.get("processing_p50_ms", "nan")),
             "node_latency_p50_ms": float(diag.get("latency_p50_ms", "nan")),
             "node_frames_dropped": int(diag.get("frames_dropped", 0))}
+
+
+TRANSPORTS = {"raw": {"image_transport": "raw", "depth_transport": "raw"},
+              "compressed": {"image_transport": "compressed", "depth_transport": "compressedDepth"}}
 
 
 def _f(value) -> str:
@@ -96,6 +103,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--domain", type=int, default=None,
                         help="ROS_DOMAIN_ID (default: a free one, leased with a file lock: soco_ros.isolation)")
     parser.add_argument("--out", default="bench_out")
+    parser.add_argument("--transports", nargs="+", default=["raw"], choices=sorted(TRANSPORTS),
+                        help="how the camera streams: raw Images, or compressed (PNG colour + compressedDepth); "
+                             "each is measured")
     parser.add_argument("--reliability", default="reliable", choices=("reliable", "best_effort"),
                         help="sensor QoS of the node: Fast DDS best effort loses large (448 px) frames on loopback")
     args = parser.parse_args(argv)
@@ -106,8 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     lease = DomainLease() if args.domain is None else None
     domain = args.domain if lease is None else lease.domain
     try:  # one size after the other on the same private domain (each node is stopped before the next starts)
-        rows = [measure(size, args.backbone, args.rate, args.frames, domain, reliability=args.reliability)
-                for size in args.sizes]
+        rows = [measure(size, args.backbone, args.rate, args.frames, domain, reliability=args.reliability,
+                        transport=transport) for transport in args.transports for size in args.sizes]
     finally:
         if lease is not None:
             lease.release()
@@ -117,10 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "ros_latency.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(json.dumps(rows, indent=1))
-    md = ["| backbone | size | frames (received/sent) | stamp -> ~/matches p50 (ms) | p95 (ms) | node processing p50 (ms) |",
-          "|---|---|---|---|---|---|"]
+    md = ["| backbone | size | transport | frames (received/sent) | stamp -> ~/matches p50 (ms) | p95 (ms) | "
+          "node processing p50 (ms) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        md.append(f"| {r['backbone']} | {r['size']} | {r['frames_received']}/{r['frames_sent']} | {_f(r['p50_ms'])} | "
+        md.append(f"| {r['backbone']} | {r['size']} | {r['transport']} | {r['frames_received']}/{r['frames_sent']} | "
+                  f"{_f(r['p50_ms'])} | "
                   f"{_f(r['p95_ms'])} | {_f(r['node_processing_p50_ms'])} |")
     text = "\n".join(md) + f"\n\nCPU only: {record['machine']}; {args.rate:g} Hz, RGB-D synthetic scene, sensor QoS {args.reliability}.\n"
     (out / "ros_latency.md").write_text(text, encoding="utf-8")
