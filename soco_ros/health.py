@@ -10,6 +10,8 @@ frame is how the node bounds its latency with a slow model.
 
 * ERROR -- the node is unconfigured because configure failed (the message says why);
 * WARN  -- the node is not active (unconfigured / inactive), or has no demo;
+* WARN  -- no image arrived for ``timeout_s`` seconds, or none yet since start-up: nothing to publish (a stopped
+  camera, a topic or transport that does not match) is not OK either;
 * WARN  -- frames arrive but nothing was published for ``timeout_s`` seconds (the dominant reason named);
 * WARN  -- over the last ``window_s`` seconds more than ``max_problem_ratio`` of the frames were rejected,
   failed or went stale (the dominant reason and its last message named);
@@ -126,14 +128,14 @@ class Health:
         with self._lock:
             if self._waiting_since is None or self._last_input is None:
                 return None
-            if now - self._last_input > self.timeout_s:  # nothing arrives: nothing is owed
+            if now - self._last_input > self.timeout_s:  # no input at all: assess() says so (its own rule)
                 return None
             return now - self._waiting_since
 
     def assess(self, state: str, configure_error: str | None = None, has_demo: bool = True,
-               ok_text: str = "", idle_hint: str = "") -> tuple[int, str]:
+               ok_text: str = "", idle_hint: str = "", input_hint: str = "") -> tuple[int, str]:
         """(level, message). ``idle_hint``: the likely reason for "no output" when no frame problem explains it
-        (e.g. messages that never synchronise)."""
+        (e.g. messages that never synchronise); ``input_hint``: where inputs are expected (the topics)."""
         if configure_error:
             return ERROR, f"configure failed: {configure_error}"
         if state != "active":
@@ -146,6 +148,10 @@ class Health:
                        f"{dominant['message']}")
         if not has_demo:
             return WARN, "no demo loaded (set demo_path or publish a path on ~/set_demo_path)" + because
+        age = self.input_age()
+        if age is None or age > self.timeout_s:
+            waiting = "no image received yet" if age is None else f"no image for {age:.1f} s"
+            return WARN, f"no input: {waiting}, so nothing is published{input_hint}"
         silent = self.silent_for()
         if silent is not None and silent >= self.timeout_s:
             return WARN, f"no output for {silent:.1f} s while frames arrive{because or idle_hint}"

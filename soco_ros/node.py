@@ -792,17 +792,17 @@ class CorrespondenceNode(LifecycleNode):
         values = values if values is not None else self.diagnostics()
         ok = (f"{values['frames_published']} published, {values['frames_dropped']} dropped, p50 "
               f"{values['latency_p50_ms']:.0f} ms")
-        age = self.health.input_age()
-        if age is None or age > self.health.timeout_s:  # healthy, but say that it is waiting
-            ok = f"waiting for frames ({'none yet' if age is None else f'none for {age:.0f} s'}); {ok}"
         processor = self.processor
+        topics = ", ".join(self._input_topics.values())
+        where = f"; subscribed to {topics}: is the camera publishing there, with a QoS that matches?" if topics else ""
         hint = ""
         if values["frames_received"] == 0 or self.health.window()["frames"] == 0:
             hint = (f"; no synchronised image / depth / mask set: {values['sync_unmatched']} messages found no "
                     f"partner within sync_slop {self.params['sync_slop']:g} s (check their stamps and that every "
                     "input topic is published)")
         return self.health.assess(values["state"], self._configure_error if not self._configured else None,
-                                  has_demo=processor is not None and processor.has_demo, ok_text=ok, idle_hint=hint)
+                                  has_demo=processor is not None and processor.has_demo, ok_text=ok, idle_hint=hint,
+                                  input_hint=where)
 
     def _publish_diagnostics(self) -> None:
         try:

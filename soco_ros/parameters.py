@@ -171,7 +171,8 @@ SPECS: tuple[ParamSpec, ...] = (
     # --- health (diagnostics)
     P("diagnostics_period", 1.0, "Seconds between diagnostics messages (published in every lifecycle state).",
       0.05, 3600.0, reconfigurable=False),
-    P("health_timeout", 5.0, "Diagnostics WARN when frames arrive but nothing was published for this long (s).",
+    P("health_timeout", 5.0, "Diagnostics WARN when no image arrived for this long, or frames arrive but nothing "
+                             "was published for this long (s).",
       0.1, 3600.0),
     P("health_window", 10.0, "Window (s) over which the share of rejected / failed / stale frames is judged.",
       0.5, 3600.0),

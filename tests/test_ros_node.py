@@ -200,6 +200,10 @@ def test_compressed_transports_give_the_raw_frames_matches(ros):
     _start(node, peer)
     assert node.wait_log(r"subscribed to /camera/color/image_raw/compressed, "
                          r"/camera/depth/image_raw/compressedDepth", 5), node.log()[-3000:]
+    # before the first frame the diagnostics do not say OK: nothing is published, and they say where the node listens
+    level = peer.wait_for(lambda: (lv := peer.diagnostic_level()) and lv[0] == 1 and lv, 5)
+    assert level and "no input: no image received yet" in level[1], level
+    assert "subscribed to /camera/color/image_raw/compressed" in level[1], level
     stamp = peer.send_frame(scene.rgb, scene.depth, depth_encoding="16UC1", frame_id="live_cam",
                             intrinsics=scene.intrinsics)
     msg = peer.wait_stamp("matches", stamp, 60)

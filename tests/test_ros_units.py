@@ -447,8 +447,13 @@ def test_health_levels_and_reasons():
     h = H.Health(window_s=10, timeout_s=5, max_problem_ratio=0.5, clock=lambda: now[0])
     assert h.assess("unconfigured", configure_error="building the matcher: unknown backbone 'x'") == (
         H.ERROR, "configure failed: building the matcher: unknown backbone 'x'")
-    assert h.assess("inactive")[0] == H.WARN and h.assess("active", ok_text="fine") == (H.OK, "fine")
-    assert h.assess("active", has_demo=False)[0] == H.WARN
+    assert h.assess("inactive")[0] == H.WARN and h.assess("active", has_demo=False)[0] == H.WARN
+    # active with a demo but no image yet: nothing is published, so not OK; the caller says where it listens
+    assert h.assess("active", ok_text="fine", input_hint="; subscribed to /cam/image") == (
+        H.WARN, "no input: no image received yet, so nothing is published; subscribed to /cam/image")
+    now[0] += 0.1
+    h.input()  # an image arrived (not yet a synchronised frame)
+    assert h.assess("active", ok_text="fine") == (H.OK, "fine")
     # 10 frames, 9 fail for the same reason: WARN naming it, with its last message
     for i in range(10):
         now[0] += 0.3
@@ -474,10 +479,10 @@ def test_health_levels_and_reasons():
     assert h.assess("active", ok_text="ok")[0] == H.OK
     # overwritten frames are not problems (they are how the node bounds its latency)
     assert h.window()["problems"] == 0
-    # inputs stopped: nothing is owed
+    # inputs stopped (a camera died, a topic or transport that does not match): WARN, not OK
     now[0] += 60
-    assert h.silent_for() is None and h.assess("active")[0] == H.OK
-    assert h.input_age() == pytest.approx(60)
+    assert h.silent_for() is None and h.input_age() == pytest.approx(60)
+    assert h.assess("active") == (H.WARN, "no input: no image for 60.0 s, so nothing is published")
     # images arrive but never make a synchronised set: "no output", with the caller's hint as the reason
     for _ in range(12):
         now[0] += 0.5
