@@ -24,8 +24,10 @@ except Exception:  # noqa: BLE001 - not installed in a workspace
 
 ARGUMENTS = {
     # name: (default, description)
-    "image": ("/camera/color/image_raw", "RGB image topic (rgb8, bgr8 or mono8)"),
+    "image": ("/camera/color/image_raw", "Colour image topic (any camera encoding: rgb8, bgr8, bgra8, yuv422, ...)"),
     "depth": ("/camera/aligned_depth_to_color/image_raw", "Depth registered to the image (16UC1 mm or 32FC1 m)"),
+    "image_transport": ("", "raw or compressed (reads <image>/compressed); empty: the parameter file's"),
+    "depth_transport": ("", "raw or compressedDepth (reads <depth>/compressedDepth); empty: the parameter file's"),
     "camera_info": ("/camera/color/camera_info", "CameraInfo of the image"),
     "mask": ("/camera/mask", "Optional object mask (mono8), used with use_mask:=true"),
     "prompt": ("/camera/prompt", "Optional PointStamped prompt (pixel x, y), used with use_prompt:=true"),
@@ -40,7 +42,8 @@ ARGUMENTS = {
 
 def _node(context):
     value = {name: LaunchConfiguration(name).perform(context) for name in ARGUMENTS}
-    parameters = [value["params_file"]] + ([{"demo_path": value["demo_path"]}] if value["demo_path"] else [])
+    overrides = {name: value[name] for name in ("demo_path", "image_transport", "depth_transport") if value[name]}
+    parameters = [value["params_file"]] + ([overrides] if overrides else [])
     common = dict(package="soco_ros", executable="correspondence_node", name=value["node_name"],
                   namespace=value["namespace"], output="screen", parameters=parameters,
                   remappings=[(topic, value[topic]) for topic in ("image", "depth", "camera_info", "mask", "prompt")],
