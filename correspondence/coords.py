@@ -25,13 +25,16 @@ def _span(n: int) -> float:
     return float(max(n - 1, 1))
 
 
+def _arrays(convention: Convention | str, points, grid_wh, image_wh):
+    """The convention checked and every operand as float64 arrays (the three conversions below share it)."""
+    return (Convention(convention), np.asarray(points, dtype=np.float64), np.asarray(grid_wh, dtype=np.float64),
+            np.asarray(image_wh, dtype=np.float64))
+
+
 def pixel_to_grid(xy: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int, int],
                   convention: Convention | str) -> np.ndarray:
     """Processed-image pixels -> continuous grid coordinates where the query is sampled."""
-    convention = Convention(convention)
-    xy = np.asarray(xy, dtype=np.float64)
-    grid = np.asarray(grid_wh, dtype=np.float64)
-    size = np.asarray(image_wh, dtype=np.float64)
+    convention, xy, grid, size = _arrays(convention, xy, grid_wh, image_wh)
     if convention is Convention.SOCO:
         return np.trunc(xy) * (grid - 1) / size
     return xy * grid / size - 0.5
@@ -40,10 +43,7 @@ def pixel_to_grid(xy: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int,
 def grid_to_pixel(uv: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int, int],
                   convention: Convention | str) -> np.ndarray:
     """Exact inverse of :func:`pixel_to_grid` (for ``soco``: on integer pixels)."""
-    convention = Convention(convention)
-    uv = np.asarray(uv, dtype=np.float64)
-    grid = np.asarray(grid_wh, dtype=np.float64)
-    size = np.asarray(image_wh, dtype=np.float64)
+    convention, uv, grid, size = _arrays(convention, uv, grid_wh, image_wh)
     if convention is Convention.SOCO:
         return uv * size / np.maximum(grid - 1, 1)
     return (uv + 0.5) * size / grid
@@ -52,10 +52,7 @@ def grid_to_pixel(uv: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int,
 def cell_to_pixel(uv: np.ndarray, grid_wh: tuple[int, int], image_wh: tuple[int, int],
                   convention: Convention | str) -> np.ndarray:
     """Where a predicted (possibly fractional, from soft-argmax) cell lands in processed-image pixels."""
-    convention = Convention(convention)
-    uv = np.asarray(uv, dtype=np.float64)
-    grid = np.asarray(grid_wh, dtype=np.float64)
-    size = np.asarray(image_wh, dtype=np.float64)
+    convention, uv, grid, size = _arrays(convention, uv, grid_wh, image_wh)
     if convention is Convention.SOCO:
         return uv / grid * size
     return (uv + 0.5) * size / grid

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import umd_cmd
+from .common import add_model_options
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,9 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                         "correspondence.cli bench soco ...` encodes the images on all ranks and "
                                         "evaluates on rank 0 (the same results.json numbers as one process).")
     soco.add_argument("--root", required=True, help="extracted SOCO dataset (or one from `soco synth soco`)")
-    soco.add_argument("--backbone", default="dinov2_vitb14")
-    soco.add_argument("--weights", default=None)
-    soco.add_argument("--random-weights", action="store_true")
+    add_model_options(soco, "dinov2_vitb14")
     soco.add_argument("--protocol", default="soco-798", choices=("soco-798", "soco-grid60"),
                       help="soco-798: 800 px -> nearest patch multiple; soco-grid60: fixed 60-patch grid (both "
                            "reproduce the released evaluation, see docs/soco.md)")
@@ -114,9 +113,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                                "fully_processed_data/ beside the list)")
         fn.add_argument("--protocol", default="reference", choices=("reference",),
                         help="evaluation protocol: the released code's (the only one; recorded in the results)")
-        fn.add_argument("--backbone", default="dinov2_vitb14")
-        fn.add_argument("--weights", default=None)
-        fn.add_argument("--random-weights", action="store_true")
+        add_model_options(fn, "dinov2_vitb14")
         fn.add_argument("--head", default=None, help="trained functional head checkpoint (.safetensors)")
         fn.add_argument("--no-chance", action="store_true", help="leave out the Chance row")
         fn.add_argument("--no-dino", action="store_true", help="leave out the DINO row (the backbone's own features)")
@@ -134,9 +131,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     umd_cmd.add_bench_parser(bench)
 
     align = bench.add_parser("alignment", help="end-to-end pose accuracy and per-stage latency on the procedural world")
-    align.add_argument("--backbone", default="auto")
-    align.add_argument("--weights", default=None)
-    align.add_argument("--random-weights", action="store_true")
+    add_model_options(align, "auto")
     align.add_argument("--trials", type=int, default=100, help="same-instance trials with a keypoint demo")
     align.add_argument("--functional-trials", type=int, default=40,
                        help="trials with a functional demo and a different live instance (known functional alignment)")

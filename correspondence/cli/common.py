@@ -9,13 +9,18 @@ from ..preprocessing import PadPolicy, SizePolicy
 
 def add_backbone_options(parser: argparse.ArgumentParser, default: str = "auto") -> None:
     group = parser.add_argument_group("backbone")
+    add_model_options(group, default)
+    add_device_options(group)
+
+
+def add_model_options(group, default: str = "auto") -> None:
+    """``--backbone``, ``--weights``, ``--random-weights``: one wording in every sub-command."""
     group.add_argument("--backbone", default=default,
                        help="registry name (see `soco backbones`) or 'auto': DINOv2 ViT-S/14 when its weights "
                             "resolve, else the weight-free 'daisy' backbone (default: %(default)s)")
     group.add_argument("--weights", default=None, help="explicit checkpoint path (official or timm key layout)")
     group.add_argument("--random-weights", action="store_true",
-                       help="use seeded random weights instead of pretrained ones (latency/export checks)")
-    add_device_options(group)
+                       help="use seeded random weights instead of pretrained ones (tests, latency and export checks)")
 
 
 def add_device_options(group) -> None:

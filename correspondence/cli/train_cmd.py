@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from .common import add_model_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("train", help="train models (the functional head)")
@@ -15,9 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                               "cuda:LOCAL_RANK with --device cuda, NCCL; Gloo with --device cpu). "
                                               "--batch-pairs is the global batch; rank 0 writes the outputs.")
     functional.add_argument("--data", required=True, help="a `soco synth functional` folder")
-    functional.add_argument("--backbone", default="dinov2_vitb14")
-    functional.add_argument("--weights", default=None)
-    functional.add_argument("--random-weights", action="store_true")
+    add_model_options(functional, "dinov2_vitb14")
     functional.add_argument("--epochs", type=int, default=100, help="(the reference: 100)")
     functional.add_argument("--batches-per-epoch", type=int, default=1000, help="steps per epoch (the reference: 1000)")
     functional.add_argument("--batch-pairs", type=int, default=50,

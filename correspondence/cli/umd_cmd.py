@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from .common import add_model_options
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """No top-level command (``umd`` is registered under ``soco bench``)."""
@@ -20,9 +22,7 @@ def add_bench_parser(bench: argparse._SubParsersAction) -> argparse.ArgumentPars
     umd = bench.add_parser("umd", help="UMD-i one-shot affordance transfer: per-affordance IoU / weighted F, "
                                        "intra- and inter-class, with chance and whole-mask floors")
     umd.add_argument("--root", required=True, help="UMD_i.zip as released, or its extracted folder")
-    umd.add_argument("--backbone", default="dinov2_vits14", help="registry name (see `soco backbones`)")
-    umd.add_argument("--weights", default=None, help="explicit checkpoint path")
-    umd.add_argument("--random-weights", action="store_true", help="seeded random weights (no download)")
+    add_model_options(umd, "dinov2_vits14")
     umd.add_argument("--size", type=int, default=224, help="image size in px the backbone sees (default: %(default)s)")
     umd.add_argument("--mode", default="cell", choices=TRANSFER_MODES,
                      help="cell: each target pixel takes its cell's match; pixel: bilinear descriptor per pixel")
