@@ -103,19 +103,20 @@ class Matcher:
     def match_live(self, demo: DemoQuery, live: ImageLike, live_mask: Any = None) -> MatchResult:
         """One live frame against a prepared demo: the frame is encoded (never hashed or cached) and matched.
 
-        With a CUDA-graph runtime and no live mask the whole frame (upload, preprocessing, backbone, matching)
-        replays as one captured graph per demo and camera resolution (:mod:`correspondence.frame_graph`)."""
+        With a CUDA-graph runtime the whole frame (upload, preprocessing, backbone, matching; a live mask as the
+        cells it allows) replays as one captured graph per demo and camera resolution
+        (:mod:`correspondence.frame_graph`)."""
         start = time.perf_counter()
         live, mask = as_image(live), as_mask(live_mask)
         if not self._record:  # the settings are frozen: describe them once, not per frame
             self._record.update(self.extractor.describe(), matching=asdict(self.settings))
         record = {**self._record, "live_mask": mask is not None, "demo_mask": demo.masked}
-        if can_capture_frame(self.extractor, mask):
+        if can_capture_frame(self.extractor):
             rgb = to_rgb_array(live)
             graph = self._frame_graph(demo, rgb.shape[:2])
-            coarse = graph(rgb)
+            coarse = graph(rgb, mask)
             t_graph = time.perf_counter() - start
-            matches, timings = refine_and_verify(demo, graph.live_template, coarse, rgb, None, self.settings)
+            matches, timings = refine_and_verify(demo, graph.live_template, coarse, rgb, mask, self.settings)
             return MatchResult(tuple(matches), {**record, "frame_graph": True}, {"frame_graph": t_graph, **timings},
                                matches.geometry)
         fmap = self.extractor.extract_batch([live], cache=False)[0]

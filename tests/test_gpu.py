@@ -119,8 +119,15 @@ def test_frame_graph_equals_the_step_by_step_frame(scene):
         close = [np.hypot(*np.subtract(a.live_xy, b.live_xy)) <= 1.0 for a, b in zip(graphed.matches, stepwise)]
         assert np.mean(close) >= 0.9
     assert len(fast._frame_graphs) == 1  # replayed for the second frame, not captured again
-    masked = fast.match_live(query, live, live_mask=mask)  # a per-frame mask takes the step-by-step path
-    assert "frame_graph" not in masked.settings and len(masked.matches) == 32
+    # a per-frame mask goes into the same graph as the cells it allows
+    masked = fast.match_live(query, live, live_mask=mask)
+    assert masked.settings["frame_graph"] is True and len(fast._frame_graphs) == 1
+    fmap = fast.extractor.extract_batch([live], cache=False)[0]
+    stepwise, _ = match_prepared(query, fmap, mask, fast.settings, live_image=live)
+    same = [np.allclose(a.coarse_xy, b.coarse_xy, atol=1e-3) for a, b in zip(masked.matches, stepwise)]
+    assert np.mean(same) >= 31 / 32
+    inside = [mask[int(m.coarse_xy[1]), int(m.coarse_xy[0])] for m in masked.matches]
+    assert np.mean(inside) >= 0.9  # coarse cells lie in the masked region (a cell may straddle its border)
 
 
 def test_captured_graphs_survive_allocator_churn(scene):
