@@ -185,6 +185,15 @@ def _published_models(published, model: str | None, table: str) -> tuple[list[st
                                       if not model else f"{model} is not in this table: every published row shown")
 
 
+def _published_rows(published, model: str | None, table: str, label: str, keys: list[str]) -> str:
+    """The paper's rows of ``table`` (the backbone's, else all), one markdown line each, ``keys`` in column order."""
+    text = ""
+    for name in _published_models(published, model, table)[0]:
+        values = published.row(table, name) or {}
+        text += f"\n| *published: {name}* ({label}) | " + " | ".join(fmt_published(values.get(k)) for k in keys) + " |"
+    return text
+
+
 def report_markdown(run: EvaluationRun, summary: dict, label: str, published, model: str | None,
                     released: bool) -> str:
     settings = run.settings
@@ -211,12 +220,9 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
     row += [fmt2(summary.get("supercategory", {}).get("soc", {}).get(f"{alpha:g}", {}).get(s)) for s in SUPERCATEGORIES]
     text += f"\n| {ours} | " + " | ".join(row) + " |"
     if published is not None:
-        models, note = _published_models(published, model, "table2")
-        keys = ["CC", "SOC", "Cross-SOC", "Avg"] + [f"SOC_{s}" for s in SUPERCATEGORIES]
-        for name in models:
-            values = published.row("table2", name) or {}
-            text += f"\n| *published: {name}* (Table 2, PCK@0.1) | " + " | ".join(
-                fmt_published(values.get(k)) for k in keys) + " |"
+        note = _published_models(published, model, "table2")[1]
+        text += _published_rows(published, model, "table2", "Table 2, PCK@0.1",
+                                ["CC", "SOC", "Cross-SOC", "Avg"] + [f"SOC_{s}" for s in SUPERCATEGORIES])
         text += f"\n\n({note})"
     # Table r1
     cols = [f"{s} {t}" for s in SUPERCATEGORIES for t in ("SOC", "CC")]
@@ -226,11 +232,8 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
            for s in SUPERCATEGORIES for t in ("SOC", "CC")]
     text += f"\n| {ours} | " + " | ".join(row) + " |"
     if published is not None:
-        models, _ = _published_models(published, model, "r1")
-        for name in models:
-            values = published.row("r1", name) or {}
-            text += f"\n| *published: {name}* (Table r1) | " + " | ".join(
-                fmt_published(values.get(f"{s}_{t}")) for s in SUPERCATEGORIES for t in ("SOC", "CC")) + " |"
+        text += _published_rows(published, model, "r1", "Table r1",
+                                [f"{s}_{t}" for s in SUPERCATEGORIES for t in ("SOC", "CC")])
     # Table r2
     geo = _at(summary, "geo", alpha)
     geo_chance = summary.get("geo", {}).get("chance")
@@ -260,12 +263,8 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
            for red in ("pair-category-mean", "keypoint-category-mean") for a in wanted for t in ("SOC", "CC")]
     text += f"\n| {ours} | " + " | ".join(row) + " |"
     if published is not None:
-        models, _ = _published_models(published, model, "r3")
-        for name in models:
-            values = published.row("r3", name) or {}
-            text += f"\n| *published: {name}* (Table r3) | " + " | ".join(
-                fmt_published(values.get(f"{red}_{t}@{a:.2f}")) for red in ("pair", "kpt") for a in wanted
-                for t in ("SOC", "CC")) + " |"
+        text += _published_rows(published, model, "r3", "Table r3",
+                                [f"{red}_{t}@{a:.2f}" for red in ("pair", "kpt") for a in wanted for t in ("SOC", "CC")])
     # Table r6
     text += "\n\n## Per category (Table r6 layout)\n\n"
     if released and published is not None:
