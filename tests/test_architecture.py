@@ -20,6 +20,40 @@ def imported_modules(package: str) -> set[str]:
     return names
 
 
+def resolved_imports(path) -> set[str]:
+    """Every module a file imports, anywhere in it (functions included), relative imports made absolute."""
+    package = ".".join(path.relative_to(REPO).with_suffix("").parts[:-1])
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = package.split(".")[:len(package.split(".")) - node.level + 1] if node.level else []
+            module = ".".join(base + ([node.module] if node.module else []))
+            names.update(f"{module}.{alias.name}" for alias in node.names)
+    return names
+
+
+# lower layer -> the packages above it that it must never import (README: world/ is the procedural data source;
+# functional/ evaluates and trains on it; benchmarks/ and cli/ sit on top)
+LAYER_RULES = {
+    "correspondence/world": ("correspondence.functional", "correspondence.benchmarks", "correspondence.cli"),
+    "correspondence/functional": ("correspondence.benchmarks", "correspondence.cli"),
+}
+
+
+def test_lower_layers_never_import_upward():
+    """world/ writes datasets the functional evaluator reads: it must not reach up into it (a shared convention,
+    such as the reference crop, lives below both: ``correspondence/object_crop.py``)."""
+    offenders = []
+    for folder, above in LAYER_RULES.items():
+        for path in sorted((REPO / folder).rglob("*.py")):
+            for name in resolved_imports(path):
+                if any(name == a or name.startswith(a + ".") for a in above):
+                    offenders.append(f"{path.relative_to(REPO)} imports {name}")
+    assert not offenders, offenders
+
+
 def test_core_library_never_imports_ros():
     assert not {"rclpy", "soco_ros", "sensor_msgs", "geometry_msgs"} & imported_modules("correspondence")
     code = "import sys, correspondence, correspondence.cli, correspondence.demo; print('rclpy' in sys.modules)"

@@ -16,13 +16,13 @@ import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
 from correspondence.device import to_numpy
-from correspondence.functional.evaluate import (AnnotatedPair, ChanceMethod, EvaluationCounts, cycle_matches,
-                                                evaluate_pair, reference_crop, square_box)
+from correspondence.functional.evaluate import AnnotatedPair, ChanceMethod, EvaluationCounts, cycle_matches, evaluate_pair
 from correspondence.functional.inference import PixelEmbedding
 from correspondence.functional.losses import functional_loss, mask_loss, spatial_loss, total_loss
 from correspondence.functional.metrics import (average_precision, discovery_curve, discovery_scores, kept_counts,
                                                normalised_distance, pck_px)
 from correspondence.functional.model import FunctionalHead, HeadConfig, load_reference_state_dict
+from correspondence.object_crop import reference_crop, square_box
 
 
 # ---- thresholds, normalisation, top-k, AP, score --------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Training data for the functional head as the reference prepares and samples it (``cond_corr/data``), read from
 the layout `soco synth functional` writes.
 
-* Every image is cropped as the reference's ``resize_images.py`` (:func:`~.evaluate.reference_crop`: white
+* Every image is cropped as the reference's ``resize_images.py`` (:func:`~correspondence.object_crop.reference_crop`: white
   background, 60 px pad, 1.2 x side, LANCZOS) to ``image_size`` (224); its object mask and functional-part mask
   (NEAREST, the part within the object) and its correspondences (rounded, clipped, kept inside the mask) follow.
 * **Functional batches** (``BatchSampler`` + ``CogVLM_3D_loader``): ``pairs_per_batch`` functions drawn with
@@ -26,8 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..object_crop import reference_crop
 from ..world.writers.training import TrainingPair, read_training_pair
-from .evaluate import reference_crop
 
 MIN_IMAGES_PER_FUNCTION = 3  # the reference's build_label_dict drops labels with fewer images
 

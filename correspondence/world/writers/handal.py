@@ -37,6 +37,7 @@ from PIL import Image
 from ...camera import CameraIntrinsics
 from ...errors import InputError
 from ...io import write_json
+from ...object_crop import reference_crop
 from ..ply import PlyModel, read_ply_model, write_ply
 from ..types import ObjectInstance, RenderedView
 from .schema import SEP, check_name, check_pose, describe, is_int, is_number, load_json, numbers, open_image
@@ -655,8 +656,6 @@ def bop_object_name(image: str) -> str:
 def convert_bop_to_reference(root: str | Path, out: str | Path | None = None) -> dict:
     """A HANDAL/BOP root with ``functional_pairs/`` -> the reference layout (crops as the reference's
     ``resize_images.py`` / ``resize_annotations.py``; ``out`` defaults to ``root/reference``)."""
-    from ...functional.evaluate import reference_crop
-
     root = Path(root)
     out = Path(out) if out is not None else root / REFERENCE_DIR
     frames: dict[str, HandalFrame] = {}
