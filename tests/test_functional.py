@@ -3,12 +3,13 @@ and the benchmark command (the reference's conventions are pinned in test_functi
 from __future__ import annotations
 
 import json
+import random
 
 import numpy as np
 import pytest
 import torch
 
-from correspondence.errors import CorruptCheckpointError, WeightsNotFoundError
+from correspondence.errors import CorruptCheckpointError, InputError, WeightsNotFoundError
 from correspondence.functional.checkpoint import HeadCheckpoint
 from correspondence.functional.model import FunctionalHead, HeadConfig
 
@@ -160,8 +161,6 @@ def _config(data, out, **kw):
 
 
 def test_training_data_follows_the_reference_sampling(tiny_functional):
-    import random
-
     from correspondence.functional.data import (TrainingSet, list_pairs, load_pairs, part_and_rest_points,
                                                 replace_background, spatial_points)
     data = TrainingSet.build(load_pairs(list_pairs(tiny_functional / "train", "train")), 56)
@@ -368,3 +367,55 @@ def test_convert_a_released_head_with_its_clip_features(tmp_path):
     loaded = HeadCheckpoint.load(tmp_path / "head.safetensors")
     assert sorted(loaded.functions) == ["cut-with", "pour-with"] and loaded.backbone == "test_vit_tiny"
     assert torch.equal(loaded.head.state_dict()["mlp_conditioner.mlp.4.weight"], state["mlp_conditioner.mlp.4.weight"])
+
+
+def test_every_trial_written_in_the_reference_layout_runs_in_the_released_scripts(tmp_path, monkeypatch):
+    """inference_2D_HANDAL.py:232-233 draws ``random.sample(range(len(co1)), 10)`` for every trial and stops the
+    whole run below 10 points: `soco synth handal` (and the converter) must not write such a trial, and the
+    checker finds one written by hand."""
+    from correspondence.world import synth
+    from correspondence.world.writers.handal import (REFERENCE_MIN_POINTS, check_handal_dataset,
+                                                     convert_bop_to_reference, find_reference_layout,
+                                                     read_functional_pairs, read_reference_layout,
+                                                     reference_layout_problems, write_reference_trial)
+    real = synth.functional_correspondences
+    calls = []
+
+    def some_short(*args, **kwargs):  # every other pair keeps 7 points, as small visible parts give
+        corr = real(*args, **kwargs)
+        calls.append(len(corr))
+        return corr if len(calls) % 2 else type(corr)(corr.xy_a[:7], corr.xy_b[:7], corr.points_a[:7])
+
+    monkeypatch.setattr(synth, "functional_correspondences", some_short)
+    out = tmp_path / "handal"
+    summary = synth.synth_handal(synth.SynthConfig(out=str(out), categories=("mug", "jug"), views=2, instances=2,
+                                                   size=96, progress=False))
+    assert len(calls) > summary["functional_pairs"] > 0  # the 7-point trials were not written
+    assert all(len(p.rc_a) >= REFERENCE_MIN_POINTS for p in read_functional_pairs(out))
+    layout = find_reference_layout(out)
+    assert summary["reference_trials"] == summary["functional_pairs"] and reference_layout_problems(layout) == []
+    # reference: random.sample(range(len(co1_copy)), n_viz_points) with n_viz_points = 10
+    trials = read_reference_layout(layout)
+    for t in trials:
+        random.sample(range(len(t.rc_a)), 10)
+        random.sample(range(len(t.rc_b)), 10)
+    # a hand-written BOP pair with 7 points is left out of the conversion, and said so
+    pair = read_functional_pairs(out)[0]
+    np.save(pair.path_a, np.load(pair.path_a)[:7])
+    np.save(pair.path_b, np.load(pair.path_b)[:7])
+    converted = convert_bop_to_reference(out, tmp_path / "converted")
+    assert converted["trials"] == summary["functional_pairs"] - 1
+    assert len(converted["skipped_fewer_than_10_points"]) == 1
+    # the writer refuses 9 points; the checker finds a 9-point trial and a stray file written by hand
+    t = trials[0]
+    with pytest.raises(InputError, match="samples 10"):
+        write_reference_trial(tmp_path / "bad", t.function, t.obj_a, t.image_name_a, t.image_a, t.mask_a, t.rc_a[:9],
+                              t.obj_b, t.image_name_b, t.image_b, t.mask_b, t.rc_b[:9], 0)
+    trial_dir = layout.annotation_dir / t.pair_id
+    for f in trial_dir.glob("*.npy"):
+        np.save(f, np.load(f)[:9])
+    problems = reference_layout_problems(layout)
+    assert len(problems) == 1 and "9 points" in problems[0] and "inference_2D_HANDAL.py:233" in problems[0]
+    assert any("9 points" in p for p in check_handal_dataset(out))
+    (trial_dir / "notes.txt").write_text("x")
+    assert "os.listdir" in reference_layout_problems(layout)[0]

@@ -51,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{args.root!r} has no selected_annotations*.json (pass --annotation-list)")
         counts = convert_reference_to_bop(layout, args.out)
     print(json.dumps(counts))
+    if counts.get("skipped_fewer_than_10_points"):
+        print(f"left out {len(counts['skipped_fewer_than_10_points'])} trial(s) with fewer than 10 points: the "
+              "released scripts sample 10 points per trial and stop at such a trial")
     print(f"wrote the {args.to} layout to {counts['out']}")
     return 0
 

@@ -142,8 +142,8 @@ def synth_handal(config: SynthConfig) -> dict:
     """Per category: ``instances`` objects, one scene each with ``views`` frames, and functional pair annotations
     between scenes of categories that share a function: BOP scenes with ``functional_pairs/`` (full frames) and the
     same pairs in the reference's released layout under ``reference/`` (224 crops, ``selected_annotations.json``)."""
-    from .writers.handal import (convert_bop_to_reference, write_functional_pair, write_handal_model,
-                                 write_handal_scene)
+    from .writers.handal import (REFERENCE_MIN_POINTS, convert_bop_to_reference, write_functional_pair,
+                                 write_handal_model, write_handal_scene)
 
     root = Path(config.out)
     cats = [c for c in config.resolved_categories() if make_instance(c, 0).functional_parts]
@@ -169,7 +169,7 @@ def synth_handal(config: SynthConfig) -> dict:
                 for trial in range(min(2, config.views)):
                     fa, fb = trial % len(va), (trial + 1) % len(vb)
                     corr = functional_correspondences(va[fa], oa, vb[fb], ob, alignment, max_points=500, rng=rng)
-                    if len(corr) < 5:
+                    if len(corr) < REFERENCE_MIN_POINTS:  # the released scripts sample 10 points per trial
                         continue
                     write_functional_pair(root, function, ca, f"{da}/rgb/{fa:06d}.jpg", cb, f"{db}/rgb/{fb:06d}.jpg",
                                           corr, group=group, trial=trial)

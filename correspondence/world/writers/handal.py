@@ -27,6 +27,7 @@ Decisions a reader of the data must know:
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -475,10 +476,7 @@ def check_handal_dataset(root: str | Path) -> list[str]:
                 problems += _scene_problems(scene)
     problems += _pair_problems(root)
     if layout is not None:
-        try:
-            read_reference_layout(layout)
-        except InputError as exc:
-            problems.append(f"reference layout: {exc}")
+        problems += [f"reference layout: {p}" for p in reference_layout_problems(layout)]
     return problems
 
 
@@ -495,6 +493,10 @@ REFERENCE_LIST = "selected_annotations.json"
 REFERENCE_ANNOTATIONS = "annotations"
 REFERENCE_BASE = "fully_processed_data"
 REFERENCE_GROUP = "0000"
+REFERENCE_SIZE = 224  # get_heatmap / get_mask reshape to (224, 224)
+# inference_2D_HANDAL.py:232-233: ``random.sample(range(len(co1)), 10)`` for the figure of every trial; a trial with
+# fewer points raises ValueError there and stops the whole label-transfer run
+REFERENCE_MIN_POINTS = 10
 
 
 @dataclass(frozen=True)
@@ -592,8 +594,8 @@ def read_reference_trial(layout: ReferenceLayout, action: str, obj_pair: str, tr
     return ReferenceTrial(pair_id, action, oa, ob, ia, ib, ra, ma, rb, mb, pa, pb)
 
 
-def read_reference_layout(layout: ReferenceLayout) -> list[ReferenceTrial]:
-    """Every trial of the annotation list, in its order (action, object pair, trial), as the reference loops."""
+def listed_reference_trials(layout: ReferenceLayout) -> list[tuple[str, str, int]]:
+    """``(action, obj_pair, trial)`` of the annotation list, in its order (the reference's loops)."""
     data = load_json(layout.annotation_list, "annotation list")
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         raise InputError(f"{layout.annotation_list}: expected {{action: {{'<objA>{SEP}<objB>': [trial, ...]}}}}")
@@ -602,8 +604,53 @@ def read_reference_layout(layout: ReferenceLayout) -> list[ReferenceTrial]:
         for obj_pair, trials in entries.items():
             if len(obj_pair.split(SEP)) != 2 or not isinstance(trials, list) or not all(is_int(t) for t in trials):
                 raise InputError(f"{layout.annotation_list}: bad entry {action}/{obj_pair}: {trials!r}")
-            out += [read_reference_trial(layout, action, obj_pair, int(t)) for t in trials]
+            out += [(action, obj_pair, int(t)) for t in trials]
     return out
+
+
+def read_reference_layout(layout: ReferenceLayout) -> list[ReferenceTrial]:
+    """Every trial of the annotation list, in its order (action, object pair, trial), as the reference loops.
+    Lenient where this project's evaluator is (fewer than 10 points are evaluated; see
+    :func:`reference_layout_problems` for what the released scripts themselves need)."""
+    return [read_reference_trial(layout, *listed) for listed in listed_reference_trials(layout)]
+
+
+def reference_layout_problems(layout: ReferenceLayout) -> list[str]:
+    """What the released scripts (``inference_2D_HANDAL.py``, ``inference_2D_discovery_HANDAL.py``) would trip on,
+    trial by trial (``[]`` when they run through): the trial folder holds exactly the two ``<obj>|||<img>.npy``
+    files (they take ``os.listdir(anno_dir)[0:2]``), images and masks are 224 x 224, both object masks have a
+    pixel, both sides have the same number of points and at least :data:`REFERENCE_MIN_POINTS` (the label
+    transfer's ``random.sample(.., 10)``)."""
+    try:
+        listed = listed_reference_trials(layout)
+    except InputError as exc:
+        return [str(exc)]
+    problems = []
+    for action, obj_pair, trial in listed:
+        trial_dir = layout.annotation_dir / action / f"{obj_pair}{SEP}{REFERENCE_GROUP}" / f"trial_{trial}"
+        if trial_dir.is_dir():
+            entries = sorted(os.listdir(trial_dir))
+            if len(entries) != 2 or not all(e.endswith(".npy") for e in entries):
+                problems.append(f"{trial_dir}: the reference reads the first two entries of os.listdir, and the "
+                                f"folder holds {entries}")
+                continue
+        try:
+            t = read_reference_trial(layout, action, obj_pair, trial)
+        except InputError as exc:
+            problems.append(str(exc))
+            continue
+        where = f"{trial_dir}"
+        for obj, image, mask in ((t.obj_a, t.image_a, t.mask_a), (t.obj_b, t.image_b, t.mask_b)):
+            if mask.shape != (REFERENCE_SIZE, REFERENCE_SIZE) or image.shape[:2] != mask.shape:
+                problems.append(f"{where}: {obj} is {image.shape[:2]} with a {mask.shape} mask; the reference "
+                                f"reshapes every heatmap to {REFERENCE_SIZE} x {REFERENCE_SIZE}")
+            elif not mask.any():
+                problems.append(f"{where}: the object mask of {obj} is empty (the reference's argmax and chance "
+                                "draws need a pixel)")
+        if len(t.rc_a) < REFERENCE_MIN_POINTS:
+            problems.append(f"{where}: {len(t.rc_a)} points; the reference's label transfer samples "
+                            f"{REFERENCE_MIN_POINTS} (inference_2D_HANDAL.py:233) and stops the run")
+    return problems
 
 
 def write_reference_trial(out: str | Path, action: str, obj_a: str, image_name_a: str, image_a: np.ndarray,
@@ -620,6 +667,9 @@ def write_reference_trial(out: str | Path, action: str, obj_a: str, image_name_a
     rc_a, rc_b = _rc_array(rc_a, "rows/cols of A"), _rc_array(rc_b, "rows/cols of B")
     if len(rc_a) != len(rc_b):
         raise InputError(f"correspondences differ in length: {len(rc_a)} and {len(rc_b)}")
+    if len(rc_a) < REFERENCE_MIN_POINTS:
+        raise InputError(f"{action} {obj_a}/{image_name_a} - {obj_b}/{image_name_b}: {len(rc_a)} points; the "
+                         f"reference's label transfer samples {REFERENCE_MIN_POINTS} (inference_2D_HANDAL.py:233)")
     base = out / REFERENCE_BASE
     for obj, img, rgb, mask in ((obj_a, image_name_a, image_a, mask_a), (obj_b, image_name_b, image_b, mask_b)):
         (base / obj / "rgb_images_processed").mkdir(parents=True, exist_ok=True)
@@ -673,7 +723,11 @@ def convert_bop_to_reference(root: str | Path, out: str | Path | None = None) ->
     entries: dict[str, dict[str, list[int]]] = {}
     crops: dict[str, tuple] = {}
     trials = 0
+    skipped: list[str] = []
     for ann in read_functional_pairs(root):
+        if len(ann.rc_a) < REFERENCE_MIN_POINTS:  # the released scripts cannot read it: left out, and said so
+            skipped.append(f"{ann.path_a.parent}: {len(ann.rc_a)} points")
+            continue
         sides = []
         for image, rc in ((ann.image_a, ann.rc_a), (ann.image_b, ann.rc_b)):
             if image not in crops:
@@ -691,7 +745,14 @@ def convert_bop_to_reference(root: str | Path, out: str | Path | None = None) ->
         used.append(trial)
         trials += 1
     write_reference_list(out, entries)
-    return {"trials": trials, "images": len(crops), "out": str(out)}
+    problems = reference_layout_problems(find_reference_layout(out))
+    if problems:  # a writer bug: what was written must run through the released scripts
+        raise InputError(f"the reference layout written to {out} would not run in the released scripts: "
+                         + "; ".join(problems[:5]))
+    record = {"trials": trials, "images": len(crops), "out": str(out)}
+    if skipped:
+        record["skipped_fewer_than_10_points"] = skipped
+    return record
 
 
 def convert_reference_to_bop(layout: ReferenceLayout, out: str | Path, depth_scale: float = 0.1) -> dict:
