@@ -478,3 +478,61 @@ def test_cycle_matches_equal_the_transcribed_reference_search():
     got_src = np.stack([src % size, src // size], 1)  # (col, row), as the reference returns
     got_trg = np.stack([trg % size, trg // size], 1)
     assert np.array_equal(got_src, want_src) and np.array_equal(got_trg, want_trg)
+
+
+# ---- the DINO baseline ------------------------------------------------------------------------------------------
+
+def _reference_dino_pixel_features(tokens: list[torch.Tensor], image_size: int = 224) -> torch.Tensor:
+    """``DINO_embedder.get_DINO_feats`` (correspondence_conditioner.py:74-85) on the blocks
+    ``get_intermediate_layers(x, n=3, norm=False)`` returns, then ``get_DINO_heatmap`` (:465-494) and
+    ``BilinearInterpolator.forward`` (:288-306) for every pixel, transcribed."""
+    n_blocks = len(tokens)
+    dino_features = torch.stack(tokens, dim=1)  # reference: B, n_blocks, n_patches, C
+    w = torch.ones(n_blocks).softmax(-1).reshape(1, n_blocks, 1, 1).to(dino_features.device)
+    dino_features = dino_features * w
+    dino_features = dino_features.sum(1)
+    dino_features = torch.nn.functional.normalize(dino_features, dim=-1)
+    y, x = torch.meshgrid(torch.arange(image_size), torch.arange(image_size), indexing="ij")
+    f1_co = torch.stack([x.flatten(), y.flatten()], axis=1).unsqueeze(0)
+    f1_co = f1_co[:, :, [1, 0]]
+    B, n_patch, C = dino_features.shape
+    grid_dim = int(math.sqrt(n_patch))
+    assert grid_dim * grid_dim == n_patch
+    f1_dino_tokens = dino_features.permute(0, 2, 1).reshape(B, C, grid_dim, grid_dim)
+    uv = f1_co[:, :, [1, 0]]
+    uv = (uv.float() - 0) * (1 - -1) / (image_size - 0) + -1  # map_to_range(uv, 0, 224, -1, 1)
+    uv = uv.unsqueeze(1)
+    f_out = torch.nn.functional.grid_sample(f1_dino_tokens, uv, mode="bilinear", align_corners=False)
+    f_out = f_out.permute(0, 3, 1, 2).squeeze(3).contiguous()
+    return torch.nn.functional.normalize(f_out, dim=-1)[0]
+
+
+def test_dino_baseline_equals_get_dino_feats_to_the_last_bit_on_the_same_blocks():
+    """The reference weights each block by softmax(ones(3)) (fp32 1/3), sums, then normalises over the channels of
+    the token layout; a mean (a division by 3) over channel-first maps differs in the last bits, and that moved
+    the best match of about one query in ten."""
+    from correspondence.backbones import create_backbone
+    from correspondence.functional.evaluate import best_match
+    from correspondence.functional.inference import DinoEmbedder
+    torch.manual_seed(0)
+    embedder = DinoEmbedder.create(create_backbone("test_vit_tiny"), 224)
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (224, 224, 3), dtype=np.uint8) for _ in range(2)]
+    ours, theirs = [], []
+    for image in images:
+        blocks = embedder.extractor(image).blocks()
+        assert len(blocks) == 3
+        tokens = [b.float().flatten(1).T.contiguous()[None] for b in blocks]  # get_intermediate_layers: (1, P, C)
+        theirs.append(_reference_dino_pixel_features(tokens))
+        ours.append(embedder.pixels(image, "pour-with").emb)
+        assert ours[-1].dtype == theirs[-1].dtype and torch.equal(ours[-1], theirs[-1])
+    # and the best match of every sampled query equals the reference's argmax over its masked heatmap
+    mask = np.zeros((224, 224), np.float32)
+    mask[40:190, 30:200] = 1
+    queries = rng.choice(224 * 224, 300, replace=False)
+    pred_maps = torch.bmm(theirs[0][queries][None], theirs[1][None].permute(0, 2, 1)).reshape(-1, 224, 224).numpy()
+    pred_maps *= mask
+    pred_maps -= 100 * (1 - mask)
+    want = np.argmax(pred_maps.reshape(len(queries), -1), axis=1)
+    got, _ = best_match(ours[0][torch.from_numpy(queries)], ours[1], np.flatnonzero(mask.ravel() > 0), 224)
+    assert np.array_equal(got, want)

@@ -5,8 +5,9 @@ Two granularities:
 * **Every pixel** (:meth:`FunctionalEmbedder.pixels`, :meth:`DinoEmbedder.pixels`): the evaluation protocol of
   the reference. The image is a ``S x S`` crop (224); every pixel index ``(col, row)`` is sampled from the fused
   map with the reference's convention (:func:`~correspondence.functional.model.pixel_grid`) and, for the head,
-  passed through the MLP in one batched call. The DINO baseline is the reference's ``get_DINO_feats``: the mean
-  of the last three raw blocks, L2-normalised per patch, sampled the same way and L2-normalised again.
+  passed through the MLP in one batched call. The DINO baseline is the reference's ``get_DINO_feats``
+  (:func:`reference_dino_map`): the last three raw blocks weighted by ``softmax(ones(3))`` and summed,
+  L2-normalised per patch, sampled the same way and L2-normalised again, in the reference's order of operations.
 * **A stride grid** (:meth:`FunctionalEmbedder.__call__`): the live pipeline's map (``stride`` px cells over the
   processed image, 4 by default), each cell embedded at its centre pixel with the same sampling convention; it
   returns a :class:`~correspondence.features.FeatureMap` and the predicted functional-part probability per cell,
@@ -135,8 +136,7 @@ class DinoEmbedder:
 
     def _mean_map(self, image) -> tuple[FeatureMap, torch.Tensor]:
         fmap = self.extractor(image)
-        mean = torch.stack([b.float() for b in fmap.blocks()]).mean(0)  # == sum of softmax(ones) weights
-        return fmap, F.normalize(mean, dim=0)[None]
+        return fmap, reference_dino_map(fmap.blocks())
 
     @torch.no_grad()
     def pixels(self, image, function: str) -> PixelEmbedding:
@@ -145,8 +145,10 @@ class DinoEmbedder:
         ys, xs = torch.meshgrid(torch.arange(size, device=fused.device), torch.arange(size, device=fused.device),
                                 indexing="ij")
         grid = pixel_grid(torch.stack([xs.flatten(), ys.flatten()], -1), size)
-        sampled = F.grid_sample(fused, grid[None, None], mode="bilinear", align_corners=False)[0, :, 0].T
-        return PixelEmbedding(F.normalize(sampled, dim=-1), size, None)
+        sampled = F.grid_sample(fused, grid[None, None], mode="bilinear", align_corners=False)
+        # BilinearInterpolator's layout: (1, C, 1, N) -> (1, N, C), contiguous, normalised over its last axis
+        return PixelEmbedding(F.normalize(sampled.permute(0, 3, 1, 2).squeeze(3).contiguous(), dim=-1)[0], size,
+                              None)
 
     @torch.no_grad()
     def __call__(self, image, function: str) -> tuple[FeatureMap, None]:
@@ -158,6 +160,20 @@ class DinoEmbedder:
 
 
 BaseEmbedder = DinoEmbedder  # the "base features" row of earlier reports
+
+
+def reference_dino_map(blocks: list[torch.Tensor]) -> torch.Tensor:
+    """The reference's ``get_DINO_feats`` on ``(C, h, w)`` blocks, with its order of operations (every step in the
+    token layout ``get_intermediate_layers`` returns, so each reduction runs over the same memory order): the
+    blocks stacked as ``(1, n, P, C)``, each multiplied by ``softmax(ones(n))`` (fp32 ``1/3``, not a division by
+    3), summed over the blocks, L2-normalised over the channels; then ``get_DINO_heatmap``'s
+    ``permute(0, 2, 1).reshape(1, C, h, w)``."""
+    c, h, w = blocks[0].shape
+    tokens = torch.stack([b.float().flatten(1).T for b in blocks], dim=0)[None]  # (1, n, P, C)
+    n = len(blocks)
+    weights = torch.ones(n).softmax(-1).reshape(1, n, 1, 1).to(tokens.device)
+    fused = F.normalize((tokens * weights).sum(1), dim=-1)  # (1, P, C)
+    return fused.permute(0, 2, 1).reshape(1, c, h, w)
 
 
 def valid_cells(fmap: FeatureMap, mask: np.ndarray, predicted: np.ndarray | None = None,
