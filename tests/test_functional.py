@@ -134,9 +134,21 @@ def test_clip_weights_missing_offline_name_the_file_and_auto_falls_back(tmp_path
     with pytest.raises(WeightsNotFoundError, match=text.CLIP_SOURCE.filename) as info:
         text.ClipTextEncoder()
     assert info.value.exit_code == 2
-    with pytest.warns(RuntimeWarning, match="all-MiniLM-L6-v2"):
+    # the CLIP setting is named, never the backbone's --weights (in `soco train functional` that is the backbone's)
+    assert "set $SOCO_CLIP_WEIGHTS=PATH" in str(info.value) and "--weights" not in str(info.value)
+    with pytest.warns(RuntimeWarning, match="all-MiniLM-L6-v2") as warned:
         encoder = text.get_text_encoder.__wrapped__("auto")
     assert encoder.name == "all-MiniLM-L6-v2"
+    message = str(warned[0].message)
+    assert "$SOCO_CLIP_WEIGHTS" in message and "--weights" not in message
+    monkeypatch.setenv("SOCO_CLIP_WEIGHTS", str(tmp_path / "missing.safetensors"))
+    with pytest.raises(WeightsNotFoundError, match=r"missing.safetensors.*given by \$SOCO_CLIP_WEIGHTS"):
+        text.ClipTextEncoder()
+    # a backbone's weights still point at --weights
+    from correspondence.backbones.registry import get_spec
+    from correspondence.backbones.weights import resolve_weights
+    with pytest.raises(WeightsNotFoundError, match="pass --weights PATH"):
+        resolve_weights(get_spec("dinov2_vits14").source)
 
 
 @pytest.fixture(scope="module")

@@ -52,16 +52,24 @@ def candidate_paths(source: PretrainedSource) -> list[Path]:
     return paths
 
 
+def set_phrase(setting: str) -> str:
+    """How a user gives the file: ``--weights`` -> "pass --weights PATH", ``$SOCO_CLIP_WEIGHTS`` -> "set
+    $SOCO_CLIP_WEIGHTS=PATH"."""
+    return f"set {setting}=PATH" if setting.startswith("$") else f"pass {setting} PATH"
+
+
 def resolve_weights(source: PretrainedSource, explicit: str | os.PathLike | None = None,
-                    allow_download: bool = True) -> Path:
+                    allow_download: bool = True, setting: str = "--weights") -> Path:
     """Return a local path to the checkpoint, downloading it if needed and allowed.
 
-    Raises :class:`WeightsNotFoundError` (exit code 2) naming the file, the URL and the environment variable.
+    ``setting`` is what gives these weights an explicit path (a backbone's ``--weights``; CLIP's
+    ``$SOCO_CLIP_WEIGHTS``): the errors tell the user to use it. Raises :class:`WeightsNotFoundError` (exit code
+    2) naming the file, the URL, the setting and the environment variable.
     """
     if explicit is not None:
         path = Path(explicit).expanduser()
         if not path.is_file():
-            raise WeightsNotFoundError(f"weights file {str(path)!r} does not exist (given explicitly)")
+            raise WeightsNotFoundError(f"weights file {str(path)!r} does not exist (given by {setting})")
         return path
     for path in candidate_paths(source):
         if path.is_file():
@@ -70,12 +78,12 @@ def resolve_weights(source: PretrainedSource, explicit: str | os.PathLike | None
     if source.url is None:
         raise WeightsNotFoundError(
             f"weights {source.filename!r} are not available for automatic download ({source.note or 'licence-gated'}). "
-            f"Download them yourself and pass --weights PATH or put the file in ${ENV_WEIGHTS_DIR}. Searched: {searched}")
+            f"Download them yourself and {set_phrase(setting)} or put the file in ${ENV_WEIGHTS_DIR}. Searched: {searched}")
     offline = os.environ.get(ENV_OFFLINE, "").lower() in ("1", "true", "yes")
     if not allow_download or offline:
         why = f"${ENV_OFFLINE} is set" if offline else "downloads are disabled"
         raise WeightsNotFoundError(
-            f"weights {source.filename!r} not found and {why}. Get them from {source.url} and pass --weights PATH "
+            f"weights {source.filename!r} not found and {why}. Get them from {source.url} and {set_phrase(setting)} "
             f"or put the file in ${ENV_WEIGHTS_DIR}. Searched: {searched}")
     target = hub_checkpoint_dir() / source.filename
     try:
@@ -83,7 +91,7 @@ def resolve_weights(source: PretrainedSource, explicit: str | os.PathLike | None
     except (urllib.error.URLError, OSError, TimeoutError) as exc:
         raise WeightsNotFoundError(
             f"weights {source.filename!r} not found locally and the download from {source.url} failed ({exc}). "
-            f"Download the file on a machine with internet and pass --weights PATH or put it in ${ENV_WEIGHTS_DIR}. "
+            f"Download the file on a machine with internet and {set_phrase(setting)} or put it in ${ENV_WEIGHTS_DIR}. "
             f"Searched: {searched}") from exc
     return target
 

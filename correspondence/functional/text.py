@@ -79,7 +79,9 @@ class ClipTextEncoder:
         if precision == "auto":
             precision = "fp16" if torch.device(device).type == "cuda" else "fp32"
         open_clip = require("open_clip", "the CLIP text encoder", "; or use --text-encoder all-MiniLM-L6-v2")
-        path = resolve_weights(CLIP_SOURCE, weights or os.environ.get(ENV_CLIP_WEIGHTS) or None, allow_download)
+        explicit = weights or os.environ.get(ENV_CLIP_WEIGHTS) or None
+        setting = "ClipTextEncoder(weights=...)" if weights else f"${ENV_CLIP_WEIGHTS}"  # not a backbone's --weights
+        path = resolve_weights(CLIP_SOURCE, explicit, allow_download, setting=setting)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
