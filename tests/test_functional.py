@@ -332,6 +332,26 @@ def test_bench_handal_reference_protocol_with_published_rows(tiny_handal, tmp_pa
     assert (out / "pr_curves.png").is_file()
 
 
+def test_bench_handal_chance_only_never_loads_the_backbone(tiny_handal, tmp_path, monkeypatch):
+    """--no-dino without --head computes only the Chance row: offline, with no DINOv2 weights anywhere (the
+    fixtures' empty hub cache, SOCO_OFFLINE=1), it runs instead of exiting 2 on the weights it does not need."""
+    from correspondence import backbones
+    from correspondence.cli import main
+    out = tmp_path / "chance"
+    assert main(["bench", "handal", "--root", str(tiny_handal), "--backbone", "dinov2_vitb14", "--no-dino",
+                 "--max-pairs", "1", "--no-progress", "--out", str(out)]) == 0
+    results = json.loads((out / "functional_results.json").read_text())
+    assert list(results["methods"]) == ["Chance"] and "not loaded" in results["settings"]["backbone"]
+    # the DINO row does need the weights: the same command without --no-dino exits 2 naming them
+    assert main(["bench", "handal", "--root", str(tiny_handal), "--backbone", "dinov2_vitb14", "--max-pairs", "1",
+                 "--no-progress", "--out", str(tmp_path / "dino")]) == 2
+    monkeypatch.setattr(backbones, "create_backbone", lambda *a, **k: pytest.fail("backbone created"))
+    assert main(["bench", "handal", "--root", str(tiny_handal), "--no-dino", "--max-pairs", "1", "--no-progress",
+                 "--out", str(out)]) == 0
+    assert main(["bench", "handal", "--root", str(tiny_handal), "--no-dino", "--no-chance", "--no-progress",
+                 "--out", str(out)]) == 1
+
+
 @pytest.mark.slow
 def test_bench_handal_dino_and_head_rows_end_to_end(tiny_handal, tmp_path):
     from correspondence.cli import main

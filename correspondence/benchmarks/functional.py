@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..functional.evaluate import CURVE_TAU, AnnotatedPair, ChanceMethod, EvaluationCounts, evaluate_pair
 from ..functional.metrics import aggregate
 from ..io import write_json
@@ -203,11 +203,21 @@ def plot_curves(curves: dict, path: Path) -> Path:
                           "correspondence discovery (mean over pair directions)", marker=None)
 
 
+def needs_backbone(head_path: str | None, dino: bool) -> bool:
+    """The DINO row and the head run the backbone; the Chance row alone never does (so it never loads weights)."""
+    return bool(dino or head_path)
+
+
 def methods_for(backbone, head_path: str | None, image_size: int = 224, device: str = "cpu",
                 chance: bool = True, dino: bool = True, chunk: int | None = None) -> dict[str, Callable]:
-    """'Chance', 'DINO (<backbone>)' (the reference's baseline features) and, with a checkpoint, the head."""
+    """'Chance', 'DINO (<backbone>)' (the reference's baseline features) and, with a checkpoint, the head.
+    ``backbone`` may be None when only Chance runs (:func:`needs_backbone`)."""
     from ..functional.checkpoint import HeadCheckpoint
     from ..functional.inference import DinoEmbedder, FunctionalEmbedder
+    if not (chance or dino or head_path):
+        raise ConfigError("nothing to evaluate: --no-chance and --no-dino without --head leave no method")
+    if backbone is None and needs_backbone(head_path, dino):
+        raise ValueError("the DINO row and the head need a backbone")
     methods: dict[str, Callable] = {}
     if chance:
         methods["Chance"] = ChanceMethod()

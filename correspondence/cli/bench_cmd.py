@@ -250,7 +250,8 @@ def run_compare(args: argparse.Namespace) -> int:
 
 def run_functional(args: argparse.Namespace) -> int:
     from ..backbones import create_backbone
-    from ..benchmarks.functional import handal_pairs, methods_for, run_functional_benchmark, synthetic_pairs, table1
+    from ..benchmarks.functional import (handal_pairs, methods_for, needs_backbone, run_functional_benchmark,
+                                         synthetic_pairs, table1)
 
     if args.benchmark == "handal":
         pairs = handal_pairs(args.root, args.annotation_list, args.annotation_dir, args.images_dir)
@@ -258,10 +259,13 @@ def run_functional(args: argparse.Namespace) -> int:
         pairs = synthetic_pairs(args.root, args.split)
     if args.max_pairs:
         pairs = pairs[:args.max_pairs]
-    backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
+    backbone = None  # the Chance row alone needs no network: no weights are looked up
+    if needs_backbone(args.head, not args.no_dino):
+        backbone = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     methods = methods_for(backbone, args.head, device=args.device, chance=not args.no_chance,
                           dino=not args.no_dino, chunk=args.chunk or None)
-    settings = {"benchmark": args.benchmark, "root": args.root, "backbone": backbone.describe(), "head": args.head,
+    described = backbone.describe() if backbone is not None else "not loaded (only the Chance row runs)"
+    settings = {"benchmark": args.benchmark, "root": args.root, "backbone": described, "head": args.head,
                 "crop": "reference: white background, 60 px pad, 1.2 x side, LANCZOS, 224 px"}
     results = run_functional_benchmark(pairs, methods, args.out, settings, progress=not args.no_progress,
                                        paper_split="real" if args.benchmark == "handal" else "synthetic",
