@@ -399,7 +399,9 @@ def test_torch_max_keeps_the_first_of_tied_maxima_like_numpy_argmax():
 
 def test_one_pixel_masks_and_few_points_give_finite_numbers():
     """A one-pixel object (one candidate, constant min-max terms, cutoffs keeping nothing) and fewer than 10 points:
-    the reference gives NaN (or raises in its visualisation); here every number is defined."""
+    the reference crashes (one query: get_heatmap squeezes the batch away and ``B, n, m = pred_maps.shape`` raises,
+    inference_2D_discovery_HANDAL.py:93; the label transfer's random.sample(.., 10) raises); here every number is
+    defined."""
     size = 12
     mask_a = np.zeros((size, size), bool)
     mask_a[3, 4] = True
@@ -415,6 +417,17 @@ def test_one_pixel_masks_and_few_points_give_finite_numbers():
             values = [v for k, v in record.items() if k.startswith(("pck", "best_f1", "ap", "normalised"))]
             assert len(values) == 12 and all(np.isfinite(values))
         assert records[0]["candidates"] == 1 and records[1]["candidates"] == 16
+    # the reference's search from the one-pixel object: not a NaN, a crash before any score
+    with pytest.raises(ValueError, match="not enough values to unpack"):
+        _reference_find_cycle_consistent_matches(to_numpy(a.emb), to_numpy(b.emb), mask_a.astype(np.float32),
+                                                 mask_b.astype(np.float32), size)
+    # with two source pixels it runs (the batch dimension stays; equal codes give it the NaN of the next row)
+    two = mask_a.copy()
+    two[3, 5] = True
+    with np.errstate(invalid="ignore"):
+        ranked = _reference_find_cycle_consistent_matches(to_numpy(a.emb), to_numpy(b.emb), two.astype(np.float32),
+                                                          mask_b.astype(np.float32), size)
+    assert len(ranked[0]) == 2
 
 
 def test_pairs_without_points_or_mask_are_skipped_and_counted():
@@ -433,8 +446,12 @@ def test_pairs_without_points_or_mask_are_skipped_and_counted():
 
 
 def _reference_heatmap(f0_feat: np.ndarray, f1_all: np.ndarray, size: int) -> np.ndarray:
-    """get_heatmap: sim = bmm(f0_feat, f1_feat^T).reshape(-1, 224, 224) for the queries' embeddings."""
-    return (f0_feat @ f1_all.T).reshape(-1, size, size).astype(np.float32)
+    """get_heatmap (correspondence_conditioner.py:458-461): sim = bmm(f0_feat, f1_feat^T).reshape(-1, 224, 224),
+    and ``if sim.shape[0] == 1: sim = sim.squeeze(0)`` (one query loses its batch dimension)."""
+    sim = (f0_feat @ f1_all.T).reshape(-1, size, size).astype(np.float32)
+    if sim.shape[0] == 1:
+        sim = sim.squeeze(0)
+    return sim
 
 
 def _reference_find_cycle_consistent_matches(emb1, emb2, mask1, mask2, size):

@@ -173,7 +173,8 @@ def discovery_scores(max_similarity, cycle_distance) -> np.ndarray:
     The reference ranks by ``-(1 - mm(cycle)) * mm(sim)`` ascending, i.e. this descending. ``mm`` is min-max
     normalisation over the candidates of one search. A constant similarity (a single candidate included)
     counts as all-maximal (1) and a constant cycle distance (e.g. every match cycle-consistent) as all-minimal
-    (0), so the other term alone ranks; the reference divides 0 by 0 there.
+    (0), so the other term alone ranks; the reference divides 0 by 0 there (and never gets to a single candidate:
+    its one-query heatmap loses the batch dimension and the search raises first).
     """
     sim = np.asarray(max_similarity)
     cyc = np.asarray(cycle_distance, dtype=np.float64)
