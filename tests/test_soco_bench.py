@@ -371,12 +371,13 @@ def test_settings_refuse_nonsense_and_variants_are_named():
         ProtocolSettings(storage="int8")
 
 
-def test_one_command_gives_the_same_numbers_cold_and_warm(synthetic_soco, tmp_path):
+def test_one_command_gives_the_same_numbers_cold_and_warm(synthetic_soco, tmp_path, capsys):
     """`soco bench soco` twice with one --feature-cache: encoded (cold) then read back (warm), fp32 and fp16
-    storage; results.json is identical but for the timing."""
+    storage; results.json is identical but for the timing. The warm run encodes nothing, so it claims no encode
+    time per image and no caching speed-up (a disk read divided by one image made the cache look useless)."""
     from correspondence.cli import main
     for storage in ("float32", "float16"):
-        records = []
+        records, printed = [], []
         for run in ("cold", "warm"):
             out = tmp_path / f"{storage}_{run}"
             code = main(["bench", "soco", "--root", str(synthetic_soco), "--backbone", "test_vit_tiny",
@@ -387,9 +388,17 @@ def test_one_command_gives_the_same_numbers_cold_and_warm(synthetic_soco, tmp_pa
             assert code == 0
             record = json.loads((out / "results.json").read_text())
             records.append(record)
+            printed.append(capsys.readouterr().out)
         cold, warm = records
         assert cold["timing"]["images_encoded"] > 0 and warm["timing"]["images_encoded"] == 0
         assert warm["timing"]["disk_hits"] == cold["timing"]["images_encoded"]
+        assert cold["timing"]["seconds_per_image"] > 0 and cold["timing"]["caching_speedup"] > 0
+        assert warm["timing"]["seconds_per_image"] is None and warm["timing"]["caching_speedup"] is None
+        assert warm["timing"]["estimated_seconds_encoding_per_pair"] is None and "caching_note" in warm["timing"]
+        assert warm["timing"]["disk_read_seconds"] > 0 and warm["timing"]["seconds_per_disk_read"] > 0
+        assert "images encoded once each" in printed[0] and "caching speed-up x" in printed[0]
+        assert "0 images encoded" in printed[1] and "maps read from the disk cache" in printed[1]
+        assert "ms per image" not in printed[1] and "caching speed-up x" not in printed[1]
         for record in records:
             for key in ("timing", "machine"):
                 record.pop(key)

@@ -53,13 +53,15 @@ class StoreStats:
     encode_seconds: float = 0.0  # wall time spent encoding (decoding waits and disk-write waits included)
     decode_wait_seconds: float = 0.0  # the part of it spent waiting for images to be decoded
     write_wait_seconds: float = 0.0  # the part of it spent waiting for disk-cache writes
+    read_seconds: float = 0.0  # reading maps from the disk cache (not encoding: a warm run encodes nothing)
     received: int = 0  # maps encoded by another rank (torchrun)
     device_bytes: int = 0  # held on the device
     host_bytes: int = 0  # held in host memory (beyond the device budget)
 
 
 # summed over ranks after a torchrun encoding (every rank's own share)
-_SHARED_STATS = ("encoded", "disk_hits", "encode_seconds", "decode_wait_seconds", "write_wait_seconds")
+_SHARED_STATS = ("encoded", "disk_hits", "encode_seconds", "decode_wait_seconds", "write_wait_seconds",
+                 "read_seconds")
 
 _DECODE_POOL: ThreadPoolExecutor | None = None
 
@@ -240,8 +242,10 @@ class FeatureStore:
 
     def _finish(self, chunk: _Chunk, save: Callable[[Path, torch.Tensor], None]) -> list[FeatureMap]:
         """The chunk's maps in order: cached ones read, the others encoded once decoded, cast to the storage dtype
-        and handed to ``save`` for the disk cache. Times the encoding (waits included), not the reads."""
+        and handed to ``save`` for the disk cache. Times the encoding (waits included) and, apart, the reads."""
+        start = time.perf_counter()
         out = {i: self._read(chunk.views[i], path) for i, path in chunk.cached.items()}
+        self.stats.read_seconds += time.perf_counter() - start
         if chunk.todo:
             start = time.perf_counter()
             fmaps = self.extractor.extract_batch(self._decoded(chunk), cache=False)
