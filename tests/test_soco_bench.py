@@ -461,6 +461,55 @@ def test_reports_show_published_rows_beside_ours(tmp_path, capsys):
     assert "| *published: DINOv2* | pair | 7.25 |" in table
 
 
+def test_any_departure_from_the_paper_protocol_is_a_variant_kept_out_of_the_published_columns(tmp_path, capsys):
+    """--geo-min-candidates 1 is --variant geo-single-candidate, --storage float16 is fp16-storage: however spelled,
+    the run is recorded as a variant and results.md shows no published row beside it (an all-candidates SOC-geo
+    sat in Table r2's SOC-geo column above the paper's multi-candidate numbers)."""
+    from correspondence.benchmarks.soco.protocol import departures, preset, variant
+    from correspondence.cli import main
+    write_fixture(tmp_path / "data", {"wheel/right": (2, 5), "wheel/left": (5, 5), "roof": (4, 0)})
+    tables = write_paper_tables(tmp_path / "tables", ["cart"])
+    base = ["bench", "soco", "--root", str(tmp_path / "data"), "--backbone", "test_vit_tiny", "--random-weights",
+            "--task", "cc,soc,geo", "--paper-tables", str(tables), "--paper-model", "DINOv2", "--no-progress",
+            "--feature-cache", str(tmp_path / "cache")]
+    runs = {"flag": ["--geo-min-candidates", "1"], "variant": ["--variant", "geo-single-candidate"],
+            "storage": ["--storage", "float16"], "three": ["--geo-min-candidates", "3"], "paper": []}
+    want = {"flag": ["geo-single-candidate"], "variant": ["geo-single-candidate"], "storage": ["fp16-storage"],
+            "three": ["geo_min_candidates=3 (paper 2)"], "paper": []}
+    for name, extra in runs.items():
+        assert main(base + extra + ["--out", str(tmp_path / name)]) == 0
+        printed = capsys.readouterr().out
+        record = json.loads((tmp_path / name / "results.json").read_text())
+        assert record["protocol"]["departures"] == want[name]
+        text = (tmp_path / name / "results.md").read_text()
+        if want[name]:
+            assert "*published:" not in text and "published rows left out" in text
+            assert f"variant: {want[name][0]}" in text and "Variant run, not the paper protocol" in text
+            assert "variant run, not the paper protocol" in printed
+        else:
+            assert "*published: DINOv2* (Table r2) | 4.5 | 5.5 | 6.5 |" in text and "variant:" not in text
+            assert "Variant run" not in text and "left out" not in text
+    capsys.readouterr()
+    assert main(["bench", "compare", str(tmp_path / "flag"), str(tmp_path / "paper"), "published:DINOv2",
+                 "--paper-tables", str(tables)]) == 0
+    compared = capsys.readouterr().out
+    assert "soco-798 (variant: geo-single-candidate; not the paper protocol)" in compared
+    assert "| test_vit_tiny | soco-798 | PCK@0.1 |" in compared
+    # the same marking from the settings alone, whatever set them
+    assert departures(preset("soco-grid60")) == [] and departures(ProtocolSettings(size=224)) == [
+        "size=224 (paper 800)"]
+    assert departures(variant(preset("soco-798"), "legacy")) == [
+        "sample-then-normalise", "float64-geometry", "geo-single-candidate", "geo-patch-candidates",
+        "geo-run-reduction", "fp16-storage"]
+    assert departures(preset("soco-798", method="soft-argmax", beta=0.05)) == [
+        "soft-argmax beta=0.05 window=7 (paper 0.02, 7)"]
+    # a paper soft-argmax run: only Table r2 has a soft-argmax column; the other tables publish argmax numbers
+    from correspondence.benchmarks.soco.report import published_exclusions
+    assert set(published_exclusions(preset("soco-798", method="soft-argmax"))) == {"table2", "r1", "r3", "r6"}
+    assert set(published_exclusions(preset("soco-798", reduction="pooled"))) == {"table2", "r1", "r6"}
+    assert published_exclusions(preset("soco-grid60")) == {}
+
+
 def test_synthetic_sets_are_not_the_released_one(synthetic_soco, tmp_path):
     from correspondence.benchmarks.soco.published import PublishedTables, paper_model
     from correspondence.benchmarks.soco.report import is_released

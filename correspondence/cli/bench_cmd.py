@@ -55,14 +55,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       help="patch-center implies --variant float64-geometry")
     soco.add_argument("--geo-min-candidates", type=int, default=2,
                       help="SOC-geo: only keypoints with at least this many candidates (default 2: the paper's "
-                           "SOC-geo; 1 also counts single-candidate keypoints, free hits)")
+                           "SOC-geo; 1 also counts single-candidate keypoints, free hits; any other value makes the "
+                           "run a variant)")
     soco.add_argument("--variant", default="",
                       help="comma-separated named departures from the paper protocol: sample-then-normalise, "
                            "unit-query, float64-geometry, geo-single-candidate, geo-patch-candidates, "
                            "geo-run-reduction, fp16-storage, legacy (all of the earlier behaviour)")
     soco.add_argument("--storage", default=None, choices=("float32", "float16"),
                       help="feature maps in memory and on disk (default float32; float16 halves the memory and "
-                           "moves a few predictions, never the sampling grid)")
+                           "moves a few predictions, never the sampling grid; a variant, as --variant fp16-storage)")
     soco.add_argument("--categories", default="", help="comma-separated categories (default: all)")
     soco.add_argument("--supercategories", default="", help="comma-separated super-categories")
     soco.add_argument("--max-pairs-per-category", type=int, default=0, help="0 = all pairs")
@@ -177,7 +178,7 @@ def run_soco(args: argparse.Namespace) -> int:
     from ..backbones import create_backbone
     from dataclasses import replace
 
-    from ..benchmarks.soco.protocol import preset, variant
+    from ..benchmarks.soco.protocol import departures, preset, variant
     from ..benchmarks.soco.run import SocoBenchConfig, run_soco_benchmark
     from ..benchmarks.soco.probe import ProbeConfig
     from ..distributed import device_for_rank
@@ -205,6 +206,10 @@ def run_soco(args: argparse.Namespace) -> int:
     if "summary" not in result:  # a torchrun rank other than 0: its images went to rank 0, which reports
         return 0
     print((result["paths"]["table"] and open(result["paths"]["table"], encoding="utf-8").read()))
+    departed = departures(settings)
+    if departed:
+        print(f"variant run, not the paper protocol ({', '.join(departed)}): results.md leaves the published rows "
+              "out of its tables")
     timing = result["timing"]
     selection = result.get("selection", {})
     if selection.get("warning"):

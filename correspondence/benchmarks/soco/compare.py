@@ -63,7 +63,9 @@ def compare_table(entries: list[str], paper_tables: str | None = None) -> str:
         cells += [fmt2(summary.get("avg"))]
         cells += [fmt2(summary["supercategory"].get("soc", {}).get(key, {}).get(s)) for s in SUPERCATEGORIES]
         label = data.get("label", entry)
-        main.append(f"| {label} | {protocol['name']} | PCK@{key} | " + " | ".join(cells) + " |")
+        departed = protocol.get("departures", protocol.get("extra", {}).get("variants", []))
+        name = protocol["name"] + (f" (variant: {', '.join(departed)}; not the paper protocol)" if departed else "")
+        main.append(f"| {label} | {name} | PCK@{key} | " + " | ".join(cells) + " |")
         thresholds.append(f"| {label} | {protocol.get('reduction', '')} | " + " | ".join(
             fmt2(summary["overall"].get(t, {}).get(f"{a:g}")) for a in (0.1, 0.05, 0.02) for t in ("soc", "cc"))
             + " |")

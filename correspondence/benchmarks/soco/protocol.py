@@ -102,7 +102,8 @@ class ProtocolSettings:
                                   kind=self.kind, convention=self.convention)
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The settings, and where they leave the paper protocol (``departures``, empty for a paper run)."""
+        return {**asdict(self), "departures": departures(self)}
 
 
 PRESETS = {
@@ -123,6 +124,31 @@ VARIANTS = {
     "legacy": {"normalise": "after-sampling", "arithmetic": "float64", "geo_min_candidates": 1,
                "geo_candidates": "patches", "geo_reduction": "run", "storage": "float16"},
 }
+
+
+# What a paper protocol fixes: a run that differs from its preset in any of these is a variant, whatever spelled it
+# (``--variant``, ``--geo-min-candidates``, ``--storage``, ``--convention`` or a ``ProtocolSettings`` field).
+PAPER_FIELDS = ("size", "size_policy", "pad", "kind", "convention", "normalise", "query", "arithmetic",
+                "geo_min_candidates", "geo_candidates", "geo_reduction", "storage")
+
+
+def departures(settings: ProtocolSettings) -> list[str]:
+    """Every point where ``settings`` leave the paper protocol they are named after (``[]`` for a paper run):
+    the variant's name where one sets exactly that value (``geo-single-candidate``), else ``field=value (paper
+    value)``; soft-argmax with another temperature or window than the paper's; a name that is no paper protocol."""
+    paper = PRESETS.get(settings.name)
+    if paper is None:
+        return [f"protocol {settings.name!r} (not a paper protocol: {', '.join(PRESETS)})"]
+    out = []
+    for name in PAPER_FIELDS:
+        value, want = getattr(settings, name), getattr(paper, name)
+        if value != want:
+            named = [v for v, changes in VARIANTS.items() if changes == {name: value}]
+            out.append(named[0] if named else f"{name}={value!r} (paper {want!r})")
+    if settings.method == "soft-argmax" and (settings.beta, settings.window) != (paper.beta, paper.window):
+        out.append(f"soft-argmax beta={settings.beta:g} window={settings.window} (paper {paper.beta:g}, "
+                   f"{paper.window})")
+    return out
 
 
 def preset(name: str, **overrides) -> ProtocolSettings:

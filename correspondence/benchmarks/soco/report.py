@@ -185,8 +185,31 @@ def _published_models(published, model: str | None, table: str) -> tuple[list[st
                                       if not model else f"{model} is not in this table: every published row shown")
 
 
-def _published_rows(published, model: str | None, table: str, label: str, keys: list[str]) -> str:
-    """The paper's rows of ``table`` (the backbone's, else all), one markdown line each, ``keys`` in column order."""
+def published_exclusions(settings) -> dict[str, str]:
+    """Tables whose published rows would sit beside numbers of another protocol, and why they are left out: all of
+    them for a variant run (any departure from the paper protocol, however spelled); for a paper run under
+    soft-argmax, those published as argmax; under another reduction, those published per pair."""
+    from .protocol import departures
+    departed = departures(settings)
+    if departed:
+        reason = f"this run is a variant ({', '.join(departed)}), not the paper protocol"
+        return {t: reason for t in ("table2", "r1", "r2", "r3", "r6")}
+    out = {}
+    if settings.method == "soft-argmax":
+        for t in ("table2", "r1", "r3", "r6"):
+            out[t] = "the paper's numbers here are argmax and this run is soft-argmax (Table r2 has its column)"
+    if settings.reduction != "pair-category-mean":
+        for t in ("table2", "r1", "r6"):
+            out.setdefault(t, f"the paper's numbers here are pair-category means and this run is {settings.reduction}")
+    return out
+
+
+def _published_rows(published, model: str | None, table: str, label: str, keys: list[str],
+                    excluded: dict[str, str] | None = None) -> str:
+    """The paper's rows of ``table`` (the backbone's, else all), one markdown line each, ``keys`` in column order;
+    none, with the reason, where ``excluded`` names the table."""
+    if excluded and table in excluded:
+        return f"\n\n(published rows left out: {excluded[table]})"
     text = ""
     for name in _published_models(published, model, table)[0]:
         values = published.row(table, name) or {}
@@ -196,15 +219,18 @@ def _published_rows(published, model: str | None, table: str, label: str, keys: 
 
 def report_markdown(run: EvaluationRun, summary: dict, label: str, published, model: str | None,
                     released: bool) -> str:
+    from .protocol import departures
     settings = run.settings
     alpha = 0.1 if 0.1 in settings.alphas else settings.alphas[0]
-    ours = f"ours: {label} (`{settings.name}`)"
+    departed = departures(settings)
+    excluded = published_exclusions(settings)
+    ours = f"ours: {label} (`{settings.name}`" + (f", variant: {', '.join(departed)})" if departed else ")")
     text = (f"# SOCO results: {label}\n\nProtocol `{settings.name}` ({settings.method}, reduction "
             f"`{settings.reduction}`, SOC-geo `{settings.reduction_for('geo')}` with >= {settings.geo_min_candidates} "
             f"candidate(s)), {run.pairs} pairs.")
-    variants = settings.extra.get("variants")
-    if variants:
-        text += f" Variants: {', '.join(variants)} (not the paper protocol)."
+    if departed:
+        text += (f" **Variant run, not the paper protocol**: {', '.join(departed)}. The published rows are left out "
+                 "of every table below, so no column puts this run's numbers beside the paper's.")
     if published is None:
         text += ("\n\nPublished numbers: the paper-table folder was not found (give `--paper-tables DIR` or set "
                  "`SOCO_PAPER_TABLES`); only our rows are shown.")
@@ -222,8 +248,9 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
     if published is not None:
         note = _published_models(published, model, "table2")[1]
         text += _published_rows(published, model, "table2", "Table 2, PCK@0.1",
-                                ["CC", "SOC", "Cross-SOC", "Avg"] + [f"SOC_{s}" for s in SUPERCATEGORIES])
-        text += f"\n\n({note})"
+                                ["CC", "SOC", "Cross-SOC", "Avg"] + [f"SOC_{s}" for s in SUPERCATEGORIES], excluded)
+        if "table2" not in excluded:
+            text += f"\n\n({note})"
     # Table r1
     cols = [f"{s} {t}" for s in SUPERCATEGORIES for t in ("SOC", "CC")]
     text += f"\n\n## SOC and CC per super-category (Table r1 layout, PCK@{alpha:g})\n\n| backbone | " + \
@@ -233,7 +260,7 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
     text += f"\n| {ours} | " + " | ".join(row) + " |"
     if published is not None:
         text += _published_rows(published, model, "r1", "Table r1",
-                                [f"{s}_{t}" for s in SUPERCATEGORIES for t in ("SOC", "CC")])
+                                [f"{s}_{t}" for s in SUPERCATEGORIES for t in ("SOC", "CC")], excluded)
     # Table r2
     geo = _at(summary, "geo", alpha)
     geo_chance = summary.get("geo", {}).get("chance")
@@ -243,7 +270,9 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
              "SOC linear probe | SOC-geo | SOC-geo chance |\n|---|---|---|---|---|")
     text += (f"\n| {ours} | {fmt2(soft) if soft is not None else 'not run (--soft-argmax)'} | "
              f"{fmt2(probe) if probe is not None else 'not run (--linear-probe)'} | {fmt2(geo)} | {fmt2(geo_chance)} |")
-    if published is not None:
+    if published is not None and "r2" in excluded:
+        text += _published_rows(published, model, "r2", "Table r2", [], excluded)
+    elif published is not None:
         models, _ = _published_models(published, model, "r2")
         for name in models:
             values = published.row("r2", name) or {}
@@ -264,13 +293,16 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
     text += f"\n| {ours} | " + " | ".join(row) + " |"
     if published is not None:
         text += _published_rows(published, model, "r3", "Table r3",
-                                [f"{red}_{t}@{a:.2f}" for red in ("pair", "kpt") for a in wanted for t in ("SOC", "CC")])
+                                [f"{red}_{t}@{a:.2f}" for red in ("pair", "kpt") for a in wanted for t in ("SOC", "CC")],
+                                excluded)
     # Table r6
     text += "\n\n## Per category (Table r6 layout)\n\n"
-    if released and published is not None:
+    if released and published is not None and "r6" not in excluded:
         text += table_r6_released(summary, settings.alphas, published)
     else:
         text += table_r6(summary, settings.alphas)
+        if released and published is not None:
+            text += f"\n(published per-category rows left out: {excluded['r6']})\n"
     return text + "\n" + extra_sections(summary, settings.alphas[0])
 
 
