@@ -18,11 +18,11 @@ import torch
 
 from .evaluator import FeatureSource, KeypointResult, evaluate
 from .loader import SocoPair
-from .protocol import ProtocolSettings, preset
+from .protocol import PAPER_FIELDS, ProtocolSettings, preset
 
 TASKS = ("soc", "cc")
 # what the probe's features depend on; the reference's probe config is image_size 800, nearest_multiple (soco-798)
-PROTOCOL_FIELDS = ("size", "size_policy", "pad", "kind", "convention", "normalise", "query", "arithmetic", "storage")
+PROTOCOL_FIELDS = tuple(f for f in PAPER_FIELDS if not f.startswith("geo_"))  # SOC-geo is not the probe's
 ClassRecords = dict[str, list[KeypointResult]]
 
 
