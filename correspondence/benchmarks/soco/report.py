@@ -234,7 +234,7 @@ def report_markdown(run: EvaluationRun, summary: dict, label: str, published, mo
     if published is None:
         text += ("\n\nPublished numbers: the paper-table folder was not found (give `--paper-tables DIR` or set "
                  "`SOCO_PAPER_TABLES`); only our rows are shown.")
-    else:
+    elif not departed:
         text += (f"\n\nRows marked *published* are the paper's numbers (arXiv 2605.31597, from `{published.folder}`), "
                  "measured on the released SOCO v1 with the released weights; ours are this run's.")
     # Table 2
