@@ -85,6 +85,8 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         p = self.params
         self._configure_error = None
         stage = "building the matcher"
+        self.get_logger().info(f"configuring: {stage} (backbone {p['backbone']}, runtime {p['runtime']}, device "
+                               f"{p['device']})")
         try:
             if p["torch_threads"] > 0:
                 import torch
@@ -180,17 +182,27 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
 
     def shutdown(self) -> None:
         """Leave through the lifecycle state machine (the shutdown transition from whatever state the node is in),
-        so the hooks run and a lifecycle manager sees ``finalized``."""
+        so the hooks run and a lifecycle manager sees ``finalized``. A transition cut short (a signal during
+        start-up's configure) leaves the state machine in a transitional state: then what exists is torn down
+        directly."""
         try:
             if self._state_machine.current_state[1] != "finalized":
                 self.trigger_shutdown()
-                return
         except Exception as exc:  # noqa: BLE001 - e.g. interrupted mid-transition: clean up by hand
             self.get_logger().warning(f"[lifecycle] shutdown transition not possible ({exc}); cleaning up directly")
-        if self._active:
+            self._teardown()
+
+    def _teardown(self) -> None:
+        """Whatever exists, in the transitions' order, without assuming a transition finished."""
+        if self._active or self._subs:
             self.on_deactivate(None)
-        if self._configured:
-            self.on_cleanup(None)
+        for worker in (self.worker, self.debug_worker):
+            if worker is not None:
+                worker.stop()
+        self._destroy_publishers()
+        self.worker = self.debug_worker = None
+        self.processor = None
+        self._configured = False
 
     # ============================================================================================ demo
     def _request_demo(self, path: str) -> str | None:
