@@ -48,7 +48,12 @@ class DiagnosticsMixin:
             "frames_dropped": (worker.overwritten + worker.stale) if worker else 0,
             "dropped_overwritten": worker.overwritten if worker else 0,
             "dropped_stale": worker.stale if worker else 0,
-            "sync_unmatched": getattr(self.sync, "unmatched", 0) if self.sync is not None else 0,
+            "refused_zero_stamp": self.counts["refused_zero_stamp"],
+            "refused_future_stamp": self.counts["refused_future_stamp"],
+            "sync_unmatched": self.counts["sync_out_of_order"] + self.counts["sync_no_partner"],
+            "sync_out_of_order": self.counts["sync_out_of_order"],
+            "sync_no_partner": self.counts["sync_no_partner"],
+            "sync_rearmed": self.counts["sync_rearmed"],
             "parameters_rejected": self.counts["parameters_rejected"],
             "window_frames": window["frames"], "window_problems": window["problems"],
             "window_problem_ratio": float(window["ratio"]),
@@ -73,9 +78,11 @@ class DiagnosticsMixin:
         where = f"; subscribed to {topics}: is the camera publishing there, with a QoS that matches?" if topics else ""
         hint = ""
         if values["frames_received"] == 0 or self.health.window()["frames"] == 0:
-            hint = (f"; no synchronised image / depth / mask set: {values['sync_unmatched']} messages found no "
-                    f"partner within sync_slop {self.params['sync_slop']:g} s (check their stamps and that every "
-                    "input topic is published)")
+            last = self._last_sync_drop
+            hint = ("; no synchronised image / depth / mask set yet" if values["sync_unmatched"] == 0 else
+                    f"; no synchronised image / depth / mask set: the synchroniser dropped {values['sync_unmatched']} "
+                    f"messages ({values['sync_no_partner']} without a partner, {values['sync_out_of_order']} out of "
+                    f"order), the last: {last}")
         return self.health.assess(values["state"], self._configure_error if not self._configured else None,
                                   has_demo=processor is not None and processor.has_demo, ok_text=ok, idle_hint=hint,
                                   input_hint=where)

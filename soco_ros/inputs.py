@@ -22,13 +22,14 @@ from .conversions import (FrameError, camera_info_to_intrinsics, check_same_size
                           mask_to_bool, stamp_to_ns)
 from .processor import Frame
 from .qos import sensor_overrides, sensor_qos
-from .sync import ApproximateSync
+from .sync import ApproximateSync, Drop
 from .worker import WorkItem
 
 
 class InputsMixin:
     def _subscribe_inputs(self) -> str:
-        """Activate: subscribe to the inputs and build the synchroniser; returns what was subscribed (for the log)."""
+        """Activate: subscribe to the inputs and build the synchroniser; returns what was subscribed (for the log).
+        Every input message passes :meth:`_input_callback` (the stamp policy) before it is paired."""
         p = self.params
 
         def qos():  # a fresh profile per subscription: rclpy's QoS overrides modify the profile they are given
@@ -36,53 +37,121 @@ class InputsMixin:
 
         inputs = ["image"] + (["depth"] if p["use_depth"] else []) + (["mask"] if p["use_mask"] else [])
         self._input_topics = {name: self._input_topic(name) for name in inputs}
+        self._input_topics["camera_info"] = self.resolve_topic_name("camera_info")
+        if p["use_prompt"]:
+            self._input_topics["prompt"] = self.resolve_topic_name("prompt")
         types = {name: Image if self._transport(name) == "raw" else CompressedImage for name in inputs}
-        backend = p["sync_backend"]
-        use_mf = False
-        if len(inputs) > 1 and backend in ("auto", "message_filters"):
-            try:
-                import message_filters  # noqa: F401
-
-                use_mf = True
-            except ImportError:
-                if backend == "message_filters":
-                    self.get_logger().warning("[sync] message_filters is not importable; using the built-in "
-                                              "approximate-time synchroniser")
+        use_mf = len(inputs) > 1 and p["sync_backend"] == "message_filters" and self._message_filters_available()
         overrides = sensor_overrides()
         # camera_info first: in one executor cycle its callback then runs before the image's (creation order)
-        info_sub = self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos(),
-                                            qos_overriding_options=overrides)
+        self._subs = [self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, qos(),
+                                               qos_overriding_options=overrides)]
+
+        def emit(*msgs):
+            self._on_synced(dict(zip(inputs, msgs)))
+
         if use_mf:
             import message_filters
 
-            subs = [message_filters.Subscriber(self, types[name], self._input_topics[name], qos_profile=qos(),
-                                               qos_overriding_options=overrides) for name in inputs]
-            self.sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync_queue_size"], p["sync_slop"])
-            self.sync.registerCallback(lambda *msgs: self._on_synced(dict(zip(inputs, msgs))))
-            self._subs = list(subs)
+            self._filters = {name: message_filters.SimpleFilter() for name in inputs}
+            self.sync = message_filters.ApproximateTimeSynchronizer([self._filters[n] for n in inputs],
+                                                                    p["sync_queue_size"], p["sync_slop"])
+            self.sync.registerCallback(emit)
         else:
-            self.sync = ApproximateSync(inputs, p["sync_slop"], lambda *msgs: self._on_synced(dict(zip(inputs, msgs))),
-                                        p["sync_queue_size"])
-            self._subs = [self.create_subscription(types[name], self._input_topics[name], self._sync_callback(name),
-                                                   qos(), qos_overriding_options=overrides) for name in inputs]
-        self._subs.append(info_sub)
+            self.sync = ApproximateSync(inputs, p["sync_slop"], emit, p["sync_queue_size"],
+                                        jump_s=p["stamp_jump_threshold"], on_drop=self._on_sync_drop,
+                                        on_rearm=self._on_sync_rearm)
+        self._subs += [self.create_subscription(types[name], self._input_topics[name], self._input_callback(name),
+                                                qos(), qos_overriding_options=overrides) for name in inputs]
         if p["use_prompt"]:
             self._subs.append(self.create_subscription(PointStamped, "prompt", self._on_prompt, qos(),
                                                        qos_overriding_options=overrides))
-        topics = [self._input_topics[name] for name in inputs] + [
-            self.resolve_topic_name(name) for name in ["camera_info"] + (["prompt"] if p["use_prompt"] else [])]
-        return (f"{', '.join(topics)} ({p['qos_reliability']}, sync {'message_filters' if use_mf else 'built-in'}, "
-                f"slop {p['sync_slop']} s)")
+        return (f"{', '.join(self._input_topics.values())} ({p['qos_reliability']}, sync "
+                f"{'message_filters' if use_mf else 'built-in'}, slop {p['sync_slop']} s)")
+
+    def _message_filters_available(self) -> bool:
+        try:
+            import message_filters  # noqa: F401
+        except ImportError:
+            self.get_logger().warning("[sync] message_filters is not importable; using the built-in "
+                                      "approximate-time synchroniser")
+            return False
+        return True
 
     def _unsubscribe_inputs(self) -> None:
         for sub in self._subs:
-            sub_obj = getattr(sub, "sub", sub)  # message_filters.Subscriber wraps the subscription
-            self.destroy_subscription(sub_obj)
+            self.destroy_subscription(sub)
         self._subs = []
         self.sync = None
 
-    def _now_s(self) -> float:
-        return self.get_clock().now().nanoseconds / 1e9
+    # ============================================================================================ stamp policy
+    def _input_callback(self, name: str):
+        def callback(msg) -> None:
+            if name == "image":
+                self.health.input()
+            stamp_ns = stamp_to_ns(msg.header.stamp)
+            if self._stamp_refused(name, stamp_ns):
+                return
+            sync = self.sync
+            if isinstance(sync, ApproximateSync):
+                sync.add(name, stamp_ns, msg)
+            elif sync is not None:  # message_filters: its own drops are not reported (docs/ros.md)
+                self._filters[name].signalMessage(msg)
+        return callback
+
+    def _stamp_refused(self, name: str, stamp_ns: int) -> bool:
+        """The stamp policy before pairing: a zero stamp, or one more than ``max_future_stamp`` ahead of the node's
+        clock (simulated time with ``use_sim_time``; not judged before the first /clock message), is refused with
+        its reason, so it can neither pair nor move the synchroniser's "now" past every later frame."""
+        topic = self._input_topics.get(name, name)
+        if stamp_ns == 0:
+            return self._refuse_stamp(name, "zero_stamp", f"{topic}: header.stamp is 0: the driver does not stamp "
+                                      "its messages, so they can be neither paired nor aged (stamp them with the "
+                                      "capture time)")
+        limit = float(self.params["max_future_stamp"])
+        now_ns = self.get_clock().now().nanoseconds
+        if limit <= 0 or now_ns == 0:
+            return False
+        ahead = (stamp_ns - now_ns) / 1e9
+        if ahead <= limit:
+            return False
+        sim = bool(self.get_parameter("use_sim_time").value)
+        clock = "simulated time (/clock)" if sim else "system time"
+        fix = "is /clock from the same source (the bag player's --clock)?" if sim else (
+            "synchronise the camera's clock (chrony / PTP), or set use_sim_time for a bag")
+        return self._refuse_stamp(name, "future_stamp", f"{topic}: stamp {stamp_ns / 1e9:.3f} s is {ahead:.3f} s "
+                                  f"ahead of the node's clock ({clock}, {now_ns / 1e9:.3f} s); refused (max_future_stamp "
+                                  f"{limit:g} s): {fix}")
+
+    def _refuse_stamp(self, name: str, reason: str, message: str) -> bool:
+        self._count(f"refused_{reason}")
+        self.health.problem("rejected", reason, message)
+        self.log.warn(reason, f"message refused: {message}", key=f"{reason}|{name}")
+        return True
+
+    def _on_sync_drop(self, drop: Drop) -> None:
+        """Every message the synchroniser drops: counted by cause, and a throttled line per input and cause."""
+        self._count(f"sync_{drop.cause}")
+        topic = self._input_topics.get(drop.name, drop.name)
+        stamp = f"{topic}: message stamped {drop.stamp_ns / 1e9:.3f} s dropped"
+        if drop.cause == "out_of_order":
+            message = (f"{stamp}: {drop.behind_ns / 1e9:.3f} s before the last paired set, so it can never pair "
+                       "(it arrived late or out of order)")
+        else:
+            gaps = "; ".join(f"no {self._input_topics.get(other, other)} message queued" if gap is None else
+                             f"nearest {self._input_topics.get(other, other)} {gap / 1e9:.3f} s away"
+                             for other, gap in drop.gaps.items())
+            message = (f"{stamp} without a partner within sync_slop {self.params['sync_slop']:g} s ({gaps}): is "
+                       "every input published, and stamped from the same exposure? (or raise sync_slop)")
+        self._last_sync_drop = message
+        self.log.warn(f"sync:{drop.cause}", message, key=f"sync:{drop.cause}|{drop.name}")
+
+    def _on_sync_rearm(self, name: str, stamp_ns: int, back_ns: int) -> None:
+        self._count("sync_rearmed")
+        topic = self._input_topics.get(name, name)
+        self.log.warn("stamp_jump", f"{topic}: stamps jumped back {back_ns / 1e9:.3f} s (to {stamp_ns / 1e9:.3f} s: a "
+                                    "looped bag or a clock reset); the synchroniser is re-armed (queues cleared) and "
+                                    "serves the new stream", key="stamp_jump")
 
     def _transport(self, name: str) -> str:
         """raw, compressed or compressedDepth: how the input ``name`` arrives (the mask is always raw)."""
@@ -94,15 +163,6 @@ class InputsMixin:
         resolved = self.resolve_topic_name(name)
         transport = self._transport(name)
         return resolved if transport == "raw" else f"{resolved}/{transport}"
-
-    def _sync_callback(self, name: str):
-        def callback(msg: Image) -> None:
-            if name == "image":
-                self.health.input()
-            sync = self.sync
-            if sync is not None:
-                sync.add(name, stamp_to_ns(msg.header.stamp), msg)
-        return callback
 
     def _set_slop(self, slop: float) -> None:
         if isinstance(self.sync, ApproximateSync):

@@ -41,6 +41,9 @@ from .throttle import ThrottledLog
 from .worker import LatencyStats, Worker
 
 NODE_NAME = "correspondence_node"
+# The node's own counters (the worker's are in Worker); every one is in the diagnostics and zeroed by ~/reset.
+COUNTERS = ("received", "rejected", "published", "parameters_rejected", "refused_zero_stamp", "refused_future_stamp",
+            "sync_out_of_order", "sync_no_partner", "sync_rearmed")
 
 
 class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, DiagnosticsMixin, LifecycleNode):
@@ -280,6 +283,11 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         return response
 
     def _reset_counts(self) -> None:
-        self.counts = {"received": 0, "rejected": 0, "published": 0, "parameters_rejected": 0}
+        self.counts = dict.fromkeys(COUNTERS, 0)
         self.rejected = {}
+        self._last_sync_drop: str | None = None
+
+    def _count(self, key: str, n: int = 1) -> None:
+        with self._state_lock:
+            self.counts[key] += n
 

@@ -154,6 +154,8 @@ class ParametersMixin:
         self.params.update(changes)
         if "sync_slop" in changes and self.sync is not None:
             self._set_slop(changes["sync_slop"])
+        if "stamp_jump_threshold" in changes and hasattr(self.sync, "jump_s"):
+            self.sync.jump_s = changes["stamp_jump_threshold"]
         if "max_frame_age" in changes and self.worker is not None:
             self.worker.max_age_s = float(changes["max_frame_age"])
         self._apply_health_params(changes)

@@ -151,8 +151,15 @@ SPECS: tuple[ParamSpec, ...] = (
       reconfigurable=False),
     P("sync_slop", 0.05, "Approximate-time tolerance between image, depth and mask stamps (s).", 0.0, 10.0),
     P("sync_queue_size", 10, "Messages kept per input while waiting for a partner.", 1, 1000, reconfigurable=False),
-    P("sync_backend", "auto", "auto: message_filters when importable, else the built-in synchroniser.",
-      choices=SYNC_BACKENDS, reconfigurable=False),
+    P("sync_backend", "auto", "auto / builtin: the built-in synchroniser (every drop logged and counted by cause); "
+                              "message_filters: its ApproximateTimeSynchronizer when importable (its drops are not "
+                              "reported).", choices=SYNC_BACKENDS, reconfigurable=False),
+    P("max_future_stamp", 0.5, "Refuse image / depth / mask messages stamped more than this (s) ahead of the node's "
+                               "clock (the /clock time with use_sim_time): one such stamp would make every later "
+                               "frame look out of order. 0 = accept any.", 0.0, 86400.0),
+    P("stamp_jump_threshold", 1.0, "A stamp this far (s) behind the newest of its input is a jump back (a looped "
+                                   "bag, a clock reset): the synchroniser is re-armed with a warning; a smaller step "
+                                   "back is out of order and dropped.", 0.001, 86400.0),
     P("max_frame_age", 1.0, "A synchronised frame older than this (s, stamp vs wall clock) when the worker gets to "
                             "it is dropped as stale; 0 = never.", 0.0, 3600.0),
     P("qos_reliability", "best_effort", "Reliability of the sensor subscriptions (image, depth, mask, "
