@@ -180,19 +180,44 @@ class InputsMixin:
         self.log.warn(reason, f"frame dropped: {message}")
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
+        topic = self._input_topics.get("camera_info") or self.resolve_topic_name("camera_info")
         try:
-            self._intrinsics = camera_info_to_intrinsics(msg)
+            self._intrinsics = camera_info_to_intrinsics(msg, topic)
+            self._intrinsics_frame = msg.header.frame_id
         except (FrameError, SocoError) as exc:
             with self._state_lock:
                 self.rejected["camera_info"] = self.rejected.get("camera_info", 0) + 1
             keep = " (keeping the previous one)" if self._intrinsics is not None else ""
             self.log.warn("camera_info", f"camera_info rejected: {exc}{keep}")
 
+    def _check_frames(self, msgs: dict, topics: dict[str, str]) -> None:
+        """The frame policy: depth and camera_info must be in the image's frame (registered to it), unless
+        ``depth_registered`` says they are under another name. Depth from another viewpoint would be lifted with
+        the colour camera's intrinsics and give wrong 3D points, silently."""
+        if self.params["depth_registered"]:
+            return
+        image_frame = msgs["image"].header.frame_id
+        depth_frame = msgs["depth"].header.frame_id
+        if depth_frame != image_frame:
+            raise FrameError("frame_mismatch", f"{topics['depth']} is in frame {depth_frame!r} but {topics['image']} in "
+                                               f"{image_frame!r}: depth must be registered to the colour image (same "
+                                               "optical frame, same size) or its 3D points are wrong; with a RealSense "
+                                               "enable align_depth (align_depth.enable:=true) and remap depth to "
+                                               ".../aligned_depth_to_color/image_raw, or set depth_registered:=true if "
+                                               "this depth is registered to the colour image under another frame name")
+        info_topic = self._input_topics.get("camera_info", "camera_info")
+        if self._intrinsics_frame != image_frame:
+            raise FrameError("camera_info_frame", f"{info_topic} is for frame {self._intrinsics_frame!r} but "
+                                                  f"{topics['image']} is in {image_frame!r}: the intrinsics must be the "
+                                                  "colour image's (remap camera_info to the colour camera's "
+                                                  "camera_info, e.g. /camera/camera/color/camera_info), or set "
+                                                  "depth_registered:=true if they are")
+
     def _on_prompt(self, msg: PointStamped) -> None:
         try:
             self._prompt = Prompt(point=(msg.point.x, msg.point.y))
         except SocoError as exc:
-            self.log.warn("prompt", f"prompt rejected: {exc}")
+            self.log.warn("prompt", f"{self._input_topics.get('prompt', 'prompt')}: prompt rejected: {exc}")
 
     def _on_synced(self, msgs: dict[str, Image]) -> None:
         with self._state_lock:
@@ -215,8 +240,10 @@ class InputsMixin:
                 if intrinsics is None:
                     raise FrameError("no_camera_info", "no valid camera_info received yet (needed with depth)")
                 if (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
-                    raise FrameError("size_mismatch", f"camera_info is for {intrinsics.width}x{intrinsics.height} "
-                                                      f"but the image is {rgb.shape[1]}x{rgb.shape[0]}")
+                    raise FrameError("size_mismatch", f"{self._input_topics.get('camera_info', 'camera_info')} is "
+                                                      f"for {intrinsics.width}x{intrinsics.height} but the image is "
+                                                      f"{rgb.shape[1]}x{rgb.shape[0]}")
+                self._check_frames(msgs, topics)
             if "mask" in msgs:
                 mask = mask_to_bool(msgs["mask"], topics["mask"])
                 check_same_size(rgb, mask, "mask")

@@ -65,6 +65,7 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         self.latency = LatencyStats(window=int(os.environ.get("SOCO_ROS_LATENCY_WINDOW", "300")))
         self.processing = LatencyStats(window=300)
         self._intrinsics = None
+        self._intrinsics_frame: str | None = None  # the frame_id of the CameraInfo behind _intrinsics
         self._prompt: Prompt | None = None
         self._configured = self._active = False
         self._configure_error: str | None = None

@@ -145,6 +145,9 @@ SPECS: tuple[ParamSpec, ...] = (
     P("depth_transport", "raw", "How 'depth' arrives: raw (sensor_msgs/Image) or compressedDepth (PNG on "
                                 "'<depth>/compressedDepth', 16UC1 or quantised 32FC1; RVL is refused).",
       choices=("raw", "compressedDepth"), reconfigurable=False),
+    P("depth_registered", False, "Accept depth and camera_info whose frame_id differs from the image's (registered to "
+                                 "the colour image under another frame name). false: such a frame is rejected with "
+                                 "the fix, since depth from another viewpoint gives wrong 3D points."),
     P("use_mask", False, "Subscribe to 'mask' (mono8) and pair it with 'image'; it replaces segmentation.",
       reconfigurable=False),
     P("use_prompt", False, "Subscribe to 'prompt' (PointStamped, pixel x/y in the image) for segmentation.",

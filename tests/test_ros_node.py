@@ -263,7 +263,7 @@ def test_bad_inputs_warn_publish_nothing_and_the_next_good_frame_is_served(ros):
     assert node.wait_log(r"frame dropped: no valid camera_info received yet", 20)  # no camera_info either
     # a CameraInfo with a zero K is refused, so the frame still has no intrinsics
     peer.send_camera_info(scene.intrinsics, zero_k=True)
-    assert node.wait_log(r"camera_info rejected: camera_info: K has no positive focal length", 20)
+    assert node.wait_log(r"camera_info rejected: /camera/color/camera_info: K has no positive focal length", 20)
     peer.send_camera_info(scene.intrinsics)
     time.sleep(0.5)
     stamp = peer.send_frame(varied(scene.rgb, 1), scene.depth)

@@ -130,3 +130,50 @@ def test_future_stamps_are_judged_against_simulated_time(ros):
     assert node.wait_log(rf"\[future_stamp\] message refused: {IMAGE}: stamp 4600\.000 s is 3600\.000 s ahead of the "
                          r"node's clock \(simulated time \(/clock\), 1000\.000 s\)", 20, start=mark), node.log()[mark:]
     assert peer.find("matches", ahead) is None
+
+
+@pytest.mark.timeout(240)
+def test_frame_policy_depth_and_camera_info_must_be_in_the_image_frame(ros):
+    """A RealSense without align_depth: depth in its own optical frame is rejected (counted each time, one warning
+    per 5 s naming both frames and the fix), as is a CameraInfo of another frame; with depth_registered set at run
+    time the same frames are served."""
+    from std_msgs.msg import Header
+
+    scene = make_scene(ros.tmp / "demo", size=224)
+    node = ros.node({"demo_path": str(scene.demo_dir), "qos_reliability": "reliable", "max_frame_age": 0.0})
+    peer = ros.peer()
+    start(node, peer)
+    colour, depth_frame = "camera_color_optical_frame", "camera_depth_optical_frame"
+    count = [0]
+
+    def frame(depth_in=colour, info_frame=colour):
+        count[0] += 1
+        peer.send_camera_info(scene.intrinsics, frame_id=info_frame)
+
+        def tamper(kind, msg):
+            if kind == "depth":  # a header of its own (the peer shares one between image and depth)
+                msg.header = Header(stamp=msg.header.stamp, frame_id=depth_in)
+        return peer.send_frame(varied(scene.rgb, count[0]), scene.depth, tamper=tamper)
+
+    good = frame()
+    assert peer.wait_stamp("matches", good, 60) is not None, node.log()[-3000:]
+    mark = len(node.log())
+    bad = [frame(depth_in=depth_frame) for _ in range(3)]
+    diag = _diag(peer, "rejected_frame_mismatch", 3, timeout=30)
+    assert diag and int(diag["frames_rejected"]) >= 3, (peer.diagnostics(), node.log()[mark:])
+    pattern = (rf"\[frame_mismatch\] frame dropped: {DEPTH} is in frame '{depth_frame}' but {IMAGE} in '{colour}': "
+               r"depth must be registered to the colour image .* enable align_depth \(align_depth\.enable:=true\)")
+    assert node.wait_log(pattern, 5, start=mark), node.log()[mark:]
+    assert node.log()[mark:].count("[frame_mismatch]") == 1  # throttled: one line per 5 s, the counter has all
+    assert all(peer.find("matches", s) is None for s in bad)
+    # CameraInfo and image come from different writers: the first frame after it may still meet the previous one
+    mark = len(node.log())
+    pattern = (rf"\[camera_info_frame\] frame dropped: /camera/color/camera_info is for frame '{depth_frame}' but "
+               rf"{IMAGE} is in '{colour}'")
+    assert peer.wait_for(lambda: frame(info_frame=depth_frame) and node.wait_log(pattern, 1.0, start=mark), 30,
+                         interval=0.2), node.log()[mark:]
+    assert _diag(peer, "rejected_camera_info_frame", 1)
+    # the parameter that says the depth (and its CameraInfo) are registered anyway
+    assert peer.set_parameters("/correspondence_node", {"depth_registered": True})[0].successful
+    served = frame(depth_in=depth_frame, info_frame=depth_frame)
+    assert peer.wait_stamp("matches", served, 60) is not None, node.log()[-3000:]
