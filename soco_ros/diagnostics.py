@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from rclpy.duration import Duration
 from std_msgs.msg import String
 
 from . import health as H
@@ -31,7 +32,20 @@ class DiagnosticsMixin:
         self._diag_timer = self.create_timer(float(self.params["diagnostics_period"]), self._publish_diagnostics)
 
     def state_label(self) -> str:
-        return "active" if self._active else ("inactive" if self._configured else "unconfigured")
+        """The lifecycle state as a lifecycle manager sees it (``finalized`` after shutdown, a transition's label
+        while one runs)."""
+        try:
+            return str(self._state_machine.current_state[1])
+        except Exception:  # noqa: BLE001 - the state machine is gone (node destroyed)
+            return "active" if self._active else ("inactive" if self._configured else "unconfigured")
+
+    def publish_final_diagnostics(self, timeout_s: float = 2.0) -> None:
+        """After shutdown: one last status (``finalized``), delivered to the subscribers before the node goes."""
+        self._publish_diagnostics()
+        try:
+            self._diag_pub.wait_for_all_acked(Duration(seconds=timeout_s))
+        except Exception:  # noqa: BLE001 - best effort: the process is ending
+            pass
 
     def diagnostics(self) -> dict[str, Any]:
         worker = self.worker

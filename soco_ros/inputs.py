@@ -238,7 +238,9 @@ class InputsMixin:
                 check_same_size(rgb, depth, "depth")
                 intrinsics = self._intrinsics
                 if intrinsics is None:
-                    raise FrameError("no_camera_info", "no valid camera_info received yet (needed with depth)")
+                    raise FrameError("no_camera_info", f"no valid CameraInfo received yet on "
+                                                       f"{self._input_topics.get('camera_info', 'camera_info')} "
+                                                       "(needed to lift depth)")
                 if (intrinsics.width, intrinsics.height) != (rgb.shape[1], rgb.shape[0]):
                     raise FrameError("size_mismatch", f"{self._input_topics.get('camera_info', 'camera_info')} is "
                                                       f"for {intrinsics.width}x{intrinsics.height} but the image is "

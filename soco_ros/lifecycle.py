@@ -36,6 +36,7 @@ from .inputs import InputsMixin
 from .node_params import ParametersMixin
 from .outputs import OutputsMixin
 from .processor import FrameProcessor, build_matcher
+from .sync import ApproximateSync
 from .qos import output_qos
 from .throttle import ThrottledLog
 from .worker import LatencyStats, Worker
@@ -269,8 +270,9 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
 
     def _srv_reset(self, request, response):
         with self._state_lock:
-            if self.sync is not None and hasattr(self.sync, "reset"):
+            if isinstance(self.sync, ApproximateSync):
                 self.sync.reset()
+                self.sync.reset_counters()
             if self.worker is not None:
                 self.worker.slot.clear()
                 self.worker.reset_counters()
@@ -280,7 +282,8 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
             self.processing.clear()
             self.health.reset()
             self.log.reset()
-        response.success, response.message = True, "cleared the pending frame, sync queues, prompt and counters"
+        response.success, response.message = True, ("cleared the pending frame, the synchroniser's queues, the prompt, "
+                                                     "every counter and the latency statistics")
         return response
 
     def _reset_counts(self) -> None:

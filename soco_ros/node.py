@@ -131,6 +131,7 @@ def _stop(node, executor, rclpy, stop: StopRequest) -> None:
     try:
         if node is not None:
             node.shutdown()
+            node.publish_final_diagnostics()  # subscribers see "finalized", not the last state before it
     finally:
         if executor is not None:
             executor.shutdown(timeout_sec=1.0)

@@ -43,7 +43,7 @@ class ParametersMixin:
         if isinstance(overrides, dict):
             self._rename_overrides(overrides)
         values: dict[str, Any] = {}
-        for spec in P.SPECS:
+        for spec in P.SPECS:  # table-driven: a new parameter is one line in parameters.SPECS
             descriptor = _descriptor(spec)
             if isinstance(overrides, dict) and spec.name in overrides:
                 given = overrides[spec.name].value
@@ -63,6 +63,8 @@ class ParametersMixin:
                 self.set_parameters([Parameter(spec.name, value=spec.default)])
                 value = spec.default
             values[spec.name] = value
+        if isinstance(overrides, dict):
+            self._refuse_undeclared_overrides(overrides)
         reason = P.validate_pair(values)
         if reason is not None:
             low, high = P.BY_NAME["depth_min"].default, P.BY_NAME["depth_max"].default
@@ -71,6 +73,33 @@ class ParametersMixin:
             self.set_parameters([Parameter("depth_min", value=low), Parameter("depth_max", value=high)])
             values.update(depth_min=low, depth_max=high)
         return values
+
+    def _refuse_undeclared_overrides(self, overrides: dict[str, Parameter]) -> None:
+        """Start-up values (-p, a params file) for parameters the node does not have: named, logged and counted
+        (rclpy would keep them silently). ``qos_overrides.*`` are declared later, with the subscriptions."""
+        for name in list(overrides):
+            if not self.has_parameter(name) and not name.startswith("qos_overrides."):
+                self._parameter_refused(name, f"{P.undeclared_reason(name, self._declared_names())}; its start-up "
+                                              "value is ignored", prefix="[parameter] ")
+
+    def _declared_names(self) -> list[str]:
+        return [name for name in self._parameters if not name.startswith("qos_overrides.")]
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:
+        """One :meth:`set_parameters_atomically` per parameter (what rclpy does), so the undeclared check applies."""
+        return [self.set_parameters_atomically([param]) for param in parameter_list]
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """An undeclared name is refused with a reason naming it (and the closest declared names), logged and
+        counted; rclpy's own refusal names nothing (``Invalid access to undeclared parameter(s): []``). The
+        ``SetParameters`` service of ``ros2 param set`` comes through here too."""
+        unknown = [p.name for p in parameter_list if p.name not in P.RENAMED and not self.has_parameter(p.name)]
+        if unknown and not self._allow_undeclared_parameters:
+            reasons = [P.undeclared_reason(name, self._declared_names()) for name in unknown]
+            for name, reason in zip(unknown, reasons):
+                self._parameter_refused(name, reason)
+            return SetParametersResult(successful=False, reason="; ".join(reasons))
+        return super().set_parameters_atomically(parameter_list)
 
     def _rename_overrides(self, overrides: dict[str, Parameter]) -> None:
         """Start-up values given under a renamed parameter's old name are taken as the new one (a warning each);

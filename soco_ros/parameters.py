@@ -206,6 +206,17 @@ def renamed_message_ignored(old: str) -> str:
     return renamed_message(old, RENAMED[old], "parameter") + f"; both were given, {old!r} is ignored"
 
 
+def undeclared_reason(name: str, declared: list[str] | tuple[str, ...] = ()) -> str:
+    """Why a parameter the node does not have is refused: its name, the closest declared names (a typo is the usual
+    cause) and where the list is."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(declared) or list(BY_NAME), n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return (f"undeclared parameter {name!r}: the node has no such parameter{hint}; `ros2 param list` shows its "
+            "parameters, docs/ros.md explains them")
+
+
 def coerce(name: str, value: Any) -> Any:
     """``value`` as ROS users mean it: an integer for a ``double`` parameter is that number as a float. Anything
     else is returned unchanged (and judged by :func:`validate`)."""

@@ -77,3 +77,6 @@ def test_a_signal_while_serving_exits_0_through_the_shutdown_transition(ros, sig
     log = _exits_cleanly(node, signum)
     assert f"{signal.Signals(signum).name} received: shutting down" in log
     assert "shut down" in log.split("received: shutting down")[-1]  # the lifecycle's shutdown transition ran
+    # the last status a monitor received says so: finalized (the node publishes it before it goes)
+    last = peer.wait_for(lambda: (d := peer.diagnostics()) and d["state"] == "finalized" and d, 10)
+    assert last, peer.diagnostics()

@@ -487,7 +487,11 @@ def test_health_levels_and_reasons():
     assert h.assess("active", ok_text="fine", input_hint="; subscribed to /cam/image") == (
         H.WARN, "no input: no image received yet, so nothing is published; subscribed to /cam/image")
     now[0] += 0.1
-    h.input()  # an image arrived (not yet a synchronised frame)
+    h.input()  # an image arrived (not yet a synchronised frame): still nothing published, so not OK, with the reason
+    now[0] += 0.5
+    assert h.assess("active", ok_text="fine", idle_hint="; no synchronised image / depth / mask set yet") == (
+        H.WARN, "no output yet (last image 0.5 s ago); no synchronised image / depth / mask set yet")
+    h.published()
     assert h.assess("active", ok_text="fine") == (H.OK, "fine")
     # 10 frames, 9 fail for the same reason: WARN naming it, with its last message
     for i in range(10):
@@ -506,6 +510,10 @@ def test_health_levels_and_reasons():
         h.problem("stale", "stale", "frame dropped as stale: its stamp is 5.00 s old")
     level, message = h.assess("active")
     assert level == H.WARN and message.startswith("no output for") and "stale" in message
+    # the input stops: the message says how long ago the last image came, never that frames arrive
+    now[0] += 3.0
+    level, message = h.assess("active")
+    assert message.startswith("no output for 15.4 s (last image 3.0 s ago); mostly stale"), message
     # output flows again and the problems age out of the window: OK
     for _ in range(30):
         now[0] += 0.5
@@ -525,6 +533,10 @@ def test_health_levels_and_reasons():
     level, message = h.assess("active", idle_hint="; no synchronised image / depth set")
     assert level == H.WARN and message.startswith("no output for") and message.endswith("no synchronised image / "
                                                                                          "depth set")
+    h.reset()  # ~/reset: not OK again until something is published
+    h.input()
+    assert h.assess("active", ok_text="ok")[0] == H.WARN and h.assess("active")[1].startswith("no output yet")
+    assert h.assess("finalized")[1].startswith("finalized: the node was shut down")
 
 
 def test_worker_runs_jobs_first_and_reports_stale_age():
