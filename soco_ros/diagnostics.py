@@ -34,6 +34,8 @@ class DiagnosticsMixin:
     def state_label(self) -> str:
         """The lifecycle state as a lifecycle manager sees it (``finalized`` after shutdown, a transition's label
         while one runs)."""
+        if self._finalized:
+            return "finalized"
         try:
             return str(self._state_machine.current_state[1])
         except Exception:  # noqa: BLE001 - the state machine is gone (node destroyed)

@@ -69,6 +69,7 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         self._intrinsics_frame: str | None = None  # the frame_id of the CameraInfo behind _intrinsics
         self._prompt: Prompt | None = None
         self._configured = self._active = False
+        self._finalized = False
         self._configure_error: str | None = None
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
@@ -196,6 +197,7 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         except Exception as exc:  # noqa: BLE001 - e.g. interrupted mid-transition: clean up by hand
             self.get_logger().warning(f"[lifecycle] shutdown transition not possible ({exc}); cleaning up directly")
             self._teardown()
+        self._finalized = True  # what the last diagnostics say, even where the state machine could not get there
 
     def _teardown(self) -> None:
         """Whatever exists, in the transitions' order, without assuming a transition finished."""

@@ -60,6 +60,7 @@ def test_sigterm_during_configure_exits_0_and_leaves_nothing_running(ros):
     log = _exits_cleanly(node, signal.SIGTERM)
     assert "SIGTERM received during start-up" in log, log[-3000:]
     assert "]: active:" not in log, log[-3000:]
+    assert "cleaning up directly" in log  # configure was cut short: torn down without the state machine
 
 
 @pytest.mark.timeout(240)
