@@ -77,6 +77,7 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         self._tf_broadcaster = None
         self._tf_kind = "off"
         self._publish_times: deque[float] = deque(maxlen=20)
+        # services (available in every state); a new one is a create_service line here and its handler below
         self.create_service(Trigger, "~/set_demo", self._srv_set_demo)
         self.create_service(Trigger, "~/reset", self._srv_reset)
         self.create_subscription(String, "~/set_demo_path", self._on_set_demo_path, output_qos())
