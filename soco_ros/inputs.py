@@ -7,9 +7,12 @@ the synchroniser (``sync``), the resolved input topics, the latest camera intrin
 ``params`` and updates ``counts``, ``rejected`` and ``health``; a good frame goes to ``worker``. Callbacks only
 convert and validate (``soco_ros.conversions``); a bad message is a throttled warning and a counted rejection,
 never an exception out of a callback.
+
+Two policies live here (docs/ros.md): the stamp policy before pairing (zero and far-future stamps refused, so one
+bad clock cannot stop the node; the synchroniser's drops and re-arms reported by cause) and the frame policy
+after it (depth and CameraInfo in the image's frame unless ``depth_registered``).
 """
 from __future__ import annotations
-
 
 from geometry_msgs.msg import PointStamped
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
