@@ -56,7 +56,8 @@ def test_not_ok_before_output_reasons_named_undeclared_parameters_reset_and_fina
 
     got = peer.wait_for(lambda: images_only() or ((lv := peer.diagnostic_level()) and "without a partner" in lv[1]
                                                   and lv), 30, interval=0.2)
-    assert got and got[0] == 1 and got[1].startswith("no output yet (last image"), got
+    # (before health_timeout "no output yet", after it "no output for"; which one depends on the machine's load)
+    assert got and got[0] == 1 and got[1].startswith(("no output yet (last image", "no output for")), got
     assert "no /camera/depth/image_raw message queued" in got[1], got
     # the images stop: the message says how long ago the last one came (never that frames arrive), then that
     # none arrive
