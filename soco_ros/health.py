@@ -9,10 +9,12 @@ frame is how the node bounds its latency with a slow model.
 :meth:`Health.assess` turns that into a level and a message, worst first:
 
 * ERROR -- the node is unconfigured because configure failed (the message says why);
-* WARN  -- the node is not active (unconfigured / inactive), or has no demo;
+* WARN  -- the node is not active (unconfigured / inactive / finalized), or has no demo;
 * WARN  -- no image arrived for ``timeout_s`` seconds, or none yet since start-up: nothing to publish (a stopped
   camera, a topic or transport that does not match) is not OK either;
-* WARN  -- frames arrive but nothing was published for ``timeout_s`` seconds (the dominant reason named);
+* WARN  -- images arrive but nothing was published for ``timeout_s`` seconds (the dominant reason named, and
+  how long ago the last image came: the message never claims frames arrive when they stopped);
+* WARN  -- nothing published yet since start-up or ``~/reset`` (the reason named): OK needs an output;
 * WARN  -- over the last ``window_s`` seconds more than ``max_problem_ratio`` of the frames were rejected,
   failed or went stale (the dominant reason and its last message named);
 * OK    -- otherwise.
@@ -122,6 +124,11 @@ class Health:
         with self._lock:
             return None if self._last_input is None else self.clock() - self._last_input
 
+    def last_published_age(self) -> float | None:
+        """Seconds since the last output (None: nothing published since start-up or the last reset)."""
+        with self._lock:
+            return None if self._last_published is None else self.clock() - self._last_published
+
     def silent_for(self) -> float | None:
         """Seconds without output while inputs kept arriving (None when inputs stopped or output flows)."""
         now = self.clock()
@@ -138,6 +145,8 @@ class Health:
         (e.g. messages that never synchronise); ``input_hint``: where inputs are expected (the topics)."""
         if configure_error:
             return ERROR, f"configure failed: {configure_error}"
+        if state == "finalized":
+            return WARN, "finalized: the node was shut down and publishes nothing (start it again)"
         if state != "active":
             return WARN, f"{state}" + ("" if has_demo or state == "unconfigured" else ", no demo")
         window = self.window()
@@ -154,7 +163,9 @@ class Health:
             return WARN, f"no input: {waiting}, so nothing is published{input_hint}"
         silent = self.silent_for()
         if silent is not None and silent >= self.timeout_s:
-            return WARN, f"no output for {silent:.1f} s while frames arrive{because or idle_hint}"
+            return WARN, f"no output for {silent:.1f} s (last image {age:.1f} s ago){because or idle_hint}"
+        if self.last_published_age() is None:
+            return WARN, f"no output yet (last image {age:.1f} s ago){because or idle_hint}"
         if window["frames"] >= MIN_FRAMES_FOR_RATIO and window["ratio"] > self.max_problem_ratio:
             return WARN, (f"{window['problems']} of {window['frames']} frames in the last {self.window_s:g} s "
                           f"not published{because}")

@@ -145,14 +145,24 @@ SPECS: tuple[ParamSpec, ...] = (
     P("depth_transport", "raw", "How 'depth' arrives: raw (sensor_msgs/Image) or compressedDepth (PNG on "
                                 "'<depth>/compressedDepth', 16UC1 or quantised 32FC1; RVL is refused).",
       choices=("raw", "compressedDepth"), reconfigurable=False),
+    P("depth_registered", False, "Accept depth and camera_info whose frame_id differs from the image's (registered to "
+                                 "the colour image under another frame name). false: such a frame is rejected with "
+                                 "the fix, since depth from another viewpoint gives wrong 3D points."),
     P("use_mask", False, "Subscribe to 'mask' (mono8) and pair it with 'image'; it replaces segmentation.",
       reconfigurable=False),
     P("use_prompt", False, "Subscribe to 'prompt' (PointStamped, pixel x/y in the image) for segmentation.",
       reconfigurable=False),
     P("sync_slop", 0.05, "Approximate-time tolerance between image, depth and mask stamps (s).", 0.0, 10.0),
     P("sync_queue_size", 10, "Messages kept per input while waiting for a partner.", 1, 1000, reconfigurable=False),
-    P("sync_backend", "auto", "auto: message_filters when importable, else the built-in synchroniser.",
-      choices=SYNC_BACKENDS, reconfigurable=False),
+    P("sync_backend", "auto", "auto / builtin: the built-in synchroniser (every drop logged and counted by cause); "
+                              "message_filters: its ApproximateTimeSynchronizer when importable (its drops are not "
+                              "reported).", choices=SYNC_BACKENDS, reconfigurable=False),
+    P("max_future_stamp", 0.5, "Refuse image / depth / mask messages stamped more than this (s) ahead of the node's "
+                               "clock (the /clock time with use_sim_time): one such stamp would make every later "
+                               "frame look out of order. 0 = accept any.", 0.0, 86400.0),
+    P("stamp_jump_threshold", 1.0, "A stamp this far (s) behind the newest of its input is a jump back (a looped "
+                                   "bag, a clock reset): the synchroniser is re-armed with a warning; a smaller step "
+                                   "back is out of order and dropped.", 0.001, 86400.0),
     P("max_frame_age", 1.0, "A synchronised frame older than this (s, stamp vs wall clock) when the worker gets to "
                             "it is dropped as stale; 0 = never.", 0.0, 3600.0),
     P("qos_reliability", "best_effort", "Reliability of the sensor subscriptions (image, depth, mask, "
@@ -194,6 +204,17 @@ def renamed_note(old: str) -> str:
 def renamed_message_ignored(old: str) -> str:
     """The warning when a parameter is given under both its old and its new name: the new one wins."""
     return renamed_message(old, RENAMED[old], "parameter") + f"; both were given, {old!r} is ignored"
+
+
+def undeclared_reason(name: str, declared: list[str] | tuple[str, ...] = ()) -> str:
+    """Why a parameter the node does not have is refused: its name, the closest declared names (a typo is the usual
+    cause) and where the list is."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(declared) or list(BY_NAME), n=2, cutoff=0.6)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    return (f"undeclared parameter {name!r}: the node has no such parameter{hint}; `ros2 param list` shows its "
+            "parameters, docs/ros.md explains them")
 
 
 def coerce(name: str, value: Any) -> Any:

@@ -232,7 +232,10 @@ class Peer:
 
         ids = {"configure": Transition.TRANSITION_CONFIGURE, "activate": Transition.TRANSITION_ACTIVATE,
                "deactivate": Transition.TRANSITION_DEACTIVATE, "cleanup": Transition.TRANSITION_CLEANUP}
-        request = ChangeState.Request(transition=Transition(id=ids[transition_label]))
+        # shutdown has one id per source state: the node resolves the label from its current state
+        transition = Transition(id=ids[transition_label]) if transition_label in ids else Transition(
+            label=transition_label)
+        request = ChangeState.Request(transition=transition)
         return bool(self.call(ChangeState, f"{node}/change_state", request, timeout).success)
 
     def get_state(self, node: str, timeout: float = 10.0) -> str:

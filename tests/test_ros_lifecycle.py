@@ -162,3 +162,30 @@ def test_frames_with_an_empty_frame_id_are_rejected(make_node, tmp_path):
     node._on_synced({"image": rgb_to_image(scene.rgb, header), "depth": mm})
     assert node.rejected == {"frame_id": 1, "depth_units": 1}
     assert node.health.window()["dominant"]["kind"] == "rejected"
+
+
+def test_a_configure_cut_short_by_a_signal_is_torn_down_and_reported_finalized(make_node, tmp_path, monkeypatch):
+    """A signal during start-up raises ``Interrupted`` inside configure (soco_ros.node): the state machine is left
+    in 'configuring', so shutdown tears down what exists directly and the diagnostics still say finalized."""
+    from soco_ros import lifecycle
+    from soco_ros.node import Interrupted
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "demo", size=112, grid_points=4)
+    node = make_node(**TINY, demo_path=str(scene.demo_dir), autostart=False)
+    started = []
+    real_start = lifecycle.Worker.start
+
+    def start_then_signal(worker):  # the signal lands after the worker threads started, before configure ends
+        real_start(worker)
+        started.append(worker)
+        if len(started) == 2:
+            raise Interrupted(2)
+
+    monkeypatch.setattr(lifecycle.Worker, "start", start_then_signal)
+    with pytest.raises(Interrupted):
+        node.trigger_configure()
+    assert node._state_machine.current_state[1] == "configuring" and all(w.running for w in started)
+    node.shutdown()
+    assert not any(w.running for w in started) and node.worker is None and node._pubs == {}
+    assert node.state_label() == "finalized" and node.assess()[1].startswith("finalized")

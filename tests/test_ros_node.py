@@ -17,7 +17,8 @@ import pytest
 pytest.importorskip("rclpy", reason="the ROS 2 wheels (pip install -e .[ros]) are not installed")
 pytestmark = pytest.mark.ros
 
-from ros_harness import NodeProcess, lease_domain  # noqa: E402
+from ros_harness import BASE, NODE, ros  # noqa: E402,F401 - ros: the fixture
+from ros_harness import start as _start  # noqa: E402
 
 from correspondence.alignment import rotation_error_deg  # noqa: E402
 from correspondence.benchmarks.alignment import object_translation_error  # noqa: E402
@@ -25,59 +26,6 @@ from soco_ros import parameters as P  # noqa: E402
 from soco_ros.conversions import MATCH_FIELDS, cloud_to_array, msg_to_transform  # noqa: E402
 from soco_ros.processor import FrameProcessor, Frame  # noqa: E402
 from soco_ros.synthetic import make_scene, varied  # noqa: E402
-
-NODE = "/correspondence_node"
-BASE = {"backbone": "daisy", "image_size": 224, "segmentation": "depth", "diagnostics_period": 0.5,
-        "torch_threads": 2}
-
-
-@pytest.fixture
-def ros(tmp_path, monkeypatch, request):
-    """Start nodes and a peer on a test-unique domain; everything is stopped at the end."""
-    from soco_ros.peer import Peer
-
-    lease = lease_domain()
-    domain = lease.domain
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(domain))
-    monkeypatch.setenv("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    monkeypatch.setenv("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
-    started = []
-
-    class Ros:
-        def __init__(self):
-            self.domain, self.tmp = domain, tmp_path
-
-        def node(self, params, **kwargs):
-            node = NodeProcess(tmp_path, domain, {**BASE, **params}, **kwargs)
-            started.append(node)
-            return node
-
-        def peer(self, **kwargs):
-            peer = Peer(domain, **kwargs)
-            started.append(peer)
-            return peer
-
-    try:
-        yield Ros()
-        for thing in reversed(started):
-            if isinstance(thing, NodeProcess):
-                code = thing.stop()
-                assert "Traceback" not in thing.log(), thing.log()[-4000:]
-                assert code == 0, f"node exited with {code} after SIGINT:\n{thing.log()[-4000:]}"
-            else:
-                thing.close()
-    finally:
-        for thing in started:
-            if isinstance(thing, NodeProcess) and thing.alive():
-                thing.stop()
-        lease.release()
-
-
-def _start(node, peer, timeout=90, **topics):
-    assert node.wait_log(r"\]: active:", timeout), node.log()[-3000:]
-    assert peer.wait_for_subscribers(20, **topics), "the node's subscriptions were never matched"
-    time.sleep(1.0)  # discovery is matched on both sides a little later than the publisher reports it
-
 
 def _gt_errors(cloud, scene):
     idx = cloud["index"].astype(int)
@@ -312,10 +260,10 @@ def test_bad_inputs_warn_publish_nothing_and_the_next_good_frame_is_served(ros):
     assert node.wait_log(r"\[demo\] cannot load demo '.*no_such_demo': demo '.*no_such_demo' does not exist", 5)
     assert node.wait_log(r"\[parameter\] ransac_threshold: start-up value rejected .*using the default 0.015", 5)
     stamp = peer.send_frame(scene.rgb, scene.depth)
-    assert node.wait_log(r"frame dropped: no valid camera_info received yet", 20)  # no camera_info either
+    assert node.wait_log(r"frame dropped: no valid CameraInfo received yet on /camera/color/camera_info", 20)  # no camera_info either
     # a CameraInfo with a zero K is refused, so the frame still has no intrinsics
     peer.send_camera_info(scene.intrinsics, zero_k=True)
-    assert node.wait_log(r"camera_info rejected: camera_info: K has no positive focal length", 20)
+    assert node.wait_log(r"camera_info rejected: /camera/color/camera_info: K has no positive focal length", 20)
     peer.send_camera_info(scene.intrinsics)
     time.sleep(0.5)
     stamp = peer.send_frame(varied(scene.rgb, 1), scene.depth)
@@ -504,7 +452,7 @@ def test_diagnostics_tell_the_truth_and_stale_frames_are_logged(ros):
 
     got = level_is(1, "no valid depth in range [4, 5] m", 20, send=frame)
     assert got, (peer.diagnostic_level(), node.log()[-2000:])
-    assert "not published" in got[1] or "no output for" in got[1]
+    assert "not published" in got[1] or "no output for" in got[1] or "no output yet" in got[1]
     assert peer.set_parameters(NODE, {"depth_min": 0.05})[0].successful
     assert level_is(0, "published", 30, send=frame), peer.diagnostic_level()
     # stale: stamps 5 s old (after ~/reset: the synchroniser would otherwise refuse stamps older than its last set)

@@ -21,7 +21,6 @@ from soco_ros.conversions import (MATCH_FIELDS, FrameError, camera_info_to_intri
                                   cloud_to_array, depth_to_image, depth_to_metres, image_to_rgb,
                                   intrinsics_to_camera_info, mask_to_bool, matches_to_cloud, msg_to_transform,
                                   rgb_to_image, transform_to_msg)
-from soco_ros.sync import ApproximateSync  # noqa: E402
 from soco_ros.worker import LatencyStats, LatestSlot, WorkItem, Worker  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,41 +166,6 @@ def test_transform_round_trip_and_direction():
     # a rotation of 180 degrees (trace -1) is the numerically delicate case
     T = np.diag([1.0, -1.0, -1.0, 1.0])
     np.testing.assert_allclose(msg_to_transform(transform_to_msg(T, HEADER, "d")), T, atol=1e-9)
-
-
-# ================================================================================================ sync
-
-
-def test_sync_pairs_within_slop_and_in_order():
-    out = []
-    sync = ApproximateSync(["image", "depth"], 0.01, lambda *m: out.append(m), queue_size=5)
-    ms = 1_000_000
-    sync.add("image", 100 * ms, "i100")
-    sync.add("depth", 103 * ms, "d103")  # within 10 ms
-    sync.add("image", 133 * ms, "i133")
-    sync.add("depth", 150 * ms, "d150")  # 17 ms away: no pair
-    sync.add("image", 166 * ms, "i166")
-    sync.add("depth", 167 * ms, "d167")
-    assert out == [("i100", "d103"), ("i166", "d167")]
-    assert sync.unmatched == 2  # i133 and d150 were passed over
-    sync.add("depth", 120 * ms, "late")  # older than an emitted set: never pairs
-    assert sync.unmatched == 3 and sync.pending() == 0
-
-
-def test_sync_queue_is_bounded_and_slop_reconfigurable():
-    out = []
-    sync = ApproximateSync(["image", "depth", "mask"], 0.001, lambda *m: out.append(m), queue_size=3)
-    for i in range(100):
-        sync.add("image", i * 10_000_000, i)
-    assert sync.pending() == 3 and sync.unmatched == 97 and not out
-    sync.slop_s = 0.05
-    sync.add("depth", 990_000_000 + 20_000_000, "d")
-    sync.add("mask", 990_000_000, "m")
-    assert out == [(99, "d", "m")]
-    single = []
-    one = ApproximateSync(["image"], 0.0, lambda *m: single.append(m))
-    one.add("image", 5, "x")
-    assert single == [("x",)]
 
 
 # ================================================================================================ worker
@@ -452,7 +416,11 @@ def test_health_levels_and_reasons():
     assert h.assess("active", ok_text="fine", input_hint="; subscribed to /cam/image") == (
         H.WARN, "no input: no image received yet, so nothing is published; subscribed to /cam/image")
     now[0] += 0.1
-    h.input()  # an image arrived (not yet a synchronised frame)
+    h.input()  # an image arrived (not yet a synchronised frame): still nothing published, so not OK, with the reason
+    now[0] += 0.5
+    assert h.assess("active", ok_text="fine", idle_hint="; no synchronised image / depth / mask set yet") == (
+        H.WARN, "no output yet (last image 0.5 s ago); no synchronised image / depth / mask set yet")
+    h.published()
     assert h.assess("active", ok_text="fine") == (H.OK, "fine")
     # 10 frames, 9 fail for the same reason: WARN naming it, with its last message
     for i in range(10):
@@ -471,6 +439,10 @@ def test_health_levels_and_reasons():
         h.problem("stale", "stale", "frame dropped as stale: its stamp is 5.00 s old")
     level, message = h.assess("active")
     assert level == H.WARN and message.startswith("no output for") and "stale" in message
+    # the input stops: the message says how long ago the last image came, never that frames arrive
+    now[0] += 3.0
+    level, message = h.assess("active")
+    assert message.startswith("no output for 15.4 s (last image 3.0 s ago); mostly stale"), message
     # output flows again and the problems age out of the window: OK
     for _ in range(30):
         now[0] += 0.5
@@ -490,6 +462,10 @@ def test_health_levels_and_reasons():
     level, message = h.assess("active", idle_hint="; no synchronised image / depth set")
     assert level == H.WARN and message.startswith("no output for") and message.endswith("no synchronised image / "
                                                                                          "depth set")
+    h.reset()  # ~/reset: not OK again until something is published
+    h.input()
+    assert h.assess("active", ok_text="ok")[0] == H.WARN and h.assess("active")[1].startswith("no output yet")
+    assert h.assess("finalized")[1].startswith("finalized: the node was shut down")
 
 
 def test_worker_runs_jobs_first_and_reports_stale_age():
