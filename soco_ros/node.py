@@ -47,6 +47,7 @@ from correspondence.segmentation import Prompt
 
 from . import health as H
 from . import parameters as P
+from .capture import DemoCaptureService
 from .compressed import compressed_depth_to_metres, compressed_to_rgb
 from .conversions import (FrameError, camera_info_to_intrinsics, check_same_size, depth_to_metres, image_to_rgb,
                           mask_to_bool, ns_to_stamp, stamp_to_ns)
@@ -146,6 +147,7 @@ class CorrespondenceNode(LifecycleNode):
         self._publish_times: deque[float] = deque(maxlen=20)
         self.create_service(Trigger, "~/set_demo", self._srv_set_demo)
         self.create_service(Trigger, "~/reset", self._srv_reset)
+        self.capture = DemoCaptureService(self)  # ~/capture_demo (soco_ros/capture.py)
         self.create_subscription(String, "~/set_demo_path", self._on_set_demo_path, output_qos())
         # Diagnostics flow in every lifecycle state (a plain publisher, not a managed one), from start to shutdown.
         self._diag_pub = (self.create_publisher(DiagnosticArray, "/diagnostics", output_qos(10))
@@ -669,6 +671,7 @@ class CorrespondenceNode(LifecycleNode):
         worker = self.worker
         if worker is not None and self._active:
             worker.submit(WorkItem(frame, stamp_ns / 1e9))
+        self.capture.remember(frame)
 
     # ============================================================================================ worker
     def _marker_lifetime(self) -> float:
