@@ -22,7 +22,7 @@ def draw(offset: tuple[int, int] = (0, 0), seed: int = 0) -> tuple[np.ndarray, n
     dx, dy = offset
     x0, y0, x1, y1 = BODY
     cv2.rectangle(mask, (x0 + dx, y0 + dy), (x1 + dx, y1 + dy), 1, -1)
-    cv2.ellipse(mask, (x1 + dx + 18, (y0 + y1) // 2 + dy), (26, 34), 0, -90, 90, 1, 12)
+    cv2.ellipse(mask, (x1 + dx + 4, (y0 + y1) // 2 + dy), (26, 34), 0, -90, 90, 1, 12)
     pattern = np.zeros((HEIGHT, WIDTH, 3), np.uint8)
     pattern[...] = (200, 40, 40)
     for i in range(0, 60, 12):  # stripes and a logo give the object features to match

@@ -107,7 +107,8 @@ def write_folder(folder: str | Path, files: dict[str, bytes | np.ndarray], *, ke
         try:
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=parent))
         except OSError as exc:
-            raise InputError(f"cannot write the demo in {str(parent)!r}: {exc.strerror or exc}") from exc
+            raise InputError(f"cannot write the demo in {str(parent)!r} ({exc.strerror or exc}): is the folder "
+                             f"writable (a read-only or special filesystem)?") from exc
         try:
             for name in keep:
                 if (folder / name).is_file():
