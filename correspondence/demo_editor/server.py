@@ -56,6 +56,8 @@ def make_server(session: EditorSession, port: int = 0, log: Callable[[str], None
         def _api(self, route, data) -> None:
             try:
                 self._json(HTTPStatus.OK, route(data))
+            except (BrokenPipeError, ConnectionResetError):  # the page closed or reloaded meanwhile
+                log(f"[editor] {self.path}: the page went away before the answer")
             except StaleRevisionError as exc:
                 log(f"[editor] {exc}")
                 self._json(HTTPStatus.CONFLICT, {"error": str(exc), "stale": True})

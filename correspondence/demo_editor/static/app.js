@@ -309,6 +309,7 @@ async function tryTransfer(grab) {
       row.className = m.accepted ? "accepted" : "rejected";
       row.insertCell().textContent = m.name; row.insertCell().textContent = m.score.toFixed(3); row.insertCell().textContent = m.accepted ? "yes" : "no";
     }
+    $("matches").hidden = result.mode !== "keypoints";
     $("overlay").src = result.overlay; $("overlay").hidden = false;
     const a = result.alignment;
     $("try-info").textContent = `${result.mode}; segmentation ${result.segmentation}; ${a.kind} alignment: ${a.success ? "pose" : "no pose"} (${a.reason}); ${result.seconds.toFixed(2)} s`;
