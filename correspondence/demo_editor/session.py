@@ -65,7 +65,8 @@ class EditorSession:
         self.taxonomy_dir = taxonomy_dir
         self.segmenter = InteractiveSegmenter(self.frame.rgb, self.frame.depth, mask_source, mask_reason)
         self._segment_lock = threading.Lock()  # one SAM / GrabCut at a time on this image
-        self.log: list[str] = []
+        # the taxonomy is built from the procedural families (seconds): ready before the page asks for it
+        threading.Thread(target=vocabulary.categories, daemon=True).start()
 
     @property
     def size(self) -> tuple[int, int]:
