@@ -225,3 +225,39 @@ def test_try_refuses_an_unreadable_live_image(captured):
         session.try_transfer({**_save_data(session), "image": "data:image/png;base64,bm90IGFuIGltYWdl"})
     with pytest.raises(InputError, match="no camera topics"):
         session.try_transfer({**_save_data(session), "grab": True})
+
+
+def test_a_functional_part_is_segmented_by_colour_not_by_the_depth_surface(captured):
+    session = EditorSession(captured)
+    whole = session.segment({"points": [[150, 120, 1]], "box": [112, 72, 188, 100]})  # a box prompt on the rim
+    part = session.segment({"points": [[150, 85, 1]], "box": [112, 72, 188, 100], "target": "part"})
+    assert part["source"] == "grabcut" and part["area"] <= 76 * 28 < whole["area"]
+
+
+def test_sam_gets_every_click_and_the_box_at_once(captured, monkeypatch):
+    """With a SAM mask source the clicks go to the predictor in one call, as SamPredictor.predict takes them; the
+    mask equals the predictor's own answer for the same prompt (a tiny random-init SAM, the package's modules)."""
+    import torch
+    from test_segmentation import build_tiny_sam
+
+    from correspondence.demo_editor.segment import Clicks, InteractiveSegmenter
+    from correspondence.segmentation import SamMaskSource
+
+    torch.manual_seed(0)
+    source = SamMaskSource.from_model(build_tiny_sam())
+    frame = load_frame(captured)
+    segmenter = InteractiveSegmenter(frame.rgb, frame.depth, source, "sam (test)")
+    clicks = Clicks(((150.0, 120.0, 1), (40.0, 40.0, 0)), (100.0, 60.0, 240.0, 190.0))
+    calls = []
+    original = source.predictor.predict
+    monkeypatch.setattr(source.predictor, "predict", lambda **kw: calls.append(kw) or original(**kw))
+    result = segmenter.segment(clicks)
+    assert len(calls) == 1 and calls[0]["point_labels"].tolist() == [1, 0] and not calls[0]["multimask_output"]
+    np.testing.assert_array_equal(calls[0]["box"], [100, 60, 240, 190])
+    masks, ious, _ = original(point_coords=np.array([[150.0, 120.0], [40.0, 40.0]]), point_labels=np.array([1, 0]),
+                              box=np.array([100.0, 60.0, 240.0, 190.0]), multimask_output=False)
+    np.testing.assert_array_equal(result.mask, masks[0])
+    assert result.source == "sam" and result.score == pytest.approx(float(ious[0]))
+    single = segmenter.segment(Clicks(((150.0, 120.0, 1),)))  # one click: best of SAM's three masks
+    assert calls[-1]["multimask_output"] and single.source == "sam"
+    assert source.embeddings_computed == 1  # one image, many prompts: one encoder pass

@@ -62,18 +62,21 @@ class InteractiveSegmenter:
     def name(self) -> str:
         return self.source.name
 
-    def segment(self, clicks: Clicks) -> MaskResult:
+    def segment(self, clicks: Clicks, part: bool = False) -> MaskResult:
+        """``part``: a functional part, not the whole object: never the depth surface (a part is rarely one)."""
         if isinstance(self.source, SamMaskSource):
             return self._sam(clicks)
-        first = next(((x, y) for x, y, label in clicks.points if label == 1), None)
-        if isinstance(self.source, DepthForeground) and self.depth is not None and first is not None:
+        index = next((i for i, (_, _, label) in enumerate(clicks.points) if label == 1), None)
+        first = None if index is None else clicks.points[index][:2]
+        if (isinstance(self.source, DepthForeground) and self.depth is not None and first is not None
+                and not part):
             try:
                 result = self.source.segment(self.rgb, Prompt(point=first), self.depth)
             except NoMaskError:  # the click is on a depth hole: colour instead
                 result = self._grabcut_start(first, clicks.box)
         else:
             result = self._grabcut_start(first, clicks.box)
-        rest = clicks.points[1:] if clicks.box is None and first is not None else clicks.points
+        rest = clicks.points if index is None else clicks.points[:index] + clicks.points[index + 1:]
         if not rest:
             return result
         mask = self._refine(result.mask, rest)

@@ -100,7 +100,7 @@ class EditorSession:
         clicks = Clicks.parse(data, width, height)
         start = time.perf_counter()
         with self._segment_lock:
-            result = self.segmenter.segment(clicks)
+            result = self.segmenter.segment(clicks, part=data.get("target") == "part")
         return {"mask": png_data_url(result.mask.astype(np.uint8) * 255), "source": result.source,
                 "score": result.score, "area": result.area, "seconds": time.perf_counter() - start}
 

@@ -181,7 +181,7 @@ function paintAt(a, b) {
 async function segment(t) {
   renderPrompts();
   try {
-    const result = await api("/api/segment", { points: editor.clicks[t], box: editor.boxes[t] });
+    const result = await api("/api/segment", { points: editor.clicks[t], box: editor.boxes[t], target: t });
     await maskFromPng(t, result.mask);
     $("seg-info").textContent = `${t === "object" ? "object" : "functional part"}: ${result.source}, ${result.area} px, score ${result.score.toFixed(2)}, ${result.seconds.toFixed(2)} s`;
     showMessage("");
