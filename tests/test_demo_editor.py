@@ -261,3 +261,49 @@ def test_sam_gets_every_click_and_the_box_at_once(captured, monkeypatch):
     single = segmenter.segment(Clicks(((150.0, 120.0, 1),)))  # one click: best of SAM's three masks
     assert calls[-1]["multimask_output"] and single.source == "sam"
     assert source.embeddings_computed == 1  # one image, many prompts: one encoder pass
+
+
+def test_sam2_missing_weights_fall_back_with_the_reason(captured, monkeypatch, tmp_path):
+    from correspondence.demo_editor.sam2_source import editor_mask_source
+
+    monkeypatch.setenv("SOCO_WEIGHTS_DIR", str(tmp_path / "none"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "none"))
+    source, reason = editor_mask_source(load_frame(captured).depth)
+    assert source.name == "depth" and "SAM 2 unavailable" in reason
+
+
+@pytest.mark.slow
+def test_sam2_checkpoint_in_the_official_layout_segments_with_every_click(captured, tmp_path):
+    """A random-init SAM 2.1 tiny saved as the official checkpoint is ({"model": state_dict}), found in
+    $SOCO_WEIGHTS_DIR by its official name; the editor's mask is the SAM 2 predictor's own answer."""
+    import torch
+    pytest.importorskip("sam2")
+    from sam2.build_sam import build_sam2
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from correspondence.demo_editor.sam2_source import SAM2_MODELS, create_sam2
+    from correspondence.demo_editor.segment import Clicks, InteractiveSegmenter
+    from correspondence.errors import CorruptCheckpointError
+
+    torch.manual_seed(0)
+    reference = build_sam2(SAM2_MODELS["tiny"][1], None, device="cpu")
+    path = tmp_path / SAM2_MODELS["tiny"][0]
+    torch.save({"model": reference.state_dict()}, path)
+    source = create_sam2("tiny", path)
+    assert source.name == "sam2" and source.weights == str(path)
+    frame = load_frame(captured)
+    segmenter = InteractiveSegmenter(frame.rgb, frame.depth, source, "sam2 (test)")
+    clicks = Clicks(((150.0, 120.0, 1), (40.0, 40.0, 0)), (100.0, 60.0, 240.0, 190.0))
+    result = segmenter.segment(clicks)
+    predictor = SAM2ImagePredictor(reference)
+    predictor.set_image(frame.rgb)
+    masks, ious, _ = predictor.predict(point_coords=np.array([[150.0, 120.0], [40.0, 40.0]]),
+                                       point_labels=np.array([1, 0]), box=np.array([100.0, 60.0, 240.0, 190.0]),
+                                       multimask_output=False)
+    np.testing.assert_array_equal(result.mask, masks[0] > 0.5)
+    assert result.source == "sam2" and result.score == pytest.approx(float(ious[0]), abs=1e-5)
+    state = reference.state_dict()
+    state.pop(next(iter(state)))
+    torch.save({"model": state}, path)
+    with pytest.raises(CorruptCheckpointError, match="does not fit SAM 2.1 tiny"):
+        create_sam2("tiny", path)

@@ -48,6 +48,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     edit.add_argument("--depth", help="ROS depth topic for 'grab'")
     edit.add_argument("--camera-info", help="ROS camera_info topic for 'grab'")
     edit.add_argument("--timeout", type=float, default=5.0, help="seconds 'grab' waits for the topics (default: 5)")
+    edit.add_argument("--sam2", default="tiny", choices=("tiny", "small", "base_plus", "large"),
+                      help="SAM 2.1 model for click segmentation when its weights resolve (default: %(default)s)")
+    edit.add_argument("--sam2-weights", default=None, help="explicit SAM 2.1 checkpoint (else $SOCO_WEIGHTS_DIR, "
+                                                          "the torch hub cache); without one: SAM, depth, GrabCut")
+    edit.add_argument("--device", default="cpu", help="torch device for SAM / SAM 2 (default: %(default)s)")
     edit.add_argument("--taxonomy", default=str(DEFAULT_TAXONOMY) if DEFAULT_TAXONOMY.is_dir() else None,
                       help="functional taxonomy folder (*action2objects.json) whose actions extend the function "
                            "list (default: ../shared/data/functional_taxonomy when present)")
@@ -90,8 +95,10 @@ def run_capture(args: argparse.Namespace) -> int:
 
 
 def run_edit(args: argparse.Namespace) -> int:
+    from ..demo_editor.sam2_source import editor_mask_source
     from ..demo_editor.server import make_server
     from ..demo_editor.session import EditorSession
+    from ..demo_spec import load_frame
 
     preview_module = _ros("preview")
     overrides = {"backbone": args.backbone} if args.backbone else {}
@@ -103,7 +110,9 @@ def run_edit(args: argparse.Namespace) -> int:
         def grab():
             return capture.capture_from_topics(args.image, args.depth, args.camera_info, timeout_s=args.timeout,
                                                depth_scale=preview.params["depth_scale"])
-    session = EditorSession(args.folder, preview=preview, grab=grab, taxonomy_dir=args.taxonomy)
+    mask_source, reason = editor_mask_source(load_frame(args.folder).depth, args.sam2, args.sam2_weights, args.device)
+    session = EditorSession(args.folder, preview=preview, grab=grab, taxonomy_dir=args.taxonomy,
+                            mask_source=mask_source, mask_reason=reason)
     server = make_server(session, args.port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
     print(f"soco demo editor for {session.folder} at {url} (segmentation: {session.segmenter.reason}); Ctrl+C stops",
