@@ -98,6 +98,7 @@ def test_capture_cli_names_the_silent_topic(dds, tmp_path):
     assert not (tmp_path / "demo").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(240)
 def test_node_capture_demo_service(dds, tmp_path):
     from std_srvs.srv import Trigger

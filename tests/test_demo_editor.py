@@ -307,3 +307,35 @@ def test_sam2_checkpoint_in_the_official_layout_segments_with_every_click(captur
     torch.save({"model": state}, path)
     with pytest.raises(CorruptCheckpointError, match="does not fit SAM 2.1 tiny"):
         create_sam2("tiny", path)
+
+
+@pytest.mark.slow
+def test_soco_demo_edit_serves_on_localhost_only(captured, tmp_path):
+    """The command as a user runs it: --port 0 --no-browser prints the address; the page and the state answer."""
+    import re
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "correspondence.cli", "demo", "edit", str(captured), "--port", "0",
+                             "--no-browser", "--backbone", "daisy"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "SOCO_OFFLINE": "1"})
+    try:
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            match = re.search(r"at (http://127\.0\.0\.1:\d+/)", line)
+            if match:
+                break
+        assert match, "".join(lines)
+        assert "segmentation: depth" in line  # says which mask source and why
+        with urllib.request.urlopen(match.group(1) + "api/state", timeout=120) as response:
+            state = json.loads(response.read())
+        assert state["folder"] == str(captured.absolute()) and state["mode"] == "frame" and state["can_try"]
+        assert any(c["name"] == "car" and "wheel_center/front-left" in [k["name"] for k in c["keypoints"]]
+                   for c in state["categories"])
+        car = next(c for c in state["categories"] if c["name"] == "car")
+        assert next(k for k in car["keypoints"] if k["name"] == "headlight/left")["mirror"] == "headlight/right"
+        assert "pour-with" in state["functions"]
+    finally:
+        proc.terminate()
+        proc.wait(20)
