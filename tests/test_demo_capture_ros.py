@@ -130,3 +130,32 @@ def test_node_capture_demo_service(dds, tmp_path):
             camera.close()
         peer.close()
         assert node.stop() == 0, node.log()[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_editor_grabs_a_live_rgbd_frame_and_tries_the_transfer_in_3d(dds, tmp_path):
+    """The page's "Grab from camera": one synchronised RGB-D frame from the topics, through the node's pipeline."""
+    from correspondence.demo_editor.folder import CapturedFrame, revision, write_frame
+    from correspondence.demo_editor.session import EditorSession
+    from soco_ros.capture import capture_from_topics
+    from soco_ros.preview import NodePreview, node_parameters
+
+    rgb, depth, _ = demo_scene.draw()
+    write_frame(tmp_path / "demo", CapturedFrame(rgb, depth, INTRINSICS))
+    session = EditorSession(tmp_path / "demo", preview=NodePreview(node_parameters(backbone="daisy")),
+                            grab=lambda: capture_from_topics(*TOPICS[1::2], timeout_s=30))
+    mask = session.segment({"points": [[150, 120, 1]]})["mask"]
+    data = {"mode": "keypoints", "revision": revision(tmp_path / "demo"), "category": "mug", "mask": mask,
+            "keypoints": [{"name": "rim_point/left", "xy": [115.0, 75.0]}, {"name": "rim_point/right",
+                                                                             "xy": [185.0, 75.0]}]}
+    camera = Camera(dds)
+    try:
+        result = session.try_transfer({**data, "grab": True})
+    finally:
+        camera.close()
+    assert result["alignment"]["kind"] == "3d" and result["segmentation"] == "depth"
+    assert [m["name"] for m in result["matches"]] == ["rim_point/left", "rim_point/right"]
+    assert result["live"].startswith("data:image/png;base64,") and result["overlay"]
+    for match, truth in zip(result["matches"], ([115.0, 75.0], [185.0, 75.0])):  # the camera shows the demo frame
+        assert np.hypot(*np.subtract(match["live_xy"], truth)) < 8.0, match
