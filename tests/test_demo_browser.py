@@ -107,6 +107,7 @@ def idle(driver, timeout: float = 120.0) -> None:
 
 def test_segment_name_save_reload_and_try_in_chromium(editor):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from correspondence.demo_editor.segment import Clicks
@@ -144,6 +145,21 @@ def test_segment_name_save_reload_and_try_in_chromium(editor):
     WebDriverWait(driver, 30).until(lambda d: "saved" in d.find_element(By.ID, "message").text)
     assert not driver.find_element(By.ID, "error").is_displayed()
     step("save")
+
+    other = json.loads((session.folder / "keypoints.json").read_text())  # another process edits the demo
+    other["category"] = "cup"
+    (session.folder / "keypoints.json").write_text(json.dumps(other))
+    driver.find_element(By.ID, "save").click()
+    alert = WebDriverWait(driver, 30).until(EC.alert_is_present())
+    assert "saved by another page or process" in alert.text
+    alert.dismiss()  # keep the other version: the page says it did not save
+    WebDriverWait(driver, 10).until(lambda d: d.find_element(By.ID, "error").is_displayed())
+    assert "not saved" in driver.find_element(By.ID, "error").text
+    assert load_demo(session.folder).keypoints.category == "cup"
+    driver.find_element(By.ID, "save").click()
+    WebDriverWait(driver, 30).until(EC.alert_is_present()).accept()  # now overwrite it on purpose
+    WebDriverWait(driver, 30).until(lambda d: "saved" in d.find_element(By.ID, "message").text)
+    step("a stale save refused, then overwritten on purpose")
 
     demo = load_demo(session.folder)  # the project's loader, as the node reads it
     assert demo.keypoints.category == "mug"
