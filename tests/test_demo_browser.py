@@ -98,6 +98,20 @@ def click_image(driver, x: float, y: float, shift: bool = False) -> None:
     chain.perform()
 
 
+def drag_image(driver, x: float, y: float, dx_px: float, dy_px: float) -> None:
+    """Press at image pixel (x, y), move by (dx_px, dy_px) screen pixels, release."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    stage = driver.find_element(By.CSS_SELECTOR, "#stage")
+    offset = driver.execute_script("return window.editor.imageToPage(arguments[0], arguments[1]);", x, y)
+    size = stage.size
+    (ActionChains(driver).move_to_element_with_offset(stage, offset["x"] - size["width"] / 2,
+                                                      offset["y"] - size["height"] / 2)
+     .click_and_hold().move_by_offset(dx_px / 3, dy_px / 3).move_by_offset(dx_px - dx_px / 3, dy_px - dy_px / 3)
+     .release().perform())
+
+
 def idle(driver, timeout: float = 120.0) -> None:
     """Wait until the page has no request in flight."""
     from selenium.webdriver.support.ui import WebDriverWait
@@ -139,6 +153,7 @@ def test_segment_name_save_reload_and_try_in_chromium(editor):
     assert len(driver.find_elements(By.CSS_SELECTOR, "#keypoints li")) == 4
     driver.find_element(By.ID, "undo").click()
     WebDriverWait(driver, 10).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#keypoints li")) == 3)
+    drag_image(driver, *KEYPOINTS[0][1], 15, 9)  # move the first keypoint by (15, 9) screen px
     step("add and name three keypoints")
 
     driver.find_element(By.ID, "save").click()
@@ -165,7 +180,8 @@ def test_segment_name_save_reload_and_try_in_chromium(editor):
     assert demo.keypoints.category == "mug"
     assert [p.name for p in demo.keypoints.points] == [name for name, _ in KEYPOINTS]
     scale = driver.execute_script("return window.editor.scale")
-    np.testing.assert_allclose(demo.keypoints.xy, [xy for _, xy in KEYPOINTS], atol=1.0 / scale + 1e-6)
+    moved = [(x + 15 / scale, y + 9 / scale) if i == 0 else (x, y) for i, (_, (x, y)) in enumerate(KEYPOINTS)]
+    np.testing.assert_allclose(demo.keypoints.xy, moved, atol=1.0 / scale + 1e-6)
     assert dict(demo.keypoints.points[1].identity) == {"left_right": "left"}
     expected = session.segmenter.segment(Clicks(((150.0 + 0.5 / scale, 120.0 + 0.5 / scale, 1),)))
     truth = demo_scene.draw()[2]
@@ -194,3 +210,33 @@ def test_segment_name_save_reload_and_try_in_chromium(editor):
     print("browser steps (s):", json.dumps(steps))
     if os.environ.get("SOCO_BROWSER_SCREENSHOT"):
         driver.save_screenshot(os.environ["SOCO_BROWSER_SCREENSHOT"])
+
+
+def test_functional_demo_painted_in_chromium(editor):
+    """Function + part: pick the function, paint its part with the brush, save; the loader reads the function and
+    a part mask that covers the painted stroke (and nothing far from it)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    from correspondence.demo_spec import load_demo
+
+    driver, url, session, _ = editor
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.execute_script("return document.body.dataset.ready") == "1")
+    driver.find_element(By.ID, "mode-functional").click()
+    assert Select(driver.find_element(By.ID, "target")).first_selected_option.get_attribute("value") == "part"
+    Select(driver.find_element(By.ID, "function")).select_by_value("pour-with")
+    driver.find_element(By.ID, "tool-paint").click()
+    scale = driver.execute_script("return window.editor.scale")
+    drag_image(driver, 120.0, 80.0, 60 * scale, 0)  # a stroke along the rim, 60 image px long
+    driver.find_element(By.ID, "save").click()
+    WebDriverWait(driver, 30).until(lambda d: "saved" in d.find_element(By.ID, "message").text
+                                    or d.find_element(By.ID, "error").is_displayed())
+    assert "function 'pour-with'" in driver.find_element(By.ID, "message").text
+    demo = load_demo(session.folder)
+    assert demo.mode == "functional" and demo.function == "pour-with" and demo.mask is None
+    row = demo.function_mask[80]
+    assert row[123:178].all()  # the stroke, inside its ends
+    ys, xs = np.nonzero(demo.function_mask)
+    brush = 12  # the page's default brush width, image px
+    assert xs.min() >= 120 - brush and xs.max() <= 180 + brush and ys.min() >= 80 - brush and ys.max() <= 80 + brush

@@ -339,3 +339,15 @@ def test_soco_demo_edit_serves_on_localhost_only(captured, tmp_path):
     finally:
         proc.terminate()
         proc.wait(20)
+
+
+def test_a_missing_browser_skips_with_the_reason_locally_and_fails_on_ci(monkeypatch):
+    import test_demo_browser as browser_tests
+
+    monkeypatch.setattr(browser_tests, "CHROMIUM", None)
+    monkeypatch.delenv("SOCO_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium not found"):
+        browser_tests._browser_or_skip()
+    monkeypatch.setenv("SOCO_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="SOCO_REQUIRE_BROWSER=1 but chromium not found"):
+        browser_tests._browser_or_skip()

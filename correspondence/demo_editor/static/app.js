@@ -225,7 +225,7 @@ function renderKeypoints() {
     const group = new Konva.Group({ x: kp.xy[0], y: kp.xy[1], draggable: tool() === "keypoint" });
     const dot = new Konva.Circle({ radius: 6 / editor.scale, fill: i === editor.selected ? "#ffdc00" : "#f012be", stroke: "#fff", strokeWidth: 2 / editor.scale });
     dot.setAttr("keypointIndex", i);
-    group.add(dot, new Konva.Text({ x: 8 / editor.scale, y: -6 / editor.scale, text: `${i + 1} ${kp.name}`, fontSize: 13 / editor.scale, fill: "#fff", shadowColor: "#000", shadowBlur: 3 }));
+    group.add(dot, new Konva.Text({ x: 8 / editor.scale, y: -6 / editor.scale, text: `${i + 1} ${kp.name}`, fontSize: 13 / editor.scale, fill: "#fff", shadowColor: "#000", shadowBlur: 3, listening: false }));
     group.on("dragstart", () => { pushHistory(); editor.selected = i; });
     group.on("dragmove", () => {
       group.x(Math.min(Math.max(group.x(), 0), editor.state.width - 1e-3)); group.y(Math.min(Math.max(group.y(), 0), editor.state.height - 1e-3));
