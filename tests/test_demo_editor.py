@@ -204,6 +204,14 @@ def test_http_api_reports_errors_in_json(captured):
         assert "/static/konva.min.js" in page and "https://" not in page  # vendored, nothing from a CDN
         with urllib.request.urlopen(base + "/static/konva.min.js", timeout=10) as response:
             assert b"Konva" in response.read(200)
+        forged = urllib.request.Request(base + "/api/save", b"{}", {"Content-Type": "text/plain"})  # no preflight
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(forged, timeout=10)
+        assert refused.value.code == 415
+        rebound = urllib.request.Request(base + "/api/state", headers={"Host": "evil.example:80"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(rebound, timeout=10)
+        assert refused.value.code == 403
         status, body = post("/api/segment", {"points": [[500, 10, 1]]})
         assert status == 422 and "outside the image" in body["error"]
         status, body = post("/api/segment", {"points": [[10, 10, 0]]})

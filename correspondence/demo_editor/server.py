@@ -1,6 +1,7 @@
 """``soco demo edit``'s local web server: the page and its vendored library as package data, a JSON API over
 :class:`~.session.EditorSession`. Bound to 127.0.0.1 only (a demo folder is written on request, and nothing here
-authenticates); standard library ``http.server``, one thread per request."""
+authenticates; requests another site's page could send are refused: a foreign ``Host``, a POST not declared
+JSON); standard library ``http.server``, one thread per request."""
 from __future__ import annotations
 
 import json
@@ -29,7 +30,21 @@ def make_server(session: EditorSession, port: int = 0, log: Callable[[str], None
         def log_message(self, format: str, *args) -> None:  # quiet: errors are logged by _api
             pass
 
+        def _foreign(self) -> bool:
+            """Refuse a request another site's page could make: a Host other than this server's (DNS rebinding)
+            or, for a POST, a body that is not declared JSON (a cross-origin "simple" request, no CORS preflight)."""
+            port = self.server.server_address[1]
+            if self.headers.get("Host") not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+                self._json(HTTPStatus.FORBIDDEN, {"error": f"Host {self.headers.get('Host')!r} is not this server"})
+                return True
+            if self.command == "POST" and self.headers.get_content_type() != "application/json":
+                self._json(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, {"error": "requests must be application/json"})
+                return True
+            return False
+
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+            if self._foreign():
+                return
             path = self.path.split("?", 1)[0]
             if path == "/api/state":
                 return self._api(routes[path], {})
@@ -40,6 +55,8 @@ def make_server(session: EditorSession, port: int = 0, log: Callable[[str], None
             self._send(HTTPStatus.OK, target.read_bytes(), mimetypes.guess_type(name)[0] or "text/plain")
 
         def do_POST(self) -> None:  # noqa: N802
+            if self._foreign():
+                return
             route = routes.get(self.path)
             if route is None:
                 return self._send(HTTPStatus.NOT_FOUND, b"not found", "text/plain")
