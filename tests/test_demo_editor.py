@@ -91,6 +91,8 @@ def test_segment_refine_save_and_reload(captured):
     assert dict(demo.keypoints.points[1].identity) == {"left_right": "left"} and demo.keypoints.category == "mug"
     np.testing.assert_array_equal(demo.mask, first.mask)
     assert session.state()["keypoints"][2]["name"] == "free text point"
+    from soco_ros.processor import FrameProcessor
+    assert FrameProcessor.load_spec(str(captured)).keypoints.names == [k["name"] for k in KEYPOINTS]  # as the node
 
 
 def _clicks(points):
