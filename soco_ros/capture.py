@@ -18,13 +18,27 @@ from .conversions import (FrameError, camera_info_to_intrinsics, check_same_size
 from .sync import ApproximateSync
 
 
+TRANSPORTS = {"image": ("raw", "compressed"), "depth": ("raw", "compressedDepth")}
+
+
 def capture_from_topics(image: str, depth: str | None = None, camera_info: str | None = None, *,
-                        timeout_s: float = 10.0, slop_s: float = 0.05, depth_scale: float = 0.001) -> CapturedFrame:
+                        timeout_s: float = 10.0, slop_s: float = 0.05, depth_scale: float = 0.001,
+                        image_transport: str = "raw", depth_transport: str = "raw") -> CapturedFrame:
     """The first synchronised (image, depth) pair with a camera_info, or an InputError after ``timeout_s`` that
-    says which topic never published (or that both publish but their stamps never paired within ``slop_s``)."""
+    says which topic never published (or that both publish but their stamps never paired within ``slop_s``).
+    ``image_transport`` compressed / ``depth_transport`` compressedDepth read image_transport's sub-topics
+    (``<image>/compressed``, ``<depth>/compressedDepth``), as the node's parameters of the same names do."""
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    for name, transport in (("image", image_transport), ("depth", depth_transport)):
+        if transport not in TRANSPORTS[name]:
+            raise InputError(f"{name} transport must be one of {', '.join(TRANSPORTS[name])}, got {transport!r}")
+    if image_transport != "raw":
+        image = f"{image.rstrip('/')}/{image_transport}"
+    if depth and depth_transport != "raw":
+        depth = f"{depth.rstrip('/')}/{depth_transport}"
 
     from .qos import sensor_qos
 
@@ -53,7 +67,10 @@ def capture_from_topics(image: str, depth: str | None = None, camera_info: str |
             seen["camera_info"] += 1
             result["info"] = msg
 
-        subs = [node.create_subscription(Image, topics[name], image_callback(name), sensor_qos()) for name in names]
+        kinds = {"image": Image if image_transport == "raw" else CompressedImage,
+                 "depth": Image if depth_transport == "raw" else CompressedImage}
+        subs = [node.create_subscription(kinds[name], topics[name], image_callback(name), sensor_qos())
+                for name in names]
         if camera_info:
             subs.append(node.create_subscription(CameraInfo, camera_info, info_callback, sensor_qos()))
         executor = SingleThreadedExecutor()
@@ -75,19 +92,25 @@ def _silence(topics: dict[str, str | None], seen: dict[str, int], timeout_s: flo
     silent = [f"{topics[name]} ({name})" for name, count in seen.items() if count == 0]
     if silent:
         return (f"no message in {timeout_s:g} s on {', '.join(silent)}; check the camera driver runs, the topic "
-                f"names (ros2 topic list), ROS_DOMAIN_ID, and that the topic is raw sensor_msgs "
-                f"(image_transport compressed topics are not read here)")
+                f"names (ros2 topic list), ROS_DOMAIN_ID, and the transport (--image-transport compressed / "
+                f"--depth-transport compressedDepth read image_transport's sub-topics)")
     return (f"{topics['image']} and {topics['depth']} publish ({seen['image']} and {seen['depth']} messages) but "
             f"their stamps never came within {slop_s:g} s of each other in {timeout_s:g} s; raise --slop, or check "
             f"the driver stamps both from the same exposure")
 
 
 def _frame(pair: dict[str, Any], info, topics: dict[str, str | None], depth_scale: float) -> CapturedFrame:
+    from sensor_msgs.msg import Image
+
+    from .compressed import compressed_depth_to_metres, compressed_to_rgb
+
     try:
-        rgb = image_to_rgb(pair["image"], topics["image"])
+        reader = image_to_rgb if isinstance(pair["image"], Image) else compressed_to_rgb
+        rgb = reader(pair["image"], topics["image"])
         depth = intrinsics = None
         if "depth" in pair:
-            depth = depth_to_metres(pair["depth"], depth_scale, topics["depth"])
+            reader = depth_to_metres if isinstance(pair["depth"], Image) else compressed_depth_to_metres
+            depth = reader(pair["depth"], depth_scale, topics["depth"])
             check_same_size(rgb, depth, "depth")
         if info is not None:
             intrinsics = camera_info_to_intrinsics(info, topics["camera_info"])

@@ -40,10 +40,10 @@ def dds(tmp_path, monkeypatch):
 class Camera:
     """A peer publishing the drawn frame at ~10 Hz (image + 32FC1 depth + camera_info, one stamp)."""
 
-    def __init__(self, domain: int, depth: bool = True) -> None:
+    def __init__(self, domain: int, depth: bool = True, **transports: str) -> None:
         from soco_ros.peer import Peer
 
-        self.peer = Peer(domain, name="fake_camera")
+        self.peer = Peer(domain, name="fake_camera", **transports)
         self.rgb, self.depth, _ = demo_scene.draw()
         self.with_depth = depth
         self._stop = threading.Event()
@@ -64,6 +64,19 @@ class Camera:
 def _capture(tmp_path, domain: int, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "correspondence.cli", "demo", "capture", *args], cwd=REPO,
                           env=ros_env(domain, tmp_path), capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.timeout(180)
+def test_capture_cli_from_compressed_transports(dds, tmp_path):
+    """image_transport's compressed (PNG here, lossless) and compressedDepth sub-topics, as the node reads them."""
+    camera = Camera(dds, image_transport="compressed", depth_transport="compressedDepth")
+    try:
+        out = _capture(tmp_path, dds, str(tmp_path / "demo"), *TOPICS, "--timeout", "30", "--image-transport",
+                       "compressed", "--depth-transport", "compressedDepth")
+    finally:
+        camera.close()
+    assert out.returncode == 0, out.stderr
+    _assert_is_the_frame(tmp_path / "demo", camera)
 
 
 def _assert_is_the_frame(folder, camera: Camera) -> None:

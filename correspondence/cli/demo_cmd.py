@@ -27,6 +27,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     source.add_argument("--camera-info", help="ROS camera_info topic")
     source.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the topics (default: 10)")
     source.add_argument("--slop", type=float, default=0.05, help="image/depth stamp tolerance, s (default: 0.05)")
+    source.add_argument("--image-transport", default="raw", choices=("raw", "compressed"),
+                        help="read <image>/compressed (image_transport) instead of the raw topic")
+    source.add_argument("--depth-transport", default="raw", choices=("raw", "compressedDepth"),
+                        help="read <depth>/compressedDepth (PNG) instead of the raw topic")
     source.add_argument("--video", help="video device (0, /dev/video2) or video file, read with OpenCV")
     source.add_argument("--skip", type=int, default=5, help="video: frames skipped while exposure settles (default: 5)")
     source.add_argument("--rgb", help="image file")
@@ -82,7 +86,9 @@ def run_capture(args: argparse.Namespace) -> int:
     if args.image:
         print(f"waiting up to {args.timeout:g} s for {', '.join(t for t in (args.image, args.depth, args.camera_info) if t)}")
         frame = _ros("capture").capture_from_topics(args.image, args.depth, args.camera_info, timeout_s=args.timeout,
-                                                    slop_s=args.slop, depth_scale=args.depth_scale)
+                                                    slop_s=args.slop, depth_scale=args.depth_scale,
+                                                    image_transport=args.image_transport,
+                                                    depth_transport=args.depth_transport)
     elif args.video:
         frame = capture.from_video(args.video, args.skip, args.intrinsics)
     else:
