@@ -52,6 +52,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     edit.add_argument("--depth", help="ROS depth topic for 'grab'")
     edit.add_argument("--camera-info", help="ROS camera_info topic for 'grab'")
     edit.add_argument("--timeout", type=float, default=5.0, help="seconds 'grab' waits for the topics (default: 5)")
+    edit.add_argument("--image-transport", default="raw", choices=("raw", "compressed"), help="as for capture")
+    edit.add_argument("--depth-transport", default="raw", choices=("raw", "compressedDepth"), help="as for capture")
     edit.add_argument("--sam2", default="tiny", choices=("tiny", "small", "base_plus", "large"),
                       help="SAM 2.1 model for click segmentation when its weights resolve (default: %(default)s)")
     edit.add_argument("--sam2-weights", default=None, help="explicit SAM 2.1 checkpoint (else $SOCO_WEIGHTS_DIR, "
@@ -115,7 +117,10 @@ def run_edit(args: argparse.Namespace) -> int:
 
         def grab():
             return capture.capture_from_topics(args.image, args.depth, args.camera_info, timeout_s=args.timeout,
-                                               depth_scale=preview.params["depth_scale"])
+                                               depth_scale=preview.params["depth_scale"],
+                                               slop_s=preview.params["sync_slop"],
+                                               image_transport=args.image_transport,
+                                               depth_transport=args.depth_transport)
     mask_source, reason = editor_mask_source(load_frame(args.folder).depth, args.sam2, args.sam2_weights, args.device)
     session = EditorSession(args.folder, preview=preview, grab=grab, taxonomy_dir=args.taxonomy,
                             mask_source=mask_source, mask_reason=reason)
