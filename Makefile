@@ -27,6 +27,11 @@ $(STAMP): setup.py package.xml Makefile soco_ros/tf2_msgs_build.py
 		(apt-get install -y -qq libusb-1.0-0 >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq libusb-1.0-0 >/dev/null)) \
 		|| echo "[setup] warning: could not install libusb-1.0-0; Open3D features will be unavailable"; \
 	fi
+	@if [ "$$(id -u)" = "0" ] && ! { command -v chromium >/dev/null && command -v chromedriver >/dev/null; }; then \
+		echo "[setup] installing chromium chromium-driver (the browser test tier, tests/test_demo_browser.py)"; \
+		(apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || (apt-get update -qq >/dev/null && apt-get install -y -qq chromium chromium-driver >/dev/null)) \
+		|| echo "[setup] warning: could not install chromium; the browser tests will be skipped (a failure on CI)"; \
+	fi
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q $(TORCH)

@@ -45,7 +45,8 @@ EXTRAS = {
     "clip": ["open_clip_torch>=2.24"],
     # GPU deployment: multi-GB CUDA wheels, deliberately not part of [all].
     "gpu": ["onnxruntime-gpu>=1.18", "tensorrt>=10"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+    # selenium drives Chromium (Debian chromium + chromium-driver) in the browser test tier.
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "selenium>=4.20"],
 }
 EXTRAS["all"] = sorted({req for key in ("ros", "export", "vision", "clip", "dev") for req in EXTRAS[key]})
 
@@ -58,7 +59,8 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["correspondence", "correspondence.*", "export", "export.*", "soco_ros", "soco_ros.*"]),
-    package_data={"correspondence": ["data/*.json", "data/*/*.json", "data/examples/keypoints/*.json"]},
+    package_data={"correspondence": ["data/*.json", "data/*/*.json", "data/examples/keypoints/*.json",
+                                     "demo_editor/static/*"]},
     include_package_data=True,
     install_requires=CORE,
     extras_require=EXTRAS,

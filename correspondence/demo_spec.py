@@ -46,7 +46,10 @@ class DemoSpec:
 
     @property
     def mode(self) -> str:
-        return "keypoints" if self.keypoints is not None else "functional"
+        """keypoints | functional | frame (a captured frame not annotated yet: :func:`load_frame`)."""
+        if self.keypoints is not None:
+            return "keypoints"
+        return "functional" if self.function is not None else "frame"
 
     @property
     def has_3d(self) -> bool:
@@ -115,7 +118,13 @@ def _conventional(folder: Path) -> dict:
     return {k: v for k, v in spec.items() if v is not None}
 
 
-def load_demo(path: str | Path) -> DemoSpec:
+def load_frame(path: str | Path) -> DemoSpec:
+    """A demo folder that may not be annotated yet (``soco demo capture`` writes one): every file present is
+    checked as :func:`load_demo` checks it, but keypoints or a function are optional (``mode == "frame"``)."""
+    return load_demo(path, require_annotation=False)
+
+
+def load_demo(path: str | Path, require_annotation: bool = True) -> DemoSpec:
     source = Path(path)
     if source.is_dir():
         yaml_path = source / "demo.yaml"
@@ -171,7 +180,7 @@ def load_demo(path: str | Path) -> DemoSpec:
                                   "function_mask")
         if not function_mask.any():
             raise _fail(source, "function_mask", "is empty")
-    else:
+    elif require_annotation:
         raise _fail(source, "keypoints", "give named keypoints or a function with its functional-part mask")
     return DemoSpec(source, rgb, depth, intrinsics, mask, keypoints, function, function_mask)
 

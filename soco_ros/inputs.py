@@ -265,4 +265,5 @@ class InputsMixin:
         worker = self.worker
         if worker is not None and self._active:
             worker.submit(WorkItem(frame, stamp_ns / 1e9))
+        self.capture.remember(frame)  # the latest synchronised frame, for ~/capture_demo
 

@@ -31,6 +31,7 @@ from correspondence.errors import SocoError
 from correspondence.segmentation import Prompt
 
 from . import health as H
+from .capture import DemoCaptureService
 from .diagnostics import DiagnosticsMixin
 from .inputs import InputsMixin
 from .node_params import ParametersMixin
@@ -80,6 +81,7 @@ class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, Diagnostics
         # services (available in every state); a new one is a create_service line here and its handler below
         self.create_service(Trigger, "~/set_demo", self._srv_set_demo)
         self.create_service(Trigger, "~/reset", self._srv_reset)
+        self.capture = DemoCaptureService(self)  # ~/capture_demo (soco_ros/capture.py)
         self.create_subscription(String, "~/set_demo_path", self._on_set_demo_path, output_qos())
         self._start_diagnostics()
 

@@ -169,6 +169,8 @@ SPECS: tuple[ParamSpec, ...] = (
                                         "camera_info).", choices=RELIABILITY, reconfigurable=False),
     P("qos_depth", 5, "History depth of the sensor subscriptions.", 1, 1000, reconfigurable=False),
     # --- outputs
+    P("capture_dir", "", "Folder ~/capture_demo writes the latest synchronised frame into, as a new demo folder "
+                         "demo_<UTC time> (rgb, depth, intrinsics; annotate it with `soco demo edit`)."),
     P("demo_frame_id", "demo_object", "child_frame_id of ~/alignment and of the /tf transform (the demo object / "
                                       "demo camera frame)."),
     P("publish_tf", True, "Broadcast each successful alignment on /tf (camera frame -> demo_frame_id), with "

@@ -11,9 +11,10 @@ from typing import Sequence
 
 from ..errors import SocoError
 from .. import plugins
-from . import backbones_cmd, bench_cmd, convert_cmd, match_cmd, synth_cmd, train_cmd, transfer_cmd, umd_cmd
+from . import (backbones_cmd, bench_cmd, convert_cmd, demo_cmd, match_cmd, synth_cmd, train_cmd, transfer_cmd,
+               umd_cmd)
 
-COMMANDS = (match_cmd, transfer_cmd, backbones_cmd, bench_cmd, synth_cmd, train_cmd, umd_cmd, convert_cmd)
+COMMANDS = (match_cmd, transfer_cmd, demo_cmd, backbones_cmd, bench_cmd, synth_cmd, train_cmd, umd_cmd, convert_cmd)
 
 
 def build_parser() -> argparse.ArgumentParser:
