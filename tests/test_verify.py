@@ -128,3 +128,20 @@ def test_an_image_against_itself_is_exact(shared_images, matcher):
     result = matcher(demo, keypoints(grid), demo)
     assert result.geometry.success and all(m.accepted for m in result.matches)
     assert np.abs(result.live_xy - grid).max() < 1.0
+
+
+def test_the_pipeline_accepts_nothing_when_the_model_is_refused(shared_images, matcher):
+    """What the node publishes comes from the pipeline's accepted matches: a refused model leaves none, and the
+    frame carries the refusal's reason; a verified one accepts the keypoints."""
+    from pathlib import Path
+
+    from correspondence.demo_spec import DemoSpec
+    from correspondence.pipeline import TransferPipeline
+    rgb = np.asarray(Image.open(shared_images / "sddino_cat0.jpg").convert("RGB"))
+    grid = np.stack(np.meshgrid(np.linspace(40, 470, 6), np.linspace(40, 470, 6)), -1).reshape(-1, 2)
+    spec = DemoSpec(Path("cat0"), rgb, None, None, None, keypoints(grid), None, None)
+    pipeline = TransferPipeline(spec, matcher)
+    refused = pipeline.process(np.asarray(Image.open(shared_images / "sddino_dog_00.jpg").convert("RGB")))
+    assert not refused.accepted.any() and not refused.keypoint_geometry.success and refused.keypoint_geometry.reason
+    turned = pipeline.process(np.ascontiguousarray(np.rot90(rgb)))
+    assert turned.keypoint_geometry.success and turned.accepted.all()
