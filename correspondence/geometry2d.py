@@ -38,7 +38,9 @@ class GeometrySettings:
     min_inlier_ratio: float = 0.25
     confidence: float = 0.999
     max_iterations: int = 10000
-    min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model
+    min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model ...
+    min_local_inliers: int = 15  # ... or this many local-feature matches, and at least
+    min_local_share: float = 0.5  # this share of them (see verify.py)
     guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
     max_refined: int = 400  # dense matches refined per fit
     strict_ncc: float = 0.7  # the correlation a refined match behind a model needs ...

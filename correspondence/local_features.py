@@ -67,7 +67,15 @@ def _detector(settings: LocalFeatureSettings, shorter_side: int):
         return cv2.SIFT_create(nfeatures=settings.max_features, contrastThreshold=contrast)
     if settings.kind == "orb":
         return cv2.ORB_create(nfeatures=settings.max_features)
+    if not available("akaze"):
+        raise ConfigError(f"AKAZE is not in this OpenCV build ({cv2.__version__}: OpenCV 5 moved it to the contrib "
+                          f"modules); use sift or orb, or install an OpenCV with AKAZE")
     return cv2.AKAZE_create(threshold=1e-4 if shorter_side < settings.small_side_px else 1e-3)
+
+
+def available(kind: str) -> bool:
+    """Whether the installed OpenCV has this detector (AKAZE left the main modules in OpenCV 5)."""
+    return kind == "none" or hasattr(cv2, {"sift": "SIFT_create", "orb": "ORB_create", "akaze": "AKAZE_create"}[kind])
 
 
 def detect(image: np.ndarray, settings: LocalFeatureSettings, mask: np.ndarray | None = None) -> LocalFeatures:

@@ -7,7 +7,9 @@ view still gets a model), plus the coarse dense matches (cell-sized threshold) a
 or homography is then *guided*: the visible dense demo cells are refined again around its predictions with its own
 local map (which follows the found rotation and scale), and the model refitted, twice. The guided model must be
 backed by ``min_support`` of the textured cells, counting only matches whose correlation peak is distinct (a
-repeated pattern supports any model shifted by its period, so it supports none). ``auto`` picks between the
+repeated pattern supports any model shifted by its period, so it supports none), or, where plain or noisy
+surfaces leave few cells to test, by ``min_local_inliers`` local-feature matches that are at least
+``min_local_share`` of them (ratio-tested, mutual, distinctive: chance does not line up that many). ``auto`` picks between the
 homography and a fundamental matrix by GRIC (:func:`correspondence.geometry2d.gric`), which does not reward a
 fundamental matrix for absorbing outliers; an explicit homography that GRIC finds non-planar while its support is
 marginal is refused.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import cv2
 import numpy as np
 
 from .geometry2d import GeometryResult, GeometrySettings, beats_chance, fit_geometry, select_scores
@@ -93,9 +96,25 @@ def _fundamental(fused: Matches | None, settings: GeometrySettings, threshold: f
                               "epipolar lines)", None, 0, 0, threshold)
     result = replace(fit_geometry(*fused, replace(settings, model="fundamental"), threshold), requested=requested)
     if result.success:
-        luck = beats_chance(result, *fused, settings)
-        result = result.refused(luck) if luck else replace(result, support=result.inlier_ratio)
+        problem = beats_chance(result, *fused, settings) or _plane_degenerate(result, fused, threshold)
+        result = result.refused(problem) if problem else replace(result, support=result.inlier_ratio)
     return result
+
+
+def _plane_degenerate(result: GeometryResult, fused: Matches, threshold: float, share: float = 0.8) -> str:
+    """'' unless one homography explains ``share`` of the fundamental matrix's inliers: then the matches leave
+    the fundamental matrix undetermined (a plane, or a near-still view, fits a whole family of them, and the one
+    chosen is the one that absorbs the most wrong matches; Chum et al.'s DEGENSAC test)."""
+    inliers = result.residuals(*fused) <= threshold
+    demo, live = fused[0][inliers], fused[1][inliers]
+    if len(demo) < 8:
+        return ""
+    h, mask = cv2.findHomography(demo, live, cv2.USAC_MAGSAC, threshold, maxIters=2000, confidence=0.99)
+    planar = 0 if h is None or mask is None else int(mask.sum())
+    if planar >= share * len(demo):
+        return (f"degenerate: one homography explains {planar} of the fundamental matrix's {len(demo)} inliers, "
+                f"which leaves it undetermined (a plane or no camera motion)")
+    return ""
 
 
 def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matches | None, local: Matches | None,
@@ -139,9 +158,21 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
                               len(dense.demo_xy), 0, fine_threshold)
     best = replace(max(guided, key=lambda g: (g.success, g.support or 0.0)), requested=settings.model)
     if best.success and (best.support or 0.0) < settings.min_support:
+        agree, total = _local_agreement(best, local)
+        if agree >= settings.min_local_inliers and agree >= settings.min_local_share * total:
+            return best  # plain or noisy surfaces leave few cells to test; distinctive features vouch for it
         return best.refused(f"only {best.support:.0%} of the textured dense cells agree with the best {model} "
-                            f"(needs {settings.min_support:.0%}): not one rigid {model} scene")
+                            f"(needs {settings.min_support:.0%}) and {agree} of {total} local-feature matches (needs "
+                            f"{settings.min_local_inliers} and {settings.min_local_share:.0%}): not one rigid "
+                            f"{model} scene")
     return best
+
+
+def _local_agreement(model: GeometryResult, local: Matches | None) -> tuple[int, int]:
+    """How many of the local-feature matches agree with ``model``, of how many."""
+    if local is None or not len(local[0]):
+        return 0, 0
+    return int((model.residuals(*local) <= model.threshold_px).sum()), len(local[0])
 
 
 def _guided(model: GeometryResult, dense: DenseCoarse, geometry: GeometrySettings, threshold: float,

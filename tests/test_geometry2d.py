@@ -160,3 +160,15 @@ def test_a_local_collapse_is_refused():
     collapse = np.array([[3.6, 13.9, 142.6], [0.95, 8.84, 86.4], [0.009, 0.049, 1.0]])
     result = fit_geometry(demo, project(collapse, demo), GeometrySettings(model="homography"), 2.0)
     assert not result.success and "collapse" in result.reason
+
+
+def test_a_fundamental_matrix_of_a_plane_is_refused_as_undetermined():
+    """Matches of one plane (plus a few stray ones) fit a whole family of fundamental matrices; verification
+    refuses the one MAGSAC picked (DEGENSAC's test) instead of letting it flag keypoints."""
+    from correspondence.verify import _fundamental
+    demo, live, off = plane_and_line_outliers()
+    keep = np.flatnonzero(~off).tolist() + np.flatnonzero(off)[:6].tolist()
+    result = _fundamental((demo[keep], live[keep]), GeometrySettings(model="fundamental"), 3.0, "fundamental")
+    assert not result.success and "one homography explains" in result.reason
+    real = _fundamental(two_views(), GeometrySettings(model="fundamental"), 1.0, "fundamental")
+    assert real.success and real.support > 0.9
