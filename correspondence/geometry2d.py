@@ -79,6 +79,8 @@ class GeometryResult:
     support: float | None = None  # predictive: share of the textured dense cells that agree with the model;
     # fundamental: share of the fused matches within the threshold of their epipolar line
     gric: dict[str, float] | None = None  # auto: each candidate's GRIC score (lower is better), when both fitted
+    evidence: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)  # the
+    # (demo, live) matches a fundamental matrix was fitted to: its inliers guide the epipolar search
 
     @property
     def inlier_ratio(self) -> float:

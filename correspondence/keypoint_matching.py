@@ -98,7 +98,7 @@ class KeypointMatch:
     refined: bool = False  # the refinement found a confident peak (else the coarse position stands)
     refine_ncc: float | None = None  # its peak normalised cross-correlation
     geometry_inlier: bool | None = None  # the keypoint's own match agrees with the fitted model (None: no model)
-    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model
+    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model | epipolar
 
 
 class MatchList(list):
@@ -375,7 +375,7 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
             local = match_local(query.local, live_local, settings.geometry.local_features)
             timings["local_features"] = time.perf_counter() - start
         geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner, local)
-        matches = apply_model(geometry, matches, live_wh)
+        matches = apply_model(geometry, matches, live_wh, refiner, live_cell)
         timings["geometry"] = time.perf_counter() - start
     return MatchList.of(matches, dense, geometry), timings
 

@@ -11,8 +11,8 @@ repeated pattern supports any model shifted by its period, so it supports none),
 surfaces leave few cells to test, by ``min_local_inliers`` local-feature matches that are at least
 ``min_local_share`` of them (ratio-tested, mutual, distinctive: chance does not line up that many). ``auto`` picks between the
 homography and a fundamental matrix by GRIC (:func:`correspondence.geometry2d.gric`), which does not reward a
-fundamental matrix for absorbing outliers; an explicit homography that GRIC finds non-planar while its support is
-marginal is refused.
+fundamental matrix for absorbing outliers; an explicit homography (or affine map) is refused when a
+non-degenerate fundamental matrix has the better GRIC (a 3D scene: keypoints off the plane would be misplaced).
 
 Keypoints then: a predictive model re-predicts them (``position: "model"``, an explicit prediction), a
 fundamental matrix accepts only those whose own match lies on its epipolar line. A refused model accepts nothing:
@@ -25,6 +25,7 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
+from . import epipolar
 from .geometry2d import GeometryResult, GeometrySettings, beats_chance, fit_geometry, select_scores
 from .refine import DenseCoarse, FrameRefiner
 
@@ -65,12 +66,13 @@ def verify_dense(dense: DenseCoarse, support: np.ndarray, settings: GeometrySett
     sigma = settings.gric_sigma or fine / 3.0
     scores = _gric_scores(predictive, general, fused, sigma)
     if requested != "auto":
-        marginal = (predictive.support or 0.0) < 2 * settings.min_support
-        if predictive.success and scores and scores["fundamental"] < scores[model] and marginal:
+        # A fundamental matrix that survived (not degenerate: no one homography explains its inliers) and that GRIC
+        # prefers means a 3D scene: the model asked for would misplace every keypoint off its plane.
+        if predictive.success and scores and scores["fundamental"] < scores[model]:
             return replace(predictive.refused(
                 f"not one plane: a fundamental matrix explains the matches better than the {model} (GRIC "
-                f"{scores['fundamental']:.0f} < {scores[model]:.0f}) and only {predictive.support:.0%} of the textured "
-                f"cells support the {model}; use --geometry auto or fundamental"), gric=scores)
+                f"{scores['fundamental']:.0f} < {scores[model]:.0f}; the {model} has {predictive.support:.0%} of the "
+                f"textured cells); use --geometry auto or fundamental"), gric=scores)
         return replace(predictive, gric=scores)
     if predictive.success and (not general.success or scores[model] <= scores["fundamental"]):
         return replace(predictive, requested="auto", gric=scores)
@@ -97,7 +99,8 @@ def _fundamental(fused: Matches | None, settings: GeometrySettings, threshold: f
     result = replace(fit_geometry(*fused, replace(settings, model="fundamental"), threshold), requested=requested)
     if result.success:
         problem = beats_chance(result, *fused, settings) or _plane_degenerate(result, fused, threshold)
-        result = result.refused(problem) if problem else replace(result, support=result.inlier_ratio)
+        result = result.refused(problem) if problem else replace(result, support=result.inlier_ratio,
+                                                                  evidence=fused)
     return result
 
 
@@ -207,11 +210,14 @@ def _guided(model: GeometryResult, dense: DenseCoarse, geometry: GeometrySetting
     return best
 
 
-def apply_model(geometry: GeometryResult, matches: list, live_wh: tuple[int, int]) -> list:
+def apply_model(geometry: GeometryResult, matches: list, live_wh: tuple[int, int],
+                refiner: FrameRefiner | None = None, live_cell: float | None = None) -> list:
     """Keypoints under the frame's model. Affine map or homography: each is re-predicted (``position: "model"``,
     accepted where it lands in the live view; ``geometry_inlier``: its own match agreed). Fundamental matrix:
-    accepted only where its own match lies on its epipolar line. Refused: nothing is accepted (same-object mode
-    asked for a verified answer)."""
+    with a ``refiner``, each keypoint is searched again near its epipolar line (:mod:`correspondence.epipolar`;
+    ``position: "epipolar"``); otherwise, or where that finds nothing, its own match is accepted only if it lies
+    on its line (and, after a search, near the neighbourhood's prediction). Refused: nothing is accepted
+    (same-object mode asked for a verified answer)."""
     if not matches:
         return matches
     if not geometry.success:
@@ -220,7 +226,14 @@ def apply_model(geometry: GeometryResult, matches: list, live_wh: tuple[int, int
     own = np.array([m.live_xy for m in matches]).reshape(-1, 2)
     agree = geometry.residuals(demo_kp, own) <= geometry.threshold_px
     if not geometry.predictive:
-        return [replace(m, geometry_inlier=bool(agree[i]), accepted=m.accepted and bool(agree[i]))
+        if refiner is None or geometry.evidence is None:
+            return [replace(m, geometry_inlier=bool(agree[i]), accepted=m.accepted and bool(agree[i]))
+                    for i, m in enumerate(matches)]
+        found = epipolar.search(geometry, demo_kp, refiner, live_cell or refiner.live_cell)
+        near = np.linalg.norm(own - found.predicted, axis=1) <= found.search_px  # NaN (no prediction): False
+        return [replace(m, live_xy=(float(found.xy[i, 0]), float(found.xy[i, 1])), geometry_inlier=bool(agree[i]),
+                        position="epipolar", accepted=True) if found.found[i] else
+                replace(m, geometry_inlier=bool(agree[i]), accepted=m.accepted and bool(agree[i] and near[i]))
                 for i, m in enumerate(matches)]
     predicted = geometry.predict(demo_kp)
     out = []

@@ -145,3 +145,22 @@ def test_the_pipeline_accepts_nothing_when_the_model_is_refused(shared_images, m
     assert not refused.accepted.any() and not refused.keypoint_geometry.success and refused.keypoint_geometry.reason
     turned = pipeline.process(np.ascontiguousarray(np.rot90(rgb)))
     assert turned.keypoint_geometry.success and turned.accepted.all()
+
+
+def test_a_folded_photo_gets_a_fundamental_matrix_and_epipolar_search(shared_images, matcher):
+    """Non-planar with an exact truth: cat0 on the two pages of an open book, seen by a second camera. ``auto``
+    takes the fundamental matrix (GRIC), each keypoint is searched again along its epipolar line (sub-pixel); an
+    explicit homography, which would misplace one page, is refused."""
+    from correspondence.benchmarks.homography_pairs import SourceImage, fold_pair
+    rgb = np.asarray(Image.open(shared_images / "sddino_cat0.jpg").convert("RGB"))
+    pair = fold_pair(SourceImage("cat0", rgb), 60)
+    result = matcher(pair.demo, keypoints(pair.query_xy), pair.live)
+    assert result.geometry.success and result.geometry.model == "fundamental", result.geometry.reason
+    accepted = np.array([m.accepted for m in result.matches])
+    error = np.linalg.norm(result.live_xy - pair.truth_xy, axis=1)
+    assert accepted.mean() >= 0.85 and (error[accepted] < 3.0).all() and np.median(error[accepted]) < 0.5
+    assert sum(m.position == "epipolar" for m in result.matches) >= 0.8 * len(result.matches)
+    plane = Matcher.create("daisy", geometry="homography", cache_size=0)
+    refused = plane(pair.demo, keypoints(pair.query_xy), pair.live)
+    assert not refused.geometry.success and "not one plane" in refused.geometry.reason
+    assert not any(m.accepted for m in refused.matches)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from .homography_methods import Prediction, baseline_labels, our_rows, run_baselines, run_ours
-from .homography_pairs import (Pair, SourceImage, WarpSettings, collect_images, default_sources, make_pair,  # noqa: F401
-                               project, query_grid, to_continuous, unrelated_pairs, world_pairs)
+from .homography_pairs import (Pair, SourceImage, WarpSettings, collect_images, default_sources, fold_pair,  # noqa: F401
+                               make_pair, project, query_grid, to_continuous, unrelated_pairs, world_pairs)
 
 THRESHOLDS_PX = (1.0, 3.0, 5.0, 10.0)
 
@@ -35,6 +35,7 @@ class HomographyBenchConfig:
     pairs_per_image: int = 2
     max_umd: int = 16
     world_pairs: int = 6  # non-planar procedural pairs
+    fold_pairs: int = 6  # non-planar pairs of photos folded like an open book (the first photos of >= 300 px)
     unrelated_pairs: int = 6
     seed: int = 0
     warp: WarpSettings = field(default_factory=WarpSettings)
@@ -100,6 +101,8 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
     rng = np.random.default_rng(config.seed)
     pairs = [make_pair(rng, source, k * len(images) + j, config.points, config.warp)
              for k in range(config.pairs_per_image) for j, source in enumerate(images)]
+    pairs += [fold_pair(source, config.points) for source in
+              [s for s in images if min(s.rgb.shape[:2]) >= 300][:config.fold_pairs]]
     pairs += world_pairs(config.world_pairs, config.points, config.seed) if config.world_pairs else []
     pairs += unrelated_pairs(images, config.unrelated_pairs, config.points // 2)
     methods = baseline_labels()
@@ -164,9 +167,13 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
     scale = binned(warps, warp_errs, config.warp.scale_bins, lambda p: p.scale)
     table += "\n" + bin_table("**PCK@5 by |rotation| (deg)**", *rot)
     table += "\n" + bin_table("**PCK@5 by scale**", *scale)
+    fold_index, fold = subset(lambda p: p.kind == "fold")
+    if fold_index:
+        table += "\n" + markdown(fold, f"**Non-planar: photos folded like an open book** (pages at 90 deg, cameras "
+                                       f"20 deg apart): {len(fold_index)} pairs")
     world_index, world = subset(lambda p: p.kind == "world")
     if world_index:
-        table += "\n" + markdown(world, f"**Non-planar** (procedural objects, cameras 15-40 deg apart): "
+        table += "\n" + markdown(world, f"**Non-planar: procedural objects** (cameras 15-40 deg apart): "
                                         f"{len(world_index)} pairs")
     unrelated_index = [i for i, p in enumerate(pairs) if p.kind == "unrelated"]
     unrelated = {}
@@ -183,7 +190,7 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
     (out / "results.md").write_text(table, encoding="utf-8")
     result = {"config": asdict(config), "images": [s.name for s in images], "summary": summary, "by_group": by_group,
               "by_rotation": {"bins": rot[0], "pck@5": rot[1], "pairs": rot[2]},
-              "by_scale": {"bins": scale[0], "pck@5": scale[1], "pairs": scale[2]}, "world": world,
+              "by_scale": {"bins": scale[0], "pck@5": scale[1], "pairs": scale[2]}, "fold": fold, "world": world,
               "unrelated": unrelated, "pairs": per_pair}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
     curve = np.linspace(0.0, 20.0, 41)

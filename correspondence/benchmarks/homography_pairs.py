@@ -6,6 +6,9 @@
   bias, gamma, blur, noise, JPEG). The demo points are a grid over the part of the photo that stays in view.
 * **Non-planar** (exact): two views of a procedural object (:mod:`correspondence.world`) from cameras 15-40 deg
   apart around it, on different backgrounds; the truth is the rendered surface point's projection.
+* **Folded** (non-planar, exact): a photo printed on two planes meeting at a vertical fold (an open book, 90 deg
+  between the pages), seen by two cameras 20 deg and a baseline apart: one homography per page, one fundamental
+  matrix for the pair, real texture.
 * **Unrelated**: a photo against a different photo: every accepted point is wrong (no truth).
 
 Photos are de-duplicated by their pixels (a photo in two sources counts once).
@@ -285,3 +288,38 @@ def unrelated_pairs(images: list[SourceImage], count: int, points: int) -> list[
         out.append(Pair(f"{demo.name} vs {live.name}", "unrelated", demo.rgb, live.rgb, query,
                         np.full(query.shape, np.nan), "unrelated"))
     return out
+
+
+def fold_pair(source: SourceImage, points: int, turn_deg: float = 20.0, baseline=(0.8, 0.05, 0.1),
+              max_side: int = 640) -> Pair:
+    """``source`` on the two pages of an open book (the fold at its centre column, 4 units away, pages at +-45 deg
+    to the view), seen again by a camera turned ``turn_deg`` and moved by ``baseline``: each page moves by its own
+    plane-induced homography K (R + t n^T / d) K^-1, so the pair is non-planar with an exact truth."""
+    photo = source.rgb
+    if max(photo.shape[:2]) > max_side:
+        factor = max_side / max(photo.shape[:2])
+        photo = cv2.resize(photo, None, fx=factor, fy=factor, interpolation=cv2.INTER_AREA)
+    height, width = photo.shape[:2]
+    focal = 0.9 * width
+    k = np.array([[focal, 0, width / 2], [0, focal, height / 2], [0, 0, 1.0]])
+    a = math.radians(turn_deg)
+    rotation = np.array([[math.cos(a), 0, -math.sin(a)], [0, 1, 0], [math.sin(a), 0, math.cos(a)]])
+    pages = []
+    for normal in (np.array([1.0, 0, -1.0]), np.array([-1.0, 0, -1.0])):
+        normal = normal / np.linalg.norm(normal)
+        pages.append(k @ (rotation + np.outer(baseline, normal) / (normal @ [0, 0, 4.0])) @ np.linalg.inv(k))
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float64)
+    live_px = np.column_stack([cols.ravel() + 0.5, rows.ravel() + 0.5])
+    back = [project(np.linalg.inv(h), live_px) for h in pages]  # the demo pixel each page puts there
+    on_left, on_right = back[0][:, 0] < width / 2, back[1][:, 0] >= width / 2
+    source_px = np.where(on_left[:, None], back[0], back[1])
+    source_px[~(on_left | on_right)] = -10.0
+    map_x = (source_px[:, 0] - 0.5).reshape(height, width).astype(np.float32)
+    map_y = (source_px[:, 1] - 0.5).reshape(height, width).astype(np.float32)
+    live = cv2.remap(photo, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    query = query_grid(width, height, points)
+    query = query[np.abs(query[:, 0] - width / 2) > 2.0]  # not on the fold itself
+    truth = np.where((query[:, 0] < width / 2)[:, None], project(pages[0], query), project(pages[1], query))
+    inside = (truth >= 0).all(1) & (truth[:, 0] < width) & (truth[:, 1] < height)
+    return Pair(f"fold/{source.name}", "folded photo (non-planar)", photo, live, query[inside], truth[inside],
+                "fold", rotation_deg=turn_deg)
