@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from .homography_methods import Prediction, baseline_labels, our_rows, run_baselines, run_ours
+from .homography_methods import SGBM, Prediction, baseline_labels, our_rows, run_baselines, run_ours
 from .homography_pairs import (Pair, SourceImage, WarpSettings, collect_images, default_sources, fold_pair,  # noqa: F401
-                               make_pair, project, query_grid, to_continuous, unrelated_pairs, world_pairs)
+                               make_pair, project, query_grid, stereo_pair, to_continuous, unrelated_pairs,
+                               world_pairs)
 
 THRESHOLDS_PX = (1.0, 3.0, 5.0, 10.0)
 
@@ -36,6 +37,7 @@ class HomographyBenchConfig:
     max_umd: int = 16
     world_pairs: int = 6  # non-planar procedural pairs
     fold_pairs: int = 6  # non-planar pairs of photos folded like an open book (the first photos of >= 300 px)
+    stereo_pairs: int = 4  # the same, seen by a rectified stereo rig (StereoSGBM is the baseline there)
     unrelated_pairs: int = 6
     seed: int = 0
     warp: WarpSettings = field(default_factory=WarpSettings)
@@ -54,6 +56,7 @@ def summarise(errs: list[np.ndarray], seconds: list[float]) -> dict[str, float]:
     out = {f"pck@{t:g}": float(100.0 * np.mean(pooled < t)) if len(pooled) else 0.0 for t in THRESHOLDS_PX}
     out["median_px"] = float(np.median(pooled)) if len(pooled) else float("nan")
     out["answered"] = float(100.0 * np.mean(np.isfinite(pooled))) if len(pooled) else 0.0
+    seconds = [t for t in seconds if np.isfinite(t)]
     out["seconds_per_pair"] = float(np.mean(seconds)) if seconds else float("nan")
     per_pair = [100.0 * np.mean(e < 5.0) for e in errs if len(e)]
     out["pairs"] = len(per_pair)
@@ -66,6 +69,8 @@ def markdown(summary: dict[str, dict[str, float]], header: str) -> str:
     lines = [header, "", "| method | PCK@1 | PCK@3 | PCK@5 | PCK@10 | median error (px) | answered | pairs with "
              "PCK@5 >= 95 % | worst pair PCK@5 | s / pair |", "|---|---|---|---|---|---|---|---|---|---|"]
     for name, row in summary.items():
+        if not row["pairs"]:
+            continue  # a method for other kinds of pair only
         median = "inf" if not np.isfinite(row["median_px"]) else f"{row['median_px']:.2f}"
         lines.append(f"| {name} | {row['pck@1']:.1f} | {row['pck@3']:.1f} | {row['pck@5']:.1f} | {row['pck@10']:.1f} "
                      f"| {median} | {row['answered']:.1f} % | {row['pairs_pck5_95']} / {row['pairs']} | "
@@ -103,9 +108,11 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
              for k in range(config.pairs_per_image) for j, source in enumerate(images)]
     pairs += [fold_pair(source, config.points) for source in
               [s for s in images if min(s.rgb.shape[:2]) >= 300][:config.fold_pairs]]
+    pairs += [stereo_pair(source, config.points) for source in
+              [s for s in images if min(s.rgb.shape[:2]) >= 300][:config.stereo_pairs]]
     pairs += world_pairs(config.world_pairs, config.points, config.seed) if config.world_pairs else []
     pairs += unrelated_pairs(images, config.unrelated_pairs, config.points // 2)
-    methods = baseline_labels()
+    methods = baseline_labels() + ([SGBM] if any(p.kind == "stereo" for p in pairs) else [])
     extractors = {}
     for backbone in config.backbones:
         matcher = Matcher.create(backbone, weights=config.weights, random_weights=config.random_weights,
@@ -124,7 +131,12 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
                                   "rotation_deg": pair.rotation_deg, "scale": pair.scale,
                                   "homography": None if pair.homography is None else pair.homography.tolist(),
                                   "methods": {}}
-        for label, prediction in predictions.items():
+        for label in methods:
+            if label not in predictions:  # a method for one kind of pair only (StereoSGBM): not part of the others
+                errs[label].append(np.zeros(0))
+                seconds[label].append(float("nan"))
+                continue
+            prediction = predictions[label]
             err = errors(prediction, pair)
             errs[label].append(err)
             seconds[label].append(prediction.seconds)
@@ -154,7 +166,7 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
 
     warp_index, summary = subset(lambda p: p.kind == "warp")
     warps = [pairs[i] for i in warp_index]
-    warp_errs = {m: [errs[m][i] for i in warp_index] for m in methods}
+    warp_errs = {m: [errs[m][i] for i in warp_index] for m in methods if summary[m]["pairs"]}
     header = (f"{len(warps)} warped pairs ({len(images)} distinct photos x {config.pairs_per_image}; rotation "
               f"0-180 deg, scale 0.25-4, perspective, photometric), {sum(len(p.query_xy) for p in warps)} points, "
               f"backbone input {config.size} px, seed {config.seed}")
@@ -167,6 +179,11 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
     scale = binned(warps, warp_errs, config.warp.scale_bins, lambda p: p.scale)
     table += "\n" + bin_table("**PCK@5 by |rotation| (deg)**", *rot)
     table += "\n" + bin_table("**PCK@5 by scale**", *scale)
+    stereo_index, stereo = subset(lambda p: p.kind == "stereo")
+    if stereo_index:
+        table += "\n" + markdown({m: v for m, v in stereo.items() if v["pairs"]},
+                                  f"**Non-planar, rectified stereo: folded photos** (a sideways baseline, against "
+                                  f"StereoSGBM): {len(stereo_index)} pairs")
     fold_index, fold = subset(lambda p: p.kind == "fold")
     if fold_index:
         table += "\n" + markdown(fold, f"**Non-planar: photos folded like an open book** (pages at 90 deg, cameras "
@@ -182,6 +199,8 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
                  f"{sum(len(pairs[i].query_xy) for i in unrelated_index)} points (every accepted point is wrong)", "",
                  "| method | points accepted | pairs with any accepted |", "|---|---|---|"]
         for m in methods:
+            if m not in per_pair[unrelated_index[0]]["methods"]:
+                continue
             accepted = [int(per_pair[i]["methods"][m]["accepted"]) for i in unrelated_index]
             total = sum(len(pairs[i].query_xy) for i in unrelated_index)
             unrelated[m] = {"accepted": sum(accepted), "points": total, "pairs_with_any": sum(a > 0 for a in accepted)}
@@ -190,14 +209,17 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
     (out / "results.md").write_text(table, encoding="utf-8")
     result = {"config": asdict(config), "images": [s.name for s in images], "summary": summary, "by_group": by_group,
               "by_rotation": {"bins": rot[0], "pck@5": rot[1], "pairs": rot[2]},
-              "by_scale": {"bins": scale[0], "pck@5": scale[1], "pairs": scale[2]}, "fold": fold, "world": world,
+              "by_scale": {"bins": scale[0], "pck@5": scale[1], "pairs": scale[2]}, "fold": fold, "stereo": stereo,
+              "world": world,
               "unrelated": unrelated, "pairs": per_pair}
     (out / "results.json").write_text(json.dumps(result, indent=1, default=float), encoding="utf-8")
     curve = np.linspace(0.0, 20.0, 41)
-    save_line_plot({m: (curve, [100.0 * np.mean(np.concatenate(e) < t) for t in curve]) for m, e in warp_errs.items()},
-                   out / "pck_curve.png", "threshold (px)", "PCK (%)", "real photos, all warps", ylim=(0, 100),
-                   marker=None)
-    for name, (labels, rows, _) in (("rotation", rot), ("scale", scale)):
+    plotted = warp_errs if warps else {m: [errs[m][i] for i in range(len(pairs)) if pairs[i].kind != "unrelated"]
+                                       for m in methods}
+    save_line_plot({m: (curve, [100.0 * np.mean(np.concatenate(e) < t) for t in curve]) for m, e in plotted.items()
+                    if sum(map(len, e))}, out / "pck_curve.png", "threshold (px)", "PCK (%)",
+                   "real photos, all warps" if warps else "all pairs with a truth", ylim=(0, 100), marker=None)
+    for name, (labels, rows, _) in (("rotation", rot), ("scale", scale)) if warps else ():
         save_line_plot({m: (list(range(len(labels))), v) for m, v in rows.items()}, out / f"pck5_by_{name}.png",
                        f"{name} bin: " + ", ".join(f"{k}={b}" for k, b in enumerate(labels)), "PCK@5 (%)",
                        f"PCK@5 by {name}", ylim=(0, 100))

@@ -77,6 +77,8 @@ def expert(pair: Pair, kind: str) -> Prediction:
 def run_baselines(pair: Pair) -> dict[str, Prediction]:
     labels = baseline_labels()
     out = {labels[0]: sift_default(pair)}
+    if pair.kind == "stereo":
+        out[SGBM] = stereo_sgbm(pair)
     for label, kind in zip(labels[1:], expert_kinds()):
         out[label] = expert(pair, kind)
     return out
@@ -122,3 +124,27 @@ def run_ours(pair: Pair, extractor, rows: list[OursRow]) -> list[Prediction]:
         xy = np.array([m.live_xy if m.accepted else (np.nan, np.nan) for m in matches], dtype=np.float64)
         out.append(Prediction(xy.reshape(-1, 2), seconds, info))
     return out
+
+
+SGBM = "OpenCV StereoSGBM (3-way, block 5, disparity range from the truth)"
+
+
+def stereo_sgbm(pair: Pair) -> Prediction:
+    """Rectified pairs only: StereoSGBM's disparity at each demo point (the demo as the right image: live
+    x = demo x + disparity), with the disparity range an expert would set from the scene's depth range (here
+    from the truth, rounded up to 16); invalid disparities are no answer."""
+    start = time.perf_counter()
+    gray = [cv2.cvtColor(image, cv2.COLOR_RGB2GRAY) for image in (pair.demo, pair.live)]
+    largest = float(np.nanmax(pair.truth_xy[:, 0] - pair.query_xy[:, 0]))
+    count = int(16 * np.ceil((largest + 8) / 16))
+    block = 5
+    sgbm = cv2.StereoSGBM_create(minDisparity=0, numDisparities=count, blockSize=block, P1=8 * block * block,
+                                 P2=32 * block * block, uniquenessRatio=10, speckleWindowSize=100, speckleRange=2,
+                                 mode=cv2.STEREO_SGBM_MODE_SGBM_3WAY)
+    # The demo is the right view; mirrored, it becomes the left one of a mirrored pair.
+    disparity = sgbm.compute(gray[0][:, ::-1].copy(), gray[1][:, ::-1].copy())[:, ::-1].astype(np.float64) / 16.0
+    col = np.clip(np.floor(pair.query_xy[:, 0]).astype(int), 0, disparity.shape[1] - 1)
+    row = np.clip(np.floor(pair.query_xy[:, 1]).astype(int), 0, disparity.shape[0] - 1)
+    d = disparity[row, col]
+    xy = np.where((d > 0)[:, None], np.column_stack([pair.query_xy[:, 0] + d, pair.query_xy[:, 1]]), np.nan)
+    return Prediction(xy, time.perf_counter() - start, {"num_disparities": count})

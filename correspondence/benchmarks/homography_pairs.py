@@ -20,7 +20,7 @@ import io
 import math
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -288,6 +288,13 @@ def unrelated_pairs(images: list[SourceImage], count: int, points: int) -> list[
         out.append(Pair(f"{demo.name} vs {live.name}", "unrelated", demo.rgb, live.rgb, query,
                         np.full(query.shape, np.nan), "unrelated"))
     return out
+
+
+def stereo_pair(source: SourceImage, points: int) -> Pair:
+    """The folded photo seen by a rectified stereo rig (the second camera moved sideways only): StereoSGBM's
+    home ground, for comparison."""
+    pair = fold_pair(source, points, turn_deg=0.0, baseline=(0.5, 0.0, 0.0))
+    return replace(pair, name=f"stereo/{source.name}", group="rectified stereo (non-planar)", kind="stereo")
 
 
 def fold_pair(source: SourceImage, points: int, turn_deg: float = 20.0, baseline=(0.8, 0.05, 0.1),
