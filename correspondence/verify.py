@@ -133,6 +133,9 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
     candidates: list[GeometryResult] = []
     if fused is not None:
         candidates.append(fit_geometry(*fused, loose, fine_threshold))
+    if local is not None and len(local[0]) and fused is not None and len(fused[0]) > len(local[0]):
+        # the local features alone: on a small or plain image the upright dense matches can outvote them
+        candidates.append(fit_geometry(*local, loose, fine_threshold))
     candidates.append(fit_geometry(dense.demo_xy[support], dense.live_xy[support], loose, coarse_threshold))
     if not support.all():
         candidates.append(fit_geometry(dense.demo_xy, dense.live_xy, loose, coarse_threshold))
@@ -151,6 +154,8 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
     guided: list[GeometryResult] = []
     for candidate in fitted:  # most precise first; a well-supported model ends the search
         result = _guided(candidate, dense, geometry, fine_threshold, live_cell, live_wh, refiner, local)
+        if result is None and _vouched(candidate, local, settings):  # few cells to test (small, plain, blurred)
+            result = _refit_local(candidate, local, geometry, fine_threshold)
         if result is not None:
             guided.append(result)
             if result.success and (result.support or 0.0) >= 2 * settings.min_support:
@@ -159,16 +164,31 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
         return GeometryResult(settings.model, model, False, f"no {model} hypothesis is confirmed by the pixels: too "
                               f"few dense cells correlate sharply around its predictions", None,
                               len(dense.demo_xy), 0, fine_threshold)
-    best = replace(max(guided, key=lambda g: (g.success, g.support or 0.0)), requested=settings.model)
+    best = replace(max(guided, key=lambda g: (g.success, (g.support or 0.0) >= settings.min_support
+                                              or _vouched(g, local, settings), g.support or 0.0)),
+                   requested=settings.model)
     if best.success and (best.support or 0.0) < settings.min_support:
-        agree, total = _local_agreement(best, local)
-        if agree >= settings.min_local_inliers and agree >= settings.min_local_share * total:
+        if _vouched(best, local, settings):
             return best  # plain or noisy surfaces leave few cells to test; distinctive features vouch for it
+        agree, total = _local_agreement(best, local)
         return best.refused(f"only {best.support:.0%} of the textured dense cells agree with the best {model} "
                             f"(needs {settings.min_support:.0%}) and {agree} of {total} local-feature matches (needs "
                             f"{settings.min_local_inliers} and {settings.min_local_share:.0%}): not one rigid "
                             f"{model} scene")
     return best
+
+
+def _vouched(model: GeometryResult, local: Matches | None, settings: GeometrySettings) -> bool:
+    """Enough local-feature matches agree with ``model`` (see the module)."""
+    agree, total = _local_agreement(model, local)
+    return model.success and agree >= settings.min_local_inliers and agree >= settings.min_local_share * total
+
+
+def _refit_local(candidate: GeometryResult, local: Matches, geometry: GeometrySettings, threshold: float
+                 ) -> GeometryResult | None:
+    """``candidate`` refitted to the local-feature matches under the real settings (support 0: no cell tested)."""
+    again = fit_geometry(*local, geometry, threshold)
+    return replace(again, support=0.0) if again.predictive else None
 
 
 def _local_agreement(model: GeometryResult, local: Matches | None) -> tuple[int, int]:
