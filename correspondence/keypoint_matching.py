@@ -371,9 +371,12 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
         start = time.perf_counter()
         local = None
         if query.local is not None and live_image is not None:
-            live_local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
-            local = match_local(query.local, live_local, settings.geometry.local_features)
-            timings["local_features"] = time.perf_counter() - start
+            def local():  # only when the dense matches alone do not settle the model (see verify_dense)
+                begin = time.perf_counter()
+                live_local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
+                found = match_local(query.local, live_local, settings.geometry.local_features)
+                timings["local_features"] = time.perf_counter() - begin
+                return found
         geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner, local)
         matches = apply_model(geometry, matches, live_wh, refiner, live_cell)
         timings["geometry"] = time.perf_counter() - start

@@ -6,8 +6,9 @@ both, and on a rigid object their ratio-tested, mutual matches are the evidence 
 USAC / MAGSAC++ in :mod:`correspondence.verify`, fused with the refined dense matches). Only same-object transfer
 uses them: across instances (semantic transfer) no such model exists.
 
-Small images get the settings an expert would use (Lowe's: a lower contrast threshold, and the image doubled below
-``upsample_below_px``), so a 150-px crop still yields features.
+Small images (shorter side below 375 px) get the settings an expert would use (a lower contrast threshold, the
+image doubled, as in Lowe's paper), so a 150-px crop still yields features; larger ones keep OpenCV's defaults
+(a contrast threshold of 0.01 on a 500-px photo yields thousands of weak features and costs seconds to match).
 
 Coordinates are the project's continuous pixels (OpenCV's pixel centres + 0.5).
 """
@@ -29,9 +30,9 @@ class LocalFeatureSettings:
     ratio: float = 0.8  # Lowe's ratio test
     mutual: bool = True  # keep a match only when it is also the best the other way
     max_features: int = 4000  # ORB's budget; SIFT / AKAZE keep their strongest this many
-    small_side_px: int = 600  # below this shorter side SIFT lowers its contrast threshold ...
-    small_contrast: float = 0.01  # ... to this (OpenCV's default: 0.04)
-    upsample_below_px: int = 375  # and the image is doubled below this shorter side
+    small_side_px: int = 375  # below this shorter side SIFT lowers its contrast threshold ...
+    small_contrast: float = 0.01  # ... to this (OpenCV's default: 0.04) ...
+    upsample_below_px: int = 375  # ... and the image is doubled
 
     def __post_init__(self) -> None:
         if self.kind not in LOCAL_FEATURES:

@@ -21,6 +21,7 @@ same-object mode asked for a verified answer, and there is none.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Callable
 
 import cv2
 import numpy as np
@@ -45,10 +46,21 @@ def _fuse(*sets: Matches | None) -> Matches | None:
 
 
 def verify_dense(dense: DenseCoarse, support: np.ndarray, settings: GeometrySettings, live_cell: float,
-                 live_wh: tuple[int, int], refiner: FrameRefiner | None, local: Matches | None = None
-                 ) -> GeometryResult:
-    """The model of the frame (``support``: the mutual dense matches; ``local``: the local-feature matches).
-    ``refiner`` None: coarse dense matches and local features only (no guidance)."""
+                 live_wh: tuple[int, int], refiner: FrameRefiner | None,
+                 local: Matches | Callable[[], Matches | None] | None = None) -> GeometryResult:
+    """The model of the frame (``support``: the mutual dense matches; ``local``: the local-feature matches, or a
+    function that finds them). ``refiner`` None: coarse dense matches and local features only (no guidance).
+
+    Given a function, the dense matches are tried first: an affine map or homography they support well
+    (``2 min_support`` of the textured cells; an upright view at about the demo's scale) ends the search without
+    local features, so those frames cost what they did before; anything else (a turn, a scale change, a 3D scene,
+    too little support) runs again with them."""
+    if callable(local):
+        if refiner is not None:
+            quick = verify_dense(dense, support, settings, live_cell, live_wh, refiner, None)
+            if quick.predictive and (quick.support or 0.0) >= 2 * settings.min_support:
+                return quick
+        local = local()
     requested = settings.model
     fine = settings.threshold_px or 3.0
     refined = None

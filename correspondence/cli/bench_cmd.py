@@ -308,6 +308,9 @@ def add_homography_parser(bench) -> None:
                             help="warped pairs per photo (default: %(default)s)")
     homography.add_argument("--fold-pairs", type=int, default=6,
                             help="non-planar pairs of photos folded like an open book (default: %(default)s)")
+    homography.add_argument("--stereo-pairs", type=int, default=4,
+                            help="the folded photos seen by a rectified stereo rig, against StereoSGBM "
+                                 "(default: %(default)s)")
     homography.add_argument("--world-pairs", type=int, default=6,
                             help="non-planar pairs of procedural objects (default: %(default)s)")
     homography.add_argument("--unrelated-pairs", type=int, default=6,
@@ -330,7 +333,7 @@ def run_homography(args: argparse.Namespace) -> int:
     config = HomographyBenchConfig(backbones=tuple(filter(None, args.backbones.split(","))), size=args.size,
                                    points=args.points, pairs_per_image=args.pairs_per_image, max_umd=args.max_umd,
                                    world_pairs=args.world_pairs, unrelated_pairs=args.unrelated_pairs,
-                                   fold_pairs=args.fold_pairs,
+                                   fold_pairs=args.fold_pairs, stereo_pairs=args.stereo_pairs,
                                    seed=args.seed, random_weights=args.random_weights, device=args.device,
                                    weights=args.weights)
     result = run_homography_benchmark(images, config, args.out)
