@@ -67,7 +67,8 @@ class Matcher:
           ``size_policy``, ``convention``.
         - ``matching``: a :class:`MatchSettings`, or ``protocol`` (``default`` precise transfer | ``soco`` the SOCO
           reference), ``method``, ``window``, ``beta``, ``temperature``, ``refine``, ``refinement``, ``geometry``
-          (none | affine | homography | fundamental | auto), ``geometry_threshold``; see docs/precise_transfer.md.
+          (none | affine | homography | fundamental | auto), ``geometry_threshold``, ``local_features`` (sift | orb |
+          akaze | none: fused into same-object geometry); see docs/precise_transfer.md.
 
         The fields of ``extraction`` and ``matching`` may also be given directly as keyword ``options``
         (``Matcher.create("daisy", size=224, geometry="auto")``). ``cache_size``: images whose features are kept (a
@@ -142,7 +143,7 @@ def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = Non
 
 EXTRACTION_FIELDS = ("size", "pad", "size_policy", "convention")
 MATCHING_FIELDS = ("protocol", "method", "window", "beta", "temperature", "refine", "refinement", "geometry",
-                   "geometry_threshold")
+                   "geometry_threshold", "local_features")
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -185,7 +186,9 @@ def _match_settings(value, options: dict) -> MatchSettings:
     if merged is None:
         return value
     geometry, threshold = merged.pop("geometry", None), merged.pop("geometry_threshold", None)
-    if not isinstance(geometry, GeometrySettings) and (geometry is not None or threshold is not None):
-        geometry = GeometrySettings(model=geometry or "none", threshold_px=threshold)
+    local = merged.pop("local_features", None)
+    if not isinstance(geometry, GeometrySettings) and (geometry is not None or threshold is not None or local):
+        geometry = GeometrySettings(model=geometry or "none", threshold_px=threshold,
+                                    **({"local_features": local} if local else {}))
     protocol = merged.pop("protocol", "default")
     return MatchSettings.protocol(protocol, geometry=geometry, **merged)

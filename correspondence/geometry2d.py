@@ -12,13 +12,14 @@ convention cancels out).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .local_features import LocalFeatureSettings
 
 GEOMETRY_MODELS = ("none", "affine", "homography", "fundamental", "auto")
 PREDICTIVE = ("affine", "homography")  # models that say where a demo point goes (fundamental: only a line)
@@ -37,14 +38,24 @@ class GeometrySettings:
     min_inlier_ratio: float = 0.25
     confidence: float = 0.999
     max_iterations: int = 10000
-    planar_ratio: float = 0.85  # auto: a homography with this share of the fundamental matrix's inliers wins
-    min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model
+    min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model ...
+    min_local_inliers: int = 15  # ... or this many local-feature matches, and at least
+    min_local_share: float = 0.5  # this share of them (see verify.py)
     guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
     max_refined: int = 400  # dense matches refined per fit
     strict_ncc: float = 0.7  # the correlation a refined match behind a model needs ...
     strict_sharpness: float = 0.01  # ... and its peak's sharpness (see refine.RefineSettings.min_sharpness)
+    # Local features (SIFT by default) of both full-resolution images, fused with the refined dense matches.
+    local_features: LocalFeatureSettings = field(default_factory=LocalFeatureSettings)
+    gric_sigma: float | None = None  # match noise (px) of the model selection; None: a third of the threshold
+    distinct_cells: float = 1.0  # a guided match counts as support only if no other peak within +- this many live
+    # cells nearly equals it (a repeated pattern supports any model shifted by its period)
 
     def __post_init__(self) -> None:
+        if isinstance(self.local_features, str):
+            object.__setattr__(self, "local_features", LocalFeatureSettings(kind=self.local_features))
+        elif isinstance(self.local_features, dict):
+            object.__setattr__(self, "local_features", LocalFeatureSettings(**self.local_features))
         if self.model not in GEOMETRY_MODELS:
             raise ConfigError(f"geometry must be one of {', '.join(GEOMETRY_MODELS)}, got {self.model!r}")
         if self.threshold_px is not None and not (np.isfinite(self.threshold_px) and self.threshold_px > 0):
@@ -65,7 +76,11 @@ class GeometryResult:
     num_inliers: int
     threshold_px: float
     inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
-    support: float | None = None  # guided fits: share of the textured dense cells that agree with the model
+    support: float | None = None  # predictive: share of the textured dense cells that agree with the model;
+    # fundamental: share of the fused matches within the threshold of their epipolar line
+    gric: dict[str, float] | None = None  # auto: each candidate's GRIC score (lower is better), when both fitted
+    evidence: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)  # the
+    # (demo, live) matches a fundamental matrix was fitted to: its inliers guide the epipolar search
 
     @property
     def inlier_ratio(self) -> float:
@@ -106,7 +121,11 @@ class GeometryResult:
         return {"requested": self.requested, "model": self.model, "success": self.success, "reason": self.reason,
                 "matrix": None if self.matrix is None else self.matrix.tolist(), "num_matches": self.num_matches,
                 "num_inliers": self.num_inliers, "inlier_ratio": round(self.inlier_ratio, 4),
-                "threshold_px": self.threshold_px, "support": self.support}
+                "threshold_px": self.threshold_px, "support": self.support, "gric": self.gric}
+
+    def refused(self, reason: str) -> "GeometryResult":
+        """This model turned down for ``reason`` (no matrix, no inliers)."""
+        return replace(self, success=False, reason=reason, matrix=None, inliers=np.zeros(0, dtype=bool))
 
 
 def _points(xy: np.ndarray) -> np.ndarray:
@@ -121,9 +140,8 @@ def _project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
 
 def fit_geometry(demo_xy: np.ndarray, live_xy: np.ndarray, settings: GeometrySettings, threshold_px: float
                  ) -> GeometryResult:
-    """Fit ``settings.model`` to the matches with MAGSAC++ (``auto``: a homography when it explains nearly as
-    many matches as a fundamental matrix, which a plane or a rotation makes degenerate, else the fundamental
-    matrix). A model the data do not support comes back refused, with the reason."""
+    """Fit ``settings.model`` to the matches with MAGSAC++ (``auto``: the homography or the fundamental matrix,
+    whichever has the lower :func:`gric`). A model the data do not support comes back refused, with the reason."""
     demo_xy, live_xy = _points(demo_xy), _points(live_xy)
     keep = np.isfinite(demo_xy).all(1) & np.isfinite(live_xy).all(1)
     demo_xy, live_xy = demo_xy[keep], live_xy[keep]
@@ -133,7 +151,10 @@ def fit_geometry(demo_xy: np.ndarray, live_xy: np.ndarray, settings: GeometrySet
         return _checked(settings.model, settings, demo_xy, live_xy, threshold_px, keep)
     planar = _checked("homography", settings, demo_xy, live_xy, threshold_px, keep, requested="auto")
     general = _checked("fundamental", settings, demo_xy, live_xy, threshold_px, keep, requested="auto")
-    if planar.success and (not general.success or planar.num_inliers >= settings.planar_ratio * general.num_inliers):
+    if planar.success and general.success:
+        scores = select_scores(planar, general, demo_xy, live_xy, settings.gric_sigma or threshold_px / 3.0)
+        return replace(planar if scores["homography"] <= scores["fundamental"] else general, gric=scores)
+    if planar.success:
         return planar
     if general.success:
         return general
@@ -200,16 +221,61 @@ def _degenerate(model: str, matrix: np.ndarray, inlier_demo: np.ndarray) -> str:
     if model == "homography":
         w = np.column_stack([inlier_demo, np.ones(len(inlier_demo))]) @ matrix[2]
         if (w <= 0).any():
-            return "inliers on both sides of the horizon line"
-        centre = inlier_demo.mean(0)
-        wc = matrix[2] @ np.append(centre, 1.0)
-        pc = matrix[:2] @ np.append(centre, 1.0) / wc
-        jacobian = (matrix[:2, :2] - np.outer(pc, matrix[2, :2])) / wc
-    else:
-        jacobian = matrix[:2, :2]
-    if np.linalg.det(jacobian) <= 0:
+            return "it folds the inliers across its horizon line (a projective flip, no view of a rigid object)"
+    result = GeometryResult(model, model, True, "", matrix, len(inlier_demo), len(inlier_demo), 0.0)
+    jacobians = result.jacobians(inlier_demo)  # the local map at every inlier: a collapse may be local
+    if (np.linalg.det(jacobians) <= 0).any():
         return "it mirrors the image"
-    s = np.linalg.svd(jacobian, compute_uv=False)
-    if s[-1] < 0.05 or s[0] > 20.0 or s[0] / s[-1] > 10.0:
-        return f"scales {s[0]:.3g} / {s[-1]:.3g} (a collapse, not a view of the same object)"
+    s = np.linalg.svd(jacobians, compute_uv=False)
+    area = s[:, 0] * s[:, 1]
+    if s[:, 1].min() < 0.05 or s[:, 0].max() > 20.0 or (s[:, 0] / s[:, 1]).max() > 10.0 or area.max() > 25 * area.min():
+        return (f"local scales {s[:, 1].min():.3g}-{s[:, 0].max():.3g}, stretch up to {(s[:, 0] / s[:, 1]).max():.3g}x"
+                f" (a collapse, not a view of the same object)")
     return ""
+
+
+def beats_chance(result: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray, settings: GeometrySettings,
+                 seed: int = 0) -> str:
+    """'' when ``result`` (a fitted fundamental matrix) explains clearly more matches than the same model fitted
+    to the matches shuffled (the live side permuted: no correspondence left), else why not. An epipolar line is a
+    weak test: on a small image or with matches bunched near an epipole, a fundamental matrix fits chance."""
+    demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+    shuffled = live_xy[np.random.default_rng(seed).permutation(len(live_xy))]
+    chance = fit_geometry(demo_xy, shuffled, replace(settings, model=result.model, min_inlier_ratio=0.0,
+                                                      min_inliers=0, min_inliers_fundamental=0), result.threshold_px)
+    luck = chance.num_inliers  # counted even where the shuffled fit is refused (e.g. degenerate)
+    if result.num_inliers < max(2 * luck, luck + settings.min_inliers):
+        return (f"no better than chance: the {result.model} explains {result.num_inliers} of {result.num_matches} "
+                f"matches, and {luck} of the same matches shuffled")
+    return ""
+
+
+GRIC_DOF = {"affine": (2, 6), "homography": (2, 8), "fundamental": (3, 7)}  # manifold dimension, parameters
+
+
+def gric(model: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray, sigma: float,
+         count: np.ndarray | None = None) -> float:
+    """Torr's Geometric Robust Information Criterion of a fitted model on matches (lower is better): robust
+    residuals plus a penalty for the model's dimension and parameters. A fundamental matrix fits a plane's matches
+    as well as a homography does and also absorbs outliers that happen to lie near their epipolar line; GRIC makes
+    it pay for its extra dimension on every match, so a plane keeps its homography while a 3D scene, which the
+    homography misses, gets the fundamental matrix. ``count``: the matches scored (the caller passes those inlying
+    to either candidate: a match both reject says nothing about which is right, but its robust cap differs by
+    model dimension and would tip the choice by the outlier ratio alone). Residuals are halved into the joint
+    image space (noise in both views)."""
+    dimension, parameters = GRIC_DOF[model.model]
+    e2 = model.residuals(demo_xy, live_xy) ** 2 / 2.0
+    if count is not None:
+        e2 = e2[count]
+    n = len(e2)
+    r = 4.0  # two 2D points per match
+    rho = np.minimum(e2 / sigma ** 2, 2.0 * (r - dimension))
+    return float(rho.sum() + np.log(r) * dimension * n + np.log(r * max(n, 1)) * parameters)
+
+
+def select_scores(predictive: GeometryResult, general: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray,
+                  sigma: float) -> dict[str, float]:
+    """Both fitted models' :func:`gric` over the matches inlying to either (lower wins)."""
+    either = ((predictive.residuals(demo_xy, live_xy) <= predictive.threshold_px)
+              | (general.residuals(demo_xy, live_xy) <= general.threshold_px))
+    return {m.model: round(gric(m, demo_xy, live_xy, sigma, either), 1) for m in (predictive, general)}

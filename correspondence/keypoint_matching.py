@@ -22,6 +22,7 @@ from .errors import ConfigError
 from .features import FeatureExtractor, FeatureMap
 from .geometry2d import GeometryResult, GeometrySettings
 from .io import KeypointSet
+from .local_features import LocalFeatures, detect, match as match_local
 from .matching import nearest_neighbors, similarity_maps, soft_argmax_window, top_k_neighbors
 from .preprocessing import to_rgb_array
 from .refine import DenseCoarse, FrameRefiner, PreparedImage, RefineSettings, prepare_image
@@ -97,7 +98,7 @@ class KeypointMatch:
     refined: bool = False  # the refinement found a confident peak (else the coarse position stands)
     refine_ncc: float | None = None  # its peak normalised cross-correlation
     geometry_inlier: bool | None = None  # the keypoint's own match agrees with the fitted model (None: no model)
-    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model
+    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model | epipolar
 
 
 class MatchList(list):
@@ -164,6 +165,7 @@ class DemoQuery:
     dense_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))  # (M, 2) dense cell centres, demo px
     image: PreparedImage | None = None  # the demo's pixels for refinement (None: no refinement possible)
     masked: bool = False  # a demo mask restricts the cycle
+    local: LocalFeatures | None = None  # the demo's local features (same-object geometry only), detected once
 
     @property
     def num_keypoints(self) -> int:
@@ -204,11 +206,13 @@ def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray
         dense = _dense_cells(to_numpy(valid, bool), demo.grid_wh, limit)
         descriptors = torch.cat([descriptors, demo.flat()[torch.from_numpy(dense).to(demo.features.device)]], 0)
     dense_xy = demo.cell_to_original(demo.index_to_uv(dense)) if len(dense) else np.zeros((0, 2))
-    image = None
+    image = local = None
     if settings.refine and demo_image is not None:
         image = prepare_image(to_rgb_array(demo_image), settings.refinement, levels=True)
+    if settings.geometry.model != "none" and settings.geometry.local_features.kind != "none" and demo_image is not None:
+        local = detect(to_rgb_array(demo_image), settings.geometry.local_features, demo_mask)
     return DemoQuery(demo, keypoints, xy, descriptors, valid, np.concatenate([index, dense]), dense_xy, image,
-                     demo_mask is not None)
+                     demo_mask is not None, local)
 
 
 def live_cells(live: FeatureMap, live_mask: np.ndarray | None, settings: MatchSettings) -> torch.Tensor | None:
@@ -365,8 +369,16 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
     geometry = None
     if geometry_on:
         start = time.perf_counter()
-        geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner)
-        matches = apply_model(geometry, matches, live_wh)
+        local = None
+        if query.local is not None and live_image is not None:
+            def local():  # only when the dense matches alone do not settle the model (see verify_dense)
+                begin = time.perf_counter()
+                live_local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
+                found = match_local(query.local, live_local, settings.geometry.local_features)
+                timings["local_features"] = time.perf_counter() - begin
+                return found
+        geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner, local)
+        matches = apply_model(geometry, matches, live_wh, refiner, live_cell)
         timings["geometry"] = time.perf_counter() - start
     return MatchList.of(matches, dense, geometry), timings
 

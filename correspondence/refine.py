@@ -165,9 +165,11 @@ def _peak(response: np.ndarray, row: int, col: int) -> tuple[float, float, float
 
 def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray, coarse_xy: np.ndarray,
                   affines: np.ndarray, live_cell_px: float, settings: RefineSettings,
-                  live_mask: np.ndarray | None = None, search_px: float | None = None) -> Refinement:
+                  live_mask: np.ndarray | None = None, search_px: float | None = None,
+                  distinct_px: float | None = None) -> Refinement:
     """Refine each coarse live match of a demo point by NCC of the affinely warped demo patch (see the module).
-    ``search_px``: the half-width of the search in live pixels (default: ``window_cells`` live cells)."""
+    ``search_px``: the half-width of the search in live pixels (default: ``window_cells`` live cells);
+    ``distinct_px``: the peak must also stand out among the correlations this far around (default: the search)."""
     k = len(demo_xy)
     xy = np.array(coarse_xy, dtype=np.float64).reshape(-1, 2).copy()
     refined = np.zeros(k, dtype=bool)
@@ -175,6 +177,7 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
     sharpness = np.full(k, np.nan)
     radius = int(np.clip(round(settings.patch_cells * live_cell_px), settings.min_radius_px, settings.max_radius_px))
     search = max(1, int(np.ceil(search_px if search_px is not None else settings.window_cells * live_cell_px)))
+    reach = max(search, int(np.ceil(distinct_px or 0)))  # the correlation window (the search is its centre)
     size = 2 * radius + 1
     live_image = live.levels[0]
     height, width = live_image.shape
@@ -188,8 +191,8 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         if float(template.std()) < 1.0:  # texture-less: any position correlates the same
             continue
         cx, cy = np.round(xy[i] - 0.5).astype(int)
-        x0, y0 = max(0, cx - search - radius), max(0, cy - search - radius)
-        x1, y1 = min(width, cx + search + radius + 1), min(height, cy + search + radius + 1)
+        x0, y0 = max(0, cx - reach - radius), max(0, cy - reach - radius)
+        x1, y1 = min(width, cx + reach + radius + 1), min(height, cy + reach + radius + 1)
         if x1 - x0 < size or y1 - y0 < size:
             continue
         response = cv2.matchTemplate(live_image[y0:y1, x0:x1], template, cv2.TM_CCOEFF_NORMED)
@@ -202,6 +205,10 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         rows = (np.arange(response.shape[0]) + y0 + radius + 0.5 - xy[i, 1]) / live_cell_px
         cols = (np.arange(response.shape[1]) + x0 + radius + 0.5 - xy[i, 0]) / live_cell_px
         scored = response - settings.distance_penalty * (rows[:, None] ** 2 + cols[None, :] ** 2)
+        if reach > search:  # the peak is looked for within the search; the rest only tests its distinctness
+            outside = ((np.abs(np.arange(response.shape[0]) + y0 + radius - cy) > search)[:, None]
+                       | (np.abs(np.arange(response.shape[1]) + x0 + radius - cx) > search)[None, :])
+            scored = np.where(outside, -np.inf, scored)
         row, col = np.unravel_index(int(np.argmax(scored)), scored.shape)
         peak = float(response[row, col])
         ncc[i] = peak
@@ -256,7 +263,7 @@ class FrameRefiner:
 
     def __call__(self, demo_xy: np.ndarray, coarse_xy: np.ndarray, affines: np.ndarray | None = None,
                  search_px: float | None = None, min_ncc: float | None = None,
-                 min_sharpness: float | None = None) -> Refinement:
+                 min_sharpness: float | None = None, distinct_px: float | None = None) -> Refinement:
         """:func:`refine_points` with this frame's pieces; ``affines`` (e.g. a fitted model's jacobians), the
         search half-width and stricter peak requirements (for matches that will support a model) can be given."""
         settings = self.settings
@@ -265,7 +272,7 @@ class FrameRefiner:
                                min_sharpness=max(settings.min_sharpness, min_sharpness or 0.0))
         return refine_points(self.demo, self.live, demo_xy, coarse_xy,
                              self.affines(demo_xy) if affines is None else affines, self.live_cell, settings,
-                             self.mask, search_px)
+                             self.mask, search_px, distinct_px)
 
     def best_candidates(self, demo_xy: np.ndarray, candidates: np.ndarray | None, coarse_xy: np.ndarray
                         ) -> Refinement:

@@ -74,7 +74,7 @@ def test_keypoint_file_errors_name_the_field(tmp_path):
             load_keypoints(path)
 
 
-def test_same_object_transfer_is_refined_and_verified(shared_images, tmp_path):
+def test_same_object_transfer_is_refined_and_verified(shared_images, tmp_path, capsys):
     """cat0 against a warped, re-lit copy of itself (exact truth): with --geometry homography every keypoint is
     re-predicted by the verified model to within 2 px; the record keeps coarse and refined positions."""
     from correspondence.benchmarks.homography import SourceImage, WarpSettings, make_pair, project
@@ -89,7 +89,9 @@ def test_same_object_transfer_is_refined_and_verified(shared_images, tmp_path):
                  "--geometry", "homography", "--out", str(out)]) == 0
     record = json.loads((out / "matches.json").read_text())
     geometry = record["geometry"]
-    assert geometry["success"] and geometry["model"] == "homography" and geometry["inlier_ratio"] > 0.5
+    assert geometry["success"] and geometry["model"] == "homography" and geometry["support"] > 0.5
+    printed = capsys.readouterr().out
+    assert f"support {geometry['support']:.0%} of the textured dense cells" in printed and "inlier ratio" not in printed
     truth = project(pair.homography, np.array([kp["xy"] for kp in keypoints], dtype=np.float64))
     h, w = pair.live.shape[:2]
     for m, t in zip(record["matches"], truth):
@@ -123,4 +125,18 @@ def test_a_model_is_refused_between_different_animals(shared_images):
                          shared_images / "sddino_cat1.jpg")
         assert result.geometry is not None and not result.geometry.success and result.geometry.reason
         assert all(m.position != "model" and m.geometry_inlier is None for m in result.matches)
+        assert not any(m.accepted for m in result.matches)  # refused in same-object mode: nothing is accepted
         assert result.as_dict()["geometry"]["matrix"] is None
+
+
+def test_a_refused_model_is_printed_with_its_cause(shared_images, tmp_path, capsys):
+    """Different animals with --geometry auto: the console says refused, that no keypoint is accepted, and why;
+    every keypoint line says REJECTED and matches.json agrees."""
+    out = tmp_path / "refused"
+    assert main(["match", "--demo", str(shared_images / "sddino_cat0.jpg"), "--demo-keypoints",
+                 str(EXAMPLES / "keypoints" / "sddino_cat0.json"), "--live", str(shared_images / "sddino_dog_00.jpg"),
+                 "--backbone", "daisy", "--geometry", "auto", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / "matches.json").read_text())
+    assert "geometry (auto): refused, no keypoint accepted (0 of" in printed and record["geometry"]["reason"] in printed
+    assert not any(m["accepted"] for m in record["matches"]) and printed.count("REJECTED") == len(record["matches"])

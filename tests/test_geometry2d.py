@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from dataclasses import replace
+
 from correspondence.errors import ConfigError
 from correspondence.geometry2d import GeometrySettings, fit_geometry
 
@@ -104,3 +106,69 @@ def test_settings_are_checked():
         GeometrySettings(threshold_px=-1.0)
     with pytest.raises(ConfigError):
         fit_geometry(np.zeros((20, 2)), np.zeros((20, 2)), GeometrySettings(), 3.0)
+
+
+def plane_and_line_outliers(seed: int = 7):
+    """A plane seen twice (60 exact matches) and 90 matches of points off the plane (right for the cameras, wrong
+    for the plane): stand-ins for wrong matches that happen to lie on their epipolar lines."""
+    rng = np.random.default_rng(seed)
+    k = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
+    view = lambda p: (p @ k.T)[:, :2] / (p @ k.T)[:, 2:3]  # noqa: E731
+    shift = np.array([0.5, 0.0, 0.0])  # a sideways baseline: horizontal epipolar lines
+    plane = np.column_stack([rng.uniform(-1, 1, 60), rng.uniform(-0.8, 0.8, 60), np.full(60, 5.0)])
+    off = np.column_stack([rng.uniform(-1, 1, 90), rng.uniform(-0.8, 0.8, 90), rng.uniform(3, 9, 90)])
+    demo = np.vstack([view(plane), view(off)])
+    live = np.vstack([view(plane + shift), view(off + shift)])  # off-plane points: right, but not the plane's
+    return demo, live, np.arange(150) >= 60
+
+
+def test_auto_keeps_the_plane_when_a_fundamental_matrix_absorbs_more_matches():
+    """GRIC, not inlier counts. With 12 off-plane matches the fundamental matrix explains 72, the homography the
+    plane's 60: the old rule (a homography needs 85 % of the fundamental's inliers) took the fundamental matrix;
+    GRIC charges it for its extra dimension on every match and keeps the plane. With 90 off-plane matches the
+    scene is 3D and the fundamental matrix wins."""
+    demo, live, off = plane_and_line_outliers()
+    settings = GeometrySettings(model="auto")
+    few = np.flatnonzero(~off).tolist() + np.flatnonzero(off)[:12].tolist()
+    planar = fit_geometry(demo[few], live[few], settings, threshold_px=3.0)
+    general = fit_geometry(demo[few], live[few], GeometrySettings(model="fundamental"), threshold_px=3.0)
+    assert general.success and general.num_inliers * 0.85 > 60  # the old rule's fundamental matrix ...
+    assert planar.success and planar.model == "homography" and planar.gric["homography"] < planar.gric["fundamental"]
+    assert planar.residuals(demo[~off], live[~off]).max() < 0.5
+    many = fit_geometry(demo, live, settings, threshold_px=3.0)  # 60 % of the matches off the plane: 3D
+    assert many.success and many.model == "fundamental"
+
+
+def test_a_fundamental_matrix_must_beat_chance():
+    from correspondence.geometry2d import beats_chance
+    demo, live = two_views()
+    settings = GeometrySettings(model="fundamental")
+    real = fit_geometry(demo, live, settings, threshold_px=1.0)
+    assert beats_chance(real, demo, live, settings) == ""
+    rng = np.random.default_rng(0)  # matches bunched in a 40-px corner of a 132-px image: lines through it fit
+    bunched_demo, bunched_live = rng.uniform(0, 40, (60, 2)), rng.uniform(0, 40, (60, 2))
+    lucky = fit_geometry(bunched_demo, bunched_live, replace(settings, min_inliers_fundamental=10), threshold_px=3.0)
+    assert lucky.success and lucky.num_inliers >= 15  # a third of random matches "fit" ...
+    assert "no better than chance" in beats_chance(lucky, bunched_demo, bunched_live, settings)  # ... as shuffled
+
+
+def test_a_local_collapse_is_refused():
+    """A homography that is plausible at the inliers' centre but squashes part of them to a line (strong
+    perspective towards its horizon) is no view of the same object."""
+    rng = np.random.default_rng(8)
+    demo = rng.uniform(0, 120, (80, 2))
+    collapse = np.array([[3.6, 13.9, 142.6], [0.95, 8.84, 86.4], [0.009, 0.049, 1.0]])
+    result = fit_geometry(demo, project(collapse, demo), GeometrySettings(model="homography"), 2.0)
+    assert not result.success and "collapse" in result.reason
+
+
+def test_a_fundamental_matrix_of_a_plane_is_refused_as_undetermined():
+    """Matches of one plane (plus a few stray ones) fit a whole family of fundamental matrices; verification
+    refuses the one MAGSAC picked (DEGENSAC's test) instead of letting it flag keypoints."""
+    from correspondence.verify import _fundamental
+    demo, live, off = plane_and_line_outliers()
+    keep = np.flatnonzero(~off).tolist() + np.flatnonzero(off)[:6].tolist()
+    result = _fundamental((demo[keep], live[keep]), GeometrySettings(model="fundamental"), 3.0, "fundamental")
+    assert not result.success and "one homography explains" in result.reason
+    real = _fundamental(two_views(), GeometrySettings(model="fundamental"), 1.0, "fundamental")
+    assert real.success and real.support > 0.9

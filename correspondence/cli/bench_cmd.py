@@ -316,8 +316,9 @@ def add_homography_parser(bench) -> None:
     """``soco bench homography``: real photos under random homographies, ours against OpenCV SIFT + RANSAC."""
     from ..benchmarks.homography import default_sources
     shared_images, umd_zip = default_sources()
-    homography = bench.add_parser("homography", help="precise same-object transfer on real textures under random "
-                                                     "homographies, against OpenCV SIFT + ratio + MAGSAC++")
+    homography = bench.add_parser("homography", help="precise same-object transfer: real photos at any rotation and "
+                                                     "0.25-4x scale, non-planar procedural views and unrelated pairs, "
+                                                     "against OpenCV SIFT / ORB / AKAZE + MAGSAC++")
     homography.add_argument("--images", action="append", default=None,
                             help=f"folder of photographs (repeatable; default: {shared_images})")
     homography.add_argument("--umd", default=str(umd_zip) if umd_zip else None,
@@ -330,7 +331,17 @@ def add_homography_parser(bench) -> None:
     homography.add_argument("--random-weights", action="store_true")
     homography.add_argument("--size", type=int, default=448, help="backbone input size in px (default: %(default)s)")
     homography.add_argument("--points", type=int, default=200, help="query grid points per pair (default: %(default)s)")
-    homography.add_argument("--pairs-per-image", type=int, default=1)
+    homography.add_argument("--pairs-per-image", type=int, default=2,
+                            help="warped pairs per photo (default: %(default)s)")
+    homography.add_argument("--fold-pairs", type=int, default=6,
+                            help="non-planar pairs of photos folded like an open book (default: %(default)s)")
+    homography.add_argument("--stereo-pairs", type=int, default=4,
+                            help="the folded photos seen by a rectified stereo rig, against StereoSGBM "
+                                 "(default: %(default)s)")
+    homography.add_argument("--world-pairs", type=int, default=6,
+                            help="non-planar pairs of procedural objects (default: %(default)s)")
+    homography.add_argument("--unrelated-pairs", type=int, default=6,
+                            help="pairs of different photos, where nothing should be accepted (default: %(default)s)")
     homography.add_argument("--seed", type=int, default=0)
     homography.add_argument("--device", default="cpu")
     homography.add_argument("--out", default="bench_out/homography")
@@ -348,6 +359,8 @@ def run_homography(args: argparse.Namespace) -> int:
     images = collect_images(folders, umd, args.max_umd)
     config = HomographyBenchConfig(backbones=tuple(filter(None, args.backbones.split(","))), size=args.size,
                                    points=args.points, pairs_per_image=args.pairs_per_image, max_umd=args.max_umd,
+                                   world_pairs=args.world_pairs, unrelated_pairs=args.unrelated_pairs,
+                                   fold_pairs=args.fold_pairs, stereo_pairs=args.stereo_pairs,
                                    seed=args.seed, random_weights=args.random_weights, device=args.device,
                                    weights=args.weights)
     result = run_homography_benchmark(images, config, args.out)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from .common import add_backbone_options, add_extraction_options, torch_runtime_options
 from ..geometry2d import GEOMETRY_MODELS
+from ..local_features import LOCAL_FEATURES
 
 
 def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--no-refine") -> None:
@@ -32,19 +33,22 @@ def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--
     group.add_argument("--refine-window", type=float, default=None,
                        help="refinement search half-width in live cells (default: 1)")
     group.add_argument("--geometry", default="none", choices=GEOMETRY_MODELS,
-                       help="verify the matches with a robust model of the dense matches (same rigid object only): "
-                            "affine, homography (planar or far objects), fundamental (3D, flags only), auto "
-                            "(homography or fundamental); a model the data do not support is refused "
-                            "(default: %(default)s)")
+                       help="verify the matches with a robust model (same rigid object only): affine, homography "
+                            "(planar or far objects), fundamental (3D: keeps the keypoints on their epipolar "
+                            "lines), auto (homography or fundamental, by GRIC); when the data do not support a "
+                            "model it is refused and no keypoint is accepted (default: %(default)s)")
     group.add_argument("--geometry-threshold", type=float, default=None,
                        help="model inlier distance in live px (default: 3 px refined, 0.75 cell coarse)")
+    group.add_argument("--local-features", default=None, choices=LOCAL_FEATURES,
+                       help="local features fused with the dense matches in the model (any --geometry but none): "
+                            "rotation- and scale-invariant evidence at full resolution (default: sift)")
 
 
 def matching_options(args: argparse.Namespace) -> dict:
     """The ``Matcher.create`` keyword arguments of :func:`add_matching_options`."""
     return {"method": args.method, "protocol": args.protocol, "window": args.window, "beta": args.beta,
             "temperature": args.temperature, "refine": args.refine_keypoints, "geometry": args.geometry,
-            "geometry_threshold": args.geometry_threshold,
+            "geometry_threshold": args.geometry_threshold, "local_features": args.local_features,
             "refinement": {key: value for key, value in (("candidates", args.refine_candidates),
                                                          ("window_cells", args.refine_window)) if value is not None}
             or None}
@@ -104,7 +108,19 @@ def run(args: argparse.Namespace) -> int:
               f"{m.live_xy[1]:7.1f}) [{m.position}]  score {m.score:.3f}  mutual {'yes' if m.mutual else 'no '}  "
               f"cycle {m.cycle_distance_px:6.1f} px" + ("" if m.accepted else "  REJECTED"))
     if geometry is not None:
-        print(f"geometry ({geometry.requested}): {'ok' if geometry.success else 'refused'}: {geometry.model}, "
-              f"{geometry.reason} (inlier ratio {geometry.inlier_ratio:.2f})")
+        print(geometry_line(geometry, sum(m.accepted for m in result.matches), len(result.matches)))
     print(f"wrote {out / 'matches.json'} and {out / 'overlay.png'}")
     return 0
+
+
+def geometry_line(geometry, accepted: int, total: int) -> str:
+    """What the console says about the model: its support (the share of the evidence that agrees with it, the
+    number that separates good models from bad), never the ratio of a fit to its own inliers."""
+    if not geometry.success:
+        return f"geometry ({geometry.requested}): refused, no keypoint accepted ({accepted} of {total}): {geometry.reason}"
+    support = "" if geometry.support is None else (
+        f"support {geometry.support:.0%} of the textured dense cells, " if geometry.model != "fundamental"
+        else f"support {geometry.support:.0%} of the precise matches, ")
+    return (f"geometry ({geometry.requested}): {geometry.model}, {support}{geometry.num_inliers} of "
+            f"{geometry.num_matches} matches within {geometry.threshold_px:.2g} px; {accepted} of {total} keypoints "
+            f"accepted")

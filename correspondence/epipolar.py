@@ -1,0 +1,81 @@
+"""Epipolar-guided search: with a verified fundamental matrix, find each keypoint again on its epipolar line.
+
+A fundamental matrix only says on which live line a demo point lies; the keypoint's own coarse match, from an
+upright single-scale grid, may be anywhere on it (or off it, under rotation). Here each keypoint is searched at the
+original resolution around the position its neighbourhood predicts: the verified model's inlier matches near the
+keypoint (local features and refined dense cells) give a local affine map, whose prediction is moved onto the
+epipolar line and whose linear part warps the demo patch (so rotation and scale follow the views). The
+correlation peak (sub-pixel, sharp, distinct within a live cell) is kept only where it lies on the line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .geometry2d import GeometryResult
+from .refine import FrameRefiner
+
+
+@dataclass(frozen=True)
+class EpipolarSearch:
+    xy: np.ndarray  # (K, 2) live pixels (NaN where no prediction)
+    found: np.ndarray  # (K,) bool: a distinct correlation peak on the epipolar line
+    predicted: np.ndarray  # (K, 2) the neighbourhood's prediction, moved onto the line (NaN: too few neighbours)
+    search_px: np.ndarray  # (K,) the half-width searched
+
+
+def local_predictions(points: np.ndarray, demo_xy: np.ndarray, live_xy: np.ndarray, neighbours: int = 12
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per point, an affine map fitted to its ``neighbours`` nearest matches (trimmed least squares): the predicted
+    live position, the linear part ``(K, 2, 2)`` and the fit's residual spread in live pixels (NaN / identity /
+    inf where fewer than 6 matches agree)."""
+    k = len(points)
+    predicted, linear, spread = np.full((k, 2), np.nan), np.repeat(np.eye(2)[None], k, 0), np.full(k, np.inf)
+    if len(demo_xy) < 6:
+        return predicted, linear, spread
+    distance = np.linalg.norm(points[:, None, :] - demo_xy[None], axis=2)
+    for i in range(k):
+        use = np.argsort(distance[i])[:neighbours]
+        for _ in range(3):
+            design = np.column_stack([demo_xy[use], np.ones(len(use))])
+            coef, *_ = np.linalg.lstsq(design, live_xy[use], rcond=None)
+            residual = np.linalg.norm(design @ coef - live_xy[use], axis=1)
+            keep = residual <= max(2.0, 2.5 * float(np.median(residual)))
+            if keep.all() or keep.sum() < 6:
+                break
+            use = use[keep]
+        if len(use) >= 6 and np.linalg.det(coef[:2].T) > 0:
+            predicted[i] = np.append(points[i], 1.0) @ coef
+            linear[i] = coef[:2].T
+            spread[i] = float(np.median(residual))
+    return predicted, linear, spread
+
+
+def onto_lines(geometry: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray) -> np.ndarray:
+    """``live_xy`` moved perpendicularly onto the epipolar lines of ``demo_xy``."""
+    lines = np.column_stack([demo_xy, np.ones(len(demo_xy))]) @ geometry.matrix.T
+    norm = np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-12)
+    signed = (np.column_stack([live_xy, np.ones(len(live_xy))]) * lines).sum(1) / norm
+    return live_xy - signed[:, None] * lines[:, :2] / norm[:, None]
+
+
+def search(geometry: GeometryResult, demo_xy: np.ndarray, refiner: FrameRefiner, live_cell: float,
+           min_ncc: float = 0.6) -> EpipolarSearch:
+    """Each demo point searched near its epipolar line (see the module); needs ``geometry.evidence``."""
+    demo_xy = np.asarray(demo_xy, dtype=np.float64).reshape(-1, 2)
+    evidence = geometry.evidence
+    inliers = geometry.residuals(*evidence) <= geometry.threshold_px
+    predicted, linear, spread = local_predictions(demo_xy, evidence[0][inliers], evidence[1][inliers])
+    ok = np.isfinite(predicted).all(1)
+    on_line = np.full_like(predicted, np.nan)
+    on_line[ok] = onto_lines(geometry, demo_xy[ok], predicted[ok])
+    search_px = np.clip(3.0 * np.where(np.isfinite(spread), spread, 0.0), 2.0 * geometry.threshold_px, live_cell)
+    xy, found = np.full_like(predicted, np.nan), np.zeros(len(demo_xy), dtype=bool)
+    for i in np.flatnonzero(ok):  # one window per point: the half-widths differ
+        result = refiner(demo_xy[i:i + 1], on_line[i:i + 1], linear[i:i + 1], search_px=float(search_px[i]),
+                         min_ncc=min_ncc, distinct_px=live_cell)
+        if result.refined[0] and geometry.residuals(demo_xy[i:i + 1], result.xy)[0] <= geometry.threshold_px:
+            xy[i] = onto_lines(geometry, demo_xy[i:i + 1], result.xy)[0]  # the line is the constraint
+            found[i] = True
+    return EpipolarSearch(xy, found, on_line, search_px)
