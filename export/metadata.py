@@ -5,7 +5,6 @@ module fills it from a loaded backbone or head and writes it into an ONNX model.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from pathlib import Path
@@ -13,21 +12,11 @@ from pathlib import Path
 import torch
 
 from correspondence.backbones.contract import OutputKind
-from correspondence.device import to_numpy
+from correspondence.hashing import state_dict_sha256
 from correspondence.backbones.registry import LoadedBackbone
 from correspondence.runtimes.deps import import_onnx
 from correspondence.runtimes.metadata import (FORMAT, PREFIX, VERIFICATION_KEY, ModelMetadata, VerificationRecord,
                                               output_names)
-
-
-def state_dict_sha256(module: torch.nn.Module) -> str:
-    """Hash of the parameters and buffers (names, shapes, dtypes, bytes): identifies random or in-memory weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(to_numpy(tensor.view(torch.uint8)).tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
 
 
 def backbone_metadata(loaded: LoadedBackbone, size: int, kind: OutputKind, layers: tuple[int, ...], fp16: bool,
