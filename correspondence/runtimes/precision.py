@@ -161,21 +161,27 @@ def verified_record(backbone: "LoadedBackbone", settings: "ExtractionSettings", 
                     dtype: str) -> dict:
     """The check of ``dtype`` against fp32 for these weights and settings: from the cache file when this exact
     check ran before (``cached: True``), else run now and recorded there."""
-    path = cache_dir() / f"{weights_key(backbone)}.json"
-    key = _check_key(backbone, settings, device, dtype)
+    return cached_check(weights_key(backbone), backbone.identity, _check_key(backbone, settings, device, dtype),
+                        lambda: check_precision(backbone, settings, device, dtype))
+
+
+def cached_check(weights_hash: str, weights_name: str, key: str, run) -> dict:
+    """``run()``'s record (a dict with ``passed``), stored under ``key`` in ``<cache_dir>/<weights_hash>.json``
+    and read from there when this exact check ran before (``cached: True``)."""
+    path = cache_dir() / f"{weights_hash}.json"
     entries = _read_entries(path)
     if key in entries:
         return {**entries[key], "cached": True, "cache_file": str(path)}
     start = time.perf_counter()
-    record = check_precision(backbone, settings, device, dtype)
+    record = run()
     record["seconds"] = round(time.perf_counter() - start, 3)
     record["checked_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     entries[key] = record
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"format": CHECK_FORMAT, "weights": backbone.identity, "entries": entries},
-                                  indent=1) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps({"format": CHECK_FORMAT, "weights": weights_name, "entries": entries},
+                                  indent=1, default=str) + "\n", encoding="utf-8")
         tmp.replace(path)
     except OSError as exc:  # a read-only home: the check still decides, it is only re-run next start
         LOG.warning("precision check not recorded (%s): it will run again next time", exc)
