@@ -68,7 +68,7 @@ def test_latency_rows_for_every_precision_on_every_runtime_in_one_run(tmp_path, 
     pytest.importorskip("onnxruntime.quantization")
     out = tmp_path / "lat"
     code = main(["bench", "latency", "--backbone", "test_vit_tiny", "--sizes", "56", "--runtimes",
-                 "torch,onnxruntime", "--precisions", "fp32,bf16,auto,int8", "--frames", "default", "--no-pipeline",
+                 "torch,onnxruntime", "--precisions", "fp32,bf16,auto,int8", "--frames", "default", "--no-pipeline", "--layer-scale", "1",
                  "--runs", "1", "--warmup", "0", "--out", str(out)])
     assert code == 0
     report = json.loads((out / "latency.json").read_text())
@@ -82,8 +82,8 @@ def test_latency_rows_for_every_precision_on_every_runtime_in_one_run(tmp_path, 
     assert reference["parity_vs_fp32"]["min_cosine"] == pytest.approx(1.0)
     assert reference["parity_vs_fp32"]["argmax_agreement"] == 1.0
     for key in (("torch", "bf16"), ("onnxruntime", "int8")):  # reduced precisions measured, not assumed
-        parity = rows[key]["parity_vs_fp32"]
-        assert 0.9 < parity["min_cosine"] <= parity["mean_cosine"] <= 1.0 and parity["matches"] > 0
+        parity = rows[key]["parity_vs_fp32"]  # with the blocks counting (--layer-scale 1) their error shows
+        assert 0.9 < parity["min_cosine"] <= parity["mean_cosine"] < 1.0 - 1e-7 and parity["matches"] > 0
     auto = rows[("torch", "auto")]
     assert auto["precision"] in ("auto (fp32)", "auto (bf16)") and auto["precision_record"]["requested"] == "auto"
     assert "frame_median_ms" in auto and "frame_median_ms" not in rows[("torch", "bf16")]

@@ -59,6 +59,10 @@ class LatencyConfig:
     # fp32 | bf16 | fp16 | auto | int8, each runtime at each it supports (empty: fp16 with ``fp16``, else fp32)
     precisions: tuple[str, ...] = ()
     frames: str = "all"  # keypoint-frame / pipeline rows for: all | default (torch fp32 and torch auto only)
+    # Random weights only: set every LayerScale (DINOv2's ls1/ls2 gamma, 1e-5 at init) to this value. At init each
+    # block adds ~1e-5 of the residual stream, so no reduced-precision error inside the blocks can show in the
+    # parity columns; 1.0 lets the blocks count, as they do in trained weights. None: the init as it is.
+    layer_scale: float | None = None
 
     @property
     def precision_list(self) -> tuple[str, ...]:
@@ -142,6 +146,17 @@ def vit_flops(dim: int, depth: int, tokens: int, patches: int, patch: int, mlp_r
     embed = 2 * patches * 3 * patch * patch * dim
     per_block = 2 * tokens * dim * dim * (4 + 2 * mlp_ratio) + 4 * tokens * tokens * dim
     return float(embed + depth * per_block)
+
+
+def set_layer_scale(module: torch.nn.Module, value: float) -> int:
+    """Fill every LayerScale gamma (parameters named ``*.gamma``) with ``value``; returns how many."""
+    count = 0
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith(".gamma"):
+                param.fill_(value)
+                count += 1
+    return count
 
 
 def _variants(loaded: LoadedBackbone, size: int, config: LatencyConfig, models: Path, skipped: list) -> list[Variant]:
@@ -311,6 +326,8 @@ def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: 
     for name, size in tqdm(steps, desc="latency", unit="setting", disable=not progress):
         if name not in loaded_cache:
             loaded_cache[name] = create_backbone(name, weights=config.weights, random_init=config.random_weights)
+            if config.layer_scale is not None and loaded_cache[name].weights.kind == "random":
+                set_layer_scale(loaded_cache[name].module, config.layer_scale)
         loaded = loaded_cache[name]
         variants = _variants(loaded, size, config, models, skipped)
         if not variants:
@@ -380,6 +397,8 @@ def _fmt(value, spec: str = ".1f", none: str = "-") -> str:
 def _markdown(rows, pipeline_rows, skipped, peaks, machine, config: LatencyConfig) -> str:
     peak_text = ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s ({v['n']}x{v['n']} matmul)" for k, v in peaks.items())
     lines = [f"Backbone latency per runtime, {machine}", "",
+             *([f"Random weights with every LayerScale set to {config.layer_scale} (--layer-scale).", ""]
+               if config.layer_scale is not None else []),
              f"Measured matmul peak: {peak_text}. Forward = the runtime on a preprocessed batch of 1 "
              f"({config.warmup} warm-up + {config.runs} timed runs); extract = preprocessing + forward; "
              "x torch = torch eager median / this median (same run); % peak = model FLOPs / forward median / "

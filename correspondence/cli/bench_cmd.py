@@ -26,6 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               "alternately in one run (default: fp32, or fp16 with --fp16)")
     latency.add_argument("--frames", default="all", choices=("all", "default"),
                          help="keypoint-frame and pipeline rows for every variant or only torch fp32 and auto")
+    latency.add_argument("--layer-scale", type=float, default=None,
+                         help="random weights: set every LayerScale to this (1e-5 at init hides reduced-precision "
+                              "errors inside the blocks from the parity columns; 1 lets them show)")
     latency.add_argument("--onnx-provider", default="cpu", choices=("cpu", "cuda", "tensorrt"))
     latency.add_argument("--runs", type=int, default=10, help="timed runs per setting (default: %(default)s)")
     latency.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs (default: %(default)s)")
@@ -173,6 +176,7 @@ def run_latency(args: argparse.Namespace) -> int:
                            warmup=args.warmup, random_weights=args.random_weights, device=args.device,
                            threads=args.threads, runtimes=runtimes, fp16=args.fp16, weights=args.weights,
                            onnx_provider=args.onnx_provider, pipeline=args.pipeline, frames=args.frames,
+                           layer_scale=args.layer_scale,
                            precisions=check_precisions(tuple(filter(None, args.precisions.split(",")))))
     report = run_latency_benchmark(config, args.out)
     print(report.markdown)
