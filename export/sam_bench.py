@@ -38,15 +38,24 @@ def build_model(name: str, size: int):
     return sam_model_registry[name](checkpoint=None).eval()
 
 
-def run(name: str, size: int, runs: int, warmup: int, out: Path, parity: bool = True) -> dict:
+VARIANTS = ("fp32", "bf16", "onnx", "onnx-int8")
+
+
+def run(name: str, size: int, runs: int, warmup: int, out: Path, parity: bool = True,
+        variants_wanted: tuple[str, ...] = VARIANTS[:3]) -> dict:
     model = build_model(name, size)
     kind = encoder_kind(model)
     side = model.image_size if kind == "sam2" else model.image_encoder.img_size
     out.mkdir(parents=True, exist_ok=True)
-    onnx_path, report = export_sam_encoder(model, out / f"{name}_{side}_encoder.onnx", log=print)
-    variants = {"torch fp32": model.image_encoder, "torch bf16 autocast": AutocastEncoder(model.image_encoder)}
-    if report.passed:
-        variants["onnxruntime fp32 (CPU EP)"] = OnnxEncoder(onnx_path, kind)
+    variants = {"torch fp32": model.image_encoder}
+    if "bf16" in variants_wanted:
+        variants["torch bf16 autocast"] = AutocastEncoder(model.image_encoder)
+    reports = {}
+    for precision in [p for p, v in (("fp32", "onnx"), ("int8", "onnx-int8")) if v in variants_wanted]:
+        path, reports[precision] = export_sam_encoder(model, out / f"{name}_{side}_encoder_{precision}.onnx",
+                                                      log=print, precision=precision)
+        if reports[precision].passed:
+            variants[f"onnxruntime {precision} (CPU EP)"] = OnnxEncoder(path, kind)
     images = torch.randn(1, 3, side, side)
 
     def call(encoder):
@@ -68,8 +77,10 @@ def run(name: str, size: int, runs: int, warmup: int, out: Path, parity: bool = 
         rows.append(row)
     result = {"model": name, "kind": kind, "size": side, "weights": "random", "torch": torch.__version__,
               "threads": torch.get_num_threads(), "cpu": cpu_bf16_support().describe(),
-              "machine": platform.processor() or platform.machine(), "onnx_verification": report.as_dict(),
-              "rows": rows, "command": f"python -m export.sam_bench --model {name} --size {size} --runs {runs}"}
+              "machine": platform.processor() or platform.machine(),
+              "onnx_verification": {k: r.as_dict() for k, r in reports.items()},
+              "rows": rows, "command": f"python -m export.sam_bench --model {name} --size {size} --runs {runs} "
+                         f"--variants {','.join(variants_wanted)}"}
     (out / "sam_encoder.json").write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
     (out / "sam_encoder.md").write_text(markdown(result), encoding="utf-8")
     return result
@@ -97,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024, help="SAM 2 input side in px (default: %(default)s)")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--no-parity", dest="parity", action="store_false")
+    parser.add_argument("--no-parity", dest="parity", action="store_false",
+                        help="skip the parity runs of the timed variants (the ONNX exports are verified anyway)")
+    parser.add_argument("--variants", default="fp32,bf16,onnx",
+                        help=f"comma-separated, fp32 always: {', '.join(VARIANTS)} (default: %(default)s)")
     parser.add_argument("--out", default="bench_out/sam_encoder")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    result = run(args.model, args.size, args.runs, args.warmup, Path(args.out), args.parity)
+    result = run(args.model, args.size, args.runs, args.warmup, Path(args.out), args.parity,
+                 tuple(v for v in args.variants.split(",") if v))
     print(markdown(result))
     print(f"wrote {args.out}/sam_encoder.json and sam_encoder.md ({time.perf_counter() - start:.0f} s)")
     return 0

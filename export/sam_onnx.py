@@ -21,7 +21,10 @@ from correspondence.runtimes.metadata import PREFIX
 from correspondence.runtimes.sam_encoder import (ENCODER_THRESHOLDS, SAM2_OUTPUTS, OnnxEncoder, encoder_kind,
                                                  encoder_parity)
 
+from correspondence.errors import ConfigError
+
 from .metadata import write_props, write_verification
+from .quantize import Quantization, quantize
 from .staging import Staging, finalise
 from .verify import Check, VerificationReport, check_onnx
 
@@ -39,26 +42,34 @@ class _Sam2Encoder(nn.Module):
 
 
 def export_sam_encoder(model: Any, out: str | Path, opset: int = 17, images: list[np.ndarray] | None = None,
-                       log: Callable[[str], None] = print) -> tuple[Path, VerificationReport]:
+                       log: Callable[[str], None] = print, precision: str = "fp32") -> tuple[Path, VerificationReport]:
     """Export ``model.image_encoder`` (a segment-anything ``Sam`` or a sam2 ``SAM2Base``, on the CPU) to ``out``
-    and verify it; returns the model's final path (``<stem>.rejected.onnx`` when it failed) and the report."""
+    and verify it; returns the model's final path (``<stem>.rejected.onnx`` when it failed) and the report.
+    ``precision`` int8: the traced fp32 graph's MatMul/Gemm quantised dynamically (:mod:`.quantize`), verified
+    against the same encoder thresholds."""
+    if precision not in ("fp32", "int8"):
+        raise ConfigError(f"SAM encoder exports are fp32 or int8, not {precision!r}")
     kind = encoder_kind(model)
     side = model.image_size if kind == "sam2" else model.image_encoder.img_size
     module = _Sam2Encoder(model.image_encoder) if kind == "sam2" else model.image_encoder
     names = list(SAM2_OUTPUTS) if kind == "sam2" else ["embedding"]
     out = Path(out)
-    log(f"[soco] exporting the {kind} image encoder ({side} px) -> {out}")
+    log(f"[soco] exporting the {kind} image encoder ({side} px, {precision}) -> {out}")
     report = VerificationReport(str(out), f"PyTorch {torch.__version__} fp32 {kind} encoder and predictor", "",
-                                "fp32")
+                                precision)
     props = {PREFIX + "format": "soco_ros.export/1", PREFIX + "model": f"{kind}_image_encoder",
-             PREFIX + "size": str(side), PREFIX + "outputs": json.dumps(names), PREFIX + "precision": "fp32",
+             PREFIX + "size": str(side), PREFIX + "outputs": json.dumps(names), PREFIX + "precision": precision,
              PREFIX + "thresholds": json.dumps(ENCODER_THRESHOLDS)}
     with Staging(out) as staged:
+        traced = staged.with_name(staged.stem + ".fp32.onnx") if precision == "int8" else staged
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            torch.onnx.export(module.eval(), (torch.zeros(1, 3, side, side),), str(staged), dynamo=False,
+            torch.onnx.export(module.eval(), (torch.zeros(1, 3, side, side),), str(traced), dynamo=False,
                               opset_version=opset, input_names=["images"], output_names=names,
                               do_constant_folding=True)
+        if precision == "int8":
+            props[PREFIX + "quantization"] = json.dumps(quantize(traced, staged, Quantization()))
+            traced.unlink()
         write_props(staged, props)
         check_onnx(staged)
         report.checks.append(Check("onnx.checker (full_check) accepts the model", 1.0, 1.0, True))

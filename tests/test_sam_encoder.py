@@ -117,3 +117,13 @@ def test_sam2_tiny_encoder_bf16_and_onnx(tmp_path):
     assert report.details["kind"] == "sam2" and report.details["mean_mask_iou"] > 0.95
     figures = encoder_parity(model, AutocastEncoder(model.image_encoder), images)
     assert figures["passed"], figures
+
+
+def test_int8_encoder_export_is_quantised_and_verified(sam, tmp_path):
+    import onnx
+    pytest.importorskip("onnxruntime.quantization")
+    path, report = export_sam_encoder(sam, tmp_path / "enc8.onnx", images=PAIR, log=lambda m: None, precision="int8")
+    assert report.passed and report.precision == "int8", report.text()
+    assert "MatMulInteger" in {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert report.details["min_cosine"] < 1.0  # the quantisation error is real, within the encoder bound
+    assert OnnxEncoder(path, "sam").verification.passed
