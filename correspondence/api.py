@@ -11,6 +11,7 @@ from PIL import Image
 
 from .backbones import LoadedBackbone, create_backbone
 from .coords import Convention
+from .device import resolve_device
 from .errors import ConfigError
 from .features import ExtractionSettings, FeatureExtractor
 from .frame_graph import FrameGraph, can_capture_frame
@@ -20,6 +21,7 @@ from .keypoint_matching import (DemoQuery, MatchResult, MatchSettings, match_key
                                 refine_and_verify)
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy, to_rgb_array
 from .runtimes import RuntimeSpec, create_runtime, exported_backbone, exported_metadata
+from .runtimes.precision import resolve_precision
 
 ImageLike = str | Path | Image.Image | np.ndarray
 
@@ -53,11 +55,14 @@ class Matcher:
 
     @classmethod
     def create(cls, backbone: str | LoadedBackbone = "auto", *, weights: str | Path | None = None,
-               random_weights: bool = False, device: str = "cpu", dtype: str = "float32",
+               random_weights: bool = False, device: str = "cpu", dtype: str = "auto",
                runtime: RuntimeSpec | str | Mapping | None = None,
                extraction: ExtractionSettings | Mapping | None = None, matching: MatchSettings | Mapping | None = None,
                allow_download: bool = True, cache_size: int = 64, **options: Any) -> "Matcher":
         """A matcher from three groups of settings, each an object or a mapping of its fields:
+
+        - ``dtype``: ``auto`` (default: bf16 on a CPU with native bf16 once verified on these weights, else
+          float32; see :mod:`correspondence.runtimes.precision`), or an explicit float32 | float16 | bfloat16.
 
         - ``runtime`` (:class:`RuntimeSpec`): ``"torch"`` (default) or ``name`` (torch | onnxruntime | tensorrt),
           ``model`` (.onnx / .engine), ``provider``, ``compile``, ``cuda_graphs`` (capture the backbone as a CUDA
@@ -86,8 +91,10 @@ class Matcher:
                                      allow_download=allow_download)
         default_size = exported.size if exported is not None else loaded.spec.preprocessing.default_size
         settings = _extraction_settings(extraction, extraction_options, default_size, dtype)
+        settings, precision = resolve_precision(settings, loaded, resolve_device(device), spec.name)
         runtime = create_runtime(spec, loaded, device=device, dtype=settings.dtype)
-        return cls(FeatureExtractor(loaded, settings, device=device, runtime=runtime, cache_size=cache_size),
+        return cls(FeatureExtractor(loaded, settings, device=device, runtime=runtime, cache_size=cache_size,
+                                    precision=precision),
                    _match_settings(matching, matching_options))
 
     def __call__(self, demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = None,

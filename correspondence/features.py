@@ -27,6 +27,9 @@ from .errors import ConfigError, InputError
 from .preprocessing import (ImageGeometry, PreprocessSettings, effective_size, mask_to_processed, network_batch,
                             normalise_batch, preprocess_on_device, to_rgb_array)
 from .runtimes.base import BackboneRuntime
+from .runtimes.precision import AUTO, PrecisionChoice, resolve_precision
+
+DTYPE_CHOICES = ("float32", "float16", "bfloat16", AUTO)
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,15 @@ class ExtractionSettings:
     kind: OutputKind = OutputKind.LAST_RAW
     layers: tuple[int, ...] = (-1,)
     convention: Convention = Convention.PATCH_CENTER
-    dtype: str = "float32"  # float32 | float16 (CUDA) | bfloat16
+    # float32 | float16 (CUDA) | bfloat16 | auto (the extractor resolves it: runtimes/precision.py)
+    dtype: str = "float32"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", OutputKind(self.kind))
         object.__setattr__(self, "convention", Convention(self.convention))
         object.__setattr__(self, "layers", tuple(int(layer) for layer in self.layers))
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError(f"dtype must be float32, float16 or bfloat16, got {self.dtype!r}")
+        if self.dtype not in DTYPE_CHOICES:
+            raise ConfigError(f"dtype must be one of {', '.join(DTYPE_CHOICES)}, got {self.dtype!r}")
 
     def as_dict(self) -> dict:
         return {"preprocess": self.preprocess.as_dict(), "kind": self.kind.value, "layers": list(self.layers),
@@ -184,8 +188,12 @@ class FeatureExtractor:
 
     def __init__(self, backbone: LoadedBackbone, settings: ExtractionSettings | None = None,
                  device: str | torch.device = "cpu", batch_size: int = 8, cache_size: int = 64,
-                 runtime: BackboneRuntime | None = None, device_preprocess: bool | None = None) -> None:
+                 runtime: BackboneRuntime | None = None, device_preprocess: bool | None = None,
+                 precision: PrecisionChoice | None = None) -> None:
         """``runtime``: what runs the network (see :mod:`correspondence.runtimes`); default eager torch.
+        ``settings.dtype="auto"`` is resolved here (:func:`~correspondence.runtimes.precision.resolve_precision`)
+        when the extractor makes its own runtime; ``precision``: the record of a choice made by the caller who built
+        ``runtime`` (``Matcher.create``), reported by :meth:`describe`.
         ``device_preprocess``: pad, resize and normalise on the device (only the uint8 frame is uploaded); default:
         on with a CUDA-graph runtime, else PIL on the host, the reference the benchmarks reproduce (the two agree to
         one grey level per pixel, see :func:`preprocess_on_device`)."""
@@ -194,6 +202,12 @@ class FeatureExtractor:
             preprocess=PreprocessSettings(size=backbone.spec.preprocessing.default_size))
         self.device = resolve_device(device)
         backbone.spec.contract.check_kind(self.settings.kind)
+        if self.settings.dtype == AUTO and runtime is not None and runtime.name == "torch":
+            raise ConfigError("dtype 'auto' must be resolved before the torch runtime is built: pass no runtime, or "
+                              "resolve it with correspondence.runtimes.precision.resolve_precision")
+        self.settings, resolved = resolve_precision(self.settings, backbone, self.device,
+                                                    runtime.name if runtime is not None else "torch")
+        self.precision = precision or resolved
         if runtime is None:
             from .runtimes.torch_runtime import TorchRuntime
             runtime = TorchRuntime(backbone.module, self.device, self.settings.dtype)
@@ -224,7 +238,7 @@ class FeatureExtractor:
         side = effective_size(size.size, contract.patch_size, size.size_policy)
         return {"backbone": self.backbone.describe(), "extraction": self.settings.as_dict(),
                 "effective_image_size": side, "grid": side // contract.patch_size, "device": str(self.device),
-                "runtime": self.runtime.describe()}
+                "runtime": self.runtime.describe(), "precision": self.precision.as_dict()}
 
     def _key(self, rgb: np.ndarray) -> str:
         return image_key(rgb) + "|" + self._settings_key

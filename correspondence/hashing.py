@@ -1,4 +1,5 @@
-"""Content hashes recorded with results and checked before reuse (weights files, exported models, engines)."""
+"""Content hashes recorded with results and checked before reuse (weights files, in-memory weights, exported models,
+engines)."""
 from __future__ import annotations
 
 import hashlib
@@ -22,3 +23,18 @@ def file_sha256(path: str | os.PathLike, length: int | None = None) -> str:
                 digest.update(chunk)
         _CACHE[key] = digest.hexdigest()
     return _CACHE[key][:length] if length else _CACHE[key]
+
+
+def state_dict_sha256(module) -> str:
+    """Hash of a module's parameters and buffers (names, shapes, dtypes, bytes), 16 hex characters: identifies
+    random or in-memory weights, which have no file to hash."""
+    import torch
+
+    from .device import to_numpy
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(to_numpy(tensor.view(torch.uint8)).tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()[:16]

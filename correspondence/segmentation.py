@@ -457,11 +457,12 @@ class SamMaskSource:
         self.weights_sha256 = weights_sha256
         self.embeddings_computed = 0
         self._image_key: str | None = None
+        self.encoder: dict = {"encoder": "fp32", "reason": "the model's own encoder"}
 
     # -- construction -------------------------------------------------------------------------------------------
     @classmethod
     def create(cls, model_type: str = "vit_b", weights: str | os.PathLike | None = None, allow_download: bool = True,
-               device: str = "cpu") -> "SamMaskSource":
+               device: str = "cpu", encoder: str = "auto") -> "SamMaskSource":
         """Build SAM ``model_type`` with the official checkpoint.
 
         The checkpoint is resolved by :func:`~correspondence.backbones.weights.resolve_weights` (explicit path ->
@@ -482,7 +483,16 @@ class SamMaskSource:
             raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit SAM {model_type}: "
                                          f"{str(exc).splitlines()[0]}") from exc
         model.to(torch_device).eval()
-        return cls(predictor_cls(model), model_type, str(path), weights_hash(path))
+        return cls(predictor_cls(model), model_type, str(path), weights_hash(path)).use_encoder(encoder)
+
+    def use_encoder(self, encoder: str) -> "SamMaskSource":
+        """Run the image encoder as ``encoder`` (fp32 | bf16 | auto | an exported .onnx; see
+        :mod:`correspondence.runtimes.sam_encoder`); the choice is recorded in ``self.encoder``."""
+        from .runtimes.sam_encoder import encoder_for, swap_encoder
+        module, self.encoder = encoder_for(self.predictor.model, encoder, self.weights_sha256)
+        if module is not None:
+            swap_encoder(self.predictor.model, module)
+        return self
 
     @classmethod
     def from_model(cls, sam_model: Any, model_type: str = "custom") -> "SamMaskSource":
@@ -506,7 +516,8 @@ class SamMaskSource:
         rgb, prompt, _ = _prepare(image, prompt, depth)
         computed = self.set_image(rgb)
         details: dict[str, Any] = {"model_type": self.model_type, "weights": self.weights,
-                                   "weights_sha256": self.weights_sha256, "embedding_computed": computed}
+                                   "weights_sha256": self.weights_sha256, "embedding_computed": computed,
+                                   "encoder": self.encoder["encoder"]}
         if prompt.box is not None:
             points = labels = None
             if prompt.point is not None:

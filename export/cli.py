@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     onnx.add_argument("--weights", default=None, help="explicit checkpoint (default: resolved like `soco match`)")
     onnx.add_argument("--random-weights", action="store_true", help="seeded random weights (no download)")
     onnx.add_argument("--size", type=int, required=True, help="square input side in px, a multiple of the patch")
-    onnx.add_argument("--fp16", action="store_true", help="half-precision body (LayerNorm in fp32, I/O float32)")
+    _precision_options(onnx)
     onnx.add_argument("--kind", default=OutputKind.LAST_RAW.value, choices=[k.value for k in OutputKind],
                       help="which tokens to output (blocks: several blocks, e.g. for the functional head)")
     onnx.add_argument("--layers", default="-1", help="comma-separated blocks for --kind blocks (e.g. -3,-2,-1)")
@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     head.add_argument("--size", type=int, required=True, help="image size in px the backbone export uses")
     head.add_argument("--backbone-weights", default=None, help="backbone weights for the verification features")
     head.add_argument("--random-weights", action="store_true", help="random backbone for the verification features")
-    head.add_argument("--fp16", action="store_true")
+    _precision_options(head)
     head.add_argument("--opset", type=int, default=17)
     _verify_options(head)
     head.add_argument("--out", required=True, help="output .onnx path")
@@ -52,6 +52,26 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                           "still verified and only written to --out if it passes)")
     trt.add_argument("--out", required=True, help="output .engine path (a .json sidecar is written next to it)")
     trt.set_defaults(handler=run_tensorrt)
+
+
+def _precision_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("precision")
+    group.add_argument("--precision", default="fp32", choices=("fp32", "fp16", "int8"),
+                       help="fp16: half-precision body, LayerNorm in fp32; int8: quantised linear layers for CPUs "
+                            "(onnxruntime.quantization); I/O stays float32 (default: %(default)s)")
+    group.add_argument("--fp16", action="store_const", const="fp16", dest="precision", help="same as --precision fp16")
+    group.add_argument("--quantization", default="dynamic", choices=("dynamic", "static"),
+                       help="int8: activation ranges at run time (dynamic) or fixed from calibration images (static)")
+    group.add_argument("--calibration", nargs="+", default=["generated"], metavar="SOURCE",
+                       help="static int8: 'generated' (photo-like scenes), an image (e.g. your demo) or a folder "
+                            "(default: generated)")
+    group.add_argument("--calibration-count", type=int, default=8, help="at most this many calibration images")
+
+
+def _quantization(args: argparse.Namespace):
+    from .quantize import Quantization
+    return Quantization(args.quantization, tuple(args.calibration), args.calibration_count) \
+        if args.precision == "int8" else None
 
 
 def _verify_options(parser: argparse.ArgumentParser) -> None:
@@ -84,9 +104,9 @@ def run_onnx(args: argparse.Namespace) -> int:
     loaded = create_backbone(args.backbone, weights=args.weights, random_init=args.random_weights)
     layers = tuple(int(x) for x in args.layers.split(",") if x.strip())
     pair = load_pair(args.verify_images) if args.verify_images else None
-    result = export_backbone(loaded, args.size, args.out, fp16=args.fp16, kind=args.kind, layers=layers,
+    result = export_backbone(loaded, args.size, args.out, precision=args.precision, kind=args.kind, layers=layers,
                              opset=args.opset, dynamic_batch=not args.static_batch, provider=args.provider,
-                             verify_images=pair)
+                             verify_images=pair, quantization=_quantization(args))
     return _finish(result, args.out)
 
 
@@ -100,8 +120,9 @@ def run_head(args: argparse.Namespace) -> int:
     checkpoint = HeadCheckpoint.load(args.checkpoint)
     backbone = create_backbone(checkpoint.backbone, weights=args.backbone_weights, random_init=args.random_weights)
     pair = load_pair(args.verify_images) if args.verify_images else None
-    result = export_head(args.checkpoint, backbone, args.size, args.out, function=args.function, fp16=args.fp16,
-                         opset=args.opset, provider=args.provider, verify_images=pair)
+    result = export_head(args.checkpoint, backbone, args.size, args.out, function=args.function,
+                         precision=args.precision, opset=args.opset, provider=args.provider, verify_images=pair,
+                         quantization=_quantization(args))
     return _finish(result, args.out)
 
 

@@ -5,7 +5,6 @@ module fills it from a loaded backbone or head and writes it into an ONNX model.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
 from pathlib import Path
@@ -13,24 +12,14 @@ from pathlib import Path
 import torch
 
 from correspondence.backbones.contract import OutputKind
-from correspondence.device import to_numpy
+from correspondence.hashing import state_dict_sha256
 from correspondence.backbones.registry import LoadedBackbone
 from correspondence.runtimes.deps import import_onnx
 from correspondence.runtimes.metadata import (FORMAT, PREFIX, VERIFICATION_KEY, ModelMetadata, VerificationRecord,
                                               output_names)
 
 
-def state_dict_sha256(module: torch.nn.Module) -> str:
-    """Hash of the parameters and buffers (names, shapes, dtypes, bytes): identifies random or in-memory weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        tensor = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
-        digest.update(to_numpy(tensor.view(torch.uint8)).tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()[:16]
-
-
-def backbone_metadata(loaded: LoadedBackbone, size: int, kind: OutputKind, layers: tuple[int, ...], fp16: bool,
+def backbone_metadata(loaded: LoadedBackbone, size: int, kind: OutputKind, layers: tuple[int, ...], precision: str,
                       opset: int, batch: str) -> ModelMetadata:
     contract = loaded.spec.contract
     sha = loaded.weights.sha256 or state_dict_sha256(loaded.module)
@@ -39,18 +28,18 @@ def backbone_metadata(loaded: LoadedBackbone, size: int, kind: OutputKind, layer
     return ModelMetadata(
         backbone=loaded.spec.name, size=size, patch_size=contract.patch_size,
         feature_dim=contract.feature_dim_for(kind, 1), output_kind=kind.value, layers=layers,
-        outputs=output_names(kind.value, layers), precision="fp16" if fp16 else "fp32", mean=tuple(norm.mean),
+        outputs=output_names(kind.value, layers), precision=precision, mean=tuple(norm.mean),
         std=tuple(norm.std), weights_kind=loaded.weights.kind, weights_sha256=sha, batch=batch, opset=opset,
         extra={"weights_hash_of": hash_of, "weights_path": loaded.weights.path or "", "torch_version": torch.__version__,
                "exporter": "torch.onnx.export (TorchScript tracer)", "host": platform.node()})
 
 
 def head_props(checkpoint_path: str, backbone: str, layers: tuple[int, ...], grid: int, size: int, config: dict,
-               function: str | None, text_encoder: str, fp16: bool, weights_sha256: str, inputs: list[str],
+               function: str | None, text_encoder: str, precision: str, weights_sha256: str, inputs: list[str],
                outputs: list[str], opset: int) -> dict[str, str]:
     values = {"format": FORMAT, "model": "functional_head", "backbone": backbone, "layers": list(layers),
               "size": size, "grid": grid, "head": config, "text_input": "baked" if function else "input:text",
-              "function": function or "", "text_encoder": text_encoder, "precision": "fp16" if fp16 else "fp32",
+              "function": function or "", "text_encoder": text_encoder, "precision": precision,
               "weights_sha256": weights_sha256, "checkpoint": checkpoint_path, "inputs": inputs, "outputs": outputs,
               "opset": opset, "torch_version": torch.__version__,
               "input_layout": "block_<L>: float32 (B, C, grid, grid) raw block outputs of the backbone export; grid: "

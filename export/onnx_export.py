@@ -10,6 +10,7 @@ stay dynamic. The image side is static: it fixes the grid and so the frozen posi
 """
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from dataclasses import dataclass
@@ -25,10 +26,11 @@ from correspondence.device import to_numpy
 from correspondence.errors import ConfigError, InputError
 from correspondence.preprocessing import PreprocessSettings, network_batch
 from correspondence.runtimes.deps import import_onnx
-from correspondence.runtimes.metadata import INPUT_NAME, output_names
+from correspondence.runtimes.metadata import INPUT_NAME, PREFIX, output_names
 
 from .metadata import backbone_metadata, head_props, state_dict_sha256, write_props, write_verification
 from .modules import ExportableBackbone, ExportableHead
+from .quantize import Quantization, check_precision, quantize
 from .staging import Staging, finalise
 from .verify import THRESHOLDS, Check, VerificationError, VerificationReport, check_onnx, parity_checks
 
@@ -120,14 +122,33 @@ def run_onnx(path: Path, feeds: dict[str, np.ndarray], provider: str, report: Ve
     return [np.asarray(o, dtype=np.float32) for o in outputs]
 
 
+def _trace_precision(trace: Callable[[Path], None], staged: Path, precision: str, quantization: Quantization | None,
+                     calibration_feeds: Callable[[list[np.ndarray]], list[dict]], props: dict[str, str]) -> None:
+    """Trace into ``staged``; for int8, trace fp32 beside it and quantise into ``staged`` (recorded in ``props``)."""
+    if precision != "int8":
+        trace(staged)
+        return
+    traced = staged.with_name(staged.stem + ".fp32" + staged.suffix)
+    trace(traced)
+    info = quantize(traced, staged, quantization or Quantization(), calibration_feeds)
+    traced.unlink()
+    props[PREFIX + "quantization"] = json.dumps(info)
+
+
 def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bool = False,
                     kind: OutputKind | str = OutputKind.LAST_RAW, layers: Sequence[int] = (-1,), opset: int = MIN_OPSET,
                     dynamic_batch: bool = True, provider: str = "cpu",
                     verify_images: tuple[np.ndarray, np.ndarray] | None = None,
-                    log: Callable[[str], None] = print) -> ExportResult:
-    """Export ``loaded`` at ``size`` px to ``out`` and verify it; raises VerificationError if parity fails."""
+                    log: Callable[[str], None] = print, precision: str | None = None,
+                    quantization: Quantization | None = None) -> ExportResult:
+    """Export ``loaded`` at ``size`` px to ``out`` and verify it; raises VerificationError if parity fails.
+
+    ``precision``: fp32 | fp16 | int8 (default: fp16 when ``fp16``, else fp32); int8 is made by
+    :func:`.quantize.quantize` (``quantization``: dynamic by default) from the fp32 graph."""
     from .inputs import image_pair
 
+    precision = check_precision(precision or ("fp16" if fp16 else "fp32"))
+    fp16 = precision == "fp16"
     contract = loaded.spec.contract
     kind = contract.check_kind(kind)
     check_size(size, contract.patch_size, loaded.spec.name)
@@ -137,17 +158,20 @@ def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bo
     wrapper = ExportableBackbone(loaded, size, kind, resolved, fp16=fp16).eval()
     names = list(output_names(kind.value, resolved))
     log(f"[soco] exporting {loaded.spec.name} ({loaded.weights.kind} weights) at {size} px, {kind.value}"
-        f"{' ' + str(list(resolved)) if kind is OutputKind.BLOCKS else ''}, {'fp16' if fp16 else 'fp32'}, "
-        f"opset {opset} -> {out}")
+        f"{' ' + str(list(resolved)) if kind is OutputKind.BLOCKS else ''}, {precision}"
+        f"{' (' + (quantization or Quantization()).mode + ')' if precision == 'int8' else ''}, opset {opset} -> {out}")
     report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 ({loaded.spec.name}, CPU)", "",
-                                "fp16" if fp16 else "fp32")
-    meta = backbone_metadata(loaded, size, kind, tuple(resolved), fp16, opset, "dynamic" if dynamic_batch else "1")
+                                precision)
+    meta = backbone_metadata(loaded, size, kind, tuple(resolved), precision, opset, "dynamic" if dynamic_batch else "1")
     props = meta.to_props()
     with Staging(out) as staged:
         start = time.perf_counter()
         dummy = torch.zeros(1, 3, size, size)
         axes = {INPUT_NAME: {0: "batch"}, **{n: {0: "batch"} for n in names}} if dynamic_batch else {}
-        _trace(wrapper, (dummy,), staged, [INPUT_NAME], names, axes, opset)
+        _trace_precision(lambda path: _trace(wrapper, (dummy,), path, [INPUT_NAME], names, axes, opset), staged,
+                         precision, quantization,
+                         lambda images: [{INPUT_NAME: to_numpy(normalised_batch([image], size, loaded), np.float32)}
+                                         for image in images], props)
         write_props(staged, props)
         seconds = time.perf_counter() - start
         if _checker(staged, report):
@@ -174,11 +198,15 @@ def export_backbone(loaded: LoadedBackbone, size: int, out: str | Path, fp16: bo
 def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int, out: str | Path,
                 function: str | None = None, fp16: bool = False, opset: int = MIN_OPSET, provider: str = "cpu",
                 verify_images: tuple[np.ndarray, np.ndarray] | None = None, stride: int = 4,
-                log: Callable[[str], None] = print) -> ExportResult:
+                log: Callable[[str], None] = print, precision: str | None = None,
+                quantization: Quantization | None = None) -> ExportResult:
     """Export a functional head (function embedding as an input, or ``function`` baked in) and verify it on
-    the backbone's real block features of an image pair."""
+    the backbone's real block features of an image pair. ``precision``: fp32 | fp16 | int8 (as for a backbone;
+    static int8 calibrates on the backbone's block features of the calibration images)."""
     from correspondence.functional.checkpoint import HeadCheckpoint
 
+    precision = check_precision(precision or ("fp16" if fp16 else "fp32"))
+    fp16 = precision == "fp16"
     checkpoint_path = Path(checkpoint_path)
     if not checkpoint_path.with_suffix(".safetensors").is_file():
         raise InputError(f"head checkpoint {str(checkpoint_path)!r} does not exist")
@@ -202,11 +230,21 @@ def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int
     out = Path(out)
     log(f"[soco] exporting functional head {checkpoint_path.name} ({checkpoint.backbone}, blocks {list(layers)}, "
         f"{'function ' + repr(function) + ' baked in' if function else 'text embedding as input'}, "
-        f"{'fp16' if fp16 else 'fp32'}) -> {out}")
+        f"{precision}) -> {out}")
     report = VerificationReport(str(out), f"PyTorch {torch.__version__} eager fp32 head on {backbone.spec.name} "
-                                f"({backbone.weights.kind} weights) block features", "", "fp16" if fp16 else "fp32")
+                                f"({backbone.weights.kind} weights) block features", "", precision)
     props = head_props(str(checkpoint_path), checkpoint.backbone, tuple(layers), grid_side, size, config.as_dict(),
-                       function, checkpoint.text_encoder, fp16, state_dict_sha256(head), input_names, outputs, opset)
+                       function, checkpoint.text_encoder, precision, state_dict_sha256(head), input_names, outputs,
+                       opset)
+
+    def calibration_feeds(images: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        feeds = []
+        for image in images:
+            inputs, _, _ = _head_inputs([image], backbone, head, checkpoint, text, function, size, stride, grid_side,
+                                        layers)
+            feeds.append(_head_feeds(inputs, block_names, function))
+        return feeds
+
     with Staging(out) as staged:
         start = time.perf_counter()
         dummy = [torch.zeros(1, config.feature_dim, grid_side, grid_side) for _ in layers] + [torch.zeros(1, 16, 2)]
@@ -216,7 +254,8 @@ def export_head(checkpoint_path: str | Path, backbone: LoadedBackbone, size: int
         axes["grid"] = {0: "batch", 1: "points"}
         axes.update({"embeddings": {0: "batch", 1: "points"}, "mask_logits": {0: "batch", 1: "points"}})
         axes = {k: v for k, v in axes.items() if k in input_names or k in outputs}
-        _trace(wrapper, tuple(dummy), staged, input_names, outputs, axes, opset)
+        _trace_precision(lambda path: _trace(wrapper, tuple(dummy), path, input_names, outputs, axes, opset), staged,
+                         precision, quantization, calibration_feeds, props)
         write_props(staged, props)
         seconds = time.perf_counter() - start
         if _checker(staged, report):
@@ -235,9 +274,25 @@ def _verify_head(staged: Path, report: VerificationReport, head, backbone: Loade
     point grid): the embeddings' parity checks and, with a mask head, :func:`mask_logit_checks`."""
     from .inputs import image_pair
 
-    config = head.config
     pair = verify_images or image_pair()
-    batch = normalised_batch(pair, size, backbone)
+    inputs, (emb, logits), text_note = _head_inputs(list(pair), backbone, head, checkpoint, text, function, size,
+                                                    stride, grid_side, layers)
+    report.reference += f", {text_note}"
+    reference = [to_numpy(emb, np.float32)] + ([to_numpy(logits, np.float32)] if logits is not None else [])
+    candidate = run_onnx(staged, _head_feeds(inputs, block_names, function), provider, report)
+    checks, details = parity_checks(reference[:1], candidate[:1], outputs[:1], report.precision)
+    report.checks += checks
+    if logits is not None:
+        checks, details["mask_logits"] = mask_logit_checks(reference[1], candidate[1], report.precision)
+        report.checks += checks
+    report.details.update(details, size=size, points=int(inputs[1].shape[1]))
+
+
+def _head_inputs(images: list[np.ndarray], backbone: LoadedBackbone, head, checkpoint, text, function: str | None,
+                 size: int, stride: int, grid_side: int, layers: Sequence[int]) -> tuple[tuple, tuple, str]:
+    """The head's inputs for ``images`` (the backbone's block features, a stride-``stride`` point grid, the text
+    embedding), the eager fp32 head's outputs on them, and which text embedding was used."""
+    batch = normalised_batch(images, size, backbone)
     with torch.no_grad():
         blocks = backbone.module.to("cpu").eval().forward_dense(batch, OutputKind.BLOCKS, layers)
         points = _point_grid(size, stride, grid_side).expand(len(batch), -1, -1).contiguous()
@@ -248,23 +303,20 @@ def _verify_head(staged: Path, report: VerificationReport, head, backbone: Loade
             text_batch, text_note = checkpoint.functions[name].float().reshape(1, -1).expand(len(batch), -1), \
                 f"function {name!r} from the checkpoint's table"
         else:
-            text_batch = torch.nn.functional.normalize(torch.randn(1, config.text_dim,
+            text_batch = torch.nn.functional.normalize(torch.randn(1, head.config.text_dim,
                                                                    generator=torch.Generator().manual_seed(0)), dim=-1)
             text_batch, text_note = text_batch.expand(len(batch), -1), "a seeded random unit text embedding"
-        emb, logits = head.embed(head.fuse(list(blocks)), points, text_batch)
-    report.reference += f", {text_note}"
-    reference = [to_numpy(emb, np.float32)] + ([to_numpy(logits, np.float32)] if logits is not None else [])
+        outputs = head.embed(head.fuse(list(blocks)), points, text_batch)
+    return (blocks, points, text_batch), outputs, text_note
+
+
+def _head_feeds(inputs: tuple, block_names: list[str], function: str | None) -> dict[str, np.ndarray]:
+    blocks, points, text_batch = inputs
     feeds = {name: np.ascontiguousarray(to_numpy(b, np.float32)) for name, b in zip(block_names, blocks)}
     feeds["grid"] = np.ascontiguousarray(to_numpy(points, np.float32))
     if not function:
         feeds["text"] = np.ascontiguousarray(to_numpy(text_batch, np.float32))
-    candidate = run_onnx(staged, feeds, provider, report)
-    checks, details = parity_checks(reference[:1], candidate[:1], outputs[:1], report.precision)
-    report.checks += checks
-    if logits is not None:
-        checks, details["mask_logits"] = mask_logit_checks(reference[1], candidate[1], report.precision)
-        report.checks += checks
-    report.details.update(details, size=size, points=int(points.shape[1]))
+    return feeds
 
 
 MASK_LOGIT_SCALE_FLOOR = 1.0  # logits this small are undecided: their error is judged against 1, not against ~0

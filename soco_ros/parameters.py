@@ -88,8 +88,9 @@ SPECS: tuple[ParamSpec, ...] = (
                              "empty: the backbone's own features.", reconfigurable=False),
     P("device", "cpu", "Torch device for the backbone (cpu, cuda, cuda:1...); one this machine lacks fails "
                        "configure with the devices it has.", reconfigurable=False),
-    P("dtype", "float32", "Backbone precision for the torch runtime (float16 needs CUDA; autocast, LayerNorm fp32).",
-      choices=("float32", "float16", "bfloat16"), reconfigurable=False),
+    P("dtype", "auto", "Backbone precision for the torch runtime (auto: bf16 on a CPU with native bf16 once verified on "
+                       "these weights, else float32; float16 needs CUDA; autocast, LayerNorm fp32).",
+      choices=("auto", "float32", "float16", "bfloat16"), reconfigurable=False),
     P("cuda_graphs", False, "Torch runtime on CUDA: capture the backbone as a CUDA graph at configure and replay it "
                             "per frame, preprocessing on the GPU (the fastest batch-1 path).", reconfigurable=False),
     P("image_size", 0, "Backbone input side in px; 0 = the backbone's default (448 for DINOv2 / daisy).",

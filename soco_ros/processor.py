@@ -67,7 +67,7 @@ def build_matcher(params: dict[str, Any]) -> Matcher:
                 "allow_unverified": bool(params.get("runtime_allow_unverified", False))}
     return Matcher.create(params["backbone"], weights=params["weights"] or None,
                           random_weights=bool(params["random_weights"]), size=int(params["image_size"]) or None,
-                          device=params["device"], dtype=params.get("dtype", "float32"),
+                          device=params["device"], dtype=params.get("dtype", "auto"),
                           method=params["match_method"], allow_download=False, runtime=spec, cache_size=2,
                           protocol=params.get("match_protocol", "default"),
                           refine=bool(params.get("refine_keypoints", True)),

@@ -62,3 +62,30 @@ def test_unknown_runtime_is_rejected(tmp_path, capsys):
     assert main(["bench", "latency", "--backbone", "test_vit_tiny", "--runtimes", "torch,openvino",
                  "--out", str(tmp_path)]) == 1
     assert "openvino" in capsys.readouterr().err
+
+
+def test_latency_rows_for_every_precision_on_every_runtime_in_one_run(tmp_path, capsys):
+    pytest.importorskip("onnxruntime.quantization")
+    out = tmp_path / "lat"
+    code = main(["bench", "latency", "--backbone", "test_vit_tiny", "--sizes", "56", "--runtimes",
+                 "torch,onnxruntime", "--precisions", "fp32,bf16,auto,int8", "--frames", "default", "--no-pipeline", "--layer-scale", "1",
+                 "--runs", "1", "--warmup", "0", "--out", str(out)])
+    assert code == 0
+    report = json.loads((out / "latency.json").read_text())
+    rows = {(r["runtime"], r["precision"].split(" ")[0]): r for r in report["rows"]}
+    assert set(rows) == {("torch", "fp32"), ("torch", "bf16"), ("torch", "auto"), ("onnxruntime", "fp32"),
+                         ("onnxruntime", "int8")}
+    skipped = {(s["runtime"], s["precision"]) for s in report["skipped"]}
+    assert skipped == {("torch", "int8"), ("onnxruntime", "bf16"), ("onnxruntime", "auto")}
+    reference = rows[("torch", "fp32")]
+    assert reference["speedup_vs_torch"] == 1.0
+    assert reference["parity_vs_fp32"]["min_cosine"] == pytest.approx(1.0)
+    assert reference["parity_vs_fp32"]["argmax_agreement"] == 1.0
+    for key in (("torch", "bf16"), ("onnxruntime", "int8")):  # reduced precisions measured, not assumed
+        parity = rows[key]["parity_vs_fp32"]  # with the blocks counting (--layer-scale 1) their error shows
+        assert 0.9 < parity["min_cosine"] <= parity["mean_cosine"] < 1.0 - 1e-7 and parity["matches"] > 0
+    auto = rows[("torch", "auto")]
+    assert auto["precision"] in ("auto (fp32)", "auto (bf16)") and auto["precision_record"]["requested"] == "auto"
+    assert "frame_median_ms" in auto and "frame_median_ms" not in rows[("torch", "bf16")]
+    assert rows[("onnxruntime", "int8")]["runtime_record"]["precision"] == "int8"
+    assert "argmax agree" in capsys.readouterr().out

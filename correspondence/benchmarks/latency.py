@@ -28,10 +28,10 @@ from ..backbones.registry import LoadedBackbone
 from ..errors import SocoError
 from ..features import ExtractionSettings, FeatureExtractor
 from ..io import write_json
-from ..preprocessing import PreprocessSettings
-from ..runtimes import create_runtime
-from ..runtimes.base import BackboneRuntime, RuntimeSpec
+from ..preprocessing import effective_size
 from ..runtimes.deps import tensorrt_missing
+from .latency_variants import (Skip, Variant, alternating_times, exported_variant, features_of, pair_batch, parity_vs,
+                               photo_pair, torch_variant)
 
 # The torch runtime's variants, each a row of its own: eager, torch.compile, CUDA-graph replay (and both).
 TORCH_VARIANTS = {"torch": {}, "torch-compile": {"compile": True}, "torch-cudagraphs": {"cuda_graphs": True},
@@ -56,6 +56,17 @@ class LatencyConfig:
     onnx_provider: str = "cpu"
     pipeline: bool = True
     models_dir: str | None = None  # where exported models go (default: <out>/models)
+    # fp32 | bf16 | fp16 | auto | int8, each runtime at each it supports (empty: fp16 with ``fp16``, else fp32)
+    precisions: tuple[str, ...] = ()
+    frames: str = "all"  # keypoint-frame / pipeline rows for: all | default (torch fp32 and torch auto only)
+    # Random weights only: set every LayerScale (DINOv2's ls1/ls2 gamma, 1e-5 at init) to this value. At init each
+    # block adds ~1e-5 of the residual stream, so no reduced-precision error inside the blocks can show in the
+    # parity columns; 1.0 lets the blocks count, as they do in trained weights. None: the init as it is.
+    layer_scale: float | None = None
+
+    @property
+    def precision_list(self) -> tuple[str, ...]:
+        return self.precisions or (("fp16",) if self.fp16 else ("fp32",))
 
 
 @dataclass(frozen=True)
@@ -137,41 +148,75 @@ def vit_flops(dim: int, depth: int, tokens: int, patches: int, patch: int, mlp_r
     return float(embed + depth * per_block)
 
 
-def _export_for(loaded: LoadedBackbone, size: int, fp16: bool, models: Path) -> Path:
-    from .. import plugins
-    export_backbone = plugins.load(plugins.EXPORTER_GROUP, "onnx_backbone")
-    if export_backbone is None:
-        raise _Skip("no ONNX exporter is installed (the export/ package of soco_ros: pip install -e .[export])")
-    path = models / f"{loaded.spec.name}_{size}_{'fp16' if fp16 else 'fp32'}.onnx"
-    result = export_backbone(loaded, size, path, fp16=fp16, log=lambda message: None)
-    result.report.raise_if_failed()
-    return path
+def set_layer_scale(module: torch.nn.Module, value: float) -> int:
+    """Fill every LayerScale gamma (parameters named ``*.gamma``) with ``value``; returns how many."""
+    count = 0
+    with torch.no_grad():
+        for name, param in module.named_parameters():
+            if name.endswith(".gamma"):
+                param.fill_(value)
+                count += 1
+    return count
 
 
-def _runtime(name: str, loaded: LoadedBackbone, size: int, config: LatencyConfig, models: Path
-             ) -> tuple[BackboneRuntime, str]:
-    """The runtime and the precision it runs at."""
+def _variants(loaded: LoadedBackbone, size: int, config: LatencyConfig, models: Path, skipped: list) -> list[Variant]:
+    """Every (runtime, precision) of the config that can run here; the others go to ``skipped`` with the reason."""
+    variants = []
     cuda = config.device.startswith("cuda")
-    if name in TORCH_VARIANTS:
-        if TORCH_VARIANTS[name].get("cuda_graphs") and not cuda:
-            raise _Skip("CUDA graphs need a CUDA device (run with --device cuda)")
-        dtype = "float16" if config.fp16 and cuda else "float32"
-        spec = RuntimeSpec("torch", **TORCH_VARIANTS[name])
-        return create_runtime(spec, loaded, config.device, dtype), "fp16" if dtype == "float16" else "fp32"
-    if name == "onnxruntime":
-        path = _export_for(loaded, size, config.fp16, models)
-        spec = RuntimeSpec("onnxruntime", str(path), provider=config.onnx_provider, threads=config.threads)
-        return create_runtime(spec, loaded, config.device), "fp16" if config.fp16 else "fp32"
-    missing = tensorrt_missing()
-    if missing:
-        raise _Skip("; ".join(missing))
-    path = _export_for(loaded, size, False, models)  # TensorRT builds fp16 kernels from the fp32 graph
-    spec = RuntimeSpec("tensorrt", str(path), fp16=config.fp16)
-    return create_runtime(spec, loaded, config.device if cuda else "cuda"), "fp16" if config.fp16 else "fp32"
+    for runtime_name in config.runtimes:
+        for precision in config.precision_list:
+            key = {"backbone": loaded.spec.name, "size": size, "runtime": runtime_name, "precision": precision}
+            try:
+                if runtime_name in TORCH_VARIANTS:
+                    if TORCH_VARIANTS[runtime_name].get("cuda_graphs") and not cuda:
+                        raise Skip("CUDA graphs need a CUDA device (run with --device cuda)")
+                    variants.append(torch_variant(runtime_name, TORCH_VARIANTS[runtime_name], precision, loaded,
+                                                  size, config.device))
+                    continue
+                if runtime_name == "tensorrt":
+                    missing = tensorrt_missing()
+                    if missing:
+                        raise Skip("; ".join(missing))
+                    options = {}
+                    device = config.device if cuda else "cuda"
+                else:
+                    options = {"provider": config.onnx_provider, "threads": config.threads}
+                    device = config.device
+                variants.append(exported_variant(runtime_name, precision, loaded, size, models, options, device))
+            except (Skip, SocoError) as exc:
+                skipped.append({**key, "reason": str(exc)})
+    return variants
 
 
-class _Skip(Exception):
-    pass
+def _row(variant: Variant, loaded: LoadedBackbone, size: int, times: list[float], median: float, base: float | None,
+         config: LatencyConfig, rng, flops_cache: dict, peaks: dict) -> dict:
+    """The backbone figures of one variant (forward timed alternately with the others, then extraction)."""
+    extractor = FeatureExtractor(loaded, variant.settings, device=config.device, cache_size=0,
+                                 runtime=variant.runtime, precision=variant.choice)
+    image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
+
+    def extract(i: int) -> None:
+        image[0, 0, 0] = i % 251  # a new image each run: no cache hit can flatter the figure
+        extractor(image)
+
+    extract_times = timed(extract, config.runs, 1, config.device)
+    side = extractor.describe()["effective_image_size"]
+    if (loaded.spec.name, side) not in flops_cache:
+        flops_cache[(loaded.spec.name, side)] = model_flops(loaded, side)
+    flops = flops_cache[(loaded.spec.name, side)]
+    tag = variant.label.split("(")[-1].rstrip(")")
+    peak = peaks.get(tag, peaks["fp32"])["gflops"]
+    achieved = flops / median / 1e9 if flops else None
+    described = variant.runtime.describe()
+    return {"backbone": loaded.spec.name, "weights": loaded.weights.kind, "size": side,
+            "grid": side // loaded.spec.contract.patch_size, "runtime": variant.runtime_name,
+            "precision": variant.label, "precision_record": variant.choice.as_dict() if variant.choice else None,
+            "provider": ",".join(described.get("providers_in_use", [])) or described.get("device", config.device),
+            "runs": config.runs, "median_ms": 1e3 * median, "p95_ms": 1e3 * _percentile(times, 95),
+            "fps": 1.0 / median, "extract_median_ms": 1e3 * _percentile(extract_times, 50),
+            "speedup_vs_torch": base / median if base else None,
+            "gflop": flops / 1e9 if flops else None, "achieved_gflops": achieved,
+            "peak_fraction": achieved / peak if achieved else None, "runtime_record": described}
 
 
 def _trial_frames(size: int):
@@ -191,7 +236,7 @@ def _trial_frames(size: int):
             demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
                             KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
             return demo, live_view
-    raise _Skip("no synthetic trial with 4 visible keypoints")
+    raise Skip("no synthetic trial with 4 visible keypoints")
 
 
 def _pipeline_row(extractor: FeatureExtractor, frames, config: LatencyConfig) -> dict:
@@ -270,71 +315,66 @@ def run_latency_benchmark(config: LatencyConfig, out_dir: str | Path, progress: 
     peaks = {"fp32": matmul_throughput(config.device, torch.float32)}
     if config.device.startswith("cuda"):
         peaks["fp16"] = matmul_throughput(config.device, torch.float16)
+    if {"bf16", "auto"} & set(config.precision_list):
+        peaks["bf16"] = matmul_throughput(config.device, torch.bfloat16)
     rows, pipeline_rows, skipped = [], [], []
     frames_cache: dict[int, object] = {}
-    steps = [(b, s, r) for b in config.backbones for s in config.sizes for r in config.runtimes]
     loaded_cache: dict[str, LoadedBackbone] = {}
-    torch_ms: dict[tuple[str, int], float] = {}
-    torch_pipeline_ms: dict[tuple[str, int], float] = {}
     flops_cache: dict[tuple[str, int], float | None] = {}
-    for name, size, runtime_name in tqdm(steps, desc="latency", unit="setting", disable=not progress):
+    pair, pair_source = photo_pair()
+    steps = [(b, s) for b in config.backbones for s in config.sizes]
+    for name, size in tqdm(steps, desc="latency", unit="setting", disable=not progress):
         if name not in loaded_cache:
             loaded_cache[name] = create_backbone(name, weights=config.weights, random_init=config.random_weights)
+            if config.layer_scale is not None and loaded_cache[name].weights.kind == "random":
+                set_layer_scale(loaded_cache[name].module, config.layer_scale)
         loaded = loaded_cache[name]
-        key = {"backbone": name, "size": size, "runtime": runtime_name}
-        try:
-            runtime, precision = _runtime(runtime_name, loaded, size, config, models)
-        except (_Skip, SocoError) as exc:
-            skipped.append({**key, "reason": str(exc)})
+        variants = _variants(loaded, size, config, models, skipped)
+        if not variants:
             continue
-        settings = ExtractionSettings(PreprocessSettings(size=size))
-        extractor = FeatureExtractor(loaded, settings, device=config.device, cache_size=0, runtime=runtime)
-        image = rng.integers(0, 255, (size, size, 3), dtype=np.uint8)
-        batch = torch.randn(1, 3, *(2 * [extractor.describe()["effective_image_size"]]), device=config.device)
+        side = effective_size(size, loaded.spec.contract.patch_size, variants[0].settings.preprocess.size_policy)
+        batch = torch.randn(1, 3, side, side, device=config.device)
 
-        def forward(_: int) -> None:
-            with torch.no_grad():
-                runtime.forward(batch, settings.kind, settings.layers)
+        def forward_of(variant: Variant) -> Callable[[int], None]:
+            def forward(_: int) -> None:
+                with torch.no_grad():
+                    variant.runtime.forward(batch, variant.settings.kind, variant.settings.layers)
+            return forward
 
-        def extract(i: int) -> None:
-            image[0, 0, 0] = i % 251  # a new image each run: no cache hit can flatter the figure
-            extractor(image)
-
-        times = timed(forward, config.runs, config.warmup, config.device)
-        extract_times = timed(extract, config.runs, 1, config.device)
-        median = _percentile(times, 50)
-        frame = _keypoint_frame_row(extractor, config)
-        side = extractor.describe()["effective_image_size"]
-        if runtime_name == "torch":
-            torch_ms[(name, size)] = median
-        if (name, side) not in flops_cache:
-            flops_cache[(name, side)] = model_flops(loaded, side)
-        flops = flops_cache[(name, side)]
-        peak = peaks.get(precision, peaks["fp32"])["gflops"]
-        achieved = flops / median / 1e9 if flops else None
-        described = runtime.describe()
-        rows.append({"backbone": name, "weights": loaded.weights.kind, "size": side, "grid": side // loaded.spec.contract.patch_size,
-                     "runtime": runtime_name, "precision": precision,
-                     "provider": ",".join(described.get("providers_in_use", [])) or described.get("device", config.device),
-                     "runs": config.runs, "median_ms": 1e3 * median, "p95_ms": 1e3 * _percentile(times, 95),
-                     "fps": 1.0 / median, "extract_median_ms": 1e3 * _percentile(extract_times, 50),
-                     "speedup_vs_torch": (torch_ms[(name, size)] / median) if (name, size) in torch_ms else None,
-                     "gflop": flops / 1e9 if flops else None, "achieved_gflops": achieved,
-                     "peak_fraction": achieved / peak if achieved else None, "runtime_record": described,
-                     **frame, "frame_over_backbone": frame["frame_median_ms"] / (1e3 * median)})
-        if config.pipeline:
-            try:
-                if size not in frames_cache:
-                    frames_cache[size] = _trial_frames(size)
-                row = _pipeline_row(extractor, frames_cache[size], config)
-            except (_Skip, SocoError) as exc:
-                skipped.append({**key, "reason": f"pipeline: {exc}"})
+        all_times = alternating_times([forward_of(v) for v in variants], config.runs, config.warmup,
+                                      lambda: _sync(config.device))
+        medians = [_percentile(t, 50) for t in all_times]
+        base = next((m for v, m in zip(variants, medians) if v.runtime_name == "torch" and v.requested == "fp32"),
+                    None)
+        pair_images = pair_batch(loaded, size, pair, config.device)
+        reference = next((features_of(v, pair_images) for v in variants
+                          if v.runtime_name == "torch" and v.requested == "fp32"), None)
+        base_pipeline = None
+        for variant, times, median in zip(variants, all_times, medians):
+            row = _row(variant, loaded, size, times, median, base, config, rng, flops_cache, peaks)
+            if reference is not None:
+                row["parity_vs_fp32"] = {**parity_vs(reference, features_of(variant, pair_images)),
+                                         "images": pair_source}
+            rows.append(row)
+            if config.frames != "all" and not (variant.runtime_name == "torch" and variant.requested in ("fp32", "auto")):
                 continue
-            if runtime_name == "torch":
-                torch_pipeline_ms[(name, size)] = row["total_median_ms"]
-            base = torch_pipeline_ms.get((name, size))
-            pipeline_rows.append({"backbone": name, "size": side, "runtime": runtime_name, "precision": precision,
-                                  **row, "speedup_vs_torch": base / row["total_median_ms"] if base else None})
+            extractor = FeatureExtractor(loaded, variant.settings, device=config.device, cache_size=0,
+                                         runtime=variant.runtime, precision=variant.choice)
+            row.update(_keypoint_frame_row(extractor, config))
+            row["frame_over_backbone"] = row["frame_median_ms"] / (1e3 * median)
+            if config.pipeline:
+                key = {"backbone": name, "size": size, "runtime": variant.runtime_name, "precision": variant.label}
+                try:
+                    if size not in frames_cache:
+                        frames_cache[size] = _trial_frames(size)
+                    prow = _pipeline_row(extractor, frames_cache[size], config)
+                except (Skip, SocoError) as exc:
+                    skipped.append({**key, "reason": f"pipeline: {exc}"})
+                    continue
+                if variant.runtime_name == "torch" and variant.requested == "fp32":
+                    base_pipeline = prow["total_median_ms"]
+                pipeline_rows.append({**key, "size": row["size"], **prow, "speedup_vs_torch":
+                                      base_pipeline / prow["total_median_ms"] if base_pipeline else None})
     gpu = torch.cuda.get_device_name(torch.device(config.device)) if config.device.startswith("cuda") else None
     machine = (f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
                f"{torch.get_num_threads()} threads, device {config.device}"
@@ -357,6 +397,8 @@ def _fmt(value, spec: str = ".1f", none: str = "-") -> str:
 def _markdown(rows, pipeline_rows, skipped, peaks, machine, config: LatencyConfig) -> str:
     peak_text = ", ".join(f"{k} {v['gflops']:.1f} GFLOP/s ({v['n']}x{v['n']} matmul)" for k, v in peaks.items())
     lines = [f"Backbone latency per runtime, {machine}", "",
+             *([f"Random weights with every LayerScale set to {config.layer_scale} (--layer-scale).", ""]
+               if config.layer_scale is not None else []),
              f"Measured matmul peak: {peak_text}. Forward = the runtime on a preprocessed batch of 1 "
              f"({config.warmup} warm-up + {config.runs} timed runs); extract = preprocessing + forward; "
              "x torch = torch eager median / this median (same run); % peak = model FLOPs / forward median / "
@@ -365,31 +407,46 @@ def _markdown(rows, pipeline_rows, skipped, peaks, machine, config: LatencyConfi
              f"a prepared demo with {FRAME_KEYPOINTS} keypoints (coarse cell matches); / backbone = frame median / "
              "forward median; + refinement = the same frame with the default refinement at the original resolution "
              "(host work).", "",
+             "Variants of one backbone and size are timed alternately (one forward of each in turn), so machine load "
+             "drifts equally over all of them. x torch = torch fp32 median / this median. vs fp32 = features of a "
+             "photo pair against torch fp32: min / mean per-patch cosine and the share of identical argmax matches "
+             f"image 1 -> 2 ({_pair_source(rows)}).", "",
              "| backbone | weights | size | grid | runtime | precision | provider | median ms | p95 ms | frames/s | "
-             "x torch | GFLOP | GFLOP/s | % peak | extract ms | keypoint frame ms | / backbone | + refinement ms |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "x torch | vs fp32: min / mean cos | argmax agree | GFLOP | GFLOP/s | % peak | extract ms | "
+             "keypoint frame ms | / backbone | + refinement ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        parity = r.get("parity_vs_fp32")
+        cos = f"{parity['min_cosine']:.5f} / {parity['mean_cosine']:.5f}" if parity else "-"
         lines.append(f"| {r['backbone']} | {r['weights']} | {r['size']} | {r['grid']}x{r['grid']} | {r['runtime']} | "
                      f"{r['precision']} | {r['provider']} | {r['median_ms']:.2f} | {r['p95_ms']:.2f} | {r['fps']:.1f} | "
-                     f"{_fmt(r['speedup_vs_torch'], '.2f')} | {_fmt(r['gflop'], '.2f')} | "
+                     f"{_fmt(r['speedup_vs_torch'], '.2f')} | {cos} | "
+                     f"{_fmt(parity and 100 * parity['argmax_agreement'], '.1f')}{' %' if parity else ''} | "
+                     f"{_fmt(r['gflop'], '.2f')} | "
                      f"{_fmt(r['achieved_gflops'], '.1f')} | {_fmt(r['peak_fraction'] and 100 * r['peak_fraction'], '.1f')} | "
-                     f"{r['extract_median_ms']:.2f} | {r['frame_median_ms']:.2f} | {r['frame_over_backbone']:.2f} | "
-                     f"{r['refined_frame_median_ms']:.2f} |")
+                     f"{r['extract_median_ms']:.2f} | {_fmt(r.get('frame_median_ms'), '.2f')} | "
+                     f"{_fmt(r.get('frame_over_backbone'), '.2f')} | {_fmt(r.get('refined_frame_median_ms'), '.2f')} |")
     if pipeline_rows:
         lines += ["", "Whole per-frame pipeline (synthetic RGB-D trial: depth segmentation + features + matching + "
                       "RANSAC alignment; demo features cached), medians in ms:", "",
-                  "| backbone | size | runtime | segmentation | features | matching | alignment | total | p95 | "
-                  "frames/s | x torch | aligned |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "| backbone | size | runtime | precision | segmentation | features | matching | alignment | total | p95 | "
+                  "frames/s | x torch | aligned |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in pipeline_rows:
             s = r["stages_median_ms"]
-            lines.append(f"| {r['backbone']} | {r['size']} | {r['runtime']} | {s.get('segmentation', 0):.1f} | "
+            lines.append(f"| {r['backbone']} | {r['size']} | {r['runtime']} | {r['precision']} | "
+                         f"{s.get('segmentation', 0):.1f} | "
                          f"{s.get('features', 0):.1f} | {s.get('matching', 0):.1f} | {s.get('alignment', 0):.1f} | "
                          f"{r['total_median_ms']:.1f} | {r['total_p95_ms']:.1f} | {r['fps']:.2f} | "
                          f"{_fmt(r['speedup_vs_torch'], '.2f')} | {'yes' if r['aligned'] else 'no'} |")
     if skipped:
-        lines += ["", "Skipped:", ""] + [f"- {s['backbone']} {s['size']} px {s['runtime']}: {s['reason']}"
+        lines += ["", "Skipped:", ""] + [f"- {s['backbone']} {s['size']} px {s['runtime']}"
+                                         f"{' ' + s['precision'] if s.get('precision') else ''}: {s['reason']}"
                                          for s in skipped]
     return "\n".join(lines) + "\n"
+
+
+def _pair_source(rows: list[dict]) -> str:
+    return next((r["parity_vs_fp32"]["images"] for r in rows if r.get("parity_vs_fp32")), "no torch fp32 row")
 
 
 def _plot(rows: list[dict], path: Path) -> Path | None:

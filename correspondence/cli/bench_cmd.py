@@ -21,6 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                               "with the reason")
     latency.add_argument("--fp16", action="store_true",
                          help="half precision (torch on CUDA, fp16 ONNX export, TensorRT fp16 kernels)")
+    latency.add_argument("--precisions", default="",
+                         help="comma-separated fp32,bf16,fp16,auto,int8: each runtime at each it supports, timed "
+                              "alternately in one run (default: fp32, or fp16 with --fp16)")
+    latency.add_argument("--frames", default="all", choices=("all", "default"),
+                         help="keypoint-frame and pipeline rows for every variant or only torch fp32 and auto")
+    latency.add_argument("--layer-scale", type=float, default=None,
+                         help="random weights: set every LayerScale to this (1e-5 at init hides reduced-precision "
+                              "errors inside the blocks from the parity columns; 1 lets them show)")
     latency.add_argument("--onnx-provider", default="cpu", choices=("cpu", "cuda", "tensorrt"))
     latency.add_argument("--runs", type=int, default=10, help="timed runs per setting (default: %(default)s)")
     latency.add_argument("--warmup", type=int, default=2, help="untimed warm-up runs (default: %(default)s)")
@@ -157,6 +165,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run_latency(args: argparse.Namespace) -> int:
     from ..benchmarks.latency import RUNTIME_CHOICES, LatencyConfig, run_latency_benchmark
+    from ..benchmarks.latency_variants import check_precisions
     from ..errors import ConfigError
 
     runtimes = tuple(filter(None, (r.strip() for r in args.runtimes.split(","))))
@@ -167,7 +176,9 @@ def run_latency(args: argparse.Namespace) -> int:
                            sizes=tuple(int(s) for s in args.sizes.split(",") if s), runs=args.runs,
                            warmup=args.warmup, random_weights=args.random_weights, device=args.device,
                            threads=args.threads, runtimes=runtimes, fp16=args.fp16, weights=args.weights,
-                           onnx_provider=args.onnx_provider, pipeline=args.pipeline)
+                           onnx_provider=args.onnx_provider, pipeline=args.pipeline, frames=args.frames,
+                           layer_scale=args.layer_scale,
+                           precisions=check_precisions(tuple(filter(None, args.precisions.split(",")))))
     report = run_latency_benchmark(config, args.out)
     print(report.markdown)
     print(f"wrote {report.json_path}, {report.markdown_path}" + (f" and {report.plot_path}" if report.plot_path else ""))

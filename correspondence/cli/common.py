@@ -26,7 +26,9 @@ def add_model_options(group, default: str = "auto") -> None:
 def add_device_options(group) -> None:
     """``--device``, ``--dtype`` / ``--fp16``, ``--compile``, ``--cuda-graphs`` (checked by the CLI's entry point)."""
     group.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda or cuda:1 (default: %(default)s)")
-    group.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
+    group.add_argument("--dtype", default="auto", choices=("auto", "float32", "float16", "bfloat16"),
+                       help="backbone precision of the torch runtime; auto: bf16 on a CPU with native bf16 once "
+                            "verified on these weights, else float32 (default: %(default)s)")
     group.add_argument("--fp16", action="store_const", const="float16", dest="dtype",
                        help="half precision (CUDA): the same as --dtype float16")
     group.add_argument("--compile", action="store_true", help="run the backbone through torch.compile")

@@ -168,7 +168,7 @@ class ModelMetadata:
     output_kind: str  # OutputKind value
     layers: tuple[int, ...]  # resolved block indices (blocks kind) or (num_blocks - 1,)
     outputs: tuple[str, ...]
-    precision: str  # fp32 | fp16 (fp16: LayerNorm computed in fp32, I/O float32)
+    precision: str  # fp32 | fp16 | int8 (fp16: LayerNorm computed in fp32; int8: quantised MatMuls; I/O float32)
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     weights_kind: str  # pretrained | random | weight-free

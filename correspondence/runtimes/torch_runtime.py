@@ -27,6 +27,9 @@ class TorchRuntime(BackboneRuntime):
     def __init__(self, module: DenseBackbone, device: str | torch.device = "cpu", dtype: str = "float32",
                  compile: bool = False, compile_backend: str = "inductor", cuda_graphs: bool = False) -> None:
         self.device = resolve_device(device)
+        if dtype not in ("float32", *DTYPES):
+            raise ConfigError(f"the torch runtime runs float32, float16 or bfloat16, not {dtype!r} (resolve 'auto' "
+                              "first: correspondence.runtimes.precision.resolve_precision)")
         if dtype == "float16" and self.device.type != "cuda":
             raise ConfigError("float16 extraction needs a CUDA device; use bfloat16 or float32 on CPU")
         if cuda_graphs and self.device.type != "cuda":
