@@ -435,3 +435,42 @@ def test_pipeline_takes_the_old_segmenter_keyword_with_a_warning():
     assert pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).mask.source == "depth"
     with pytest.raises(TypeError, match="got both 'segmenter' and its new name 'mask_source'"):
         TransferPipeline(demo, matcher, settings, mask_source=source, segmenter=source)
+
+
+def test_alignment_benchmark_on_table_top_scenes_counts_unseen_objects_and_scores_by_condition(tmp_path):
+    """Scenes with a distractor and a turn up to 180 deg, each trial with the depth mask and the true mask; a
+    shift that takes the object out of view is counted, not raised; the report breaks success down by condition."""
+    import dataclasses
+
+    from correspondence.benchmarks.alignment import AlignmentBenchConfig, run_alignment_benchmark
+    config = AlignmentBenchConfig(trials=2, size=128, categories=("car", "stool"), max_rotation_deg=180,
+                                  max_translation_m=0.1, distractors=1, distance_range=(0.9, 1.3),
+                                  mask_sources=("depth", "oracle"))
+    matcher = Matcher.create("daisy", size=128)
+    result = run_alignment_benchmark(matcher, config, tmp_path, progress=False)
+    rows = result["rows"]
+    assert [(r["trial"], r["mask_source"]) for r in rows] == [(0, "depth"), (0, "oracle"), (1, "depth"), (1, "oracle")]
+    for r in rows:
+        assert r["distractors"] == 1 and abs(r["yaw_deg"]) <= 180 and 0.9 <= r["distance_factor"] <= 1.3
+        assert r["symmetry"] == ("2-fold" if r["category"] == "stool" else "none")
+        if "rotation_error_deg" in r:
+            assert {"mssd_m", "adds_m", "mssd_ok", "adds_ok"} <= set(r)
+    assert all(r["mask_iou"] == 1.0 for r in rows if r["mask_source"] == "oracle" and "mask_iou" in r)
+    assert "true mask (oracle)" in result["markdown"] and "By yaw" in result["markdown"]
+    assert set(result["summary"]["by_condition"]["distractors"]) == {"depth", "oracle"}
+    for name in ("alignment.json", "alignment.md", "alignment_errors.png", "alignment_by_condition.png"):
+        assert (tmp_path / name).is_file()
+    far = dataclasses.replace(config, trials=1, max_translation_m=30.0, distractors=0, mask_sources=("oracle",),
+                              max_draws=2)
+    lost = run_alignment_benchmark(matcher, far, tmp_path / "far", progress=False)
+    assert lost["rows"][0]["reason"] == "object not in view" and lost["summary"]["not_in_view"] == 1
+
+
+def test_bench_alignment_cli_refuses_bad_scene_options_before_loading_a_model(capsys):
+    from correspondence.cli import main
+    assert main(["bench", "alignment", "--backbone", "daisy", "--max-rotation", "200"]) != 0
+    assert "max_rotation_deg must be in [0, 180]" in capsys.readouterr().err
+    assert main(["bench", "alignment", "--backbone", "daisy", "--distance-range", "2,1"]) != 0
+    assert "distance_range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "alignment", "--distance-range", "near,far"])
