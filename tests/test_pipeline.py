@@ -1,6 +1,8 @@
 """The per-frame pipeline on the procedural world, where the demo-to-live transform is known exactly."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -474,3 +476,36 @@ def test_bench_alignment_cli_refuses_bad_scene_options_before_loading_a_model(ca
     assert "distance_range" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["bench", "alignment", "--distance-range", "near,far"])
+
+
+def test_keypoints_follow_the_pose_and_a_wrong_match_is_flagged():
+    """With a pose, every demo keypoint is published where the pose puts it (its true projection here) and marked
+    as a pose prediction; a match 40 px off is replaced and flagged as disagreeing with the pose."""
+    car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
+
+    class OneWrong(OracleMatcher):
+        def __call__(self, *args, **kwargs):
+            result = super().__call__(*args, **kwargs)
+            first = result.matches[0]
+            wrong = dataclasses.replace(first, live_xy=(first.live_xy[0] + 40.0, first.live_xy[1]))
+            return dataclasses.replace(result, matches=(wrong,) + tuple(result.matches[1:]))
+
+    pipeline = TransferPipeline(demo_from(demo_view, car), OneWrong(car, live_view),
+                                PipelineSettings(ransac_threshold=0.005, alignment_source="keypoints"),
+                                mask_source=DepthForeground((0.1, 2.0)))
+    result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+    assert result.alignment.success, result.alignment.reason
+    truth = {k.name: (xy, v) for k, xy, v in zip(car.keypoints, live_view.keypoints_xy, live_view.keypoints_visible)}
+    checked = 0
+    for match, predicted in zip(result.matches, result.pose_keypoints):
+        xy, visible = truth[match.name]
+        if predicted.visibility in ("no demo depth", "out of frame"):  # nothing to predict: the match stands
+            assert match.position == "cell"
+            continue
+        assert match.position in ("pose", "pose-hidden") and match.live_xy == predicted.xy
+        if visible and predicted.visible:
+            assert np.hypot(*(np.asarray(match.live_xy) - xy)) < 2.0
+            checked += 1
+    assert checked >= 3
+    assert result.pose_keypoints[0].disagrees and result.pose_keypoints[0].match_error_px > 30
+    assert not any(p.disagrees for p in result.pose_keypoints[1:] if p.visible)

@@ -70,6 +70,7 @@ class AlignmentBenchConfig:
     occluders: int = 0  # objects placed in front of the target (same-instance trials)
     mask_sources: tuple[str, ...] = ("depth",)  # each same-instance trial once per source; "oracle": the true mask
     max_draws: int = 50  # scene draws per trial before it counts as "object not in view"
+    gravity: bool = True  # give the pipeline the vertical in both cameras (a robot has it from TF)
 
     def __post_init__(self) -> None:
         if not self.mask_sources:
@@ -249,13 +250,14 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
             pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
             centre = demo_view.pose[:3, :3] @ obj.center + demo_view.pose[:3, 3]
             live = scene.view
+            up = (demo_view.pose[:3, 2], scene.camera_pose[:3, 2]) if config.gravity else None  # the table's +z
             for name, source in sources.items():
                 row = {**base, "mask_source": name}
                 pipeline.mask_source = source
                 start = time.perf_counter()
                 try:
                     result = pipeline.process(live.rgb, live.depth, live.target.intrinsics,
-                                              mask=live.target_mask if source is None else None)
+                                              mask=live.target_mask if source is None else None, up=up)
                 except InputError as exc:  # e.g. a mask source that finds nothing: a failed trial, not a crash
                     rows.append({**row, "success": False, "reason": f"{type(exc).__name__}: {exc}"})
                     continue

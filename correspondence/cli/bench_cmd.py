@@ -153,6 +153,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--mask-source", nargs="+", default=["depth"], metavar="NAME",
                        help="live mask source(s), each trial run with each: depth (nearest depth surface), grabcut, "
                             "sam, or oracle (the true mask, to judge the pose apart from segmentation)")
+    align.add_argument("--no-gravity", action="store_true",
+                       help="do not give the pipeline the vertical in the demo and live cameras (a robot has it "
+                            "from TF; without it the pose search turns about the clouds' principal axes)")
     align.add_argument("--categories", default=None,
                        help="comma-separated categories of the same-instance trials (default: "
                             "car,bus,truck,chair,stool,mug,kettle,jug)")
@@ -307,7 +310,8 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   functional_trials=args.functional_trials, refine=args.refine,
                                   max_rotation_deg=args.max_rotation, max_translation_m=args.max_translation,
                                   distance_range=args.distance_range, distractors=args.distractors,
-                                  occluders=args.occluders, mask_sources=tuple(args.mask_source), **extra)
+                                  occluders=args.occluders, mask_sources=tuple(args.mask_source),
+                                  gravity=not args.no_gravity, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
