@@ -310,7 +310,9 @@ class TransferPipeline:
         if self.settings.refine == "none" or live_mask is None or alignment is None:
             return alignment, None
         search_settings = self.settings.pose_search
-        if self.mode != "keypoints" or not three_d:
+        if self.mode != "keypoints" or not three_d or self.settings.alignment_source != "dense":
+            # global hypotheses belong with the dense matches of the same object; a caller who aligns on the
+            # keypoints alone (or a functional demo, another instance) gets the matches' pose and the ICP only
             search_settings = replace(search_settings, global_hypotheses=False)
         if not alignment.success and not search_settings.global_hypotheses:
             return alignment, None

@@ -143,8 +143,11 @@ def test_soco_transfer_end_to_end(tmp_path):
     assert (out / "overlay.png").is_file()
     assert record["alignment"]["success"], record["alignment"]
     first = record["matches"][0]  # coarse and refined positions are recorded; no 2D model unless asked for
-    assert first["coarse_xy"] is not None and first["position"] in ("cell", "refined") and record["keypoint_geometry"] is None
-    assert first["refined_xy"] is not None and first["live_xy"] == first["refined_xy"]  # refinement ran (default)
+    assert first["coarse_xy"] is not None and first["position"] in ("cell", "refined", "pose", "pose-hidden")
+    assert record["keypoint_geometry"] is None
+    assert first["refined_xy"] is not None  # refinement ran (default); with a 3D pose the pose places the keypoint
+    if first["position"] == "refined":
+        assert first["live_xy"] == first["refined_xy"]
     transform, truth = np.asarray(record["alignment"]["transform"]), moved @ np.linalg.inv(pose)
     assert rotation_error_deg(transform, truth) < 1.0 and translation_error(transform, truth) < 0.005
     assert (out / "aligned.ply").is_file() and (out / "aligned.png").is_file()
