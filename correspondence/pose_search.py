@@ -61,6 +61,7 @@ class PoseSearchSettings:
     consistent_free_space: float = 0.05  # a rival contradicting at most this share of its points (or no more than
     consistent_agreement: float = 0.3  # the best) on at least this share of the live surface also explains it
     appearance_decides: float = 0.1  # ... unless the best's appearance contrast is this much higher
+    explains_margin: float = 0.15  # ... and whose score is within this of the best
     max_points: int = 1500  # per cloud for scoring
 
 
@@ -350,7 +351,8 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         probes = [Hypothesis(SOURCE_PROBE, snap(T), score(snap(T)))
                   for T in turned(best.transform, demo_points, s.turn_step_deg, None if up is None else up[1])]
     rivals = [h for h in finals[1:] + probes if rotation_error_deg(h.transform, best.transform) >= s.ambiguity_deg
-              and (h.score.score >= best.score.score - s.ambiguity_margin or _also_explains(h.score, best.score, s))]
+              and (h.score.score >= best.score.score - s.ambiguity_margin
+                   or (h.score.score >= best.score.score - s.explains_margin and _also_explains(h.score, best.score, s)))]
     ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
     if rivals:

@@ -264,6 +264,9 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 row["timings_s"] = {**result.timings_s, "total": time.perf_counter() - start}
                 row = _score(row, result, scene.truth, centre)
                 row = _score_symmetric(row, result, obj, demo_view.pose, scene.truth, centre)
+                search = result.pose_search
+                row.update(pose_source=search.chosen.source if search is not None and search.chosen else None,
+                           ambiguous=bool(search is not None and search.ambiguous))
                 row.update(mask_iou=_mask_iou(result, live.target_mask),
                            **_keypoint_errors(result, obj, live.target))
                 rows.append(row)
