@@ -35,7 +35,7 @@ from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .deprecation import renamed_kwarg
 from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
-from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose
+from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .preprocessing import to_rgb_array
@@ -130,6 +130,7 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
+        self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
         self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
         self._features = _feature_matcher(matcher)
@@ -211,9 +212,12 @@ class TransferPipeline:
         geometry, pose_keypoints = getattr(matches, "geometry", None), None
         if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
             # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
-            matches, pose_keypoints = keypoints_from_pose(matches, self.demo_points, alignment.transform, depth,
+            if self._keypoint_surface is None:  # every keypoint's 3D point, silhouette ones included, once
+                self._keypoint_surface = surface_points(self.demo.keypoints.xy, self.demo.depth, self.demo.intrinsics,
+                                                        self.demo.mask, self.settings.depth_range)
+            matches, pose_keypoints = keypoints_from_pose(matches, self._keypoint_surface, alignment.transform, depth,
                                                           intrinsics, self.settings.keypoint_pose)
-            moved = self.demo_points @ alignment.transform[:3, :3].T + alignment.transform[:3, 3]
+            moved = self._keypoint_surface @ alignment.transform[:3, :3].T + alignment.transform[:3, 3]
             live_points = np.where(np.isfinite(moved).all(1, keepdims=True), moved, live_points)
         timings["alignment"] = time.perf_counter() - start
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,

@@ -48,6 +48,31 @@ class KeypointPose:
                 "matched_xy": self.matched_xy, "match_error_px": self.match_error_px, "disagrees": self.disagrees}
 
 
+def surface_points(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None,
+                   depth_range: tuple[float, float], radius: int = 4) -> np.ndarray:
+    """Demo keypoints -> 3D points (demo camera), NaN where none: the nearest object pixel with valid depth within
+    ``radius`` px gives the depth. A keypoint on a silhouette (a wheel's edge) has half its neighbourhood on the
+    background, where the robust lifting of the matches refuses it; the nearest object pixel still lies on it."""
+    xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
+    h, w = depth.shape
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(depth) & (depth >= depth_range[0]) & (depth <= depth_range[1]) & (depth > 0)
+    if mask is not None:
+        valid &= np.asarray(mask, dtype=bool)
+    out = np.full((len(xy), 3), np.nan)
+    for i, (x, y) in enumerate(xy):
+        if not np.isfinite([x, y]).all():
+            continue
+        c0, r0 = int(np.floor(x)), int(np.floor(y))
+        rows, cols = np.nonzero(valid[max(r0 - radius, 0):r0 + radius + 1, max(c0 - radius, 0):c0 + radius + 1])
+        if not len(rows):
+            continue
+        rows, cols = rows + max(r0 - radius, 0), cols + max(c0 - radius, 0)
+        k = int(np.argmin((rows + 0.5 - y) ** 2 + (cols + 0.5 - x) ** 2))
+        out[i] = intrinsics.unproject(np.array([x, y]), np.array(float(depth[rows[k], cols[k]])))
+    return out
+
+
 def predict(demo_points: np.ndarray, transform: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
             settings: KeypointPoseSettings) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Predicted live pixels ``(K, 2)`` (NaN without a demo point), depths ``(K,)`` and visibilities."""

@@ -80,3 +80,16 @@ def test_prediction_uses_the_camera_distortion_as_opencv_does():
                                    behind, camera)
     assert poses[0].visibility == "hidden"
     assert POSITION_POSE_HIDDEN == "pose-hidden"
+
+
+def test_silhouette_keypoints_get_a_surface_point_where_robust_lifting_refuses():
+    from correspondence.pose_keypoints import surface_points
+    obj, demo, _, _ = _views(0.0)
+    seen = demo.keypoints_visible
+    surface = surface_points(demo.keypoints_xy[seen], demo.depth, demo.intrinsics, demo.mask, (0.05, 5.0))
+    assert np.isfinite(surface).all()  # every visible keypoint has a point, the refused ones included
+    exact = obj.keypoint_positions[seen] @ demo.pose[:3, :3].T + demo.pose[:3, 3]
+    assert np.median(np.linalg.norm(surface - exact, axis=1)) < 0.005
+    np.testing.assert_allclose(demo.intrinsics.project(surface), demo.keypoints_xy[seen], atol=1e-6)  # same pixel
+    far = surface_points(np.array([[1.0, 1.0]]), demo.depth, demo.intrinsics, demo.mask, (0.05, 5.0))
+    assert np.isnan(far).all()  # nothing of the object near the corner
