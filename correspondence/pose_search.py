@@ -62,7 +62,6 @@ class PoseSearchSettings:
     consistent_agreement: float = 0.3  # the best) on at least this share of the live surface also explains it
     appearance_decides: float = 0.1  # ... unless the best's appearance contrast is this much higher
     explains_margin: float = 0.15  # ... and whose score is within this of the best
-    max_points: int = 1500  # per cloud for scoring
 
 
 @dataclass(frozen=True)
@@ -117,10 +116,6 @@ class LiveFrame:
 
 def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ T[:3, :3].T + T[:3, 3]
-
-
-def _subsample(points: np.ndarray, n: int) -> np.ndarray:
-    return points if len(points) <= n else points[np.linspace(0, len(points) - 1, n).astype(np.int64)]
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
