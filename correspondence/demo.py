@@ -95,7 +95,7 @@ def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
     folder = out_dir / "rgbd_scene"
     save(frame_overlay(demo, live_view.rgb, result, title=f"synthetic RGB-D car, known motion: {alignment.reason}"),
          folder / "overlay.png")
-    record = {"keypoints": len(visible), **frame_record(result)}
+    record = {"keypoints": len(visible), **frame_record(result), **_keypoint_accuracy(result, obj, live_view)}
     used = (f"{len(result.dense)} dense matches" if result.alignment_source == "dense"
             else f"{len(visible)} keypoints")
     if alignment.success:
@@ -105,12 +105,23 @@ def rgbd_scene(matcher: Matcher, out_dir: Path) -> dict:
         refined = (f"; ICP {'refined it' if result.refinement.accepted else 'kept it: ' + result.refinement.reason}"
                    if result.refinement is not None else "")
         print(f"  synthetic RGB-D scene (car, known motion): pose error {record['rotation_error_deg']:.2f} deg, "
-              f"{record['translation_error_cm']:.2f} cm ({alignment.num_inliers} inliers of {used}{refined})")
+              f"{record['translation_error_cm']:.2f} cm ({alignment.num_inliers} inliers of {used}{refined}); "
+              f"{record['keypoints_within_5px']} of {record['keypoints_visible_live']} visible keypoints within 5 px "
+              f"of their true projection")
     else:
         print(f"  synthetic RGB-D scene (car, known motion): no pose - {alignment.reason} "
               f"({alignment.num_inliers} inliers of {used}); the pipeline refuses rather than guess")
     write_json(folder / "result.json", record)
     return record
+
+
+def _keypoint_accuracy(result, obj, live_view) -> dict:
+    """Published keypoints vs their true projections in the live view (the visible ones)."""
+    index = {k.name: i for i, k in enumerate(obj.keypoints)}
+    errors = [float(np.hypot(*(np.asarray(m.live_xy) - live_view.keypoints_xy[index[m.name]])))
+              for m in result.matches if live_view.keypoints_visible[index[m.name]]]
+    return {"keypoints_visible_live": len(errors), "keypoints_within_5px": sum(e <= 5.0 for e in errors),
+            "keypoint_errors_px": errors}
 
 
 def run(out_dir: Path, backbone: str = "auto", size: int | None = None) -> int:

@@ -61,6 +61,12 @@ class IcpResult:
 def masked_cloud(depth: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None,
                  depth_range: tuple[float, float], max_points: int) -> np.ndarray:
     """Camera-frame points of the masked pixels with valid depth, evenly subsampled to at most ``max_points``."""
+    return masked_pixels_and_cloud(depth, intrinsics, mask, depth_range, max_points)[1]
+
+
+def masked_pixels_and_cloud(depth: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None,
+                            depth_range: tuple[float, float], max_points: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`masked_cloud` with each point's pixel (continuous xy of the pixel centre), row-aligned."""
     if depth.shape != (intrinsics.height, intrinsics.width):
         raise InputError(f"depth is {depth.shape[1]}x{depth.shape[0]} but the intrinsics are for "
                          f"{intrinsics.width}x{intrinsics.height}")
@@ -73,7 +79,7 @@ def masked_cloud(depth: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarr
         keep = np.linspace(0, len(rows) - 1, max_points).astype(np.int64)
         rows, cols = rows[keep], cols[keep]
     xy = np.stack([cols + 0.5, rows + 0.5], -1).astype(np.float64)
-    return intrinsics.unproject(xy, depth[rows, cols].astype(np.float64))
+    return xy, intrinsics.unproject(xy, depth[rows, cols].astype(np.float64))
 
 
 def _cloud(points: np.ndarray, normals_k: int | None = None):

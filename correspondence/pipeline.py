@@ -34,7 +34,9 @@ from .demo_spec import DemoSpec
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .deprecation import renamed_kwarg
-from .icp import IcpResult, IcpSettings, masked_cloud, refine
+from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
+from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
+from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
@@ -59,6 +61,8 @@ class PipelineSettings:
     dense: DenseSettings = field(default_factory=DenseSettings)
     refine: str = "icp"  # icp | none: guarded point-to-plane ICP of the demo object's cloud onto the live one
     icp: IcpSettings = field(default_factory=IcpSettings)
+    pose_search: PoseSearchSettings = field(default_factory=PoseSearchSettings)  # global hypotheses (keypoint demos)
+    keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
 
     def __post_init__(self) -> None:
         if self.alignment_source not in ALIGNMENT_SOURCES:
@@ -91,6 +95,8 @@ class FrameResult:
     refinement: IcpResult | None = None  # the ICP step, when it ran (accepted or not, with its reason)
     dense_live_points: np.ndarray | None = None  # (N, 3) live camera frame per dense match, NaN where not lifted
     keypoint_geometry: Any = None  # the 2D model the keypoint matches were verified against (GeometryResult), if any
+    pose_search: PoseSearchResult | None = None  # the scored pose hypotheses behind the refined pose, when it ran
+    pose_keypoints: tuple[KeypointPose, ...] | None = None  # per keypoint: the pose's prediction, visibility, flag
 
     @property
     def success(self) -> bool:
@@ -124,6 +130,7 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
+        self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
         self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
         self._features = _feature_matcher(matcher)
@@ -158,7 +165,9 @@ class TransferPipeline:
     # ------------------------------------------------------------------------------------------ per frame
 
     def process(self, rgb, depth: np.ndarray | None = None, intrinsics: CameraIntrinsics | None = None,
-                mask: np.ndarray | None = None, prompt: Prompt | None = None) -> FrameResult:
+                mask: np.ndarray | None = None, prompt: Prompt | None = None, up: tuple | None = None) -> FrameResult:
+        """``up``: optional (the vertical in the demo camera, in the live camera), e.g. from TF: the pose search
+        then also tries every turn about it (an object standing on a table turns only so)."""
         timings: dict[str, float] = {}
         image = to_rgb_array(rgb)
         depth = self._check_depth(depth, image, intrinsics)
@@ -199,11 +208,21 @@ class TransferPipeline:
         else:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
-        alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
+        alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up)
+        geometry, pose_keypoints = getattr(matches, "geometry", None), None
+        if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
+            # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
+            if self._keypoint_surface is None:  # every keypoint's 3D point, silhouette ones included, once
+                self._keypoint_surface = surface_points(self.demo.keypoints.xy, self.demo.depth, self.demo.intrinsics,
+                                                        self.demo.mask, self.settings.depth_range)
+            matches, pose_keypoints = keypoints_from_pose(matches, self._keypoint_surface, alignment.transform, depth,
+                                                          intrinsics, self.settings.keypoint_pose)
+            moved = self._keypoint_surface @ alignment.transform[:3, :3].T + alignment.transform[:3, 3]
+            live_points = np.where(np.isfinite(moved).all(1, keepdims=True), moved, live_points)
         timings["alignment"] = time.perf_counter() - start
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
-                           alignment_2d, mask_result, timings, dense, source, refinement, dense_points,
-                           getattr(matches, "geometry", None))
+                           alignment_2d, mask_result, timings, dense, source, search and search.refinement,
+                           dense_points, geometry, search, pose_keypoints)
 
     def _demo_feature_map(self):
         """The demo's features, computed once per pipeline (not left to the extractor's cache, which a live stream
@@ -254,11 +273,12 @@ class TransferPipeline:
         timings["matching"] = time.perf_counter() - start
         start = time.perf_counter()
         alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
-        alignment, refinement = self._refine(alignment, depth, intrinsics, live_mask)
+        alignment, search = self._refine(alignment, depth, intrinsics, live_mask)
         timings["alignment"] = time.perf_counter() - start
         empty = np.zeros((0, 3))
         return FrameResult("functional", (), np.zeros(0, dtype=bool), empty, empty.copy(), alignment, alignment_2d,
-                           mask_result, timings, dense, "dense", refinement, dense_points)
+                           mask_result, timings, dense, "dense", search and search.refinement, dense_points,
+                           pose_search=search)
 
     def _embed(self, image: np.ndarray):
         if self.functional is not None:
@@ -284,21 +304,47 @@ class TransferPipeline:
         use = demo_ok & live_ok
         return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
 
-    def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask
-                ) -> tuple[AlignmentResult | None, IcpResult | None]:
-        """Guarded ICP of the demo region's cloud onto the live object's cloud, from the correspondence pose.
-        Needs a live mask (without one the live cloud would include the background)."""
-        if self.settings.refine == "none" or alignment is None or not alignment.success or live_mask is None:
+    def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
+                live_fmap=None, three_d: bool = False, up: tuple | None = None
+                ) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
+        """The pose search (:mod:`correspondence.pose_search`): the correspondence pose and, for a same-object
+        (keypoint) demo, global FPFH + RANSAC / FGR hypotheses on the two clouds, scored against the live frame and
+        refined with the guarded ICP. Needs a live mask (without one the live cloud would include the
+        background). An ambiguous turn replaces the pose with a refusal that says so."""
+        if self.settings.refine == "none" or live_mask is None or alignment is None:
+            return alignment, None
+        search_settings = self.settings.pose_search
+        if self.mode != "keypoints" or not three_d or self.settings.alignment_source != "dense":
+            # global hypotheses belong with the dense matches of the same object; a caller who aligns on the
+            # keypoints alone (or a functional demo, another instance) gets the matches' pose and the ICP only
+            search_settings = replace(search_settings, global_hypotheses=False)
+        if not alignment.success and not search_settings.global_hypotheses:
             return alignment, None
         icp = self.settings.icp
         if self._demo_cloud is None:
-            self._demo_cloud = masked_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
-                                            self.settings.depth_range, icp.max_points)
+            xy, points = masked_pixels_and_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
+                                                 self.settings.depth_range, icp.max_points)
+            descriptors = (demo_fmap.sample(xy).float().cpu().numpy() if demo_fmap is not None and len(xy) else None)
+            self._demo_cloud = (points, descriptors)
+        demo_points, demo_descriptors = self._demo_cloud
         live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
-        refinement = refine(self._demo_cloud, live_cloud, alignment.transform, icp)
-        if not refinement.accepted:
-            return alignment, refinement
-        return replace(alignment, transform=refinement.transform, solver=f"{alignment.solver}+icp"), refinement
+        sampler = None
+        if live_fmap is not None:
+            sampler = lambda xy: live_fmap.sample(np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])
+                                                  ).float().cpu().numpy()  # noqa: E731
+        live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler)
+        start_pose = alignment.transform if alignment.success else None
+        search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up)
+        if search.transform is None:
+            if search.ambiguous:
+                return replace(alignment, success=False, transform=None, reason=search.reason), search
+            return alignment, search
+        chosen = search.chosen
+        solver = alignment.solver if chosen.source == "matches" else chosen.source
+        solver += "+icp" if chosen.refinement is not None and chosen.refinement.accepted else ""
+        if chosen.source == "matches" and solver == alignment.solver:
+            return alignment, search
+        return replace(alignment, success=True, transform=search.transform, reason="ok", solver=solver), search
 
     def _align_3d(self, src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> AlignmentResult:
         use = weights > 0

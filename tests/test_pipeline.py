@@ -1,6 +1,8 @@
 """The per-frame pipeline on the procedural world, where the demo-to-live transform is known exactly."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -141,8 +143,11 @@ def test_soco_transfer_end_to_end(tmp_path):
     assert (out / "overlay.png").is_file()
     assert record["alignment"]["success"], record["alignment"]
     first = record["matches"][0]  # coarse and refined positions are recorded; no 2D model unless asked for
-    assert first["coarse_xy"] is not None and first["position"] in ("cell", "refined") and record["keypoint_geometry"] is None
-    assert first["refined_xy"] is not None and first["live_xy"] == first["refined_xy"]  # refinement ran (default)
+    assert first["coarse_xy"] is not None and first["position"] in ("cell", "refined", "pose", "pose-hidden")
+    assert record["keypoint_geometry"] is None
+    assert first["refined_xy"] is not None  # refinement ran (default); with a 3D pose the pose places the keypoint
+    if first["position"] == "refined":
+        assert first["live_xy"] == first["refined_xy"]
     transform, truth = np.asarray(record["alignment"]["transform"]), moved @ np.linalg.inv(pose)
     assert rotation_error_deg(transform, truth) < 1.0 and translation_error(transform, truth) < 0.005
     assert (out / "aligned.ply").is_file() and (out / "aligned.png").is_file()
@@ -435,3 +440,75 @@ def test_pipeline_takes_the_old_segmenter_keyword_with_a_warning():
     assert pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics).mask.source == "depth"
     with pytest.raises(TypeError, match="got both 'segmenter' and its new name 'mask_source'"):
         TransferPipeline(demo, matcher, settings, mask_source=source, segmenter=source)
+
+
+def test_alignment_benchmark_on_table_top_scenes_counts_unseen_objects_and_scores_by_condition(tmp_path):
+    """Scenes with a distractor and a turn up to 180 deg, each trial with the depth mask and the true mask; a
+    shift that takes the object out of view is counted, not raised; the report breaks success down by condition."""
+    import dataclasses
+
+    from correspondence.benchmarks.alignment import AlignmentBenchConfig, run_alignment_benchmark
+    config = AlignmentBenchConfig(trials=2, size=128, categories=("car", "stool"), max_rotation_deg=180,
+                                  max_translation_m=0.1, distractors=1, distance_range=(0.9, 1.3),
+                                  mask_sources=("depth", "oracle"))
+    matcher = Matcher.create("daisy", size=128)
+    result = run_alignment_benchmark(matcher, config, tmp_path, progress=False)
+    rows = result["rows"]
+    assert [(r["trial"], r["mask_source"]) for r in rows] == [(0, "depth"), (0, "oracle"), (1, "depth"), (1, "oracle")]
+    for r in rows:
+        assert r["distractors"] == 1 and abs(r["yaw_deg"]) <= 180 and 0.9 <= r["distance_factor"] <= 1.3
+        assert r["symmetry"] == ("2-fold" if r["category"] == "stool" else "none")
+        if "rotation_error_deg" in r:
+            assert {"mssd_m", "adds_m", "mssd_ok", "adds_ok"} <= set(r)
+    assert all(r["mask_iou"] == 1.0 for r in rows if r["mask_source"] == "oracle" and "mask_iou" in r)
+    assert "true mask (oracle)" in result["markdown"] and "By yaw" in result["markdown"]
+    assert set(result["summary"]["by_condition"]["distractors"]) == {"depth", "oracle"}
+    for name in ("alignment.json", "alignment.md", "alignment_errors.png", "alignment_by_condition.png"):
+        assert (tmp_path / name).is_file()
+    far = dataclasses.replace(config, trials=1, max_translation_m=30.0, distractors=0, mask_sources=("oracle",),
+                              max_draws=2)
+    lost = run_alignment_benchmark(matcher, far, tmp_path / "far", progress=False)
+    assert lost["rows"][0]["reason"] == "object not in view" and lost["summary"]["not_in_view"] == 1
+
+
+def test_bench_alignment_cli_refuses_bad_scene_options_before_loading_a_model(capsys):
+    from correspondence.cli import main
+    assert main(["bench", "alignment", "--backbone", "daisy", "--max-rotation", "200"]) != 0
+    assert "max_rotation_deg must be in [0, 180]" in capsys.readouterr().err
+    assert main(["bench", "alignment", "--backbone", "daisy", "--distance-range", "2,1"]) != 0
+    assert "distance_range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["bench", "alignment", "--distance-range", "near,far"])
+
+
+def test_keypoints_follow_the_pose_and_a_wrong_match_is_flagged():
+    """With a pose, every demo keypoint is published where the pose puts it (its true projection here) and marked
+    as a pose prediction; a match 40 px off is replaced and flagged as disagreeing with the pose."""
+    car, demo_view, live_view, pose, moved = scene(shift=np.array([0.03, -0.02, 0.01]))
+
+    class OneWrong(OracleMatcher):
+        def __call__(self, *args, **kwargs):
+            result = super().__call__(*args, **kwargs)
+            first = result.matches[0]
+            wrong = dataclasses.replace(first, live_xy=(first.live_xy[0] + 40.0, first.live_xy[1]))
+            return dataclasses.replace(result, matches=(wrong,) + tuple(result.matches[1:]))
+
+    pipeline = TransferPipeline(demo_from(demo_view, car), OneWrong(car, live_view),
+                                PipelineSettings(ransac_threshold=0.005, alignment_source="keypoints"),
+                                mask_source=DepthForeground((0.1, 2.0)))
+    result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+    assert result.alignment.success, result.alignment.reason
+    truth = {k.name: (xy, v) for k, xy, v in zip(car.keypoints, live_view.keypoints_xy, live_view.keypoints_visible)}
+    checked = 0
+    for match, predicted in zip(result.matches, result.pose_keypoints):
+        xy, visible = truth[match.name]
+        if predicted.visibility in ("no demo depth", "out of frame"):  # nothing to predict: the match stands
+            assert match.position == "cell"
+            continue
+        assert match.position in ("pose", "pose-hidden") and match.live_xy == predicted.xy
+        if visible and predicted.visible:
+            assert np.hypot(*(np.asarray(match.live_xy) - xy)) < 2.0
+            checked += 1
+    assert checked >= 3
+    assert result.pose_keypoints[0].disagrees and result.pose_keypoints[0].match_error_px > 30
+    assert not any(p.disagrees for p in result.pose_keypoints[1:] if p.visible)

@@ -1,48 +1,56 @@
 """``soco bench alignment``: end-to-end accuracy of the demo-to-live pipeline on the procedural world.
 
-Two kinds of trial, each a demo view and a live view after a random rigid motion (rotation about the vertical
-axis up to ``max_rotation_deg`` and a translation up to ``max_translation_m``), run through segmentation (depth
-foreground), transfer and alignment, comparing the estimated demo-camera -> live-camera transform with the exact
-one:
+Two kinds of trial, each a demo view and a live view:
 
-* **same instance, keypoint demo** — the truth is the motion itself; the translation error is measured at the
-  object's centre;
+* **same instance, keypoint demo** — the live view is a table-top scene (:mod:`correspondence.world.scene`): the
+  object turned about the vertical by up to ``max_rotation_deg`` (up to 180), shifted on the table by up to
+  ``max_translation_m`` (anywhere in view: a draw that leaves less than 90 % of it in the frame is drawn again,
+  and a trial whose object never comes into view is counted as "object not in view", never a crash), the camera
+  at ``distance_range`` times the demo's distance, ``distractors`` other objects (other instances of the
+  category and other categories of its family) and ``occluders`` objects in front of it. The truth is the drawn
+  motion; the translation error is measured at the object's centre;
 * **different instances, functional demo** (a function and its part in the demo view; the live view shows
   another instance of the category) — the truth is the known functional alignment (the demo part fitted onto the
   live part in 3D, :func:`~correspondence.world.groundtruth.align_functional_parts`, a similarity because the
   instances differ in size); the rotation error is against its rotation and the translation error is measured at
   the demo part's centre.
 
-Success: rotation error < 5 deg and translation < 2 cm (a refused alignment counts as a failure). The per-stage
-latency of every frame is recorded.
+Each same-instance trial runs once per mask source of ``mask_sources``: a source's name (``depth``: the nearest
+depth surface; any name :func:`~correspondence.segmentation.mask_source_from_name` knows) or ``oracle`` (the true
+mask of the object, so pose and segmentation are judged apart).
+
+Success: rotation error < 5 deg and translation < 2 cm, taking the best of the object's symmetries (a refused
+alignment counts as a failure); BOP's MSSD and ADD-S within 10 % of the diameter, the live mask's IoU with the
+true mask and the keypoints' pixel error against their true projections are reported beside it
+(:mod:`correspondence.benchmarks.alignment_report`), overall and per condition.
 """
 from __future__ import annotations
 
-import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from ..alignment import rotation_error_deg
 from ..api import Matcher
 from ..demo_spec import DemoSpec
-from ..io import KeypointSet, NamedPoint, write_json
+from ..errors import ConfigError, InputError
+from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
-from ..segmentation import DepthForeground
+from ..segmentation import DepthForeground, mask_source_from_name
 from ..world.families import make_instance
-from ..world.mesh import rot_z
 from ..world.render import Renderer, RenderSettings, sample_pose
+from ..world.scene import SceneNotVisible, SceneSpec, distractor_objects, sample_live_scene, table_motion
+from ..world.symmetry import add_s, model_points, mssd, object_symmetry
+from .alignment_report import KIND_FUNCTIONAL, KIND_SAME, SUCCESS_DEG, SUCCESS_M, write_report
 
-SUCCESS_DEG, SUCCESS_M = 5.0, 0.02
 DEFAULT_CATEGORIES = ("car", "bus", "truck", "chair", "stool", "mug", "kettle", "jug")
 DEFAULT_FUNCTIONS = (("mug", "pour-with"), ("kettle", "pour-with"), ("jug", "pour-with"), ("pan", "scoop-with"),
                      ("hammer", "pound-with"), ("spatula", "lift-with"), ("cup", "pour-with"), ("mug", "hang-onto"))
-KIND_SAME = "same instance, keypoints"
-KIND_FUNCTIONAL = "different instances, functional"
+ORACLE = "oracle"
+BOP_FRACTION = 0.1  # MSSD / ADD-S correct within this share of the object's diameter
 
 
 @dataclass(frozen=True)
@@ -57,25 +65,51 @@ class AlignmentBenchConfig:
     functional_trials: int = 0  # trials of the second kind (different instances, functional demo)
     functions: tuple[tuple[str, str], ...] = DEFAULT_FUNCTIONS  # (category, function) pairs they cycle through
     refine: str = "icp"  # the pipeline's refinement: icp | none
+    distance_range: tuple[float, float] = (1.0, 1.0)  # live camera distance / demo camera distance
+    distractors: int = 0  # other objects on the table (same-instance trials)
+    occluders: int = 0  # objects placed in front of the target (same-instance trials)
+    mask_sources: tuple[str, ...] = ("depth",)  # each same-instance trial once per source; "oracle": the true mask
+    max_draws: int = 50  # scene draws per trial before it counts as "object not in view"
+    gravity: bool = True  # give the pipeline the vertical in both cameras (a robot has it from TF)
+
+    def __post_init__(self) -> None:
+        if not self.mask_sources:
+            raise ConfigError("mask_sources needs at least one name (depth, oracle, ...)")
+
+    @property
+    def scene(self) -> SceneSpec:
+        return SceneSpec(max_rotation_deg=self.max_rotation_deg, max_translation_m=self.max_translation_m,
+                         distance_range=tuple(self.distance_range), distractors=self.distractors,
+                         occluders=self.occluders, max_draws=self.max_draws)
 
 
 def make_trial(rng: np.random.Generator, category: str, index: int, config: AlignmentBenchConfig,
                settings: RenderSettings):
-    """Demo and live views of one instance after a random motion; returns (object, demo view, live view, the true
-    demo-camera -> live-camera transform, the object's centre in the demo camera frame)."""
+    """Demo and live views of one instance alone after a random motion; returns (object, demo view, live view, the
+    true demo-camera -> live-camera transform, the object's centre in the demo camera frame)."""
     obj = make_instance(category, index, config.seed)
     renderer = Renderer(obj)
     pose = sample_pose(rng, obj, intrinsics=settings.intrinsics)
-    motion = np.eye(4)  # object motion in its own frame: about the vertical axis through its centre, then a shift
-    motion[:3, :3] = rot_z(np.radians(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg)))
-    motion[:3, 3] = obj.center - motion[:3, :3] @ obj.center
-    motion[:2, 3] += rng.uniform(-config.max_translation_m, config.max_translation_m, 2)
+    motion = table_motion(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg),
+                          rng.uniform(-config.max_translation_m, config.max_translation_m, 2), obj.center)
     live_pose = pose @ motion  # the moved object's point p is seen at pose @ motion @ p
     demo_view = renderer.render(pose, settings, seed=int(rng.integers(1 << 30)))
     live_view = renderer.render(live_pose, settings, seed=int(rng.integers(1 << 30)))
     truth = live_pose @ np.linalg.inv(pose)
     centre = pose[:3, :3] @ obj.center + pose[:3, 3]  # the object's centre in the demo camera frame
     return obj, demo_view, live_view, truth, centre
+
+
+def make_scene_trial(rng: np.random.Generator, category: str, index: int, config: AlignmentBenchConfig,
+                     settings: RenderSettings):
+    """A demo view of one instance alone and a live table-top scene of it (:class:`~correspondence.world.scene.
+    LiveScene`); returns (object, demo view, live scene) and raises SceneNotVisible when it never came into view."""
+    obj = make_instance(category, index, config.seed)
+    pose = sample_pose(rng, obj, intrinsics=settings.intrinsics)
+    demo_view = Renderer(obj).render(pose, settings, seed=int(rng.integers(1 << 30)))
+    spec = config.scene
+    others = distractor_objects(obj, spec.distractors + spec.occluders, index, config.seed)
+    return obj, demo_view, sample_live_scene(rng, obj, pose, spec, settings, seed=index, others=others)
 
 
 def make_functional_trial(rng: np.random.Generator, category: str, function: str, index: int,
@@ -88,10 +122,8 @@ def make_functional_trial(rng: np.random.Generator, category: str, function: str
     b = make_instance(category, 2 * index + 1, config.seed)
     alignment = align_functional_parts(a, b, function, seed=index)
     pose = sample_pose(rng, a, intrinsics=settings.intrinsics)
-    motion = np.eye(4)
-    motion[:3, :3] = rot_z(np.radians(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg)))
-    motion[:3, 3] = b.center - motion[:3, :3] @ b.center
-    motion[:2, 3] += rng.uniform(-config.max_translation_m, config.max_translation_m, 2)
+    motion = table_motion(rng.uniform(-config.max_rotation_deg, config.max_rotation_deg),
+                          rng.uniform(-config.max_translation_m, config.max_translation_m, 2), b.center)
     live_pose = pose @ motion
     demo_view = Renderer(a).render(pose, settings, seed=int(rng.integers(1 << 30)))
     live_view = Renderer(b).render(live_pose, settings, seed=int(rng.integers(1 << 30)))
@@ -130,123 +162,129 @@ def _score(row: dict, result, truth: np.ndarray, centre: np.ndarray) -> dict:
     return row
 
 
+def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> dict:
+    """Rotation / translation errors against the nearest symmetric pose (success judged on those) and BOP's MSSD
+    and ADD-S, for a same-instance trial."""
+    symmetry = object_symmetry(obj)
+    row.update(symmetry=symmetry.label, diameter_m=symmetry.diameter)
+    alignment = result.alignment
+    if not alignment.success:
+        return row
+    estimate, true_pose = alignment.transform @ demo_pose, truth @ demo_pose  # object -> live camera
+    errors = []
+    for S in symmetry.transforms:  # S maps the object onto itself: truth @ demo_pose @ S is as true
+        equivalent = true_pose @ S @ np.linalg.inv(demo_pose)
+        errors.append((rotation_error_deg(alignment.transform, equivalent),
+                       object_translation_error(alignment.transform, equivalent, centre)))
+    r_err, t_err = min(errors, key=lambda e: (e[0] >= SUCCESS_DEG or e[1] >= SUCCESS_M, e[0]))
+    points = model_points(obj)
+    mssd_m, adds_m = mssd(estimate, true_pose, points, symmetry), add_s(estimate, true_pose, points)
+    row.update(rotation_error_deg=r_err, translation_error_cm=100 * t_err,
+               success=bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M), mssd_m=mssd_m, adds_m=adds_m,
+               mssd_ok=bool(mssd_m < BOP_FRACTION * symmetry.diameter),
+               adds_ok=bool(adds_m < BOP_FRACTION * symmetry.diameter))
+    return row
+
+
+def _keypoint_errors(result, obj, live_target) -> dict:
+    """Pixel error of each reported keypoint that is visible in the live frame, against its true projection."""
+    index = {kp.name: i for i, kp in enumerate(obj.keypoints)}
+    errors, by_name = [], {}
+    for match in result.matches:
+        i = index[match.name]
+        if not live_target.keypoints_visible[i]:
+            continue
+        error = float(np.linalg.norm(np.asarray(match.live_xy) - live_target.keypoints_xy[i]))
+        errors.append(error)
+        by_name[match.name] = {"error_px": error, "position": match.position, "accepted": bool(match.accepted)}
+    return {"keypoint_errors_px": errors, "keypoints_visible_live": len(errors), "keypoint_detail": by_name}
+
+
+def _mask_iou(result, truth: np.ndarray) -> float | None:
+    if result.mask is None:
+        return None
+    mask = result.mask.mask.astype(bool)
+    return float((mask & truth).sum()) / max(int((mask | truth).sum()), 1)
+
+
+def _mask_sources(config: AlignmentBenchConfig) -> dict:
+    sources = {}
+    for name in config.mask_sources:
+        if name == ORACLE:
+            sources[name] = None
+        elif name == "depth":
+            sources[name] = DepthForeground((0.05, 5.0))
+        else:
+            sources[name] = mask_source_from_name(name)
+    return sources
+
+
 def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out: str | Path,
                             progress: bool = True) -> dict:
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
     pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine)
-    mask_source = DepthForeground((0.05, 5.0))
+    sources = _mask_sources(config)
     rows = []
     total = config.trials + config.functional_trials
     with tqdm(total=total, desc="alignment", unit="trial", disable=not progress) as bar:
         for trial in range(config.trials):
             category = config.categories[trial % len(config.categories)]
-            obj, demo_view, live_view, truth, centre = make_trial(rng, category, trial, config, settings)
+            base = {"trial": trial, "kind": KIND_SAME, "category": category}
+            bar.update()
+            try:
+                obj, demo_view, scene = make_scene_trial(rng, category, trial, config, settings)
+            except SceneNotVisible as exc:
+                rows += [{**base, "mask_source": name, "success": False, "reason": "object not in view",
+                          "detail": str(exc)} for name in sources]
+                continue
             visible = [(k.name, tuple(xy)) for k, xy, v in zip(obj.keypoints, demo_view.keypoints_xy,
                                                                demo_view.keypoints_visible) if v]
-            row = {"trial": trial, "kind": KIND_SAME, "category": category, "keypoints": len(visible)}
-            bar.update()
+            base.update(keypoints=len(visible), **scene.conditions)
             if not visible:
-                rows.append({**row, "success": False, "reason": "no visible demo keypoint"})
+                rows += [{**base, "mask_source": name, "success": False, "reason": "no visible demo keypoint"}
+                         for name in sources]
                 continue
             demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
                             KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
-            rows.append(_run(TransferPipeline(demo, matcher, pipeline_settings, mask_source), live_view, row, truth,
-                             centre))
+            pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
+            centre = demo_view.pose[:3, :3] @ obj.center + demo_view.pose[:3, 3]
+            live = scene.view
+            up = (demo_view.pose[:3, 2], scene.camera_pose[:3, 2]) if config.gravity else None  # the table's +z
+            for name, source in sources.items():
+                row = {**base, "mask_source": name}
+                pipeline.mask_source = source
+                start = time.perf_counter()
+                try:
+                    result = pipeline.process(live.rgb, live.depth, live.target.intrinsics,
+                                              mask=live.target_mask if source is None else None, up=up)
+                except InputError as exc:  # e.g. a mask source that finds nothing: a failed trial, not a crash
+                    rows.append({**row, "success": False, "reason": f"{type(exc).__name__}: {exc}"})
+                    continue
+                row["timings_s"] = {**result.timings_s, "total": time.perf_counter() - start}
+                row = _score(row, result, scene.truth, centre)
+                row = _score_symmetric(row, result, obj, demo_view.pose, scene.truth, centre)
+                search = result.pose_search
+                row.update(pose_source=search.chosen.source if search is not None and search.chosen else None,
+                           ambiguous=bool(search is not None and search.ambiguous))
+                row.update(mask_iou=_mask_iou(result, live.target_mask),
+                           **_keypoint_errors(result, obj, live.target))
+                rows.append(row)
         for trial in range(config.functional_trials):
             category, function = config.functions[trial % len(config.functions)]
             _, _, demo_view, live_view, truth, centre, part = make_functional_trial(rng, category, function, trial,
                                                                                     config, settings)
             row = {"trial": trial, "kind": KIND_FUNCTIONAL, "category": category, "function": function,
-                   "part_pixels": int(part.sum())}
+                   "part_pixels": int(part.sum()), "mask_source": "depth"}
             bar.update()
             if part.sum() < 20:
                 rows.append({**row, "success": False, "reason": "functional part hardly visible in the demo view"})
                 continue
             demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask, None,
                             function, part)
-            rows.append(_run(TransferPipeline(demo, matcher, pipeline_settings, mask_source), live_view, row, truth,
-                             centre))
-    return _report(rows, matcher, config, Path(out))
-
-
-def _run(pipeline: TransferPipeline, live_view, row: dict, truth: np.ndarray, centre: np.ndarray) -> dict:
-    start = time.perf_counter()
-    result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
-    row["timings_s"] = {**result.timings_s, "total": time.perf_counter() - start}
-    return _score(row, result, truth, centre)
-
-
-def _summary(rows: list[dict]) -> dict:
-    aligned = [r for r in rows if "rotation_error_deg" in r]
-    refused = [r for r in rows if "rotation_error_deg" not in r]
-    return {
-        "trials": len(rows), "success_rate": 100.0 * float(np.mean([r["success"] for r in rows])) if rows else None,
-        "alignment_returned": 100.0 * len(aligned) / max(len(rows), 1),
-        "median_rotation_error_deg": float(np.median([r["rotation_error_deg"] for r in aligned])) if aligned else None,
-        "median_translation_error_cm": float(np.median([r["translation_error_cm"] for r in aligned]))
-        if aligned else None,
-        "refined_by_icp": 100.0 * sum(r.get("refined", False) for r in aligned) / max(len(aligned), 1),
-        "failure_reasons": {k: sum(1 for r in refused if r.get("reason") == k)
-                            for k in sorted({r.get("reason", "") for r in refused})}}
-
-
-def _report(rows: list[dict], matcher: Matcher, config: AlignmentBenchConfig, out: Path) -> dict:
-    timed = [r["timings_s"] for r in rows if "timings_s" in r]
-    stages = ("segmentation", "features", "matching", "alignment", "total")
-    latency = {s: {"median_ms": 1e3 * float(np.median([t[s] for t in timed])),
-                   "p95_ms": 1e3 * float(np.percentile([t[s] for t in timed], 95))} for s in stages} if timed else {}
-    kinds = [k for k in (KIND_SAME, KIND_FUNCTIONAL) if any(r["kind"] == k for r in rows)]
-    by_kind = {k: _summary([r for r in rows if r["kind"] == k]) for k in kinds}
-    summary = {**_summary(rows), "by_kind": by_kind, "latency": latency}
-    settings = matcher.extractor.describe()
-    record = {"config": asdict(config), "features": settings, "summary": summary, "rows": rows,
-              "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "alignment.json", record)
-    name = settings["backbone"]["name"]
-    md = ("| backbone | size | trials | success (<5 deg, <2 cm) | pose returned | median rot. err (deg) | "
-          "median transl. err (cm) | refined by ICP |\n|---|---|---|---|---|---|---|---|\n")
-    for kind, k in by_kind.items():
-        md += (f"| {name} | {settings['effective_image_size']} | {k['trials']} ({kind}) | {k['success_rate']:.1f} % | "
-               f"{k['alignment_returned']:.1f} % | {_fmt(k['median_rotation_error_deg'])} | "
-               f"{_fmt(k['median_translation_error_cm'])} | {k['refined_by_icp']:.0f} % |\n")
-    md += "\nRefusals (no pose returned): " + (", ".join(
-        f"{kind}: " + "; ".join(f"{reason} x{n}" for reason, n in k["failure_reasons"].items())
-        for kind, k in by_kind.items() if k["failure_reasons"]) or "none") + "\n"
-    if latency:
-        md += "\nPer-frame latency (median / p95, ms)\n\n| stage | median | p95 |\n|---|---|---|\n"
-        md += "".join(f"| {s} | {latency[s]['median_ms']:.0f} | {latency[s]['p95_ms']:.0f} |\n" for s in stages)
-    (out / "alignment.md").write_text(md, encoding="utf-8")
-    _plot(rows, out / "alignment_errors.png", name)
-    return {"summary": summary, "markdown": md, "rows": rows}
-
-
-def _fmt(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def _plot(rows: list[dict], path: Path, name: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4.0))
-    for kind, marker in ((KIND_SAME, "o"), (KIND_FUNCTIONAL, "^")):
-        aligned = [r for r in rows if r["kind"] == kind and "rotation_error_deg" in r]
-        if aligned:
-            ax.scatter([r["rotation_error_deg"] for r in aligned], [r["translation_error_cm"] for r in aligned], s=12,
-                       marker=marker, label=f"{kind} ({len(aligned)} poses)")
-    ax.axvline(SUCCESS_DEG, color="green", lw=0.8)
-    ax.axhline(100 * SUCCESS_M, color="green", lw=0.8)
-    ax.set_xscale("symlog")
-    ax.set_yscale("symlog")
-    ax.set_xlabel("rotation error (deg)")
-    ax.set_ylabel("translation error (cm)")
-    ax.set_title(f"pose errors: {name} (success box: green)")
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+            pipeline = TransferPipeline(demo, matcher, pipeline_settings, DepthForeground((0.05, 5.0)))
+            start = time.perf_counter()
+            result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+            row["timings_s"] = {**result.timings_s, "total": time.perf_counter() - start}
+            rows.append(_score(row, result, truth, centre))
+    return write_report(rows, matcher, config, Path(out))

@@ -147,6 +147,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--refine", default="icp", choices=("icp", "none"), help="ICP refinement of the pose")
     align.add_argument("--size", type=int, default=448, help="frame and network input size in px")
     align.add_argument("--method", default="argmax", choices=("argmax", "soft-argmax"))
+    align.add_argument("--max-rotation", type=float, default=30.0, metavar="DEG",
+                       help="the object's turn about the vertical, uniform in +-DEG (up to 180)")
+    align.add_argument("--max-translation", type=float, default=0.05, metavar="M",
+                       help="its shift on the table, uniform in +-M along x and y; a draw that leaves it out of view "
+                            "is drawn again (a trial where it never comes into view counts as 'object not in view')")
+    align.add_argument("--distance-range", type=_float_pair, default=(1.0, 1.0), metavar="LO,HI",
+                       help="live camera distance relative to the demo's, uniform (e.g. 0.5,2)")
+    align.add_argument("--distractors", type=int, default=0, metavar="N",
+                       help="other objects on the table: other instances of the category and other categories of "
+                            "its family")
+    align.add_argument("--occluders", type=int, default=0, metavar="N",
+                       help="objects placed between the camera and the object (partial occlusion)")
+    align.add_argument("--mask-source", nargs="+", default=["depth"], metavar="NAME",
+                       help="live mask source(s), each trial run with each: depth (nearest depth surface), grabcut, "
+                            "sam, or oracle (the true mask, to judge the pose apart from segmentation)")
+    align.add_argument("--no-gravity", action="store_true",
+                       help="do not give the pipeline the vertical in the demo and live cameras (a robot has it "
+                            "from TF; without it the pose search turns about the clouds' principal axes)")
+    align.add_argument("--categories", default=None,
+                       help="comma-separated categories of the same-instance trials (default: "
+                            "car,bus,truck,chair,stool,mug,kettle,jug)")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--out", default="bench_out/alignment")
     align.set_defaults(handler=run_alignment)
@@ -309,17 +330,32 @@ def run_functional(args: argparse.Namespace) -> int:
     return 0
 
 
+def _float_pair(text: str) -> tuple[float, float]:
+    """'LO,HI' -> (LO, HI) for argparse."""
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected LO,HI (two numbers), got {text!r}") from exc
+    return lo, hi
+
+
 def run_alignment(args: argparse.Namespace) -> int:
     from ..api import Matcher
     from ..benchmarks.alignment import AlignmentBenchConfig, run_alignment_benchmark
 
+    extra = {"categories": tuple(c.strip() for c in args.categories.split(",") if c.strip())} if args.categories else {}
+    config = AlignmentBenchConfig(trials=args.trials, size=args.size, seed=args.seed,
+                                  functional_trials=args.functional_trials, refine=args.refine,
+                                  max_rotation_deg=args.max_rotation, max_translation_m=args.max_translation,
+                                  distance_range=args.distance_range, distractors=args.distractors,
+                                  occluders=args.occluders, mask_sources=tuple(args.mask_source),
+                                  gravity=not args.no_gravity, **extra)
+    config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
-    config = AlignmentBenchConfig(trials=args.trials, size=args.size, seed=args.seed,
-                                  functional_trials=args.functional_trials, refine=args.refine)
     result = run_alignment_benchmark(matcher, config, args.out)
     print(result["markdown"])
-    print(f"wrote {args.out}/alignment.json, alignment.md and alignment_errors.png")
+    print(f"wrote {args.out}/alignment.json, alignment.md, alignment_errors.png and alignment_by_condition.png")
     return 0
 
 

@@ -1,0 +1,359 @@
+"""Pose at any yaw: global 3D hypotheses on the segmented clouds beside the appearance-match pose, each scored by
+how well it explains the live depth and image, the best refined with the guarded ICP (:mod:`correspondence.icp`).
+
+Why: the appearance matches give a pose only where the two views show the same side of the object; turned by
+90-180 deg they show other sides, the matches land on look-alike parts (a car's left side on its right side) and
+RANSAC returns a wrong pose or none. The depth clouds still overlap (the top, an end), so geometry proposes
+poses the matches cannot: Open3D's FPFH features with RANSAC (``registration_ransac_based_on_feature_matching``)
+and fast global registration (``registration_fgr_based_on_feature_matching``, Zhou et al. 2016), on voxel-
+downsampled clouds; and the best proposal turned by multiples of ``turn_step_deg`` about the principal axes of the
+moved cloud (the flips that features of a box-like or round object confuse, and the rivals a symmetric object
+has).
+
+Every hypothesis ``T`` (demo camera -> live camera) moves the demo object's cloud into the live camera, where the
+live frame says how right it is (:func:`score_pose`):
+
+* **agreement**: the share of moved demo points that land on the live object's surface (projected into the live
+  depth, within ``surface_m``), and the share of the live object's points with a moved demo point that near;
+* **free space**: a moved point the camera would see in front of the surface it did see, or outside the live
+  object's silhouette where nothing is, is a contradiction (a partial view can miss a surface, never see through
+  one); their share is subtracted;
+* **appearance**: where moved points agree with the surface, how much more similar the demo and live descriptors
+  of the pairs the pose makes are than those of the same pixels paired at random (a contrast, because
+  histogram-like descriptors such as DAISY are all alike in absolute cosine); the texture tells a turn of a
+  round object apart when the shape cannot.
+
+The best hypotheses (``refine_top``) go through the guarded ICP and are scored again. When another hypothesis
+turned by at least ``ambiguity_deg`` from the best scores within ``ambiguity_margin`` of it, the data cannot fix
+the turn (a symmetric object whose texture does not help): the result is **ambiguous** and carries no pose, the
+candidates listed, rather than a random yaw.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .alignment import rotation_error_deg
+from .camera import CameraIntrinsics
+from .icp import IcpResult, IcpSettings, refine
+
+SOURCE_MATCHES, SOURCE_FPFH, SOURCE_FGR = "matches", "fpfh-ransac", "fgr"
+SOURCE_TURN, SOURCE_UPRIGHT, SOURCE_PROBE = "turn", "upright", "probe"
+
+
+@dataclass(frozen=True)
+class PoseSearchSettings:
+    global_hypotheses: bool = True  # propose FPFH + RANSAC and FGR poses beside the appearance-match pose
+    ransac_runs: int = 2  # FPFH + RANSAC runs (seeds 0..n-1)
+    ransac_iterations: int = 50000
+    fgr: bool = True
+    turn_step_deg: float = 30.0  # also the best proposal turned by multiples of this about the moved cloud's
+    # principal axes (0: no turns)
+    voxel_fraction: float = 1 / 30  # voxel size: this share of the demo cloud's diagonal (clamped to 3-30 mm)
+    refine_top: int = 4  # hypotheses refined with ICP, best pre-score first
+    snap: bool = True  # pull every hypothesis onto its nearest fit (a quick coarse ICP) before scoring it
+    surface_m: float = 0.01  # a moved point within this of the live depth agrees with it
+    free_space_m: float = 0.02  # a moved point this far in front of the seen surface contradicts it
+    appearance_weight: float = 1.0
+    ambiguity_deg: float = 20.0
+    ambiguity_margin: float = 0.02  # score gap under which two hypotheses that far apart are both plausible
+    consistent_free_space: float = 0.05  # a rival contradicting at most this share of its points (or no more than
+    consistent_agreement: float = 0.3  # the best) on at least this share of the live surface also explains it
+    appearance_decides: float = 0.1  # ... unless the best's appearance contrast is this much higher
+    explains_margin: float = 0.15  # ... and whose score is within this of the best
+
+
+@dataclass(frozen=True)
+class PoseScore:
+    agreement: float  # share of moved demo points on the live surface
+    coverage: float  # share of live object points with a moved demo point within surface_m
+    free_space: float  # share of in-frame moved points that contradict the live depth or silhouette
+    appearance: float | None  # descriptor cosine of the pose's pairs minus that of shuffled pairs (None: none)
+    score: float
+
+    def as_dict(self) -> dict:
+        return {"agreement": self.agreement, "coverage": self.coverage, "free_space": self.free_space,
+                "appearance": self.appearance, "score": self.score}
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    source: str  # matches | fpfh-ransac | fgr
+    transform: np.ndarray  # demo camera -> live camera (after ICP when refined)
+    score: PoseScore
+    refinement: IcpResult | None = None
+
+    def as_dict(self) -> dict:
+        return {"source": self.source, "transform": self.transform.tolist(), **self.score.as_dict(),
+                "icp": None if self.refinement is None else self.refinement.as_dict()}
+
+
+@dataclass(frozen=True)
+class PoseSearchResult:
+    transform: np.ndarray | None  # the chosen pose; None when nothing scored or the turn is ambiguous
+    chosen: Hypothesis | None
+    hypotheses: tuple[Hypothesis, ...] = field(default=())  # every scored candidate, best first
+    ambiguous: bool = False
+    reason: str = "ok"
+
+    @property
+    def refinement(self) -> IcpResult | None:
+        return None if self.chosen is None else self.chosen.refinement
+
+
+@dataclass(frozen=True, eq=False)
+class LiveFrame:
+    """What the scores look at: the live depth (metres), its camera, the live object's mask and, optionally, a
+    descriptor sampler ``(N, 2) pixels -> (N, C)``."""
+
+    depth: np.ndarray
+    intrinsics: CameraIntrinsics
+    mask: np.ndarray
+    cloud: np.ndarray  # (M, 3) live object points
+    descriptors: object = None
+
+
+def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return points @ T[:3, :3].T + T[:3, 3]
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
+               settings: PoseSearchSettings) -> PoseScore:
+    """How well ``T`` explains the live frame (see the module doc); ``demo_descriptors`` are row-aligned with
+    ``demo_points`` (or None)."""
+    from scipy.spatial import cKDTree
+
+    moved = _apply(T, demo_points)
+    h, w = live.depth.shape
+    z = moved[:, 2]
+    front = z > 1e-3
+    xy = np.full((len(moved), 2), -1.0)
+    xy[front] = live.intrinsics.project(moved[front])
+    col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
+    inside = front & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    r, c = row[inside], col[inside]
+    seen = live.depth[r, c]
+    on_object = live.mask[r, c]
+    has_depth = np.isfinite(seen) & (seen > 0)
+    agree = np.zeros(len(moved), dtype=bool)
+    agree[inside] = on_object & has_depth & (np.abs(z[inside] - seen) < settings.surface_m)
+    contradiction = (has_depth & (z[inside] < seen - settings.free_space_m)) | (~on_object & ~has_depth)
+    free_space = float(contradiction.mean()) if inside.any() else 1.0
+    agreement = float(agree.mean()) if len(agree) else 0.0
+    distance, _ = cKDTree(moved).query(live.cloud, distance_upper_bound=settings.surface_m)
+    coverage = float(np.isfinite(distance).mean()) if len(live.cloud) else 0.0
+    appearance = None
+    if demo_descriptors is not None and live.descriptors is not None and agree.sum() >= 5:
+        a, b = _unit_rows(demo_descriptors[agree]), _unit_rows(live.descriptors(xy[agree]))
+        shuffled = np.roll(np.arange(len(b)), len(b) // 2)  # the same live pixels, paired with other demo points
+        appearance = float(np.mean((a * b).sum(1)) - np.mean((a * b[shuffled]).sum(1)))
+    score = 0.5 * (agreement + coverage) - free_space
+    if appearance is not None:
+        score += settings.appearance_weight * appearance * agreement
+    return PoseScore(agreement, coverage, free_space, appearance, float(score))
+
+
+def _voxel(points: np.ndarray, settings: PoseSearchSettings) -> float:
+    diagonal = float(np.linalg.norm(points.max(0) - points.min(0))) if len(points) else 0.0
+    return float(np.clip(diagonal * settings.voxel_fraction, 0.003, 0.03))
+
+
+def global_hypotheses(demo_points: np.ndarray, live_points: np.ndarray, settings: PoseSearchSettings
+                      ) -> list[tuple[str, np.ndarray]]:
+    """(source, demo -> live transform) proposals from FPFH features: RANSAC runs and FGR (Open3D)."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    voxel = _voxel(demo_points, settings)
+
+    def prepared(points: np.ndarray):
+        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(points, dtype=np.float64)))
+        cloud = cloud.voxel_down_sample(voxel)
+        cloud.estimate_normals(o3d.geometry.KDTreeSearchParamHybrid(radius=2.5 * voxel, max_nn=30))
+        cloud.orient_normals_towards_camera_location(np.zeros(3))  # both clouds are seen from their camera
+        feature = reg.compute_fpfh_feature(cloud, o3d.geometry.KDTreeSearchParamHybrid(radius=5 * voxel, max_nn=100))
+        return cloud, feature
+
+    (src, src_f), (dst, dst_f) = prepared(demo_points), prepared(live_points)
+    if len(src.points) < 10 or len(dst.points) < 10:
+        return []
+    out = []
+    distance = 1.5 * voxel
+    for seed in range(settings.ransac_runs):
+        o3d.utility.random.seed(seed)
+        result = reg.registration_ransac_based_on_feature_matching(
+            src, dst, src_f, dst_f, True, distance, reg.TransformationEstimationPointToPoint(False), 3,
+            [reg.CorrespondenceCheckerBasedOnEdgeLength(0.9), reg.CorrespondenceCheckerBasedOnDistance(distance)],
+            reg.RANSACConvergenceCriteria(settings.ransac_iterations, 0.999))
+        if len(result.correspondence_set) >= 3:
+            out.append((SOURCE_FPFH, np.asarray(result.transformation).copy()))
+    if settings.fgr:
+        result = reg.registration_fgr_based_on_feature_matching(
+            src, dst, src_f, dst_f, reg.FastGlobalRegistrationOption(maximum_correspondence_distance=distance))
+        if len(result.correspondence_set) >= 3:
+            out.append((SOURCE_FGR, np.asarray(result.transformation).copy()))
+    return [(s, T) for s, T in out if np.isfinite(T).all()]
+
+
+def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
+    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K  # Rodrigues
+
+
+def _about(R: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = centre - R @ centre
+    return T
+
+
+def turned(T: np.ndarray, demo_points: np.ndarray, step_deg: float, up: np.ndarray | None = None
+           ) -> list[np.ndarray]:
+    """``T`` followed by turns of every multiple of ``step_deg`` about the vertical ``up`` (live camera frame), or
+    without one about each principal axis of the moved cloud, through the moved cloud's centroid."""
+    moved = _apply(T, demo_points)
+    centre = moved.mean(0)
+    axes = [up] if up is not None else np.linalg.svd(moved - centre, full_matrices=False)[2]
+    return [_about(_axis_angle(axis, angle), centre) @ T for axis in axes
+            for angle in np.radians(np.arange(step_deg, 360.0 - 1e-6, step_deg))]
+
+
+def upright_sweep(demo_points: np.ndarray, live_points: np.ndarray, up_demo: np.ndarray, up_live: np.ndarray,
+                  step_deg: float) -> list[np.ndarray]:
+    """Poses that keep the vertical vertical (the demo's ``up`` onto the live one), every ``step_deg`` of turn
+    about it, the demo cloud's centroid on the live cloud's: an object that stands on a table can only turn so."""
+    a, b = np.asarray(up_demo, float) / np.linalg.norm(up_demo), np.asarray(up_live, float) / np.linalg.norm(up_live)
+    axis = np.cross(a, b)
+    level = _axis_angle(axis, np.arctan2(np.linalg.norm(axis), a @ b)) if np.linalg.norm(axis) > 1e-9 else np.eye(3)
+    if np.linalg.norm(axis) <= 1e-9 and a @ b < 0:
+        level = _axis_angle(np.cross(a, [1.0, 0, 0]) if abs(a[0]) < 0.9 else np.cross(a, [0, 1.0, 0]), np.pi)
+    out = []
+    for angle in np.radians(np.arange(0.0, 360.0 - 1e-6, step_deg)):
+        T = np.eye(4)
+        T[:3, :3] = _axis_angle(b, angle) @ level
+        T[:3, 3] = live_points.mean(0) - T[:3, :3] @ demo_points.mean(0)
+        out.append(T)
+    return out
+
+
+def _snapper(demo_points: np.ndarray, live_points: np.ndarray, settings: PoseSearchSettings):
+    """A quick coarse ICP (point to point, voxel clouds) that pulls a hypothesis onto the nearest fit before it is
+    scored: a turn proposed about the wrong centre is still the right turn."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    voxel = _voxel(demo_points, settings)
+    clouds = [o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(p, dtype=np.float64)))
+              .voxel_down_sample(voxel) for p in (demo_points, live_points)]
+    criteria = reg.ICPConvergenceCriteria(max_iteration=8)
+    estimation = reg.TransformationEstimationPointToPoint(False)
+
+    def snap(T: np.ndarray) -> np.ndarray:
+        for distance in (6 * voxel, 2 * voxel):
+            T = np.asarray(reg.registration_icp(clouds[0], clouds[1], distance, T, estimation, criteria).transformation)
+        return T.copy()
+    return snap
+
+
+def _close(a: np.ndarray, b: np.ndarray, centre: np.ndarray, deg: float = 5.0, metres: float = 0.01) -> bool:
+    """Within ``deg`` and ``metres`` (at the demo cloud's centre) of each other."""
+    return (rotation_error_deg(a, b) <= deg
+            and np.linalg.norm(_apply(a, centre[None]) - _apply(b, centre[None])) <= metres)
+
+
+def _distinct(candidates: list[Hypothesis], k: int, centre: np.ndarray) -> list[Hypothesis]:
+    """The best ``k`` hypotheses that differ from each other (5 deg or 1 cm at the demo cloud's centre)."""
+    kept: list[Hypothesis] = []
+    for h in candidates:
+        if not any(_close(h.transform, o.transform, centre) for o in kept):
+            kept.append(h)
+        if len(kept) == k:
+            break
+    return kept
+
+
+def _also_explains(rival: PoseScore, best: PoseScore, s: PoseSearchSettings) -> bool:
+    """A partial view lets a wrong turn explain *more* of the live surface than the truth (a car's seen left side
+    laid on its right side): a rival that contradicts the frame no more than the best does and still lies on a fair
+    share of it is another explanation, unless the appearance clearly prefers the best."""
+    consistent = rival.free_space <= max(best.free_space + 0.02, s.consistent_free_space)
+    appearance_decides = (rival.appearance is not None and best.appearance is not None
+                          and best.appearance - rival.appearance >= s.appearance_decides)
+    return consistent and rival.agreement >= s.consistent_agreement and not appearance_decides
+
+
+def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matches_pose: np.ndarray | None,
+                settings: PoseSearchSettings | None = None, icp: IcpSettings | None = None,
+                refine_with_icp: bool = True, up: tuple[np.ndarray, np.ndarray] | None = None) -> PoseSearchResult:
+    """Propose (the matches' pose and, with ``global_hypotheses``, FPFH + RANSAC and FGR poses, turns of the best,
+    and with ``up`` = (the vertical in the demo camera, in the live camera) upright poses every
+    ``turn_step_deg``), score, refine the best with the guarded ICP, score again, choose, and call the turn
+    ambiguous when it is (module doc)."""
+    s = settings or PoseSearchSettings()
+    icp = icp or IcpSettings()
+    if len(demo_points) < 10 or len(live.cloud) < 10:
+        return PoseSearchResult(None, None, (), False, "too few depth points on the demo or live object")
+    proposals = [] if matches_pose is None else [(SOURCE_MATCHES, np.asarray(matches_pose, dtype=np.float64))]
+    if s.global_hypotheses:
+        proposals += global_hypotheses(demo_points, live.cloud, s)
+        if up is not None and s.turn_step_deg > 0:
+            proposals += [(SOURCE_UPRIGHT, T) for T in upright_sweep(demo_points, live.cloud, up[0], up[1],
+                                                                    s.turn_step_deg)]
+    if not proposals:
+        return PoseSearchResult(None, None, (), False, "no pose hypothesis (no matches pose, no global registration)")
+    score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s)  # noqa: E731
+    snap = _snapper(demo_points, live.cloud, s) if s.snap else (lambda T: T)
+    scored = sorted((Hypothesis(src, snap(T), score(snap(T))) for src, T in proposals), key=lambda h: -h.score.score)
+    if s.turn_step_deg > 0 and s.global_hypotheses:  # the best proposal turned: the flips the features confuse and
+        # the rivals an ambiguous (symmetric) object has
+        turns = turned(scored[0].transform, demo_points, s.turn_step_deg, None if up is None else up[1])
+        scored = sorted(scored + [Hypothesis(SOURCE_TURN, snap(T), score(snap(T))) for T in turns],
+                        key=lambda h: -h.score.score)
+    centre = demo_points.mean(0)
+    finals = []
+    chosen_for_icp = _distinct(scored, max(s.refine_top, 1), centre)
+    chosen_for_icp += [h for h in scored if h.source == SOURCE_MATCHES and h not in chosen_for_icp][:1]  # always
+    for h in chosen_for_icp:
+        if refine_with_icp:
+            refinement = refine(demo_points, live.cloud, h.transform, icp)
+            if refinement.accepted:
+                h = Hypothesis(h.source, refinement.transform,
+                               score_pose(refinement.transform, demo_points, demo_descriptors, live, s), refinement)
+            else:
+                h = Hypothesis(h.source, h.transform, h.score, refinement)
+        finals.append(h)
+    # a global proposal is only a pose once the ICP has accepted it (converged, surfaces agree); the matches' pose
+    # stands unrefined as it did before the search existed
+    finals = sorted((h for h in finals if h.source == SOURCE_MATCHES or (h.refinement and h.refinement.accepted)),
+                    key=lambda h: -h.score.score)
+    if not finals:
+        return PoseSearchResult(None, None, tuple(scored), False, "no hypothesis survived the guarded ICP")
+    best = finals[0]
+    same = [h for h in finals if h.source == SOURCE_MATCHES and _close(h.transform, best.transform, centre)]
+    if same and best.source != SOURCE_MATCHES:  # the global search only confirmed the matches' pose: say so
+        best = same[0]
+        finals = [best] + [h for h in finals if h is not best]
+    # probes: the chosen pose turned (about the vertical when known) and pulled onto the nearest fit; a turn far
+    # from it that explains the frame as well says the data cannot fix the turn
+    probes = []
+    if s.turn_step_deg > 0:
+        probes = [Hypothesis(SOURCE_PROBE, snap(T), score(snap(T)))
+                  for T in turned(best.transform, demo_points, s.turn_step_deg, None if up is None else up[1])]
+    rivals = [h for h in finals[1:] + probes if rotation_error_deg(h.transform, best.transform) >= s.ambiguity_deg
+              and (h.score.score >= best.score.score - s.ambiguity_margin
+                   or (h.score.score >= best.score.score - s.explains_margin and _also_explains(h.score, best.score, s)))]
+    ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
+               + tuple(sorted(probes, key=lambda h: -h.score.score)))
+    if rivals:
+        turn = rotation_error_deg(rivals[0].transform, best.transform)
+        return PoseSearchResult(None, best, ordered, True,
+                                f"ambiguous: poses {turn:.0f} deg apart explain the live frame equally well (scores "
+                                f"{best.score.score:.3f} and {rivals[0].score.score:.3f}); the data cannot fix the "
+                                f"object's turn")
+    return PoseSearchResult(best.transform, best, ordered, False, "ok")

@@ -1,0 +1,95 @@
+"""Keypoints predicted from the pose (correspondence/pose_keypoints.py), checked against the renderer's exact
+keypoint projections and visibility, and against OpenCV's projection for a distorted camera."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("open3d")
+
+from correspondence.camera import CameraIntrinsics  # noqa: E402
+from correspondence.keypoint_matching import KeypointMatch  # noqa: E402
+from correspondence.lifting import lift  # noqa: E402
+from correspondence.pose_keypoints import (POSITION_POSE, POSITION_POSE_HIDDEN, KeypointPoseSettings,  # noqa: E402
+                                           keypoints_from_pose, predict)
+from correspondence.world.families import make_instance  # noqa: E402
+from correspondence.world.render import Renderer, RenderSettings, sample_pose  # noqa: E402
+from correspondence.world.scene import table_motion  # noqa: E402
+
+
+def _views(yaw: float):
+    obj = make_instance("car", 2)
+    settings = RenderSettings(width=224, height=224)
+    rng = np.random.default_rng(4)
+    pose = sample_pose(rng, obj, intrinsics=settings.intrinsics)
+    renderer = Renderer(obj)
+    live_pose = pose @ table_motion(yaw, np.array([0.02, -0.01]), obj.center)
+    return obj, renderer.render(pose, settings), renderer.render(live_pose, settings), live_pose @ np.linalg.inv(pose)
+
+
+def test_predictions_are_the_true_projections_and_visibility_follows_the_live_depth():
+    obj, demo, live, truth = _views(150.0)
+    seen = demo.keypoints_visible
+    points = np.full((len(obj.keypoints), 3), np.nan)
+    points[seen] = obj.keypoint_positions[seen] @ demo.pose[:3, :3].T + demo.pose[:3, 3]  # demo camera frame
+    xy, z, visibility = predict(points, truth, live.depth, live.intrinsics, KeypointPoseSettings())
+    np.testing.assert_allclose(xy[seen], live.keypoints_xy[seen], atol=1e-6)
+    np.testing.assert_allclose(z[seen], live.keypoints_depth[seen], atol=1e-6)
+    assert all(v == "no demo depth" for v, s in zip(visibility, seen) if not s)
+    both = seen & live.keypoints_visible
+    assert both.any() and all(visibility[i] == "visible" for i in np.flatnonzero(both))
+    hidden = seen & ~live.keypoints_visible  # turned 150 deg: the demo's side is mostly hidden now
+    assert hidden.any()
+    assert sum(visibility[i] in ("hidden", "out of frame") for i in np.flatnonzero(hidden)) >= 0.8 * hidden.sum()
+
+
+def test_a_match_that_disagrees_with_the_pose_is_flagged_and_replaced_by_the_prediction():
+    obj, demo, live, truth = _views(10.0)
+    i = int(np.flatnonzero(demo.keypoints_visible & live.keypoints_visible)[0])
+    points, _ = lift(demo.keypoints_xy[i:i + 1], demo.depth, demo.intrinsics)
+    true_xy = live.keypoints_xy[i]
+    near = KeypointMatch("near", tuple(demo.keypoints_xy[i]), tuple(true_xy + 2.0), 0.9, True, 0.0)
+    far = KeypointMatch("far", tuple(demo.keypoints_xy[i]), tuple(true_xy + 40.0), 0.9, True, 0.0)
+    matches, poses = keypoints_from_pose([near, far], np.repeat(points, 2, 0), truth, live.depth, live.intrinsics)
+    assert [p.disagrees for p in poses] == [False, True]
+    assert poses[1].match_error_px == pytest.approx(40.0 * np.sqrt(2), abs=1.0)
+    assert poses[1].matched_xy == tuple(true_xy + 40.0)
+    for m in matches:  # lifted from the demo depth (3 x 3 median): within 2 px of the exact projection
+        assert m.position == POSITION_POSE and np.hypot(*(np.asarray(m.live_xy) - true_xy)) < 2.0
+
+
+def test_prediction_uses_the_camera_distortion_as_opencv_does():
+    cv2 = pytest.importorskip("cv2")
+    camera = CameraIntrinsics.from_matrix([[300.0, 0, 160.0], [0, 310.0, 120.0], [0, 0, 1]], 320, 240,
+                                          distortion=(-0.28, 0.09, 0.001, -0.0015, -0.01))
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(-0.3, 0.3, (20, 2)), rng.uniform(0.8, 1.2, 20)]
+    T = np.eye(4)
+    T[:3, 3] = (0.02, -0.01, 0.05)
+    depth = np.full((240, 320), 5.0, np.float32)  # a far wall: everything in front of it is visible
+    xy, _, visibility = predict(points, T, depth, camera, KeypointPoseSettings())
+    expected, _ = cv2.projectPoints(points + T[:3, 3], np.zeros(3), np.zeros(3), camera.K,
+                                    np.asarray(camera.distortion, dtype=np.float64))
+    np.testing.assert_allclose(xy, expected[:, 0] + 0.5, atol=1e-6)  # OpenCV's pixel centres are integers
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < 320) & (xy[:, 1] >= 0) & (xy[:, 1] < 240)
+    assert [v == "visible" for v in visibility] == list(inside)
+    behind = np.zeros((240, 320), np.float32) + 0.5  # a wall in front of every point: all hidden
+    _, _, hidden = predict(points, T, behind, camera, KeypointPoseSettings())
+    assert all(v in ("hidden", "out of frame") for v in hidden) and "hidden" in hidden
+    _, poses = keypoints_from_pose([KeypointMatch("k", (0, 0), tuple(xy[0]), 1.0, True, 0.0)], points[:1], T,
+                                   behind, camera)
+    assert poses[0].visibility == "hidden"
+    assert POSITION_POSE_HIDDEN == "pose-hidden"
+
+
+def test_silhouette_keypoints_get_a_surface_point_where_robust_lifting_refuses():
+    from correspondence.pose_keypoints import surface_points
+    obj, demo, _, _ = _views(0.0)
+    seen = demo.keypoints_visible
+    surface = surface_points(demo.keypoints_xy[seen], demo.depth, demo.intrinsics, demo.mask, (0.05, 5.0))
+    assert np.isfinite(surface).all()  # every visible keypoint has a point, the refused ones included
+    exact = obj.keypoint_positions[seen] @ demo.pose[:3, :3].T + demo.pose[:3, 3]
+    assert np.median(np.linalg.norm(surface - exact, axis=1)) < 0.005
+    np.testing.assert_allclose(demo.intrinsics.project(surface), demo.keypoints_xy[seen], atol=1e-6)  # same pixel
+    far = surface_points(np.array([[1.0, 1.0]]), demo.depth, demo.intrinsics, demo.mask, (0.05, 5.0))
+    assert np.isnan(far).all()  # nothing of the object near the corner
