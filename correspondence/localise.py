@@ -46,6 +46,8 @@ class LocaliseSettings:
     """``min_score``: the smallest candidate score that counts as the object (below: "object not found").
     ``group_radius``: cells a vote grid is dilated by before grouping votes into candidates.
     ``box_margin``: cells added around the votes' box (votes sit on cell centres, the object reaches further).
+    ``box_grow``: the box also grows by this share of its size on every side: votes cover only the part of the
+    object that matched, and a box prompt (GrabCut above all) must contain the whole object.
     ``min_votes``: a candidate needs at least this many votes (an affine map needs 3).
     ``inlier_cells``: the affine fit's RANSAC tolerance, in live cells."""
 
@@ -53,14 +55,15 @@ class LocaliseSettings:
     min_score: float = 0.05
     group_radius: int = 1
     box_margin: float = 1.0
+    box_grow: float = 0.2
     min_votes: int = 4
     inlier_cells: float = 1.5
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.min_score) and 0.0 <= self.min_score <= 1.0):
             raise ConfigError(f"localisation min_score must be in [0, 1], got {self.min_score}")
-        if int(self.group_radius) < 0 or self.box_margin < 0 or int(self.min_votes) < 1:
-            raise ConfigError("localisation group_radius and box_margin must be >= 0 and min_votes >= 1")
+        if int(self.group_radius) < 0 or self.box_margin < 0 or self.box_grow < 0 or int(self.min_votes) < 1:
+            raise ConfigError("localisation group_radius, box_margin and box_grow must be >= 0 and min_votes >= 1")
 
 
 @dataclass(frozen=True)
@@ -165,7 +168,7 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
             if agree.sum() < settings.min_votes:
                 continue
             candidates.append(_candidate(xy[agree], weight[members][agree], demo_xy[members][agree], int(members.sum()),
-                                         n_demo, cell_px * settings.box_margin, width, height))
+                                         n_demo, cell_px * settings.box_margin, settings.box_grow, width, height))
     candidates.sort(key=lambda c: -c.score)
     found = bool(candidates) and candidates[0].score >= settings.min_score
     return Localisation(tuple(candidates), found, float(settings.min_score), n_demo, int(index.size),
@@ -200,9 +203,10 @@ def _affine_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.nd
 
 
 def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, n_demo: int,
-               margin: np.ndarray, width: int, height: int) -> Candidate:
+               margin: np.ndarray, grow: float, width: int, height: int) -> Candidate:
     centre = (xy * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
     point = xy[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
+    margin = margin + grow * (xy.max(0) - xy.min(0))
     x0, y0 = xy.min(0) - margin
     x1, y1 = xy.max(0) + margin
     x0, y0 = max(0.0, float(x0)), max(0.0, float(y0))

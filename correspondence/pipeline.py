@@ -38,6 +38,7 @@ from .icp import IcpResult, IcpSettings, masked_cloud, refine
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
 from .preprocessing import to_rgb_array
+from .tracking import MaskTracker, TrackSettings
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
 
 ALIGNMENT_SOURCES = ("dense", "keypoints")
@@ -61,6 +62,7 @@ class PipelineSettings:
     refine: str = "icp"  # icp | none: guarded point-to-plane ICP of the demo object's cloud onto the live one
     icp: IcpSettings = field(default_factory=IcpSettings)
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
+    track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
 
     def __post_init__(self) -> None:
         if self.alignment_source not in ALIGNMENT_SOURCES:
@@ -127,6 +129,7 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self.demo_object = demo.mask if demo.mask is not None else self._depth_foreground()  # localisation's cells
         self._demo_object_cells = None  # computed once, on the first localised frame
+        self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
@@ -243,7 +246,14 @@ class TransferPipeline:
             localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise)
             timings["localisation"] = time.perf_counter() - start
             try:
-                result = segment_localised(self.mask_source, image, depth, localisation)
+                if self.tracker is None:
+                    result = segment_localised(self.mask_source, image, depth, localisation)
+                elif localisation.matched and not localisation.found:
+                    self.tracker.reset()
+                    raise ObjectNotFound(localisation)
+                else:
+                    result = self.tracker.step(live_fmap, localisation,
+                                               lambda: segment_localised(self.mask_source, image, depth, localisation))
             finally:  # "object not found" is a frame result too: its time counts
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start

@@ -23,6 +23,22 @@ def add_bench_parsers(bench) -> None:
     loc.add_argument("--out", default="bench_out/localisation")
     loc.set_defaults(handler=run_localisation)
 
+    track = bench.add_parser("tracking", help="per-frame cost of a stream with the live mask tracked, vs segmented "
+                                              "every frame and vs the backbone alone")
+    add_model_options(track, "dinov2_vits14")
+    track.add_argument("--mask-source", default="sam2", choices=("sam2", "depth", "grabcut"))
+    track.add_argument("--sam2-model", default="tiny", choices=("tiny", "small", "base_plus", "large"))
+    track.add_argument("--sam2-random-weights", action="store_true",
+                       help="random-init SAM 2 (timing only: its masks are meaningless)")
+    track.add_argument("--frames", type=int, default=30)
+    track.add_argument("--size", type=int, default=448, help="frame and network input size in px")
+    track.add_argument("--every", type=int, default=30, help="full segmentation at least every N frames")
+    track.add_argument("--baseline-frames", type=int, default=5,
+                       help="frames also run segmenting every frame (each is an image-encoder pass)")
+    track.add_argument("--seed", type=int, default=0)
+    track.add_argument("--out", default="bench_out/tracking")
+    track.set_defaults(handler=run_tracking)
+
 
 def run_localisation(args: argparse.Namespace) -> int:
     from ..api import Matcher
@@ -36,4 +52,26 @@ def run_localisation(args: argparse.Namespace) -> int:
     result = run_localisation_benchmark(matcher, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/localisation.json, localisation.md and localisation_iou.png")
+    return 0
+
+
+def run_tracking(args: argparse.Namespace) -> int:
+    from ..api import Matcher
+    from ..benchmarks.tracking import TrackingBenchConfig, run_tracking_benchmark
+    from ..segmentation import DepthForeground, GrabCutBox
+
+    matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
+                             cache_size=2)
+    if args.mask_source == "sam2":
+        from ..sam2_source import Sam2MaskSource
+        source = Sam2MaskSource.create(args.sam2_model, random_init=args.sam2_random_weights)
+        name = f"SAM 2.1 {args.sam2_model}" + (" (random weights)" if args.sam2_random_weights else "")
+    else:
+        source, name = (DepthForeground((0.05, 5.0)), "depth") if args.mask_source == "depth" else (GrabCutBox(),
+                                                                                                   "grabcut")
+    config = TrackingBenchConfig(frames=args.frames, size=args.size, every=args.every,
+                                 baseline_frames=args.baseline_frames, seed=args.seed)
+    result = run_tracking_benchmark(matcher, source, name, config, args.out)
+    print(result["markdown"])
+    print(f"wrote {args.out}/tracking.json, tracking.md and tracking_frames.png")
     return 0
