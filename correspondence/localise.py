@@ -49,7 +49,9 @@ class LocaliseSettings:
     ``box_grow``: the box also grows by this share of its size on every side: votes cover only the part of the
     object that matched, and a box prompt (GrabCut above all) must contain the whole object.
     ``min_votes``: a candidate needs at least this many votes (an affine map needs 3).
-    ``inlier_cells``: the affine fit's RANSAC tolerance, in live cells."""
+    ``inlier_cells``: the affine fit's RANSAC tolerance, in live cells.
+    ``min_demo_cells``: a demo object covering fewer cells is too coarse to vote (a small object at a small input
+    size); the mask source's own rule decides then."""
 
     enabled: bool = True
     min_score: float = 0.05
@@ -58,6 +60,7 @@ class LocaliseSettings:
     box_grow: float = 0.2
     min_votes: int = 4
     inlier_cells: float = 1.5
+    min_demo_cells: int = 16
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.min_score) and 0.0 <= self.min_score <= 1.0):

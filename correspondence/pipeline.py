@@ -129,6 +129,7 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self.demo_object = demo.mask if demo.mask is not None else self._depth_foreground()  # localisation's cells
         self._demo_object_cells = None  # computed once, on the first localised frame
+        self._demo_object_count = 0
         self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
@@ -243,6 +244,14 @@ class TransferPipeline:
             demo_fmap = self._demo_feature_map()
             if self._demo_object_cells is None:
                 self._demo_object_cells = demo_fmap.cell_mask(self.demo_object, min_fraction=0.5)
+                self._demo_object_count = int(self._demo_object_cells.sum())
+            if self._demo_object_count < self.settings.localise.min_demo_cells:  # too coarse to vote
+                result = self.mask_source.segment(image, Prompt.auto(), depth)
+                timings["segmentation"] = time.perf_counter() - start
+                why = (f"fallback: the source's own rule (the demo object covers {self._demo_object_count} < "
+                       f"{self.settings.localise.min_demo_cells} feature cells, too few to localise)")
+                return MaskResult(result.mask, result.score, result.source, result.prompt,
+                                  {**result.details, "localised": why}), None
             localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise)
             timings["localisation"] = time.perf_counter() - start
             try:

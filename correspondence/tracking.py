@@ -4,8 +4,8 @@ Why: a SAM image encoder costs 5-30x the rest of a frame on a CPU (SAM 2.1 Hiera
 DINOv2 ViT-S/14 backbone 0.33 s). The backbone's features of every frame are computed anyway, so the previous mask
 can be carried to the new frame by them:
 
-1. the cells under the mask of the last *segmented* frame (the key frame) are matched to the new frame (mutual
-   nearest neighbours by cosine);
+1. the cells under the mask and the localisation box of the last *segmented* frame (the key frame) are matched to
+   the new frame (mutual nearest neighbours by cosine);
 2. one 2D affine map is fitted to those matches (OpenCV RANSAC) and the key frame's mask is warped by it (nearest
    neighbour, at full resolution). Warping from the key frame, not from the previous frame, keeps the error of each
    fit (about half a cell) from adding up along the stream.
@@ -14,8 +14,9 @@ The mask source runs again (a full segmentation, prompted by the localisation) w
 
 * ``every`` frames have passed since the last one (0: never on schedule),
 * the propagation fails (fewer than ``min_matches`` agreeing matches), or
-* the correspondence localisation disagrees with the tracked mask: fewer than ``min_votes_inside`` of the chosen
-  candidate's votes lie inside it (the object moved in a way the affine map missed, or the tracker drifted).
+* the correspondence box moved: the key frame's localisation box carried by the affine map overlaps this frame's
+  localisation box by less than ``min_box_iou`` (the object moved in a way the map missed, or the tracker drifted).
+  The test looks at boxes, not at the mask, so it does not depend on the mask source's quality.
 
 A frame where the object is not found resets the tracker. The result's ``details`` say which path ran
 (``tracked``: True / False, ``why``), so per-frame cost can be attributed.
@@ -39,12 +40,12 @@ from .segmentation import MaskResult
 class TrackSettings:
     every: int = 30  # full segmentation at least every N frames (0: only when propagation fails or disagrees)
     min_matches: int = 6  # frame-to-frame matches agreeing with the affine map needed to propagate
-    min_votes_inside: float = 0.5  # share of the localisation's votes the tracked mask must contain
+    min_box_iou: float = 0.5  # the tracked localisation box must overlap this frame's by at least this IoU
     inlier_cells: float = 1.0  # the affine fit's RANSAC tolerance, in cells
 
     def __post_init__(self) -> None:
-        if int(self.every) < 0 or int(self.min_matches) < 3 or not 0.0 <= self.min_votes_inside <= 1.0:
-            raise ConfigError("tracking: every >= 0, min_matches >= 3 and min_votes_inside in [0, 1] are required")
+        if int(self.every) < 0 or int(self.min_matches) < 3 or not 0.0 <= self.min_box_iou <= 1.0:
+            raise ConfigError("tracking: every >= 0, min_matches >= 3 and min_box_iou in [0, 1] are required")
         if not self.inlier_cells > 0:
             raise ConfigError(f"tracking inlier_cells must be > 0, got {self.inlier_cells}")
 
@@ -62,6 +63,7 @@ class MaskTracker:
     def reset(self) -> None:
         self._mask: MaskResult | None = None
         self._fmap: FeatureMap | None = None
+        self._box: tuple[float, float, float, float] | None = None  # the key frame's localisation box
         self._since = 0
 
     def step(self, live: FeatureMap, localisation: Localisation | None,
@@ -75,43 +77,48 @@ class MaskTracker:
         elif s.every and self._since + 1 >= s.every:
             why = f"schedule (every {s.every} frames)"
         if why is None:
-            warped, inliers = self._propagate(live)
+            warped, inliers, model = self._propagate(live)
             if warped is None:
                 why = f"propagation failed ({inliers} agreeing matches < {s.min_matches})"
             else:
-                inside = _votes_inside(warped, localisation)
-                if inside is not None and inside < s.min_votes_inside:
-                    why = f"localisation disagrees ({inside:.0%} of its votes inside the tracked mask)"
+                overlap = _box_overlap(self._box, model, localisation)
+                if overlap is not None and overlap < s.min_box_iou:
+                    why = f"correspondence box moved (IoU {overlap:.2f} with the tracked box)"
                 else:
                     self._since += 1
                     key = self._mask
                     details = {k: v for k, v in key.details.items() if k != "why"}
                     return MaskResult(warped, key.score, key.source, key.prompt,
                                       {**details, "tracked": True, "matches": inliers,
-                                       "frames_since_segmentation": self._since, "votes_inside": inside})
+                                       "frames_since_segmentation": self._since, "box_iou": overlap})
         result = segment()
         self.segmentations += 1
         self._mask = MaskResult(result.mask, result.score, result.source, result.prompt,
                                 {**result.details, "tracked": False, "why": why, "frames_since_segmentation": 0})
         self._fmap = live
+        self._box = localisation.best.box if localisation is not None and localisation.found else None
         self._since = 0
         return self._mask
 
-    def _propagate(self, live: FeatureMap) -> tuple[np.ndarray | None, int]:
+    def _propagate(self, live: FeatureMap) -> tuple[np.ndarray | None, int, np.ndarray | None]:
         """The key frame's mask warped by the affine map of its masked cells onto ``live``."""
         import cv2
 
         previous, mask = self._fmap, self._mask.mask
         if previous.grid_wh != live.grid_wh or mask.shape != (live.geometry.original_height,
                                                               live.geometry.original_width):
-            return None, 0
-        cells = previous.cell_mask(mask, min_fraction=0.5).flatten().to(previous.features.device)
+            return None, 0, None
+        region = mask.copy()
+        if self._box is not None:  # the object's box too: a thin or partial mask still has cells to carry
+            x0, y0, x1, y1 = (int(round(v)) for v in self._box)
+            region[y0:y1, x0:x1] = True
+        cells = previous.cell_mask(region, min_fraction=0.5).flatten().to(previous.features.device)
         index = cells.nonzero().flatten()
         result = mutual_nearest_neighbors(previous.flat()[index].float(), live.flat().to(index.device).float(), None,
                                           live.image_cells().flatten().to(index.device))
         mutual = to_numpy(result.mutual, bool)
         if mutual.sum() < self.settings.min_matches:
-            return None, int(mutual.sum())
+            return None, int(mutual.sum()), None
         src = previous.cell_to_original(previous.index_to_uv(to_numpy(index, np.int64)[mutual]))
         dst = live.cell_to_original(live.index_to_uv(to_numpy(result.forward.index, np.int64)[mutual]))
         cv2.setRNGSeed(0)
@@ -120,22 +127,26 @@ class MaskTracker:
                                               ransacReprojThreshold=tolerance, maxIters=500, confidence=0.99)
         count = 0 if inliers is None else int(inliers.sum())
         if model is None or count < self.settings.min_matches:
-            return None, count
+            return None, count, None
         height, width = mask.shape
         warped = cv2.warpAffine(mask.astype(np.uint8), model, (width, height), flags=cv2.INTER_NEAREST,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
-        return (warped if warped.any() else None), count
+        return (warped if warped.any() else None), count, model
 
 
-def _votes_inside(mask: np.ndarray, localisation: Localisation | None) -> float | None:
-    """Share of the chosen candidate's votes inside ``mask`` (None without a chosen candidate)."""
-    if localisation is None or not localisation.found:
+def _box_overlap(box, model: np.ndarray, localisation: Localisation | None) -> float | None:
+    """IoU of the key frame's box carried by the affine ``model`` (the corners' bounding box) with this frame's
+    localisation box; None when either is missing."""
+    if box is None or localisation is None or not localisation.found:
         return None
-    xy = localisation.best.votes_xy
-    height, width = mask.shape
-    cols = np.clip(xy[:, 0].astype(int), 0, width - 1)
-    rows = np.clip(xy[:, 1].astype(int), 0, height - 1)
-    return float(mask[rows, cols].mean())
+    x0, y0, x1, y1 = box
+    corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ model[:, :2].T + model[:, 2]
+    a = (*corners.min(0), *corners.max(0))
+    b = localisation.best.box
+    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
+    return float(w * h / union) if union > 0 else 0.0
 
 
 __all__ = ["MaskTracker", "TrackSettings"]

@@ -81,19 +81,20 @@ def test_schedule_and_lost_object_segment_again(daisy):
     assert result.mask.details["why"] == "first frame" and iou(result.mask.mask, truth) > 0.95
 
 
-def test_a_jump_the_tracker_misses_is_caught_by_the_localisation(daisy):
+def test_a_box_the_tracker_cannot_explain_triggers_a_segmentation(daisy):
     tracked, _ = pipeline(daisy, TrackSettings(every=0))
     cam = CameraIntrinsics.from_fov(SIZE, SIZE, 45.0)
     tracked.process(*frame(20, 20)[:2], cam)
-    tracked.tracker._mask = tracked.tracker._mask.__class__(np.roll(tracked.tracker._mask.mask, 90, axis=1), 1.0,
-                                                            "depth", tracked.tracker._mask.prompt, {})  # drifted
+    x0, y0, x1, y1 = tracked.tracker._box
+    tracked.tracker._box = (x0 + 100, y0 + 100, x1 + 100, y1 + 100)  # a drifted track
     rgb, depth, truth = frame(20, 20)
     result = tracked.process(rgb, depth, cam)
-    assert iou(result.mask.mask, truth) > 0.95 and not result.mask.details["tracked"]
+    assert not result.mask.details["tracked"] and result.mask.details["why"].startswith("correspondence box moved")
+    assert iou(result.mask.mask, truth) > 0.95
 
 
 def test_settings_are_checked():
     with pytest.raises(ConfigError):
         TrackSettings(every=-1)
     with pytest.raises(ConfigError):
-        TrackSettings(min_votes_inside=2.0)
+        TrackSettings(min_box_iou=2.0)
