@@ -14,9 +14,11 @@ The mask source runs again (a full segmentation, prompted by the localisation) w
 
 * ``every`` frames have passed since the last one (0: never on schedule),
 * the propagation fails (fewer than ``min_matches`` agreeing matches), or
-* the correspondence box moved: the key frame's localisation box carried by the affine map overlaps this frame's
-  localisation box by less than ``min_box_iou`` (the object moved in a way the map missed, or the tracker drifted).
-  The test looks at boxes, not at the mask, so it does not depend on the mask source's quality.
+* the correspondence box moved: this frame's localisation point (the vote nearest the votes' centre) lies outside
+  the key frame's localisation box carried by the affine map, grown by ``box_slack`` of its size (the object moved
+  in a way the map missed, or the tracker drifted). The test looks at the localisation, not at the mask, so it does
+  not depend on the mask source's quality; and at a point, not a box's size, because the votes cover a different
+  part of the object in every frame, so their box is noisy.
 
 A frame where the object is not found resets the tracker. The result's ``details`` say which path ran
 (``tracked``: True / False, ``why``), so per-frame cost can be attributed.
@@ -40,12 +42,12 @@ from .segmentation import MaskResult
 class TrackSettings:
     every: int = 30  # full segmentation at least every N frames (0: only when propagation fails or disagrees)
     min_matches: int = 6  # frame-to-frame matches agreeing with the affine map needed to propagate
-    min_box_iou: float = 0.5  # the tracked localisation box must overlap this frame's by at least this IoU
+    box_slack: float = 0.1  # the tracked box grows by this share of its size before the localisation point test
     inlier_cells: float = 1.0  # the affine fit's RANSAC tolerance, in cells
 
     def __post_init__(self) -> None:
-        if int(self.every) < 0 or int(self.min_matches) < 3 or not 0.0 <= self.min_box_iou <= 1.0:
-            raise ConfigError("tracking: every >= 0, min_matches >= 3 and min_box_iou in [0, 1] are required")
+        if int(self.every) < 0 or int(self.min_matches) < 3 or not self.box_slack >= 0:
+            raise ConfigError("tracking: every >= 0, min_matches >= 3 and box_slack >= 0 are required")
         if not self.inlier_cells > 0:
             raise ConfigError(f"tracking inlier_cells must be > 0, got {self.inlier_cells}")
 
@@ -81,16 +83,16 @@ class MaskTracker:
             if warped is None:
                 why = f"propagation failed ({inliers} agreeing matches < {s.min_matches})"
             else:
-                overlap = _box_overlap(self._box, model, localisation)
-                if overlap is not None and overlap < s.min_box_iou:
-                    why = f"correspondence box moved (IoU {overlap:.2f} with the tracked box)"
+                inside = _point_in_tracked_box(self._box, model, localisation, s.box_slack)
+                if inside is False:
+                    why = "correspondence box moved (the localisation point left the tracked box)"
                 else:
                     self._since += 1
                     key = self._mask
                     details = {k: v for k, v in key.details.items() if k != "why"}
                     return MaskResult(warped, key.score, key.source, key.prompt,
                                       {**details, "tracked": True, "matches": inliers,
-                                       "frames_since_segmentation": self._since, "box_iou": overlap})
+                                       "frames_since_segmentation": self._since})
         result = segment()
         self.segmentations += 1
         self._mask = MaskResult(result.mask, result.score, result.source, result.prompt,
@@ -134,19 +136,17 @@ class MaskTracker:
         return (warped if warped.any() else None), count, model
 
 
-def _box_overlap(box, model: np.ndarray, localisation: Localisation | None) -> float | None:
-    """IoU of the key frame's box carried by the affine ``model`` (the corners' bounding box) with this frame's
-    localisation box; None when either is missing."""
+def _point_in_tracked_box(box, model: np.ndarray, localisation: Localisation | None, slack: float) -> bool | None:
+    """Whether this frame's localisation point lies in the key frame's box carried by the affine ``model`` (the
+    corners' bounding box, grown by ``slack``); None when either is missing."""
     if box is None or localisation is None or not localisation.found:
         return None
     x0, y0, x1, y1 = box
     corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]]) @ model[:, :2].T + model[:, 2]
-    a = (*corners.min(0), *corners.max(0))
-    b = localisation.best.box
-    w = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    h = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - w * h
-    return float(w * h / union) if union > 0 else 0.0
+    low, high = corners.min(0), corners.max(0)
+    grow = slack * (high - low)
+    point = np.asarray(localisation.best.point)
+    return bool(np.all(point >= low - grow) and np.all(point <= high + grow))
 
 
 __all__ = ["MaskTracker", "TrackSettings"]

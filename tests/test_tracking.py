@@ -97,4 +97,4 @@ def test_settings_are_checked():
     with pytest.raises(ConfigError):
         TrackSettings(every=-1)
     with pytest.raises(ConfigError):
-        TrackSettings(min_box_iou=2.0)
+        TrackSettings(box_slack=-1.0)
