@@ -19,9 +19,9 @@ from typing import Any
 import numpy as np
 
 from .backbones.weights import PretrainedSource, load_state_dict, resolve_weights, weights_hash
-from .errors import ConfigError, CorruptCheckpointError
+from .errors import ConfigError
 from .optional import require
-from .segmentation import AUTO_GRID_OFFSETS, SamMaskSource, _torch_device, choose_auto_mask
+from .segmentation import AUTO_GRID_OFFSETS, SamMaskSource, _torch_device, choose_auto_mask, load_strict
 
 _URL = "https://dl.fbaipublicfiles.com/segment_anything_2/092824/"
 #: SAM 2.1 checkpoints (Apache-2.0), by model size: (official file, the package's config).
@@ -49,11 +49,7 @@ def build_sam2_model(model_type: str = "tiny", weights: str | os.PathLike | None
     state = None if path is None else load_state_dict(path)
     model = build_sam2(SAM2_CONFIGS[model_type], ckpt_path=None, device="cpu")
     if state is not None:
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit SAM 2.1 {model_type}: "
-                                         f"{str(exc).splitlines()[0]}") from exc
+        load_strict(model, state, path, f"SAM 2.1 {model_type}")
     model.to(torch_device).eval()
     return model, None if path is None else Path(path)
 

@@ -575,13 +575,18 @@ def build_sam_model(model_type: str, weights: str | os.PathLike | None = None, a
     path = resolve_weights(SAM_SOURCES[model_type], weights, allow_download=allow_download)
     state = load_state_dict(path)
     model = registry[model_type](checkpoint=None)
+    load_strict(model, state, path, f"SAM {model_type}")
+    model.to(torch_device).eval()
+    return model, Path(path)
+
+
+def load_strict(model: Any, state: dict, path: str | os.PathLike, what: str) -> None:
+    """Every key of the checkpoint must fit the architecture, else :class:`CorruptCheckpointError` naming it."""
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit SAM {model_type}: "
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit {what}: "
                                      f"{str(exc).splitlines()[0]}") from exc
-    model.to(torch_device).eval()
-    return model, Path(path)
 
 
 def choose_auto_mask(masks: np.ndarray, ious: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float, dict]:

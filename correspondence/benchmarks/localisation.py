@@ -214,11 +214,7 @@ def _summary(rows: list[dict], sources: tuple[str, ...]) -> dict:
 
 def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig, out: Path) -> dict:
     summary = _summary(rows, config.sources)
-    settings = matcher.extractor.describe()
-    record = {"config": asdict(config), "features": settings, "summary": summary, "rows": rows,
-              "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "localisation.json", record)
+    settings = write_record(out / "localisation.json", matcher, config, summary, rows)
     name = settings["backbone"]["name"]
     md = (f"{name}, {settings['effective_image_size']} px, {summary['trials']} trials ({summary['present']} with the "
           f"target, {summary['absent']} distractors only), {config.distractors} distractors, live azimuth within "
@@ -237,6 +233,16 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
     (out / "localisation.md").write_text(md, encoding="utf-8")
     _plot(rows, config, out / "localisation_iou.png", name)
     return {"summary": summary, "markdown": md, "rows": rows}
+
+
+def write_record(path: Path, matcher: Matcher, config, summary: dict, rows: list[dict], **extra) -> dict:
+    """A benchmark's JSON record (config, feature settings, summary, rows, machine); returns the feature settings."""
+    settings = matcher.extractor.describe()
+    record = {"config": asdict(config), **extra, "features": settings, "summary": summary, "rows": rows,
+              "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads"}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, record)
+    return settings
 
 
 def _fmt(value) -> str:

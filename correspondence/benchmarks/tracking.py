@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +28,14 @@ from tqdm.auto import tqdm
 
 from ..api import Matcher
 from ..demo_spec import DemoSpec
-from ..io import KeypointSet, NamedPoint, write_json
+from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
 from ..segmentation import MaskSource
 from ..tracking import TrackSettings
 from ..world.families import make_instance
 from ..world.mesh import rot_z
 from ..world.render import Renderer, RenderSettings, sample_pose
-from .localisation import iou
+from .localisation import iou, write_record
 
 STAGES = ("features", "localisation", "segmentation", "matching", "alignment")
 
@@ -130,12 +130,7 @@ def _report(rows: list[dict], matcher: Matcher, source_name: str, config: Tracki
     t = summary["tracked"]
     summary["ratio_frame_to_backbone"] = t["mean_frame_ms"] / backbone_ms
     summary["ratio_features_plus_segmentation_to_backbone"] = t["mean_features_plus_segmentation_ms"] / backbone_ms
-    settings = matcher.extractor.describe()
-    record = {"config": asdict(config), "mask_source": source_name, "features": settings, "summary": summary,
-              "rows": rows, "machine": f"{platform.machine()}, torch {torch.__version__}, "
-                                       f"{torch.get_num_threads()} threads"}
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "tracking.json", record)
+    settings = write_record(out / "tracking.json", matcher, config, summary, rows, mask_source=source_name)
     name = settings["backbone"]["name"]
     md = (f"{config.frames} frames of a moving {config.category} ({config.yaw_step_deg:g} deg and "
           f"{1000 * config.shift_step_m:g} mm per frame), {name} at {settings['effective_image_size']} px, mask source "
