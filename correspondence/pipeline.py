@@ -257,9 +257,8 @@ class TransferPipeline:
             try:
                 if self.tracker is None:
                     result = segment_localised(self.mask_source, image, depth, localisation)
-                elif localisation.matched and not localisation.found:
-                    self.tracker.reset()
-                    raise ObjectNotFound(localisation)
+                elif localisation.matched and not localisation.found:  # the key frame stays: the box test
+                    raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
                 else:
                     result = self.tracker.step(live_fmap, localisation,
                                                lambda: segment_localised(self.mask_source, image, depth, localisation))

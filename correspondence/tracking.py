@@ -20,7 +20,8 @@ The mask source runs again (a full segmentation, prompted by the localisation) w
   not depend on the mask source's quality; and at a point, not a box's size, because the votes cover a different
   part of the object in every frame, so their box is noisy.
 
-A frame where the object is not found resets the tracker. The result's ``details`` say which path ran
+A frame where the object is not found gives no mask and leaves the key frame as it is: when the object is found
+again, the box test above decides whether it is where the track expects it. The result's ``details`` say which path ran
 (``tracked``: True / False, ``why``), so per-frame cost can be attributed.
 """
 from __future__ import annotations
