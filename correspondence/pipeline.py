@@ -241,7 +241,9 @@ class TransferPipeline:
         elif live_fmap is None:
             result = self.mask_source.segment(image, prompt or Prompt.auto(), depth)
         else:
-            demo_fmap = self._demo_feature_map()
+            demo_fmap = self._demo_feature_map()  # the demo's features once, counted as features, not segmentation
+            timings["features"] = timings.get("features", 0.0) + time.perf_counter() - start
+            start = time.perf_counter()
             if self._demo_object_cells is None:
                 self._demo_object_cells = demo_fmap.cell_mask(self.demo_object, min_fraction=0.5)
                 self._demo_object_count = int(self._demo_object_cells.sum())
