@@ -253,8 +253,9 @@ def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: 
     hits = np.bincount(labels[rows, cols], minlength=count + 1)
     hits[0] = 0
     if not hits.any():
-        raise NoMaskError(f"depth: none of the {len(xy)} matched pixels has valid depth in range "
-                          f"[{source.depth_range[0]:g}, {source.depth_range[1]:g}] m")
+        where = "anywhere" if not valid.any() else f"under the {len(xy)} matched pixels"
+        raise NoMaskError(f"depth: no valid depth in range [{source.depth_range[0]:g}, {source.depth_range[1]:g}] m "
+                          f"{where} (check depth_range and depth_scale)")
     chosen = int(np.argmax(hits))
     mask = labels == chosen
     details = {"rule": "component holding most matched pixels", "votes_inside": int(hits[chosen]),
