@@ -57,6 +57,7 @@ class Scene:
     depth: np.ndarray
     mask: np.ndarray  # the target's visible pixels (empty when it is absent)
     intrinsics: object
+    camera: np.ndarray  # table (target object) frame -> camera
 
 
 def _scaled(obj: ObjectInstance, scale: float) -> ObjectInstance:
@@ -78,6 +79,8 @@ def make_scene(rng: np.random.Generator, target: ObjectInstance, others: list[Ob
                demo_azimuth: float, config: LocalisationBenchConfig, settings: RenderSettings) -> Scene:
     """The target (at the table origin, unturned) and ``others`` beside it, seen from a camera whose azimuth is
     within ``max_rotation_deg`` of the demo's, looking at the group; composited by depth."""
+    if not present and not others:
+        raise InputError("a scene without the target needs at least one distractor")
     size = float(target.extent.max())
     floor = np.array([target.center[0], target.center[1], target.vertices[:, 2].min()])
     placed = [(target, np.eye(4) if present else None)]
@@ -110,7 +113,7 @@ def make_scene(rng: np.random.Generator, target: ObjectInstance, others: list[Ob
         depth[nearer] = view.depth[nearer]
         mask &= ~nearer
     depth = np.where(np.isfinite(depth), depth, 0.0).astype(np.float32)
-    return Scene(rgb, depth, mask, settings.intrinsics)
+    return Scene(rgb, depth, mask, settings.intrinsics, camera)
 
 
 def _distractors(rng: np.random.Generator, category: str, trial: int, config: LocalisationBenchConfig,
