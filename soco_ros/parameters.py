@@ -122,6 +122,9 @@ SPECS: tuple[ParamSpec, ...] = (
       choices=SEGMENTATION),
     P("sam2_model", "tiny", "SAM 2.1 size for segmentation sam2 (and the first choice of auto).",
       choices=SAM2_MODELS),
+    P("track_every", 0, "Carry the live mask between frames by the backbone's features and run the mask source "
+                        "again at least every N frames (or when the object moved); 0 = segment every frame "
+                        "(docs/live_object.md).", 0, 100000),
     # --- depth and alignment
     P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres and "
                             "is not scaled.", 1e-6, 1.0),

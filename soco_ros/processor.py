@@ -23,10 +23,11 @@ from correspondence.dense_transfer import DenseSettings
 from correspondence.errors import ConfigError, InputError
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
 from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
+from correspondence.tracking import TrackSettings
 
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
-                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model",
+                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "track_every",
                  "alignment_source", "refine", "dense_top_k")
 
 
@@ -97,7 +98,8 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         ransac_threshold=float(params["ransac_threshold"]), ransac_iterations=int(params["ransac_iterations"]),
         min_inliers=int(params["min_inliers"]), solver=params["solver"],
         pixel_threshold=float(params["pixel_threshold"]), alignment_source=params["alignment_source"],
-        refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])))
+        refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])),
+        track=TrackSettings(every=int(params["track_every"])) if int(params["track_every"]) > 0 else None)
 
 
 def make_mask_source(params: dict[str, Any]) -> tuple[MaskSource | None, str]:

@@ -98,3 +98,11 @@ def test_settings_are_checked():
         TrackSettings(every=-1)
     with pytest.raises(ConfigError):
         TrackSettings(box_slack=-1.0)
+
+
+def test_node_parameter_track_every_turns_tracking_on():
+    import soco_ros.parameters as P
+    from soco_ros.processor import pipeline_settings
+
+    assert pipeline_settings(P.defaults()).track is None  # default: segment every frame
+    assert pipeline_settings({**P.defaults(), "track_every": 5}).track == TrackSettings(every=5)
