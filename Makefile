@@ -35,7 +35,8 @@ $(STAMP): setup.py package.xml Makefile soco_ros/tf2_msgs_build.py
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e ".[all]"
+	@# sam2 (SAM 2.1 mask source): SAM2_BUILD_CUDA=0 skips its optional CUDA extension, which needs nvcc
+	SAM2_BUILD_CUDA=0 $(PIP) install -q -e ".[all]"
 	@# tf2_msgs (for /tf) from its upstream definition with the rosidl generators of the wheels; never fatal
 	@$(PY) -m soco_ros.tf2_msgs_build --quiet || echo "[setup] warning: tf2_msgs not built; the node publishes the alignment on ~/alignment only (docs/ros.md, /tf)"
 	@touch $(STAMP)

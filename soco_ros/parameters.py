@@ -26,7 +26,8 @@ from typing import Any
 from correspondence.deprecation import renamed_message
 
 RUNTIMES = ("torch", "onnxruntime", "tensorrt")
-SEGMENTATION = ("auto", "none", "depth", "grabcut", "sam")
+SEGMENTATION = ("auto", "none", "depth", "grabcut", "sam", "sam2")
+SAM2_MODELS = ("tiny", "small", "base_plus", "large")
 RELIABILITY = ("best_effort", "reliable")
 SOLVERS = ("ransac", "open3d")
 MATCH_METHODS = ("argmax", "soft-argmax")
@@ -116,9 +117,15 @@ SPECS: tuple[ParamSpec, ...] = (
     P("max_cycle_px", 0.0, "Reject matches whose forward-backward cycle distance (demo px) exceeds this; 0 = off.",
       0.0, 10000.0),
     # --- segmentation
-    P("segmentation", "auto", "Live object mask source when no mask topic is used: auto (SAM if its weights "
-                              "resolve, else depth foreground with depth, else GrabCut), none, depth, grabcut, sam.",
+    P("segmentation", "auto", "Live object mask source when no mask topic is used: auto (SAM 2.1 if its weights "
+                              "resolve, else SAM, else depth foreground with depth, else GrabCut), none, depth, "
+                              "grabcut, sam, sam2. It is prompted where the demo object's features are found.",
       choices=SEGMENTATION),
+    P("sam2_model", "tiny", "SAM 2.1 size for segmentation sam2 (and the first choice of auto).",
+      choices=SAM2_MODELS),
+    P("track_every", 0, "Carry the live mask between frames by the backbone's features and run the mask source "
+                        "again at least every N frames (or when the object moved); 0 = segment every frame "
+                        "(docs/live_object.md).", 0, 100000),
     # --- depth and alignment
     P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres and "
                             "is not scaled.", 1e-6, 1.0),

@@ -23,10 +23,11 @@ from correspondence.dense_transfer import DenseSettings
 from correspondence.errors import ConfigError, InputError
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
 from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
+from correspondence.tracking import TrackSettings
 
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
-                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation",
+                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "track_every",
                  "alignment_source", "refine", "dense_top_k")
 
 
@@ -97,7 +98,8 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         ransac_threshold=float(params["ransac_threshold"]), ransac_iterations=int(params["ransac_iterations"]),
         min_inliers=int(params["min_inliers"]), solver=params["solver"],
         pixel_threshold=float(params["pixel_threshold"]), alignment_source=params["alignment_source"],
-        refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])))
+        refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])),
+        track=TrackSettings(every=int(params["track_every"])) if int(params["track_every"]) > 0 else None)
 
 
 def make_mask_source(params: dict[str, Any]) -> tuple[MaskSource | None, str]:
@@ -107,11 +109,15 @@ def make_mask_source(params: dict[str, Any]) -> tuple[MaskSource | None, str]:
     if name == "none":
         return None, "none: matching over the whole image"
     if name == "auto":
-        return auto_mask_source(depth=bool(params["use_depth"]), device=params["device"], depth_range=depth_range)
+        return auto_mask_source(depth=bool(params["use_depth"]), device=params["device"], depth_range=depth_range,
+                                sam2_model_type=params["sam2_model"])
     if name == "depth":
         return mask_source_from_name("depth", depth_range=depth_range), "depth: nearest depth surface"
     if name == "sam":
         return mask_source_from_name("sam", allow_download=False, device=params["device"]), "sam"
+    if name == "sam2":
+        return (mask_source_from_name("sam2", model_type=params["sam2_model"], allow_download=False,
+                                      device=params["device"]), f"sam2: SAM 2.1 {params['sam2_model']}")
     return mask_source_from_name(name), name
 
 
@@ -185,7 +191,7 @@ class FrameProcessor:
         with self._build_lock:
             params = {**self.params, **changes}
             mask_source, reason = self.mask_source, self.mask_source_reason
-            if "segmentation" in changes or "depth_min" in changes or "depth_max" in changes:
+            if changes.keys() & {"segmentation", "sam2_model", "depth_min", "depth_max"}:
                 mask_source, reason = make_mask_source(params)
             pipeline = None
             if self.demo is not None and any(key in PIPELINE_KEYS for key in changes):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from . import umd_cmd
+from . import segment_bench_cmd, umd_cmd
 from .common import add_model_options
 
 
@@ -138,6 +138,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         fn.set_defaults(handler=run_functional, benchmark=name)
 
     umd_cmd.add_bench_parser(bench)
+    segment_bench_cmd.add_bench_parsers(bench)
 
     align = bench.add_parser("alignment", help="end-to-end pose accuracy and per-stage latency on the procedural world")
     add_model_options(align, "auto")

@@ -23,7 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--intrinsics", default=None, help="JSON {fx, fy, cx, cy, width, height} (OpenCV)")
     parser.add_argument("--live-mask", default=None, help="object mask of the live frame (skips segmentation)")
     parser.add_argument("--prompt", default=None, help="x,y (a point) or x0,y0,x1,y1 (a box) on the live object")
-    parser.add_argument("--segmentation", default="auto", choices=("auto", "sam", "depth", "grabcut", "none"))
+    parser.add_argument("--segmentation", default="auto", choices=("auto", "sam2", "sam", "depth", "grabcut", "none"),
+                        help="live mask source, prompted where the demo object is found; auto: SAM 2.1 tiny, else "
+                             "SAM, else depth (with --live-depth), else GrabCut")
+    parser.add_argument("--sam2-model", default="tiny", choices=("tiny", "small", "base_plus", "large"),
+                        help="SAM 2.1 size for --segmentation sam2 / auto")
     parser.add_argument("--backbone", default="auto")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--size", type=int, default=None)
@@ -83,10 +87,12 @@ def run(args: argparse.Namespace) -> int:
     if (depth is None) != (intrinsics is None):
         raise InputError("3D alignment needs both --live-depth and --intrinsics (give both, or neither for 2D)")
     if args.segmentation == "auto":
-        mask_source, reason = auto_mask_source(depth)
+        mask_source, reason = auto_mask_source(depth, sam2_model_type=args.sam2_model)
         print(f"segmentation: {reason}")
     elif args.segmentation == "none":
         mask_source = None
+    elif args.segmentation == "sam2":
+        mask_source = mask_source_from_name("sam2", model_type=args.sam2_model)
     else:
         mask_source = mask_source_from_name(args.segmentation)
     runtime = torch_runtime_options(args) if args.runtime == "torch" else {

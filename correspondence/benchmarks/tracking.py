@@ -1,0 +1,189 @@
+"""``soco bench tracking``: per-frame cost of a stream when the live mask is tracked instead of re-segmented.
+
+A procedural object turns and slides in front of a fixed camera for ``frames`` frames (``yaw_step_deg`` and
+``shift_step_m`` per frame; the background and light stay, as a robot's camera sees them). The demo is the first
+view. The same frames run through the pipeline
+
+* **tracked**: the mask carried between frames by the backbone's features (:mod:`~correspondence.tracking`), the
+  mask source run again on schedule or when the localisation disagrees;
+* **segmented every frame**: the same mask source, prompted by the localisation on each frame (what a user gets
+  without tracking), over the first ``baseline_frames`` frames (each costs an image-encoder pass);
+* **backbone only**: the feature extractor alone on each frame, timed alternately with the tracked frames, so
+  both see the same machine load.
+
+The backbone and the mask source are each called once on the demo image before the stream (their first-call set-up
+is not a frame's cost).
+
+Reported per mode: mean and median frame time, the share of features, localisation and segmentation, the number
+of full segmentations, and the live mask's IoU with the true mask (meaningful with real weights or the weight-free
+sources; random weights only time the path).
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..api import Matcher
+from ..demo_spec import DemoSpec
+from ..io import KeypointSet, NamedPoint
+from ..pipeline import PipelineSettings, TransferPipeline
+from ..segmentation import MaskSource, Prompt
+from ..tracking import TrackSettings
+from ..world.families import make_instance
+from ..world.mesh import rot_z
+from ..world.render import Renderer, RenderSettings, sample_pose
+from .localisation import iou, write_record
+
+STAGES = ("features", "localisation", "segmentation", "matching", "alignment")
+
+
+@dataclass(frozen=True)
+class TrackingBenchConfig:
+    frames: int = 30
+    size: int = 448
+    category: str = "car"
+    yaw_step_deg: float = 1.5
+    shift_step_m: float = 0.003
+    every: int = 30  # the tracker's schedule: a full segmentation at least every N frames
+    baseline_frames: int = 5  # frames segmented every time (each one an encoder pass)
+    seed: int = 0
+
+
+def make_sequence(config: TrackingBenchConfig):
+    """The demo view and the live views of the moving object (fixed camera, background and light)."""
+    rng = np.random.default_rng(config.seed)
+    obj = make_instance(config.category, 0, config.seed)
+    settings = RenderSettings(width=config.size, height=config.size, background="gradient", light="headlight")
+    pose = sample_pose(rng, obj, distance_factor=(2.2, 2.4), elevation_deg=(25, 35), intrinsics=settings.intrinsics)
+    renderer = Renderer(obj)
+    views = []
+    for t in range(config.frames):
+        motion = np.eye(4)
+        motion[:3, :3] = rot_z(np.radians(t * config.yaw_step_deg))
+        motion[:3, 3] = obj.center - motion[:3, :3] @ obj.center
+        motion[0, 3] += t * config.shift_step_m
+        views.append(renderer.render(pose @ motion, settings, seed=config.seed))
+    return views[0], views
+
+
+def _demo(view) -> DemoSpec:
+    visible = [(f"k{i}", tuple(xy)) for i, (xy, v) in enumerate(zip(view.keypoints_xy, view.keypoints_visible)) if v]
+    return DemoSpec(None, view.rgb, view.depth, view.intrinsics, view.mask,
+                    KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
+
+
+def run_tracking_benchmark(matcher: Matcher, mask_source: MaskSource, source_name: str, config: TrackingBenchConfig,
+                           out: str | Path, progress: bool = True) -> dict:
+    demo_view, views = make_sequence(config)
+    demo = _demo(demo_view)
+    matcher.extractor.extract_batch([demo_view.rgb], cache=False)  # warm-up: first-call set-up is not a frame
+    start = time.perf_counter()
+    height, width = demo_view.mask.shape
+    warm = np.ascontiguousarray(demo_view.rgb[::-1])  # not a frame of the stream: its embedding must not be reused
+    mask_source.segment(warm, Prompt(point=(width / 2, height / 2)), np.ascontiguousarray(demo_view.depth[::-1]))
+    warm_up_s = time.perf_counter() - start
+    tracked = TransferPipeline(demo, matcher, PipelineSettings(track=TrackSettings(every=config.every)), mask_source)
+    rows = []
+    for t, view in enumerate(tqdm(views, desc="tracking", unit="frame", disable=not progress)):
+        start = time.perf_counter()
+        matcher.extractor.extract_batch([view.rgb], cache=False)
+        backbone_s = time.perf_counter() - start
+        start = time.perf_counter()
+        result = tracked.process(view.rgb, view.depth, view.intrinsics)
+        frame_s = time.perf_counter() - start
+        mask = result.mask
+        rows.append({"frame": t, "mode": "tracked", "frame_s": frame_s, "backbone_s": backbone_s,
+                     **{f"{k}_s": result.timings_s.get(k, 0.0) for k in STAGES},
+                     "segmented": bool(mask is not None and not mask.details.get("tracked", False)),
+                     "why": None if mask is None else mask.details.get("why"),
+                     "iou": None if mask is None else iou(mask.mask, view.mask), "success": result.success})
+    baseline = TransferPipeline(demo, matcher, PipelineSettings(), mask_source)
+    for t, view in enumerate(tqdm(views[:config.baseline_frames], desc="segment every frame", unit="frame",
+                                  disable=not progress)):
+        start = time.perf_counter()
+        result = baseline.process(view.rgb, view.depth, view.intrinsics)
+        frame_s = time.perf_counter() - start
+        rows.append({"frame": t, "mode": "segmented every frame", "frame_s": frame_s,
+                     **{f"{k}_s": result.timings_s.get(k, 0.0) for k in STAGES}, "segmented": True,
+                     "iou": None if result.mask is None else iou(result.mask.mask, view.mask),
+                     "success": result.success})
+    return _report(rows, matcher, source_name, config, Path(out), warm_up_s)
+
+
+def _mode_summary(rows: list[dict]) -> dict:
+    frame = np.array([r["frame_s"] for r in rows])
+    front = np.array([r["features_s"] + r["segmentation_s"] for r in rows])  # segmentation includes localisation
+    ious = [r["iou"] for r in rows if r["iou"] is not None]
+    return {"frames": len(rows), "mean_frame_ms": 1e3 * float(frame.mean()),
+            "median_frame_ms": 1e3 * float(np.median(frame)),
+            "mean_features_plus_segmentation_ms": 1e3 * float(front.mean()),
+            **{f"mean_{k}_ms": 1e3 * float(np.mean([r[f"{k}_s"] for r in rows])) for k in STAGES},
+            "segmentations": int(sum(r["segmented"] for r in rows)),
+            "mean_iou": float(np.mean(ious)) if ious else None,
+            "pose_success": 100.0 * float(np.mean([r["success"] for r in rows]))}
+
+
+def _report(rows: list[dict], matcher: Matcher, source_name: str, config: TrackingBenchConfig, out: Path,
+            warm_up_s: float) -> dict:
+    tracked = [r for r in rows if r["mode"] == "tracked"]
+    summary = {mode: _mode_summary([r for r in rows if r["mode"] == mode])
+               for mode in ("tracked", "segmented every frame") if any(r["mode"] == mode for r in rows)}
+    backbone_ms = 1e3 * float(np.mean([r["backbone_s"] for r in tracked]))
+    summary["backbone_only"] = {"frames": len(tracked), "mean_frame_ms": backbone_ms}
+    summary["mask_source_warm_up_ms"] = 1e3 * warm_up_s  # one untimed call before the stream, as the backbone's
+    t = summary["tracked"]
+    summary["ratio_frame_to_backbone"] = t["mean_frame_ms"] / backbone_ms
+    summary["ratio_features_plus_segmentation_to_backbone"] = t["mean_features_plus_segmentation_ms"] / backbone_ms
+    settings = write_record(out / "tracking.json", matcher, config, summary, rows, mask_source=source_name)
+    name = settings["backbone"]["name"]
+    md = (f"{config.frames} frames of a moving {config.category} ({config.yaw_step_deg:g} deg and "
+          f"{1000 * config.shift_step_m:g} mm per frame), {name} at {settings['effective_image_size']} px, mask source "
+          f"{source_name}, {platform.machine()} CPU, {torch.get_num_threads()} threads\n\n"
+          "| mode | frames | mean frame (ms) | median (ms) | features | localisation | segmentation (incl. "
+          "localisation) | matching | alignment | full segmentations | mean mask IoU |\n"
+          "|---|---|---|---|---|---|---|---|---|---|---|\n")
+    for mode in ("tracked", "segmented every frame"):
+        if mode not in summary:
+            continue
+        m = summary[mode]
+        md += (f"| {mode} | {m['frames']} | {m['mean_frame_ms']:.0f} | {m['median_frame_ms']:.0f} | "
+               f"{m['mean_features_ms']:.0f} | {m['mean_localisation_ms']:.0f} | {m['mean_segmentation_ms']:.0f} | "
+               f"{m['mean_matching_ms']:.0f} | {m['mean_alignment_ms']:.0f} | {m['segmentations']} | "
+               f"{'n/a' if m['mean_iou'] is None else format(m['mean_iou'], '.3f')} |\n")
+    md += f"| backbone only | {len(tracked)} | {backbone_ms:.0f} | | {backbone_ms:.0f} | | | | | | |\n"
+    md += (f"\nTracked, per frame: features + localisation + segmentation = "
+           f"{summary['ratio_features_plus_segmentation_to_backbone']:.2f} x the backbone's time; the whole frame "
+           f"(with matching, RANSAC and ICP) = {summary['ratio_frame_to_backbone']:.2f} x. The backbone and the mask "
+           f"source were each called once before the stream (mask source: {1e3 * warm_up_s:.0f} ms), so first-call "
+           f"set-up is not counted as a frame.\n")
+    (out / "tracking.md").write_text(md, encoding="utf-8")
+    _plot(tracked, backbone_ms, out / "tracking_frames.png", name, source_name)
+    return {"summary": summary, "markdown": md, "rows": rows}
+
+
+def _plot(rows: list[dict], backbone_ms: float, path: Path, name: str, source: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 3.8))
+    frames = [r["frame"] for r in rows]
+    ax.bar(frames, [1e3 * r["features_s"] for r in rows], label="features")
+    ax.bar(frames, [1e3 * r["segmentation_s"] for r in rows], bottom=[1e3 * r["features_s"] for r in rows],
+           label="localisation + segmentation / tracking")
+    ax.axhline(backbone_ms, color="black", lw=0.8, label="backbone alone (mean)")
+    ax.set_yscale("log")
+    ax.set_xlabel("frame")
+    ax.set_ylabel("ms")
+    ax.set_title(f"tracked stream: {name}, {source}")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

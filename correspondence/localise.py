@@ -1,0 +1,280 @@
+"""Find the demo object in a live frame from the demo's own features, before any mask exists.
+
+Why: a mask source left to itself segments whatever is near the image centre (:func:`~correspondence.segmentation.
+choose_auto_mask`); an object off-centre, or one among others, gets the wrong mask and every later stage works on
+the wrong object. The demo object's features say where it is.
+
+Rule (coarse cells, the backbone's own grid, no extra network pass):
+
+1. Every demo object cell is matched against *every* image cell of the live frame; a pair that is a mutual
+   nearest neighbour by cosine is a **vote** for that live cell, weighted by its similarity. Mutuality makes each
+   live cell's vote go to its single best demo cell, so among several objects of the demo's kind most votes land on
+   the one that looks most like the demo.
+2. Votes are grouped into **candidates**: connected components (8-neighbours) of the vote grid dilated by
+   ``group_radius`` cells.
+3. A candidate's votes must agree with one 2D affine map from the demo's cells to the live ones (OpenCV's
+   RANSAC, ``inlier_cells`` cells of tolerance): a rigid object seen from a nearby view moves its cells
+   together, while an object that merely shares colours or texture with the demo collects votes scattered
+   without such an order. The **score** is the sum of the agreeing votes' weights over the number of demo
+   object cells: the weighted share of the demo object found there (1.0 = every demo cell has a confident,
+   geometrically consistent mutual match).
+4. The best-scoring candidate is chosen when its score reaches ``min_score``; otherwise the object is **not found**
+   (the report keeps every candidate's score, and a frame without a candidate scores 0). No mutual match at all
+   (nothing matches) leaves the choice to the mask source's own rule (the image-centre fallback).
+
+A candidate prompts a mask source through :func:`segment_localised`: SAM / SAM 2 with the vote centre as a point
+and the votes' box, GrabCut with the box, the depth source with the depth-connected component holding most votes.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from .device import to_numpy
+from .errors import ConfigError, InputError
+from .features import FeatureMap
+from .matching import mutual_nearest_neighbors
+from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, Prompt
+
+
+@dataclass(frozen=True)
+class LocaliseSettings:
+    """``min_score``: the smallest candidate score that counts as the object (below: "object not found").
+    ``group_radius``: cells a vote grid is dilated by before grouping votes into candidates.
+    ``box_margin``: cells added around the votes' box (votes sit on cell centres, the object reaches further).
+    ``box_grow``: the box also grows by this share of its size on every side: votes cover only the part of the
+    object that matched, and a box prompt (GrabCut above all) must contain the whole object.
+    ``min_votes``: a candidate needs at least this many votes (an affine map needs 3).
+    ``inlier_cells``: the affine fit's RANSAC tolerance, in live cells.
+    ``min_demo_cells``: a demo object covering fewer cells is too coarse to vote (a small object at a small input
+    size); the mask source's own rule decides then."""
+
+    enabled: bool = True
+    min_score: float = 0.05
+    group_radius: int = 1
+    box_margin: float = 1.0
+    box_grow: float = 0.2
+    min_votes: int = 4
+    inlier_cells: float = 1.5
+    min_demo_cells: int = 16
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.min_score) and 0.0 <= self.min_score <= 1.0):
+            raise ConfigError(f"localisation min_score must be in [0, 1], got {self.min_score}")
+        if int(self.group_radius) < 0 or self.box_margin < 0 or self.box_grow < 0 or int(self.min_votes) < 1:
+            raise ConfigError("localisation group_radius, box_margin and box_grow must be >= 0 and min_votes >= 1")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One place in the live frame where demo cells vote, with the prompt it gives a mask source."""
+
+    score: float  # weighted share of the demo object's cells voting here, consistently with one affine map
+    votes_xy: np.ndarray  # (N, 2) live pixels (cell centres) of the votes (those agreeing with the affine map)
+    weights: np.ndarray  # (N,) cosine similarity of each vote
+    demo_xy: np.ndarray  # (N, 2) the demo pixels they come from
+    total_votes: int  # before the affine check
+    point: tuple[float, float]  # the vote nearest the weighted centre of the votes (it lies on the object)
+    box: tuple[float, float, float, float]  # the votes' box plus a margin, clipped to the image
+
+    @property
+    def prompt(self) -> Prompt:
+        return Prompt(point=self.point, box=self.box)
+
+    def as_dict(self) -> dict:
+        return {"score": round(self.score, 4), "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
+                "similarity": round(float(self.weights.mean()), 4),
+                "point": [round(v, 1) for v in self.point], "box": [round(v, 1) for v in self.box]}
+
+
+@dataclass(frozen=True)
+class Localisation:
+    """Where the demo object is in one live frame: the candidates (best first) and the choice.
+
+    ``found``: the best candidate reached ``min_score``. ``matched``: at least one demo cell had a mutual match
+    (else the mask source's own rule decides, and ``found`` is False)."""
+
+    candidates: tuple[Candidate, ...]
+    found: bool
+    min_score: float
+    demo_cells: int
+    votes: int
+    details: dict = field(default_factory=dict)
+
+    @property
+    def matched(self) -> bool:
+        return self.votes > 0
+
+    @property
+    def best(self) -> Candidate | None:
+        return self.candidates[0] if self.candidates else None
+
+    @property
+    def best_score(self) -> float:
+        return self.candidates[0].score if self.candidates else 0.0
+
+    @property
+    def reason(self) -> str:
+        if self.found:
+            return f"object found: candidate 1 of {len(self.candidates)}, score {self.best_score:.3f}"
+        if not self.matched:
+            return "no demo cell matched the live frame"
+        if not self.candidates:
+            return (f"object not found: no candidate (best score 0; {self.votes} scattered matches, none "
+                    f"{self.details.get('min_votes', '')} agreeing in one place)")
+        return (f"object not found: best of {len(self.candidates)} candidates scores {self.best_score:.3f} < "
+                f"{self.min_score:g}")
+
+    def as_dict(self) -> dict:
+        return {"found": self.found, "reason": self.reason, "chosen": 0 if self.found else None,
+                "min_score": self.min_score, "demo_cells": self.demo_cells, "votes": self.votes,
+                "candidates": [c.as_dict() for c in self.candidates], **self.details}
+
+
+def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: FeatureMap,
+             settings: LocaliseSettings | None = None) -> Localisation:
+    """Locate the demo object (its ``demo_valid`` cells) in the live frame (all its image cells); see the module
+    docstring for the rule."""
+    settings = settings or LocaliseSettings()
+    demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().to(demo.features.device)
+    if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
+        raise InputError(f"demo_valid has {demo_valid.numel()} cells, the demo feature grid has "
+                         f"{demo.grid_wh[0]}x{demo.grid_wh[1]}")
+    cells = torch.nonzero(demo_valid).flatten()
+    n_demo = int(cells.numel())
+    if n_demo == 0:
+        raise InputError("the demo object covers no feature cell; localisation needs the demo object's cells")
+    live_valid = live.image_cells().flatten().to(live.features.device)
+    source = demo.flat()[cells].float()
+    target = live.flat().to(source.device).float()
+    result = mutual_nearest_neighbors(source, target, None, live_valid)
+    mutual = to_numpy(result.mutual, bool)
+    index = to_numpy(result.forward.index, np.int64)[mutual]
+    demo_xy = demo.cell_to_original(demo.index_to_uv(to_numpy(cells, np.int64)[mutual]))
+    weight = np.clip(to_numpy(result.forward.score.float(), np.float64)[mutual], 0.0, None)
+    w, h = live.grid_wh
+    width, height = live.geometry.original_width, live.geometry.original_height
+    candidates = []
+    if index.size:
+        groups = _group(index, w, h, int(settings.group_radius))
+        cell_px = np.array(live.cell_size_px())
+        for label in np.unique(groups):
+            members = groups == label
+            if members.sum() < settings.min_votes:
+                continue
+            xy = live.cell_to_original(live.index_to_uv(index[members]))
+            agree = _affine_inliers(demo_xy[members], xy, settings.inlier_cells * float(cell_px.max()))
+            if agree.sum() < settings.min_votes:
+                continue
+            candidates.append(_candidate(xy[agree], weight[members][agree], demo_xy[members][agree], int(members.sum()),
+                                         n_demo, cell_px * settings.box_margin, settings.box_grow, width, height))
+    candidates.sort(key=lambda c: -c.score)
+    found = bool(candidates) and candidates[0].score >= settings.min_score
+    return Localisation(tuple(candidates), found, float(settings.min_score), n_demo, int(index.size),
+                        {"min_votes": int(settings.min_votes),
+                         "rule": "mutual NN votes of the demo object's cells, grouped, affine-consistent"})
+
+
+def _group(index: np.ndarray, w: int, h: int, radius: int) -> np.ndarray:
+    """Candidate label of each vote: 8-connected components of the vote grid dilated by ``radius`` cells."""
+    from scipy import ndimage
+
+    grid = np.zeros((h, w), bool)
+    grid.flat[index] = True
+    if radius:
+        grid = ndimage.binary_dilation(grid, structure=np.ones((3, 3), bool), iterations=radius)
+    labels, _ = ndimage.label(grid, structure=np.ones((3, 3), bool))
+    return labels.flat[index]
+
+
+def _affine_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.ndarray:
+    """The votes agreeing with one 2D affine map demo -> live (OpenCV RANSAC, deterministic seed)."""
+    import cv2
+
+    if len(src) < 3:
+        return np.zeros(len(src), bool)
+    cv2.setRNGSeed(0)
+    model, inliers = cv2.estimateAffine2D(src.astype(np.float32), dst.astype(np.float32), method=cv2.RANSAC,
+                                          ransacReprojThreshold=float(threshold), maxIters=500, confidence=0.99)
+    if model is None or inliers is None:
+        return np.zeros(len(src), bool)
+    return inliers.ravel().astype(bool)
+
+
+def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, n_demo: int,
+               margin: np.ndarray, grow: float, width: int, height: int) -> Candidate:
+    centre = (xy * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
+    point = xy[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
+    margin = margin + grow * (xy.max(0) - xy.min(0))
+    x0, y0 = xy.min(0) - margin
+    x1, y1 = xy.max(0) + margin
+    x0, y0 = max(0.0, float(x0)), max(0.0, float(y0))
+    x1, y1 = min(float(width), float(x1)), min(float(height), float(y1))
+    px = float(np.clip(point[0], 0, np.nextafter(width, 0)))
+    py = float(np.clip(point[1], 0, np.nextafter(height, 0)))
+    return Candidate(float(weights.sum() / n_demo), xy, weights, demo_xy, total, (px, py),
+                     (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
+
+
+def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray | None,
+                      localisation: Localisation | None) -> MaskResult:
+    """Segment the localised object: the chosen candidate prompts ``source``; without votes the source's own
+    automatic rule runs (the image-centre fallback). A localisation that found nothing is the caller's to report
+    (:class:`ObjectNotFound`), not segmented. ``details["localised"]`` says which path was taken."""
+    if localisation is None or not localisation.matched:
+        result = source.segment(image, Prompt.auto(), depth)
+        return _with(result, localised="fallback: image-centre rule (no demo cell matched)")
+    if not localisation.found:
+        raise ObjectNotFound(localisation)
+    candidate = localisation.best
+    if isinstance(source, DepthForeground):
+        if depth is None:
+            raise InputError("the depth mask source needs a depth map (depth=None was given)")
+        return _with(depth_component_under(source, image, candidate.votes_xy, depth),
+                     localised="depth component under votes")
+    result = source.segment(image, candidate.prompt, depth)
+    return _with(result, localised="prompted with the candidate's point and box")
+
+
+def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: np.ndarray,
+                          depth: np.ndarray) -> MaskResult:
+    """The depth-connected component (``source``'s rule for components) holding most of ``votes_xy``: a surface,
+    not a box, so a neighbouring object stays out."""
+    height, width = np.asarray(depth).shape[:2]
+    z, valid = source._valid(source.checked_depth(image, depth))
+    labels, count = source._components(z, valid)
+    xy = np.asarray(votes_xy, dtype=np.float64).reshape(-1, 2)
+    cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, width - 1)
+    rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, height - 1)
+    hits = np.bincount(labels[rows, cols], minlength=count + 1)
+    hits[0] = 0
+    if not hits.any():
+        where = "anywhere" if not valid.any() else f"under the {len(xy)} matched pixels"
+        raise NoMaskError(f"depth: no valid depth in range [{source.depth_range[0]:g}, {source.depth_range[1]:g}] m "
+                          f"{where} (check depth_range and depth_scale)")
+    chosen = int(np.argmax(hits))
+    mask = labels == chosen
+    details = {"rule": "component holding most matched pixels", "votes_inside": int(hits[chosen]),
+               "votes": int(len(xy)), "median_depth": float(np.median(z[mask])), "area": int(mask.sum()),
+               "components": int(count), "depth_range": list(source.depth_range)}
+    return MaskResult(mask, 1.0, source.name, Prompt.auto(), details)
+
+
+def _with(result: MaskResult, **details: Any) -> MaskResult:
+    return MaskResult(result.mask, result.score, result.source, result.prompt, {**result.details, **details})
+
+
+class ObjectNotFound(NoMaskError):
+    """The demo object is not in this frame: no candidate matched well enough. Carries the localisation (every
+    candidate's score) so the caller can report the best one."""
+
+    def __init__(self, localisation: Localisation):
+        super().__init__(localisation.reason)
+        self.localisation = localisation
+
+
+__all__ = ["Candidate", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised"]
