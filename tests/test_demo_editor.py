@@ -291,16 +291,17 @@ def test_sam2_checkpoint_in_the_official_layout_segments_with_every_click(captur
     from sam2.build_sam import build_sam2
     from sam2.sam2_image_predictor import SAM2ImagePredictor
 
-    from correspondence.demo_editor.sam2_source import SAM2_MODELS, create_sam2
+    from correspondence.demo_editor.sam2_source import editor_mask_source
+    from correspondence.sam2_source import SAM2_CONFIGS, SAM2_SOURCES
     from correspondence.demo_editor.segment import Clicks, InteractiveSegmenter
     from correspondence.errors import CorruptCheckpointError
 
     torch.manual_seed(0)
-    reference = build_sam2(SAM2_MODELS["tiny"][1], None, device="cpu")
-    path = tmp_path / SAM2_MODELS["tiny"][0]
+    reference = build_sam2(SAM2_CONFIGS["tiny"], None, device="cpu")
+    path = tmp_path / SAM2_SOURCES["tiny"].filename
     torch.save({"model": reference.state_dict()}, path)
-    source = create_sam2("tiny", path)
-    assert source.name == "sam2" and source.weights == str(path)
+    source, reason = editor_mask_source(None, "tiny", str(path))
+    assert source.name == "sam2" and source.weights == str(path) and reason.startswith("sam2:")
     frame = load_frame(captured)
     segmenter = InteractiveSegmenter(frame.rgb, frame.depth, source, "sam2 (test)")
     clicks = Clicks(((150.0, 120.0, 1), (40.0, 40.0, 0)), (100.0, 60.0, 240.0, 190.0))
@@ -316,7 +317,7 @@ def test_sam2_checkpoint_in_the_official_layout_segments_with_every_click(captur
     state.pop(next(iter(state)))
     torch.save({"model": state}, path)
     with pytest.raises(CorruptCheckpointError, match="does not fit SAM 2.1 tiny"):
-        create_sam2("tiny", path)
+        editor_mask_source(None, "tiny", str(path))
 
 
 @pytest.mark.slow
