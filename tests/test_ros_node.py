@@ -123,7 +123,8 @@ def test_matches_and_pose_against_ground_truth(ros):
     assert msg2 is not None, node.log()[-3000:]
     cloud2 = cloud_to_array(msg2)
     assert cloud2["index"].tolist() == cloud["index"].tolist()
-    np.testing.assert_allclose(cloud2["u_live"], cloud["u_live"])
+    # keypoints placed by the accepted 3D pose (position "pose") move with the pose, which sees the depth at mm steps
+    np.testing.assert_allclose(cloud2["u_live"], cloud["u_live"], atol=0.05)
     np.testing.assert_allclose(cloud2["z"][finite], cloud["z"][finite], atol=0.002)  # mm quantisation
     stamp3 = peer.send_frame(varied(scene.rgb, 3), scene.depth, encoding="mono8", frame_id="live_cam",
                             intrinsics=scene.intrinsics)
