@@ -370,7 +370,8 @@ def test_processor_runtime_parameter_selects_onnxruntime_with_the_same_matches(t
         results[runtime] = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)).result
     torch_matches, onnx_matches = results["torch"].matches, results["onnxruntime"].matches
     assert len(torch_matches) > 5
-    assert [m.live_xy for m in torch_matches] == [m.live_xy for m in onnx_matches]
+    # keypoints placed by the accepted 3D pose carry the pose's last-bit float differences between runtimes
+    np.testing.assert_allclose([m.live_xy for m in torch_matches], [m.live_xy for m in onnx_matches], atol=1e-6)
 
 
 # ================================================================================================ issue 16
