@@ -31,6 +31,7 @@ from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, l
 from . import depth as depth_module
 from .camera import CameraIntrinsics
 from .demo_spec import DemoSpec
+from .device import to_numpy
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .deprecation import renamed_kwarg
@@ -408,14 +409,14 @@ class TransferPipeline:
         if self._demo_cloud is None:
             xy, points = masked_pixels_and_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
                                                  self.settings.depth_range, icp.max_points)
-            descriptors = (demo_fmap.sample(xy).float().cpu().numpy() if demo_fmap is not None and len(xy) else None)
+            descriptors = (to_numpy(demo_fmap.sample(xy).float()) if demo_fmap is not None and len(xy) else None)
             self._demo_cloud = (points, descriptors)
         demo_points, demo_descriptors = self._demo_cloud
         live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
         sampler = None
         if live_fmap is not None:
-            sampler = lambda xy: live_fmap.sample(np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])
-                                                  ).float().cpu().numpy()  # noqa: E731
+            sampler = lambda xy: to_numpy(live_fmap.sample(  # noqa: E731
+                np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
         live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler)
         start_pose = alignment.transform if alignment.success else None
         search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up)

@@ -107,13 +107,17 @@ def test_the_pipeline_refines_keypoints_and_records_both_positions(tmp_path):
     from correspondence.api import Matcher
     from correspondence.demo_spec import load_demo
     from correspondence.pipeline import PipelineSettings, TransferPipeline
+    from correspondence.pose_keypoints import KeypointPoseSettings
     from soco_ros.synthetic import make_scene
     scene = make_scene(tmp_path / "demo", size=224)
     demo = load_demo(tmp_path / "demo")
     for protocol in ("default", "soco"):
         matcher = Matcher.create("daisy", size=224, protocol=protocol)
-        result = TransferPipeline(demo, matcher, PipelineSettings(depth_scale=1.0)).process(
-            scene.rgb, scene.depth, scene.intrinsics, mask=scene.mask)
+        # the refinement stage alone: keypoints placed by an accepted 3D pose (position "pose") are tested in
+        # test_pose_keypoints.py
+        settings = PipelineSettings(depth_scale=1.0, keypoint_pose=KeypointPoseSettings(enabled=False))
+        result = TransferPipeline(demo, matcher, settings).process(scene.rgb, scene.depth, scene.intrinsics,
+                                                                   mask=scene.mask)
         assert all(0 <= m.live_xy[0] < 224 and 0 <= m.live_xy[1] < 224 and m.coarse_xy is not None
                    for m in result.matches)
         refined = [m for m in result.matches if m.refined]

@@ -69,7 +69,7 @@ def test_stamp_policy_future_frames_refused_jumps_rearm_drops_logged_by_cause(ro
     mark = len(node.log())
     looped = time.time_ns() - 100 * S
     assert served(looped), node.log()[mark:]
-    assert node.wait_log(rf"\[stamp_jump\] ({IMAGE}|{DEPTH}): stamps jumped back (99|10\d)\.\d+ s .* the synchroniser "
+    assert node.wait_log(rf"\[stamp_jump\] ({IMAGE}|{DEPTH}): stamps jumped back (9\d|10\d)\.\d+ s .* the synchroniser "
                          "is re-armed", 20, start=mark), node.log()[mark:]
     assert served(looped + S // 10), node.log()[mark:]
     assert _diag(peer, "sync_rearmed", 1)
