@@ -162,7 +162,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="objects placed between the camera and the object (partial occlusion)")
     align.add_argument("--mask-source", nargs="+", default=["depth"], metavar="NAME",
                        help="live mask source(s), each trial run with each: depth (nearest depth surface), grabcut, "
-                            "sam, or oracle (the true mask, to judge the pose apart from segmentation)")
+                            "sam, sam2, or oracle (the true mask, to judge the pose apart from segmentation)")
     align.add_argument("--no-gravity", action="store_true",
                        help="do not give the pipeline the vertical in the demo and live cameras (a robot has it "
                             "from TF; without it the pose search turns about the clouds' principal axes)")
