@@ -1,5 +1,5 @@
-"""The ROS node's parts without DDS: conversions, synchroniser, worker, health, parameters, message building, DDS
-domain leases."""
+"""The ROS node's parts without DDS: conversions, worker, health, markers, the tf2_msgs type, DDS domain leases
+(parameters: test_ros_parameters.py; the frame processor and message building: test_ros_processor.py)."""
 from __future__ import annotations
 
 import threading
@@ -16,7 +16,6 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from correspondence.camera import CameraIntrinsics  # noqa: E402
-from soco_ros import parameters as P  # noqa: E402
 from soco_ros.conversions import (MATCH_FIELDS, FrameError, camera_info_to_intrinsics, check_same_size,  # noqa: E402
                                   cloud_to_array, depth_to_image, depth_to_metres, image_to_rgb,
                                   intrinsics_to_camera_info, mask_to_bool, matches_to_cloud, msg_to_transform,
@@ -227,153 +226,6 @@ def test_latency_stats_window():
     assert s["count"] == 10 and s["p50_ms"] == pytest.approx(94.5) and s["max_ms"] == pytest.approx(99)
 
 
-# ================================================================================================ parameters
-
-
-def test_parameter_validation():
-    assert P.validate("ransac_threshold", 0.02) is None
-    assert "out of range [1e-05, 1]" in P.validate("ransac_threshold", 5.0)
-    assert "must be a double" in P.validate("ransac_threshold", "x")
-    assert P.validate("ransac_iterations", 10) is None and "out of range" in P.validate("ransac_iterations", 0)
-    assert "not one of torch, onnxruntime, tensorrt" in P.validate("runtime", "jax")
-    assert "must be smaller than depth_max" in P.validate("depth_min", 6.0, {"depth_max": 5.0})
-    assert P.validate("min_score", 0) is None  # an int for a double is fine
-    assert "must be finite" in P.validate("sync_slop", float("nan"))
-    for spec in P.SPECS:
-        assert P.validate(spec.name, spec.default, P.defaults()) is None, spec.name
-
-
-def test_config_yaml_lists_every_parameter_with_its_default():
-    import yaml
-
-    data = yaml.safe_load((REPO / "config" / "soco.yaml").read_text(encoding="utf-8"))
-    params = data["/**"]["ros__parameters"]
-    assert params == P.defaults()
-    assert (REPO / "config" / "soco.yaml").read_text(encoding="utf-8") == P.yaml_text()
-
-
-def test_docs_list_every_parameter_and_topic():
-    assert P.markdown_table() in (REPO / "README.md").read_text(encoding="utf-8")  # the reference, in both places
-    text = (REPO / "docs" / "ros.md").read_text(encoding="utf-8")
-    assert P.markdown_table() in text
-    for topic in ("~/matches", "~/keypoint_names", "~/alignment", "~/alignment_quality", "~/markers", "~/debug_image",
-                  "~/mask", "/diagnostics", "~/set_demo", "~/reset", "~/set_demo_path", "/tf"):
-        assert f"`{topic}`" in text, topic
-
-
-def test_launch_file_is_valid_python():
-    source = (REPO / "launch" / "correspondence.launch.py").read_text(encoding="utf-8")
-    compile(source, "correspondence.launch.py", "exec")
-    for arg in ("image", "depth", "camera_info", "params_file"):
-        assert f'"{arg}"' in source
-
-
-# ================================================================================================ processor
-
-
-def test_processor_refuses_runtime_without_a_model():
-    from correspondence.errors import ConfigError
-    from soco_ros.processor import build_matcher
-
-    params = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "runtime": "onnxruntime"}
-    with pytest.raises(ConfigError, match="needs runtime_model"):
-        build_matcher(params)
-    matcher = build_matcher({**params, "runtime": "torch"})
-    assert matcher.extractor.cache_size == 2  # the live-frame feature cache cannot grow
-
-
-def test_processor_keeps_previous_demo_on_a_bad_path(tmp_path):
-    from correspondence.errors import InputError
-    from soco_ros.processor import FrameProcessor, Frame
-    from soco_ros.messages import build_outputs
-    from soco_ros.synthetic import make_scene
-
-    scene = make_scene(tmp_path / "demo", size=112, grid_points=8)
-    processor = FrameProcessor({**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "segmentation": "depth"})
-    with pytest.raises(InputError, match="no demo loaded"):
-        processor.process(Frame(scene.rgb, 0, "cam"))
-    processor.set_demo(str(scene.demo_dir))
-    with pytest.raises(InputError, match="does not exist"):
-        processor.set_demo(str(tmp_path / "missing"))
-    assert processor.demo_path == str(scene.demo_dir)
-    processed = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
-    outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
-    cloud = cloud_to_array(outputs.matches)
-    accepted = np.flatnonzero(processed.result.accepted)
-    assert cloud["index"].tolist() == accepted.tolist()
-    np.testing.assert_allclose(cloud["u_live"], [processed.result.matches[i].live_xy[0] for i in accepted], rtol=1e-6)
-    assert outputs.debug_image.encoding == "rgb8" and outputs.mask.encoding == "mono8"
-    assert outputs.markers.markers[0].action == 3  # DELETEALL first
-    processor.update({"min_score": 0.999})  # reconfigured: almost everything rejected now
-    strict = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
-    assert strict.result.accepted.sum() <= processed.result.accepted.sum()
-
-
-def test_processor_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
-    """A functional demo (function + part mask): ~/matches carries the part's dense matches, index = rank, score =
-    discovery score (best first), 3D points lifted in the live frame; the names topic holds the function."""
-    from PIL import Image as PILImage
-
-    from soco_ros.processor import FrameProcessor, Frame
-    from soco_ros.messages import build_outputs, quality_dict
-    from soco_ros.synthetic import make_scene
-
-    scene = make_scene(tmp_path / "kp", size=224, grid_points=0)
-    functional = tmp_path / "functional"
-    functional.mkdir()
-    demo_files = {p.name: p for p in scene.demo_dir.iterdir()}
-    rgb_name = next(n for n in demo_files if n.startswith("rgb"))
-    for name in (rgb_name, "depth.npy", "intrinsics.json", "mask.png"):
-        (functional / name).write_bytes(demo_files[name].read_bytes())
-    part = np.asarray(PILImage.open(demo_files["mask.png"])) > 0
-    part[:, : int(np.median(np.nonzero(part)[1]))] = False
-    PILImage.fromarray(part.astype(np.uint8) * 255).save(functional / "function_mask.png")
-    (functional / "function.txt").write_text("pour-with\n")
-    processor = FrameProcessor({**P.defaults(), "backbone": "daisy", "image_size": 224, "segmentation": "depth"})
-    processor.set_demo(str(functional))
-    assert processor.keypoint_names == ("pour-with",)
-    processed = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
-    assert processed.result.mode == "functional" and len(processed.result.dense) > 0
-    outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
-    cloud = cloud_to_array(outputs.matches)
-    n = len(processed.result.dense)
-    assert cloud["index"].tolist() == list(range(n))
-    assert np.all(np.diff(cloud["score"]) <= 1e-6)
-    np.testing.assert_allclose(cloud["u_demo"], processed.result.dense.demo_xy[:, 0], rtol=1e-6)
-    assert np.isfinite(cloud["z"]).mean() > 0.8  # lifted with the live depth
-    assert quality_dict(processed)["mode"] == "functional"
-    assert outputs.debug_image.encoding == "rgb8"
-
-
-def test_processor_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_path):
-    """The node's `runtime` / `runtime_model` / `runtime_provider` parameters run the exported model and give the
-    torch runtime's matches on the same frame."""
-    from correspondence.backbones import create_backbone
-    from export.onnx_export import export_backbone
-    from soco_ros.processor import FrameProcessor, Frame
-    from soco_ros.synthetic import make_scene
-
-    size = 112
-    model = export_backbone(create_backbone("test_vit_tiny", random_init=True), size, tmp_path / "tiny.onnx",
-                            log=lambda m: None)
-    assert model.report.passed
-    scene = make_scene(tmp_path / "demo", size=size, grid_points=8)
-    base = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "image_size": size,
-            "segmentation": "depth"}
-    results = {}
-    for runtime in ("torch", "onnxruntime"):
-        params = dict(base, runtime=runtime, runtime_model=str(model.path) if runtime != "torch" else "",
-                      runtime_provider="cpu")
-        processor = FrameProcessor(params)
-        assert processor.matcher.extractor.describe()["runtime"]["name"] == runtime
-        processor.set_demo(str(scene.demo_dir))
-        results[runtime] = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)).result
-    torch_matches, onnx_matches = results["torch"].matches, results["onnxruntime"].matches
-    assert len(torch_matches) > 5
-    # keypoints placed by the accepted 3D pose carry the pose's last-bit float differences between runtimes
-    np.testing.assert_allclose([m.live_xy for m in torch_matches], [m.live_xy for m in onnx_matches], atol=1e-6)
-
-
 # ================================================================================================ issue 16
 
 
@@ -391,18 +243,6 @@ def test_depth_units_advice_names_the_fix_for_the_encoding():
     assert info.value.reason == "depth_empty"
     # 32FC1 is metres: depth_scale never applies to it
     np.testing.assert_array_equal(depth_to_metres(_image(np.full((2, 2), 1.5, np.float32), "32FC1"), 0.5), 1.5)
-
-
-def test_parameters_coerce_integers_and_judge_the_depth_pair():
-    assert P.coerce("depth_max", 3) == 3.0 and isinstance(P.coerce("depth_max", 3), float)
-    assert P.coerce("ransac_iterations", 3) == 3 and isinstance(P.coerce("ransac_iterations", 3), int)
-    assert P.coerce("publish_debug", True) is True and P.coerce("depth_max", True) is True  # bool is not a number
-    assert "must be a double" in P.validate("depth_max", True)
-    reason = P.validate_pair({"depth_min": 6.0, "depth_max": 5.0})
-    assert "depth_min (6)" in reason and "depth_max (5)" in reason
-    assert P.validate_pair({"depth_min": 0.1, "depth_max": 5.0}) is None
-    for name in ("health_timeout", "health_window", "health_max_problem_ratio", "marker_lifetime", "publish_tf"):
-        assert name in P.BY_NAME  # the issue-16 parameters are in the one table
 
 
 def test_health_levels_and_reasons():

@@ -1,0 +1,121 @@
+"""The node's ROS-free frame processor and message building without DDS: demos, runtimes, functional demos,
+what ~/matches and ~/alignment_quality carry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy", reason="the ROS 2 wheels (pip install -e .[ros]) are not installed")
+pytestmark = pytest.mark.ros
+
+from std_msgs.msg import Header  # noqa: E402
+
+from soco_ros import parameters as P  # noqa: E402
+from soco_ros.conversions import cloud_to_array  # noqa: E402
+
+HEADER = Header(frame_id="cam")
+
+
+def test_processor_refuses_runtime_without_a_model():
+    from correspondence.errors import ConfigError
+    from soco_ros.processor import build_matcher
+
+    params = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "runtime": "onnxruntime"}
+    with pytest.raises(ConfigError, match="needs runtime_model"):
+        build_matcher(params)
+    matcher = build_matcher({**params, "runtime": "torch"})
+    assert matcher.extractor.cache_size == 2  # the live-frame feature cache cannot grow
+
+
+def test_processor_keeps_previous_demo_on_a_bad_path(tmp_path):
+    from correspondence.errors import InputError
+    from soco_ros.processor import FrameProcessor, Frame
+    from soco_ros.messages import build_outputs
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "demo", size=112, grid_points=8)
+    processor = FrameProcessor({**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "segmentation": "depth"})
+    with pytest.raises(InputError, match="no demo loaded"):
+        processor.process(Frame(scene.rgb, 0, "cam"))
+    processor.set_demo(str(scene.demo_dir))
+    with pytest.raises(InputError, match="does not exist"):
+        processor.set_demo(str(tmp_path / "missing"))
+    assert processor.demo_path == str(scene.demo_dir)
+    processed = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
+    cloud = cloud_to_array(outputs.matches)
+    accepted = np.flatnonzero(processed.result.accepted)
+    assert cloud["index"].tolist() == accepted.tolist()
+    np.testing.assert_allclose(cloud["u_live"], [processed.result.matches[i].live_xy[0] for i in accepted], rtol=1e-6)
+    assert outputs.debug_image.encoding == "rgb8" and outputs.mask.encoding == "mono8"
+    assert outputs.markers.markers[0].action == 3  # DELETEALL first
+    processor.update({"min_score": 0.999})  # reconfigured: almost everything rejected now
+    strict = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    assert strict.result.accepted.sum() <= processed.result.accepted.sum()
+
+
+def test_processor_publishes_a_functional_demo_as_ranked_dense_matches(tmp_path):
+    """A functional demo (function + part mask): ~/matches carries the part's dense matches, index = rank, score =
+    discovery score (best first), 3D points lifted in the live frame; the names topic holds the function."""
+    from PIL import Image as PILImage
+
+    from soco_ros.processor import FrameProcessor, Frame
+    from soco_ros.messages import build_outputs, quality_dict
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "kp", size=224, grid_points=0)
+    functional = tmp_path / "functional"
+    functional.mkdir()
+    demo_files = {p.name: p for p in scene.demo_dir.iterdir()}
+    rgb_name = next(n for n in demo_files if n.startswith("rgb"))
+    for name in (rgb_name, "depth.npy", "intrinsics.json", "mask.png"):
+        (functional / name).write_bytes(demo_files[name].read_bytes())
+    part = np.asarray(PILImage.open(demo_files["mask.png"])) > 0
+    part[:, : int(np.median(np.nonzero(part)[1]))] = False
+    PILImage.fromarray(part.astype(np.uint8) * 255).save(functional / "function_mask.png")
+    (functional / "function.txt").write_text("pour-with\n")
+    processor = FrameProcessor({**P.defaults(), "backbone": "daisy", "image_size": 224, "segmentation": "depth"})
+    processor.set_demo(str(functional))
+    assert processor.keypoint_names == ("pour-with",)
+    processed = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    assert processed.result.mode == "functional" and len(processed.result.dense) > 0
+    outputs = build_outputs(processed, HEADER, "demo_object", publish_debug=True)
+    cloud = cloud_to_array(outputs.matches)
+    n = len(processed.result.dense)
+    assert cloud["index"].tolist() == list(range(n))
+    assert np.all(np.diff(cloud["score"]) <= 1e-6)
+    np.testing.assert_allclose(cloud["u_demo"], processed.result.dense.demo_xy[:, 0], rtol=1e-6)
+    assert np.isfinite(cloud["z"]).mean() > 0.8  # lifted with the live depth
+    assert quality_dict(processed)["mode"] == "functional"
+    assert outputs.debug_image.encoding == "rgb8"
+
+
+def test_processor_runtime_parameter_selects_onnxruntime_with_the_same_matches(tmp_path):
+    """The node's `runtime` / `runtime_model` / `runtime_provider` parameters run the exported model and give the
+    torch runtime's matches on the same frame."""
+    from correspondence.backbones import create_backbone
+    from export.onnx_export import export_backbone
+    from soco_ros.processor import FrameProcessor, Frame
+    from soco_ros.synthetic import make_scene
+
+    size = 112
+    model = export_backbone(create_backbone("test_vit_tiny", random_init=True), size, tmp_path / "tiny.onnx",
+                            log=lambda m: None)
+    assert model.report.passed
+    scene = make_scene(tmp_path / "demo", size=size, grid_points=8)
+    base = {**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True, "image_size": size,
+            "segmentation": "depth"}
+    results = {}
+    for runtime in ("torch", "onnxruntime"):
+        params = dict(base, runtime=runtime, runtime_model=str(model.path) if runtime != "torch" else "",
+                      runtime_provider="cpu")
+        processor = FrameProcessor(params)
+        assert processor.matcher.extractor.describe()["runtime"]["name"] == runtime
+        processor.set_demo(str(scene.demo_dir))
+        results[runtime] = processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)).result
+    torch_matches, onnx_matches = results["torch"].matches, results["onnxruntime"].matches
+    assert len(torch_matches) > 5
+    # keypoints placed by the accepted 3D pose carry the pose's last-bit float differences between runtimes
+    np.testing.assert_allclose([m.live_xy for m in torch_matches], [m.live_xy for m in onnx_matches], atol=1e-6)
