@@ -229,17 +229,29 @@ def intrinsics_to_camera_info(intrinsics: CameraIntrinsics, header):
 
 # ================================================================================================ matches cloud
 
-# (name, offset, PointField datatype) — FLOAT32 = 7, UINT32 = 6
+# (name, offset, PointField datatype) — FLOAT32 = 7, UINT32 = 6, UINT8 = 2; 2 bytes of padding keep points 4-aligned
 MATCH_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("u_live", 12, 7), ("v_live", 16, 7), ("u_demo", 20, 7),
-                ("v_demo", 24, 7), ("score", 28, 7), ("index", 32, 6))
+                ("v_demo", 24, 7), ("score", 28, 7), ("index", 32, 6), ("position", 36, 2), ("pose_disagrees", 37, 2))
 MATCH_DTYPE = np.dtype({"names": [f[0] for f in MATCH_FIELDS],
-                        "formats": ["<f4"] * 8 + ["<u4"], "offsets": [f[1] for f in MATCH_FIELDS], "itemsize": 36})
+                        "formats": ["<f4"] * 8 + ["<u4", "u1", "u1"], "offsets": [f[1] for f in MATCH_FIELDS],
+                        "itemsize": 40})
+# ``position`` in ~/matches: where a match's live pixel comes from (the library's KeypointMatch.position; "dense" for
+# a functional demo's dense matches), as the index into this tuple; POSITION_UNKNOWN for a name not listed here.
+POSITIONS = ("cell", "soft-argmax", "refined", "model", "epipolar", "pose", "pose-hidden", "dense")
+POSITION_UNKNOWN = 255
+
+
+def position_code(position: str) -> int:
+    """A ``KeypointMatch.position`` name -> its ``position`` code in ~/matches."""
+    return POSITIONS.index(position) if position in POSITIONS else POSITION_UNKNOWN
 
 
 def matches_to_cloud(header, live_points: np.ndarray, live_xy: np.ndarray, demo_xy: np.ndarray, scores: np.ndarray,
-                     indices: np.ndarray):
+                     indices: np.ndarray, positions: np.ndarray | None = None, disagrees: np.ndarray | None = None):
     """One point per match: ``x y z`` (live camera frame, NaN without depth), ``u_live v_live u_demo v_demo``
-    (continuous pixels), ``score`` (float32) and ``index`` (uint32, into the demo keypoint list)."""
+    (continuous pixels), ``score`` (float32), ``index`` (uint32, into the demo keypoint list), ``position`` (uint8,
+    :data:`POSITIONS` code; default 0) and ``pose_disagrees`` (uint8, 1: the keypoint's own match lies off the
+    accepted 3D pose's prediction)."""
     from sensor_msgs.msg import PointCloud2, PointField
 
     n = len(indices)
@@ -251,6 +263,10 @@ def matches_to_cloud(header, live_points: np.ndarray, live_xy: np.ndarray, demo_
         data["u_demo"], data["v_demo"] = np.asarray(demo_xy).reshape(n, 2).T
         data["score"] = np.asarray(scores).reshape(n)
         data["index"] = np.asarray(indices).reshape(n)
+        if positions is not None:
+            data["position"] = np.asarray(positions).reshape(n)
+        if disagrees is not None:
+            data["pose_disagrees"] = np.asarray(disagrees, dtype=bool).reshape(n)
     msg = PointCloud2(header=header, height=1, width=n, is_bigendian=False, point_step=MATCH_DTYPE.itemsize,
                       row_step=MATCH_DTYPE.itemsize * n, is_dense=bool(n == 0 or np.isfinite(live_points).all()))
     msg.fields = [PointField(name=name, offset=offset, datatype=datatype, count=1)

@@ -71,6 +71,10 @@ class DiagnosticsMixin:
             "sync_no_partner": self.counts["sync_no_partner"],
             "sync_rearmed": self.counts["sync_rearmed"],
             "parameters_rejected": self.counts["parameters_rejected"],
+            # published keypoints whose own match lay off the accepted 3D pose's prediction, and frames whose pose
+            # was refused as ambiguous (a symmetric object's turn), since start-up or ~/reset
+            "pose_disagreements": self.counts["pose_disagreements"],
+            "pose_ambiguous": self.counts["pose_ambiguous"],
             "window_frames": window["frames"], "window_problems": window["problems"],
             "window_problem_ratio": float(window["ratio"]),
             "tf": self._tf_kind if self.params["publish_tf"] else "off",

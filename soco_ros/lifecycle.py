@@ -45,7 +45,7 @@ from .worker import LatencyStats, Worker
 NODE_NAME = "correspondence_node"
 # The node's own counters (the worker's are in Worker); every one is in the diagnostics and zeroed by ~/reset.
 COUNTERS = ("received", "rejected", "published", "parameters_rejected", "refused_zero_stamp", "refused_future_stamp",
-            "sync_out_of_order", "sync_no_partner", "sync_rearmed")
+            "sync_out_of_order", "sync_no_partner", "sync_rearmed", "pose_disagreements", "pose_ambiguous")
 
 
 class CorrespondenceNode(ParametersMixin, InputsMixin, OutputsMixin, DiagnosticsMixin, LifecycleNode):

@@ -15,7 +15,7 @@ import numpy as np
 
 from correspondence.frame_report import alignment_record
 
-from .conversions import matches_to_cloud, rgb_to_image, transform_to_msg
+from .conversions import matches_to_cloud, position_code, rgb_to_image, transform_to_msg
 from .processor import Processed
 
 MARKER_NAMESPACE_POINTS = "soco_matches"
@@ -33,13 +33,54 @@ class Outputs:
 
 
 def quality_dict(processed: Processed) -> dict | None:
-    """``~/alignment_quality``: the frame's :func:`alignment_record` plus how many matches it used."""
+    """``~/alignment_quality``: the frame's :func:`alignment_record` plus how many matches it used, the pose
+    search's verdict (:func:`pose_search_dict`: ambiguity, hypotheses, the vertical it used) and, for a keypoint
+    demo, every keypoint's status (:func:`keypoint_records`)."""
     result = processed.result
     record = alignment_record(result)
     if record is None:
         return None
     used = len(result.dense) if result.mode == "functional" else int(np.count_nonzero(result.accepted))
-    return {**record, "accepted_matches": used, "mode": result.mode}
+    out = {**record, "accepted_matches": used, "mode": result.mode, "pose_search": pose_search_dict(processed),
+           "pose_ambiguous": bool(result.pose_search is not None and result.pose_search.ambiguous)}
+    if result.mode == "keypoints":
+        keypoints = keypoint_records(processed)
+        out["keypoints"] = keypoints
+        out["pose_disagreements"] = sum(k["pose_disagrees"] for k in keypoints)
+    return out
+
+
+def pose_search_dict(processed: Processed) -> dict:
+    """The pose search behind a 3D pose: whether it ran, ``ambiguous`` (the turn cannot be fixed: no pose),
+    ``reason``, the ``chosen`` hypothesis' source, how many hypotheses were scored per source, and ``up``: the
+    verticals it was given (``demo`` / ``live`` camera, unit vectors; None: no gravity prior)."""
+    search = processed.result.pose_search
+    up = None if processed.up is None else {"demo": [round(float(v), 6) for v in processed.up[0]],
+                                            "live": [round(float(v), 6) for v in processed.up[1]]}
+    if search is None:
+        return {"ran": False, "ambiguous": False, "reason": None, "chosen": None, "hypotheses": {}, "up": up}
+    sources: dict[str, int] = {}
+    for h in search.hypotheses:
+        sources[h.source] = sources.get(h.source, 0) + 1
+    return {"ran": True, "ambiguous": bool(search.ambiguous), "reason": search.reason,
+            "chosen": None if search.chosen is None else search.chosen.source, "hypotheses": sources, "up": up}
+
+
+def keypoint_records(processed: Processed) -> list[dict]:
+    """Per demo keypoint (``index`` into ``~/keypoint_names``): ``accepted``, ``position`` (where its live pixel
+    comes from: cell / soft-argmax / refined / model / epipolar, or pose / pose-hidden once an accepted 3D pose
+    re-predicted it), ``live_xy``, ``pose_disagrees`` (its own match lies more than the pipeline's ``max_px`` from the
+    pose's prediction: the match is the suspect), ``pose_error_px`` and ``visibility`` (None without a pose)."""
+    result = processed.result
+    poses = result.pose_keypoints or (None,) * len(result.matches)
+    records = []
+    for i, (match, accepted, pose) in enumerate(zip(result.matches, result.accepted, poses)):
+        error = None if pose is None or pose.match_error_px is None else round(float(pose.match_error_px), 3)
+        records.append({"index": i, "name": match.name, "accepted": bool(accepted), "position": match.position,
+                        "live_xy": [round(float(v), 3) for v in match.live_xy],
+                        "pose_disagrees": bool(pose is not None and pose.disagrees), "pose_error_px": error,
+                        "visibility": None if pose is None else pose.visibility})
+    return records
 
 
 def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale: float = 0.01,
@@ -50,8 +91,8 @@ def build_outputs(processed: Processed, header, demo_frame_id: str, marker_scale
     from std_msgs.msg import String
 
     result = processed.result
-    live_points, live_xy, demo_xy, scores, index, labels = match_arrays(processed)
-    cloud = matches_to_cloud(header, live_points, live_xy, demo_xy, scores, index)
+    live_points, live_xy, demo_xy, scores, index, labels, positions, disagrees = match_arrays(processed)
+    cloud = matches_to_cloud(header, live_points, live_xy, demo_xy, scores, index, positions, disagrees)
     alignment = None
     if result.alignment is not None and result.alignment.success and result.alignment.transform is not None:
         alignment = transform_to_msg(result.alignment.transform, header, demo_frame_id)
@@ -85,8 +126,9 @@ def tf_message(transforms: list):
     return TFMessage(transforms=list(transforms))
 
 
-def match_arrays(processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """The points ``~/matches`` carries: live xyz, live xy, demo xy, score, index, label.
+def match_arrays(processed: Processed) -> tuple[np.ndarray, ...]:
+    """The points ``~/matches`` carries: live xyz, live xy, demo xy, score, index, label, position code and the
+    pose-disagreement flag.
 
     Keypoint demo: the accepted keypoint matches, ``index`` into the demo's keypoint list. Functional demo: the
     dense matches of the functional part, best discovery score first, ``index`` = that rank and ``score`` the
@@ -98,14 +140,19 @@ def match_arrays(processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarr
         points = (np.asarray(result.dense_live_points, dtype=np.float64).reshape(-1, 3)
                   if result.dense_live_points is not None else np.full((n, 3), np.nan))
         return (points, dense.live_xy.reshape(-1, 2), dense.demo_xy.reshape(-1, 2), dense.score,
-                np.arange(n, dtype=np.uint32), [f"{processed.demo.function} #{i}" for i in range(n)])
+                np.arange(n, dtype=np.uint32), [f"{processed.demo.function} #{i}" for i in range(n)],
+                np.full(n, position_code("dense"), dtype=np.uint8), np.zeros(n, dtype=bool))
     accepted = np.flatnonzero(np.asarray(result.accepted, dtype=bool))
     live_xy = np.array([m.live_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
     demo_xy = np.array([m.demo_xy for m in result.matches], dtype=np.float64).reshape(-1, 2)
     scores = np.array([m.score for m in result.matches], dtype=np.float64)
     live_points = np.asarray(result.live_points, dtype=np.float64).reshape(-1, 3)
+    positions = np.array([position_code(m.position) for m in result.matches], dtype=np.uint8)
+    disagrees = np.array([bool(p.disagrees) for p in result.pose_keypoints] if result.pose_keypoints is not None
+                         else [False] * len(result.matches), dtype=bool)
     return (live_points[accepted], live_xy[accepted], demo_xy[accepted], scores[accepted],
-            accepted.astype(np.uint32), [result.matches[i].name for i in accepted])
+            accepted.astype(np.uint32), [result.matches[i].name for i in accepted], positions[accepted],
+            disagrees[accepted])
 
 
 def build_markers(header, names: list[str], points: np.ndarray, scale: float, lifetime_s: float = 0.0):

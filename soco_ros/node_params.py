@@ -33,6 +33,11 @@ def _descriptor(spec: P.ParamSpec) -> ParameterDescriptor:
     return descriptor
 
 
+def _typed(name: str, value: Any) -> Parameter:
+    """A coerced value as the parameter rclpy expects: a double, or a double array for a ``double[]``."""
+    kind = Parameter.Type.DOUBLE_ARRAY if isinstance(value, list) else Parameter.Type.DOUBLE
+    return Parameter(name, kind, value)
+
 
 class ParametersMixin:
     def _declare_parameters(self) -> dict[str, Any]:
@@ -49,7 +54,7 @@ class ParametersMixin:
                 given = overrides[spec.name].value
                 coerced = P.coerce(spec.name, given)
                 if coerced is not given:
-                    overrides[spec.name] = Parameter(spec.name, Parameter.Type.DOUBLE, coerced)
+                    overrides[spec.name] = _typed(spec.name, coerced)
             try:
                 value = self.declare_parameter(spec.name, spec.default, descriptor).value
             except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
@@ -62,7 +67,7 @@ class ParametersMixin:
                                         prefix="[parameter] ")
                 self.set_parameters([Parameter(spec.name, value=spec.default)])
                 value = spec.default
-            values[spec.name] = value
+            values[spec.name] = P.coerce(spec.name, value)  # a double[] as a list, whatever rclpy holds it in
         if isinstance(overrides, dict):
             self._refuse_undeclared_overrides(overrides)
         reason = P.validate_pair(values)
@@ -139,7 +144,7 @@ class ParametersMixin:
                 continue
             value = P.coerce(param.name, param.value)
             if value is not param.value:
-                param = Parameter(param.name, Parameter.Type.DOUBLE, value)
+                param = _typed(param.name, value)
             reason = P.validate(param.name, value)
             if reason is not None:
                 self._parameter_refused(param.name, reason)

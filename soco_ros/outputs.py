@@ -141,8 +141,11 @@ class OutputsMixin:
         self.processing.add(time.perf_counter() - started)
         self._publish_times.append(time.monotonic())
         self.health.published()
+        result = processed.result
         with self._state_lock:
             self.counts["published"] += 1
+            self.counts["pose_disagreements"] += sum(bool(k.disagrees) for k in result.pose_keypoints or ())
+            self.counts["pose_ambiguous"] += int(result.pose_search is not None and result.pose_search.ambiguous)
 
     def _publish_tf(self, transform: TransformStamped) -> None:
         if self._tf_broadcaster is not None:

@@ -48,7 +48,7 @@ class ParamSpec:
 
     @property
     def type_name(self) -> str:
-        return {bool: "bool", int: "int", float: "double", str: "string"}[type(self.default)]
+        return {bool: "bool", int: "int", float: "double", str: "string", list: "double[]"}[type(self.default)]
 
     def bracketed_range(self) -> str:
         """``[0, 1]`` for a range, ``[a / b]`` for choices, "" for neither."""
@@ -108,6 +108,13 @@ SPECS: tuple[ParamSpec, ...] = (
     P("geometry", "none", "Verify the matches against one robust 2D model of the dense matches (same rigid object "
                           "only; none for cross-instance transfer).",
       choices=("none", "affine", "homography", "fundamental", "auto"), reconfigurable=False),
+    # --- gravity (reconfigurable: read per frame)
+    P("up", [0.0, 0.0, 0.0], "The vertical (opposite to gravity) in the live camera frame, 3 numbers (normalised by the "
+                             "node; e.g. [0, -1, 0] for a level camera, from TF on a robot): the pose search then also "
+                             "tries every upright turn of the object about it and probes ambiguity about it alone. "
+                             "[0, 0, 0] = no gravity prior; a zero-length or non-finite vector is refused."),
+    P("demo_up", [0.0, 0.0, 0.0], "The vertical in the demo camera frame, 3 numbers (normalised); [0, 0, 0] = the same "
+                                  "as up (a demo captured by the same fixed camera). Used only while up is set."),
     P("torch_threads", 0, "torch.set_num_threads for the worker; 0 = torch's default.", 0, 256,
       reconfigurable=False),
     # --- match rejection (reconfigurable)
@@ -227,13 +234,34 @@ def undeclared_reason(name: str, declared: list[str] | tuple[str, ...] = ()) -> 
             "parameters, docs/ros.md explains them")
 
 
+VECTOR_LENGTH = 3  # the double[] parameters (up, demo_up) are 3-vectors
+MIN_DIRECTION_NORM = 1e-6  # a direction shorter than this (and not exactly zero, "unset") is a mistake
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def coerce(name: str, value: Any) -> Any:
-    """``value`` as ROS users mean it: an integer for a ``double`` parameter is that number as a float. Anything
-    else is returned unchanged (and judged by :func:`validate`)."""
+    """``value`` as ROS users mean it: an integer for a ``double`` parameter is that number as a float, and a
+    sequence of numbers for a ``double[]`` parameter (``-p up:=[0,-1,0]`` arrives as integers, a params file's as
+    ``array.array``) is a list of floats. Anything else is returned unchanged (and judged by :func:`validate`)."""
     spec = BY_NAME.get(name)
-    if spec is not None and type(spec.default) is float and isinstance(value, int) and not isinstance(value, bool):
+    if spec is not None and type(spec.default) is float and _is_number(value) and isinstance(value, int):
         return float(value)
+    if (spec is not None and type(spec.default) is list and not isinstance(value, (str, bytes))
+            and hasattr(value, "__iter__")):
+        items = list(value)
+        if all(_is_number(v) for v in items) and not (type(value) is list and all(type(v) is float for v in items)):
+            return [float(v) for v in items]
     return value
+
+
+def direction(value: Any) -> tuple[float, float, float] | None:
+    """A validated ``up`` / ``demo_up`` value as a unit vector, None for [0, 0, 0] (unset)."""
+    v = [float(x) for x in value]
+    norm = math.sqrt(sum(x * x for x in v))
+    return None if norm == 0.0 else (v[0] / norm, v[1] / norm, v[2] / norm)
 
 
 def validate_pair(values: dict[str, Any]) -> str | None:
@@ -260,13 +288,29 @@ def validate(name: str, value: Any, others: dict[str, Any] | None = None) -> str
             return f"parameter {name!r}={value!r} is out of range [{spec.low:g}, {spec.high:g}]"
     if spec.choices and value not in spec.choices:
         return f"parameter {name!r}={value!r} is not one of {', '.join(spec.choices)}"
+    if expected is list:
+        return _validate_direction(name, value)
     if name in ("depth_min", "depth_max"):
         return validate_pair({**(others or {}), name: value})
     return None
 
 
+def _validate_direction(name: str, value: list) -> str | None:
+    """A direction parameter: 3 finite numbers, all zero (unset) or of a length the node can normalise."""
+    if len(value) != VECTOR_LENGTH or not all(isinstance(v, float) for v in value):
+        return (f"parameter {name!r} must be {VECTOR_LENGTH} numbers (x, y, z in the camera frame), got "
+                f"{len(value)}: {value!r}")
+    if not all(math.isfinite(v) for v in value):
+        return f"parameter {name!r} must be finite, got {value!r}"
+    norm = math.sqrt(sum(v * v for v in value))
+    if 0.0 < norm < MIN_DIRECTION_NORM:
+        return (f"parameter {name!r}={value!r} has length {norm:.3g}: too short to be a direction (give the vertical "
+                "as a non-zero vector, or [0, 0, 0] for none)")
+    return None
+
+
 def defaults() -> dict[str, Any]:
-    return {spec.name: spec.default for spec in SPECS}
+    return {spec.name: list(spec.default) if isinstance(spec.default, list) else spec.default for spec in SPECS}
 
 
 def yaml_text() -> str:

@@ -25,6 +25,8 @@ from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipel
 from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
 from correspondence.tracking import TrackSettings
 
+from . import parameters as P
+
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
                  "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "track_every",
@@ -51,6 +53,7 @@ class Processed:
     demo: DemoSpec
     names: tuple[str, ...]
     timings_s: dict[str, float] = field(default_factory=dict)
+    up: tuple[np.ndarray, np.ndarray] | None = None  # the verticals (demo camera, live camera) the frame ran with
 
 
 def build_matcher(params: dict[str, Any]) -> Matcher:
@@ -102,6 +105,21 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         track=TrackSettings(every=int(params["track_every"])) if int(params["track_every"]) > 0 else None)
 
 
+def gravity(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """``up`` / ``demo_up`` -> the pipeline's ``up`` (the vertical in the demo camera, in the live camera), unit
+    vectors; None while ``up`` is [0, 0, 0] (no gravity prior). ``demo_up`` [0, 0, 0] = the same as ``up``. A bad
+    value is a :class:`ConfigError` naming it (the node refuses it earlier, with the same reason)."""
+    for name in ("up", "demo_up"):
+        reason = P.validate(name, P.coerce(name, params.get(name, [0.0, 0.0, 0.0])))
+        if reason is not None:
+            raise ConfigError(reason)
+    live = P.direction(P.coerce("up", params.get("up", [0.0, 0.0, 0.0])))
+    if live is None:
+        return None
+    demo = P.direction(P.coerce("demo_up", params.get("demo_up", [0.0, 0.0, 0.0]))) or live
+    return np.array(demo), np.array(live)
+
+
 def make_mask_source(params: dict[str, Any]) -> tuple[MaskSource | None, str]:
     """The live mask source and why it was chosen (the mask topic, when used, overrides it per frame)."""
     name = params["segmentation"]
@@ -128,6 +146,7 @@ class FrameProcessor:
     def __init__(self, params: dict[str, Any], matcher: Matcher | None = None) -> None:
         self.params = dict(params)
         self.matcher = matcher if matcher is not None else build_matcher(self.params)
+        self.up = gravity(self.params)
         self.mask_source, self.mask_source_reason = make_mask_source(self.params)
         self.functional = functional_embedder(self.params, self.matcher)
         self._lock = threading.Lock()
@@ -190,6 +209,7 @@ class FrameProcessor:
         or pipeline cannot be built, it raises and the previous settings stay."""
         with self._build_lock:
             params = {**self.params, **changes}
+            up = gravity(params)
             mask_source, reason = self.mask_source, self.mask_source_reason
             if changes.keys() & {"segmentation", "sam2_model", "depth_min", "depth_max"}:
                 mask_source, reason = make_mask_source(params)
@@ -198,21 +218,21 @@ class FrameProcessor:
                 pipeline = TransferPipeline(self.demo, self.matcher, pipeline_settings(params), mask_source,
                                             functional=self.functional)
             with self._lock:
-                self.params, self.mask_source, self.mask_source_reason = params, mask_source, reason
+                self.params, self.mask_source, self.mask_source_reason, self.up = params, mask_source, reason, up
                 if pipeline is not None:
                     self._pipeline = pipeline
 
     # ------------------------------------------------------------------------------------------------ frames
     def process(self, frame: Frame) -> Processed:
         with self._lock:
-            pipeline, demo = self._pipeline, self.demo
+            pipeline, demo, up = self._pipeline, self.demo, self.up
         if pipeline is None or demo is None:
             raise InputError("no demo loaded (set the demo_path parameter or publish a path on ~/set_demo_path)")
         if frame.prompt is not None:
             frame.prompt.check_inside(frame.rgb.shape[1], frame.rgb.shape[0])
         result = pipeline.process(frame.rgb, depth=frame.depth, intrinsics=frame.intrinsics, mask=frame.mask,
-                                  prompt=frame.prompt)
-        return Processed(frame, result, demo, demo_names(demo), dict(result.timings_s))
+                                  prompt=frame.prompt, up=up)
+        return Processed(frame, result, demo, demo_names(demo), dict(result.timings_s), up)
 
 
 def demo_names(demo: DemoSpec) -> tuple[str, ...]:

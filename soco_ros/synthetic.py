@@ -35,6 +35,7 @@ class Scene:
     demo_xy: np.ndarray  # (K, 2)
     live_xy: np.ndarray  # (K, 2) ground truth, NaN where not visible
     live_points: np.ndarray  # (K, 3) ground-truth live camera points, NaN where not visible
+    up: tuple[np.ndarray, np.ndarray] | None = None  # the table's vertical in the (demo, live) camera (gravity)
 
 
 def make_scene(out_dir: str | Path, size: int = 448, category: str = "car", seed: int = 7,
@@ -76,7 +77,7 @@ def make_scene(out_dir: str | Path, size: int = 448, category: str = "car", seed
     (out / "keypoints.json").write_text(json.dumps(
         {"keypoints": [{"name": n, "xy": list(xy)} for n, xy in zip(names, demo_xy)]}), encoding="utf-8")
     return Scene(out, live.rgb, live.depth.astype(np.float32), live.mask, live.intrinsics, truth, centre, names,
-                 np.asarray(demo_xy), live_xy, live_points)
+                 np.asarray(demo_xy), live_xy, live_points, (demo.pose[:3, 2].copy(), live.pose[:3, 2].copy()))
 
 
 def varied(rgb: np.ndarray, index: int) -> np.ndarray:

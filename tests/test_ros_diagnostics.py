@@ -22,7 +22,7 @@ from soco_ros.synthetic import make_scene, varied  # noqa: E402
 COUNTERS = ("frames_received", "frames_rejected", "frames_processed", "frames_published", "frames_failed",
             "frames_dropped", "dropped_overwritten", "dropped_stale", "refused_zero_stamp", "refused_future_stamp",
             "sync_unmatched", "sync_out_of_order", "sync_no_partner", "sync_rearmed", "parameters_rejected",
-            "window_frames", "window_problems", "latency_window")
+            "window_frames", "window_problems", "latency_window", "pose_disagreements", "pose_ambiguous")
 
 
 def _statuses(peer):

@@ -63,3 +63,21 @@ def test_parameters_coerce_integers_and_judge_the_depth_pair():
     assert P.validate_pair({"depth_min": 0.1, "depth_max": 5.0}) is None
     for name in ("health_timeout", "health_window", "health_max_problem_ratio", "marker_lifetime", "publish_tf"):
         assert name in P.BY_NAME  # the issue-16 parameters are in the one table
+
+
+def test_up_is_a_finite_non_zero_3_vector_normalised_by_the_node():
+    """``up`` / ``demo_up`` (the vertical in the camera frames): [0, 0, 0] is unset; integers (``-p up:=[0,-1,0]``)
+    and ``array.array`` (a params file) are lists of floats; a wrong length, a NaN or a vector too short to be a
+    direction is refused naming the parameter and the value."""
+    import array
+
+    assert P.coerce("up", [0, -1, 0]) == [0.0, -1.0, 0.0] and all(type(v) is float for v in P.coerce("up", [0, -1, 0]))
+    assert P.coerce("up", array.array("d", [0.0, 2.0, 0.0])) == [0.0, 2.0, 0.0]
+    assert P.validate("up", [0.0, 0.0, 0.0]) is None and P.direction([0.0, 0.0, 0.0]) is None
+    assert P.validate("up", [0, -2, 0]) is None and P.direction([0.0, -2.0, 0.0]) == (0.0, -1.0, 0.0)
+    assert "must be 3 numbers" in P.validate("up", [0.0, 1.0])
+    assert "must be finite" in P.validate("demo_up", [float("nan"), 1.0, 0.0])
+    assert "too short to be a direction" in P.validate("up", [1e-9, 0.0, 0.0])
+    assert "must be a double[]" in P.validate("up", "0 -1 0")
+    assert P.BY_NAME["up"].type_name == "double[]" and P.BY_NAME["up"].reconfigurable
+    assert P.defaults()["up"] is not P.BY_NAME["up"].default  # a caller cannot change the table's default

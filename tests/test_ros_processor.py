@@ -119,3 +119,54 @@ def test_processor_runtime_parameter_selects_onnxruntime_with_the_same_matches(t
     assert len(torch_matches) > 5
     # keypoints placed by the accepted 3D pose carry the pose's last-bit float differences between runtimes
     np.testing.assert_allclose([m.live_xy for m in torch_matches], [m.live_xy for m in onnx_matches], atol=1e-6)
+
+
+def test_gravity_reaches_the_pose_search_and_the_outputs_carry_every_keypoints_flags(tmp_path):
+    """``up`` reaches the pipeline: the pose search probes turns about the vertical alone (11 at 30 deg) instead of
+    about the cloud's three principal axes (33), and the verticals are in ~/alignment_quality. Every keypoint's
+    position source, acceptance and pose-disagreement flag are in ~/alignment_quality, and the accepted ones' in
+    ~/matches, equal to the library's result; the pose-placed keypoints sit on their true projections."""
+    from correspondence.errors import ConfigError
+    from soco_ros.conversions import POSITIONS
+    from soco_ros.messages import build_outputs, quality_dict
+    from soco_ros.processor import Frame, FrameProcessor, gravity
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "demo", size=224)
+    base = {**P.defaults(), "backbone": "daisy", "image_size": 224, "segmentation": "depth"}
+    frame = Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics)
+    runs = {}
+    for label, up in (("none", [0.0, 0.0, 0.0]), ("up", [float(v) * 3 for v in scene.up[1]])):
+        processor = FrameProcessor({**base, "up": up, "demo_up": [float(v) for v in scene.up[0]]})
+        processor.set_demo(str(scene.demo_dir))
+        runs[label] = processor.process(frame)
+    probes = {label: quality_dict(p)["pose_search"]["hypotheses"].get("probe") for label, p in runs.items()}
+    assert probes == {"none": 33, "up": 11}, probes
+    search = quality_dict(runs["up"])["pose_search"]
+    np.testing.assert_allclose(search["up"]["live"], scene.up[1] / np.linalg.norm(scene.up[1]), atol=1e-6)
+    assert quality_dict(runs["none"])["pose_search"]["up"] is None
+    processed = runs["up"]
+    result = processed.result
+    assert result.alignment.success and result.pose_keypoints is not None
+    quality = quality_dict(processed)
+    records = quality["keypoints"]
+    assert [k["name"] for k in records] == scene.names
+    assert [k["accepted"] for k in records] == result.accepted.tolist()
+    assert [k["position"] for k in records] == [m.position for m in result.matches]
+    assert [k["pose_disagrees"] for k in records] == [p.disagrees for p in result.pose_keypoints]
+    for k in records:  # the flag is the pose's prediction against the keypoint's own match
+        if k["pose_error_px"] is not None:
+            assert k["pose_disagrees"] == (k["pose_error_px"] > 10.0), k
+    assert quality["pose_disagreements"] == sum(p.disagrees for p in result.pose_keypoints)
+    assert quality["pose_ambiguous"] is False and search["ambiguous"] is False
+    cloud = cloud_to_array(build_outputs(processed, HEADER, "demo_object").matches)
+    idx = cloud["index"].astype(int)
+    assert [POSITIONS[c] for c in cloud["position"]] == [records[i]["position"] for i in idx]
+    assert cloud["pose_disagrees"].astype(bool).tolist() == [records[i]["pose_disagrees"] for i in idx]
+    placed = np.array([records[i]["position"] == "pose" for i in idx]) & np.isfinite(scene.live_xy[idx]).all(1)
+    assert placed.sum() >= 0.5 * len(idx)
+    errors = np.linalg.norm(np.stack([cloud["u_live"], cloud["v_live"]], 1)[placed] - scene.live_xy[idx][placed], axis=1)
+    assert np.median(errors) < 2.0, np.round(errors, 1)
+    with pytest.raises(ConfigError, match="parameter 'up' must be 3 numbers"):
+        gravity({"up": [0.0, 1.0]})
+    assert gravity({"up": [0.0, 0.0, 0.0], "demo_up": [0.0, 1.0, 0.0]}) is None  # demo_up alone: no prior

@@ -16,8 +16,8 @@ from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Header  # noqa: E402
 
 from correspondence.camera import CameraIntrinsics  # noqa: E402
-from soco_ros.conversions import (MATCH_FIELDS, FrameError, camera_info_to_intrinsics, check_same_size,  # noqa: E402
-                                  cloud_to_array, depth_to_image, depth_to_metres, image_to_rgb,
+from soco_ros.conversions import (MATCH_FIELDS, POSITION_UNKNOWN, POSITIONS, FrameError,  # noqa: E402
+                                  camera_info_to_intrinsics, check_same_size, position_code, cloud_to_array, depth_to_image, depth_to_metres, image_to_rgb,
                                   intrinsics_to_camera_info, mask_to_bool, matches_to_cloud, msg_to_transform,
                                   rgb_to_image, transform_to_msg)
 from soco_ros.worker import LatencyStats, LatestSlot, WorkItem, Worker  # noqa: E402
@@ -138,9 +138,10 @@ def test_camera_info_checks():
 
 def test_match_cloud_layout_and_values():
     points = np.array([[0.1, 0.2, 0.3], [np.nan, np.nan, np.nan]])
-    cloud = matches_to_cloud(HEADER, points, [[1.5, 2.5], [3.5, 4.5]], [[5.5, 6.5], [7.5, 8.5]], [0.9, 0.8], [3, 7])
+    cloud = matches_to_cloud(HEADER, points, [[1.5, 2.5], [3.5, 4.5]], [[5.5, 6.5], [7.5, 8.5]], [0.9, 0.8], [3, 7],
+                             [position_code("refined"), position_code("pose")], [False, True])
     assert [(f.name, f.offset, f.datatype, f.count) for f in cloud.fields] == [(n, o, d, 1) for n, o, d in MATCH_FIELDS]
-    assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (1, 2, 36, 72)
+    assert (cloud.height, cloud.width, cloud.point_step, cloud.row_step) == (1, 2, 40, 80)
     assert not cloud.is_dense and cloud.header.frame_id == "cam"
     a = cloud_to_array(cloud)
     np.testing.assert_allclose([a["x"][0], a["y"][0], a["z"][0]], [0.1, 0.2, 0.3], rtol=1e-6)
@@ -148,6 +149,8 @@ def test_match_cloud_layout_and_values():
     np.testing.assert_allclose(a["u_live"], [1.5, 3.5])
     np.testing.assert_allclose(a["v_demo"], [6.5, 8.5])
     np.testing.assert_allclose(a["score"], [0.9, 0.8], rtol=1e-6)
+    assert [POSITIONS[c] for c in a["position"]] == ["refined", "pose"] and a["pose_disagrees"].tolist() == [0, 1]
+    assert position_code("no such source") == POSITION_UNKNOWN
     empty = matches_to_cloud(HEADER, np.zeros((0, 3)), np.zeros((0, 2)), np.zeros((0, 2)), [], [])
     assert empty.width == 0 and len(cloud_to_array(empty)) == 0
 
