@@ -247,7 +247,8 @@ def apply_model(geometry: GeometryResult, matches: list, live_wh: tuple[int, int
     """Keypoints under the frame's model. Affine map or homography: each is re-predicted (``position: "model"``,
     accepted where it lands in the live view; ``geometry_inlier``: its own match agreed). Fundamental matrix:
     with a ``refiner``, each keypoint is searched again near its epipolar line (:mod:`correspondence.epipolar`;
-    ``position: "epipolar"``); otherwise, or where that finds nothing, its own match is accepted only if it lies
+    ``position: "epipolar"``; where the pixels cannot say, the neighbourhood's prediction on the line,
+    ``position: "interpolated"``); otherwise, or where that finds nothing, its own match is accepted only if it lies
     on its line (and, after a search, near the neighbourhood's prediction). Refused: nothing is accepted
     (same-object mode asked for a verified answer)."""
     if not matches:
@@ -263,8 +264,10 @@ def apply_model(geometry: GeometryResult, matches: list, live_wh: tuple[int, int
                     for i, m in enumerate(matches)]
         found = epipolar.search(geometry, demo_kp, refiner, live_cell or refiner.live_cell)
         near = np.linalg.norm(own - found.predicted, axis=1) <= found.search_px  # NaN (no prediction): False
+        filled = found.interpolated if found.interpolated is not None else np.zeros(len(matches), dtype=bool)
         return [replace(m, live_xy=(float(found.xy[i, 0]), float(found.xy[i, 1])), geometry_inlier=bool(agree[i]),
-                        position="epipolar", accepted=True) if found.found[i] else
+                        position="epipolar" if found.found[i] else "interpolated", accepted=True)
+                if found.found[i] or filled[i] else
                 replace(m, geometry_inlier=bool(agree[i]), accepted=m.accepted and bool(agree[i] and near[i]))
                 for i, m in enumerate(matches)]
     predicted = geometry.predict(demo_kp)
