@@ -11,7 +11,8 @@ Where the pixels cannot say (a texture-less patch, or a correlation that fits we
 the search: sky, a plain wall, an edge along the line), the neighbourhood's prediction on the line is the answer,
 as a stereo matcher's smoothness term fills such regions, but only where it is an explicit, well-founded
 prediction: at least ``min_neighbours`` verified matches within ``fill_reach_cells`` live cells fit one affine map
-to ``fill_spread_px``, and the demo patch correlates there (or neither it nor the live patch there has texture).
+to ``fill_spread_px``, the demo patch correlates there (or has no texture), and the live patch there is no busier
+than the demo patch (at most ``texture_ratio`` times its grey-level spread).
 Such keypoints are marked ``interpolated``, never as found. Pixels that disagree (a low correlation, a distinct
 peak off the line, texture in the live view where the demo has none: an occlusion, another surface) give no
 answer.
@@ -42,7 +43,8 @@ class FillSettings:
     enabled: bool = True
     spread_px: float = 1.0  # the local affine map fits its verified neighbours this well (median residual)
     reach_cells: float = 8.0  # ... and its farthest neighbour is at most this many live cells away
-    plain_std: float = 2.0  # a texture-less demo patch: the live patch there must be this plain too (grey levels)
+    plain_std: float = 2.0  # the live patch at the prediction may have this much texture (grey-level spread) ...
+    texture_ratio: float = 2.0  # ... or this many times the demo patch's: more is something else (an occluder)
 
 
 def local_predictions(points: np.ndarray, demo_xy: np.ndarray, live_xy: np.ndarray, neighbours: int = 12
@@ -82,13 +84,12 @@ def onto_lines(geometry: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarra
     return live_xy - signed[:, None] * lines[:, :2] / norm[:, None]
 
 
-def _live_std(refiner: FrameRefiner, xy: np.ndarray, live_cell: float) -> float:
-    """The grey-level spread of the live patch (the refinement's template size) centred at ``xy``."""
+def _patch_std(refiner: FrameRefiner, image, xy: np.ndarray, live_cell: float) -> float:
+    """The grey-level spread of the patch (the refinement's template size) of ``image`` centred at ``xy``."""
     settings = refiner.settings
     radius = int(np.clip(round(settings.patch_cells * live_cell), settings.min_radius_px, settings.max_radius_px))
-    image = refiner.live.levels[0]
     col, row = int(xy[0]), int(xy[1])
-    patch = image[max(0, row - radius):row + radius + 1, max(0, col - radius):col + radius + 1]
+    patch = image.levels[0][max(0, row - radius):row + radius + 1, max(0, col - radius):col + radius + 1]
     return float(patch.std()) if patch.size else float("inf")
 
 
@@ -116,8 +117,10 @@ def search(geometry: GeometryResult, demo_xy: np.ndarray, refiner: FrameRefiner,
                 xy[i] = onto_lines(geometry, demo_xy[i:i + 1], result.xy)[0]  # the line is the constraint
                 found[i] = True
             continue  # a distinct peak off the line: the pixels contradict the neighbourhood
-        silent = (result.ncc[0] >= min_ncc  # a flat or repeated fit; or no texture on either side
-                  or (np.isnan(result.ncc[0]) and _live_std(refiner, on_line[i], live_cell) < fill.plain_std))
+        # a flat or repeated fit, or no texture; and the live patch no busier than the demo's (else an occluder)
+        plain = max(fill.plain_std, fill.texture_ratio * _patch_std(refiner, refiner.demo, demo_xy[i], live_cell))
+        silent = ((np.isnan(result.ncc[0]) or result.ncc[0] >= min_ncc)
+                  and _patch_std(refiner, refiner.live, on_line[i], live_cell) <= plain)
         inside = 0 <= on_line[i, 0] < width and 0 <= on_line[i, 1] < height
         if fill.enabled and trusted[i] and silent and inside:
             xy[i] = on_line[i]

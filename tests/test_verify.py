@@ -164,3 +164,35 @@ def test_a_folded_photo_gets_a_fundamental_matrix_and_epipolar_search(shared_ima
     refused = plane(pair.demo, keypoints(pair.query_xy), pair.live)
     assert not refused.geometry.success and "not one plane" in refused.geometry.reason
     assert not any(m.accepted for m in refused.matches)
+
+
+def test_stereo_fills_texture_less_points_from_their_neighbourhood_but_not_under_an_occluder(shared_images,
+                                                                                           matcher):
+    """A real photo seen by a rectified stereo rig (exact truth): its plain regions (sky, a white wall) give the
+    correlation nothing to lock on, so the epipolar search finds no peak there; the verified neighbourhood's
+    prediction on the line answers them (``position: "interpolated"``) where it is well founded, as a stereo
+    matcher's smoothness would. Before this, 29 of the 132 points had no answer (78 % within 5 px; StereoSGBM 87 %).
+    Texture pasted into the live view over a plain region (an occluder) contradicts the prediction: no answer."""
+    from correspondence.benchmarks.homography_pairs import SourceImage, stereo_pair
+    rgb = np.asarray(Image.open(shared_images / "dvf_cat.jpg").convert("RGB"))
+    pair = stereo_pair(SourceImage("dvf_cat", rgb), 150)
+    result = matcher(pair.demo, keypoints(pair.query_xy), pair.live)
+    assert result.geometry.success and result.geometry.model == "fundamental", result.geometry.reason
+    accepted = np.array([m.accepted for m in result.matches])
+    error = np.where(accepted, np.linalg.norm(result.live_xy - pair.truth_xy, axis=1), np.inf)
+    filled = np.array([m.position == "interpolated" for m in result.matches])
+    assert filled.sum() >= 15 and np.mean(error[filled] < 5.0) >= 0.9, np.round(error[filled], 1)
+    assert np.mean(error < 5.0) >= 0.9, np.mean(error < 5.0)  # StereoSGBM: 87.1 % on this pair
+    # an occluder: noise over the live positions of some filled points (plain in the demo)
+    rng = np.random.default_rng(0)
+    live = pair.live.copy()
+    hidden = np.flatnonzero(filled)[::2]
+    for x, y in pair.truth_xy[hidden]:  # each as large as the template and the search around it
+        r0, c0 = max(0, int(y) - 32), max(0, int(x) - 32)
+        live[r0:int(y) + 33, c0:int(x) + 33] = rng.integers(0, 256, live[r0:int(y) + 33, c0:int(x) + 33].shape)
+    occluded = Matcher.create("daisy", geometry="fundamental", cache_size=0)(pair.demo, keypoints(pair.query_xy), live)
+    assert occluded.geometry.success, occluded.geometry.reason
+    assert not any(occluded.matches[i].position == "interpolated" for i in hidden)
+    wrong = [i for i in hidden if occluded.matches[i].accepted
+             and np.linalg.norm(np.subtract(occluded.matches[i].live_xy, pair.truth_xy[i])) > 5.0]
+    assert not wrong, wrong
