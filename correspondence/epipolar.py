@@ -10,10 +10,10 @@ correlation peak (sub-pixel, sharp, distinct within a live cell) is kept only wh
 Where the pixels cannot say (a texture-less patch, or a correlation that fits well but is flat or repeats along
 the search: sky, a plain wall, an edge along the line), the neighbourhood's prediction on the line is the answer,
 as a stereo matcher's smoothness term fills such regions, but only where it is an explicit, well-founded
-prediction: at least ``min_neighbours`` verified matches within ``fill_reach_cells`` live cells fit one affine map
-to ``fill_spread_px``, the demo patch correlates there (or has no texture), and the live patch there is no busier
-than the demo patch (at most ``texture_ratio`` times its grey-level spread).
-Such keypoints are marked ``interpolated``, never as found. Pixels that disagree (a low correlation, a distinct
+prediction (:class:`FillSettings`): at least 6 of its 12 nearest verified matches, the farthest within
+``reach_cells`` live cells, fit one affine map to ``spread_px`` (median residual), the demo patch correlates there
+(or has no texture), and the live patch there is no busier than the demo patch (at most ``texture_ratio`` times its
+grey-level spread). Such keypoints are marked ``interpolated``, never as found. Pixels that disagree (a low correlation, a distinct
 peak off the line, texture in the live view where the demo has none: an occlusion, another surface) give no
 answer.
 """
