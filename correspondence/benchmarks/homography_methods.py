@@ -115,7 +115,7 @@ def run_ours(pair: Pair, extractor, rows: list[OursRow]) -> list[Prediction]:
     for row in rows:
         start = time.perf_counter()
         matches, timings = match_keypoint_set(demo, keypoints, live, settings=row.settings, demo_image=pair.demo,
-                                              live_image=pair.live)
+                                              live_image=pair.live, extractor=extractor)
         seconds = features + time.perf_counter() - start
         info: dict[str, Any] = {"timings_s": {"features": features, **timings},
                                 "refined": int(sum(m.refined for m in matches))}
