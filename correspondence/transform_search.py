@@ -50,6 +50,8 @@ MIN_SUPPORT = 0.12  # below this no hypothesis is trusted over the identity
 MIN_INLIERS = 8
 ANGLE_TOLERANCE = 35.0  # degrees between the fitted similarity and its hypothesis
 SCALE_TOLERANCE = 1.8  # factor between the fitted similarity's scale and its hypothesis
+NEAREST = 3  # grid hypotheses tried after the local features' estimate
+MAX_VARIANTS = 48  # warped demos kept per demo (the oldest go first)
 
 
 def search_enabled(settings: "MatchSettings") -> bool:
@@ -141,6 +143,8 @@ class DemoSearch:
     def variant(self, degrees: float, scale: float, settings: "MatchSettings") -> tuple["DemoQuery", Warp]:
         key = (degrees, scale)
         if key not in self.variants:
+            while len(self.variants) >= MAX_VARIANTS:
+                self.variants.pop(next(iter(self.variants)))
             from .keypoint_matching import prepare_demo
             wh = (self.rgb.shape[1], self.rgb.shape[0])
             warp = turn_and_shrink(wh, degrees, scale)
@@ -214,13 +218,19 @@ def _estimate(query: "DemoQuery", live_image: Any, live_mask: np.ndarray | None,
 
 
 def _order(candidates: list[Hypothesis], estimate: tuple[float, float] | None) -> list[Hypothesis]:
+    """Without an estimate: the grid in its order. With one: the estimate itself (rounded to 15 deg and a quarter
+    octave, so warped demos are reused across frames), then the :data:`NEAREST` grid hypotheses around it (local
+    features that agree on a similarity are rarely wrong by more)."""
     if estimate is None:
         return candidates
     degrees, scale = estimate
+    scale = float(np.clip(2.0 ** (round(4 * math.log2(scale)) / 4), min(SCALES), max(SCALES)))
+    first = Hypothesis(float(round(degrees / 15.0) * 15 % 360), scale)
 
     def distance(h: Hypothesis) -> float:
         return abs((h.degrees - degrees + 180.0) % 360.0 - 180.0) / 45.0 + abs(math.log2(h.scale / scale))
-    return sorted(candidates, key=distance)
+    rest = sorted((h for h in candidates if h != first), key=distance)[:NEAREST]
+    return ([] if first.identity else [first]) + rest
 
 
 def _live_shrunk(extractor: "FeatureExtractor", live_rgb: np.ndarray, live_mask: np.ndarray | None, zoom: float
