@@ -25,8 +25,11 @@ Design (why the demo is the side that turns):
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
+import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -129,10 +132,35 @@ def turn_and_shrink(wh: tuple[int, int], degrees: float, scale: float) -> Warp:
     return Warp(np.hstack([linear, offset[:, None]]), (out_w, out_h))
 
 
+_SHARED: "weakref.WeakKeyDictionary[Any, OrderedDict]" = weakref.WeakKeyDictionary()
+SHARED_DEMOS = 4  # demos per extractor whose warped queries are kept across calls
+
+
+def _shared_variants(extractor: Any, rgb: np.ndarray, keypoints: KeypointSet, mask: np.ndarray | None) -> dict:
+    """The warped-demo cache of this (extractor, demo, keypoints, mask): a caller that prepares the same demo on
+    every call (``Matcher.__call__``, the benchmark's rows) encodes each warped demo once."""
+    digest = hashlib.sha1(np.ascontiguousarray(rgb).tobytes() + str(rgb.shape).encode())
+    digest.update(np.ascontiguousarray(keypoints.xy).tobytes() + "|".join(keypoints.names).encode())
+    if mask is not None:
+        digest.update(np.packbits(np.asarray(mask) > 0).tobytes())
+    try:
+        demos = _SHARED.setdefault(extractor, OrderedDict())
+    except TypeError:  # not weak-referenceable: no sharing
+        return {}
+    key = digest.hexdigest()
+    if key not in demos:
+        while len(demos) >= SHARED_DEMOS:
+            demos.popitem(last=False)
+        demos[key] = {}
+    demos.move_to_end(key)
+    return demos[key]
+
+
 @dataclass(eq=False)
 class DemoSearch:
     """What the search needs of a demo, beyond its :class:`DemoQuery`: the extractor, the demo's pixels, its
-    keypoints and mask, and the warped demos' queries (made on first use, kept for the demo's lifetime)."""
+    keypoints and mask, and the warped demos' queries (made on first use, shared by every query of the same demo
+    and extractor)."""
 
     extractor: "FeatureExtractor"
     rgb: np.ndarray
@@ -140,8 +168,11 @@ class DemoSearch:
     mask: np.ndarray | None
     variants: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.variants = _shared_variants(self.extractor, self.rgb, self.keypoints, self.mask)
+
     def variant(self, degrees: float, scale: float, settings: "MatchSettings") -> tuple["DemoQuery", Warp]:
-        key = (degrees, scale)
+        key = (degrees, scale, settings.dense_cells, settings.mask_min_fraction)
         if key not in self.variants:
             while len(self.variants) >= MAX_VARIANTS:
                 self.variants.pop(next(iter(self.variants)))
