@@ -108,3 +108,18 @@ def test_turned_or_rescaled_view_is_found(photo, degrees, scale):
         linear = global_affine(dense.demo_xy[dense.mutual], dense.live_xy[dense.mutual], threshold=20.0)
         a = math.radians(degrees)
         np.testing.assert_allclose(linear, [[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]], atol=0.1)
+
+
+def test_an_opencv_assertion_in_the_robust_fit_is_a_refusal(monkeypatch):
+    """USAC asserts (``!model.empty()``) on some degenerate sets the search's mapped matches produced; that is no
+    model, not a crash of the frame."""
+    import cv2 as cv
+    from correspondence import geometry2d
+
+    def broken(*args, **kwargs):
+        raise cv.error("OpenCV(5.1.0) estimator.cpp:418: error: (-215:Assertion failed) !model.empty()")
+    monkeypatch.setattr(geometry2d.cv2, "findFundamentalMat", broken)
+    rng = np.random.default_rng(0)
+    demo = rng.uniform(0, 200, (60, 2))
+    result = geometry2d.fit_geometry(demo, demo + 3.0, geometry2d.GeometrySettings(model="fundamental"), 3.0)
+    assert not result.success and "OpenCV" in result.reason and "model.empty" in result.reason
