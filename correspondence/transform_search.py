@@ -200,6 +200,10 @@ class SearchOutcome:
     estimate: tuple[float, float] | None = None  # (degrees, scale) of the local features' similarity, if used
     seconds: float = 0.0
 
+    def hypotheses_line(self) -> str:
+        return "the upright match, well supported" if self.tried == 1 and self.support >= GOOD_SUPPORT else \
+            f"{self.tried} hypotheses tried"
+
     def as_dict(self) -> dict[str, Any]:
         return {"degrees": self.degrees, "scale": self.scale, "support": self.support, "inliers": self.inliers,
                 "tried": self.tried, "estimate": None if self.estimate is None else list(self.estimate),
@@ -309,7 +313,7 @@ def search_coarse(query: "DemoQuery", live: "FeatureMap", live_mask: np.ndarray 
     live_wh = (live.geometry.original_width, live.geometry.original_height)
     cell = float(np.mean(live.cell_size_px()))
     support, inliers = score(identity.dense, Hypothesis(0.0, 1.0), live_wh, live_mask, cell)
-    best = (support, inliers, Hypothesis(0.0, 1.0), identity, cell)
+    upright = best = (support, inliers, Hypothesis(0.0, 1.0), identity, cell)
     tried, estimate = 1, None
     search = query.search
     if support < GOOD_SUPPORT and search is not None and live_image is not None:
@@ -337,8 +341,7 @@ def search_coarse(query: "DemoQuery", live: "FeatureMap", live_mask: np.ndarray 
             if support >= GOOD_SUPPORT:
                 break
         if best[0] < MIN_SUPPORT:  # nothing is convincing: keep the upright answer (geometry will judge it)
-            best = (*score(identity.dense, Hypothesis(0.0, 1.0), live_wh, live_mask, cell), Hypothesis(0.0, 1.0),
-                    identity, cell)
+            best = upright
     support, inliers, hypothesis, coarse, cell_px = best
     outcome = SearchOutcome(hypothesis.degrees, hypothesis.scale, float(support), int(inliers), tried, estimate,
                             time.perf_counter() - start)

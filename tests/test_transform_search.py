@@ -123,3 +123,25 @@ def test_an_opencv_assertion_in_the_robust_fit_is_a_refusal(monkeypatch):
     demo = rng.uniform(0, 200, (60, 2))
     result = geometry2d.fit_geometry(demo, demo + 3.0, geometry2d.GeometrySettings(model="fundamental"), 3.0)
     assert not result.success and "OpenCV" in result.reason and "model.empty" in result.reason
+
+
+def test_soco_match_records_and_prints_the_found_turn(photo, tmp_path, capsys):
+    import json
+    from correspondence.cli import main
+    live = np.ascontiguousarray(photo[::-1, ::-1])  # turned 180 deg exactly
+    Image.fromarray(photo).save(tmp_path / "demo.png")
+    Image.fromarray(live).save(tmp_path / "live.png")
+    h, w = photo.shape[:2]
+    points = [(60.5, 80.5), (250.5, 190.5), (400.5, 300.5), (120.5, 330.5)]
+    (tmp_path / "kp.json").write_text(json.dumps({"keypoints": [{"name": f"p{i}", "xy": p} for i, p in enumerate(points)]}))
+    code = main(["match", "--demo", str(tmp_path / "demo.png"), "--demo-keypoints", str(tmp_path / "kp.json"),
+                 "--live", str(tmp_path / "live.png"), "--backbone", "daisy", "--geometry", "homography",
+                 "--local-features", "none", "--search", "rotation", "--out", str(tmp_path / "out")])
+    assert code == 0
+    record = json.loads((tmp_path / "out" / "matches.json").read_text())
+    assert record["settings"]["matching"]["search"] == "rotation"
+    assert record["search"]["degrees"] == 180.0 and record["search"]["scale"] == 1.0
+    truth = np.array([[w - x, h - y] for x, y in points])
+    found = np.array([m["live_xy"] for m in record["matches"]])
+    assert np.all(np.linalg.norm(found - truth, axis=1) < 5.0) and all(m["accepted"] for m in record["matches"])
+    assert "search: live = demo turned 180 deg" in capsys.readouterr().out

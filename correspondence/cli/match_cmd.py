@@ -115,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {m.name:24s} demo ({m.demo_xy[0]:7.1f}, {m.demo_xy[1]:7.1f}) -> live ({m.live_xy[0]:7.1f}, "
               f"{m.live_xy[1]:7.1f}) [{m.position}]  score {m.score:.3f}  mutual {'yes' if m.mutual else 'no '}  "
               f"cycle {m.cycle_distance_px:6.1f} px" + ("" if m.accepted else "  REJECTED"))
+    if result.search is not None:
+        found = result.search
+        print(f"search: live = demo turned {found.degrees:g} deg, scaled {found.scale:.3g}x (support {found.support:.0%} "
+              f"of the demo cells in view, {found.hypotheses_line()})")
     if geometry is not None:
         print(geometry_line(geometry, sum(m.accepted for m in result.matches), len(result.matches)))
     print(f"wrote {out / 'matches.json'} and {out / 'overlay.png'}")
