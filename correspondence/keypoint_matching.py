@@ -42,6 +42,7 @@ class MatchSettings:
     reference's values (half-width 7, absolute beta 0.02) are the ``soco`` protocol (:meth:`protocol`).
     ``refine``: the coarse cell match is refined at the original resolution (needs both images).
     ``geometry``: a robust model fitted to the dense matches (none | affine | homography | fundamental | auto).
+    ``search``: the coarse match's rotation / scale search (:mod:`correspondence.transform_search`).
     """
 
     method: str = "argmax"  # argmax | soft-argmax
