@@ -18,7 +18,7 @@ from .frame_graph import FrameGraph, can_capture_frame
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
 from .geometry2d import GeometrySettings
 from .keypoint_matching import (DemoQuery, MatchResult, MatchSettings, match_keypoints, match_prepared, prepare_demo,
-                                refine_and_verify)
+                                searched_refine_and_verify)
 from .preprocessing import PadPolicy, PreprocessSettings, SizePolicy, to_rgb_array
 from .runtimes import RuntimeSpec, create_runtime, exported_backbone, exported_metadata
 from .runtimes.precision import resolve_precision
@@ -73,7 +73,9 @@ class Matcher:
         - ``matching``: a :class:`MatchSettings`, or ``protocol`` (``default`` precise transfer | ``soco`` the SOCO
           reference), ``method``, ``window``, ``beta``, ``temperature``, ``refine``, ``refinement``, ``geometry``
           (none | affine | homography | fundamental | auto), ``geometry_threshold``, ``local_features`` (sift | orb |
-          akaze | none: fused into same-object geometry); see docs/precise_transfer.md.
+          akaze | none: fused into same-object geometry), ``search`` (none | rotation | rotation-scale | auto: the
+          coarse match's rotation / scale search, :mod:`correspondence.transform_search`); see
+          docs/precise_transfer.md.
 
         The fields of ``extraction`` and ``matching`` may also be given directly as keyword ``options``
         (``Matcher.create("daisy", size=224, geometry="auto")``). ``cache_size``: images whose features are kept (a
@@ -106,7 +108,8 @@ class Matcher:
         """Encode the demo and its keypoints once (a robot shows one demo and then streams live frames)."""
         image = as_image(demo)
         fmap = self.extractor.extract_batch([image], cache=False)[0]
-        return prepare_demo(fmap, as_keypoints(keypoints), as_mask(demo_mask), self.settings, demo_image=image)
+        return prepare_demo(fmap, as_keypoints(keypoints), as_mask(demo_mask), self.settings, demo_image=image,
+                            extractor=self.extractor)
 
     def match_live(self, demo: DemoQuery, live: ImageLike, live_mask: Any = None) -> MatchResult:
         """One live frame against a prepared demo: the frame is encoded (never hashed or cached) and matched.
@@ -124,13 +127,15 @@ class Matcher:
             graph = self._frame_graph(demo, rgb.shape[:2])
             coarse = graph(rgb, mask)
             t_graph = time.perf_counter() - start
-            matches, timings = refine_and_verify(demo, graph.live_template, coarse, rgb, mask, self.settings)
+            # The template holds this frame's features until the next replay: the search may read them.
+            matches, timings = searched_refine_and_verify(demo, graph.live_template, coarse, rgb, mask, self.settings)
             return MatchResult(tuple(matches), {**record, "frame_graph": True}, {"frame_graph": t_graph, **timings},
-                               matches.geometry)
+                               matches.geometry, matches.search)
         fmap = self.extractor.extract_batch([live], cache=False)[0]
         t_features = time.perf_counter() - start
         matches, timings = match_prepared(demo, fmap, mask, self.settings, live_image=live)
-        return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry)
+        return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry,
+                           matches.search)
 
     def _frame_graph(self, demo: DemoQuery, frame_hw: tuple[int, int]) -> FrameGraph:
         key = (id(demo), tuple(frame_hw))
@@ -150,7 +155,7 @@ def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = Non
 
 EXTRACTION_FIELDS = ("size", "pad", "size_policy", "convention")
 MATCHING_FIELDS = ("protocol", "method", "window", "beta", "temperature", "refine", "refinement", "geometry",
-                   "geometry_threshold", "local_features")
+                   "geometry_threshold", "local_features", "search")
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict, dict]:

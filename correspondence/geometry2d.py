@@ -176,18 +176,10 @@ def _checked(model: str, settings: GeometrySettings, demo_xy: np.ndarray, live_x
     if n < max(settings.min_matches, minimum):
         return refuse(f"not enough matches for a {model} ({n} < {max(settings.min_matches, minimum)})")
     src, dst = demo_xy.astype(np.float64), live_xy.astype(np.float64)
-    if model == "affine":
-        affine, mask = cv2.estimateAffine2D(src, dst, method=cv2.USAC_MAGSAC, ransacReprojThreshold=threshold,
-                                            maxIters=settings.max_iterations, confidence=settings.confidence)
-        matrix = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
-    elif model == "homography":
-        matrix, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, threshold, maxIters=settings.max_iterations,
-                                          confidence=settings.confidence)
-    else:
-        matrix, mask = cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, threshold, settings.confidence,
-                                              settings.max_iterations)
-        if matrix is not None and matrix.shape != (3, 3):  # several solutions stacked: not one model
-            matrix = None
+    try:
+        matrix, mask = _estimate(model, src, dst, threshold, settings)
+    except cv2.error as error:  # USAC asserts on some degenerate sets (e.g. many repeated points) instead of failing
+        return refuse(f"no {model} fits the matches (OpenCV: {str(error).strip().splitlines()[-1][:120]})")
     if matrix is None or mask is None or not np.isfinite(matrix).all():
         return refuse(f"no {model} fits the matches")
     if model != "fundamental":
@@ -207,6 +199,24 @@ def _checked(model: str, settings: GeometrySettings, demo_xy: np.ndarray, live_x
     full[np.flatnonzero(keep)[inliers]] = True
     return GeometryResult(requested, model, True, f"{count} of {n} matches within {threshold:.2g} px", matrix, n,
                           count, threshold, full)
+
+
+def _estimate(model: str, src: np.ndarray, dst: np.ndarray, threshold: float, settings: GeometrySettings
+              ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """OpenCV's USAC / MAGSAC++ fit of ``model`` (3 x 3 matrix or None, inlier mask)."""
+    if model == "affine":
+        affine, mask = cv2.estimateAffine2D(src, dst, method=cv2.USAC_MAGSAC, ransacReprojThreshold=threshold,
+                                            maxIters=settings.max_iterations, confidence=settings.confidence)
+        matrix = None if affine is None else np.vstack([affine, [0.0, 0.0, 1.0]])
+    elif model == "homography":
+        matrix, mask = cv2.findHomography(src, dst, cv2.USAC_MAGSAC, threshold, maxIters=settings.max_iterations,
+                                          confidence=settings.confidence)
+    else:
+        matrix, mask = cv2.findFundamentalMat(src, dst, cv2.USAC_MAGSAC, threshold, settings.confidence,
+                                              settings.max_iterations)
+        if matrix is not None and matrix.shape != (3, 3):  # several solutions stacked: not one model
+            matrix = None
+    return matrix, mask
 
 
 def _degenerate(model: str, matrix: np.ndarray, inlier_demo: np.ndarray) -> str:

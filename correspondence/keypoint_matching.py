@@ -26,6 +26,7 @@ from .local_features import LocalFeatures, detect, match as match_local
 from .matching import nearest_neighbors, similarity_maps, soft_argmax_window, top_k_neighbors
 from .preprocessing import to_rgb_array
 from .refine import DenseCoarse, FrameRefiner, PreparedImage, RefineSettings, prepare_image
+from .transform_search import SEARCH_MODES, DemoSearch, SearchOutcome, search_coarse, search_enabled
 from .verify import apply_model, verify_dense
 
 TEMPERATURES = ("relative", "absolute")
@@ -41,6 +42,7 @@ class MatchSettings:
     reference's values (half-width 7, absolute beta 0.02) are the ``soco`` protocol (:meth:`protocol`).
     ``refine``: the coarse cell match is refined at the original resolution (needs both images).
     ``geometry``: a robust model fitted to the dense matches (none | affine | homography | fundamental | auto).
+    ``search``: the coarse match's rotation / scale search (:mod:`correspondence.transform_search`).
     """
 
     method: str = "argmax"  # argmax | soft-argmax
@@ -54,6 +56,9 @@ class MatchSettings:
     geometry: GeometrySettings = field(default_factory=GeometrySettings)
     dense_cells: int = 1024  # at most this many demo cells are matched densely for a geometric model ...
     dense_cells_refine: int = 256  # ... and for refinement alone (its global affine warp needs far fewer)
+    # Test-time rotation / scale search of the coarse match (correspondence/transform_search.py): none | rotation |
+    # rotation-scale | auto (rotation-scale in same-object mode, i.e. with a geometric model; none otherwise).
+    search: str = "auto"
 
     def __post_init__(self) -> None:
         if self.method not in ("argmax", "soft-argmax"):
@@ -66,6 +71,8 @@ class MatchSettings:
             object.__setattr__(self, "refinement", RefineSettings(**self.refinement))
         if isinstance(self.geometry, dict):
             object.__setattr__(self, "geometry", GeometrySettings(**self.geometry))
+        if self.search not in SEARCH_MODES:
+            raise ConfigError(f"search must be one of {', '.join(SEARCH_MODES)}, got {self.search!r}")
         if self.window < 0 or not self.beta > 0:
             raise ConfigError(f"soft-argmax needs window >= 0 and beta > 0, got window={self.window}, beta={self.beta}")
 
@@ -75,13 +82,14 @@ class MatchSettings:
         reference's matching (half-width 7, absolute beta 0.02, cell positions, no refinement, no geometry)."""
         if name not in PROTOCOLS:
             raise ConfigError(f"protocol must be one of {PROTOCOLS}, got {name!r}")
-        base = {} if name == "default" else {"window": 7, "beta": 0.02, "temperature": "absolute", "refine": False}
+        base = {} if name == "default" else {"window": 7, "beta": 0.02, "temperature": "absolute", "refine": False,
+                                             "search": "none"}
         base.update({key: value for key, value in overrides.items() if value is not None})
         return cls(**base)
 
     @property
     def needs_dense(self) -> bool:
-        return self.refine or self.geometry.model != "none"
+        return self.refine or self.geometry.model != "none" or search_enabled(self)
 
 
 @dataclass(frozen=True)
@@ -109,12 +117,13 @@ class MatchList(list):
     dense: DenseCoarse | None = None
     candidates: np.ndarray | None = None
     geometry: GeometryResult | None = None
+    search: SearchOutcome | None = None  # the rotation / scale hypothesis the coarse match came from, if searched
 
     @classmethod
     def of(cls, matches, dense: DenseCoarse | None = None, geometry: GeometryResult | None = None,
-           candidates: np.ndarray | None = None) -> "MatchList":
+           candidates: np.ndarray | None = None, search: SearchOutcome | None = None) -> "MatchList":
         out = cls(matches)
-        out.dense, out.geometry, out.candidates = dense, geometry, candidates
+        out.dense, out.geometry, out.candidates, out.search = dense, geometry, candidates, search
         return out
 
 
@@ -124,6 +133,7 @@ class MatchResult:
     settings: dict[str, Any]
     timings_s: dict[str, float] = field(default_factory=dict)
     geometry: GeometryResult | None = None
+    search: SearchOutcome | None = None
 
     @property
     def live_xy(self) -> np.ndarray:
@@ -131,7 +141,8 @@ class MatchResult:
 
     def as_dict(self) -> dict[str, Any]:
         return {"matches": [asdict(m) for m in self.matches], "settings": self.settings, "timings_s": self.timings_s,
-                "geometry": None if self.geometry is None else self.geometry.as_dict()}
+                "geometry": None if self.geometry is None else self.geometry.as_dict(),
+                "search": None if self.search is None else self.search.as_dict()}
 
 
 def _match_cells(demo_desc: torch.Tensor, live: FeatureMap, live_valid: torch.Tensor, settings: MatchSettings
@@ -166,6 +177,7 @@ class DemoQuery:
     image: PreparedImage | None = None  # the demo's pixels for refinement (None: no refinement possible)
     masked: bool = False  # a demo mask restricts the cycle
     local: LocalFeatures | None = None  # the demo's local features (same-object geometry only), detected once
+    search: DemoSearch | None = None  # what the rotation / scale search needs (None: no search possible)
 
     @property
     def num_keypoints(self) -> int:
@@ -187,9 +199,10 @@ def _dense_cells(valid: np.ndarray, grid_wh: tuple[int, int], limit: int) -> np.
 
 
 def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray | None = None,
-                 settings: MatchSettings | None = None, demo_image: Any = None) -> DemoQuery:
+                 settings: MatchSettings | None = None, demo_image: Any = None,
+                 extractor: FeatureExtractor | None = None) -> DemoQuery:
     """``demo_image``: the demo's pixels, for refinement at the original resolution (without it the matches stay
-    at cell precision)."""
+    at cell precision); with ``extractor`` too, the rotation / scale search is possible (``settings.search``)."""
     settings = settings or MatchSettings()
     xy = demo.check_points(keypoints.xy, "demo keypoint")
     valid = demo.image_cells().flatten()
@@ -211,8 +224,11 @@ def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray
         image = prepare_image(to_rgb_array(demo_image), settings.refinement, levels=True)
     if settings.geometry.model != "none" and settings.geometry.local_features.kind != "none" and demo_image is not None:
         local = detect(to_rgb_array(demo_image), settings.geometry.local_features, demo_mask)
+    search = None
+    if search_enabled(settings) and extractor is not None and demo_image is not None:
+        search = DemoSearch(extractor, to_rgb_array(demo_image), keypoints, demo_mask)
     return DemoQuery(demo, keypoints, xy, descriptors, valid, np.concatenate([index, dense]), dense_xy, image,
-                     demo_mask is not None, local)
+                     demo_mask is not None, local, search)
 
 
 def live_cells(live: FeatureMap, live_mask: np.ndarray | None, settings: MatchSettings) -> torch.Tensor | None:
@@ -238,8 +254,21 @@ def match_prepared(query: DemoQuery, live: FeatureMap, live_mask: np.ndarray | N
     host = to_numpy(match_on_device(query, live, live_valid, settings))
     coarse = matches_from_host(query, live, host, settings)
     timings = {"matching": time.perf_counter() - t0}
-    matches, more = refine_and_verify(query, live, coarse, live_image, live_mask, settings)
+    matches, more = searched_refine_and_verify(query, live, coarse, live_image, live_mask, settings)
     return matches, {**timings, **more}
+
+
+def searched_refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, live_image: Any,
+                               live_mask: np.ndarray | None, settings: MatchSettings
+                               ) -> tuple[MatchList, dict[str, float]]:
+    """:func:`refine_and_verify` of the coarse match of the best rotation / scale hypothesis (the identity's,
+    ``coarse``, unless the search is on and finds a better-supported one)."""
+    if not search_enabled(settings):
+        return refine_and_verify(query, live, coarse, live_image, live_mask, settings)
+    coarse, live_cell, outcome = search_coarse(query, live, live_mask, settings, live_image, coarse)
+    matches, timings = refine_and_verify(query, live, coarse, live_image, live_mask, settings, live_cell)
+    matches.search = outcome
+    return matches, {"search": outcome.seconds, **timings}
 
 
 def match_on_device(query: DemoQuery, live: FeatureMap, live_valid: torch.Tensor | None,
@@ -338,9 +367,12 @@ def _candidates(rows: np.ndarray, live: FeatureMap, first: np.ndarray, settings:
 
 
 def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, live_image: Any,
-                      live_mask: np.ndarray | None, settings: MatchSettings) -> tuple[MatchList, dict[str, float]]:
+                      live_mask: np.ndarray | None, settings: MatchSettings, live_cell_px: float | None = None
+                      ) -> tuple[MatchList, dict[str, float]]:
     """The host half of a frame: refinement at the original resolution, then the geometric model (each when
-    asked for and possible). ``live`` only lends its geometry (a captured graph's template will do)."""
+    asked for and possible). ``live`` only lends its geometry (a captured graph's template will do);
+    ``live_cell_px``: the coarse matches' precision in live pixels when it is not ``live``'s cell (a shrunk live
+    view of the search)."""
     timings: dict[str, float] = {}
     matches = list(coarse)
     dense = coarse.dense
@@ -350,7 +382,7 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
         return MatchList.of(matches, dense), timings
     start = time.perf_counter()
     support = dense.mutual if dense.mutual.sum() >= 6 else np.ones(len(dense.mutual), dtype=bool)
-    live_cell = float(np.mean(live.cell_size_px()))
+    live_cell = live_cell_px or float(np.mean(live.cell_size_px()))
     live_wh = (live.geometry.original_width, live.geometry.original_height)
     refiner = None
     if refine:
@@ -385,11 +417,12 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
 
 def match_keypoint_set(demo: FeatureMap, keypoints: KeypointSet, live: FeatureMap,
                        live_mask: np.ndarray | None = None, demo_mask: np.ndarray | None = None,
-                       settings: MatchSettings | None = None, demo_image: Any = None, live_image: Any = None
-                       ) -> tuple[MatchList, dict[str, float]]:
-    """``demo_image`` and ``live_image`` (the original pixels) make refinement possible."""
+                       settings: MatchSettings | None = None, demo_image: Any = None, live_image: Any = None,
+                       extractor: FeatureExtractor | None = None) -> tuple[MatchList, dict[str, float]]:
+    """``demo_image`` and ``live_image`` (the original pixels) make refinement possible, and with ``extractor``
+    the rotation / scale search."""
     t0 = time.perf_counter()
-    query = prepare_demo(demo, keypoints, demo_mask, settings, demo_image)
+    query = prepare_demo(demo, keypoints, demo_mask, settings, demo_image, extractor)
     prepared = time.perf_counter() - t0
     matches, timings = match_prepared(query, live, live_mask, settings, live_image)
     return matches, {**timings, "matching": timings["matching"] + prepared}
@@ -404,10 +437,11 @@ def match_keypoints(demo_image: Any, keypoints: KeypointSet, live_image: Any, ex
     demo, live = extractor.extract_batch([demo_image, live_image])
     t_features = time.perf_counter() - t0
     matches, timings = match_keypoint_set(demo, keypoints, live, live_mask, demo_mask, settings,
-                                          demo_image=demo_image, live_image=live_image)
+                                          demo_image=demo_image, live_image=live_image, extractor=extractor)
     record = {**extractor.describe(), "matching": asdict(settings), "live_mask": live_mask is not None,
               "demo_mask": demo_mask is not None}
-    return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry)
+    return MatchResult(tuple(matches), record, {"features": t_features, **timings}, matches.geometry,
+                       matches.search)
 
 
 @runtime_checkable

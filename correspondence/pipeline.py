@@ -331,7 +331,7 @@ class TransferPipeline:
         start = time.perf_counter()
         if self._demo_query is None:  # keypoints, dense cells and the demo's pixels for refinement, once
             self._demo_query = prepare_demo(demo_fmap, self.demo.keypoints, self.demo.mask, self.matcher.settings,
-                                            demo_image=self.demo.rgb)
+                                            demo_image=self.demo.rgb, extractor=self.matcher.extractor)
         matches, _ = match_prepared(self._demo_query, live_fmap, live_mask, self.matcher.settings, live_image=image)
         timings["matching"] = time.perf_counter() - start  # refinement and verification included
         return matches, demo_fmap, live_fmap  # a MatchList: the keypoint geometry (if verified) travels with it

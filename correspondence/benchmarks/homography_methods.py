@@ -97,9 +97,12 @@ def our_rows(backbone: str) -> list[OursRow]:
         OursRow(f"{backbone}, coarse (argmax)", MatchSettings(refine=False)),
         OursRow(f"{backbone}, refined (default, no geometry)", MatchSettings()),
         OursRow(f"{backbone}, --geometry homography", MatchSettings(geometry="homography")),
-        OursRow(f"{backbone}, --geometry auto", MatchSettings(geometry="auto")),
+        OursRow(f"{backbone}, --geometry auto", MatchSettings(geometry="auto")),  # rotation / scale search on (auto)
+        OursRow(f"{backbone}, --geometry auto --search none", MatchSettings(geometry="auto", search="none")),
         OursRow(f"{backbone}, --geometry auto --local-features none (dense only)",
                 MatchSettings(geometry=GeometrySettings(model="auto", local_features="none"))),
+        OursRow(f"{backbone}, --geometry auto --local-features none --search none",
+                MatchSettings(geometry=GeometrySettings(model="auto", local_features="none"), search="none")),
     ]
 
 
@@ -115,10 +118,12 @@ def run_ours(pair: Pair, extractor, rows: list[OursRow]) -> list[Prediction]:
     for row in rows:
         start = time.perf_counter()
         matches, timings = match_keypoint_set(demo, keypoints, live, settings=row.settings, demo_image=pair.demo,
-                                              live_image=pair.live)
+                                              live_image=pair.live, extractor=extractor)
         seconds = features + time.perf_counter() - start
         info: dict[str, Any] = {"timings_s": {"features": features, **timings},
                                 "refined": int(sum(m.refined for m in matches))}
+        if matches.search is not None:
+            info["search"] = matches.search.as_dict()
         if matches.geometry is not None:
             info["geometry"] = {k: v for k, v in matches.geometry.as_dict().items() if k != "matrix"}
         xy = np.array([m.live_xy if m.accepted else (np.nan, np.nan) for m in matches], dtype=np.float64)

@@ -7,6 +7,7 @@ from pathlib import Path
 from .common import add_backbone_options, add_extraction_options, torch_runtime_options
 from ..geometry2d import GEOMETRY_MODELS
 from ..local_features import LOCAL_FEATURES
+from ..transform_search import SEARCH_MODES
 
 
 def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--no-refine") -> None:
@@ -42,6 +43,12 @@ def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--
     group.add_argument("--local-features", default=None, choices=LOCAL_FEATURES,
                        help="local features fused with the dense matches in the model (any --geometry but none): "
                             "rotation- and scale-invariant evidence at full resolution (default: sift)")
+    group.add_argument("--search", default=None, choices=SEARCH_MODES,
+                       help="test-time search of the coarse match over the live view's rotation (45 deg steps) and "
+                            "scale (0.25-4x), the hypothesis chosen by the dense matches' geometric support; the "
+                            "upright view is tried first and ends the search when well supported. auto (default): "
+                            "rotation-scale with --geometry (same object), none without it (semantic transfer) "
+                            "and under --protocol soco")
 
 
 def matching_options(args: argparse.Namespace) -> dict:
@@ -49,6 +56,7 @@ def matching_options(args: argparse.Namespace) -> dict:
     return {"method": args.method, "protocol": args.protocol, "window": args.window, "beta": args.beta,
             "temperature": args.temperature, "refine": args.refine_keypoints, "geometry": args.geometry,
             "geometry_threshold": args.geometry_threshold, "local_features": args.local_features,
+            "search": args.search,
             "refinement": {key: value for key, value in (("candidates", args.refine_candidates),
                                                          ("window_cells", args.refine_window)) if value is not None}
             or None}
@@ -107,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {m.name:24s} demo ({m.demo_xy[0]:7.1f}, {m.demo_xy[1]:7.1f}) -> live ({m.live_xy[0]:7.1f}, "
               f"{m.live_xy[1]:7.1f}) [{m.position}]  score {m.score:.3f}  mutual {'yes' if m.mutual else 'no '}  "
               f"cycle {m.cycle_distance_px:6.1f} px" + ("" if m.accepted else "  REJECTED"))
+    if result.search is not None:
+        found = result.search
+        print(f"search: live = demo turned {found.degrees:g} deg, scaled {found.scale:.3g}x (support {found.support:.0%} "
+              f"of the demo cells in view, {found.hypotheses_line()})")
     if geometry is not None:
         print(geometry_line(geometry, sum(m.accepted for m in result.matches), len(result.matches)))
     print(f"wrote {out / 'matches.json'} and {out / 'overlay.png'}")
