@@ -18,7 +18,17 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    without such an order. The **score** is the sum of the agreeing votes' weights over the number of demo
    object cells: the weighted share of the demo object found there (1.0 = every demo cell has a confident,
    geometrically consistent mutual match).
-4. The best-scoring candidate is chosen when its score reaches ``min_score``; otherwise the object is **not found**
+   b. With both images given, a vote counts only where the demo and live pixels have the same colour
+   (chromaticity, r / (r + g + b) and g / (r + g + b) over 5 x 5 px, within ``max_colour_difference``): a weight-free
+   descriptor sees texture, not hue, and another instance of the category has other colours.
+4. With depth in both views (:class:`DepthViews`, what the pipeline has on an RGB-D frame), the agreeing votes must
+   also agree with one **rigid 3D motion** (the votes lifted with each view's depth, :func:`~correspondence.
+   alignment.ransac_rigid`, ``rigid_cells`` cells of tolerance in metres at the votes' depth): the demo's object
+   moved keeps every distance between its points, while another instance of its category (other proportions, other
+   size) or an object that only shares its texture does not. The score then counts only the rigid votes. This is
+   what tells the demo's object from a look-alike: on ``soco bench localisation`` the 2D score of the best
+   look-alike overlaps the object's, the rigid score much less (docs/live_object.md).
+5. The best-scoring candidate is chosen when its score reaches ``min_score``; otherwise the object is **not found**
    (the report keeps every candidate's score, and a frame without a candidate scores 0). No mutual match at all
    (nothing matches) leaves the choice to the mask source's own rule (the image-centre fallback).
 
@@ -34,9 +44,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from .alignment import ransac_rigid
+from .camera import CameraIntrinsics
 from .device import to_numpy
 from .errors import ConfigError, InputError
 from .features import FeatureMap
+from .lifting import lift
 from .matching import mutual_nearest_neighbors
 from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, Prompt
 
@@ -51,7 +64,12 @@ class LocaliseSettings:
     ``min_votes``: a candidate needs at least this many votes (an affine map needs 3).
     ``inlier_cells``: the affine fit's RANSAC tolerance, in live cells.
     ``min_demo_cells``: a demo object covering fewer cells is too coarse to vote (a small object at a small input
-    size); the mask source's own rule decides then."""
+    size); the mask source's own rule decides then.
+    ``min_score_rigid``: ``min_score`` when the score counts rigid-3D votes (:class:`DepthViews` given): a stricter
+    count, so a lower threshold (a look-alike rarely keeps ``min_votes`` votes through colour and rigidity at all).
+    ``max_colour_difference``: a vote's demo and live pixels must agree in r and g chromaticity within this (the
+    colour check, rule 3b; images given). ``rigid_cells``: the rigid fit's tolerance in live cells, turned into metres at
+    the votes' median depth (coarse cells sample each view up to half a cell off, in both views)."""
 
     enabled: bool = True
     min_score: float = 0.05
@@ -61,12 +79,29 @@ class LocaliseSettings:
     min_votes: int = 4
     inlier_cells: float = 1.5
     min_demo_cells: int = 16
+    min_score_rigid: float = 0.01
+    rigid_cells: float = 1.5
+    max_colour_difference: float = 0.08
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.min_score) and 0.0 <= self.min_score <= 1.0):
-            raise ConfigError(f"localisation min_score must be in [0, 1], got {self.min_score}")
+        for name in ("min_score", "min_score_rigid"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"localisation {name} must be in [0, 1], got {value}")
+        if not (math.isfinite(self.rigid_cells) and self.rigid_cells > 0):
+            raise ConfigError(f"localisation rigid_cells must be > 0, got {self.rigid_cells}")
         if int(self.group_radius) < 0 or self.box_margin < 0 or self.box_grow < 0 or int(self.min_votes) < 1:
             raise ConfigError("localisation group_radius, box_margin and box_grow must be >= 0 and min_votes >= 1")
+
+
+@dataclass(frozen=True, eq=False)
+class DepthViews:
+    """Metric depth (HxW, metres) and intrinsics of the demo and the live view: enables the rigid 3D check."""
+
+    demo_depth: np.ndarray
+    demo_intrinsics: CameraIntrinsics
+    live_depth: np.ndarray
+    live_intrinsics: CameraIntrinsics
 
 
 @dataclass(frozen=True)
@@ -78,6 +113,8 @@ class Candidate:
     weights: np.ndarray  # (N,) cosine similarity of each vote
     demo_xy: np.ndarray  # (N, 2) the demo pixels they come from
     total_votes: int  # before the affine check
+    affine_score: float  # the same share counting the affine-consistent votes (== score without depth)
+    rigid: bool  # the score counts only votes agreeing with one rigid 3D motion (DepthViews given)
     point: tuple[float, float]  # the vote nearest the weighted centre of the votes (it lies on the object)
     box: tuple[float, float, float, float]  # the votes' box plus a margin, clipped to the image
 
@@ -86,7 +123,8 @@ class Candidate:
         return Prompt(point=self.point, box=self.box)
 
     def as_dict(self) -> dict:
-        return {"score": round(self.score, 4), "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
+        return {"score": round(self.score, 4), "affine_score": round(self.affine_score, 4), "rigid": self.rigid,
+                "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
                 "similarity": round(float(self.weights.mean()), 4),
                 "point": [round(v, 1) for v in self.point], "box": [round(v, 1) for v in self.box]}
 
@@ -136,9 +174,11 @@ class Localisation:
 
 
 def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: FeatureMap,
-             settings: LocaliseSettings | None = None) -> Localisation:
+             settings: LocaliseSettings | None = None, depths: DepthViews | None = None,
+             images: tuple[np.ndarray, np.ndarray] | None = None) -> Localisation:
     """Locate the demo object (its ``demo_valid`` cells) in the live frame (all its image cells); see the module
-    docstring for the rule."""
+    docstring for the rule. ``depths``: both views' depth, for the rigid 3D check (rule 4); ``images``: (demo RGB, live
+    RGB), HxWx3, the sizes the feature maps were made from, for the colour check (rule 3b)."""
     settings = settings or LocaliseSettings()
     demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().to(demo.features.device)
     if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
@@ -170,13 +210,65 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
             agree = _affine_inliers(demo_xy[members], xy, settings.inlier_cells * float(cell_px.max()))
             if agree.sum() < settings.min_votes:
                 continue
-            candidates.append(_candidate(xy[agree], weight[members][agree], demo_xy[members][agree], int(members.sum()),
-                                         n_demo, cell_px * settings.box_margin, settings.box_grow, width, height))
+            vote_xy, vote_w, vote_demo = xy[agree], weight[members][agree], demo_xy[members][agree]
+            affine_score = float(vote_w.sum() / n_demo)
+            if images is not None:
+                same = _colour_agrees(images, vote_demo, vote_xy, settings.max_colour_difference)
+                if same.sum() < settings.min_votes:
+                    continue
+                vote_xy, vote_w, vote_demo = vote_xy[same], vote_w[same], vote_demo[same]
+            if depths is not None:
+                rigid = _rigid_inliers(vote_demo, vote_xy, depths, settings.rigid_cells * float(cell_px.max()))
+                if rigid.sum() < settings.min_votes:
+                    continue
+                vote_xy, vote_w, vote_demo = vote_xy[rigid], vote_w[rigid], vote_demo[rigid]
+            candidates.append(_candidate(vote_xy, vote_w, vote_demo, int(members.sum()), affine_score,
+                                         depths is not None, n_demo, cell_px * settings.box_margin,
+                                         settings.box_grow, width, height))
     candidates.sort(key=lambda c: -c.score)
-    found = bool(candidates) and candidates[0].score >= settings.min_score
-    return Localisation(tuple(candidates), found, float(settings.min_score), n_demo, int(index.size),
+    min_score = settings.min_score_rigid if depths is not None else settings.min_score
+    found = bool(candidates) and candidates[0].score >= min_score
+    rule = ("mutual NN votes of the demo object's cells, grouped, affine-consistent"
+            + (", same colour" if images is not None else "") + (", rigid in 3D" if depths is not None else ""))
+    return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size),
                         {"min_votes": int(settings.min_votes),
-                         "rule": "mutual NN votes of the demo object's cells, grouped, affine-consistent"})
+                         "rule": rule})
+
+
+def _chromaticity(rgb: np.ndarray, xy: np.ndarray, radius: int = 2) -> np.ndarray:
+    """(N, 2) mean r and g chromaticity (r / (r + g + b), ...) of the (2 radius + 1)^2 pixels around each ``xy``:
+    the colour without its brightness, which the light of each view changes."""
+    height, width = rgb.shape[:2]
+    cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, width - 1)
+    rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, height - 1)
+    offsets = np.arange(-radius, radius + 1)
+    rr = np.clip(rows[:, None, None] + offsets[None, :, None], 0, height - 1)
+    cc = np.clip(cols[:, None, None] + offsets[None, None, :], 0, width - 1)
+    patch = rgb[rr, cc].astype(np.float64).reshape(len(xy), -1, 3).mean(1)
+    return patch[:, :2] / np.maximum(patch.sum(1, keepdims=True), 1.0)
+
+
+def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, live_xy: np.ndarray,
+                   tolerance: float) -> np.ndarray:
+    """The votes whose demo and live pixels have the same chromaticity (within ``tolerance``): the descriptor of a
+    weight-free backbone sees texture, not hue, and another instance of the category differs in its colours."""
+    difference = np.abs(_chromaticity(images[0], demo_xy) - _chromaticity(images[1], live_xy)).max(1)
+    return difference <= tolerance
+
+
+def _rigid_inliers(demo_xy: np.ndarray, live_xy: np.ndarray, depths: DepthViews, tolerance_px: float) -> np.ndarray:
+    """The votes whose demo and live pixels, lifted with each view's depth, agree with one rigid 3D motion; the
+    tolerance is ``tolerance_px`` turned into metres at the votes' median live depth (votes without depth fail)."""
+    demo_points, demo_ok = lift(demo_xy, depths.demo_depth, depths.demo_intrinsics)
+    live_points, live_ok = lift(live_xy, depths.live_depth, depths.live_intrinsics)
+    ok = demo_ok & live_ok
+    if ok.sum() < 3:
+        return np.zeros(len(demo_xy), bool)
+    metres = tolerance_px * float(np.median(live_points[ok, 2])) / float(depths.live_intrinsics.fx)
+    fit = ransac_rigid(demo_points, live_points, threshold=metres, min_inliers=3, min_inlier_ratio=0.0)
+    # A set too small or too flat for a trustworthy pose still agrees in its distances: its votes count (the
+    # score and min_votes weigh how much), its pose is not used.
+    return np.asarray(fit.inliers, bool) & ok
 
 
 def _group(index: np.ndarray, w: int, h: int, radius: int) -> np.ndarray:
@@ -205,7 +297,8 @@ def _affine_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.nd
     return inliers.ravel().astype(bool)
 
 
-def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, n_demo: int,
+def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, affine_score: float,
+               rigid: bool, n_demo: int,
                margin: np.ndarray, grow: float, width: int, height: int) -> Candidate:
     centre = (xy * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
     point = xy[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
@@ -216,7 +309,7 @@ def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: 
     x1, y1 = min(float(width), float(x1)), min(float(height), float(y1))
     px = float(np.clip(point[0], 0, np.nextafter(width, 0)))
     py = float(np.clip(point[1], 0, np.nextafter(height, 0)))
-    return Candidate(float(weights.sum() / n_demo), xy, weights, demo_xy, total, (px, py),
+    return Candidate(float(weights.sum() / n_demo), xy, weights, demo_xy, total, affine_score, rigid, (px, py),
                      (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
 
 
@@ -277,4 +370,4 @@ class ObjectNotFound(NoMaskError):
         self.localisation = localisation
 
 
-__all__ = ["Candidate", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised"]
+__all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised"]

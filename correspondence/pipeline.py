@@ -39,7 +39,7 @@ from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
 from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
-from .localise import Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from .localise import DepthViews, Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker, TrackSettings
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
@@ -190,7 +190,8 @@ class TransferPipeline:
             live_fmap = self.matcher.extractor.extract_batch([image], cache=False)[0]  # a live frame: never hashed
             timings["features"] = time.perf_counter() - start
         try:
-            mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings)
+            mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings,
+                                                      intrinsics if three_d else None)
         except ObjectNotFound as exc:
             return self._not_found(exc.localisation, three_d, timings)
         live_mask = mask_result.mask if mask_result else None
@@ -249,7 +250,7 @@ class TransferPipeline:
         return (self.settings.localise.enabled and self.mask_source is not None and self._features is not None
                 and self.functional is None and self.demo_object is not None)
 
-    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float]
+    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float], intrinsics=None
                  ) -> tuple[MaskResult | None, Localisation | None]:
         """The live mask: the caller's mask or prompt when given; else the mask source prompted where the demo
         object's features are found (:mod:`~correspondence.localise`); else the source's own rule."""
@@ -275,7 +276,10 @@ class TransferPipeline:
                        f"{self.settings.localise.min_demo_cells} feature cells, too few to localise)")
                 return MaskResult(result.mask, result.score, result.source, result.prompt,
                                   {**result.details, "localised": why}), None
-            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise)
+            depths = (DepthViews(self.demo.depth, self.demo.intrinsics, depth, intrinsics) if intrinsics is not None
+                      else None)  # an RGB-D frame: the rigid 3D check tells the object from a look-alike
+            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
+                                    (to_rgb_array(self.demo.rgb), image))
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
