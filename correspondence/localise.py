@@ -50,6 +50,8 @@ from .device import to_numpy
 from .errors import ConfigError, InputError
 from .features import FeatureMap
 from .lifting import lift
+from .object_colour import ColourModel, patch_chromaticity
+from .preprocessing import to_rgb_array
 from .matching import mutual_nearest_neighbors
 from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, Prompt
 
@@ -235,24 +237,11 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
                          "rule": rule})
 
 
-def _chromaticity(rgb: np.ndarray, xy: np.ndarray, radius: int = 2) -> np.ndarray:
-    """(N, 2) mean r and g chromaticity (r / (r + g + b), ...) of the (2 radius + 1)^2 pixels around each ``xy``:
-    the colour without its brightness, which the light of each view changes."""
-    height, width = rgb.shape[:2]
-    cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, width - 1)
-    rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, height - 1)
-    offsets = np.arange(-radius, radius + 1)
-    rr = np.clip(rows[:, None, None] + offsets[None, :, None], 0, height - 1)
-    cc = np.clip(cols[:, None, None] + offsets[None, None, :], 0, width - 1)
-    patch = rgb[rr, cc].astype(np.float64).reshape(len(xy), -1, 3).mean(1)
-    return patch[:, :2] / np.maximum(patch.sum(1, keepdims=True), 1.0)
-
-
 def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, live_xy: np.ndarray,
                    tolerance: float) -> np.ndarray:
     """The votes whose demo and live pixels have the same chromaticity (within ``tolerance``): the descriptor of a
     weight-free backbone sees texture, not hue, and another instance of the category differs in its colours."""
-    difference = np.abs(_chromaticity(images[0], demo_xy) - _chromaticity(images[1], live_xy)).max(1)
+    difference = np.abs(patch_chromaticity(images[0], demo_xy) - patch_chromaticity(images[1], live_xy)).max(1)
     return difference <= tolerance
 
 
@@ -314,10 +303,11 @@ def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: 
 
 
 def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray | None,
-                      localisation: Localisation | None) -> MaskResult:
+                      localisation: Localisation | None, colours: ColourModel | None = None) -> MaskResult:
     """Segment the localised object: the chosen candidate prompts ``source``; without votes the source's own
     automatic rule runs (the image-centre fallback). A localisation that found nothing is the caller's to report
-    (:class:`ObjectNotFound`), not segmented. ``details["localised"]`` says which path was taken."""
+    (:class:`ObjectNotFound`), not segmented. ``details["localised"]`` says which path was taken. ``colours``: the
+    demo object's colours, to cut a touching object of other colours off a depth component."""
     if localisation is None or not localisation.matched:
         result = source.segment(image, Prompt.auto(), depth)
         return _with(result, localised="fallback: image-centre rule (no demo cell matched)")
@@ -327,16 +317,21 @@ def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray |
     if isinstance(source, DepthForeground):
         if depth is None:
             raise InputError("the depth mask source needs a depth map (depth=None was given)")
-        return _with(depth_component_under(source, image, candidate.votes_xy, depth),
+        return _with(depth_component_under(source, image, candidate.votes_xy, depth, colours),
                      localised="depth component under votes")
     result = source.segment(image, candidate.prompt, depth)
     return _with(result, localised="prompted with the candidate's point and box")
 
 
 def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: np.ndarray,
-                          depth: np.ndarray) -> MaskResult:
+                          depth: np.ndarray, colours: ColourModel | None = None,
+                          min_foreign: float = 0.1) -> MaskResult:
     """The depth-connected component (``source``'s rule for components) holding most of ``votes_xy``: a surface,
-    not a box, so a neighbouring object stays out."""
+    not a box, so a neighbouring object stays out.
+
+    An object touching it at the same depth joins the component (no depth step between them). With ``colours``
+    (the demo object's), when at least ``min_foreign`` of the component shows colours the demo object does not have,
+    those pixels are cut (:func:`split_by_colour`); the votes' side is kept."""
     height, width = np.asarray(depth).shape[:2]
     z, valid = source._valid(source.checked_depth(image, depth))
     labels, count = source._components(z, valid)
@@ -352,9 +347,34 @@ def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: 
     chosen = int(np.argmax(hits))
     mask = labels == chosen
     details = {"rule": "component holding most matched pixels", "votes_inside": int(hits[chosen]),
-               "votes": int(len(xy)), "median_depth": float(np.median(z[mask])), "area": int(mask.sum()),
-               "components": int(count), "depth_range": list(source.depth_range)}
+               "votes": int(len(xy)), "components": int(count), "depth_range": list(source.depth_range)}
+    if colours is not None:
+        mask, details["colour_cut"] = split_by_colour(mask, to_rgb_array(image), colours, rows, cols, min_foreign)
+    details.update(median_depth=float(np.median(z[mask])), area=int(mask.sum()))
     return MaskResult(mask, 1.0, source.name, Prompt.auto(), details)
+
+
+def split_by_colour(mask: np.ndarray, rgb: np.ndarray, colours: ColourModel, rows: np.ndarray, cols: np.ndarray,
+                    min_foreign: float = 0.1, keep_votes: float = 0.5) -> tuple[np.ndarray, float]:
+    """``mask`` less its pixels of colours the object does not show, when they are at least ``min_foreign`` of it:
+    the object-coloured pixels, opened (thin bridges go), the connected part holding most of the votes (``rows``,
+    ``cols``), holes filled (dark or specular spots inside stay). Kept unchanged when that part would hold less than
+    ``keep_votes`` of the votes inside ``mask``. Returns the mask and the share of it cut."""
+    from scipy import ndimage
+
+    area = int(mask.sum())
+    own = colours.matches(rgb) & mask
+    if area == 0 or (area - int(own.sum())) < min_foreign * area:
+        return mask, 0.0
+    own = ndimage.binary_opening(own, np.ones((3, 3), bool), iterations=2)
+    labels, count = ndimage.label(own)
+    inside = mask[rows, cols]
+    hits = np.bincount(labels[rows, cols][inside], minlength=count + 1)
+    hits[0] = 0
+    if count == 0 or hits.max() < keep_votes * max(int(inside.sum()), 1):
+        return mask, 0.0
+    kept = ndimage.binary_fill_holes(labels == int(np.argmax(hits))) & mask
+    return kept, 1.0 - float(kept.sum()) / area
 
 
 def _with(result: MaskResult, **details: Any) -> MaskResult:
@@ -370,4 +390,5 @@ class ObjectNotFound(NoMaskError):
         self.localisation = localisation
 
 
-__all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised"]
+__all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised",
+           "split_by_colour"]

@@ -40,6 +40,7 @@ from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_p
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import DepthViews, Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker, TrackSettings
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
@@ -136,6 +137,7 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self.demo_object = demo.mask if demo.mask is not None else self._depth_foreground()  # localisation's cells
         self._demo_object_cells = None  # computed once, on the first localised frame
+        self._demo_colours: ColourModel | None = None  # likewise
         self._demo_object_count = 0
         self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
@@ -278,17 +280,21 @@ class TransferPipeline:
                                   {**result.details, "localised": why}), None
             depths = (DepthViews(self.demo.depth, self.demo.intrinsics, depth, intrinsics) if intrinsics is not None
                       else None)  # an RGB-D frame: the rigid 3D check tells the object from a look-alike
+            demo_rgb = to_rgb_array(self.demo.rgb)
             localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
-                                    (to_rgb_array(self.demo.rgb), image))
+                                    (demo_rgb, image))
+            if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
+                self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
+            colours = self._demo_colours
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
-                    result = segment_localised(self.mask_source, image, depth, localisation)
+                    result = segment_localised(self.mask_source, image, depth, localisation, colours)
                 elif localisation.matched and not localisation.found:  # the key frame stays: the box test
                     raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
                 else:
                     result = self.tracker.step(live_fmap, localisation,
-                                               lambda: segment_localised(self.mask_source, image, depth, localisation))
+                                               lambda: segment_localised(self.mask_source, image, depth, localisation, colours))
             finally:  # "object not found" is a frame result too: its time counts
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start

@@ -28,6 +28,7 @@ from ..api import Matcher
 from ..errors import InputError
 from ..io import write_json
 from ..localise import DepthViews, LocaliseSettings, localise, segment_localised
+from ..object_colour import ColourModel
 from ..segmentation import DepthForeground, GrabCutBox, Prompt
 from ..world.families import make_instance
 from ..world.mesh import rot_z
@@ -173,6 +174,7 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
         located = localise(demo_fmap, demo_cells, live_fmap, loc_settings, depths,
                            (demo.rgb, scene.rgb) if config.rigid else None)
         row["localisation_s"] = time.perf_counter() - start
+        colours = ColourModel.from_image(demo.rgb, demo.mask) if config.rigid else None
         if config.rigid:  # the 2D rule on the same frame, for the comparison in the report
             row["found_2d"] = localise(demo_fmap, demo_cells, live_fmap, loc_settings).found
         row["localisation"] = located.as_dict()
@@ -188,7 +190,7 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
                     if how == "auto":
                         result = source.segment(scene.rgb, Prompt.auto(), scene.depth)
                     else:
-                        result = segment_localised(source, scene.rgb, scene.depth, located)
+                        result = segment_localised(source, scene.rgb, scene.depth, located, colours)
                     row[key] = iou(result.mask, scene.mask) if present else None
                 except InputError as exc:  # ObjectNotFound and NoMaskError: no mask for this frame
                     row[key] = 0.0 if present else None
