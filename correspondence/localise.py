@@ -18,9 +18,10 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    without such an order. The **score** is the sum of the agreeing votes' weights over the number of demo
    object cells: the weighted share of the demo object found there (1.0 = every demo cell has a confident,
    geometrically consistent mutual match).
-   b. With both images given, a vote counts only where the demo and live pixels have the same colour
-   (chromaticity, r / (r + g + b) and g / (r + g + b) over 5 x 5 px, within ``max_colour_difference``): a weight-free
-   descriptor sees texture, not hue, and another instance of the category has other colours.
+   b. With both images given, a demo cell votes only among the live cells of its colour (chromaticity,
+   r / (r + g + b) and g / (r + g + b) over 5 x 5 px at the cell centres, within ``max_colour_difference``), before
+   the mutual nearest neighbours are taken: a weight-free descriptor sees texture, not hue, so another instance of
+   the category (other colours) would otherwise take the votes of the demo's object.
 4. With depth in both views (:class:`DepthViews`, what the pipeline has on an RGB-D frame), the agreeing votes must
    also agree with one **rigid 3D motion** (the votes lifted with each view's depth, :func:`~correspondence.
    alignment.ransac_rigid`, ``rigid_cells`` cells of tolerance in metres at the votes' depth): the demo's object
@@ -52,7 +53,7 @@ from .features import FeatureMap
 from .lifting import lift
 from .object_colour import ColourModel, patch_chromaticity
 from .preprocessing import to_rgb_array
-from .matching import mutual_nearest_neighbors
+from .matching import mutual_nearest_neighbors, normalise
 from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, Prompt
 
 
@@ -144,10 +145,11 @@ class Localisation:
     demo_cells: int
     votes: int
     details: dict = field(default_factory=dict)
+    matches: int | None = None  # mutual matches before the colour gate (None: no gate, the votes)
 
     @property
     def matched(self) -> bool:
-        return self.votes > 0
+        return (self.votes if self.matches is None else self.matches) > 0
 
     @property
     def best(self) -> Candidate | None:
@@ -164,7 +166,8 @@ class Localisation:
         if not self.matched:
             return "no demo cell matched the live frame"
         if not self.candidates:
-            return (f"object not found: no candidate (best score 0; {self.votes} scattered matches, none "
+            colour = "" if self.matches is None else f" of the colour of the demo's cells ({self.matches} without)"
+            return (f"object not found: no candidate (best score 0; {self.votes} scattered matches{colour}, none "
                     f"{self.details.get('min_votes', '')} agreeing in one place)")
         return (f"object not found: best of {len(self.candidates)} candidates scores {self.best_score:.3f} < "
                 f"{self.min_score:g}")
@@ -172,6 +175,7 @@ class Localisation:
     def as_dict(self) -> dict:
         return {"found": self.found, "reason": self.reason, "chosen": 0 if self.found else None,
                 "min_score": self.min_score, "demo_cells": self.demo_cells, "votes": self.votes,
+                "matches": self.matches,
                 "candidates": [c.as_dict() for c in self.candidates], **self.details}
 
 
@@ -193,11 +197,22 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     live_valid = live.image_cells().flatten().to(live.features.device)
     source = demo.flat()[cells].float()
     target = live.flat().to(source.device).float()
-    result = mutual_nearest_neighbors(source, target, None, live_valid)
-    mutual = to_numpy(result.mutual, bool)
-    index = to_numpy(result.forward.index, np.int64)[mutual]
-    demo_xy = demo.cell_to_original(demo.index_to_uv(to_numpy(cells, np.int64)[mutual]))
-    weight = np.clip(to_numpy(result.forward.score.float(), np.float64)[mutual], 0.0, None)
+    demo_cell_xy = demo.cell_to_original(demo.index_to_uv(to_numpy(cells, np.int64)))
+    matches = None
+    if images is None:
+        result = mutual_nearest_neighbors(source, target, None, live_valid)
+        forward, score, mutual = result.forward.index, result.forward.score, result.mutual
+    else:  # a demo cell votes only among the live cells of its colour
+        live_cell_xy = live.cell_to_original(live.index_to_uv(np.arange(target.shape[0])))
+        same = _colour_agrees(images, demo_cell_xy, live_cell_xy, settings.max_colour_difference)
+        ungated = _mutual_where(source, target, live_valid[None].expand(source.shape[0], -1))[2]
+        matches = int(ungated.sum())
+        forward, score, mutual = _mutual_where(source, target, torch.as_tensor(same, device=source.device)
+                                               & live_valid[None])
+    mutual = to_numpy(mutual, bool)
+    index = to_numpy(forward, np.int64)[mutual]
+    demo_xy = demo_cell_xy[mutual]
+    weight = np.clip(to_numpy(score.float(), np.float64)[mutual], 0.0, None)
     w, h = live.grid_wh
     width, height = live.geometry.original_width, live.geometry.original_height
     candidates = []
@@ -214,11 +229,6 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
                 continue
             vote_xy, vote_w, vote_demo = xy[agree], weight[members][agree], demo_xy[members][agree]
             affine_score = float(vote_w.sum() / n_demo)
-            if images is not None:
-                same = _colour_agrees(images, vote_demo, vote_xy, settings.max_colour_difference)
-                if same.sum() < settings.min_votes:
-                    continue
-                vote_xy, vote_w, vote_demo = vote_xy[same], vote_w[same], vote_demo[same]
             if depths is not None:
                 rigid = _rigid_inliers(vote_demo, vote_xy, depths, settings.rigid_cells * float(cell_px.max()))
                 if rigid.sum() < settings.min_votes:
@@ -233,16 +243,28 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     rule = ("mutual NN votes of the demo object's cells, grouped, affine-consistent"
             + (", same colour" if images is not None else "") + (", rigid in 3D" if depths is not None else ""))
     return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size),
-                        {"min_votes": int(settings.min_votes),
-                         "rule": rule})
+                        {"min_votes": int(settings.min_votes), "rule": rule}, matches)
 
 
 def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, live_xy: np.ndarray,
                    tolerance: float) -> np.ndarray:
-    """The votes whose demo and live pixels have the same chromaticity (within ``tolerance``): the descriptor of a
-    weight-free backbone sees texture, not hue, and another instance of the category differs in its colours."""
-    difference = np.abs(patch_chromaticity(images[0], demo_xy) - patch_chromaticity(images[1], live_xy)).max(1)
-    return difference <= tolerance
+    """(N_demo, N_live) bool: the demo and live pixels' 5 x 5 px colours have the same chromaticity within
+    ``tolerance``: the descriptor of a weight-free backbone sees texture, not hue, and another instance of the
+    category has other colours."""
+    demo_chroma = patch_chromaticity(images[0], demo_xy)
+    live_chroma = patch_chromaticity(images[1], live_xy)
+    return np.abs(demo_chroma[:, None, :] - live_chroma[None, :, :]).max(-1) <= tolerance
+
+
+def _mutual_where(source: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mutual nearest neighbours by cosine among the ``allowed`` (N_source, N_target) pairs only: the forward index,
+    its similarity and whether the pair is mutual (a row with no allowed pair is not)."""
+    similarity = (normalise(source) @ normalise(target).T).masked_fill(~allowed, float("-inf"))
+    rows = similarity.max(dim=1)
+    cols = similarity.max(dim=0)
+    mutual = (cols.indices[rows.indices] == torch.arange(source.shape[0], device=source.device))
+    return rows.indices, rows.values, mutual & torch.isfinite(rows.values)
 
 
 def _rigid_inliers(demo_xy: np.ndarray, live_xy: np.ndarray, depths: DepthViews, tolerance_px: float) -> np.ndarray:
