@@ -34,7 +34,7 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    (nothing matches) leaves the choice to the mask source's own rule (the image-centre fallback).
 
 A candidate prompts a mask source through :func:`segment_localised`: SAM / SAM 2 with the vote centre as a point
-and the votes' box, GrabCut with the box, the depth source with the depth-connected component holding most votes.
+and the votes' box, GrabCut with the box (with depth, the box of the whole demo object moved by the votes' rigid motion), the depth source with the depth-connected component holding most votes.
 """
 from __future__ import annotations
 
@@ -70,9 +70,9 @@ class LocaliseSettings:
     size); the mask source's own rule decides then.
     ``min_score_rigid``: ``min_score`` when the score counts rigid-3D votes (:class:`DepthViews` given): a stricter
     count, so a lower threshold (a look-alike rarely keeps ``min_votes`` votes through colour and rigidity at all).
-    ``max_colour_difference``: a vote's demo and live pixels must agree in r and g chromaticity within this (the
-    colour check, rule 3b; images given). ``rigid_cells``: the rigid fit's tolerance in live cells, turned into metres at
-    the votes' median depth (coarse cells sample each view up to half a cell off, in both views)."""
+    ``max_colour_difference``: a demo cell votes only for live cells whose r and g chromaticity agree within this
+    (rule 3b; images given). ``rigid_cells``: the rigid fit's tolerance in live cells, turned into metres at the
+    votes' median depth (coarse cells sample each view up to half a cell off, in both views)."""
 
     enabled: bool = True
     min_score: float = 0.05
@@ -229,14 +229,18 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
                 continue
             vote_xy, vote_w, vote_demo = xy[agree], weight[members][agree], demo_xy[members][agree]
             affine_score = float(vote_w.sum() / n_demo)
+            extent = None  # where the box must reach beyond the votes
             if depths is not None:
-                rigid = _rigid_inliers(vote_demo, vote_xy, depths, settings.rigid_cells * float(cell_px.max()))
+                rigid, motion = _rigid_inliers(vote_demo, vote_xy, depths,
+                                               settings.rigid_cells * float(cell_px.max()))
                 if rigid.sum() < settings.min_votes:
                     continue
                 vote_xy, vote_w, vote_demo = vote_xy[rigid], vote_w[rigid], vote_demo[rigid]
+                if motion is not None:  # the whole demo object moved by the votes' motion, projected live
+                    extent = _projected(demo_cell_xy, depths, motion)
             candidates.append(_candidate(vote_xy, vote_w, vote_demo, int(members.sum()), affine_score,
                                          depths is not None, n_demo, cell_px * settings.box_margin,
-                                         settings.box_grow, width, height))
+                                         settings.box_grow, width, height, extent))
     candidates.sort(key=lambda c: -c.score)
     min_score = settings.min_score_rigid if depths is not None else settings.min_score
     found = bool(candidates) and candidates[0].score >= min_score
@@ -268,18 +272,28 @@ def _mutual_where(source: torch.Tensor, target: torch.Tensor, allowed: torch.Ten
 
 
 def _rigid_inliers(demo_xy: np.ndarray, live_xy: np.ndarray, depths: DepthViews, tolerance_px: float) -> np.ndarray:
-    """The votes whose demo and live pixels, lifted with each view's depth, agree with one rigid 3D motion; the
+    """The votes whose demo and live pixels, lifted with each view's depth, agree with one rigid 3D motion, and that
+    motion (4x4, demo camera -> live camera; None when the agreeing set is too small or flat to fix it). The
     tolerance is ``tolerance_px`` turned into metres at the votes' median live depth (votes without depth fail)."""
     demo_points, demo_ok = lift(demo_xy, depths.demo_depth, depths.demo_intrinsics)
     live_points, live_ok = lift(live_xy, depths.live_depth, depths.live_intrinsics)
     ok = demo_ok & live_ok
     if ok.sum() < 3:
-        return np.zeros(len(demo_xy), bool)
+        return np.zeros(len(demo_xy), bool), None
     metres = tolerance_px * float(np.median(live_points[ok, 2])) / float(depths.live_intrinsics.fx)
     fit = ransac_rigid(demo_points, live_points, threshold=metres, min_inliers=3, min_inlier_ratio=0.0)
     # A set too small or too flat for a trustworthy pose still agrees in its distances: its votes count (the
     # score and min_votes weigh how much), its pose is not used.
-    return np.asarray(fit.inliers, bool) & ok
+    return np.asarray(fit.inliers, bool) & ok, fit.transform
+
+
+def _projected(demo_xy: np.ndarray, depths: DepthViews, motion: np.ndarray) -> np.ndarray | None:
+    """(M, 2) live pixels of the demo pixels ``demo_xy`` lifted with the demo depth and moved by ``motion`` (demo
+    camera -> live camera); those in front of the live camera only. None when none is."""
+    points, ok = lift(demo_xy, depths.demo_depth, depths.demo_intrinsics)
+    moved = points[ok] @ motion[:3, :3].T + motion[:3, 3]
+    moved = moved[moved[:, 2] > 1e-6]
+    return depths.live_intrinsics.project(moved) if len(moved) else None
 
 
 def _group(index: np.ndarray, w: int, h: int, radius: int) -> np.ndarray:
@@ -309,13 +323,17 @@ def _affine_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.nd
 
 
 def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, affine_score: float,
-               rigid: bool, n_demo: int,
-               margin: np.ndarray, grow: float, width: int, height: int) -> Candidate:
+               rigid: bool, n_demo: int, margin: np.ndarray, grow: float, width: int, height: int,
+               extent: np.ndarray | None = None) -> Candidate:
+    """The candidate's point (the vote nearest the votes' weighted centre) and box: the votes' box grown by
+    ``margin`` and ``grow`` of its size, or, with ``extent`` (the demo object's cells projected live by the votes'
+    rigid motion), the box of votes and extent grown by ``margin`` only (the object is then known whole)."""
     centre = (xy * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
     point = xy[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
-    margin = margin + grow * (xy.max(0) - xy.min(0))
-    x0, y0 = xy.min(0) - margin
-    x1, y1 = xy.max(0) + margin
+    reach = xy if extent is None else np.vstack([xy, extent])
+    margin = margin + (grow * (xy.max(0) - xy.min(0)) if extent is None else 0.0)
+    x0, y0 = reach.min(0) - margin
+    x1, y1 = reach.max(0) + margin
     x0, y0 = max(0.0, float(x0)), max(0.0, float(y0))
     x1, y1 = min(float(width), float(x1)), min(float(height), float(y1))
     px = float(np.clip(point[0], 0, np.nextafter(width, 0)))
@@ -412,5 +430,5 @@ class ObjectNotFound(NoMaskError):
         self.localisation = localisation
 
 
-__all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised",
-           "split_by_colour"]
+__all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under",
+           "localise", "segment_localised", "split_by_colour"]

@@ -294,7 +294,8 @@ class TransferPipeline:
                     raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
                 else:
                     result = self.tracker.step(live_fmap, localisation,
-                                               lambda: segment_localised(self.mask_source, image, depth, localisation, colours))
+                                               lambda: segment_localised(self.mask_source, image, depth, localisation,
+                                                                         colours))
             finally:  # "object not found" is a frame result too: its time counts
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start

@@ -249,7 +249,8 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
               f"{_pct(summary['not_found_when_absent_2d'])})" if config.rigid else "")
            + f". Median best score: {summary['best_score_present_median']:.3f} with the "
            f"target, {summary['best_score_absent_median']:.3f} without. Median time: localisation "
-           f"{summary['localisation_ms_median']:.1f} ms, features (demo + live) {summary['features_ms_median']:.0f} ms.\n")
+           f"{summary['localisation_ms_median']:.1f} ms, features (demo + live) "
+           f"{summary['features_ms_median']:.0f} ms.\n")
     (out / "localisation.md").write_text(md, encoding="utf-8")
     _plot(rows, config, out / "localisation_iou.png", name)
     return {"summary": summary, "markdown": md, "rows": rows}
