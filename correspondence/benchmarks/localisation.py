@@ -239,10 +239,12 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
         name_, how = key.split("/")
         rule = "own rule (no prompt)" if how == "auto" else "prompted by correspondence localisation"
         md += f"| {name_} | {rule} | {_fmt(m['mean_iou'])} | {_pct(m['iou_ge_0_8'])} |\n"
-    threshold = LocaliseSettings().min_score_rigid if config.rigid else LocaliseSettings().min_score
+    defaults = LocaliseSettings()
+    threshold = (f"confirmed in 3D with score >= {defaults.min_score_rigid:g}, else score >= "
+                 f"{defaults.min_score_unconfirmed:g}" if config.rigid else f"score >= {defaults.min_score:g}")
     rule = "2D votes + colour + rigid 3D checks" if config.rigid else "2D votes"
     md += (f"\nLocalisation ({rule}): best candidate on the target in {_pct(summary['best_candidate_on_target'])} of "
-           f"frames with the target; found (score >= {threshold:g}) in "
+           f"frames with the target; found ({threshold}) in "
            f"{_pct(summary['found_when_present'])}; 'object not found' in {_pct(summary['not_found_when_absent'])} "
            f"of distractor-only frames"
            + (f" (2D votes only, same frames: found {_pct(summary['found_when_present_2d'])}, 'object not found' "
