@@ -133,7 +133,7 @@ class Candidate:
         return Prompt(point=self.point, box=self.box)
 
     def as_dict(self) -> dict:
-        return {"score": round(self.score, 4), "affine_score": round(self.affine_score, 4), "rigid": self.rigid,
+        return {"score": round(self.score, 4), "affine_score": round(self.affine_score, 4), "rigid": bool(self.rigid),
                 "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
                 "similarity": round(float(self.weights.mean()), 4),
                 "point": [round(v, 1) for v in self.point], "box": [round(v, 1) for v in self.box]}
@@ -240,7 +240,7 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
             if depths is not None:
                 rigid, motion = _rigid_inliers(vote_demo, vote_xy, depths,
                                                settings.rigid_cells * float(cell_px.max()))
-                confirmed = rigid.sum() >= settings.min_votes_rigid
+                confirmed = bool(rigid.sum() >= settings.min_votes_rigid)
                 if confirmed:  # else the candidate stands on its 2D votes, judged by the stricter threshold
                     vote_xy, vote_w, vote_demo = vote_xy[rigid], vote_w[rigid], vote_demo[rigid]
                     if motion is not None:  # the whole demo object moved by the votes' motion, projected live
