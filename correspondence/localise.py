@@ -381,9 +381,9 @@ def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray |
 
 def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: np.ndarray,
                           depth: np.ndarray, colours: ColourModel | None = None,
-                          min_foreign: float = 0.1) -> MaskResult:
-    """The depth-connected component (``source``'s rule for components) holding most of ``votes_xy``: a surface,
-    not a box, so a neighbouring object stays out.
+                          min_foreign: float = 0.1, min_share: float = 0.2) -> MaskResult:
+    """The depth-connected components (``source``'s rule for components) each holding at least ``min_share`` of
+    ``votes_xy`` (and 2), else the one holding most: surfaces, not a box, so a neighbouring object stays out.
 
     An object touching it at the same depth joins the component (no depth step between them). With ``colours``
     (the demo object's), when at least ``min_foreign`` of the component shows colours the demo object does not have,
@@ -400,9 +400,13 @@ def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: 
         where = "anywhere" if not valid.any() else f"under the {len(xy)} matched pixels"
         raise NoMaskError(f"depth: no valid depth in range [{source.depth_range[0]:g}, {source.depth_range[1]:g}] m "
                           f"{where} (check depth_range and depth_scale)")
-    chosen = int(np.argmax(hits))
-    mask = labels == chosen
-    details = {"rule": "component holding most matched pixels", "votes_inside": int(hits[chosen]),
+    # Every component holding a real share of the votes: an object's parts at different depths (a truck's cab
+    # behind its cargo box) are separate components, each with votes on it.
+    chosen = np.flatnonzero(hits >= max(min_share * hits.sum(), 2))
+    chosen = chosen if chosen.size else np.array([int(np.argmax(hits))])
+    mask = np.isin(labels, chosen)
+    details = {"rule": f"components holding >= {min_share:.0%} of the matched pixels",
+               "votes_inside": int(hits[chosen].sum()), "parts": int(chosen.size),
                "votes": int(len(xy)), "components": int(count), "depth_range": list(source.depth_range)}
     if colours is not None:
         mask, details["colour_cut"] = split_by_colour(mask, to_rgb_array(image), colours, rows, cols, min_foreign)
