@@ -109,3 +109,21 @@ def test_colour_model_ignores_brightness_and_dark_pixels():
     model = ColourModel.from_image(rgb, np.ones((4, 4), bool))
     probe = np.array([[(150, 30, 30), (30, 150, 30), (10, 5, 5)]], np.uint8)  # red, green, too dark to tell
     assert model.matches(probe).tolist() == [[True, False, True]]
+
+
+def test_depth_mask_keeps_every_part_of_the_object_that_holds_votes():
+    """An object's parts at different depths (a truck's cab behind its box) are separate depth components; each part
+    with a real share of the votes belongs to the mask, a component with one stray vote does not."""
+    from correspondence.localise import depth_component_under
+    rgb = np.full((SIZE, SIZE, 3), 128, np.uint8)
+    depth = np.full((SIZE, SIZE), 1.5, np.float32)
+    depth[40:120, 40:100] = 0.8  # the box
+    depth[60:120, 100:150] = 0.9  # the cab, 10 cm behind: a depth step
+    depth[150:200, 150:200] = 0.7  # another object
+    votes = np.array([[50, 50], [60, 70], [80, 90], [90, 110], [70, 60], [60, 100],  # on the box
+                      [110, 80], [120, 100], [130, 90],  # on the cab
+                      [170, 170]], np.float64)  # one stray vote on the other object
+    result = depth_component_under(DepthForeground((0.1, 1.0)), rgb, votes, depth)
+    truth = np.zeros((SIZE, SIZE), bool)
+    truth[40:120, 40:100] = truth[60:120, 100:150] = True
+    assert iou(result.mask, truth) == 1.0 and result.details["parts"] == 2
