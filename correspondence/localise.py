@@ -18,12 +18,27 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    without such an order. The **score** is the sum of the agreeing votes' weights over the number of demo
    object cells: the weighted share of the demo object found there (1.0 = every demo cell has a confident,
    geometrically consistent mutual match).
-4. The best-scoring candidate is chosen when its score reaches ``min_score``; otherwise the object is **not found**
-   (the report keeps every candidate's score, and a frame without a candidate scores 0). No mutual match at all
-   (nothing matches) leaves the choice to the mask source's own rule (the image-centre fallback).
+   b. With both images given, a demo cell votes only among the live cells of its colour (chromaticity,
+   r / (r + g + b) and g / (r + g + b) over 5 x 5 px at the cell centres, within ``max_colour_difference``), before
+   the mutual nearest neighbours are taken: a weight-free descriptor sees texture, not hue, so another instance of
+   the category (other colours) would otherwise take the votes of the demo's object.
+4. With depth in both views (:class:`DepthViews`, what the pipeline has on an RGB-D frame), a candidate is
+   **confirmed** when at least ``min_votes_rigid`` of its votes also agree with one rigid 3D motion (the votes lifted
+   with each view's depth, :func:`~correspondence.alignment.ransac_rigid`, ``rigid_cells`` cells of tolerance in
+   metres at the votes' depth): the demo's object moved keeps every distance between its points, another instance of
+   its category (other proportions, other size) or an object that only shares its texture does not. A confirmed
+   candidate's score counts only the rigid votes and needs ``min_score_rigid``; an unconfirmed one keeps its 2D
+   score and needs the stricter ``min_score_unconfirmed`` (weight-free features often match a part to its mirror
+   twin, a wheel to the other wheel, so the object itself may fail the rigid check). Confirmed candidates that
+   pass come first.
+5. The best candidate is chosen when its score reaches its threshold (without depth: ``min_score``); otherwise the
+   object is **not found** (the report keeps every candidate's score, and a frame without a candidate scores 0). No
+   mutual match at all (nothing matches, colour aside) leaves the choice to the mask source's own rule (the
+   image-centre fallback).
 
 A candidate prompts a mask source through :func:`segment_localised`: SAM / SAM 2 with the vote centre as a point
-and the votes' box, GrabCut with the box, the depth source with the depth-connected component holding most votes.
+and the votes' box, GrabCut with the box (with depth, of the whole demo object moved by the votes' rigid motion),
+the depth source with the depth-connected component holding most votes (less a touching object of other colours).
 """
 from __future__ import annotations
 
@@ -34,10 +49,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .alignment import ransac_rigid
+from .camera import CameraIntrinsics
 from .device import to_numpy
 from .errors import ConfigError, InputError
 from .features import FeatureMap
-from .matching import mutual_nearest_neighbors
+from .lifting import lift
+from .object_colour import ColourModel, patch_chromaticity
+from .preprocessing import to_rgb_array
+from .matching import mutual_nearest_neighbors, normalise
 from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, Prompt
 
 
@@ -51,7 +71,13 @@ class LocaliseSettings:
     ``min_votes``: a candidate needs at least this many votes (an affine map needs 3).
     ``inlier_cells``: the affine fit's RANSAC tolerance, in live cells.
     ``min_demo_cells``: a demo object covering fewer cells is too coarse to vote (a small object at a small input
-    size); the mask source's own rule decides then."""
+    size); the mask source's own rule decides then.
+    ``min_score_rigid`` / ``min_score_unconfirmed``: the thresholds of a candidate confirmed by ``min_votes_rigid``
+    votes agreeing in 3D / of one that is not (rule 4; :class:`DepthViews` given). ``max_colour_difference``: a demo
+    cell votes only for live cells whose r and g chromaticity agree within this (rule 3b; images given).
+    ``rigid_cells``: the rigid fit's tolerance in live cells, turned into metres at the votes' median depth (coarse
+    cells sample each view up to half a cell off, in both views). The defaults were set on ``soco bench
+    localisation``'s frames (seed 0): every distractor-only frame refused, 28 of 31 frames with the object found."""
 
     enabled: bool = True
     min_score: float = 0.05
@@ -61,12 +87,31 @@ class LocaliseSettings:
     min_votes: int = 4
     inlier_cells: float = 1.5
     min_demo_cells: int = 16
+    min_score_rigid: float = 0.01
+    min_votes_rigid: int = 5
+    min_score_unconfirmed: float = 0.07
+    rigid_cells: float = 1.5
+    max_colour_difference: float = 0.08
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.min_score) and 0.0 <= self.min_score <= 1.0):
-            raise ConfigError(f"localisation min_score must be in [0, 1], got {self.min_score}")
+        for name in ("min_score", "min_score_rigid", "min_score_unconfirmed"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise ConfigError(f"localisation {name} must be in [0, 1], got {value}")
+        if not (math.isfinite(self.rigid_cells) and self.rigid_cells > 0):
+            raise ConfigError(f"localisation rigid_cells must be > 0, got {self.rigid_cells}")
         if int(self.group_radius) < 0 or self.box_margin < 0 or self.box_grow < 0 or int(self.min_votes) < 1:
             raise ConfigError("localisation group_radius, box_margin and box_grow must be >= 0 and min_votes >= 1")
+
+
+@dataclass(frozen=True, eq=False)
+class DepthViews:
+    """Metric depth (HxW, metres) and intrinsics of the demo and the live view: enables the rigid 3D check."""
+
+    demo_depth: np.ndarray
+    demo_intrinsics: CameraIntrinsics
+    live_depth: np.ndarray
+    live_intrinsics: CameraIntrinsics
 
 
 @dataclass(frozen=True)
@@ -78,6 +123,8 @@ class Candidate:
     weights: np.ndarray  # (N,) cosine similarity of each vote
     demo_xy: np.ndarray  # (N, 2) the demo pixels they come from
     total_votes: int  # before the affine check
+    affine_score: float  # the same share counting the affine-consistent votes (== score without depth)
+    rigid: bool  # confirmed in 3D: the score counts only the (>= min_votes_rigid) votes of one rigid motion
     point: tuple[float, float]  # the vote nearest the weighted centre of the votes (it lies on the object)
     box: tuple[float, float, float, float]  # the votes' box plus a margin, clipped to the image
 
@@ -86,7 +133,8 @@ class Candidate:
         return Prompt(point=self.point, box=self.box)
 
     def as_dict(self) -> dict:
-        return {"score": round(self.score, 4), "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
+        return {"score": round(self.score, 4), "affine_score": round(self.affine_score, 4), "rigid": bool(self.rigid),
+                "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
                 "similarity": round(float(self.weights.mean()), 4),
                 "point": [round(v, 1) for v in self.point], "box": [round(v, 1) for v in self.box]}
 
@@ -104,10 +152,11 @@ class Localisation:
     demo_cells: int
     votes: int
     details: dict = field(default_factory=dict)
+    matches: int | None = None  # mutual matches before the colour gate (None: no gate, the votes)
 
     @property
     def matched(self) -> bool:
-        return self.votes > 0
+        return (self.votes if self.matches is None else self.matches) > 0
 
     @property
     def best(self) -> Candidate | None:
@@ -124,7 +173,8 @@ class Localisation:
         if not self.matched:
             return "no demo cell matched the live frame"
         if not self.candidates:
-            return (f"object not found: no candidate (best score 0; {self.votes} scattered matches, none "
+            colour = "" if self.matches is None else f" of the colour of the demo's cells ({self.matches} without)"
+            return (f"object not found: no candidate (best score 0; {self.votes} scattered matches{colour}, none "
                     f"{self.details.get('min_votes', '')} agreeing in one place)")
         return (f"object not found: best of {len(self.candidates)} candidates scores {self.best_score:.3f} < "
                 f"{self.min_score:g}")
@@ -132,13 +182,16 @@ class Localisation:
     def as_dict(self) -> dict:
         return {"found": self.found, "reason": self.reason, "chosen": 0 if self.found else None,
                 "min_score": self.min_score, "demo_cells": self.demo_cells, "votes": self.votes,
+                "matches": self.matches,
                 "candidates": [c.as_dict() for c in self.candidates], **self.details}
 
 
 def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: FeatureMap,
-             settings: LocaliseSettings | None = None) -> Localisation:
+             settings: LocaliseSettings | None = None, depths: DepthViews | None = None,
+             images: tuple[np.ndarray, np.ndarray] | None = None) -> Localisation:
     """Locate the demo object (its ``demo_valid`` cells) in the live frame (all its image cells); see the module
-    docstring for the rule."""
+    docstring for the rule. ``depths``: both views' depth, for the rigid 3D check (rule 4); ``images``: (demo RGB, live
+    RGB), HxWx3, the sizes the feature maps were made from, for the colour check (rule 3b)."""
     settings = settings or LocaliseSettings()
     demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().to(demo.features.device)
     if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
@@ -151,11 +204,22 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     live_valid = live.image_cells().flatten().to(live.features.device)
     source = demo.flat()[cells].float()
     target = live.flat().to(source.device).float()
-    result = mutual_nearest_neighbors(source, target, None, live_valid)
-    mutual = to_numpy(result.mutual, bool)
-    index = to_numpy(result.forward.index, np.int64)[mutual]
-    demo_xy = demo.cell_to_original(demo.index_to_uv(to_numpy(cells, np.int64)[mutual]))
-    weight = np.clip(to_numpy(result.forward.score.float(), np.float64)[mutual], 0.0, None)
+    demo_cell_xy = demo.cell_to_original(demo.index_to_uv(to_numpy(cells, np.int64)))
+    matches = None
+    if images is None:
+        result = mutual_nearest_neighbors(source, target, None, live_valid)
+        forward, score, mutual = result.forward.index, result.forward.score, result.mutual
+    else:  # a demo cell votes only among the live cells of its colour
+        live_cell_xy = live.cell_to_original(live.index_to_uv(np.arange(target.shape[0])))
+        same = _colour_agrees(images, demo_cell_xy, live_cell_xy, settings.max_colour_difference)
+        ungated = _mutual_where(source, target, live_valid[None].expand(source.shape[0], -1))[2]
+        matches = int(ungated.sum())
+        forward, score, mutual = _mutual_where(source, target, torch.as_tensor(same, device=source.device)
+                                               & live_valid[None])
+    mutual = to_numpy(mutual, bool)
+    index = to_numpy(forward, np.int64)[mutual]
+    demo_xy = demo_cell_xy[mutual]
+    weight = np.clip(to_numpy(score.float(), np.float64)[mutual], 0.0, None)
     w, h = live.grid_wh
     width, height = live.geometry.original_width, live.geometry.original_height
     candidates = []
@@ -170,13 +234,82 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
             agree = _affine_inliers(demo_xy[members], xy, settings.inlier_cells * float(cell_px.max()))
             if agree.sum() < settings.min_votes:
                 continue
-            candidates.append(_candidate(xy[agree], weight[members][agree], demo_xy[members][agree], int(members.sum()),
-                                         n_demo, cell_px * settings.box_margin, settings.box_grow, width, height))
-    candidates.sort(key=lambda c: -c.score)
-    found = bool(candidates) and candidates[0].score >= settings.min_score
-    return Localisation(tuple(candidates), found, float(settings.min_score), n_demo, int(index.size),
-                        {"min_votes": int(settings.min_votes),
-                         "rule": "mutual NN votes of the demo object's cells, grouped, affine-consistent"})
+            vote_xy, vote_w, vote_demo = xy[agree], weight[members][agree], demo_xy[members][agree]
+            affine_score = float(vote_w.sum() / n_demo)
+            extent = None  # where the box must reach beyond the votes
+            if depths is not None:
+                rigid, motion = _rigid_inliers(vote_demo, vote_xy, depths,
+                                               settings.rigid_cells * float(cell_px.max()))
+                confirmed = bool(rigid.sum() >= settings.min_votes_rigid)
+                if confirmed:  # else the candidate stands on its 2D votes, judged by the stricter threshold
+                    vote_xy, vote_w, vote_demo = vote_xy[rigid], vote_w[rigid], vote_demo[rigid]
+                    if motion is not None:  # the whole demo object moved by the votes' motion, projected live
+                        extent = _projected(demo_cell_xy, depths, motion)
+            else:
+                confirmed = False
+            candidates.append(_candidate(vote_xy, vote_w, vote_demo, int(members.sum()), affine_score,
+                                         confirmed, n_demo, cell_px * settings.box_margin,
+                                         settings.box_grow, width, height, extent))
+
+    def threshold(candidate: Candidate) -> float:
+        if depths is None:
+            return settings.min_score
+        return settings.min_score_rigid if candidate.rigid else settings.min_score_unconfirmed
+
+    candidates.sort(key=lambda c: (c.score >= threshold(c), c.rigid, c.score), reverse=True)
+    min_score = threshold(candidates[0]) if candidates else (settings.min_score if depths is None
+                                                             else settings.min_score_rigid)
+    found = bool(candidates) and candidates[0].score >= min_score
+    rule = ("mutual NN votes of the demo object's cells, grouped, affine-consistent"
+            + (", same colour" if images is not None else "") + (", rigid in 3D" if depths is not None else ""))
+    return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size),
+                        {"min_votes": int(settings.min_votes), "rule": rule}, matches)
+
+
+def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, live_xy: np.ndarray,
+                   tolerance: float) -> np.ndarray:
+    """(N_demo, N_live) bool: the demo and live pixels' 5 x 5 px colours have the same chromaticity within
+    ``tolerance``: the descriptor of a weight-free backbone sees texture, not hue, and another instance of the
+    category has other colours."""
+    demo_chroma = patch_chromaticity(images[0], demo_xy)
+    live_chroma = patch_chromaticity(images[1], live_xy)
+    return np.abs(demo_chroma[:, None, :] - live_chroma[None, :, :]).max(-1) <= tolerance
+
+
+def _mutual_where(source: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mutual nearest neighbours by cosine among the ``allowed`` (N_source, N_target) pairs only: the forward index,
+    its similarity and whether the pair is mutual (a row with no allowed pair is not)."""
+    similarity = (normalise(source) @ normalise(target).T).masked_fill(~allowed, float("-inf"))
+    rows = similarity.max(dim=1)
+    cols = similarity.max(dim=0)
+    mutual = (cols.indices[rows.indices] == torch.arange(source.shape[0], device=source.device))
+    return rows.indices, rows.values, mutual & torch.isfinite(rows.values)
+
+
+def _rigid_inliers(demo_xy: np.ndarray, live_xy: np.ndarray, depths: DepthViews, tolerance_px: float) -> np.ndarray:
+    """The votes whose demo and live pixels, lifted with each view's depth, agree with one rigid 3D motion, and that
+    motion (4x4, demo camera -> live camera; None when the agreeing set is too small or flat to fix it). The
+    tolerance is ``tolerance_px`` turned into metres at the votes' median live depth (votes without depth fail)."""
+    demo_points, demo_ok = lift(demo_xy, depths.demo_depth, depths.demo_intrinsics)
+    live_points, live_ok = lift(live_xy, depths.live_depth, depths.live_intrinsics)
+    ok = demo_ok & live_ok
+    if ok.sum() < 3:
+        return np.zeros(len(demo_xy), bool), None
+    metres = tolerance_px * float(np.median(live_points[ok, 2])) / float(depths.live_intrinsics.fx)
+    fit = ransac_rigid(demo_points, live_points, threshold=metres, min_inliers=3, min_inlier_ratio=0.0)
+    # A set too small or too flat for a trustworthy pose still agrees in its distances: its votes count (the
+    # score and min_votes weigh how much), its pose is not used.
+    return np.asarray(fit.inliers, bool) & ok, fit.transform
+
+
+def _projected(demo_xy: np.ndarray, depths: DepthViews, motion: np.ndarray) -> np.ndarray | None:
+    """(M, 2) live pixels of the demo pixels ``demo_xy`` lifted with the demo depth and moved by ``motion`` (demo
+    camera -> live camera); those in front of the live camera only. None when none is."""
+    points, ok = lift(demo_xy, depths.demo_depth, depths.demo_intrinsics)
+    moved = points[ok] @ motion[:3, :3].T + motion[:3, 3]
+    moved = moved[moved[:, 2] > 1e-6]
+    return depths.live_intrinsics.project(moved) if len(moved) else None
 
 
 def _group(index: np.ndarray, w: int, h: int, radius: int) -> np.ndarray:
@@ -205,26 +338,32 @@ def _affine_inliers(src: np.ndarray, dst: np.ndarray, threshold: float) -> np.nd
     return inliers.ravel().astype(bool)
 
 
-def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, n_demo: int,
-               margin: np.ndarray, grow: float, width: int, height: int) -> Candidate:
+def _candidate(xy: np.ndarray, weights: np.ndarray, demo_xy: np.ndarray, total: int, affine_score: float,
+               rigid: bool, n_demo: int, margin: np.ndarray, grow: float, width: int, height: int,
+               extent: np.ndarray | None = None) -> Candidate:
+    """The candidate's point (the vote nearest the votes' weighted centre) and box: the votes' box grown by
+    ``margin`` and ``grow`` of its size, or, with ``extent`` (the demo object's cells projected live by the votes'
+    rigid motion), the box of votes and extent grown by ``margin`` only (the object is then known whole)."""
     centre = (xy * weights[:, None]).sum(0) / max(weights.sum(), 1e-12)
     point = xy[int(np.argmin(np.linalg.norm(xy - centre, axis=1)))]
-    margin = margin + grow * (xy.max(0) - xy.min(0))
-    x0, y0 = xy.min(0) - margin
-    x1, y1 = xy.max(0) + margin
+    reach = xy if extent is None else np.vstack([xy, extent])
+    margin = margin + (grow * (xy.max(0) - xy.min(0)) if extent is None else 0.0)
+    x0, y0 = reach.min(0) - margin
+    x1, y1 = reach.max(0) + margin
     x0, y0 = max(0.0, float(x0)), max(0.0, float(y0))
     x1, y1 = min(float(width), float(x1)), min(float(height), float(y1))
     px = float(np.clip(point[0], 0, np.nextafter(width, 0)))
     py = float(np.clip(point[1], 0, np.nextafter(height, 0)))
-    return Candidate(float(weights.sum() / n_demo), xy, weights, demo_xy, total, (px, py),
+    return Candidate(float(weights.sum() / n_demo), xy, weights, demo_xy, total, affine_score, rigid, (px, py),
                      (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)))
 
 
 def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray | None,
-                      localisation: Localisation | None) -> MaskResult:
+                      localisation: Localisation | None, colours: ColourModel | None = None) -> MaskResult:
     """Segment the localised object: the chosen candidate prompts ``source``; without votes the source's own
     automatic rule runs (the image-centre fallback). A localisation that found nothing is the caller's to report
-    (:class:`ObjectNotFound`), not segmented. ``details["localised"]`` says which path was taken."""
+    (:class:`ObjectNotFound`), not segmented. ``details["localised"]`` says which path was taken. ``colours``: the
+    demo object's colours, to cut a touching object of other colours off a depth component."""
     if localisation is None or not localisation.matched:
         result = source.segment(image, Prompt.auto(), depth)
         return _with(result, localised="fallback: image-centre rule (no demo cell matched)")
@@ -234,16 +373,21 @@ def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray |
     if isinstance(source, DepthForeground):
         if depth is None:
             raise InputError("the depth mask source needs a depth map (depth=None was given)")
-        return _with(depth_component_under(source, image, candidate.votes_xy, depth),
+        return _with(depth_component_under(source, image, candidate.votes_xy, depth, colours),
                      localised="depth component under votes")
     result = source.segment(image, candidate.prompt, depth)
     return _with(result, localised="prompted with the candidate's point and box")
 
 
 def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: np.ndarray,
-                          depth: np.ndarray) -> MaskResult:
-    """The depth-connected component (``source``'s rule for components) holding most of ``votes_xy``: a surface,
-    not a box, so a neighbouring object stays out."""
+                          depth: np.ndarray, colours: ColourModel | None = None,
+                          min_foreign: float = 0.1, min_share: float = 0.2) -> MaskResult:
+    """The depth-connected components (``source``'s rule for components) each holding at least ``min_share`` of
+    ``votes_xy`` (and 2), else the one holding most: surfaces, not a box, so a neighbouring object stays out.
+
+    An object touching it at the same depth joins the component (no depth step between them). With ``colours``
+    (the demo object's), when at least ``min_foreign`` of the component shows colours the demo object does not have,
+    those pixels are cut (:func:`split_by_colour`); the votes' side is kept."""
     height, width = np.asarray(depth).shape[:2]
     z, valid = source._valid(source.checked_depth(image, depth))
     labels, count = source._components(z, valid)
@@ -256,12 +400,41 @@ def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: 
         where = "anywhere" if not valid.any() else f"under the {len(xy)} matched pixels"
         raise NoMaskError(f"depth: no valid depth in range [{source.depth_range[0]:g}, {source.depth_range[1]:g}] m "
                           f"{where} (check depth_range and depth_scale)")
-    chosen = int(np.argmax(hits))
-    mask = labels == chosen
-    details = {"rule": "component holding most matched pixels", "votes_inside": int(hits[chosen]),
-               "votes": int(len(xy)), "median_depth": float(np.median(z[mask])), "area": int(mask.sum()),
-               "components": int(count), "depth_range": list(source.depth_range)}
+    # Every component holding a real share of the votes: an object's parts at different depths (a truck's cab
+    # behind its cargo box) are separate components, each with votes on it.
+    chosen = np.flatnonzero(hits >= max(min_share * hits.sum(), 2))
+    chosen = chosen if chosen.size else np.array([int(np.argmax(hits))])
+    mask = np.isin(labels, chosen)
+    details = {"rule": f"components holding >= {min_share:.0%} of the matched pixels",
+               "votes_inside": int(hits[chosen].sum()), "parts": int(chosen.size),
+               "votes": int(len(xy)), "components": int(count), "depth_range": list(source.depth_range)}
+    if colours is not None:
+        mask, details["colour_cut"] = split_by_colour(mask, to_rgb_array(image), colours, rows, cols, min_foreign)
+    details.update(median_depth=float(np.median(z[mask])), area=int(mask.sum()))
     return MaskResult(mask, 1.0, source.name, Prompt.auto(), details)
+
+
+def split_by_colour(mask: np.ndarray, rgb: np.ndarray, colours: ColourModel, rows: np.ndarray, cols: np.ndarray,
+                    min_foreign: float = 0.1, keep_votes: float = 0.5) -> tuple[np.ndarray, float]:
+    """``mask`` less its pixels of colours the object does not show, when they are at least ``min_foreign`` of it:
+    the object-coloured pixels, opened (thin bridges go), the connected part holding most of the votes (``rows``,
+    ``cols``), holes filled (dark or specular spots inside stay). Kept unchanged when that part would hold less than
+    ``keep_votes`` of the votes inside ``mask``. Returns the mask and the share of it cut."""
+    from scipy import ndimage
+
+    area = int(mask.sum())
+    own = colours.matches(rgb) & mask
+    if area == 0 or (area - int(own.sum())) < min_foreign * area:
+        return mask, 0.0
+    own = ndimage.binary_opening(own, np.ones((3, 3), bool), iterations=2)
+    labels, count = ndimage.label(own)
+    inside = mask[rows, cols]
+    hits = np.bincount(labels[rows, cols][inside], minlength=count + 1)
+    hits[0] = 0
+    if count == 0 or hits.max() < keep_votes * max(int(inside.sum()), 1):
+        return mask, 0.0
+    kept = ndimage.binary_fill_holes(labels == int(np.argmax(hits))) & mask
+    return kept, 1.0 - float(kept.sum()) / area
 
 
 def _with(result: MaskResult, **details: Any) -> MaskResult:
@@ -277,4 +450,5 @@ class ObjectNotFound(NoMaskError):
         self.localisation = localisation
 
 
-__all__ = ["Candidate", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under", "localise", "segment_localised"]
+__all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under",
+           "localise", "segment_localised", "split_by_colour"]

@@ -39,7 +39,8 @@ from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
 from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
-from .localise import Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from .localise import DepthViews, Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker, TrackSettings
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
@@ -136,6 +137,7 @@ class TransferPipeline:
         self.demo_region = self._demo_region()
         self.demo_object = demo.mask if demo.mask is not None else self._depth_foreground()  # localisation's cells
         self._demo_object_cells = None  # computed once, on the first localised frame
+        self._demo_colours: ColourModel | None = None  # likewise
         self._demo_object_count = 0
         self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
@@ -190,7 +192,8 @@ class TransferPipeline:
             live_fmap = self.matcher.extractor.extract_batch([image], cache=False)[0]  # a live frame: never hashed
             timings["features"] = time.perf_counter() - start
         try:
-            mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings)
+            mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings,
+                                                      intrinsics if three_d else None)
         except ObjectNotFound as exc:
             return self._not_found(exc.localisation, three_d, timings)
         live_mask = mask_result.mask if mask_result else None
@@ -249,7 +252,7 @@ class TransferPipeline:
         return (self.settings.localise.enabled and self.mask_source is not None and self._features is not None
                 and self.functional is None and self.demo_object is not None)
 
-    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float]
+    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float], intrinsics=None
                  ) -> tuple[MaskResult | None, Localisation | None]:
         """The live mask: the caller's mask or prompt when given; else the mask source prompted where the demo
         object's features are found (:mod:`~correspondence.localise`); else the source's own rule."""
@@ -275,16 +278,24 @@ class TransferPipeline:
                        f"{self.settings.localise.min_demo_cells} feature cells, too few to localise)")
                 return MaskResult(result.mask, result.score, result.source, result.prompt,
                                   {**result.details, "localised": why}), None
-            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise)
+            depths = (DepthViews(self.demo.depth, self.demo.intrinsics, depth, intrinsics) if intrinsics is not None
+                      else None)  # an RGB-D frame: the rigid 3D check tells the object from a look-alike
+            demo_rgb = to_rgb_array(self.demo.rgb)
+            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
+                                    (demo_rgb, image))
+            if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
+                self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
+            colours = self._demo_colours
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
-                    result = segment_localised(self.mask_source, image, depth, localisation)
+                    result = segment_localised(self.mask_source, image, depth, localisation, colours)
                 elif localisation.matched and not localisation.found:  # the key frame stays: the box test
                     raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
                 else:
                     result = self.tracker.step(live_fmap, localisation,
-                                               lambda: segment_localised(self.mask_source, image, depth, localisation))
+                                               lambda: segment_localised(self.mask_source, image, depth, localisation,
+                                                                         colours))
             finally:  # "object not found" is a frame result too: its time counts
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-import correspondence.segmentation as seg
+import correspondence.sam_source as sam_source
 from correspondence.errors import ConfigError, CorruptCheckpointError, InputError, WeightsNotFoundError
 from correspondence.segmentation import (DepthForeground, GivenMask, GrabCutBox, MaskResult, MaskSource, NoMaskError,
                                          Prompt, SamMaskSource, auto_mask_source, choose_auto_mask,
@@ -81,7 +81,7 @@ def test_official_layout_keys(source_sam):
 def test_sam_checkpoint_loads_through_resolver_and_reproduces_source(source_sam, sam_checkpoint, tiny_registry,
                                                                      monkeypatch):
     calls = {"resolve": 0, "load": 0}
-    real_resolve, real_load = seg.resolve_weights, seg.load_state_dict
+    real_resolve, real_load = sam_source.resolve_weights, sam_source.load_state_dict
 
     def spy_resolve(*args, **kwargs):
         calls["resolve"] += 1
@@ -91,8 +91,8 @@ def test_sam_checkpoint_loads_through_resolver_and_reproduces_source(source_sam,
         calls["load"] += 1
         return real_load(path)
 
-    monkeypatch.setattr(seg, "resolve_weights", spy_resolve)
-    monkeypatch.setattr(seg, "load_state_dict", spy_load)
+    monkeypatch.setattr(sam_source, "resolve_weights", spy_resolve)  # where the SAM source looks them up
+    monkeypatch.setattr(sam_source, "load_state_dict", spy_load)
     source = SamMaskSource.create("vit_b", weights=sam_checkpoint)
     assert calls == {"resolve": 1, "load": 1}
     assert source.name == "sam" and isinstance(source, MaskSource)

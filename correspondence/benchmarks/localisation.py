@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from ..api import Matcher
 from ..errors import InputError
 from ..io import write_json
-from ..localise import LocaliseSettings, localise, segment_localised
+from ..localise import DepthViews, LocaliseSettings, localise, segment_localised
+from ..object_colour import ColourModel
 from ..segmentation import DepthForeground, GrabCutBox, Prompt
 from ..world.families import make_instance
 from ..world.mesh import rot_z
@@ -49,6 +50,7 @@ class LocalisationBenchConfig:
     absent_fraction: float = 0.2  # trials whose live view shows only the distractors
     sources: tuple[str, ...] = ("depth", "grabcut")
     seed: int = 0
+    rigid: bool = True  # localisation with both views' colour and depth (colour + rigid 3D checks); False: 2D votes
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,15 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
         demo_fmap, live_fmap = matcher.extractor.extract_batch([demo.rgb, scene.rgb], cache=False)
         row["features_s"] = time.perf_counter() - start
         start = time.perf_counter()
-        located = localise(demo_fmap, demo_fmap.cell_mask(demo.mask, min_fraction=0.5), live_fmap, loc_settings)
+        demo_cells = demo_fmap.cell_mask(demo.mask, min_fraction=0.5)
+        depths = (DepthViews(demo.depth, settings.intrinsics, scene.depth, scene.intrinsics) if config.rigid
+                  else None)
+        located = localise(demo_fmap, demo_cells, live_fmap, loc_settings, depths,
+                           (demo.rgb, scene.rgb) if config.rigid else None)
         row["localisation_s"] = time.perf_counter() - start
+        colours = ColourModel.from_image(demo.rgb, demo.mask) if config.rigid else None
+        if config.rigid:  # the 2D rule on the same frame, for the comparison in the report
+            row["found_2d"] = localise(demo_fmap, demo_cells, live_fmap, loc_settings).found
         row["localisation"] = located.as_dict()
         row["found"] = located.found
         if located.candidates:
@@ -181,7 +190,7 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
                     if how == "auto":
                         result = source.segment(scene.rgb, Prompt.auto(), scene.depth)
                     else:
-                        result = segment_localised(source, scene.rgb, scene.depth, located)
+                        result = segment_localised(source, scene.rgb, scene.depth, located, colours)
                     row[key] = iou(result.mask, scene.mask) if present else None
                 except InputError as exc:  # ObjectNotFound and NoMaskError: no mask for this frame
                     row[key] = 0.0 if present else None
@@ -204,6 +213,9 @@ def _summary(rows: list[dict], sources: tuple[str, ...]) -> dict:
             "best_candidate_on_target": 100.0 * float(np.mean([r.get("best_on_target", False) for r in present]))
             if present else None,
             "not_found_when_absent": 100.0 * float(np.mean([not r["found"] for r in absent])) if absent else None,
+            "found_when_present_2d": _share([r.get("found_2d") for r in present]),
+            "not_found_when_absent_2d": _share([None if r.get("found_2d") is None else not r["found_2d"]
+                                                for r in absent]),
             "best_score_present_median": float(np.median([r["localisation"]["candidates"][0]["score"]
                                                           for r in present if r["localisation"]["candidates"]]
                                                          or [0.0])),
@@ -227,12 +239,20 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
         name_, how = key.split("/")
         rule = "own rule (no prompt)" if how == "auto" else "prompted by correspondence localisation"
         md += f"| {name_} | {rule} | {_fmt(m['mean_iou'])} | {_pct(m['iou_ge_0_8'])} |\n"
-    md += (f"\nLocalisation: best candidate on the target in {_pct(summary['best_candidate_on_target'])} of frames "
-           f"with the target; found (score >= {LocaliseSettings().min_score:g}) in "
+    defaults = LocaliseSettings()
+    threshold = (f"confirmed in 3D with score >= {defaults.min_score_rigid:g}, else score >= "
+                 f"{defaults.min_score_unconfirmed:g}" if config.rigid else f"score >= {defaults.min_score:g}")
+    rule = "2D votes + colour + rigid 3D checks" if config.rigid else "2D votes"
+    md += (f"\nLocalisation ({rule}): best candidate on the target in {_pct(summary['best_candidate_on_target'])} of "
+           f"frames with the target; found ({threshold}) in "
            f"{_pct(summary['found_when_present'])}; 'object not found' in {_pct(summary['not_found_when_absent'])} "
-           f"of distractor-only frames. Median best score: {summary['best_score_present_median']:.3f} with the "
+           f"of distractor-only frames"
+           + (f" (2D votes only, same frames: found {_pct(summary['found_when_present_2d'])}, 'object not found' "
+              f"{_pct(summary['not_found_when_absent_2d'])})" if config.rigid else "")
+           + f". Median best score: {summary['best_score_present_median']:.3f} with the "
            f"target, {summary['best_score_absent_median']:.3f} without. Median time: localisation "
-           f"{summary['localisation_ms_median']:.1f} ms, features (demo + live) {summary['features_ms_median']:.0f} ms.\n")
+           f"{summary['localisation_ms_median']:.1f} ms, features (demo + live) "
+           f"{summary['features_ms_median']:.0f} ms.\n")
     (out / "localisation.md").write_text(md, encoding="utf-8")
     _plot(rows, config, out / "localisation_iou.png", name)
     return {"summary": summary, "markdown": md, "rows": rows}
@@ -246,6 +266,12 @@ def write_record(path: Path, matcher: Matcher, config, summary: dict, rows: list
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     return settings
+
+
+def _share(flags: list) -> float | None:
+    """Percentage of True among the flags that are not None (None when there are none)."""
+    known = [bool(f) for f in flags if f is not None]
+    return 100.0 * float(np.mean(known)) if known else None
 
 
 def _fmt(value) -> str:

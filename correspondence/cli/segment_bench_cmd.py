@@ -19,6 +19,8 @@ def add_bench_parsers(bench) -> None:
     loc.add_argument("--absent-fraction", type=float, default=0.2,
                      help="share of trials whose live view shows only the distractors")
     loc.add_argument("--sources", nargs="+", default=["depth", "grabcut"], choices=("depth", "grabcut"))
+    loc.add_argument("--no-rigid", action="store_true",
+                     help="localise with 2D votes only (no rigid 3D check with both views' depth)")
     loc.add_argument("--seed", type=int, default=0)
     loc.add_argument("--out", default="bench_out/localisation")
     loc.set_defaults(handler=run_localisation)
@@ -48,7 +50,7 @@ def run_localisation(args: argparse.Namespace) -> int:
                              cache_size=2)
     config = LocalisationBenchConfig(trials=args.trials, size=args.size, distractors=args.distractors,
                                      max_rotation_deg=args.max_rotation, absent_fraction=args.absent_fraction,
-                                     sources=tuple(args.sources), seed=args.seed)
+                                     sources=tuple(args.sources), seed=args.seed, rigid=not args.no_rigid)
     result = run_localisation_benchmark(matcher, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/localisation.json, localisation.md and localisation_iou.png")
