@@ -72,7 +72,7 @@ class PoseSearchSettings:
     consistent_free_space: float = 0.05  # a rival contradicting at most this share of its points (or no more than
     consistent_agreement: float = 0.3  # the best) on at least this share of the live surface also explains it
     appearance_decides: float = 0.1  # ... unless the best's appearance contrast is this much higher
-    explains_margin: float = 0.15  # ... and whose score is within this of the best
+    explains_margin: float = 0.15  # ... and whose support (PoseScore.support) is within this of the best
     # early stop: the matches' pose, pulled onto its nearest fit, that scores at least this and contradicts the live
     # depth on at most early_stop_free_space of its points is not searched around (the global proposals and their
     # turns cost ~0.5 s a frame on 2 CPU cores); its turns are still probed for ambiguity. None: always search
@@ -412,7 +412,9 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
                   for T in turned(best.transform, demo_points, s.turn_step_deg, None if up is None else up[1])]
     rivals = [h for h in finals[1:] + probes if rotation_error_deg(h.transform, best.transform) >= s.ambiguity_deg
               and (h.score.score >= best.score.score - s.ambiguity_margin
-                   or (h.score.score >= best.score.score - s.explains_margin and _also_explains(h.score, best.score, s)))]
+                   or (h.score.support >= best.score.support - s.explains_margin
+                       and _also_explains(h.score, best.score, s)))]  # support: a small contradiction that the
+    # weighted score magnifies does not make a rival that explains the frame implausible
     ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
     if rivals:
