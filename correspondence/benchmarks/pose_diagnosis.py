@@ -1,4 +1,4 @@
-"""``soco bench pose-diagnosis``: why the pose search fails where it fails, trial by trial.
+"""``soco bench alignment --diagnose-pose``: why the pose search fails where it fails, trial by trial.
 
 For each same-instance trial of the alignment bench (by default with the true mask, so segmentation is out of the
 question) the pose search's exact inputs are recorded and, beside its choice, the *true* pose is scored with the
@@ -114,8 +114,7 @@ def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up) -> dic
     return row
 
 
-def run_pose_diagnosis(matcher, config: AlignmentBenchConfig, out: str | Path, oracle: bool = True,
-                       progress: bool = True) -> dict:
+def run_pose_diagnosis(matcher, config: AlignmentBenchConfig, out: str | Path, progress: bool = True) -> dict:
     """Every same-instance trial of ``config`` diagnosed (module doc); writes pose_diagnosis.json / .md."""
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
