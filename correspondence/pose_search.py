@@ -6,9 +6,10 @@ Why: the appearance matches give a pose only where the two views show the same s
 RANSAC returns a wrong pose or none. The depth clouds still overlap (the top, an end), so geometry proposes
 poses the matches cannot: Open3D's FPFH features with RANSAC (``registration_ransac_based_on_feature_matching``)
 and fast global registration (``registration_fgr_based_on_feature_matching``, Zhou et al. 2016), on voxel-
-downsampled clouds; and the best proposal turned by multiples of ``turn_step_deg`` about the principal axes of the
+downsampled clouds; the best proposal turned by multiples of ``turn_step_deg`` about the principal axes of the
 moved cloud (the flips that features of a box-like or round object confuse, and the rivals a symmetric object
-has).
+has); and, with the vertical known, an upright pose every ``sweep_step_deg`` of yaw, its translation fitted with
+the turn held (:mod:`correspondence.yaw_sweep`).
 
 Every hypothesis ``T`` (demo camera -> live camera) moves the demo object's cloud into the live camera, where the
 live frame says how right it is (:func:`score_pose`):
@@ -17,13 +18,17 @@ live frame says how right it is (:func:`score_pose`):
   depth, within ``surface_m``), and the share of the live object's points with a moved demo point that near;
 * **free space**: a moved point the camera would see in front of the surface it did see, or outside the live
   object's silhouette where nothing is, is a contradiction (a partial view can miss a surface, never see through
-  one); their share is subtracted;
+  one); their share is subtracted, weighed ``contradiction_weight`` times an agreeing point;
+* **colour**: a moved point on the live surface whose colour (chromaticity, which shading leaves alone) differs
+  from the live pixel's is a contradiction too, and does not count as agreeing: a car's seen side laid on its
+  other side fits the depth, but puts the cab's colour on the load bed's;
 * **appearance**: where moved points agree with the surface, how much more similar the demo and live descriptors
   of the pairs the pose makes are than those of the same pixels paired at random (a contrast, because
   histogram-like descriptors such as DAISY are all alike in absolute cosine); the texture tells a turn of a
   round object apart when the shape cannot.
 
-The best hypotheses (``refine_top``) go through the guarded ICP and are scored again. When another hypothesis
+The best hypotheses (``refine_top``) go through the guarded ICP and are scored again; a refinement that lowers the
+score is undone (two partial views pull ICP onto the largest overlap, not onto the truth). When another hypothesis
 turned by at least ``ambiguity_deg`` from the best scores within ``ambiguity_margin`` of it, the data cannot fix
 the turn (a symmetric object whose texture does not help): the result is **ambiguous** and carries no pose, the
 candidates listed, rather than a random yaw.
