@@ -34,7 +34,7 @@ def test_the_diagnosis_scores_the_truth_beside_the_choice(tmp_path):
     rows = json.loads((tmp_path / "pose_diagnosis.json").read_text())
     assert len(rows) == 2 and "verdicts:" in result["markdown"]
     for row in rows:
-        assert row["verdict"] in ("ok", "scorer", "generator", "ambiguous", "choice", "no search")
+        assert row["verdict"] in ("ok", "scorer", "generator", "fit", "ambiguous", "choice", "no search")
         if row["verdict"] == "ok":  # a right choice: the truth cannot outscore it by much (the same pose, refined)
             assert row["rotation_error_deg"] < 5 and row["hypotheses"] >= 1
             assert row["true_score"]["score"] <= row["chosen_score"]["score"] + 0.5

@@ -8,6 +8,8 @@ same scorer (:func:`~correspondence.pose_search.score_pose`), before and after t
 * ``scorer``: the chosen pose is wrong and scores higher than the truth: no generator can help, the score must change;
 * ``generator``: the truth scores higher, but no hypothesis came within 10 deg of it;
 * ``ambiguous``: a hypothesis near the truth existed and the search refused to choose between it and a rival;
+* ``fit``: a hypothesis within 10 deg of the truth existed, but placed worse than the truth and scoring below the
+  chosen wrong pose (the generator's fit, not the score, is at fault);
 * ``choice``: a hypothesis near the truth existed and scored higher, yet another (or none) was chosen.
 """
 from __future__ import annotations
@@ -108,6 +110,8 @@ def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up) -> dic
         verdict = "generator"
     elif search.ambiguous:
         verdict = "ambiguous"
+    elif chosen is not None and nearest["score"] < chosen.score.score:
+        verdict = "fit"  # turned about right, but placed worse than the truth would be: it lost to a wrong pose
     else:
         verdict = "choice"
     row["verdict"] = verdict

@@ -172,7 +172,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--diagnose-pose", action="store_true",
                        help="instead: per same-instance trial, with the true mask, the pose search's hypotheses, its "
                             "choice and the true pose scored by the same scorer, and a verdict (ok, scorer, "
-                            "generator, ambiguous, choice): pose_diagnosis.json / .md")
+                            "generator, fit, ambiguous, choice): pose_diagnosis.json / .md")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--out", default="bench_out/alignment")
     align.set_defaults(handler=run_alignment)
