@@ -227,7 +227,8 @@ class TransferPipeline:
         else:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
-        alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up)
+        alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up,
+                                         image)
         geometry, pose_keypoints = getattr(matches, "geometry", None), None
         if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
             # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
@@ -401,7 +402,7 @@ class TransferPipeline:
         return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
 
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
-                live_fmap=None, three_d: bool = False, up: tuple | None = None
+                live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None
                 ) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
         """The pose search (:mod:`correspondence.pose_search`): the correspondence pose and, for a same-object
         (keypoint) demo, global FPFH + RANSAC / FGR hypotheses on the two clouds, scored against the live frame and
@@ -421,16 +422,18 @@ class TransferPipeline:
             xy, points = masked_pixels_and_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
                                                  self.settings.depth_range, icp.max_points)
             descriptors = (to_numpy(demo_fmap.sample(xy).float()) if demo_fmap is not None and len(xy) else None)
-            self._demo_cloud = (points, descriptors)
-        demo_points, demo_descriptors = self._demo_cloud
+            pixels = xy.astype(np.int64)
+            self._demo_cloud = (points, descriptors, to_rgb_array(self.demo.rgb)[pixels[:, 1], pixels[:, 0]])
+        demo_points, demo_descriptors, demo_colors = self._demo_cloud
         live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
         sampler = None
         if live_fmap is not None:
             sampler = lambda xy: to_numpy(live_fmap.sample(  # noqa: E731
                 np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
-        live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler)
+        live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
         start_pose = alignment.transform if alignment.success else None
-        search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up)
+        search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
+                             demo_colors=demo_colors)
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search

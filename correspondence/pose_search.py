@@ -6,9 +6,10 @@ Why: the appearance matches give a pose only where the two views show the same s
 RANSAC returns a wrong pose or none. The depth clouds still overlap (the top, an end), so geometry proposes
 poses the matches cannot: Open3D's FPFH features with RANSAC (``registration_ransac_based_on_feature_matching``)
 and fast global registration (``registration_fgr_based_on_feature_matching``, Zhou et al. 2016), on voxel-
-downsampled clouds; and the best proposal turned by multiples of ``turn_step_deg`` about the principal axes of the
+downsampled clouds; the best proposal turned by multiples of ``turn_step_deg`` about the principal axes of the
 moved cloud (the flips that features of a box-like or round object confuse, and the rivals a symmetric object
-has).
+has); and, with the vertical known, an upright pose every ``sweep_step_deg`` of yaw, its translation fitted with
+the turn held (:mod:`correspondence.yaw_sweep`).
 
 Every hypothesis ``T`` (demo camera -> live camera) moves the demo object's cloud into the live camera, where the
 live frame says how right it is (:func:`score_pose`):
@@ -17,26 +18,31 @@ live frame says how right it is (:func:`score_pose`):
   depth, within ``surface_m``), and the share of the live object's points with a moved demo point that near;
 * **free space**: a moved point the camera would see in front of the surface it did see, or outside the live
   object's silhouette where nothing is, is a contradiction (a partial view can miss a surface, never see through
-  one); their share is subtracted;
+  one); their share is subtracted, weighed ``contradiction_weight`` times an agreeing point;
+* **colour**: a moved point on the live surface whose colour (chromaticity, which shading leaves alone) differs
+  from the live pixel's is a contradiction too, and does not count as agreeing: a car's seen side laid on its
+  other side fits the depth, but puts the cab's colour on the load bed's;
 * **appearance**: where moved points agree with the surface, how much more similar the demo and live descriptors
   of the pairs the pose makes are than those of the same pixels paired at random (a contrast, because
   histogram-like descriptors such as DAISY are all alike in absolute cosine); the texture tells a turn of a
   round object apart when the shape cannot.
 
-The best hypotheses (``refine_top``) go through the guarded ICP and are scored again. When another hypothesis
+The best hypotheses (``refine_top``) go through the guarded ICP and are scored again; a refinement that lowers the
+score is undone (two partial views pull ICP onto the largest overlap, not onto the truth). When another hypothesis
 turned by at least ``ambiguity_deg`` from the best scores within ``ambiguity_margin`` of it, the data cannot fix
 the turn (a symmetric object whose texture does not help): the result is **ambiguous** and carries no pose, the
 candidates listed, rather than a random yaw.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .alignment import rotation_error_deg
 from .camera import CameraIntrinsics
 from .icp import IcpResult, IcpSettings, refine
+from .yaw_sweep import _axis_angle, yaw_sweep
 
 SOURCE_MATCHES, SOURCE_FPFH, SOURCE_FGR = "matches", "fpfh-ransac", "fgr"
 SOURCE_TURN, SOURCE_UPRIGHT, SOURCE_PROBE = "turn", "upright", "probe"
@@ -50,18 +56,28 @@ class PoseSearchSettings:
     fgr: bool = True
     turn_step_deg: float = 30.0  # also the best proposal turned by multiples of this about the moved cloud's
     # principal axes (0: no turns)
+    sweep_step_deg: float = 10.0  # with the vertical known: an upright pose every this many degrees of yaw, its
+    # translation fitted on the visible overlap (:mod:`correspondence.yaw_sweep`; 0: none)
     voxel_fraction: float = 1 / 30  # voxel size: this share of the demo cloud's diagonal (clamped to 3-30 mm)
     refine_top: int = 4  # hypotheses refined with ICP, best pre-score first
     snap: bool = True  # pull every hypothesis onto its nearest fit (a quick coarse ICP) before scoring it
     surface_m: float = 0.01  # a moved point within this of the live depth agrees with it
     free_space_m: float = 0.02  # a moved point this far in front of the seen surface contradicts it
     appearance_weight: float = 1.0
+    icp_score_drop: float = 0.02  # a refinement that lowers the score by more is undone
+    contradiction_weight: float = 4.0  # a point the pose puts where the frame says nothing is (free space, another
+    # colour) costs this many agreeing points: a partial view can hide a surface, never show a wrong one
+    color_surface_m: float = 0.004  # colours are compared only this near the seen surface (a thin wall's inside
+    # lies within surface_m of its outside)
+    color_tolerance: float = 0.1  # chromaticity distance (r, g, b over their sum) above which a pair disagrees
+    color_window_px: int = 3  # a colour agrees when a pixel this far (or nearer) has it
+    color_dark: float = 0.12  # mean sRGB value (0-1) under which a pixel's chromaticity is noise, not compared
     ambiguity_deg: float = 20.0
     ambiguity_margin: float = 0.02  # score gap under which two hypotheses that far apart are both plausible
     consistent_free_space: float = 0.05  # a rival contradicting at most this share of its points (or no more than
     consistent_agreement: float = 0.3  # the best) on at least this share of the live surface also explains it
     appearance_decides: float = 0.1  # ... unless the best's appearance contrast is this much higher
-    explains_margin: float = 0.15  # ... and whose score is within this of the best
+    explains_margin: float = 0.15  # ... and whose support (PoseScore.support) is within this of the best
     # early stop: the matches' pose, pulled onto its nearest fit, that scores at least this and contradicts the live
     # depth on at most early_stop_free_space of its points is not searched around (the global proposals and their
     # turns cost ~0.5 s a frame on 2 CPU cores); its turns are still probed for ambiguity. None: always search
@@ -76,10 +92,12 @@ class PoseScore:
     free_space: float  # share of in-frame moved points that contradict the live depth or silhouette
     appearance: float | None  # descriptor cosine of the pose's pairs minus that of shuffled pairs (None: none)
     score: float
+    color_mismatch: float | None = None  # share of in-frame moved points on the surface in another colour
+    support: float = 0.0  # the score with each contradiction weighed like one agreeing point (the early stop's)
 
     def as_dict(self) -> dict:
         return {"agreement": self.agreement, "coverage": self.coverage, "free_space": self.free_space,
-                "appearance": self.appearance, "score": self.score}
+                "color_mismatch": self.color_mismatch, "appearance": self.appearance, "score": self.score}
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,7 @@ class LiveFrame:
     mask: np.ndarray
     cloud: np.ndarray  # (M, 3) live object points
     descriptors: object = None
+    image: np.ndarray | None = None  # (H, W, 3) uint8 live RGB: colour consistency when the demo's colours are given
 
 
 def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -127,10 +146,30 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
-def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
-               settings: PoseSearchSettings) -> PoseScore:
-    """How well ``T`` explains the live frame (see the module doc); ``demo_descriptors`` are row-aligned with
-    ``demo_points`` (or None)."""
+def chromaticity(rgb: np.ndarray, dark: float) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 3) uint8 or 0-1 colours -> (their chromaticity r, g, b over the sum, whether bright enough to trust it).
+    Chromaticity ignores how strongly a surface is lit (shading scales all three), so the same part seen under
+    another light keeps it; a side of the object painted otherwise does not."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    rgb = rgb / 255.0 if rgb.size and rgb.max() > 1.0 else rgb
+    total = rgb.sum(1, keepdims=True)
+    return rgb / np.maximum(total, 1e-6), total[:, 0] / 3 >= dark
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What one pose says point by point: which moved demo points lie on the live surface in their colour, which
+    live points have one of them near, and the shares of contradictions."""
+
+    agree: np.ndarray  # (N,) bool, demo points
+    covered: np.ndarray  # (M,) bool, live points
+    free_space: float
+    color_mismatch: float | None
+    xy: np.ndarray  # (N, 2) where the moved demo points project
+
+
+def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: PoseSearchSettings,
+             demo_colors: np.ndarray | None = None) -> Evidence:
     from scipy.spatial import cKDTree
 
     moved = _apply(T, demo_points)
@@ -149,18 +188,47 @@ def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: L
     agree[inside] = on_object & has_depth & (np.abs(z[inside] - seen) < settings.surface_m)
     contradiction = (has_depth & (z[inside] < seen - settings.free_space_m)) | (~on_object & ~has_depth)
     free_space = float(contradiction.mean()) if inside.any() else 1.0
+    color_mismatch, wrong_color = None, np.zeros(len(moved), dtype=bool)
+    if demo_colors is not None and live.image is not None:
+        near = agree.copy()
+        near[inside] &= np.abs(z[inside] - seen) < settings.color_surface_m
+        a, a_ok = chromaticity(demo_colors[near], settings.color_dark)
+        difference = np.full(int(near.sum()), np.inf)  # the nearest colour within color_window_px: a pose a pixel
+        # or two off puts a textured surface's stripes side by side, which is no contradiction
+        k = settings.color_window_px
+        for dr in (-k, 0, k):
+            for dc in (-k, 0, k):
+                b, b_ok = chromaticity(live.image[np.clip(row[near] + dr, 0, h - 1), np.clip(col[near] + dc, 0, w - 1)],
+                                       settings.color_dark)
+                difference = np.minimum(difference, np.where(b_ok, np.linalg.norm(a - b, axis=1), 0.0))
+        wrong_color[near] = a_ok & (difference > settings.color_tolerance)
+        color_mismatch = float(wrong_color.sum() / max(int(inside.sum()), 1))
+        agree &= ~wrong_color
+    supported = moved[~wrong_color]
+    distance = (cKDTree(supported).query(live.cloud, distance_upper_bound=settings.surface_m)[0] if len(supported)
+                else np.full(len(live.cloud), np.inf))
+    return Evidence(agree, np.isfinite(distance), free_space, color_mismatch, xy)
+
+
+def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
+               settings: PoseSearchSettings, demo_colors: np.ndarray | None = None) -> PoseScore:
+    """How well ``T`` explains the live frame (see the module doc); ``demo_descriptors`` and ``demo_colors``
+    ((N, 3) RGB) are row-aligned with ``demo_points`` (or None)."""
+    e = evidence(T, demo_points, live, settings, demo_colors)
+    agree = e.agree
     agreement = float(agree.mean()) if len(agree) else 0.0
-    distance, _ = cKDTree(moved).query(live.cloud, distance_upper_bound=settings.surface_m)
-    coverage = float(np.isfinite(distance).mean()) if len(live.cloud) else 0.0
+    coverage = float(e.covered.mean()) if len(e.covered) else 0.0
     appearance = None
     if demo_descriptors is not None and live.descriptors is not None and agree.sum() >= 5:
-        a, b = _unit_rows(demo_descriptors[agree]), _unit_rows(live.descriptors(xy[agree]))
+        a, b = _unit_rows(demo_descriptors[agree]), _unit_rows(live.descriptors(e.xy[agree]))
         shuffled = np.roll(np.arange(len(b)), len(b) // 2)  # the same live pixels, paired with other demo points
         appearance = float(np.mean((a * b).sum(1)) - np.mean((a * b[shuffled]).sum(1)))
-    score = 0.5 * (agreement + coverage) - free_space
+    contradictions = e.free_space + (e.color_mismatch or 0.0)
+    support = 0.5 * (agreement + coverage) - contradictions
     if appearance is not None:
-        score += settings.appearance_weight * appearance * agreement
-    return PoseScore(agreement, coverage, free_space, appearance, float(score))
+        support += settings.appearance_weight * appearance * agreement
+    score = support - (settings.contradiction_weight - 1) * contradictions
+    return PoseScore(agreement, coverage, e.free_space, appearance, float(score), e.color_mismatch, float(support))
 
 
 def _voxel(points: np.ndarray, settings: PoseSearchSettings) -> float:
@@ -205,12 +273,6 @@ def global_hypotheses(demo_points: np.ndarray, live_points: np.ndarray, settings
     return [(s, T) for s, T in out if np.isfinite(T).all()]
 
 
-def _axis_angle(axis: np.ndarray, angle: float) -> np.ndarray:
-    axis = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
-    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * K @ K  # Rodrigues
-
-
 def _about(R: np.ndarray, centre: np.ndarray) -> np.ndarray:
     T = np.eye(4)
     T[:3, :3] = R
@@ -227,24 +289,6 @@ def turned(T: np.ndarray, demo_points: np.ndarray, step_deg: float, up: np.ndarr
     axes = [up] if up is not None else np.linalg.svd(moved - centre, full_matrices=False)[2]
     return [_about(_axis_angle(axis, angle), centre) @ T for axis in axes
             for angle in np.radians(np.arange(step_deg, 360.0 - 1e-6, step_deg))]
-
-
-def upright_sweep(demo_points: np.ndarray, live_points: np.ndarray, up_demo: np.ndarray, up_live: np.ndarray,
-                  step_deg: float) -> list[np.ndarray]:
-    """Poses that keep the vertical vertical (the demo's ``up`` onto the live one), every ``step_deg`` of turn
-    about it, the demo cloud's centroid on the live cloud's: an object that stands on a table can only turn so."""
-    a, b = np.asarray(up_demo, float) / np.linalg.norm(up_demo), np.asarray(up_live, float) / np.linalg.norm(up_live)
-    axis = np.cross(a, b)
-    level = _axis_angle(axis, np.arctan2(np.linalg.norm(axis), a @ b)) if np.linalg.norm(axis) > 1e-9 else np.eye(3)
-    if np.linalg.norm(axis) <= 1e-9 and a @ b < 0:
-        level = _axis_angle(np.cross(a, [1.0, 0, 0]) if abs(a[0]) < 0.9 else np.cross(a, [0, 1.0, 0]), np.pi)
-    out = []
-    for angle in np.radians(np.arange(0.0, 360.0 - 1e-6, step_deg)):
-        T = np.eye(4)
-        T[:3, :3] = _axis_angle(b, angle) @ level
-        T[:3, 3] = live_points.mean(0) - T[:3, :3] @ demo_points.mean(0)
-        out.append(T)
-    return out
 
 
 def _snapper(demo_points: np.ndarray, live_points: np.ndarray, settings: PoseSearchSettings):
@@ -295,13 +339,14 @@ def _also_explains(rival: PoseScore, best: PoseScore, s: PoseSearchSettings) -> 
 
 def _confident(score: PoseScore, s: PoseSearchSettings) -> bool:
     """The early stop: a matches' pose that already explains the live surface needs no global search."""
-    return (s.early_stop_score is not None and score.score >= s.early_stop_score
-            and score.free_space <= s.early_stop_free_space)
+    return (s.early_stop_score is not None and score.support >= s.early_stop_score
+            and score.free_space + (score.color_mismatch or 0.0) <= s.early_stop_free_space)
 
 
 def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matches_pose: np.ndarray | None,
                 settings: PoseSearchSettings | None = None, icp: IcpSettings | None = None,
-                refine_with_icp: bool = True, up: tuple[np.ndarray, np.ndarray] | None = None) -> PoseSearchResult:
+                refine_with_icp: bool = True, up: tuple[np.ndarray, np.ndarray] | None = None,
+                demo_colors: np.ndarray | None = None) -> PoseSearchResult:
     """Propose (the matches' pose and, with ``global_hypotheses``, FPFH + RANSAC and FGR poses, turns of the best,
     and with ``up`` = (the vertical in the demo camera, in the live camera) upright poses every
     ``turn_step_deg``), score, refine the best with the guarded ICP, score again, choose, and call the turn
@@ -310,22 +355,23 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     icp = icp or IcpSettings()
     if len(demo_points) < 10 or len(live.cloud) < 10:
         return PoseSearchResult(None, None, (), False, "too few depth points on the demo or live object")
-    score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s)  # noqa: E731
+    score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s, demo_colors)  # noqa: E731
     snap = _snapper(demo_points, live.cloud, s) if s.snap else (lambda T: T)
     scored = []
     if matches_pose is not None:
         snapped = snap(np.asarray(matches_pose, dtype=np.float64))
         scored.append(Hypothesis(SOURCE_MATCHES, snapped, score(snapped)))
     search_globally = s.global_hypotheses and not (scored and _confident(scored[0].score, s))
-    proposals = []
+    proposals, fitted = [], []
     if search_globally:
         proposals += global_hypotheses(demo_points, live.cloud, s)
-        if up is not None and s.turn_step_deg > 0:
-            proposals += [(SOURCE_UPRIGHT, T) for T in upright_sweep(demo_points, live.cloud, up[0], up[1],
-                                                                    s.turn_step_deg)]
-    if not proposals and not scored:
+        if up is not None and s.sweep_step_deg > 0:  # already fitted with the turn held: not snapped (a free ICP
+            # would slide them back onto the largest overlap)
+            fitted = [Hypothesis(SOURCE_UPRIGHT, T, score(T)) for T in yaw_sweep(
+                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg)]
+    if not proposals and not scored and not fitted:
         return PoseSearchResult(None, None, (), False, "no pose hypothesis (no matches pose, no global registration)")
-    scored = sorted(scored + [Hypothesis(src, snap(T), score(snap(T))) for src, T in proposals],
+    scored = sorted(scored + fitted + [Hypothesis(src, snap(T), score(snap(T))) for src, T in proposals],
                     key=lambda h: -h.score.score)
     if s.turn_step_deg > 0 and search_globally:  # the best proposal turned: the flips the features confuse and
         # the rivals an ambiguous (symmetric) object has
@@ -333,22 +379,29 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         scored = sorted(scored + [Hypothesis(SOURCE_TURN, snap(T), score(snap(T))) for T in turns],
                         key=lambda h: -h.score.score)
     centre = demo_points.mean(0)
-    finals = []
+    finals, verified = [], []  # verified: the guarded ICP accepted the surfaces' fit (whether or not it is kept)
     chosen_for_icp = _distinct(scored, max(s.refine_top, 1), centre)
     chosen_for_icp += [h for h in scored if h.source == SOURCE_MATCHES and h not in chosen_for_icp][:1]  # always
     for h in chosen_for_icp:
         if refine_with_icp:
             refinement = refine(demo_points, live.cloud, h.transform, icp)
-            if refinement.accepted:
-                h = Hypothesis(h.source, refinement.transform,
-                               score_pose(refinement.transform, demo_points, demo_descriptors, live, s), refinement)
-            else:
-                h = Hypothesis(h.source, h.transform, h.score, refinement)
+            refined_score = score(refinement.transform) if refinement.accepted else None
+            if refined_score is not None and refined_score.score < h.score.score - s.icp_score_drop:
+                # the ICP slid off what the frame says (a partial view's overlap pulls it): the start stands
+                refinement = replace(refinement, accepted=False, transform=h.transform,
+                                     reason=f"the ICP lowered the pose score ({h.score.score:.3f} -> "
+                                            f"{refined_score.score:.3f}); the start stands")
+                verified.append(h.transform)
+            elif refinement.accepted:
+                verified.append(refinement.transform)
+                h = Hypothesis(h.source, refinement.transform, refined_score, refinement)
+            h = Hypothesis(h.source, h.transform, h.score, refinement)
         finals.append(h)
-    # a global proposal is only a pose once the ICP has accepted it (converged, surfaces agree); the matches' pose
-    # stands unrefined as it did before the search existed
-    finals = sorted((h for h in finals if h.source == SOURCE_MATCHES or (h.refinement and h.refinement.accepted)),
-                    key=lambda h: -h.score.score)
+    # a global proposal is only a pose once the guarded ICP has accepted its fit (converged, surfaces agree); the
+    # matches' pose stands unrefined as it did before the search existed, and an upright one, fitted with its turn
+    # held, as well
+    finals = sorted((h for h in finals if h.source in (SOURCE_MATCHES, SOURCE_UPRIGHT)
+                     or any(h.transform is T for T in verified)), key=lambda h: -h.score.score)
     if not finals:
         return PoseSearchResult(None, None, tuple(scored), False, "no hypothesis survived the guarded ICP")
     best = finals[0]
@@ -364,7 +417,9 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
                   for T in turned(best.transform, demo_points, s.turn_step_deg, None if up is None else up[1])]
     rivals = [h for h in finals[1:] + probes if rotation_error_deg(h.transform, best.transform) >= s.ambiguity_deg
               and (h.score.score >= best.score.score - s.ambiguity_margin
-                   or (h.score.score >= best.score.score - s.explains_margin and _also_explains(h.score, best.score, s)))]
+                   or (h.score.support >= best.score.support - s.explains_margin
+                       and _also_explains(h.score, best.score, s)))]  # support: a small contradiction that the
+    # weighted score magnifies does not make a rival that explains the frame implausible
     ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
     if rivals:

@@ -169,6 +169,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--categories", default=None,
                        help="comma-separated categories of the same-instance trials (default: "
                             "car,bus,truck,chair,stool,mug,kettle,jug)")
+    align.add_argument("--diagnose-pose", action="store_true",
+                       help="instead: per same-instance trial, with the true mask, the pose search's hypotheses, its "
+                            "choice and the true pose scored by the same scorer, and a verdict (ok, scorer, "
+                            "generator, fit, ambiguous, choice): pose_diagnosis.json / .md")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--out", default="bench_out/alignment")
     align.set_defaults(handler=run_alignment)
@@ -354,6 +358,11 @@ def run_alignment(args: argparse.Namespace) -> int:
     config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
+    if args.diagnose_pose:
+        from ..benchmarks.pose_diagnosis import run_pose_diagnosis
+        print(run_pose_diagnosis(matcher, config, args.out)["markdown"])
+        print(f"wrote {args.out}/pose_diagnosis.json and pose_diagnosis.md")
+        return 0
     result = run_alignment_benchmark(matcher, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/alignment.json, alignment.md, alignment_errors.png and alignment_by_condition.png")

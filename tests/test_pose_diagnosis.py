@@ -1,0 +1,43 @@
+"""``soco bench alignment --diagnose-pose`` (correspondence/benchmarks/pose_diagnosis.py): each trial's true pose is
+scored by the pose search's own scorer beside its choice, and the verdict follows from the two."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("open3d")
+
+from correspondence.api import Matcher  # noqa: E402
+from correspondence.benchmarks.alignment import AlignmentBenchConfig  # noqa: E402
+from correspondence.benchmarks.pose_diagnosis import run_pose_diagnosis, symmetric_errors  # noqa: E402
+from correspondence.world.families import make_instance  # noqa: E402
+from correspondence.world.symmetry import object_symmetry  # noqa: E402
+
+
+def test_symmetric_errors_take_the_nearest_symmetric_pose():
+    stool = make_instance("stool", 0)
+    symmetry = object_symmetry(stool)
+    assert symmetry.order == 2
+    demo_pose = np.eye(4)
+    demo_pose[2, 3] = 0.6
+    truth = np.eye(4)
+    turned = truth @ demo_pose @ symmetry.transforms[1] @ np.linalg.inv(demo_pose)  # the stool's other half-turn
+    rotation, translation = symmetric_errors(turned, truth, demo_pose, symmetry, demo_pose[:3, 3])
+    assert rotation < 1e-6 and translation < 1e-9
+
+
+def test_the_diagnosis_scores_the_truth_beside_the_choice(tmp_path):
+    config = AlignmentBenchConfig(trials=2, size=192, categories=("truck",), max_rotation_deg=20.0, seed=0)
+    result = run_pose_diagnosis(Matcher.create("daisy", size=192), config, tmp_path, progress=False)
+    rows = json.loads((tmp_path / "pose_diagnosis.json").read_text())
+    assert len(rows) == 2 and "verdicts:" in result["markdown"]
+    for row in rows:
+        assert row["verdict"] in ("ok", "scorer", "generator", "fit", "ambiguous", "choice", "no search")
+        if row["verdict"] == "ok":  # a right choice: the truth cannot outscore it by much (the same pose, refined)
+            assert row["rotation_error_deg"] < 5 and row["hypotheses"] >= 1
+            assert row["true_score"]["score"] <= row["chosen_score"]["score"] + 0.5
+        if row["verdict"] == "scorer":
+            assert row["true_score"]["score"] < row["chosen_score"]["score"]
+    assert any(row["verdict"] == "ok" for row in rows)
