@@ -53,7 +53,8 @@ class RefineSettings:
     field_min_support: float = 0.4  # trusted from this share of dense cells agreeing within a live cell (self: 1.0,
     # other instances <= 0.2 measured), globally and among each keypoint's neighbours
     field_min_matches: int = 12  # ... and this many agreeing cells
-    field_cells: int = 64  # agreeing dense cells refined to make the field sub-pixel (0: the coarse fit)
+    field_cells: int = 16  # agreeing dense cells refined to make the field sub-pixel (0: the coarse fit; 16 and 64
+    # measured alike on turned copies, 0 loses 1.7 points of PCK@5)
 
     def __post_init__(self) -> None:
         if not (self.window_cells > 0 and self.patch_cells > 0 and 1 <= self.min_radius_px <= self.max_radius_px
@@ -217,7 +218,8 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         # Candidate centres (OpenCV pixels): inside the image (its mask when given), even where the template
         # overhangs the border (the window is mirrored there, as the demo template is). Centres beyond the border
         # still shape the sub-pixel fit of a peak on it.
-        centre_rows, centre_cols = np.arange(response.shape[0]) + y0 + radius, np.arange(response.shape[1]) + x0 + radius
+        centre_rows = np.arange(response.shape[0]) + y0 + radius
+        centre_cols = np.arange(response.shape[1]) + x0 + radius
         inside = ((centre_rows >= 0) & (centre_rows < height))[:, None] & ((centre_cols >= 0) & (centre_cols < width))
         if live_mask is not None:
             response = np.where(live_mask[np.clip(centre_rows, 0, height - 1)][:, np.clip(centre_cols, 0, width - 1)],
