@@ -2,24 +2,26 @@
 refinement cannot place a keypoint.
 
 The dense demo cells' coarse matches (:class:`~correspondence.refine.DenseCoarse`) describe how the whole view
-moved. Where they agree on one affine map, that map is strong evidence: a keypoint whose own coarse cell lies more
-than a live cell from it (a repeated or plain region matched somewhere else) is refined around the field's
-prediction instead, and a keypoint the refinement refuses (a plain region, an edge, a repeated pattern: nothing
-to correlate) takes the field's prediction (``position: "dense-field"``) instead of a cell centre up to half a
-cell off. The field is made sub-pixel by refining its own dense cells (the ones that agree with it) and fitting
-it again to those.
+moved. Where they agree on one affine map, that map is strong evidence. Its agreeing cells are refined at full
+resolution and the map fitted again to them (cell-quantised matches cannot see a shift smaller than a cell); when
+that refit explains 90 % of them to a pixel the field is *precise* (an affine view: the same photo, turned,
+scaled, cropped). Then each keypoint is searched around the field's prediction instead of its coarse cell (a
+repeated or plain region matched somewhere else is put right; a cell centre is up to half a cell off), and a
+keypoint the correlation refuses (a plain region, an edge, a repeated pattern) takes the field's prediction
+(``position: "dense-field"``) instead of a cell centre. An imprecise field (a 3D scene bends the view) only offers
+its prediction as one more refinement candidate to a keypoint whose cell is more than a cell off it.
 
 Trust is measured, not assumed. ``support`` is the share of *all* dense demo cells whose coarse match lies within
 one live cell of the field (RANSAC affine of the mutual matches). With ``daisy`` at 448 px (issue 21): an image
 against itself 1.00 (5 photos, 118-1024 px); copies turned 10-20 deg 0.49-0.69; turned 30 deg 0.28; different
 instances (cats, dogs, hammers, UMD-i cup against mug) 0.02-0.20; unrelated photos 0.01-0.03. The field is trusted
-from ``field_min_support`` (0.4, twice the best cross-instance pair), and per keypoint only where the dense cells
-around it agree as well (a moved part, another object, a region the field does not explain keeps today's answer).
+from ``field_min_support`` (0.4, twice the best cross-instance pair), and per keypoint unless the dense cells around
+it say otherwise (:meth:`DenseField.trusted_at`: a part or object moving its own way keeps its own match).
 A different instance is not an affine copy of the demo: there the field is never trusted and nothing changes.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -27,6 +29,11 @@ import numpy as np
 from .refine import FrameRefiner, Refinement, plausible
 
 MIN_NEIGHBOURS = 3  # dense cells a keypoint needs around it for a local verdict (fewer: the global one stands)
+MAX_BIAS = 0.5  # of a cell: the most the agreeing neighbours' coarse matches may be off an imprecise field on
+# average (quantisation alone: median 0.15-0.24, 99th percentile 0.34-0.85 of a cell on turned and scaled copies)
+PRECISE_SHARE = 0.9  # a field is precise when this share of its refined cells lies within threshold of its refit
+PRECISE_MIN = 8  # ... of at least this many refined cells
+MAX_ROUNDS = 8  # batches of field_cells dense cells tried for the sub-pixel refit
 
 
 @dataclass(frozen=True)
@@ -37,26 +44,45 @@ class DenseField:
     support: float  # share of the dense demo cells whose coarse match lies within one live cell of the map
     trusted: bool
     agree: np.ndarray  # (M,) bool: each dense cell's coarse match agrees with the map
+    residual: np.ndarray  # (M, 2) each dense cell's coarse match minus the map's prediction, live px
+    cell: float  # live cell size, px: "agree" means within one cell
     subpixel_matches: int = 0  # refined dense matches behind the final fit (0: fitted to the coarse cells)
+    precise: bool = False  # the refit explains its refined cells to a pixel (an affine view; not a 3D scene)
 
     def predict(self, demo_xy: np.ndarray) -> np.ndarray:
         return np.asarray(demo_xy, dtype=np.float64).reshape(-1, 2) @ self.matrix[:, :2].T + self.matrix[:, 2]
 
     def trusted_at(self, demo_xy: np.ndarray, dense_demo_xy: np.ndarray, radius: float, min_support: float
                    ) -> np.ndarray:
-        """Per point: the field is trusted and the dense cells within ``radius`` demo pixels agree with it at
-        least as often as ``min_support`` (the global verdict where fewer than :data:`MIN_NEIGHBOURS` are near)."""
+        """Per point: the field is trusted unless the dense cells within ``radius`` demo pixels say otherwise.
+        They do when the field is not precise and the ones that agree with it are off it on average by more
+        than :data:`MAX_BIAS` of a cell (a 3D surface bends the view: each cell within a cell, all on one side),
+        or when fewer than ``min_support`` agree with the field and at least that share agree with each other on
+        another motion (a part that moved, another object). Neighbours that agree neither with the field nor
+        with each other (a plain or repeated region, matched anywhere) do not outvote it."""
         points = np.asarray(demo_xy, dtype=np.float64).reshape(-1, 2)
         if not self.trusted:
             return np.zeros(len(points), dtype=bool)
         near = ((points[:, None, :] - dense_demo_xy[None]) ** 2).sum(-1) <= radius * radius
-        count = near.sum(1)
-        share = (near & self.agree[None]).sum(1) / np.maximum(count, 1)
-        return np.where(count >= MIN_NEIGHBOURS, share >= min_support, True)
+        out = np.ones(len(points), dtype=bool)
+        for i in np.flatnonzero(near.sum(1) >= MIN_NEIGHBOURS):
+            cells = np.flatnonzero(near[i])
+            agreeing = cells[self.agree[cells]]
+            if not self.precise and len(agreeing) >= MIN_NEIGHBOURS and \
+                    np.linalg.norm(np.median(self.residual[agreeing], axis=0)) > MAX_BIAS * self.cell:
+                out[i] = False
+                continue
+            if len(agreeing) >= min_support * len(cells):
+                continue
+            other = self.residual[cells[~self.agree[cells]]]
+            together = (np.linalg.norm(other[:, None] - other[None], axis=2) <= self.cell).sum(1).max()
+            out[i] = together / len(cells) < min_support
+        return out
 
 
 def untrusted(count: int) -> DenseField:
-    return DenseField(np.hstack([np.eye(2), np.zeros((2, 1))]), 0.0, False, np.zeros(count, dtype=bool))
+    return DenseField(np.hstack([np.eye(2), np.zeros((2, 1))]), 0.0, False, np.zeros(count, dtype=bool),
+                      np.zeros((count, 2)), 1.0)
 
 
 def fit_field(refiner: FrameRefiner) -> DenseField:
@@ -70,34 +96,46 @@ def fit_field(refiner: FrameRefiner) -> DenseField:
                                     method=cv2.RANSAC, ransacReprojThreshold=cell, maxIters=2000, confidence=0.99)
     if model is None or not plausible(model[:, :2]):
         return untrusted(len(dense.demo_xy))
-    coarse = DenseField(model, 0.0, False, np.zeros(len(dense.demo_xy), dtype=bool))
-    agree = np.linalg.norm(coarse.predict(dense.demo_xy) - dense.live_xy, axis=1) <= cell
+    residual = dense.live_xy - (dense.demo_xy @ model[:, :2].T + model[:, 2])
+    agree = np.linalg.norm(residual, axis=1) <= cell
     support = float(agree.mean())
     trusted = support >= settings.field_min_support and int(agree.sum()) >= settings.field_min_matches
-    field = DenseField(model, support, trusted, agree)
+    field = DenseField(model, support, trusted, agree, residual, cell)
     return _subpixel(field, refiner) if trusted else field
 
 
 def _subpixel(field: DenseField, refiner: FrameRefiner) -> DenseField:
     """The field fitted again to its agreeing dense cells refined around its own prediction (cell-quantised
-    matches cannot see a shift smaller than a cell: every cell snaps the same way)."""
-    cells = np.flatnonzero(field.agree)
+    matches cannot see a shift smaller than a cell: every cell snaps the same way). Cells drawn over the whole
+    view are refined ``field_cells`` at a time until that many correlated (a plain object leaves most cells
+    without a peak; a plain cell costs only its template), at most :data:`MAX_ROUNDS` rounds. The refit is
+    *precise* when it explains :data:`PRECISE_SHARE` of them to a pixel (a tenth of a cell on large images): an
+    affine view, where the field's prediction is a better search centre than a cell centre; a 3D scene bends the
+    view away from any one affine map."""
     limit = refiner.settings.field_cells
-    if limit <= 0:
+    cells = np.flatnonzero(field.agree)
+    if limit <= 0 or len(cells) == 0:
         return field
-    if len(cells) > limit:
-        cells = cells[np.linspace(0, len(cells) - 1, limit).round().astype(int)]
-    demo_xy = refiner.dense.demo_xy[cells]
-    result = refiner(demo_xy, field.predict(demo_xy), np.repeat(field.matrix[None, :, :2], len(cells), 0))
-    ok = result.refined
-    if ok.sum() < 6:
+    order = np.random.default_rng(0).permutation(cells)  # spread over the view (reading order is not)
+    demo_all, live_all = [], []
+    for batch in np.array_split(order, max(1, int(np.ceil(len(order) / limit))))[:MAX_ROUNDS]:
+        demo_xy = refiner.dense.demo_xy[batch]
+        result = refiner(demo_xy, field.predict(demo_xy), np.repeat(field.matrix[None, :, :2], len(batch), 0))
+        demo_all.append(demo_xy[result.refined])
+        live_all.append(result.xy[result.refined])
+        if sum(len(d) for d in demo_all) >= limit:
+            break
+    demo_xy, live_xy = np.concatenate(demo_all), np.concatenate(live_all)
+    if len(demo_xy) < 6:
         return field
     threshold = max(1.0, 0.1 * refiner.live_cell)
-    model, inliers = cv2.estimateAffine2D(demo_xy[ok], result.xy[ok], method=cv2.RANSAC,
-                                          ransacReprojThreshold=threshold, maxIters=2000, confidence=0.99)
+    model, inliers = cv2.estimateAffine2D(demo_xy, live_xy, method=cv2.RANSAC, ransacReprojThreshold=threshold,
+                                          maxIters=2000, confidence=0.99)
     if model is None or int(inliers.sum()) < 6 or not plausible(model[:, :2]):
         return field
-    return DenseField(model, field.support, True, field.agree, int(inliers.sum()))
+    count = int(inliers.sum())
+    return replace(field, matrix=model, subpixel_matches=count,
+                   precise=len(demo_xy) >= PRECISE_MIN and count >= PRECISE_SHARE * len(demo_xy))
 
 
 def refine_keypoints(refiner: FrameRefiner, demo_xy: np.ndarray, candidates: np.ndarray | None,
@@ -112,23 +150,36 @@ def refine_keypoints(refiner: FrameRefiner, demo_xy: np.ndarray, candidates: np.
                              settings.field_min_support)
     if not local.any():
         return refiner.best_candidates(demo_xy, candidates, coarse_xy), local, field
-    predicted = field.predict(demo_xy)
-    centre = np.where(local[:, None], predicted, coarse_xy)
-    if candidates is not None:
-        candidates = candidates.copy()
-        candidates[:, 0] = centre
-    result = refiner.best_candidates(demo_xy, candidates, centre)
-    take = local & ~result.refined & _placeable(predicted, refiner)
-    xy = np.where(take[:, None], predicted, result.xy)
-    return Refinement(xy, result.refined, result.ncc, result.affine, result.sharpness), take, field
+    placeable, predicted = _placeable(field.predict(demo_xy), refiner)
+    local &= placeable  # a point the field puts outside the view keeps its own match
+    if field.precise:
+        # An affine view, to a pixel: the field's prediction is the search centre (and prior) and the answer
+        # where the correlation refuses, wherever the field holds.
+        centre = np.where(local[:, None], predicted, coarse_xy)
+        if candidates is not None:
+            candidates = candidates.copy()
+            candidates[:, 0] = centre
+        result = refiner.best_candidates(demo_xy, candidates, centre)
+        take = local & ~result.refined
+        xy = np.where(take[:, None], predicted, result.xy)
+        return Refinement(xy, result.refined, result.ncc, result.affine, result.sharpness), take, field
+    # Not to a pixel (a 3D scene bends the view): a coarse cell more than a cell off the field only gets the
+    # field's prediction as one more candidate, taken where it correlates clearly better (candidate_margin).
+    off = local & (np.linalg.norm(coarse_xy - predicted, axis=1) > refiner.live_cell)
+    base = candidates if candidates is not None else coarse_xy[:, None, :]
+    extra = np.where(off[:, None], predicted, np.nan)[:, None, :]
+    result = refiner.best_candidates(demo_xy, np.concatenate([base, extra], 1) if off.any() else candidates,
+                                     coarse_xy)
+    return result, np.zeros(len(coarse_xy), dtype=bool), field
 
 
-def _placeable(xy: np.ndarray, refiner: FrameRefiner) -> np.ndarray:
-    """Inside the live image (and its mask, when given)."""
+def _placeable(xy: np.ndarray, refiner: FrameRefiner) -> tuple[np.ndarray, np.ndarray]:
+    """Which predictions lie in the live image (within half a pixel: a point on the border may be predicted a
+    hair outside it) and its mask, when given; and the predictions clipped into the image."""
     height, width = refiner.live.shape
-    inside = (xy[:, 0] >= 0) & (xy[:, 0] < width) & (xy[:, 1] >= 0) & (xy[:, 1] < height)
+    inside = (xy[:, 0] >= -0.5) & (xy[:, 0] < width + 0.5) & (xy[:, 1] >= -0.5) & (xy[:, 1] < height + 0.5)
+    clipped = np.column_stack([np.clip(xy[:, 0], 0.0, np.nextafter(width, 0)),
+                               np.clip(xy[:, 1], 0.0, np.nextafter(height, 0))])
     if refiner.mask is not None:
-        rows = np.clip(xy[:, 1].astype(int), 0, height - 1)
-        cols = np.clip(xy[:, 0].astype(int), 0, width - 1)
-        inside &= refiner.mask[rows, cols]
-    return inside
+        inside &= refiner.mask[clipped[:, 1].astype(int), clipped[:, 0].astype(int)]
+    return inside, clipped

@@ -212,6 +212,8 @@ def refine_points(demo: PreparedImage, live: PreparedImage, demo_xy: np.ndarray,
         if float(template.std()) < 1.0:  # texture-less: any position correlates the same
             continue
         cx, cy = np.round(prior - 0.5).astype(int)
+        if not (0 <= cx < width and 0 <= cy < height):  # nothing to search: the point is not in the live view
+            continue
         x0, y0 = cx - reach - radius, cy - reach - radius
         response = cv2.matchTemplate(_window(live_image, x0, y0, size + 2 * reach), template, cv2.TM_CCOEFF_NORMED)
         response = np.nan_to_num(response, nan=-1.0, posinf=-1.0, neginf=-1.0)
