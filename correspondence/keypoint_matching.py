@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from .dense_field import refine_keypoints
 from .device import to_numpy
 from .errors import ConfigError
 from .features import FeatureExtractor, FeatureMap
@@ -106,7 +107,9 @@ class KeypointMatch:
     refined: bool = False  # the refinement found a confident peak (else the coarse position stands)
     refine_ncc: float | None = None  # its peak normalised cross-correlation
     geometry_inlier: bool | None = None  # the keypoint's own match agrees with the fitted model (None: no model)
-    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | model | epipolar
+    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | dense-field (the trusted affine
+    # field of the dense matches, where the correlation could not refine; correspondence/dense_field.py) | model |
+    # epipolar
 
 
 class MatchList(list):
@@ -391,11 +394,12 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
                                dense, support, float(np.mean(query.fmap.cell_size_px())), live_cell,
                                settings.refinement, mask)
     if refiner is not None and matches:
-        result = refiner.best_candidates(query.xy, coarse.candidates, np.array([m.coarse_xy for m in matches]))
+        result, by_field, _ = refine_keypoints(refiner, query.xy, coarse.candidates,
+                                               np.array([m.coarse_xy for m in matches]))
         matches = [replace(m, live_xy=_pair(result.xy[i]), refined_xy=_pair(result.xy[i]),
                            refined=bool(result.refined[i]),
                            refine_ncc=None if np.isnan(result.ncc[i]) else float(result.ncc[i]),
-                           position="refined" if result.refined[i] else m.position)
+                           position="refined" if result.refined[i] else "dense-field" if by_field[i] else m.position)
                    for i, m in enumerate(matches)]
         timings["refinement"] = time.perf_counter() - start
     geometry = None

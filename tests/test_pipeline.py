@@ -143,7 +143,8 @@ def test_soco_transfer_end_to_end(tmp_path):
     assert (out / "overlay.png").is_file()
     assert record["alignment"]["success"], record["alignment"]
     first = record["matches"][0]  # coarse and refined positions are recorded; no 2D model unless asked for
-    assert first["coarse_xy"] is not None and first["position"] in ("cell", "refined", "pose", "pose-hidden")
+    assert first["coarse_xy"] is not None
+    assert first["position"] in ("cell", "refined", "dense-field", "pose", "pose-hidden")
     assert record["keypoint_geometry"] is None
     assert first["refined_xy"] is not None  # refinement ran (default); with a 3D pose the pose places the keypoint
     if first["position"] == "refined":

@@ -47,7 +47,9 @@ def test_refinement_finds_the_true_position_to_a_fraction_of_a_pixel():
     error = np.linalg.norm(result.xy - truth, axis=1)
     assert result.refined.mean() >= 0.9
     assert np.median(error[result.refined]) < 0.2 and np.percentile(error[result.refined], 90) < 0.5
-    assert (result.ncc[result.refined] > 0.9).all()
+    # > 0.85, not 0.9: a point whose live position lies near the border (the warp mirrored the image there) is
+    # now correlated through a mirrored window and found (0.16 px, NCC 0.88) where a clipped one refused it.
+    assert (result.ncc[result.refined] > 0.85).all()
 
 
 def test_a_plain_region_keeps_its_coarse_position():
