@@ -107,9 +107,14 @@ class KeypointMatch:
     refined: bool = False  # the refinement found a confident peak (else the coarse position stands)
     refine_ncc: float | None = None  # its peak normalised cross-correlation
     geometry_inlier: bool | None = None  # the keypoint's own match agrees with the fitted model (None: no model)
-    position: str = "cell"  # where live_xy comes from: cell | soft-argmax | refined | dense-field (the trusted affine
-    # field of the dense matches, where the correlation could not refine; correspondence/dense_field.py) | model |
-    # epipolar
+    position: str = "cell"  # where live_xy comes from: one of MATCH_POSITIONS (dense-field: the trusted affine field
+    # of the dense matches, where the correlation could not refine, correspondence/dense_field.py; interpolated: the
+    # epipolar fill, verify.py; pose / pose-hidden: placed by an accepted 3D pose, pose_keypoints.py)
+
+
+# Every value KeypointMatch.position takes; consumers that encode it (the ROS node's ~/matches) must cover them all.
+MATCH_POSITIONS = ("cell", "soft-argmax", "refined", "dense-field", "model", "epipolar", "interpolated", "pose",
+                   "pose-hidden")
 
 
 class MatchList(list):

@@ -237,7 +237,8 @@ MATCH_DTYPE = np.dtype({"names": [f[0] for f in MATCH_FIELDS],
                         "itemsize": 40})
 # ``position`` in ~/matches: where a match's live pixel comes from (the library's KeypointMatch.position; "dense" for
 # a functional demo's dense matches), as the index into this tuple; POSITION_UNKNOWN for a name not listed here.
-POSITIONS = ("cell", "soft-argmax", "refined", "model", "epipolar", "pose", "pose-hidden", "dense", "interpolated")
+POSITIONS = ("cell", "soft-argmax", "refined", "model", "epipolar", "pose", "pose-hidden", "dense", "interpolated",
+             "dense-field")
 POSITION_UNKNOWN = 255
 
 

@@ -151,6 +151,14 @@ def test_match_cloud_layout_and_values():
     np.testing.assert_allclose(a["score"], [0.9, 0.8], rtol=1e-6)
     assert [POSITIONS[c] for c in a["position"]] == ["refined", "pose"] and a["pose_disagrees"].tolist() == [0, 1]
     assert position_code("no such source") == POSITION_UNKNOWN
+
+
+def test_every_library_position_has_a_code():
+    """A position the library adds (e.g. dense-field) must not reach ~/matches as 255 'unknown'; codes only append."""
+    from correspondence.keypoint_matching import MATCH_POSITIONS
+    assert set(MATCH_POSITIONS) <= set(POSITIONS)
+    assert POSITIONS[:9] == ("cell", "soft-argmax", "refined", "model", "epipolar", "pose", "pose-hidden", "dense",
+                             "interpolated")
     empty = matches_to_cloud(HEADER, np.zeros((0, 3)), np.zeros((0, 2)), np.zeros((0, 2)), [], [])
     assert empty.width == 0 and len(cloud_to_array(empty)) == 0
 
