@@ -266,7 +266,9 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 row = _score_symmetric(row, result, obj, demo_view.pose, scene.truth, centre)
                 search = result.pose_search
                 row.update(pose_source=search.chosen.source if search is not None and search.chosen else None,
-                           ambiguous=bool(search is not None and search.ambiguous))
+                           ambiguous=bool(search is not None and search.ambiguous),
+                           pose_score=None if search is None or search.chosen is None else
+                           {**search.chosen.score.as_dict(), "support": search.chosen.score.support})
                 row.update(mask_iou=_mask_iou(result, live.target_mask),
                            **_keypoint_errors(result, obj, live.target))
                 rows.append(row)
