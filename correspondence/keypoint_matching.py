@@ -273,8 +273,9 @@ def searched_refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: Match
     ``coarse``, unless the search is on and finds a better-supported one)."""
     if not search_enabled(settings):
         return refine_and_verify(query, live, coarse, live_image, live_mask, settings)
-    coarse, live_cell, outcome = search_coarse(query, live, live_mask, settings, live_image, coarse)
-    matches, timings = refine_and_verify(query, live, coarse, live_image, live_mask, settings, live_cell)
+    coarse, live_cell, outcome, local_found = search_coarse(query, live, live_mask, settings, live_image, coarse)
+    matches, timings = refine_and_verify(query, live, coarse, live_image, live_mask, settings, live_cell,
+                                         local_found)
     matches.search = outcome
     return matches, {"search": outcome.seconds, **timings}
 
@@ -375,8 +376,8 @@ def _candidates(rows: np.ndarray, live: FeatureMap, first: np.ndarray, settings:
 
 
 def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, live_image: Any,
-                      live_mask: np.ndarray | None, settings: MatchSettings, live_cell_px: float | None = None
-                      ) -> tuple[MatchList, dict[str, float]]:
+                      live_mask: np.ndarray | None, settings: MatchSettings, live_cell_px: float | None = None,
+                      local_found: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[MatchList, dict[str, float]]:
     """The host half of a frame: refinement at the original resolution, then the geometric model (each when
     asked for and possible). ``live`` only lends its geometry (a captured graph's template will do);
     ``live_cell_px``: the coarse matches' precision in live pixels when it is not ``live``'s cell (a shrunk live
@@ -413,6 +414,8 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
         local = None
         if query.local is not None and live_image is not None:
             def local():  # only when the dense matches alone do not settle the model (see verify_dense)
+                if local_found is not None:  # the rotation / scale search already matched them on this frame
+                    return local_found
                 begin = time.perf_counter()
                 live_local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
                 found = match_local(query.local, live_local, settings.geometry.local_features)

@@ -238,18 +238,20 @@ def score(dense: DenseCoarse | None, hypothesis: Hypothesis, live_wh: tuple[int,
 
 
 def _estimate(query: "DemoQuery", live_image: Any, live_mask: np.ndarray | None, settings: "MatchSettings"
-              ) -> tuple[float, float] | None:
-    """(degrees, scale) of a RANSAC similarity of the local-feature matches (None without enough of them)."""
+              ) -> tuple[tuple[float, float] | None, tuple[np.ndarray, np.ndarray] | None]:
+    """(degrees, scale) of a RANSAC similarity of the local-feature matches (None without enough of them), and
+    the matches themselves (None without local features), so the verification does not detect them again."""
     if query.local is None or live_image is None:
-        return None
+        return None, None
     local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
-    demo_xy, live_xy = match_local(query.local, local, settings.geometry.local_features)
+    found = match_local(query.local, local, settings.geometry.local_features)
+    demo_xy, live_xy = found
     if len(demo_xy) < MIN_INLIERS:
-        return None
+        return None, found
     model, inliers = cv2.estimateAffinePartial2D(demo_xy, live_xy, method=cv2.RANSAC, ransacReprojThreshold=5.0)
     if model is None or int(inliers.sum()) < MIN_INLIERS:
-        return None
-    return math.degrees(math.atan2(model[1, 0], model[0, 0])) % 360.0, math.hypot(model[0, 0], model[1, 0])
+        return None, found
+    return (math.degrees(math.atan2(model[1, 0], model[0, 0])) % 360.0, math.hypot(model[0, 0], model[1, 0])), found
 
 
 def _order(candidates: list[Hypothesis], estimate: tuple[float, float] | None) -> list[Hypothesis]:
@@ -304,9 +306,11 @@ def _in_original(coarse: "MatchList", query: "DemoQuery", demo_warp: Warp, live_
 
 
 def search_coarse(query: "DemoQuery", live: "FeatureMap", live_mask: np.ndarray | None, settings: "MatchSettings",
-                  live_image: Any, identity: "MatchList") -> tuple["MatchList", float, SearchOutcome]:
+                  live_image: Any, identity: "MatchList"
+                  ) -> tuple["MatchList", float, SearchOutcome, tuple[np.ndarray, np.ndarray] | None]:
     """The coarse matches of the best-supported hypothesis in original pixels, the live cell size (original
-    pixels) their precision corresponds to, and the outcome. ``identity``: today's coarse match, already made."""
+    pixels) their precision corresponds to, the outcome, and the live local-feature matches when the search
+    computed them (the verification reuses them). ``identity``: today's coarse match, already made."""
     from .keypoint_matching import live_cells, match_on_device, matches_from_host
     from .device import to_numpy
     start = time.perf_counter()
@@ -314,10 +318,10 @@ def search_coarse(query: "DemoQuery", live: "FeatureMap", live_mask: np.ndarray 
     cell = float(np.mean(live.cell_size_px()))
     support, inliers = score(identity.dense, Hypothesis(0.0, 1.0), live_wh, live_mask, cell)
     upright = best = (support, inliers, Hypothesis(0.0, 1.0), identity, cell)
-    tried, estimate = 1, None
+    tried, estimate, local_found = 1, None, None
     search = query.search
     if support < GOOD_SUPPORT and search is not None and live_image is not None:
-        estimate = _estimate(query, live_image, live_mask, settings)
+        estimate, local_found = _estimate(query, live_image, live_mask, settings)
         live_rgb = to_rgb_array(live_image)
         shrunk: dict[float, tuple] = {}
         for hypothesis in _order([h for h in hypotheses(settings) if not h.identity], estimate):
@@ -345,4 +349,4 @@ def search_coarse(query: "DemoQuery", live: "FeatureMap", live_mask: np.ndarray 
     support, inliers, hypothesis, coarse, cell_px = best
     outcome = SearchOutcome(hypothesis.degrees, hypothesis.scale, float(support), int(inliers), tried, estimate,
                             time.perf_counter() - start)
-    return coarse, cell_px, outcome
+    return coarse, cell_px, outcome, local_found

@@ -145,3 +145,33 @@ def test_soco_match_records_and_prints_the_found_turn(photo, tmp_path, capsys):
     found = np.array([m["live_xy"] for m in record["matches"]])
     assert np.all(np.linalg.norm(found - truth, axis=1) < 5.0) and all(m["accepted"] for m in record["matches"])
     assert "search: live = demo turned 180 deg" in capsys.readouterr().out
+
+
+def test_the_search_and_the_verification_detect_the_live_local_features_once(photo, monkeypatch):
+    """The search's rotation / scale estimate matches the live SIFT features; the model's verification reuses
+    those matches instead of detecting them on the same frame again."""
+    import correspondence.keypoint_matching as km
+    import correspondence.transform_search as ts
+    live, keypoints, truth = similarity_pair(photo, 180.0, 1.0)
+    calls = []
+
+    def spy(detect):
+        def counted(image, settings, mask=None):
+            calls.append(np.array_equal(np.asarray(image), live))
+            return detect(image, settings, mask)
+        return counted
+
+    monkeypatch.setattr(km, "detect", spy(km.detect))
+    monkeypatch.setattr(ts, "detect", spy(ts.detect))
+    verify = km.verify_dense
+    asked = []
+
+    def verify_asking_for_local_features(dense, support, geometry, live_cell, live_wh, refiner, local):
+        asked.append(local is not None and len(local()[0]) > 0)  # as a frame the dense matches cannot settle does
+        return verify(dense, support, geometry, live_cell, live_wh, refiner, local)
+
+    monkeypatch.setattr(km, "verify_dense", verify_asking_for_local_features)
+    result = Matcher.create("daisy", matching={"geometry": "auto"})(photo, keypoints, live)
+    assert result.search.estimate is not None  # the search matched the live features ...
+    assert asked == [True] and calls.count(True) == 1  # ... once for the whole frame
+    assert pck(result, truth) >= 0.95
