@@ -35,6 +35,8 @@ class GeometrySettings:
     min_matches: int = 12
     min_inliers: int = 10  # affine / homography; a fundamental matrix needs min_inliers_fundamental
     min_inliers_fundamental: int = 40  # 7 degrees of freedom fit a few dozen matches of unrelated views by chance
+    min_parallax: int = 10  # matches off the inliers' dominant plane that must agree on one epipole (see
+    # plane_and_parallax): fewer leave a fundamental matrix undetermined
     min_inlier_ratio: float = 0.25
     confidence: float = 0.999
     max_iterations: int = 10000
@@ -47,7 +49,7 @@ class GeometrySettings:
     strict_sharpness: float = 0.01  # ... and its peak's sharpness (see refine.RefineSettings.min_sharpness)
     # Local features (SIFT by default) of both full-resolution images, fused with the refined dense matches.
     local_features: LocalFeatureSettings = field(default_factory=LocalFeatureSettings)
-    gric_sigma: float | None = None  # match noise (px) of the model selection; None: a third of the threshold
+    gric_sigma: float | None = None  # match noise (px) of the model selection; None: estimated (match_noise)
     distinct_cells: float = 1.0  # a guided match counts as support only if no other peak within +- this many live
     # cells nearly equals it (a repeated pattern supports any model shifted by its period)
 
@@ -152,7 +154,8 @@ def fit_geometry(demo_xy: np.ndarray, live_xy: np.ndarray, settings: GeometrySet
     planar = _checked("homography", settings, demo_xy, live_xy, threshold_px, keep, requested="auto")
     general = _checked("fundamental", settings, demo_xy, live_xy, threshold_px, keep, requested="auto")
     if planar.success and general.success:
-        scores = select_scores(planar, general, demo_xy, live_xy, settings.gric_sigma or threshold_px / 3.0)
+        sigma = settings.gric_sigma or match_noise(general, demo_xy, live_xy)
+        scores = select_scores(planar, general, demo_xy, live_xy, sigma)
         return replace(planar if scores["homography"] <= scores["fundamental"] else general, gric=scores)
     if planar.success:
         return planar
@@ -260,6 +263,57 @@ def beats_chance(result: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarra
     return ""
 
 
+def plane_and_parallax(result: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray, min_parallax: int,
+                       seed: int = 0) -> str:
+    """'' when a fitted fundamental matrix is determined by its matches, else why not. A plane (or a camera that
+    only turns, or does not move) fits a whole family of fundamental matrices: F = [e']x H for any epipole e', and
+    MAGSAC picks the e' whose lines absorb the most wrong matches. A 3D scene is a plane plus parallax: the
+    matches the dominant plane's homography H misses are displaced from their H-prediction along lines that all
+    meet at the one epipole (plane + parallax; Irani and Anandan; the idea of Chum et al.'s DEGENSAC). So: H is
+    fitted to the fundamental matrix's inliers, and among *all* matches off that plane the largest set agreeing
+    on one epipole (a 2-point RANSAC) must number ``min_parallax`` and twice what the same off-plane matches
+    shuffled reach (wrong matches also agree with some epipole by chance). No share of inliers is asked of the
+    plane: an accurate matrix of a scene with a dominant plane (a stereo pair of a wall and an object) passes."""
+    demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+    threshold = result.threshold_px
+    inliers = result.residuals(demo_xy, live_xy) <= threshold
+    plane, _ = cv2.findHomography(demo_xy[inliers], live_xy[inliers], cv2.USAC_MAGSAC, threshold, maxIters=2000,
+                                  confidence=0.99) if inliers.sum() >= 4 else (None, None)
+    if plane is None or not np.isfinite(plane).all():
+        return ""  # no homography explains even part of the inliers: nothing planar to be confused with
+    predicted = _project(plane, demo_xy)
+    off = np.isfinite(predicted).all(1) & (np.linalg.norm(predicted - live_xy, axis=1) > threshold)
+    rng = np.random.default_rng(seed)
+    real = _epipole_support(predicted[off], live_xy[off], threshold, rng)
+    shuffled = live_xy[off][rng.permutation(int(off.sum()))]
+    chance = _epipole_support(predicted[off], shuffled, threshold, rng)
+    on_plane = int((inliers & ~off).sum())
+    if real < max(min_parallax, 2 * chance):
+        return (f"degenerate: one homography explains {on_plane} of the fundamental matrix's {int(inliers.sum())} "
+                f"inliers and only {real} of the {int(off.sum())} matches off that plane agree on one epipole "
+                f"(needs {min_parallax} and twice the {chance} of the same matches shuffled): no parallax fixes the "
+                f"matrix (a plane, a turning or still camera)")
+    return ""
+
+
+def _epipole_support(planar_xy: np.ndarray, live_xy: np.ndarray, threshold: float, rng: np.random.Generator,
+                     trials: int = 500) -> int:
+    """The most of the matches (each a plane's prediction and the live point) whose parallax lines meet at one
+    epipole within ``threshold`` px (2-point RANSAC: two parallax lines give the epipole)."""
+    n = len(planar_xy)
+    if n < 3:
+        return n
+    a = np.column_stack([planar_xy, np.ones(n)])
+    b = np.column_stack([live_xy, np.ones(n)])
+    lines = np.cross(a, b)
+    i, j = rng.integers(0, n, (2, trials))
+    epipoles = np.cross(lines[i[i != j]], lines[j[i != j]])  # homogeneous: at infinity too
+    through = np.cross(epipoles[:, None, :], a[None])  # the line through each epipole and each prediction
+    with np.errstate(invalid="ignore", divide="ignore"):
+        distance = np.abs((through * b[None]).sum(-1)) / np.hypot(through[..., 0], through[..., 1])
+    return int((distance <= threshold).sum(1).max()) if len(epipoles) else 0
+
+
 GRIC_DOF = {"affine": (2, 6), "homography": (2, 8), "fundamental": (3, 7)}  # manifold dimension, parameters
 
 
@@ -281,6 +335,20 @@ def gric(model: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray, sigma:
     r = 4.0  # two 2D points per match
     rho = np.minimum(e2 / sigma ** 2, 2.0 * (r - dimension))
     return float(rho.sum() + np.log(r) * dimension * n + np.log(r * max(n, 1)) * parameters)
+
+
+def match_noise(general: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray, floor: float = 0.2) -> float:
+    """The matches' noise (px), estimated from a fitted fundamental matrix's inliers: the robust spread of their
+    distances to their epipolar lines (median / 0.6745), between ``floor`` and a third of the threshold. GRIC
+    weighs residuals against it: with refined, sub-pixel matches a fixed third of a 3-px threshold (1 px) is so
+    loose that a homography missing the parallax by 1-2 px on every match looks as good as the exact epipolar
+    geometry. The line distance carries the noise of both views, so this errs on the large side (toward the
+    homography) for a plane."""
+    residual = general.residuals(demo_xy, live_xy)
+    residual = residual[residual <= general.threshold_px]
+    if not len(residual):
+        return general.threshold_px / 3.0
+    return float(np.clip(np.median(residual) / 0.6745, floor, general.threshold_px / 3.0))
 
 
 def select_scores(predictive: GeometryResult, general: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarray,

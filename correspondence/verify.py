@@ -23,11 +23,11 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable
 
-import cv2
 import numpy as np
 
 from . import epipolar
-from .geometry2d import GeometryResult, GeometrySettings, beats_chance, fit_geometry, select_scores
+from .geometry2d import (GeometryResult, GeometrySettings, beats_chance, fit_geometry, match_noise,
+                         plane_and_parallax, select_scores)
 from .refine import DenseCoarse, FrameRefiner
 
 Matches = tuple[np.ndarray, np.ndarray]  # (demo_xy, live_xy)
@@ -75,8 +75,7 @@ def verify_dense(dense: DenseCoarse, support: np.ndarray, settings: GeometrySett
         return general
     model = "homography" if requested == "auto" else requested
     predictive = _predictive(model, dense, support, fused, local, settings, live_cell, live_wh, refiner)
-    sigma = settings.gric_sigma or fine / 3.0
-    scores = _gric_scores(predictive, general, fused, sigma)
+    scores = _gric_scores(predictive, general, fused, settings.gric_sigma)
     if requested != "auto":
         # A fundamental matrix that survived (not degenerate: no one homography explains its inliers) and that GRIC
         # prefers means a 3D scene: the model asked for would misplace every keypoint off its plane.
@@ -94,12 +93,13 @@ def verify_dense(dense: DenseCoarse, support: np.ndarray, settings: GeometrySett
                    reason=f"homography: {predictive.reason}; fundamental: {general.reason}")
 
 
-def _gric_scores(predictive: GeometryResult, general: GeometryResult, fused: Matches | None, sigma: float
+def _gric_scores(predictive: GeometryResult, general: GeometryResult, fused: Matches | None, sigma: float | None
                  ) -> dict[str, float] | None:
-    """Both models' GRIC over the fused matches (None unless both fitted)."""
+    """Both models' GRIC over the fused matches (None unless both fitted; ``sigma`` None: the matches' noise
+    estimated from the fundamental matrix's inliers)."""
     if fused is None or not (predictive.success and general.success):
         return None
-    return select_scores(predictive, general, *fused, sigma)
+    return select_scores(predictive, general, *fused, sigma or match_noise(general, *fused))
 
 
 def _fundamental(fused: Matches | None, settings: GeometrySettings, threshold: float, requested: str
@@ -110,26 +110,11 @@ def _fundamental(fused: Matches | None, settings: GeometrySettings, threshold: f
                               "epipolar lines)", None, 0, 0, threshold)
     result = replace(fit_geometry(*fused, replace(settings, model="fundamental"), threshold), requested=requested)
     if result.success:
-        problem = beats_chance(result, *fused, settings) or _plane_degenerate(result, fused, threshold)
+        problem = (beats_chance(result, *fused, settings)
+                   or plane_and_parallax(result, *fused, settings.min_parallax))
         result = result.refused(problem) if problem else replace(result, support=result.inlier_ratio,
                                                                   evidence=fused)
     return result
-
-
-def _plane_degenerate(result: GeometryResult, fused: Matches, threshold: float, share: float = 0.8) -> str:
-    """'' unless one homography explains ``share`` of the fundamental matrix's inliers: then the matches leave
-    the fundamental matrix undetermined (a plane, or a near-still view, fits a whole family of them, and the one
-    chosen is the one that absorbs the most wrong matches; Chum et al.'s DEGENSAC test)."""
-    inliers = result.residuals(*fused) <= threshold
-    demo, live = fused[0][inliers], fused[1][inliers]
-    if len(demo) < 8:
-        return ""
-    h, mask = cv2.findHomography(demo, live, cv2.USAC_MAGSAC, threshold, maxIters=2000, confidence=0.99)
-    planar = 0 if h is None or mask is None else int(mask.sum())
-    if planar >= share * len(demo):
-        return (f"degenerate: one homography explains {planar} of the fundamental matrix's {len(demo)} inliers, "
-                f"which leaves it undetermined (a plane or no camera motion)")
-    return ""
 
 
 def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matches | None, local: Matches | None,
