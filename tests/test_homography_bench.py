@@ -70,7 +70,7 @@ def test_the_expert_baselines_place_a_turned_textured_pair_and_small_images_get_
 def test_end_to_end_rows_bins_unrelated_table_and_plots(tmp_path):
     images = [SourceImage("texture", texture(200, seed=7)), SourceImage("other", texture(200, seed=8))]
     config = HomographyBenchConfig(backbones=("daisy",), size=224, points=40, seed=3, pairs_per_image=1,
-                                   world_pairs=0, unrelated_pairs=1)
+                                   world_pairs=0, fine_world_pairs=0, unrelated_pairs=1)
     result = run_homography_benchmark(images, config, tmp_path, progress=False)
     summary = result["summary"]
     assert list(summary)[0].startswith("OpenCV SIFT (defaults)")

@@ -35,7 +35,8 @@ class HomographyBenchConfig:
     points: int = 200
     pairs_per_image: int = 2
     max_umd: int = 16
-    world_pairs: int = 6  # non-planar procedural pairs
+    world_pairs: int = 6  # non-planar procedural pairs (the objects' own textures)
+    fine_world_pairs: int = 6  # the same objects and cameras with a fine full-contrast texture
     fold_pairs: int = 6  # non-planar pairs of photos folded like an open book (the first photos of >= 300 px)
     stereo_pairs: int = 4  # the same, seen by a rectified stereo rig (StereoSGBM is the baseline there)
     unrelated_pairs: int = 6
@@ -111,6 +112,8 @@ def run_homography_benchmark(images: list[SourceImage], config: HomographyBenchC
     pairs += [stereo_pair(source, config.points) for source in
               [s for s in images if min(s.rgb.shape[:2]) >= 300][:config.stereo_pairs]]
     pairs += world_pairs(config.world_pairs, config.points, config.seed) if config.world_pairs else []
+    pairs += world_pairs(config.fine_world_pairs, config.points, config.seed, texture="fine") \
+        if config.fine_world_pairs else []
     pairs += unrelated_pairs(images, config.unrelated_pairs, config.points // 2)
     methods = baseline_labels() + ([SGBM] if any(p.kind == "stereo" for p in pairs) else [])
     extractors = {}
@@ -188,10 +191,13 @@ def _report(pairs, images, config, methods, errs, seconds, per_pair, examples, o
     if fold_index:
         table += "\n" + markdown(fold, f"**Non-planar: photos folded like an open book** (pages at 90 deg, cameras "
                                        f"20 deg apart): {len(fold_index)} pairs")
-    world_index, world = subset(lambda p: p.kind == "world")
-    if world_index:
-        table += "\n" + markdown(world, f"**Non-planar: procedural objects** (cameras 15-40 deg apart): "
-                                        f"{len(world_index)} pairs")
+    world = {}
+    for group, title in (("world (non-planar)", "the objects' own textures"),
+                         ("world, fine texture", "a fine full-contrast texture")):
+        world_index, world[group] = subset(lambda p, g=group: p.kind == "world" and p.group == g)
+        if world_index:
+            table += "\n" + markdown(world[group], f"**Non-planar: procedural objects, {title}** (cameras 15-40 "
+                                                    f"deg apart): {len(world_index)} pairs")
     unrelated_index = [i for i, p in enumerate(pairs) if p.kind == "unrelated"]
     unrelated = {}
     if unrelated_index:

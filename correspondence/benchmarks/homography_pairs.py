@@ -5,7 +5,8 @@
   visited in turn) composed with a perspective corner shift and a translation, then photometric change (gain,
   bias, gamma, blur, noise, JPEG). The demo points are a grid over the part of the photo that stays in view.
 * **Non-planar** (exact): two views of a procedural object (:mod:`correspondence.world`) from cameras 15-40 deg
-  apart around it, on different backgrounds; the truth is the rendered surface point's projection.
+  apart around it, on different backgrounds; the truth is the rendered surface point's projection. With the
+  objects' own (faint, coarse) textures, and again with a fine full-contrast texture (same objects and cameras).
 * **Folded** (non-planar, exact): a photo printed on two planes meeting at a vertical fold (an open book, 90 deg
   between the pages), seen by two cameras 20 deg and a baseline apart: one homography per page, one fundamental
   matrix for the pair, real texture.
@@ -254,9 +255,21 @@ def make_pair(rng: np.random.Generator, source: SourceImage, index: int, points:
 # ------------------------------------------------------------------------------------------------ other pairs
 
 
-def world_pairs(count: int, points: int, seed: int = 0, size: tuple[int, int] = (320, 240)) -> list[Pair]:
+WORLD_TEXTURES = ("own", "fine")
+FINE_TEXTURE = {"texture": "noise", "texture_strength": 1.0, "texture_scale": 0.008}  # 8-mm noise, full contrast
+
+
+def world_pairs(count: int, points: int, seed: int = 0, size: tuple[int, int] = (320, 240), texture: str = "own"
+                ) -> list[Pair]:
     """Two views of a procedural object, cameras 15-40 deg apart around it, different backgrounds: a non-planar
-    scene with exact correspondences (the rendered surface point's projection, visible in both)."""
+    scene with exact correspondences (the rendered surface point's projection, visible in both).
+
+    ``texture``: ``own``, the instance's texture (smooth shading; stripes / checker / noise at 1-5 cm periods and a
+    quarter contrast: too little for any matcher to find a few dozen exact matches at 320 x 240), or ``fine``,
+    the same objects and cameras with a full-contrast 8-mm noise texture (:data:`FINE_TEXTURE`): the non-planar
+    case where the epipolar geometry can be verified."""
+    if texture not in WORLD_TEXTURES:
+        raise ValueError(f"world texture must be one of {WORLD_TEXTURES}, got {texture!r}")
     from ..world.families import make_instance
     from ..world.groundtruth import same_object_correspondences
     from ..world.render import Renderer, RenderSettings, sample_pose
@@ -266,6 +279,8 @@ def world_pairs(count: int, points: int, seed: int = 0, size: tuple[int, int] = 
     for k in range(count):
         category = WORLD_CATEGORIES[k % len(WORLD_CATEGORIES)]
         obj = make_instance(category, k // len(WORLD_CATEGORIES), seed)
+        if texture == "fine":
+            obj = replace(obj, appearance=replace(obj.appearance, **FINE_TEXTURE))
         renderer = Renderer(obj)
         azimuth = float(rng.uniform(0, 360))
         elevation = float(rng.uniform(15, 45))
@@ -274,8 +289,9 @@ def world_pairs(count: int, points: int, seed: int = 0, size: tuple[int, int] = 
                  for a in (azimuth, azimuth + turn)]
         a, b = (renderer.render(pose, settings, seed=seed * 1000 + 2 * k + i) for i, pose in enumerate(poses))
         corr = same_object_correspondences(a, b, max_points=points, rng=rng)
-        out.append(Pair(f"world/{obj.instance_id}#{k}", "world (non-planar)", a.rgb, b.rgb, corr.xy_a, corr.xy_b,
-                        "world", rotation_deg=turn))
+        name, group = ("world", "world (non-planar)") if texture == "own" else ("world-fine", "world, fine texture")
+        out.append(Pair(f"{name}/{obj.instance_id}#{k}", group, a.rgb, b.rgb, corr.xy_a, corr.xy_b, "world",
+                        rotation_deg=turn))
     return out
 
 

@@ -397,6 +397,9 @@ def add_homography_parser(bench) -> None:
                                  "(default: %(default)s)")
     homography.add_argument("--world-pairs", type=int, default=6,
                             help="non-planar pairs of procedural objects (default: %(default)s)")
+    homography.add_argument("--fine-world-pairs", type=int, default=6,
+                            help="the same procedural objects and cameras with a fine full-contrast texture "
+                                 "(default: %(default)s)")
     homography.add_argument("--unrelated-pairs", type=int, default=6,
                             help="pairs of different photos, where nothing should be accepted (default: %(default)s)")
     homography.add_argument("--seed", type=int, default=0)
@@ -416,7 +419,8 @@ def run_homography(args: argparse.Namespace) -> int:
     images = collect_images(folders, umd, args.max_umd)
     config = HomographyBenchConfig(backbones=tuple(filter(None, args.backbones.split(","))), size=args.size,
                                    points=args.points, pairs_per_image=args.pairs_per_image, max_umd=args.max_umd,
-                                   world_pairs=args.world_pairs, unrelated_pairs=args.unrelated_pairs,
+                                   world_pairs=args.world_pairs, fine_world_pairs=args.fine_world_pairs,
+                                   unrelated_pairs=args.unrelated_pairs,
                                    fold_pairs=args.fold_pairs, stereo_pairs=args.stereo_pairs,
                                    seed=args.seed, random_weights=args.random_weights, device=args.device,
                                    weights=args.weights)
