@@ -344,55 +344,6 @@ def _also_explains(rival: PoseScore, best: PoseScore, s: PoseSearchSettings) -> 
     return consistent and rival.agreement >= s.consistent_agreement and not appearance_decides
 
 
-def self_consistency(motion: np.ndarray, demo_points: np.ndarray, demo_view: LiveFrame,
-                     settings: PoseSearchSettings) -> tuple[float, float]:
-    """(agreement, contradictions) of the demo cloud moved by ``motion`` (demo camera -> demo camera) against the demo
-    view itself: the share of moved points within ``surface_m`` of a demo point, and the share where the demo camera
-    saw nothing (off its silhouette) or saw through (2 cm or more in front of the surface), in every pixel within
-    ``equivalent_window_px`` (a thin leg laid on its twin a few millimetres off is no contradiction). Two poses ``A``
-    and ``B`` put the object's surface in the same place, as far as the demo shows it, when ``inv(A) @ B`` (and its
-    inverse) lands the demo's points on the demo's own surface and nowhere the demo saw empty: a 2-fold symmetric
-    stool turned by 180 deg, whose seat maps onto itself and whose legs onto each other; a car's bonnet laid where
-    its boot is contradicts by free space. Geometry only, as BOP's MSSD judges (a texture that differs between the
-    turns is what the live frame, which could not tell them apart, did not show). No symmetry declared."""
-    from scipy import ndimage
-    from scipy.spatial import cKDTree
-
-    moved = _apply(motion, demo_points)
-    near = np.isfinite(cKDTree(demo_points).query(moved, distance_upper_bound=settings.surface_m)[0])
-    h, w = demo_view.depth.shape
-    z = moved[:, 2]
-    front = z > 1e-3
-    xy = demo_view.intrinsics.project(np.where(front[:, None], moved, 1.0))
-    col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
-    inside = front & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    depth = np.where(np.isfinite(demo_view.depth) & (demo_view.depth > 0) & demo_view.mask, demo_view.depth, np.inf)
-    nearest = ndimage.minimum_filter(depth, size=2 * settings.equivalent_window_px + 1)  # no depth: nothing there
-    empty = ~inside  # the demo camera saw the whole object: a point moved out of its view went somewhere else
-    empty[inside] = z[inside] < nearest[row[inside], col[inside]] - settings.free_space_m  # in front of every
-    # surface (or where none is) within the window: the demo camera would have seen it
-    return float(near.mean()), float(empty.mean())
-
-
-def equivalent_poses(a: np.ndarray, b: np.ndarray, demo_points: np.ndarray, demo_view: LiveFrame | None,
-                     settings: PoseSearchSettings) -> bool:
-    """Whether poses ``a`` and ``b`` (demo camera -> live camera) put the demo object's surface in the same place
-    (:func:`self_consistency`, both ways): then the frame cannot tell them apart *and* need not, since either puts
-    the object where it is. False without the demo view."""
-    if demo_view is None:
-        return False
-    motion = np.linalg.inv(a) @ b
-    snapped = _snapper(demo_points, demo_points, settings)(motion)  # the rivals are placed coarsely: the demo's
-    # own surface says where the turn it proposes lands exactly
-    if not _close(snapped, motion, demo_points.mean(0), 10.0, 0.03):
-        return False
-    for m in (snapped, np.linalg.inv(snapped)):
-        agreement, contradictions = self_consistency(m, demo_points, demo_view, settings)
-        if contradictions > settings.equivalent_contradiction or agreement < settings.equivalent_agreement:
-            return False
-    return True
-
-
 def _confident(score: PoseScore, s: PoseSearchSettings) -> bool:
     """The early stop: a matches' pose that already explains the live surface needs no global search."""
     return (s.early_stop_score is not None and score.support >= s.early_stop_score
@@ -408,7 +359,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     ``turn_step_deg``), score, refine the best with the guarded ICP, score again, choose, and call the turn
     ambiguous when it is (module doc). ``demo_view``: the demo's own depth, mask and image (as a
     :class:`LiveFrame` whose cloud is ``demo_points``): a rival that puts the object's surface where the best does
-    (:func:`equivalent_poses`) is then no ambiguity."""
+    (:func:`~correspondence.pose_equivalence.equivalent_poses`) is then no ambiguity."""
     s = settings or PoseSearchSettings()
     icp = icp or IcpSettings()
     if len(demo_points) < 10 or len(live.cloud) < 10:
@@ -480,6 +431,8 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     # weighted score magnifies does not make a rival that explains the frame implausible
     ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
+    from .pose_equivalence import equivalent_poses  # it builds on this module's scorer and snapper
+
     equivalent = tuple(h for h in rivals if equivalent_poses(best.transform, h.transform, demo_points, demo_view, s))
     rivals = [h for h in rivals if all(h is not e for e in equivalent)]
     if rivals:

@@ -136,7 +136,7 @@ def test_a_2_fold_symmetric_stool_turned_is_returned_and_right_by_mssd_not_refus
 def test_equivalent_poses_tells_a_symmetry_from_a_flip_by_the_demo_view_alone():
     """The stool's true 2-fold turn maps the demo view onto itself; a car turned by 180 deg (bonnet where the boot
     was) and a mug turned by 30 deg (its handle in the air) put the surface elsewhere."""
-    from correspondence.pose_search import equivalent_poses
+    from correspondence.pose_equivalence import equivalent_poses
     from correspondence.world.symmetry import object_symmetry
 
     settings = PoseSearchSettings()
