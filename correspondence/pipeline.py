@@ -432,8 +432,11 @@ class TransferPipeline:
                 np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
         live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
         start_pose = alignment.transform if alignment.success else None
+        demo_view = (None if self.demo_region is None else  # what the demo itself shows: symmetric rivals
+                     LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool),
+                               demo_points, None, to_rgb_array(self.demo.rgb)))
         search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
-                             demo_colors=demo_colors)
+                             demo_colors=demo_colors, demo_view=demo_view)
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search

@@ -78,6 +78,12 @@ class PoseSearchSettings:
     consistent_agreement: float = 0.3  # the best) on at least this share of the live surface also explains it
     appearance_decides: float = 0.1  # ... unless the best's appearance contrast is this much higher
     explains_margin: float = 0.15  # ... and whose support (PoseScore.support) is within this of the best
+    # a rival that puts the demo's surface where the best puts it is no ambiguity (a symmetric object's other turn):
+    # moved by the motion between them, the demo cloud, checked against the demo's own depth and mask, contradicts
+    # at most this share of its points (free space, off the silhouette) ...
+    equivalent_contradiction: float = 0.03
+    equivalent_agreement: float = 0.4  # ... and at least this share lands on the demo surface
+    equivalent_window_px: int = 3  # ... tolerance of the silhouette and free-space test, pixels
     # early stop: the matches' pose, pulled onto its nearest fit, that scores at least this and contradicts the live
     # depth on at most early_stop_free_space of its points is not searched around (the global proposals and their
     # turns cost ~0.5 s a frame on 2 CPU cores); its turns are still probed for ambiguity. None: always search
@@ -119,6 +125,7 @@ class PoseSearchResult:
     hypotheses: tuple[Hypothesis, ...] = field(default=())  # every scored candidate, best first
     ambiguous: bool = False
     reason: str = "ok"
+    equivalent: tuple[Hypothesis, ...] = field(default=())  # rivals that put the surface where the chosen pose does
 
     @property
     def refinement(self) -> IcpResult | None:
@@ -346,11 +353,13 @@ def _confident(score: PoseScore, s: PoseSearchSettings) -> bool:
 def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matches_pose: np.ndarray | None,
                 settings: PoseSearchSettings | None = None, icp: IcpSettings | None = None,
                 refine_with_icp: bool = True, up: tuple[np.ndarray, np.ndarray] | None = None,
-                demo_colors: np.ndarray | None = None) -> PoseSearchResult:
+                demo_colors: np.ndarray | None = None, demo_view: LiveFrame | None = None) -> PoseSearchResult:
     """Propose (the matches' pose and, with ``global_hypotheses``, FPFH + RANSAC and FGR poses, turns of the best,
     and with ``up`` = (the vertical in the demo camera, in the live camera) upright poses every
     ``turn_step_deg``), score, refine the best with the guarded ICP, score again, choose, and call the turn
-    ambiguous when it is (module doc)."""
+    ambiguous when it is (module doc). ``demo_view``: the demo's own depth, mask and image (as a
+    :class:`LiveFrame` whose cloud is ``demo_points``): a rival that puts the object's surface where the best does
+    (:func:`~correspondence.pose_equivalence.equivalent_poses`) is then no ambiguity."""
     s = settings or PoseSearchSettings()
     icp = icp or IcpSettings()
     if len(demo_points) < 10 or len(live.cloud) < 10:
@@ -422,10 +431,19 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     # weighted score magnifies does not make a rival that explains the frame implausible
     ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
+    from .pose_equivalence import equivalent_poses  # it builds on this module's scorer and snapper
+
+    equivalent = tuple(h for h in rivals if equivalent_poses(best.transform, h.transform, demo_points, demo_view, s))
+    rivals = [h for h in rivals if all(h is not e for e in equivalent)]
     if rivals:
         turn = rotation_error_deg(rivals[0].transform, best.transform)
         return PoseSearchResult(None, best, ordered, True,
                                 f"ambiguous: poses {turn:.0f} deg apart explain the live frame equally well (scores "
                                 f"{best.score.score:.3f} and {rivals[0].score.score:.3f}); the data cannot fix the "
                                 f"object's turn")
+    if equivalent:
+        turn = rotation_error_deg(equivalent[0].transform, best.transform)
+        return PoseSearchResult(best.transform, best, ordered, False,
+                                f"ok: a pose {turn:.0f} deg apart explains the frame as well but puts the object's "
+                                f"surface in the same place (the demo view maps onto itself)", equivalent)
     return PoseSearchResult(best.transform, best, ordered, False, "ok")

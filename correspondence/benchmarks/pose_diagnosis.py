@@ -90,6 +90,7 @@ def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up) -> dic
                            "translation_error_cm": 100 * t, "refined": bool(h.refinement and h.refinement.accepted)})
     nearest = min(hypotheses, key=lambda h: h["rotation_error_deg"]) if hypotheses else None
     row.update(symmetry=symmetry.label, ambiguous=search.ambiguous, reason=search.reason,
+               equivalent_rivals=len(search.equivalent),  # rivals returned through, not refused: same surface
                hypotheses=len(hypotheses), true_score=true_score.as_dict(),
                true_refined_score=None if true_refined_score is None else true_refined_score.as_dict(),
                nearest=nearest, timings_s=result.timings_s)
