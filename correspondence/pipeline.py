@@ -35,11 +35,12 @@ from .device import to_numpy
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .deprecation import renamed_kwarg
-from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
+from .icp import IcpResult, IcpSettings, masked_cloud
 from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import DepthViews, Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from .multiview_pose import MultiViewDemo, object_cloud
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker, TrackSettings
@@ -104,6 +105,7 @@ class FrameResult:
     pose_search: PoseSearchResult | None = None  # the scored pose hypotheses behind the refined pose, when it ran
     pose_keypoints: tuple[KeypointPose, ...] | None = None  # per keypoint: the pose's prediction, visibility, flag
     localisation: Localisation | None = None  # where the demo object was found before segmentation (candidates, choice)
+    demo_view: int | None = None  # multi-view demo: the view whose matches gave the pose (0 = primary); else None
 
     @property
     def success(self) -> bool:
@@ -146,6 +148,11 @@ class TransferPipeline:
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
         self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
         self._features = _feature_matcher(matcher)
+        self.views = None  # a multi-view demo's views (multiview_pose.py): localisation, matches pose, fused cloud
+        if demo.views:
+            if self.mode != "keypoints" or self._features is None:
+                raise ConfigError("a multi-view demo needs a keypoint (same-object) demo and a Matcher with features")
+            self.views = MultiViewDemo(demo.all_views, matcher.extractor, self.settings.depth_range)
         if self.mode == "functional" and self._features is None and functional is None:
             raise ConfigError("a functional demo needs a Matcher with a feature extractor (or a functional head)")
         if self.settings.alignment_source == "dense" and self.mode == "keypoints" and self._features is None:
@@ -210,7 +217,8 @@ class TransferPipeline:
             points, valid = lift(live_xy, depth, intrinsics, self.settings.depth_range)
             live_points = np.where(valid[:, None], points, np.nan)
         source = self.settings.alignment_source
-        if source == "dense":
+        multi_view, view_index = source == "dense" and three_d and self.views is not None, None
+        if source == "dense" and not multi_view:
             start = time.perf_counter()
             demo_valid = (demo_fmap.cell_mask(self.demo_region, min_fraction=0.5) if self.demo_region is not None
                           else None)
@@ -219,7 +227,11 @@ class TransferPipeline:
         start = time.perf_counter()
         weights = np.array([max(m.score, 1e-3) for m in matches]) * accepted
         dense_points = None
-        if source == "dense":
+        if multi_view:  # the views' matches: the best view's pose composed into the primary frame
+            view_index, dense, (alignment, alignment_2d, dense_points) = self.views.align(
+                localisation, live_fmap, live_mask, self.settings.dense,
+                lambda d, view: self._align_dense(d, depth, intrinsics, three_d, view))
+        elif source == "dense":
             alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
         elif three_d:
             use = accepted & np.isfinite(live_points).all(1) & np.isfinite(self.demo_points).all(1)
@@ -243,7 +255,7 @@ class TransferPipeline:
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
                            alignment_2d, mask_result, timings, dense, source, search and search.refinement,
                            dense_points, geometry, search, pose_keypoints,
-                           localisation)
+                           localisation, view_index)
 
     # ------------------------------------------------------------------------------------------ segmentation
 
@@ -282,11 +294,13 @@ class TransferPipeline:
             depths = (DepthViews(self.demo.depth, self.demo.intrinsics, depth, intrinsics) if intrinsics is not None
                       else None)  # an RGB-D frame: the rigid 3D check tells the object from a look-alike
             demo_rgb = to_rgb_array(self.demo.rgb)
-            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
-                                    (demo_rgb, image))
+            localisation = (self.views.localise(live_fmap, self.settings.localise, depth, intrinsics, image)
+                            if self.views is not None else  # every view votes (multiview_pose.py)
+                            localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
+                                     (demo_rgb, image)))
             if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
                 self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
-            colours = self._demo_colours
+            colours = self._demo_colours if self.views is None else self.views.colours(localisation)
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
@@ -391,12 +405,15 @@ class TransferPipeline:
 
     # ------------------------------------------------------------------------------------------ alignment
 
-    def _align_dense(self, dense: DenseMatches, depth, intrinsics, three_d: bool):
-        """(3D result, 2D result, the dense matches' live points or None)."""
+    def _align_dense(self, dense: DenseMatches, depth, intrinsics, three_d: bool, view=None):
+        """(3D result, 2D result, the dense matches' live points or None). ``view``: the multi-view demo's view
+        the matches start in (lifted with its depth, moved into the primary frame)."""
         weights = np.maximum(dense.score, 1e-3)
         if not three_d:
             return None, self._align_2d(dense.demo_xy, dense.live_xy, weights), None
-        demo_points, demo_ok = lift(dense.demo_xy, self.demo.depth, self.demo.intrinsics, self.settings.depth_range)
+        demo = self.demo if view is None else view
+        demo_points, demo_ok = lift(dense.demo_xy, demo.depth, demo.intrinsics, self.settings.depth_range)
+        demo_points = demo_points if view is None else view.to_primary(demo_points)
         live_points, live_ok = lift(dense.live_xy, depth, intrinsics, self.settings.depth_range)
         use = demo_ok & live_ok
         return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
@@ -418,12 +435,10 @@ class TransferPipeline:
         if not alignment.success and not search_settings.global_hypotheses:
             return alignment, None
         icp = self.settings.icp
-        if self._demo_cloud is None:
-            xy, points = masked_pixels_and_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
-                                                 self.settings.depth_range, icp.max_points)
-            descriptors = (to_numpy(demo_fmap.sample(xy).float()) if demo_fmap is not None and len(xy) else None)
-            pixels = xy.astype(np.int64)
-            self._demo_cloud = (points, descriptors, to_rgb_array(self.demo.rgb)[pixels[:, 1], pixels[:, 0]])
+        if self._demo_cloud is None:  # a multi-view demo: every view's cloud in the primary frame
+            self._demo_cloud = (self.views.fused_cloud(icp.max_points) if self.views is not None else
+                                object_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region, self.demo.rgb,
+                                             demo_fmap, self.settings.depth_range, icp.max_points))
         demo_points, demo_descriptors, demo_colors = self._demo_cloud
         live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
         sampler = None
@@ -457,30 +472,7 @@ class TransferPipeline:
                              min_inliers=self.settings.min_inliers)
 
     def _check_depth(self, depth, image: np.ndarray, intrinsics: CameraIntrinsics | None) -> np.ndarray | None:
-        """Bad live depth gets a specific error here, not a numpy failure deep inside lifting."""
-        if depth is None:
-            return None
-        depth = np.asarray(depth)
-        if depth.ndim == 3 and depth.shape[2] == 1:
-            depth = depth[..., 0]
-        if depth.ndim != 2:
-            raise InputError(f"live depth must be a (H, W) map, got shape {depth.shape}")
-        if depth.shape != image.shape[:2]:
-            raise InputError(f"live depth is {depth.shape[1]}x{depth.shape[0]} but the RGB frame is "
-                             f"{image.shape[1]}x{image.shape[0]}")
-        if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
-            raise InputError(f"live depth must be numeric, got dtype {depth.dtype}")
-        if intrinsics is not None and (intrinsics.width, intrinsics.height) != (image.shape[1], image.shape[0]):
-            raise InputError(f"the intrinsics are for {intrinsics.width}x{intrinsics.height} but the frame is "
-                             f"{image.shape[1]}x{image.shape[0]}")
-        if np.issubdtype(depth.dtype, np.integer) and self.settings.depth_scale == 1.0:
-            raise InputError(f"live depth is {depth.dtype} (raw sensor units) but depth_scale is 1 m per unit: set "
-                             f"depth_scale (0.001 for millimetres, as ROS 16UC1 depth is)")
-        metres = depth_module.to_metres(depth, self.settings.depth_scale)
-        depth_module.check_units(metres, depth_module.encoding_of(depth), self.settings.depth_scale,
-                                 what="live depth")
-        return metres
-
+        return depth_module.check_live_depth(depth, image, intrinsics, self.settings.depth_scale)
 
 def _feature_matcher(matcher) -> "Matcher | None":
     """The library's :class:`Matcher` (features for dense matching and refinement), or None for any other
