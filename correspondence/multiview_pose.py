@@ -8,10 +8,14 @@ matches, and their pose is composed with the view's known pose so that it is the
 * **matches pose**: the chosen view's dense matches are lifted with that view's depth and moved into the primary
   frame with ``T_primary_from_view``, so RANSAC returns primary -> live directly (``T_live_from_view @
   T_view_from_primary``). Without a localisation (a given mask) every view is matched and the one with the most
-  RANSAC inliers wins;
+  RANSAC inliers wins. That pose is then fitted with the guarded ICP of the chosen view's own cloud (in the primary
+  frame) onto the live object: the view and the live camera see the same side, so ICP converges on the truth
+  rather than on the largest overlap, which a full 360 deg cloud against one partial live view would pull it to;
 * **scoring**: the pose search scores against the **fused** demo cloud, the union of every view's object cloud in
   the primary frame (descriptors and colours from each view), so the surface agreement counts the whole seen
-  object and the global (FPFH) registration sees its whole shape; the guarded ICP then fits that cloud.
+  object and the global (FPFH) registration sees its whole shape. Each hypothesis is fitted (snap, guarded ICP)
+  with the part of that cloud the live camera would see under it (:func:`visible_points`, a z-buffer): the far
+  side would otherwise pull the fit onto the near surface.
 
 Each view's features are computed once per pipeline (the extractor caches by image as well).
 """
@@ -26,7 +30,7 @@ from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .demo_views import DemoView
 from .device import to_numpy
 from .errors import InputError
-from .icp import masked_pixels_and_cloud
+from .icp import IcpSettings, masked_cloud, masked_pixels_and_cloud, refine
 from .localise import DepthViews, Localisation, LocaliseSettings, localise
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
@@ -65,6 +69,7 @@ class MultiViewDemo:
         self.states = [_ViewState(v, v.mask if v.mask is not None else _depth_foreground(v, depth_range))
                        for v in views]
         self._cloud = None
+        self._view_clouds = None  # per view: (points in the primary frame, descriptors, colours)
 
     def __len__(self) -> int:
         return len(self.states)
@@ -126,9 +131,11 @@ class MultiViewDemo:
         return [best] + [i for i in ranked[:2] if i != best and scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0]
 
     def align(self, localisation: Localisation | None, live_fmap, live_mask, settings: DenseSettings,
-              align: Callable[[DenseMatches, DemoView], tuple]) -> tuple[int, DenseMatches, tuple]:
+              align: Callable[[DenseMatches, DemoView], tuple], live_depth=None, live_intrinsics=None,
+              icp: IcpSettings | None = None) -> tuple[int, DenseMatches, tuple]:
         """(view index, its dense matches, ``align(dense, view)``'s result) of the candidate view whose alignment
-        has the most RANSAC inliers (a successful one first)."""
+        has the most RANSAC inliers (a successful one first); with the live depth and mask, its pose is then fitted
+        by the guarded ICP of that view's cloud onto the live object's (``solver`` gains ``+view-icp``)."""
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
         best = None
         for i in self.candidates(localisation):
@@ -142,7 +149,20 @@ class MultiViewDemo:
                    0 if alignment is None else int(alignment.num_inliers))
             if best is None or key > best[0]:
                 best = (key, i, dense, result)
-        return best[1], best[2], best[3]
+        _, index, dense, result = best
+        alignment = result[0]
+        if (icp is not None and alignment is not None and alignment.success and live_depth is not None
+                and live_mask is not None):  # icp None: the caller asked for no refinement
+            live_cloud = masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points)
+            fitted = refine(self.view_cloud(index, icp.max_points), live_cloud, alignment.transform, icp)
+            if fitted.accepted:
+                result = (replace(alignment, transform=fitted.transform, solver=alignment.solver + "+view-icp"),
+                          *result[1:])
+        return index, dense, result
+
+    def view_cloud(self, index: int, max_points: int) -> np.ndarray:
+        """One view's object cloud in the primary frame."""
+        return self._parts(max_points)[index][0]
 
     # ------------------------------------------------------------------------------------------ scoring
 
@@ -150,17 +170,47 @@ class MultiViewDemo:
         """The union of every view's object cloud in the primary frame, with descriptors and colours; each view
         gives ``2 * max_points / views`` points (the views overlap), so the pose search's cost grows gently."""
         if self._cloud is None:
-            per_view = max(2 * max_points // len(self.states), 200)
-            parts = []
-            for i, state in enumerate(self.states):
-                points, descriptors, colours = object_cloud(state.view.depth, state.view.intrinsics, state.region,
-                                                            state.view.rgb, self.feature_map(i), self.depth_range,
-                                                            per_view)
-                parts.append((state.view.to_primary(points), descriptors, colours))
+            parts = self._parts(max_points)
             points = np.concatenate([p[0] for p in parts])
             descriptors = (np.concatenate([p[1] for p in parts]) if all(p[1] is not None for p in parts) else None)
             self._cloud = (points, descriptors, np.concatenate([p[2] for p in parts]))
         return self._cloud
+
+
+    def _parts(self, max_points: int) -> list[tuple]:
+        if self._view_clouds is None:
+            per_view = max(2 * max_points // len(self.states), 200)
+            self._view_clouds = []
+            for i, state in enumerate(self.states):
+                points, descriptors, colours = object_cloud(state.view.depth, state.view.intrinsics, state.region,
+                                                            state.view.rgb, self.feature_map(i), self.depth_range,
+                                                            per_view)
+                self._view_clouds.append((state.view.to_primary(points), descriptors, colours))
+        return self._view_clouds
+
+
+def visible_points(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float = 4.0,
+                   depth_margin_m: float = 0.015) -> np.ndarray:
+    """The points (demo frame) the live camera would see with the object at ``T``: moved into the live camera,
+    binned into ``cell_px`` cells, each cell keeps the points within ``depth_margin_m`` of its nearest one (hidden
+    point removal by a coarse z-buffer; points outside the frame are kept, they hide nothing in it)."""
+    moved = points @ T[:3, :3].T + T[:3, 3]
+    z = moved[:, 2]
+    keep = np.ones(len(points), dtype=bool)
+    front = z > 1e-3
+    if not front.any():
+        return points
+    xy = intrinsics.project(moved[front])
+    w, h = int(np.ceil(intrinsics.width / cell_px)), int(np.ceil(intrinsics.height / cell_px))
+    col, row = np.floor(xy[:, 0] / cell_px).astype(np.int64), np.floor(xy[:, 1] / cell_px).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    cell = row[inside] * w + col[inside]
+    nearest = np.full(w * h, np.inf)
+    np.minimum.at(nearest, cell, z[front][inside])
+    seen = np.ones(int(front.sum()), dtype=bool)
+    seen[inside] = z[front][inside] <= nearest[cell] + depth_margin_m
+    keep[front] = seen
+    return points[keep]
 
 
 def chosen_view(localisation: Localisation | None) -> int | None:

@@ -40,7 +40,7 @@ from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_p
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import DepthViews, Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
-from .multiview_pose import MultiViewDemo, object_cloud
+from .multiview_pose import MultiViewDemo, object_cloud, visible_points
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker, TrackSettings
@@ -230,7 +230,8 @@ class TransferPipeline:
         if multi_view:  # the views' matches: the best view's pose composed into the primary frame
             view_index, dense, (alignment, alignment_2d, dense_points) = self.views.align(
                 localisation, live_fmap, live_mask, self.settings.dense,
-                lambda d, view: self._align_dense(d, depth, intrinsics, three_d, view))
+                lambda d, view: self._align_dense(d, depth, intrinsics, three_d, view), depth, intrinsics,
+                self.settings.icp if self.settings.refine == "icp" else None)
         elif source == "dense":
             alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
         elif three_d:
@@ -447,8 +448,9 @@ class TransferPipeline:
                 np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
         live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
         start_pose = alignment.transform if alignment.success else None
+        fit = None if self.views is None else lambda T: visible_points(demo_points, T, intrinsics)  # the seen side
         search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
-                             demo_colors=demo_colors)
+                             demo_colors=demo_colors, fit_points=fit)
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
