@@ -48,7 +48,7 @@ class DemoView:
         return np.asarray(points, dtype=np.float64) @ T[:3, :3].T + T[:3, 3]
 
 
-def check_pose(T: Any, where: str) -> np.ndarray:
+def check_pose(T: Any, where: str, tolerance: float = ROTATION_TOLERANCE) -> np.ndarray:
     """A 4x4 rigid transform, or an InputError that says what is wrong with it."""
     try:
         T = np.asarray(T, dtype=np.float64)
@@ -58,11 +58,11 @@ def check_pose(T: Any, where: str) -> np.ndarray:
         raise InputError(f"{where}: must be a 4x4 matrix, got shape {T.shape}")
     if not np.isfinite(T).all():
         raise InputError(f"{where}: has a non-finite entry")
-    if not np.allclose(T[3], (0, 0, 0, 1), atol=1e-9):
+    if not np.allclose(T[3], (0, 0, 0, 1), atol=tolerance):
         raise InputError(f"{where}: last row must be [0, 0, 0, 1], got {T[3].tolist()}")
     R = T[:3, :3]
-    if np.abs(R.T @ R - np.eye(3)).max() > ROTATION_TOLERANCE or abs(np.linalg.det(R) - 1) > ROTATION_TOLERANCE:
-        raise InputError(f"{where}: the upper-left 3x3 block is not a rotation (orthonormal, det +1)")
+    if np.abs(R.T @ R - np.eye(3)).max() > tolerance or abs(np.linalg.det(R) - 1) > tolerance:
+        raise InputError(f"{where}: not rigid: the upper-left 3x3 block is not a rotation (orthonormal, det +1)")
     return T
 
 

@@ -56,6 +56,7 @@ class _ViewState:
     fmap: object = None
     cells: object = None
     colours: ColourModel | None = None
+    search_cloud: tuple | None = None  # (points in the primary frame, descriptors, colours) at max_points
 
 
 class MultiViewDemo:
@@ -159,6 +160,19 @@ class MultiViewDemo:
                 result = (replace(alignment, transform=fitted.transform, solver=alignment.solver + "+view-icp"),
                           *result[1:])
         return index, dense, result
+
+    def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
+        """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
+        view's own (``max_points``), ``fused`` every view's (:meth:`fused_cloud`)."""
+        if source == "fused":
+            return self.fused_cloud(max_points)
+        state = self.states[index]
+        if state.search_cloud is None:
+            points, descriptors, colours = object_cloud(state.view.depth, state.view.intrinsics, state.region,
+                                                        state.view.rgb, self.feature_map(index), self.depth_range,
+                                                        max_points)
+            state.search_cloud = (state.view.to_primary(points), descriptors, colours)
+        return state.search_cloud
 
     def view_cloud(self, index: int, max_points: int) -> np.ndarray:
         """One view's object cloud in the primary frame."""

@@ -67,6 +67,7 @@ class PipelineSettings:
     refine: str = "icp"  # icp | none: guarded point-to-plane ICP of the demo object's cloud onto the live one
     icp: IcpSettings = field(default_factory=IcpSettings)
     pose_search: PoseSearchSettings = field(default_factory=PoseSearchSettings)  # global hypotheses (keypoint demos)
+    multiview_cloud: str = "view"  # multi-view demo: the pose search's demo cloud, the chosen view's | all fused
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
@@ -74,6 +75,8 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if self.alignment_source not in ALIGNMENT_SOURCES:
             raise ConfigError(f"alignment_source must be one of {ALIGNMENT_SOURCES}, got {self.alignment_source!r}")
+        if self.multiview_cloud not in ("view", "fused"):
+            raise ConfigError(f"multiview_cloud must be 'view' or 'fused', got {self.multiview_cloud!r}")
         if self.refine not in ("icp", "none"):
             raise ConfigError(f"refine must be 'icp' or 'none', got {self.refine!r}")
         if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
@@ -241,7 +244,7 @@ class TransferPipeline:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
         alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up,
-                                         image)
+                                         image, view_index)
         geometry, pose_keypoints = getattr(matches, "geometry", None), None
         if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
             # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
@@ -420,8 +423,8 @@ class TransferPipeline:
         return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
 
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
-                live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None
-                ) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
+                live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None,
+                view: int | None = None) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
         """The pose search (:mod:`correspondence.pose_search`): the correspondence pose and, for a same-object
         (keypoint) demo, global FPFH + RANSAC / FGR hypotheses on the two clouds, scored against the live frame and
         refined with the guarded ICP. Needs a live mask (without one the live cloud would include the
@@ -436,11 +439,15 @@ class TransferPipeline:
         if not alignment.success and not search_settings.global_hypotheses:
             return alignment, None
         icp = self.settings.icp
-        if self._demo_cloud is None:  # a multi-view demo: every view's cloud in the primary frame
-            self._demo_cloud = (self.views.fused_cloud(icp.max_points) if self.views is not None else
-                                object_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region, self.demo.rgb,
-                                             demo_fmap, self.settings.depth_range, icp.max_points))
-        demo_points, demo_descriptors, demo_colors = self._demo_cloud
+        if self._demo_cloud is None and self.views is None:
+            self._demo_cloud = object_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region, self.demo.rgb,
+                                            demo_fmap, self.settings.depth_range, icp.max_points)
+        fit = None  # a multi-view demo: the chosen view's cloud or the fused one, in the primary frame
+        demo_points, demo_descriptors, demo_colors = (self._demo_cloud if self.views is None else
+                                                      self.views.search_cloud(view or 0, icp.max_points,
+                                                                              self.settings.multiview_cloud))
+        if self.views is not None and self.settings.multiview_cloud == "fused":
+            fit = lambda T: visible_points(demo_points, T, intrinsics)  # noqa: E731 (the side the camera sees)
         live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
         sampler = None
         if live_fmap is not None:
@@ -448,7 +455,6 @@ class TransferPipeline:
                 np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
         live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
         start_pose = alignment.transform if alignment.success else None
-        fit = None if self.views is None else lambda T: visible_points(demo_points, T, intrinsics)  # the seen side
         search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
                              demo_colors=demo_colors, fit_points=fit)
         if search.transform is None:

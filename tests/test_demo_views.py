@@ -67,7 +67,7 @@ def test_a_single_view_demo_is_unchanged(tmp_path):
      r"views\[0\]: intrinsics: are for 64x40 but the view's image is 60x40"),
     ([_view(pose=[[1, 0, 0], [0, 1, 0], [0, 0, 1]])], r"views\[0\]: pose: must be a 4x4 matrix, got shape \(3, 3\)"),
     ([_view(pose=(2 * np.eye(4)).tolist())], r"views\[0\]: pose: last row must be \[0, 0, 0, 1\]"),
-    ([_view(pose=np.diag([2.0, 1, 1, 1]).tolist())], r"views\[0\]: pose: the upper-left 3x3 block is not a rotation"),
+    ([_view(pose=np.diag([2.0, 1, 1, 1]).tolist())], r"views\[0\]: pose: not rigid: the upper-left 3x3 block is not a rotation"),
     ([_view(pose={"translation": [0, 0, 0], "quaternion": [0, 0, 0, 2]})], r"quaternion must have unit length"),
     ([_view(pose={"translation": [0, 0], "quaternion": [0, 0, 0, 1]})], r"translation must be 3 finite numbers"),
     ([_view(pose={"translation": [0, 0, 0]})], r"pose: missing 'quaternion'"),

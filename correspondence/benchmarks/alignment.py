@@ -73,6 +73,7 @@ class AlignmentBenchConfig:
     max_draws: int = 50  # scene draws per trial before it counts as "object not in view"
     gravity: bool = True  # give the pipeline the vertical in both cameras (a robot has it from TF)
     demo_views: int = 1  # the demo recorded from this many views, turned by 360/K about the vertical (1: one view)
+    multiview_cloud: str = "view"  # with demo_views > 1: the pose search's cloud, the chosen view's | fused
 
     def __post_init__(self) -> None:
         if not self.mask_sources:
@@ -241,7 +242,8 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                             progress: bool = True) -> dict:
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
-    pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine)
+    pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
+                                         multiview_cloud=config.multiview_cloud)
     sources = _mask_sources(config)
     rows = []
     total = config.trials + config.functional_trials
