@@ -11,11 +11,13 @@ matches, and their pose is composed with the view's known pose so that it is the
   RANSAC inliers wins. That pose is then fitted with the guarded ICP of the chosen view's own cloud (in the primary
   frame) onto the live object: the view and the live camera see the same side, so ICP converges on the truth
   rather than on the largest overlap, which a full 360 deg cloud against one partial live view would pull it to;
-* **scoring**: the pose search scores against the **fused** demo cloud, the union of every view's object cloud in
-  the primary frame (descriptors and colours from each view), so the surface agreement counts the whole seen
-  object and the global (FPFH) registration sees its whole shape. Each hypothesis is fitted (snap, guarded ICP)
-  with the part of that cloud the live camera would see under it (:func:`visible_points`, a z-buffer): the far
-  side would otherwise pull the fit onto the near surface.
+* **pose search**: by default (``PipelineSettings.multiview_cloud = "view"``) on the chosen view's own cloud in the
+  primary frame: the one-view search from the side that faces the camera. ``"fused"``: against the union of every
+  view's object cloud in the primary frame (descriptors and colours from each view), each hypothesis fitted (snap,
+  guarded ICP) with the part of that cloud the live camera would see under it (:func:`visible_points`, a
+  z-buffer), since the far side would pull the fit onto the near surface. Not the default: measured worse, because
+  a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric objects and the ambiguity test
+  refuses (docs/multiview_demo.md).
 
 Each view's features are computed once per pipeline (the extractor caches by image as well).
 """

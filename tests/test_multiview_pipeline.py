@@ -18,7 +18,7 @@ from correspondence.errors import ConfigError  # noqa: E402
 from correspondence.frame_report import alignment_record  # noqa: E402
 from correspondence.io import KeypointSet, NamedPoint  # noqa: E402
 from correspondence.multiview_pose import visible_points  # noqa: E402
-from correspondence.pipeline import TransferPipeline  # noqa: E402
+from correspondence.pipeline import PipelineSettings, TransferPipeline  # noqa: E402
 from correspondence.segmentation import DepthForeground  # noqa: E402
 from correspondence.world.families import make_instance  # noqa: E402
 from correspondence.world.render import Renderer, RenderSettings, sample_pose  # noqa: E402
@@ -43,10 +43,10 @@ def world():
                 up=(pose[:3, 2], live_pose[:3, 2]), matcher=Matcher.create("daisy", size=224))
 
 
-def _run(world, views):
+def _run(world, views, settings=None):
     d = world["demo_view"]
     demo = DemoSpec(None, d.rgb, d.depth, d.intrinsics, d.mask, world["keypoints"], None, None, views)
-    pipeline = TransferPipeline(demo, world["matcher"], None, DepthForeground((0.05, 5.0)))
+    pipeline = TransferPipeline(demo, world["matcher"], settings, DepthForeground((0.05, 5.0)))
     live = world["live"]
     return pipeline, pipeline.process(live.rgb, live.depth, live.intrinsics, up=world["up"])
 
@@ -84,6 +84,20 @@ def test_a_multi_view_demo_finds_the_turned_pose(world, count):
     assert errors and np.median(errors) < 5.0
     # each view's features were computed once, kept by the pipeline
     assert all(state.fmap is not None for state in pipeline.views.states)
+
+
+def test_the_fused_cloud_search_finds_it_too(world):
+    """``multiview_cloud="fused"``: the search scores the union of the views, each hypothesis fitted with its seen
+    side; its search cloud is every view's."""
+    views = demo_views_around(world["obj"], world["demo_view"], 4, SETTINGS, seed=3)
+    pipeline, result = _run(world, views, PipelineSettings(multiview_cloud="fused"))
+    assert result.alignment.success, result.alignment.reason
+    rotation, translation = _errors(world, result.alignment.transform)
+    assert rotation < 5.0 and translation < 2.0, (rotation, translation)
+    fused = pipeline.views.fused_cloud(PipelineSettings().icp.max_points)[0]
+    assert len(fused) == sum(len(pipeline.views.view_cloud(i, 2500)) for i in range(4))
+    with pytest.raises(ConfigError, match="multiview_cloud must be 'view' or 'fused'"):
+        PipelineSettings(multiview_cloud="all")
 
 
 def test_visible_points_drop_the_far_side(world):
