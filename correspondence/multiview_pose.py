@@ -40,7 +40,8 @@ from .segmentation import DepthForeground, Prompt
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
-# demo pose (measured in README "Multi-view demos": 1.0 chose the opposite view in 4 of 40 trials at +-30 deg)
+# demo pose (README "Multi-view demos", +-30 deg, 40 trials: with 1.0 six failures had chosen a turned view, with
+# 1.25 five; 77.5 % success vs 92.5 % with one view: the view choice is what is left)
 SECOND_VIEW_SHARE = 0.5  # a second view is matched too when its localisation score is at least this share of the best
 
 
