@@ -2,7 +2,6 @@
 is checked with a message naming the view and the field, and a single-view demo is what it always was."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
