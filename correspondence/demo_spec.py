@@ -12,6 +12,13 @@ YAML (paths relative to the file)::
     keypoints: keypoints.json    # keypoint mode (or an inline list of {name, xy})
     function: pour-with          # functional mode, with
     function_mask: part.png      # the functional part in the demo image
+    views:                       # optional (keypoint demos): the object from other sides, each with its pose
+      - {rgb: v1.png, depth: v1_depth.png, intrinsics: intrinsics.json, mask: v1_mask.png,
+         pose: {translation: [x, y, z], quaternion: [x, y, z, w]}}   # view camera -> this (primary) camera
+
+The primary view (the fields above) is the demo object frame: keypoints are marked and lifted there, poses are
+reported for it. ``views`` (:mod:`correspondence.demo_views`) need depth, intrinsics and ``pose`` (or a 4x4 list);
+the primary then needs depth and intrinsics too.
 
 A folder without ``demo.yaml`` is read by convention: ``rgb.*``, ``depth.png``, ``intrinsics.json``,
 ``mask.png``, ``keypoints.json``, ``function.txt`` + ``function_mask.png``.
@@ -27,6 +34,7 @@ import numpy as np
 from PIL import Image
 
 from .camera import CameraIntrinsics
+from .demo_views import DemoView, load_views
 from .errors import InputError
 from .io import KeypointSet, load_image, load_keypoints, load_mask, parse_keypoints
 
@@ -43,6 +51,7 @@ class DemoSpec:
     keypoints: KeypointSet | None
     function: str | None
     function_mask: np.ndarray | None
+    views: tuple[DemoView, ...] = ()  # extra views of the object (multi-view demo); () = one view, as before
 
     @property
     def mode(self) -> str:
@@ -54,6 +63,13 @@ class DemoSpec:
     @property
     def has_3d(self) -> bool:
         return self.depth is not None and self.intrinsics is not None
+
+    @property
+    def all_views(self) -> tuple[DemoView, ...]:
+        """The primary view (identity pose) then the extra views: the list a multi-view pipeline searches."""
+        if not self.has_3d:
+            raise InputError("the demo's views need the primary view's depth and intrinsics")
+        return (DemoView(self.rgb, self.depth, self.intrinsics, self.mask, np.eye(4), "primary"),) + self.views
 
 
 def _fail(source: Path, field: str, message: str) -> InputError:
@@ -182,7 +198,16 @@ def load_demo(path: str | Path, require_annotation: bool = True) -> DemoSpec:
             raise _fail(source, "function_mask", "is empty")
     elif require_annotation:
         raise _fail(source, "keypoints", "give named keypoints or a function with its functional-part mask")
-    return DemoSpec(source, rgb, depth, intrinsics, mask, keypoints, function, function_mask)
+    views: tuple[DemoView, ...] = ()
+    if "views" in spec:
+        if depth is None or intrinsics is None:
+            raise _fail(source, "views", "extra views need the primary view's depth and intrinsics (the pose is "
+                                         "composed in its 3D frame)")
+        if function is not None:
+            raise _fail(source, "views", "extra views serve a same-object keypoint demo; a functional demo has one "
+                                         "view")
+        views = load_views(base, spec["views"], source, load_depth, load_intrinsics, load_mask, _path)
+    return DemoSpec(source, rgb, depth, intrinsics, mask, keypoints, function, function_mask, views)
 
 
 def _read_yaml(path: Path) -> dict:

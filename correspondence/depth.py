@@ -87,3 +87,29 @@ def check_units(metres: np.ndarray, encoding: str, scale: float, scale_applies: 
     median = float(np.median(valid))
     if median > MAX_PLAUSIBLE_DEPTH_M:
         raise InputError(unit_advice(encoding, median, scale, scale_applies, what))
+
+
+def check_live_depth(depth, image: np.ndarray, intrinsics, depth_scale: float) -> np.ndarray | None:
+    """Bad live depth gets a specific error here, not a numpy failure deep inside lifting."""
+    if depth is None:
+        return None
+    depth = np.asarray(depth)
+    if depth.ndim == 3 and depth.shape[2] == 1:
+        depth = depth[..., 0]
+    if depth.ndim != 2:
+        raise InputError(f"live depth must be a (H, W) map, got shape {depth.shape}")
+    if depth.shape != image.shape[:2]:
+        raise InputError(f"live depth is {depth.shape[1]}x{depth.shape[0]} but the RGB frame is "
+                         f"{image.shape[1]}x{image.shape[0]}")
+    if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
+        raise InputError(f"live depth must be numeric, got dtype {depth.dtype}")
+    if intrinsics is not None and (intrinsics.width, intrinsics.height) != (image.shape[1], image.shape[0]):
+        raise InputError(f"the intrinsics are for {intrinsics.width}x{intrinsics.height} but the frame is "
+                         f"{image.shape[1]}x{image.shape[0]}")
+    if np.issubdtype(depth.dtype, np.integer) and depth_scale == 1.0:
+        raise InputError(f"live depth is {depth.dtype} (raw sensor units) but depth_scale is 1 m per unit: set "
+                         f"depth_scale (0.001 for millimetres, as ROS 16UC1 depth is)")
+    metres = to_metres(depth, depth_scale)
+    check_units(metres, encoding_of(depth), depth_scale, what="live depth")
+    return metres
+

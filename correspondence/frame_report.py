@@ -30,13 +30,14 @@ def alignment_record(result: FrameResult) -> dict[str, Any] | None:
     """The frame's alignment as JSON, the one definition behind ``soco transfer``'s ``transfer.json`` and the node's
     ``~/alignment_quality``: ``kind`` 3d (``transform`` 4x4 demo camera -> live camera, ``rmse_m``) or 2d (``matrix``
     2x3 demo -> live pixels, ``rmse_px``, ``scale``, ``angle_deg``), ``success``, ``reason``, ``inlier_ratio``,
-    ``num_inliers``, ``solver``. None when the frame had no alignment at all."""
+    ``num_inliers``, ``solver``, ``demo_view`` (a multi-view demo: the view whose matches gave the pose, 0 = the
+    primary; else None). None when the frame had no alignment at all."""
     if result.alignment is not None:
         a = result.alignment
         return {"kind": "3d", "success": bool(a.success), "reason": a.reason,
                 "transform": np.asarray(a.transform).tolist() if a.success and a.transform is not None else None,
                 "inlier_ratio": _finite(a.inlier_ratio), "rmse_m": _finite(a.rmse), "num_inliers": int(a.num_inliers),
-                "solver": a.solver}
+                "solver": a.solver, "demo_view": result.demo_view}
     if result.alignment_2d is not None:
         a = result.alignment_2d
         return {"kind": "2d", "success": bool(a.success), "reason": a.reason,

@@ -35,11 +35,12 @@ from .device import to_numpy
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .errors import ConfigError, InputError
 from .deprecation import renamed_kwarg
-from .icp import IcpResult, IcpSettings, masked_cloud, masked_pixels_and_cloud
+from .icp import IcpResult, IcpSettings, masked_cloud
 from .pose_keypoints import KeypointPose, KeypointPoseSettings, keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import DepthViews, Localisation, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from .multiview_pose import MultiViewDemo, object_cloud, visible_points
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker, TrackSettings
@@ -66,6 +67,7 @@ class PipelineSettings:
     refine: str = "icp"  # icp | none: guarded point-to-plane ICP of the demo object's cloud onto the live one
     icp: IcpSettings = field(default_factory=IcpSettings)
     pose_search: PoseSearchSettings = field(default_factory=PoseSearchSettings)  # global hypotheses (keypoint demos)
+    multiview_cloud: str = "view"  # multi-view demo: the pose search's demo cloud, the chosen view's | all fused
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
@@ -73,6 +75,8 @@ class PipelineSettings:
     def __post_init__(self) -> None:
         if self.alignment_source not in ALIGNMENT_SOURCES:
             raise ConfigError(f"alignment_source must be one of {ALIGNMENT_SOURCES}, got {self.alignment_source!r}")
+        if self.multiview_cloud not in ("view", "fused"):
+            raise ConfigError(f"multiview_cloud must be 'view' or 'fused', got {self.multiview_cloud!r}")
         if self.refine not in ("icp", "none"):
             raise ConfigError(f"refine must be 'icp' or 'none', got {self.refine!r}")
         if not (np.isfinite(self.depth_scale) and self.depth_scale > 0):
@@ -104,6 +108,7 @@ class FrameResult:
     pose_search: PoseSearchResult | None = None  # the scored pose hypotheses behind the refined pose, when it ran
     pose_keypoints: tuple[KeypointPose, ...] | None = None  # per keypoint: the pose's prediction, visibility, flag
     localisation: Localisation | None = None  # where the demo object was found before segmentation (candidates, choice)
+    demo_view: int | None = None  # multi-view demo: the view whose matches gave the pose (0 = primary); else None
 
     @property
     def success(self) -> bool:
@@ -146,6 +151,11 @@ class TransferPipeline:
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
         self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
         self._features = _feature_matcher(matcher)
+        self.views = None  # a multi-view demo's views (multiview_pose.py): localisation, matches pose, fused cloud
+        if demo.views:
+            if self.mode != "keypoints" or self._features is None:
+                raise ConfigError("a multi-view demo needs a keypoint (same-object) demo and a Matcher with features")
+            self.views = MultiViewDemo(demo.all_views, matcher.extractor, self.settings.depth_range)
         if self.mode == "functional" and self._features is None and functional is None:
             raise ConfigError("a functional demo needs a Matcher with a feature extractor (or a functional head)")
         if self.settings.alignment_source == "dense" and self.mode == "keypoints" and self._features is None:
@@ -210,7 +220,8 @@ class TransferPipeline:
             points, valid = lift(live_xy, depth, intrinsics, self.settings.depth_range)
             live_points = np.where(valid[:, None], points, np.nan)
         source = self.settings.alignment_source
-        if source == "dense":
+        multi_view, view_index = source == "dense" and three_d and self.views is not None, None
+        if source == "dense" and not multi_view:
             start = time.perf_counter()
             demo_valid = (demo_fmap.cell_mask(self.demo_region, min_fraction=0.5) if self.demo_region is not None
                           else None)
@@ -219,7 +230,12 @@ class TransferPipeline:
         start = time.perf_counter()
         weights = np.array([max(m.score, 1e-3) for m in matches]) * accepted
         dense_points = None
-        if source == "dense":
+        if multi_view:  # the views' matches: the best view's pose composed into the primary frame
+            view_index, dense, (alignment, alignment_2d, dense_points) = self.views.align(
+                localisation, live_fmap, live_mask, self.settings.dense,
+                lambda d, view: self._align_dense(d, depth, intrinsics, three_d, view), depth, intrinsics,
+                self.settings.icp if self.settings.refine == "icp" else None)
+        elif source == "dense":
             alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
         elif three_d:
             use = accepted & np.isfinite(live_points).all(1) & np.isfinite(self.demo_points).all(1)
@@ -228,7 +244,7 @@ class TransferPipeline:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
         alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up,
-                                         image)
+                                         image, view_index)
         geometry, pose_keypoints = getattr(matches, "geometry", None), None
         if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
             # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
@@ -243,7 +259,7 @@ class TransferPipeline:
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
                            alignment_2d, mask_result, timings, dense, source, search and search.refinement,
                            dense_points, geometry, search, pose_keypoints,
-                           localisation)
+                           localisation, view_index)
 
     # ------------------------------------------------------------------------------------------ segmentation
 
@@ -282,11 +298,13 @@ class TransferPipeline:
             depths = (DepthViews(self.demo.depth, self.demo.intrinsics, depth, intrinsics) if intrinsics is not None
                       else None)  # an RGB-D frame: the rigid 3D check tells the object from a look-alike
             demo_rgb = to_rgb_array(self.demo.rgb)
-            localisation = localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
-                                    (demo_rgb, image))
+            localisation = (self.views.localise(live_fmap, self.settings.localise, depth, intrinsics, image)
+                            if self.views is not None else  # every view votes (multiview_pose.py)
+                            localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
+                                     (demo_rgb, image)))
             if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
                 self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
-            colours = self._demo_colours
+            colours = self._demo_colours if self.views is None else self.views.colours(localisation)
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
@@ -391,19 +409,22 @@ class TransferPipeline:
 
     # ------------------------------------------------------------------------------------------ alignment
 
-    def _align_dense(self, dense: DenseMatches, depth, intrinsics, three_d: bool):
-        """(3D result, 2D result, the dense matches' live points or None)."""
+    def _align_dense(self, dense: DenseMatches, depth, intrinsics, three_d: bool, view=None):
+        """(3D result, 2D result, the dense matches' live points or None). ``view``: the multi-view demo's view
+        the matches start in (lifted with its depth, moved into the primary frame)."""
         weights = np.maximum(dense.score, 1e-3)
         if not three_d:
             return None, self._align_2d(dense.demo_xy, dense.live_xy, weights), None
-        demo_points, demo_ok = lift(dense.demo_xy, self.demo.depth, self.demo.intrinsics, self.settings.depth_range)
+        demo = self.demo if view is None else view
+        demo_points, demo_ok = lift(dense.demo_xy, demo.depth, demo.intrinsics, self.settings.depth_range)
+        demo_points = demo_points if view is None else view.to_primary(demo_points)
         live_points, live_ok = lift(dense.live_xy, depth, intrinsics, self.settings.depth_range)
         use = demo_ok & live_ok
         return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
 
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
-                live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None
-                ) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
+                live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None,
+                view: int | None = None) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
         """The pose search (:mod:`correspondence.pose_search`): the correspondence pose and, for a same-object
         (keypoint) demo, global FPFH + RANSAC / FGR hypotheses on the two clouds, scored against the live frame and
         refined with the guarded ICP. Needs a live mask (without one the live cloud would include the
@@ -418,13 +439,15 @@ class TransferPipeline:
         if not alignment.success and not search_settings.global_hypotheses:
             return alignment, None
         icp = self.settings.icp
-        if self._demo_cloud is None:
-            xy, points = masked_pixels_and_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region,
-                                                 self.settings.depth_range, icp.max_points)
-            descriptors = (to_numpy(demo_fmap.sample(xy).float()) if demo_fmap is not None and len(xy) else None)
-            pixels = xy.astype(np.int64)
-            self._demo_cloud = (points, descriptors, to_rgb_array(self.demo.rgb)[pixels[:, 1], pixels[:, 0]])
-        demo_points, demo_descriptors, demo_colors = self._demo_cloud
+        if self._demo_cloud is None and self.views is None:
+            self._demo_cloud = object_cloud(self.demo.depth, self.demo.intrinsics, self.demo_region, self.demo.rgb,
+                                            demo_fmap, self.settings.depth_range, icp.max_points)
+        fit = None  # a multi-view demo: the chosen view's cloud or the fused one, in the primary frame
+        demo_points, demo_descriptors, demo_colors = (self._demo_cloud if self.views is None else
+                                                      self.views.search_cloud(view or 0, icp.max_points,
+                                                                              self.settings.multiview_cloud))
+        if self.views is not None and self.settings.multiview_cloud == "fused":
+            fit = lambda T: visible_points(demo_points, T, intrinsics)  # noqa: E731 (the side the camera sees)
         live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
         sampler = None
         if live_fmap is not None:
@@ -432,11 +455,12 @@ class TransferPipeline:
                 np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
         live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
         start_pose = alignment.transform if alignment.success else None
-        demo_view = (None if self.demo_region is None else  # what the demo itself shows: symmetric rivals
+        own_view = self.views is None or (not view and self.settings.multiview_cloud == "view")
+        demo_view = (None if self.demo_region is None or not own_view else  # the demo's own view: symmetric rivals
                      LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool),
                                demo_points, None, to_rgb_array(self.demo.rgb)))
         search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
-                             demo_colors=demo_colors, demo_view=demo_view)
+                             demo_colors=demo_colors, demo_view=demo_view, fit_points=fit)
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
@@ -460,30 +484,7 @@ class TransferPipeline:
                              min_inliers=self.settings.min_inliers)
 
     def _check_depth(self, depth, image: np.ndarray, intrinsics: CameraIntrinsics | None) -> np.ndarray | None:
-        """Bad live depth gets a specific error here, not a numpy failure deep inside lifting."""
-        if depth is None:
-            return None
-        depth = np.asarray(depth)
-        if depth.ndim == 3 and depth.shape[2] == 1:
-            depth = depth[..., 0]
-        if depth.ndim != 2:
-            raise InputError(f"live depth must be a (H, W) map, got shape {depth.shape}")
-        if depth.shape != image.shape[:2]:
-            raise InputError(f"live depth is {depth.shape[1]}x{depth.shape[0]} but the RGB frame is "
-                             f"{image.shape[1]}x{image.shape[0]}")
-        if not (np.issubdtype(depth.dtype, np.floating) or np.issubdtype(depth.dtype, np.integer)):
-            raise InputError(f"live depth must be numeric, got dtype {depth.dtype}")
-        if intrinsics is not None and (intrinsics.width, intrinsics.height) != (image.shape[1], image.shape[0]):
-            raise InputError(f"the intrinsics are for {intrinsics.width}x{intrinsics.height} but the frame is "
-                             f"{image.shape[1]}x{image.shape[0]}")
-        if np.issubdtype(depth.dtype, np.integer) and self.settings.depth_scale == 1.0:
-            raise InputError(f"live depth is {depth.dtype} (raw sensor units) but depth_scale is 1 m per unit: set "
-                             f"depth_scale (0.001 for millimetres, as ROS 16UC1 depth is)")
-        metres = depth_module.to_metres(depth, self.settings.depth_scale)
-        depth_module.check_units(metres, depth_module.encoding_of(depth), self.settings.depth_scale,
-                                 what="live depth")
-        return metres
-
+        return depth_module.check_live_depth(depth, image, intrinsics, self.settings.depth_scale)
 
 def _feature_matcher(matcher) -> "Matcher | None":
     """The library's :class:`Matcher` (features for dense matching and refinement), or None for any other

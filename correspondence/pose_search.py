@@ -298,7 +298,7 @@ def turned(T: np.ndarray, demo_points: np.ndarray, step_deg: float, up: np.ndarr
             for angle in np.radians(np.arange(step_deg, 360.0 - 1e-6, step_deg))]
 
 
-def _snapper(demo_points: np.ndarray, live_points: np.ndarray, settings: PoseSearchSettings):
+def _snapper(demo_points: np.ndarray, live_points: np.ndarray, settings: PoseSearchSettings, fit_points=None):
     """A quick coarse ICP (point to point, voxel clouds) that pulls a hypothesis onto the nearest fit before it is
     scored: a turn proposed about the wrong centre is still the right turn."""
     import open3d as o3d
@@ -311,8 +311,10 @@ def _snapper(demo_points: np.ndarray, live_points: np.ndarray, settings: PoseSea
     estimation = reg.TransformationEstimationPointToPoint(False)
 
     def snap(T: np.ndarray) -> np.ndarray:
+        source = clouds[0] if fit_points is None else o3d.geometry.PointCloud(o3d.utility.Vector3dVector(
+            np.ascontiguousarray(fit_points(T), dtype=np.float64))).voxel_down_sample(voxel)
         for distance in (6 * voxel, 2 * voxel):
-            T = np.asarray(reg.registration_icp(clouds[0], clouds[1], distance, T, estimation, criteria).transformation)
+            T = np.asarray(reg.registration_icp(source, clouds[1], distance, T, estimation, criteria).transformation)
         return T.copy()
     return snap
 
@@ -353,19 +355,23 @@ def _confident(score: PoseScore, s: PoseSearchSettings) -> bool:
 def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matches_pose: np.ndarray | None,
                 settings: PoseSearchSettings | None = None, icp: IcpSettings | None = None,
                 refine_with_icp: bool = True, up: tuple[np.ndarray, np.ndarray] | None = None,
-                demo_colors: np.ndarray | None = None, demo_view: LiveFrame | None = None) -> PoseSearchResult:
+                demo_colors: np.ndarray | None = None, demo_view: LiveFrame | None = None,
+                fit_points=None) -> PoseSearchResult:
     """Propose (the matches' pose and, with ``global_hypotheses``, FPFH + RANSAC and FGR poses, turns of the best,
     and with ``up`` = (the vertical in the demo camera, in the live camera) upright poses every
     ``turn_step_deg``), score, refine the best with the guarded ICP, score again, choose, and call the turn
     ambiguous when it is (module doc). ``demo_view``: the demo's own depth, mask and image (as a
     :class:`LiveFrame` whose cloud is ``demo_points``): a rival that puts the object's surface where the best does
-    (:func:`~correspondence.pose_equivalence.equivalent_poses`) is then no ambiguity."""
+    (:func:`~correspondence.pose_equivalence.equivalent_poses`) is then no ambiguity. ``fit_points``:
+    ``T -> (K, 3)`` the demo points a hypothesis is fitted with (snap, ICP); default all of them (a multi-view
+    demo's fused cloud gives the side the live camera sees)."""
     s = settings or PoseSearchSettings()
     icp = icp or IcpSettings()
     if len(demo_points) < 10 or len(live.cloud) < 10:
         return PoseSearchResult(None, None, (), False, "too few depth points on the demo or live object")
     score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s, demo_colors)  # noqa: E731
-    snap = _snapper(demo_points, live.cloud, s) if s.snap else (lambda T: T)
+    snap = _snapper(demo_points, live.cloud, s, fit_points) if s.snap else (lambda T: T)
+    fit = fit_points or (lambda T: demo_points)
     scored = []
     if matches_pose is not None:
         snapped = snap(np.asarray(matches_pose, dtype=np.float64))
@@ -393,7 +399,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     chosen_for_icp += [h for h in scored if h.source == SOURCE_MATCHES and h not in chosen_for_icp][:1]  # always
     for h in chosen_for_icp:
         if refine_with_icp:
-            refinement = refine(demo_points, live.cloud, h.transform, icp)
+            refinement = refine(fit(h.transform), live.cloud, h.transform, icp)
             refined_score = score(refinement.transform) if refinement.accepted else None
             if refined_score is not None and refined_score.score < h.score.score - s.icp_score_drop:
                 # the ICP slid off what the frame says (a partial view's overlap pulls it): the start stands

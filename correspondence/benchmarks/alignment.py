@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from ..alignment import rotation_error_deg
 from ..api import Matcher
 from ..demo_spec import DemoSpec
+from ..demo_views import DemoView
 from ..errors import ConfigError, InputError
 from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
@@ -71,10 +72,14 @@ class AlignmentBenchConfig:
     mask_sources: tuple[str, ...] = ("depth",)  # each same-instance trial once per source; "oracle": the true mask
     max_draws: int = 50  # scene draws per trial before it counts as "object not in view"
     gravity: bool = True  # give the pipeline the vertical in both cameras (a robot has it from TF)
+    demo_views: int = 1  # the demo recorded from this many views, turned by 360/K about the vertical (1: one view)
+    multiview_cloud: str = "view"  # with demo_views > 1: the pose search's cloud, the chosen view's | fused
 
     def __post_init__(self) -> None:
         if not self.mask_sources:
             raise ConfigError("mask_sources needs at least one name (depth, oracle, ...)")
+        if not 1 <= self.demo_views <= 36:
+            raise ConfigError(f"demo_views must be 1 to 36 views, got {self.demo_views}")
 
     @property
     def scene(self) -> SceneSpec:
@@ -110,6 +115,20 @@ def make_scene_trial(rng: np.random.Generator, category: str, index: int, config
     spec = config.scene
     others = distractor_objects(obj, spec.distractors + spec.occluders, index, config.seed)
     return obj, demo_view, sample_live_scene(rng, obj, pose, spec, settings, seed=index, others=others)
+
+
+def demo_views_around(obj, demo_view, count: int, settings: RenderSettings, seed: int) -> tuple[DemoView, ...]:
+    """The ``count - 1`` extra views of a multi-view demo: the object turned on the table by ``360 k / count`` deg
+    about its vertical axis (a turntable; the same camera, light and backdrop as the primary view), each with its
+    exact ``T_primary_from_view`` and its true mask. The rng of the trials is not touched, so the live scenes are
+    those of the one-view run."""
+    renderer, views = Renderer(obj), []
+    for k in range(1, count):
+        pose = demo_view.pose @ table_motion(360.0 * k / count, np.zeros(2), obj.center)
+        view = renderer.render(pose, settings, seed=seed)
+        views.append(DemoView(view.rgb, view.depth, view.intrinsics, view.mask,
+                              demo_view.pose @ np.linalg.inv(pose), f"turn {360.0 * k / count:g} deg"))
+    return tuple(views)
 
 
 def make_functional_trial(rng: np.random.Generator, category: str, function: str, index: int,
@@ -223,7 +242,8 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                             progress: bool = True) -> dict:
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
-    pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine)
+    pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
+                                         multiview_cloud=config.multiview_cloud)
     sources = _mask_sources(config)
     rows = []
     total = config.trials + config.functional_trials
@@ -245,8 +265,10 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 rows += [{**base, "mask_source": name, "success": False, "reason": "no visible demo keypoint"}
                          for name in sources]
                 continue
+            views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed)
+                     if config.demo_views > 1 else ())
             demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
-                            KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
+                            KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None, views)
             pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
             centre = demo_view.pose[:3, :3] @ obj.center + demo_view.pose[:3, 3]
             live = scene.view
@@ -265,7 +287,8 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 row = _score(row, result, scene.truth, centre)
                 row = _score_symmetric(row, result, obj, demo_view.pose, scene.truth, centre)
                 search = result.pose_search
-                row.update(pose_source=search.chosen.source if search is not None and search.chosen else None,
+                row.update(demo_view=result.demo_view,
+                           pose_source=search.chosen.source if search is not None and search.chosen else None,
                            ambiguous=bool(search is not None and search.ambiguous),
                            pose_score=None if search is None or search.chosen is None else
                            {**search.chosen.score.as_dict(), "support": search.chosen.score.support})

@@ -163,6 +163,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--mask-source", nargs="+", default=["depth"], metavar="NAME",
                        help="live mask source(s), each trial run with each: depth (nearest depth surface), grabcut, "
                             "sam, sam2, or oracle (the true mask, to judge the pose apart from segmentation)")
+    align.add_argument("--demo-views", type=int, default=1, metavar="K",
+                       help="record the demo from K views, the object turned by 360/K deg about the vertical between "
+                            "them, each with its exact pose (a multi-view demo; 1: one view)")
+    align.add_argument("--multiview-cloud", default="view", choices=("view", "fused"),
+                       help="with --demo-views > 1: the pose search scores the chosen view's cloud (default) or the "
+                            "fused cloud of every view")
     align.add_argument("--no-gravity", action="store_true",
                        help="do not give the pipeline the vertical in the demo and live cameras (a robot has it "
                             "from TF; without it the pose search turns about the clouds' principal axes)")
@@ -354,7 +360,8 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   max_rotation_deg=args.max_rotation, max_translation_m=args.max_translation,
                                   distance_range=args.distance_range, distractors=args.distractors,
                                   occluders=args.occluders, mask_sources=tuple(args.mask_source),
-                                  gravity=not args.no_gravity, **extra)
+                                  gravity=not args.no_gravity, demo_views=args.demo_views,
+                                  multiview_cloud=args.multiview_cloud, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)

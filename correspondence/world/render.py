@@ -59,21 +59,8 @@ def _seed_words(seed: int, stream: int) -> list[int]:
 
 def _check_pose(pose: np.ndarray, tol: float = 1e-5) -> np.ndarray:
     """A pose must be a rigid 4x4 transform; anything else would silently distort the ground truth."""
-    try:
-        T = np.asarray(pose, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"pose must be a 4x4 numeric array, got {type(pose).__name__}") from exc
-    if T.shape != (4, 4):
-        raise InputError(f"pose must be a 4x4 object->camera transform, got shape {T.shape}")
-    if not np.isfinite(T).all():
-        raise InputError("pose contains NaN or inf")
-    if not np.allclose(T[3], (0, 0, 0, 1), atol=tol):
-        raise InputError(f"pose's last row must be [0, 0, 0, 1], got {T[3].tolist()}")
-    R = T[:3, :3]
-    if not np.allclose(R.T @ R, np.eye(3), atol=tol) or np.linalg.det(R) <= 0:
-        raise InputError("pose is not rigid: its 3x3 block must be a rotation (orthonormal, det +1), "
-                         f"got det={np.linalg.det(R):.6g}")
-    return T
+    from ..demo_views import check_pose  # the one rigid-transform check
+    return check_pose(pose, "pose (object -> camera)", tol)
 
 
 def _unit(v: np.ndarray, what: str) -> np.ndarray:

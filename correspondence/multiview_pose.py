@@ -1,0 +1,245 @@
+"""A multi-view demo in the per-frame pipeline (:class:`~correspondence.pipeline.TransferPipeline`): every demo
+view (:mod:`correspondence.demo_views`) looks for the object, the view that finds it best gives the appearance
+matches, and their pose is composed with the view's known pose so that it is the pose of the primary demo frame.
+
+* **localisation**: each view's object cells vote in the live frame (:func:`~correspondence.localise.localise`,
+  with its rigid 3D check on that view's depth); the view whose best candidate scores highest is chosen — the side
+  of the object that faces the live camera. Its candidate prompts the mask source;
+* **matches pose**: the chosen view's dense matches are lifted with that view's depth and moved into the primary
+  frame with ``T_primary_from_view``, so RANSAC returns primary -> live directly (``T_live_from_view @
+  T_view_from_primary``). Without a localisation (a given mask) every view is matched and the one with the most
+  RANSAC inliers wins. That pose is then fitted with the guarded ICP of the chosen view's own cloud (in the primary
+  frame) onto the live object: the view and the live camera see the same side, so ICP converges on the truth
+  rather than on the largest overlap, which a full 360 deg cloud against one partial live view would pull it to;
+* **pose search**: by default (``PipelineSettings.multiview_cloud = "view"``) on the chosen view's own cloud in the
+  primary frame: the one-view search from the side that faces the camera. ``"fused"``: against the union of every
+  view's object cloud in the primary frame (descriptors and colours from each view), each hypothesis fitted (snap,
+  guarded ICP) with the part of that cloud the live camera would see under it (:func:`visible_points`, a
+  z-buffer), since the far side would pull the fit onto the near surface. Not the default: measured worse, because
+  a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric objects and the ambiguity test
+  refuses (docs/multiview_demo.md).
+
+Each view's features are computed once per pipeline (the extractor caches by image as well).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from .dense_transfer import DenseMatches, DenseSettings, dense_matches
+from .demo_views import DemoView
+from .device import to_numpy
+from .errors import InputError
+from .icp import IcpSettings, masked_cloud, masked_pixels_and_cloud, refine
+from .localise import DepthViews, Localisation, LocaliseSettings, localise
+from .object_colour import ColourModel
+from .preprocessing import to_rgb_array
+from .segmentation import DepthForeground, Prompt
+
+PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
+# times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
+# demo pose (README "Multi-view demos", +-30 deg, 40 trials: with 1.0 six failures had chosen a turned view, with
+# 1.25 five; 77.5 % success vs 92.5 % with one view: the view choice is what is left)
+SECOND_VIEW_SHARE = 0.5  # a second view is matched too when its localisation score is at least this share of the best
+
+
+def object_cloud(depth: np.ndarray, intrinsics, region: np.ndarray | None, rgb, fmap, depth_range: tuple,
+                 max_points: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """One view's object cloud for the pose search: (points in its camera, descriptors sampled from ``fmap`` or
+    None, RGB colours), row-aligned."""
+    xy, points = masked_pixels_and_cloud(depth, intrinsics, region, depth_range, max_points)
+    descriptors = to_numpy(fmap.sample(xy).float()) if fmap is not None and len(xy) else None
+    pixels = xy.astype(np.int64)
+    return points, descriptors, to_rgb_array(rgb)[pixels[:, 1], pixels[:, 0]]
+
+
+@dataclass
+class _ViewState:
+    view: DemoView
+    region: np.ndarray | None  # the view's object: its mask, else its depth foreground
+    fmap: object = None
+    cells: object = None
+    colours: ColourModel | None = None
+    search_cloud: tuple | None = None  # (points in the primary frame, descriptors, colours) at max_points
+
+
+class MultiViewDemo:
+    """The views of one demo with what the pipeline computes from each, once."""
+
+    def __init__(self, views: tuple[DemoView, ...], extractor, depth_range: tuple[float, float]) -> None:
+        if len(views) < 2:
+            raise InputError("a multi-view demo needs the primary view and at least one extra view")
+        self.extractor = extractor
+        self.depth_range = depth_range
+        self.states = [_ViewState(v, v.mask if v.mask is not None else _depth_foreground(v, depth_range))
+                       for v in views]
+        self._cloud = None
+        self._view_clouds = None  # per view: (points in the primary frame, descriptors, colours)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    def view(self, index: int) -> DemoView:
+        return self.states[index].view
+
+    def feature_map(self, index: int):
+        state = self.states[index]
+        if state.fmap is None:
+            state.fmap = self.extractor(state.view.rgb)
+        return state.fmap
+
+    # ------------------------------------------------------------------------------------------ localisation
+
+    def localise(self, live_fmap, settings: LocaliseSettings, depth: np.ndarray | None, intrinsics,
+                 image: np.ndarray) -> Localisation:
+        """Every view votes; the localisation of the view that found the object best (highest best score, found
+        first), with ``details["demo_view"]`` its index and ``details["demo_view_scores"]`` every view's score."""
+        results: list[tuple[int, Localisation]] = []
+        for i, state in enumerate(self.states):
+            if state.region is None:
+                continue
+            fmap = self.feature_map(i)
+            if state.cells is None:
+                state.cells = fmap.cell_mask(state.region, min_fraction=0.5)
+            if int(state.cells.sum()) < settings.min_demo_cells:
+                continue  # too coarse to vote from this side
+            depths = (DepthViews(state.view.depth, state.view.intrinsics, depth, intrinsics)
+                      if depth is not None and intrinsics is not None else None)
+            results.append((i, localise(fmap, state.cells, live_fmap, settings, depths,
+                                        (to_rgb_array(state.view.rgb), image))))
+        if not results:
+            raise InputError("no demo view covers enough feature cells to localise the object")
+        best_index, best = max(results, key=lambda r: (r[1].found, r[1].best_score * (PRIMARY_PREFERENCE if r[0] == 0
+                                                                                     else 1.0)))
+        scores = {i: round(loc.best_score, 4) for i, loc in results}
+        return replace(best, details={**best.details, "demo_view": best_index, "demo_view_scores": scores})
+
+    def colours(self, localisation: Localisation | None) -> ColourModel | None:
+        """The colours of the view that localised the object (they cut a touching look-alike off)."""
+        index = chosen_view(localisation)
+        state = self.states[0 if index is None else index]
+        if state.region is None:
+            return None
+        if state.colours is None:
+            state.colours = ColourModel.from_image(to_rgb_array(state.view.rgb), state.region)
+        return state.colours
+
+    # ------------------------------------------------------------------------------------------ matches pose
+
+    def candidates(self, localisation: Localisation | None) -> list[int]:
+        """The views whose matches are tried: the localised view (and a second one that scored nearly as well),
+        else every view."""
+        if localisation is None or "demo_view_scores" not in localisation.details:
+            return [i for i, s in enumerate(self.states) if s.region is not None]
+        scores = localisation.details["demo_view_scores"]
+        best = localisation.details["demo_view"]
+        ranked = sorted(scores, key=lambda i: -scores[i])
+        return [best] + [i for i in ranked[:2] if i != best and scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0]
+
+    def align(self, localisation: Localisation | None, live_fmap, live_mask, settings: DenseSettings,
+              align: Callable[[DenseMatches, DemoView], tuple], live_depth=None, live_intrinsics=None,
+              icp: IcpSettings | None = None) -> tuple[int, DenseMatches, tuple]:
+        """(view index, its dense matches, ``align(dense, view)``'s result) of the candidate view whose alignment
+        has the most RANSAC inliers (a successful one first); with the live depth and mask, its pose is then fitted
+        by the guarded ICP of that view's cloud onto the live object's (``solver`` gains ``+view-icp``)."""
+        live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
+        best = None
+        for i in self.candidates(localisation):
+            state = self.states[i]
+            fmap = self.feature_map(i)
+            dense = dense_matches(fmap, fmap.cell_mask(state.region, min_fraction=0.5), live_fmap, live_valid,
+                                  settings)
+            result = align(dense, state.view)
+            alignment = result[0]
+            key = (bool(alignment is not None and alignment.success),
+                   0 if alignment is None else int(alignment.num_inliers))
+            if best is None or key > best[0]:
+                best = (key, i, dense, result)
+        _, index, dense, result = best
+        alignment = result[0]
+        if (icp is not None and alignment is not None and alignment.success and live_depth is not None
+                and live_mask is not None):  # icp None: the caller asked for no refinement
+            live_cloud = masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points)
+            fitted = refine(self.view_cloud(index, icp.max_points), live_cloud, alignment.transform, icp)
+            if fitted.accepted:
+                result = (replace(alignment, transform=fitted.transform, solver=alignment.solver + "+view-icp"),
+                          *result[1:])
+        return index, dense, result
+
+    def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
+        """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
+        view's own (``max_points``), ``fused`` every view's (:meth:`fused_cloud`)."""
+        if source == "fused":
+            return self.fused_cloud(max_points)
+        state = self.states[index]
+        if state.search_cloud is None:
+            points, descriptors, colours = object_cloud(state.view.depth, state.view.intrinsics, state.region,
+                                                        state.view.rgb, self.feature_map(index), self.depth_range,
+                                                        max_points)
+            state.search_cloud = (state.view.to_primary(points), descriptors, colours)
+        return state.search_cloud
+
+    def view_cloud(self, index: int, max_points: int) -> np.ndarray:
+        """One view's object cloud in the primary frame."""
+        return self._parts(max_points)[index][0]
+
+    # ------------------------------------------------------------------------------------------ scoring
+
+    def fused_cloud(self, max_points: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """The union of every view's object cloud in the primary frame, with descriptors and colours; each view
+        gives ``2 * max_points / views`` points (the views overlap), so the pose search's cost grows gently."""
+        if self._cloud is None:
+            parts = self._parts(max_points)
+            points = np.concatenate([p[0] for p in parts])
+            descriptors = (np.concatenate([p[1] for p in parts]) if all(p[1] is not None for p in parts) else None)
+            self._cloud = (points, descriptors, np.concatenate([p[2] for p in parts]))
+        return self._cloud
+
+
+    def _parts(self, max_points: int) -> list[tuple]:
+        if self._view_clouds is None:
+            per_view = max(2 * max_points // len(self.states), 200)
+            self._view_clouds = []
+            for i, state in enumerate(self.states):
+                points, descriptors, colours = object_cloud(state.view.depth, state.view.intrinsics, state.region,
+                                                            state.view.rgb, self.feature_map(i), self.depth_range,
+                                                            per_view)
+                self._view_clouds.append((state.view.to_primary(points), descriptors, colours))
+        return self._view_clouds
+
+
+def visible_points(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float = 4.0,
+                   depth_margin_m: float = 0.015) -> np.ndarray:
+    """The points (demo frame) the live camera would see with the object at ``T``: moved into the live camera,
+    binned into ``cell_px`` cells, each cell keeps the points within ``depth_margin_m`` of its nearest one (hidden
+    point removal by a coarse z-buffer; points outside the frame are kept, they hide nothing in it)."""
+    moved = points @ T[:3, :3].T + T[:3, 3]
+    z = moved[:, 2]
+    keep = np.ones(len(points), dtype=bool)
+    front = z > 1e-3
+    if not front.any():
+        return points
+    xy = intrinsics.project(moved[front])
+    w, h = int(np.ceil(intrinsics.width / cell_px)), int(np.ceil(intrinsics.height / cell_px))
+    col, row = np.floor(xy[:, 0] / cell_px).astype(np.int64), np.floor(xy[:, 1] / cell_px).astype(np.int64)
+    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    cell = row[inside] * w + col[inside]
+    nearest = np.full(w * h, np.inf)
+    np.minimum.at(nearest, cell, z[front][inside])
+    seen = np.ones(int(front.sum()), dtype=bool)
+    seen[inside] = z[front][inside] <= nearest[cell] + depth_margin_m
+    keep[front] = seen
+    return points[keep]
+
+
+def chosen_view(localisation: Localisation | None) -> int | None:
+    return None if localisation is None else localisation.details.get("demo_view")
+
+
+def _depth_foreground(view: DemoView, depth_range: tuple[float, float]) -> np.ndarray | None:
+    try:
+        return DepthForeground(depth_range).segment(view.rgb, Prompt.auto(), view.depth).mask
+    except InputError:
+        return None

@@ -1,0 +1,123 @@
+"""A multi-view demo in the pipeline: a car turned by 165 deg shows the live camera the side the one-view demo
+never saw; the one-view pipeline lays the seen side on the other (a 180 deg error, measured below), while a demo
+recorded from 2 or 4 sides (the object turned on a table by 360/K, exact poses from the renderer) finds the pose
+within 5 deg / 2 cm of the renderer's truth, reports which view drove it, and keeps the keypoints in the primary
+frame."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("open3d")
+
+from correspondence.alignment import rotation_error_deg  # noqa: E402
+from correspondence.api import Matcher  # noqa: E402
+from correspondence.benchmarks.alignment import demo_views_around, object_translation_error  # noqa: E402
+from correspondence.demo_spec import DemoSpec  # noqa: E402
+from correspondence.errors import ConfigError  # noqa: E402
+from correspondence.frame_report import alignment_record  # noqa: E402
+from correspondence.io import KeypointSet, NamedPoint  # noqa: E402
+from correspondence.multiview_pose import visible_points  # noqa: E402
+from correspondence.pipeline import PipelineSettings, TransferPipeline  # noqa: E402
+from correspondence.segmentation import DepthForeground  # noqa: E402
+from correspondence.world.families import make_instance  # noqa: E402
+from correspondence.world.render import Renderer, RenderSettings, sample_pose  # noqa: E402
+from correspondence.world.scene import table_motion  # noqa: E402
+
+SETTINGS = RenderSettings(width=224, height=224)
+YAW = 165.0
+
+
+@pytest.fixture(scope="module")
+def world():
+    obj = make_instance("car", 0, 0)
+    pose = sample_pose(np.random.default_rng(1), obj, intrinsics=SETTINGS.intrinsics)
+    renderer = Renderer(obj)
+    demo_view = renderer.render(pose, SETTINGS, seed=3)
+    live_pose = pose @ table_motion(YAW, np.array([0.02, -0.01]), obj.center)
+    live = renderer.render(live_pose, SETTINGS, seed=4)
+    keypoints = KeypointSet(tuple(NamedPoint(k.name, tuple(xy)) for k, xy, v in
+                                  zip(obj.keypoints, demo_view.keypoints_xy, demo_view.keypoints_visible) if v))
+    return dict(obj=obj, demo_view=demo_view, live=live, truth=live_pose @ np.linalg.inv(pose),
+                centre=pose[:3, :3] @ obj.center + pose[:3, 3], keypoints=keypoints,
+                up=(pose[:3, 2], live_pose[:3, 2]), matcher=Matcher.create("daisy", size=224))
+
+
+def _run(world, views, settings=None):
+    d = world["demo_view"]
+    demo = DemoSpec(None, d.rgb, d.depth, d.intrinsics, d.mask, world["keypoints"], None, None, views)
+    pipeline = TransferPipeline(demo, world["matcher"], settings, DepthForeground((0.05, 5.0)))
+    live = world["live"]
+    return pipeline, pipeline.process(live.rgb, live.depth, live.intrinsics, up=world["up"])
+
+
+def _errors(world, transform):
+    return (rotation_error_deg(transform, world["truth"]),
+            100 * object_translation_error(transform, world["truth"], world["centre"]))
+
+
+def test_one_view_lays_the_seen_side_on_the_unseen_one(world):
+    _, result = _run(world, ())
+    assert result.demo_view is None
+    if result.alignment.success:  # measured at commit 4ca6ba1: 180 deg off (the ambiguity refusal is fine too)
+        assert _errors(world, result.alignment.transform)[0] > 5.0
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_a_multi_view_demo_finds_the_turned_pose(world, count):
+    views = demo_views_around(world["obj"], world["demo_view"], count, SETTINGS, seed=3)
+    pipeline, result = _run(world, views)
+    assert result.alignment.success, result.alignment.reason
+    rotation, translation = _errors(world, result.alignment.transform)
+    assert rotation < 5.0 and translation < 2.0, (rotation, translation)
+    back = count // 2  # the view turned by 180 deg faces the live camera (turned by 165)
+    assert result.demo_view == back and result.localisation.details["demo_view"] == back
+    assert "view-icp" in result.alignment.solver  # the chosen view's cloud fitted the matches pose
+    assert alignment_record(result)["demo_view"] == back
+    iou = (result.mask.mask & world["live"].mask).sum() / (result.mask.mask | world["live"].mask).sum()
+    assert iou >= 0.8
+    # the keypoints are the primary frame's, moved by the pose: the visible ones land on their true pixels
+    live = world["live"]
+    index = {k.name: i for i, k in enumerate(world["obj"].keypoints)}
+    errors = [np.linalg.norm(np.asarray(m.live_xy) - live.keypoints_xy[index[m.name]]) for m in result.matches
+              if live.keypoints_visible[index[m.name]]]
+    assert errors and np.median(errors) < 5.0
+    # each view's features were computed once, kept by the pipeline
+    assert all(state.fmap is not None for state in pipeline.views.states)
+
+
+def test_the_fused_cloud_search_finds_it_too(world):
+    """``multiview_cloud="fused"``: the search scores the union of the views, each hypothesis fitted with its seen
+    side; its search cloud is every view's."""
+    views = demo_views_around(world["obj"], world["demo_view"], 4, SETTINGS, seed=3)
+    pipeline, result = _run(world, views, PipelineSettings(multiview_cloud="fused"))
+    assert result.alignment.success, result.alignment.reason
+    rotation, translation = _errors(world, result.alignment.transform)
+    assert rotation < 5.0 and translation < 2.0, (rotation, translation)
+    fused = pipeline.views.fused_cloud(PipelineSettings().icp.max_points)[0]
+    assert len(fused) == sum(len(pipeline.views.view_cloud(i, 2500)) for i in range(4))
+    with pytest.raises(ConfigError, match="multiview_cloud must be 'view' or 'fused'"):
+        PipelineSettings(multiview_cloud="all")
+
+
+def test_visible_points_drop_the_far_side(world):
+    views = demo_views_around(world["obj"], world["demo_view"], 4, SETTINGS, seed=3)
+    d = world["demo_view"]
+    demo = DemoSpec(None, d.rgb, d.depth, d.intrinsics, d.mask, world["keypoints"], None, None, views)
+    pipeline = TransferPipeline(demo, world["matcher"], None, DepthForeground((0.05, 5.0)))
+    fused = pipeline.views.fused_cloud(2500)[0]
+    kept = {tuple(p) for p in visible_points(fused, np.eye(4), d.intrinsics)}
+    from scipy.spatial import cKDTree
+    near_primary = cKDTree(pipeline.views.view_cloud(0, 2500)).query(fused)[0] < 0.005  # surfaces the primary saw
+    kept_mask = np.array([tuple(p) in kept for p in fused])
+    assert near_primary.any() and (~near_primary).any()
+    assert kept_mask[near_primary].mean() > 0.9  # what the primary camera saw stays
+    assert kept_mask[~near_primary].mean() < 0.5  # most of what it never saw goes
+
+
+def test_a_functional_pipeline_refuses_views(world):
+    d = world["demo_view"]
+    views = demo_views_around(world["obj"], d, 2, SETTINGS, seed=3)
+    demo = DemoSpec(None, d.rgb, d.depth, d.intrinsics, d.mask, None, "pour-with", d.mask, views)
+    with pytest.raises(ConfigError, match="multi-view demo needs a keypoint"):
+        TransferPipeline(demo, world["matcher"])
