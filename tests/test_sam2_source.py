@@ -121,3 +121,17 @@ def test_encoder_input_size_is_checked():
             check_image_size(bad)
     with pytest.raises(ConfigError, match="multiple of 32"):
         Sam2MaskSource.create("tiny", random_init=True, image_size=1000)
+
+
+def test_node_parameter_sam2_image_size_reaches_the_source(monkeypatch):
+    import soco_ros.parameters as P
+    from soco_ros.processor import make_mask_source
+
+    seen = []
+    built = Sam2MaskSource.__new__(Sam2MaskSource)  # no model: only the arguments are looked at
+    built.weights = "sam2.1_hiera_tiny.pt"
+    monkeypatch.setattr(Sam2MaskSource, "create", classmethod(lambda cls, *args, **kwargs: seen.append(kwargs) or built))
+    assert P.defaults()["sam2_image_size"] == SAM2_TRAINED_IMAGE_SIZE  # the default is not changed silently
+    _, reason = make_mask_source({**P.defaults(), "segmentation": "sam2", "sam2_image_size": 512})
+    make_mask_source({**P.defaults(), "segmentation": "auto", "sam2_image_size": 448})
+    assert [kwargs["image_size"] for kwargs in seen] == [512, 448] and reason.endswith("at 512 px")
