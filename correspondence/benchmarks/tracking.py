@@ -182,7 +182,8 @@ def _report(rows: list[dict], matcher: Matcher, source_name: str, config: Tracki
            f"source were each called once before the stream (mask source: {1e3 * warm_up_s:.0f} ms) and the demo's "
            f"features computed before it ({1e3 * demo_features_s:.0f} ms), so set-up is not counted as a frame.")
     if encoder_passes is not None:
-        md += " Encoder passes: " + ", ".join(f"{mode} {n}" for mode, n in encoder_passes.items()) + "."
+        md += " Encoder passes: " + ", ".join(f"{mode} {encoder_passes[mode]}" for mode in summary
+                                              if mode in encoder_passes) + "."
     md += "\n"
     (out / "tracking.md").write_text(md, encoding="utf-8")
     _plot(tracked, backbone_ms, out / "tracking_frames.png", name, source_name)
