@@ -212,9 +212,10 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     else:  # a demo cell votes only among the live cells of its colour
         live_cell_xy = live.cell_to_original(live.index_to_uv(np.arange(target.shape[0])))
         same = _colour_agrees(images, demo_cell_xy, live_cell_xy, settings.max_colour_difference)
-        ungated = _mutual_where(source, target, live_valid[None].expand(source.shape[0], -1))[2]
+        similarity = normalise(source) @ normalise(target).T  # once, for the ungated count and the gated votes
+        ungated = _mutual_where(similarity, live_valid[None].expand(source.shape[0], -1))[2]
         matches = int(ungated.sum())
-        forward, score, mutual = _mutual_where(source, target, torch.as_tensor(same, device=source.device)
+        forward, score, mutual = _mutual_where(similarity, torch.as_tensor(same, device=source.device)
                                                & live_valid[None])
     mutual = to_numpy(mutual, bool)
     index = to_numpy(forward, np.int64)[mutual]
@@ -273,17 +274,20 @@ def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, l
     category has other colours."""
     demo_chroma = patch_chromaticity(images[0], demo_xy)
     live_chroma = patch_chromaticity(images[1], live_xy)
-    return np.abs(demo_chroma[:, None, :] - live_chroma[None, :, :]).max(-1) <= tolerance
+    # r and g compared apart: the same test as the max over both, without numpy's slow reduction over a 2-long axis
+    # (about 30x faster on 250 x 1024 cells; NaN fails both ways)
+    return ((np.abs(demo_chroma[:, None, 0] - live_chroma[None, :, 0]) <= tolerance)
+            & (np.abs(demo_chroma[:, None, 1] - live_chroma[None, :, 1]) <= tolerance))
 
 
-def _mutual_where(source: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor
+def _mutual_where(similarity: torch.Tensor, allowed: torch.Tensor
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mutual nearest neighbours by cosine among the ``allowed`` (N_source, N_target) pairs only: the forward index,
-    its similarity and whether the pair is mutual (a row with no allowed pair is not)."""
-    similarity = (normalise(source) @ normalise(target).T).masked_fill(~allowed, float("-inf"))
+    """Mutual nearest neighbours in the (N_source, N_target) cosine ``similarity`` among the ``allowed`` pairs only:
+    the forward index, its similarity and whether the pair is mutual (a row with no allowed pair is not)."""
+    similarity = similarity.masked_fill(~allowed, float("-inf"))
     rows = similarity.max(dim=1)
     cols = similarity.max(dim=0)
-    mutual = (cols.indices[rows.indices] == torch.arange(source.shape[0], device=source.device))
+    mutual = (cols.indices[rows.indices] == torch.arange(similarity.shape[0], device=similarity.device))
     return rows.indices, rows.values, mutual & torch.isfinite(rows.values)
 
 

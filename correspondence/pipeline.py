@@ -343,6 +343,13 @@ class TransferPipeline:
             self._demo_fmap = self.matcher.extractor(self.demo.rgb)
         return self._demo_fmap
 
+    def prepare(self) -> "TransferPipeline":
+        """Compute the demo's features now instead of on the first frame (a stream's set-up, like loading the demo;
+        ``soco bench tracking`` calls it before the stream so its first frame is timed as a frame)."""
+        if self._features is not None:
+            self._demo_feature_map()
+        return self
+
     def _match_keypoints(self, image: np.ndarray, live_mask, timings: dict[str, float], live_fmap=None):
         """Keypoint matches (and the two feature maps, for dense matching). Each frame's features are computed
         once. A matcher without an extractor (any callable with :class:`Matcher`'s signature, e.g. an external

@@ -115,6 +115,10 @@ class SamMaskSource:
         self.embeddings_computed += 1
         return True
 
+    def forget_image(self) -> None:
+        """Drop the cached embedding: the next image is encoded even if it is the last one (timing a fresh pass)."""
+        self._image_key = None
+
     def _image_is_set(self) -> bool:
         return bool(self.predictor.is_image_set)
 
@@ -125,9 +129,7 @@ class SamMaskSource:
     def segment(self, image: Any, prompt: Prompt | None = None, depth: np.ndarray | None = None) -> MaskResult:
         rgb, prompt, _ = _prepare(image, prompt, depth)
         computed = self.set_image(rgb)
-        details: dict[str, Any] = {"model_type": self.model_type, "weights": self.weights,
-                                   "weights_sha256": self.weights_sha256, "embedding_computed": computed,
-                                   "encoder": self.encoder["encoder"]}
+        details: dict[str, Any] = {**self._model_details(), "embedding_computed": computed}
         if prompt.box is not None:
             points = labels = None
             if prompt.point is not None:
@@ -146,6 +148,11 @@ class SamMaskSource:
             details.update(auto)
             details["mode"] = "auto"
         return MaskResult(mask, score, self.name, prompt, details)
+
+    def _model_details(self) -> dict[str, Any]:
+        """What every mask of this source records about the model that made it."""
+        return {"model_type": self.model_type, "weights": self.weights, "weights_sha256": self.weights_sha256,
+                "encoder": self.encoder["encoder"]}
 
     def _best(self, masks: np.ndarray, ious: np.ndarray, what: str) -> tuple[np.ndarray, float]:
         """Highest predicted IoU among the non-empty masks."""

@@ -76,11 +76,13 @@ def mask_source_from_name(name: str, **kwargs: Any) -> MaskSource:
 def auto_mask_source(depth: np.ndarray | bool | None = None, *, sam_model_type: str = "vit_b",
                      sam_weights: str | os.PathLike | None = None, allow_download: bool = False, device: str = "cpu",
                      depth_range: tuple[float, float] = (0.1, 2.0), sam2_model_type: str = "tiny",
-                     sam2_weights: str | os.PathLike | None = None) -> tuple[MaskSource, str]:
+                     sam2_weights: str | os.PathLike | None = None, sam2_image_size: int = 1024
+                     ) -> tuple[MaskSource, str]:
     """Best available mask source and a human-readable reason.
 
     SAM 2.1 (``sam2_model_type``, Hiera tiny by default: the fastest) when its checkpoint resolves (explicit
-    ``sam2_weights``, ``$SOCO_WEIGHTS_DIR`` or the torch hub cache; a download only with ``allow_download=True``);
+    ``sam2_weights``, ``$SOCO_WEIGHTS_DIR`` or the torch hub cache; a download only with ``allow_download=True``;
+    its encoder at ``sam2_image_size``, see :mod:`~correspondence.sam2_source`);
     else SAM (``sam_model_type``) the same way; else :class:`DepthForeground` when a depth map is given (``depth`` an
     array, or True); else :class:`GrabCutBox`. A corrupt checkpoint is an error, not a fallback.
     """
@@ -89,7 +91,7 @@ def auto_mask_source(depth: np.ndarray | bool | None = None, *, sam_model_type: 
     reasons = []
     try:
         sam2 = Sam2MaskSource.create(sam2_model_type, weights=sam2_weights, allow_download=allow_download,
-                                     device=device)
+                                     device=device, image_size=sam2_image_size)
         return sam2, f"sam2: SAM 2.1 {sam2_model_type} weights resolved at {sam2.weights}"
     except (WeightsNotFoundError, MissingDependencyError) as exc:
         reasons.append(f"SAM 2 unavailable ({type(exc).__name__}: {exc})")

@@ -67,6 +67,7 @@ class MaskTracker:
         self._mask: MaskResult | None = None
         self._fmap: FeatureMap | None = None
         self._box: tuple[float, float, float, float] | None = None  # the key frame's localisation box
+        self._key_cells = None  # the key frame's cells to carry and their features: fixed until the next key frame
         self._since = 0
 
     def step(self, live: FeatureMap, localisation: Localisation | None,
@@ -100,6 +101,7 @@ class MaskTracker:
                                 {**result.details, "tracked": False, "why": why, "frames_since_segmentation": 0})
         self._fmap = live
         self._box = localisation.best.box if localisation is not None and localisation.found else None
+        self._key_cells = None
         self._since = 0
         return self._mask
 
@@ -111,13 +113,10 @@ class MaskTracker:
         if previous.grid_wh != live.grid_wh or mask.shape != (live.geometry.original_height,
                                                               live.geometry.original_width):
             return None, 0, None
-        region = mask.copy()
-        if self._box is not None:  # the object's box too: a thin or partial mask still has cells to carry
-            x0, y0, x1, y1 = (int(round(v)) for v in self._box)
-            region[y0:y1, x0:x1] = True
-        cells = previous.cell_mask(region, min_fraction=0.5).flatten().to(previous.features.device)
-        index = cells.nonzero().flatten()
-        result = mutual_nearest_neighbors(previous.flat()[index].float(), live.flat().to(index.device).float(), None,
+        if self._key_cells is None:
+            self._key_cells = self._carried_cells()
+        index, features = self._key_cells
+        result = mutual_nearest_neighbors(features, live.flat().to(index.device).float(), None,
                                           live.image_cells().flatten().to(index.device))
         mutual = to_numpy(result.mutual, bool)
         if mutual.sum() < self.settings.min_matches:
@@ -135,6 +134,18 @@ class MaskTracker:
         warped = cv2.warpAffine(mask.astype(np.uint8), model, (width, height), flags=cv2.INTER_NEAREST,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
         return (warped if warped.any() else None), count, model
+
+
+    def _carried_cells(self):
+        """The key frame's cells under its mask and localisation box (the object's box too: a thin or partial mask
+        still has cells to carry), and their features: computed once per key frame, not on every tracked frame."""
+        previous, region = self._fmap, self._mask.mask.copy()
+        if self._box is not None:
+            x0, y0, x1, y1 = (int(round(v)) for v in self._box)
+            region[y0:y1, x0:x1] = True
+        cells = previous.cell_mask(region, min_fraction=0.5).flatten().to(previous.features.device)
+        index = cells.nonzero().flatten()
+        return index, previous.flat()[index].float()
 
 
 def _point_in_tracked_box(box, model: np.ndarray, localisation: Localisation | None, slack: float) -> bool | None:

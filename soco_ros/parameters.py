@@ -130,6 +130,9 @@ SPECS: tuple[ParamSpec, ...] = (
       choices=SEGMENTATION),
     P("sam2_model", "tiny", "SAM 2.1 size for segmentation sam2 (and the first choice of auto).",
       choices=SAM2_MODELS),
+    P("sam2_image_size", 1024, "SAM 2.1's encoder input side in px, a multiple of 32; 1024 is the trained size. "
+                               "Smaller is faster on small frames (e.g. 512 for 448 px frames); mask quality with "
+                               "real weights untested (docs/live_object.md).", 64, 4096),
     P("track_every", 0, "Carry the live mask between frames by the backbone's features and run the mask source "
                         "again at least every N frames (or when the object moved); 0 = segment every frame "
                         "(docs/live_object.md).", 0, 100000),

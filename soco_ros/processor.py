@@ -29,7 +29,7 @@ from . import parameters as P
 
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
-                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "track_every",
+                 "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "sam2_image_size", "track_every",
                  "alignment_source", "refine", "dense_top_k")
 
 
@@ -128,14 +128,15 @@ def make_mask_source(params: dict[str, Any]) -> tuple[MaskSource | None, str]:
         return None, "none: matching over the whole image"
     if name == "auto":
         return auto_mask_source(depth=bool(params["use_depth"]), device=params["device"], depth_range=depth_range,
-                                sam2_model_type=params["sam2_model"])
+                                sam2_model_type=params["sam2_model"], sam2_image_size=int(params["sam2_image_size"]))
     if name == "depth":
         return mask_source_from_name("depth", depth_range=depth_range), "depth: nearest depth surface"
     if name == "sam":
         return mask_source_from_name("sam", allow_download=False, device=params["device"]), "sam"
     if name == "sam2":
         return (mask_source_from_name("sam2", model_type=params["sam2_model"], allow_download=False,
-                                      device=params["device"]), f"sam2: SAM 2.1 {params['sam2_model']}")
+                                      device=params["device"], image_size=int(params["sam2_image_size"])),
+                f"sam2: SAM 2.1 {params['sam2_model']} at {int(params['sam2_image_size'])} px")
     return mask_source_from_name(name), name
 
 
@@ -211,7 +212,7 @@ class FrameProcessor:
             params = {**self.params, **changes}
             up = gravity(params)
             mask_source, reason = self.mask_source, self.mask_source_reason
-            if changes.keys() & {"segmentation", "sam2_model", "depth_min", "depth_max"}:
+            if changes.keys() & {"segmentation", "sam2_model", "sam2_image_size", "depth_min", "depth_max"}:
                 mask_source, reason = make_mask_source(params)
             pipeline = None
             if self.demo is not None and any(key in PIPELINE_KEYS for key in changes):

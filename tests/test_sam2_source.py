@@ -10,7 +10,8 @@ import torch
 pytest.importorskip("sam2")
 
 from correspondence.errors import ConfigError, CorruptCheckpointError, WeightsNotFoundError  # noqa: E402
-from correspondence.sam2_source import SAM2_SOURCES, Sam2MaskSource, build_sam2_model  # noqa: E402
+from correspondence.sam2_source import (SAM2_SOURCES, SAM2_TRAINED_IMAGE_SIZE, Sam2MaskSource,  # noqa: E402
+                                        build_sam2_model, check_image_size)
 from correspondence.segmentation import (DepthForeground, Prompt, SamMaskSource, auto_mask_source,  # noqa: E402
                                          mask_source_from_name)
 
@@ -91,3 +92,46 @@ def test_prompts_share_one_embedding_and_return_image_sized_masks(source_model):
     assert results[2].details["candidates"] == 27  # the centre + 3x3 grid rule, 3 masks each
     source.segment(rgb[::-1].copy(), Prompt(point=(5, 5)))
     assert source.embeddings_computed == 2
+
+
+def test_default_encoder_input_is_the_trained_1024(source_model):
+    source = Sam2MaskSource.from_model(source_model, "tiny")
+    assert source.image_size == SAM2_TRAINED_IMAGE_SIZE == 1024
+    assert source.predictor._bb_feat_sizes == [(256, 256), (128, 128), (64, 64)]  # the package's own, for 1024
+
+
+def test_a_smaller_encoder_input_is_what_the_encoder_sees_and_is_recorded():
+    """``image_size`` (an explicit choice, not the default): the encoder runs on that square, the masks still come
+    back at the frame's size, the prompts share one embedding, and every mask records the size."""
+    source = Sam2MaskSource.create("tiny", random_init=True, image_size=128)
+    inputs = []
+    source.predictor.model.image_encoder.register_forward_pre_hook(lambda module, args: inputs.append(args[0].shape))
+    rgb = np.random.default_rng(0).integers(0, 256, (60, 80, 3), dtype=np.uint8)
+    results = [source.segment(rgb, Prompt(point=(40, 30), box=(10, 10, 70, 50))), source.segment(rgb, Prompt.auto())]
+    assert [tuple(shape) for shape in inputs] == [(1, 3, 128, 128)] and source.embeddings_computed == 1
+    for r in results:
+        assert r.mask.shape == (60, 80) and r.details["image_size"] == 128
+    assert source.predictor._bb_feat_sizes == [(32, 32), (16, 16), (8, 8)]
+
+
+def test_encoder_input_size_is_checked():
+    assert check_image_size(512) == 512
+    for bad in (500, 0, 32, 512.5):
+        with pytest.raises(ConfigError, match="multiple of 32"):
+            check_image_size(bad)
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        Sam2MaskSource.create("tiny", random_init=True, image_size=1000)
+
+
+def test_node_parameter_sam2_image_size_reaches_the_source(monkeypatch):
+    import soco_ros.parameters as P
+    from soco_ros.processor import make_mask_source
+
+    seen = []
+    built = Sam2MaskSource.__new__(Sam2MaskSource)  # no model: only the arguments are looked at
+    built.weights = "sam2.1_hiera_tiny.pt"
+    monkeypatch.setattr(Sam2MaskSource, "create", classmethod(lambda cls, *args, **kwargs: seen.append(kwargs) or built))
+    assert P.defaults()["sam2_image_size"] == SAM2_TRAINED_IMAGE_SIZE  # the default is not changed silently
+    _, reason = make_mask_source({**P.defaults(), "segmentation": "sam2", "sam2_image_size": 512})
+    make_mask_source({**P.defaults(), "segmentation": "auto", "sam2_image_size": 448})
+    assert [kwargs["image_size"] for kwargs in seen] == [512, 448] and reason.endswith("at 512 px")

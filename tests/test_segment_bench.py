@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from correspondence.benchmarks.localisation import LocalisationBenchConfig, _distractors, make_scene
 from correspondence.cli import main
@@ -42,3 +43,19 @@ def test_localisation_and_tracking_benches_write_reports(tmp_path):
     assert len(tracked) == 3 and tracked[0]["segmented"]
     assert record["summary"]["tracked"]["segmentations"] == sum(r["segmented"] for r in tracked)
     assert "backbone only" in (out / "tracking.md").read_text()
+
+
+@pytest.mark.slow
+def test_tracking_bench_counts_one_encoder_pass_per_segmentation(tmp_path):
+    """SAM 2 (random weights, a 64 px encoder input to keep it fast): the tracked stream encodes once per full
+    segmentation, and the segment-every-frame baseline encodes every one of its frames, its first one too (the same
+    image as the stream's first frame: its cached embedding must not make that frame look cheap)."""
+    pytest.importorskip("sam2")
+    out = tmp_path / "track"
+    assert main(["bench", "tracking", "--backbone", "daisy", "--mask-source", "sam2", "--sam2-random-weights",
+                 "--sam2-image-size", "64", "--frames", "3", "--baseline-frames", "2", "--size", "112",
+                 "--out", str(out)]) == 0
+    summary = json.loads((out / "tracking.json").read_text())["summary"]
+    assert summary["tracked"]["encoder_passes"] == summary["tracked"]["segmentations"] >= 1
+    assert summary["segmented every frame"]["encoder_passes"] == 2
+    assert summary["demo_features_ms"] > 0 and "at 64 px" in (out / "tracking.md").read_text()

@@ -12,7 +12,7 @@ from correspondence.errors import ConfigError
 from correspondence.io import KeypointSet, NamedPoint
 from correspondence.pipeline import PipelineSettings, TransferPipeline
 from correspondence.segmentation import DepthForeground
-from correspondence.tracking import TrackSettings
+from correspondence.tracking import MaskTracker, TrackSettings
 
 SIZE, PATCH = 224, 80
 
@@ -54,15 +54,18 @@ def iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
-def test_tracked_masks_follow_the_object_with_one_segmentation(daisy):
+def test_tracked_masks_follow_the_object_with_one_segmentation(daisy, monkeypatch):
     tracked, source = pipeline(daisy, TrackSettings(every=0))
     cam = CameraIntrinsics.from_fov(SIZE, SIZE, 45.0)
+    carried = []  # the key frame's cells are gathered once per key frame, not on every tracked frame
+    original = MaskTracker._carried_cells
+    monkeypatch.setattr(MaskTracker, "_carried_cells", lambda self: carried.append(1) or original(self))
     for step in range(5):
         rgb, depth, truth = frame(40 + 14 * step, 50 + 7 * step)  # one cell right, half a cell down per frame
         result = tracked.process(rgb, depth, cam)
         assert iou(result.mask.mask, truth) > 0.8, step  # the fit is good to about half a 14 px cell
         assert result.mask.details["tracked"] is (step > 0)
-    assert tracked.tracker.segmentations == 1 and tracked.tracker.frames == 5
+    assert tracked.tracker.segmentations == 1 and tracked.tracker.frames == 5 and len(carried) == 1
 
 
 def test_schedule_and_lost_object_segment_again(daisy):

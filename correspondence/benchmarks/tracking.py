@@ -11,8 +11,11 @@ view. The same frames run through the pipeline
 * **backbone only**: the feature extractor alone on each frame, timed alternately with the tracked frames, so
   both see the same machine load.
 
-The backbone and the mask source are each called once on the demo image before the stream (their first-call set-up
-is not a frame's cost).
+The backbone and the mask source are each called once before the stream (their first-call set-up is not a frame's
+cost; the mask source with the kind of prompt the stream's segmentations use, a point and a box, on an image that is
+not a frame), and the demo's features are computed before it (:meth:`~correspondence.pipeline.TransferPipeline.
+prepare`: the stream's set-up, like loading the demo); both times are in the report. A source that counts its encoder
+passes (SAM, SAM 2: ``embeddings_computed``) has them reported per mode: one per full segmentation, never more.
 
 Reported per mode: mean and median frame time, the share of features, localisation and segmentation, the number
 of full segmentations, and the live mask's IoU with the true mask (meaningful with real weights or the weight-free
@@ -86,9 +89,15 @@ def run_tracking_benchmark(matcher: Matcher, mask_source: MaskSource, source_nam
     start = time.perf_counter()
     height, width = demo_view.mask.shape
     warm = np.ascontiguousarray(demo_view.rgb[::-1])  # not a frame of the stream: its embedding must not be reused
-    mask_source.segment(warm, Prompt(point=(width / 2, height / 2)), np.ascontiguousarray(demo_view.depth[::-1]))
+    mask_source.segment(warm, Prompt(point=(width / 2, height / 2), box=(width / 4, height / 4, 3 * width / 4,
+                                                                         3 * height / 4)),
+                        np.ascontiguousarray(demo_view.depth[::-1]))  # a localised segmentation's prompt: point + box
     warm_up_s = time.perf_counter() - start
     tracked = TransferPipeline(demo, matcher, PipelineSettings(track=TrackSettings(every=config.every)), mask_source)
+    start = time.perf_counter()
+    tracked.prepare()
+    demo_features_s = time.perf_counter() - start
+    passes = {"start": getattr(mask_source, "embeddings_computed", None)}
     rows = []
     for t, view in enumerate(tqdm(views, desc="tracking", unit="frame", disable=not progress)):
         start = time.perf_counter()
@@ -103,7 +112,10 @@ def run_tracking_benchmark(matcher: Matcher, mask_source: MaskSource, source_nam
                      "segmented": bool(mask is not None and not mask.details.get("tracked", False)),
                      "why": None if mask is None else mask.details.get("why"),
                      "iou": None if mask is None else iou(mask.mask, view.mask), "success": result.success})
-    baseline = TransferPipeline(demo, matcher, PipelineSettings(), mask_source)
+    passes["tracked"] = getattr(mask_source, "embeddings_computed", None)
+    if hasattr(mask_source, "forget_image"):  # the tracked stream's last embedding may be of frame 0: not reused here
+        mask_source.forget_image()
+    baseline = TransferPipeline(demo, matcher, PipelineSettings(), mask_source).prepare()
     for t, view in enumerate(tqdm(views[:config.baseline_frames], desc="segment every frame", unit="frame",
                                   disable=not progress)):
         start = time.perf_counter()
@@ -113,7 +125,11 @@ def run_tracking_benchmark(matcher: Matcher, mask_source: MaskSource, source_nam
                      **{f"{k}_s": result.timings_s.get(k, 0.0) for k in STAGES}, "segmented": True,
                      "iou": None if result.mask is None else iou(result.mask.mask, view.mask),
                      "success": result.success})
-    return _report(rows, matcher, source_name, config, Path(out), warm_up_s)
+    passes["segmented every frame"] = getattr(mask_source, "embeddings_computed", None)
+    encoder_passes = None if passes["start"] is None else {
+        "tracked": passes["tracked"] - passes["start"],
+        "segmented every frame": passes["segmented every frame"] - passes["tracked"]}
+    return _report(rows, matcher, source_name, config, Path(out), warm_up_s, demo_features_s, encoder_passes)
 
 
 def _mode_summary(rows: list[dict]) -> dict:
@@ -130,13 +146,16 @@ def _mode_summary(rows: list[dict]) -> dict:
 
 
 def _report(rows: list[dict], matcher: Matcher, source_name: str, config: TrackingBenchConfig, out: Path,
-            warm_up_s: float) -> dict:
+            warm_up_s: float, demo_features_s: float, encoder_passes: dict | None) -> dict:
     tracked = [r for r in rows if r["mode"] == "tracked"]
     summary = {mode: _mode_summary([r for r in rows if r["mode"] == mode])
                for mode in ("tracked", "segmented every frame") if any(r["mode"] == mode for r in rows)}
+    for mode in summary:
+        summary[mode]["encoder_passes"] = None if encoder_passes is None else encoder_passes[mode]
     backbone_ms = 1e3 * float(np.mean([r["backbone_s"] for r in tracked]))
     summary["backbone_only"] = {"frames": len(tracked), "mean_frame_ms": backbone_ms}
     summary["mask_source_warm_up_ms"] = 1e3 * warm_up_s  # one untimed call before the stream, as the backbone's
+    summary["demo_features_ms"] = 1e3 * demo_features_s  # the stream's set-up (TransferPipeline.prepare)
     t = summary["tracked"]
     summary["ratio_frame_to_backbone"] = t["mean_frame_ms"] / backbone_ms
     summary["ratio_features_plus_segmentation_to_backbone"] = t["mean_features_plus_segmentation_ms"] / backbone_ms
@@ -160,8 +179,12 @@ def _report(rows: list[dict], matcher: Matcher, source_name: str, config: Tracki
     md += (f"\nTracked, per frame: features + localisation + segmentation = "
            f"{summary['ratio_features_plus_segmentation_to_backbone']:.2f} x the backbone's time; the whole frame "
            f"(with matching, RANSAC and ICP) = {summary['ratio_frame_to_backbone']:.2f} x. The backbone and the mask "
-           f"source were each called once before the stream (mask source: {1e3 * warm_up_s:.0f} ms), so first-call "
-           f"set-up is not counted as a frame.\n")
+           f"source were each called once before the stream (mask source: {1e3 * warm_up_s:.0f} ms) and the demo's "
+           f"features computed before it ({1e3 * demo_features_s:.0f} ms), so set-up is not counted as a frame.")
+    if encoder_passes is not None:
+        md += " Encoder passes: " + ", ".join(f"{mode} {encoder_passes[mode]}" for mode in summary
+                                              if mode in encoder_passes) + "."
+    md += "\n"
     (out / "tracking.md").write_text(md, encoding="utf-8")
     _plot(tracked, backbone_ms, out / "tracking_frames.png", name, source_name)
     return {"summary": summary, "markdown": md, "rows": rows}

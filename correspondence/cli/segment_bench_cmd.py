@@ -32,6 +32,9 @@ def add_bench_parsers(bench) -> None:
     track.add_argument("--sam2-model", default="tiny", choices=("tiny", "small", "base_plus", "large"))
     track.add_argument("--sam2-random-weights", action="store_true",
                        help="random-init SAM 2 (timing only: its masks are meaningless)")
+    track.add_argument("--sam2-image-size", type=int, default=1024,
+                       help="SAM 2's encoder input side, a multiple of 32 (default: %(default)s, the trained size; "
+                            "smaller is faster on small frames, mask quality untested with real weights)")
     track.add_argument("--frames", type=int, default=30)
     track.add_argument("--size", type=int, default=448, help="frame and network input size in px")
     track.add_argument("--every", type=int, default=30, help="full segmentation at least every N frames")
@@ -66,8 +69,10 @@ def run_tracking(args: argparse.Namespace) -> int:
                              cache_size=2)
     if args.mask_source == "sam2":
         from ..sam2_source import Sam2MaskSource
-        source = Sam2MaskSource.create(args.sam2_model, random_init=args.sam2_random_weights)
-        name = f"SAM 2.1 {args.sam2_model}" + (" (random weights)" if args.sam2_random_weights else "")
+        source = Sam2MaskSource.create(args.sam2_model, random_init=args.sam2_random_weights,
+                                       image_size=args.sam2_image_size)
+        name = f"SAM 2.1 {args.sam2_model} at {source.image_size} px" + (" (random weights)"
+                                                                           if args.sam2_random_weights else "")
     else:
         source, name = (DepthForeground((0.05, 5.0)), "depth") if args.mask_source == "depth" else (GrabCutBox(),
                                                                                                    "grabcut")

@@ -28,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                              "SAM, else depth (with --live-depth), else GrabCut")
     parser.add_argument("--sam2-model", default="tiny", choices=("tiny", "small", "base_plus", "large"),
                         help="SAM 2.1 size for --segmentation sam2 / auto")
+    parser.add_argument("--sam2-image-size", type=int, default=1024,
+                        help="SAM 2.1's encoder input side, a multiple of 32 (default: %(default)s, the trained size; "
+                             "smaller is faster on small frames, mask quality untested with real weights)")
     parser.add_argument("--backbone", default="auto")
     parser.add_argument("--weights", default=None)
     parser.add_argument("--size", type=int, default=None)
@@ -87,12 +90,13 @@ def run(args: argparse.Namespace) -> int:
     if (depth is None) != (intrinsics is None):
         raise InputError("3D alignment needs both --live-depth and --intrinsics (give both, or neither for 2D)")
     if args.segmentation == "auto":
-        mask_source, reason = auto_mask_source(depth, sam2_model_type=args.sam2_model)
+        mask_source, reason = auto_mask_source(depth, sam2_model_type=args.sam2_model,
+                                               sam2_image_size=args.sam2_image_size)
         print(f"segmentation: {reason}")
     elif args.segmentation == "none":
         mask_source = None
     elif args.segmentation == "sam2":
-        mask_source = mask_source_from_name("sam2", model_type=args.sam2_model)
+        mask_source = mask_source_from_name("sam2", model_type=args.sam2_model, image_size=args.sam2_image_size)
     else:
         mask_source = mask_source_from_name(args.segmentation)
     runtime = torch_runtime_options(args) if args.runtime == "torch" else {
