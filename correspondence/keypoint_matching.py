@@ -421,8 +421,6 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
                 found = match_local(query.local, live_local, settings.geometry.local_features)
                 timings["local_features"] = time.perf_counter() - begin
                 return found
-        # Already matched by the search: fused at once (no dense-only shortcut), the model weighs both sources.
-        local = local_found if local_found is not None and local is not None else local
         geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner, local)
         matches = apply_model(geometry, matches, live_wh, refiner, live_cell)
         timings["geometry"] = time.perf_counter() - start

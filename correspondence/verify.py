@@ -274,37 +274,7 @@ def _guided(model: GeometryResult, dense: DenseCoarse, geometry: GeometrySetting
             break
         textured = max(1, int(np.isfinite(result.ncc).sum()))
         model = best = replace(again, support=int(again.inliers[:cells].sum()) / textured)
-        last = ((dense.demo_xy[pick][ok], result.xy[ok]), local)
-    return best if best is None else _weighted(best, *last)
-
-
-def _weighted(model: GeometryResult, cells: Matches, local: Matches | None, most: float = 16.0) -> GeometryResult:
-    """``model`` refitted by least squares to its inliers, each source weighted by its inverse noise variance
-    (median squared residual of its inliers; weights up to ``most`` by repetition). MAGSAC++ weighs every match
-    alike, so hundreds of correlation peaks (0.1-0.3 px, biased towards whole pixels) outvote fewer but sharper
-    SIFT matches on an upright, textured view (held-out photos: 0.1 px against SIFT's 0.03), and the reverse at
-    a large scale change; each source is as good as its own scatter says. Kept only where the refit's inliers
-    do not drop."""
-    if local is None or not len(local[0]) or model.model != "homography":
-        return model
-    parts = []
-    for demo, live in (cells, local):
-        inl = model.residuals(demo, live) <= model.threshold_px
-        if inl.sum() < 4:
-            return model
-        parts.append((demo[inl], live[inl], float(np.median(model.residuals(demo[inl], live[inl]) ** 2)) + 1e-6))
-    reps = [max(1, int(round(min(most, max(p[2] for p in parts) / v)))) for _, _, v in parts]
-    demo = np.concatenate([np.repeat(d, r, 0) for (d, _, _), r in zip(parts, reps)])
-    live = np.concatenate([np.repeat(l, r, 0) for (_, l, _), r in zip(parts, reps)])
-    matrix, _ = cv2.findHomography(demo, live, 0)
-    if matrix is None or not np.isfinite(matrix).all() or abs(matrix[2, 2]) < 1e-12:
-        return model
-    again = replace(model, matrix=matrix / matrix[2, 2])
-    everything = _fuse(cells, local)
-    if (again.residuals(*everything) <= model.threshold_px).sum() < (model.residuals(*everything)
-                                                                     <= model.threshold_px).sum():
-        return model
-    return again
+    return best
 
 
 def apply_model(geometry: GeometryResult, matches: list, live_wh: tuple[int, int],
