@@ -52,13 +52,15 @@ def verify_dense(dense: DenseCoarse, support: np.ndarray, settings: GeometrySett
     function that finds them). ``refiner`` None: coarse dense matches and local features only (no guidance).
 
     Given a function, the dense matches are tried first: an affine map or homography they support well
-    (``2 min_support`` of the textured cells; an upright view at about the demo's scale) ends the search without
-    local features, so those frames cost what they did before; anything else (a turn, a scale change, a 3D scene,
-    too little support) runs again with them."""
+    (``2 min_support`` of the textured cells and ``quick_min_inliers`` inliers; an upright view at about the
+    demo's scale) ends the search without local features, so those frames cost what they did before; anything else
+    (a turn, a scale change, a 3D scene, too little support, a small view whose few cells leave the model loose)
+    runs again with them."""
     if callable(local):
         if refiner is not None:
             quick = verify_dense(dense, support, settings, live_cell, live_wh, refiner, None)
-            if quick.predictive and (quick.support or 0.0) >= 2 * settings.min_support:
+            if quick.predictive and (quick.support or 0.0) >= 2 * settings.min_support and \
+                    quick.num_inliers >= settings.quick_min_inliers:
                 return quick
         local = local()
     requested = settings.model
