@@ -43,6 +43,9 @@ class GeometrySettings:
     min_support: float = 0.15  # guided fits: share of the textured dense cells that must agree with the model ...
     min_local_inliers: int = 15  # ... or this many local-feature matches, and at least
     min_local_share: float = 0.5  # this share of them (see verify.py)
+    min_confirmed_local: int = 8  # fewer local-feature matches (down to this many) vouch for a model only ...
+    min_dense_agreement: float = 0.3  # ... when this share of the coarse dense matches in view agree with it
+    quick_min_inliers: int = 40  # a dense-only model settles the frame only with this many inliers (verify.py)
     guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
     max_refined: int = 400  # dense matches refined per fit
     strict_ncc: float = 0.7  # the correlation a refined match behind a model needs ...

@@ -227,6 +227,8 @@ def score(dense: DenseCoarse | None, hypothesis: Hypothesis, live_wh: tuple[int,
     if off > ANGLE_TOLERANCE or not hypothesis.scale / SCALE_TOLERANCE <= scale <= hypothesis.scale * SCALE_TOLERANCE:
         return 0.0, 0
     count = int(inliers.sum())
+    if count < MIN_INLIERS:  # a handful of cells agree with any similarity on a tiny view (4 of 15: support 0.27)
+        return 0.0, count
     predicted = dense.demo_xy @ model[:, :2].T + model[:, 2]
     inside = (predicted[:, 0] >= 0) & (predicted[:, 0] < live_wh[0]) & (predicted[:, 1] >= 0) & \
              (predicted[:, 1] < live_wh[1])

@@ -52,13 +52,15 @@ def verify_dense(dense: DenseCoarse, support: np.ndarray, settings: GeometrySett
     function that finds them). ``refiner`` None: coarse dense matches and local features only (no guidance).
 
     Given a function, the dense matches are tried first: an affine map or homography they support well
-    (``2 min_support`` of the textured cells; an upright view at about the demo's scale) ends the search without
-    local features, so those frames cost what they did before; anything else (a turn, a scale change, a 3D scene,
-    too little support) runs again with them."""
+    (``2 min_support`` of the textured cells and ``quick_min_inliers`` inliers; an upright view at about the
+    demo's scale) ends the search without local features, so those frames cost what they did before; anything else
+    (a turn, a scale change, a 3D scene, too little support, a small view whose few cells leave the model loose)
+    runs again with them."""
     if callable(local):
         if refiner is not None:
             quick = verify_dense(dense, support, settings, live_cell, live_wh, refiner, None)
-            if quick.predictive and (quick.support or 0.0) >= 2 * settings.min_support:
+            if quick.predictive and (quick.support or 0.0) >= 2 * settings.min_support and \
+                    quick.num_inliers >= settings.quick_min_inliers:
                 return quick
         local = local()
     requested = settings.model
@@ -137,6 +139,10 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
     if not support.all():
         candidates.append(fit_geometry(dense.demo_xy, dense.live_xy, loose, coarse_threshold))
     fitted = [c for c in candidates if c.success]
+    if not fitted and refiner is not None:  # too few matches for any hypothesis; a few agreeing ones may do
+        alone = _confirmed_local(local, dense, support, geometry, fine_threshold, coarse_threshold, live_wh)
+        if alone is not None:
+            return replace(alone, requested=settings.model)
     if not fitted:
         precise = 0 if fused is None else len(fused[0])
         return GeometryResult(settings.model, model, False,
@@ -149,10 +155,14 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
             return own + (0 if fused is None else int((candidate.residuals(*fused) <= fine_threshold).sum()))
         return replace(max(fitted, key=agreement), requested=settings.model)
     guided: list[GeometryResult] = []
+    confirmed: list[GeometryResult] = []  # few local features, confirmed by the coarse dense matches
     for candidate in fitted:  # most precise first; a well-supported model ends the search
         result = _guided(candidate, dense, geometry, fine_threshold, live_cell, live_wh, refiner, local)
         if result is None and _vouched(candidate, local, settings):  # few cells to test (small, plain, blurred)
             result = _refit_local(candidate, local, geometry, fine_threshold)
+        if result is None and not confirmed:
+            result = _confirmed_local(local, dense, support, geometry, fine_threshold, coarse_threshold, live_wh)
+            confirmed += [] if result is None else [result]
         if result is not None:
             guided.append(result)
             if result.success and (result.support or 0.0) >= 2 * settings.min_support:
@@ -161,11 +171,13 @@ def _predictive(model: str, dense: DenseCoarse, support: np.ndarray, fused: Matc
         return GeometryResult(settings.model, model, False, f"no {model} hypothesis is confirmed by the pixels: too "
                               f"few dense cells correlate sharply around its predictions", None,
                               len(dense.demo_xy), 0, fine_threshold)
-    best = replace(max(guided, key=lambda g: (g.success, (g.support or 0.0) >= settings.min_support
-                                              or _vouched(g, local, settings), g.support or 0.0)),
-                   requested=settings.model)
+    def backed(g: GeometryResult) -> bool:
+        return (g.support or 0.0) >= settings.min_support or _vouched(g, local, settings) or \
+            any(g is c for c in confirmed)
+    best = max(guided, key=lambda g: (g.success, backed(g), g.support or 0.0))
+    vouched, best = backed(best), replace(best, requested=settings.model)
     if best.success and (best.support or 0.0) < settings.min_support:
-        if _vouched(best, local, settings):
+        if vouched:
             return best  # plain or noisy surfaces leave few cells to test; distinctive features vouch for it
         agree, total = _local_agreement(best, local)
         return best.refused(f"only {best.support:.0%} of the textured dense cells agree with the best {model} "
@@ -179,6 +191,31 @@ def _vouched(model: GeometryResult, local: Matches | None, settings: GeometrySet
     """Enough local-feature matches agree with ``model`` (see the module)."""
     agree, total = _local_agreement(model, local)
     return model.success and agree >= settings.min_local_inliers and agree >= settings.min_local_share * total
+
+
+def _confirmed_local(local: Matches | None, dense: DenseCoarse, support: np.ndarray, geometry: GeometrySettings,
+                     threshold: float, coarse_threshold: float, live_wh: tuple[int, int]) -> GeometryResult | None:
+    """The local-feature matches' own model when they are too few to vouch for it alone (``min_confirmed_local``
+    to ``min_local_inliers``: a plain or blurred view, a large scale change) and the mutual coarse dense matches, an
+    independent source, agree with it: ``min_dense_agreement`` of those it keeps in view, and at least
+    ``min_matches``, within a coarse cell. (A plain clock face at 4x: SIFT finds 11 matches, 10 right; too few
+    cells correlate sharply for the guided confirmation; the coarse cells of the searched hypothesis agree.)"""
+    if local is None or len(local[0]) < geometry.min_confirmed_local:
+        return None
+    few = replace(geometry, min_matches=geometry.min_confirmed_local, min_inliers=geometry.min_confirmed_local,
+                  min_inlier_ratio=geometry.min_local_share)
+    model = fit_geometry(*local, few, threshold)
+    if not model.predictive:
+        return None
+    demo, live = dense.demo_xy[support], dense.live_xy[support]
+    predicted = model.predict(demo)
+    inside = np.isfinite(predicted).all(1) & (predicted >= 0).all(1) & (predicted[:, 0] < live_wh[0]) & (
+        predicted[:, 1] < live_wh[1])
+    agree = int((np.linalg.norm(predicted[inside] - live[inside], axis=1) <= coarse_threshold).sum())
+    if agree < geometry.min_matches or agree < geometry.min_dense_agreement * max(int(inside.sum()), 1):
+        return None
+    return replace(model, support=0.0, reason=f"ok: {model.num_inliers} local-feature matches, confirmed by {agree} "
+                                              f"of {int(inside.sum())} coarse dense matches")
 
 
 def _refit_local(candidate: GeometryResult, local: Matches, geometry: GeometrySettings, threshold: float

@@ -175,3 +175,22 @@ def test_the_search_and_the_verification_detect_the_live_local_features_once(pho
     assert result.search.estimate is not None  # the search matched the live features ...
     assert asked == [True] and calls.count(True) == 1  # ... once for the whole frame
     assert pck(result, truth) >= 0.95
+
+
+def test_a_handful_of_agreeing_cells_is_no_support():
+    """A tiny live view at a wrong hypothesis: 4 of 15 mutual cells agree with some similarity by chance. They
+    scored support 0.27 (above the 0.2 bar; a 160-px cup enlarged 3.3x took the 0.25x hypothesis); fewer than
+    MIN_INLIERS agreeing cells now score nothing."""
+    from correspondence.refine import DenseCoarse
+    from correspondence.transform_search import MIN_INLIERS, score
+    rng = np.random.default_rng(0)
+    demo = rng.uniform(0, 160, (15, 2))
+    live = rng.uniform(0, 160, (15, 2))
+    live[:4] = demo[:4] * 0.5 + 40.0  # four cells under one similarity (0 deg, 0.5x)
+    dense = DenseCoarse(demo, live, np.ones(15), np.ones(15, dtype=bool))
+    support, inliers = score(dense, Hypothesis(0.0, 0.5), (160, 160), None, 2.0)
+    assert inliers < MIN_INLIERS and support == 0.0
+    live[:MIN_INLIERS] = demo[:MIN_INLIERS] * 0.5 + 40.0  # enough cells agree: support again
+    support, inliers = score(DenseCoarse(demo, live, np.ones(15), np.ones(15, dtype=bool)), Hypothesis(0.0, 0.5),
+                             (160, 160), None, 2.0)
+    assert inliers >= MIN_INLIERS and support > 0.2
