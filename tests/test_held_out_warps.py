@@ -43,6 +43,7 @@ def test_plain_photo_at_4x_few_local_features_confirmed_by_the_coarse_cells():
     assert pck5 >= 0.95
 
 
+@pytest.mark.slow  # the full rotation / scale grid runs on a pair that never gets support (~20-35 s on 2 cores)
 def test_few_local_features_on_unrelated_photos_accept_nothing():
     """The same rule never accepts a pair of different photos (the clock against the coins, both plain)."""
     clock, coins = skimage.data.clock(), skimage.data.coins()
