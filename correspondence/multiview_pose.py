@@ -132,14 +132,15 @@ class MultiViewDemo:
     # ------------------------------------------------------------------------------------------ matches pose
 
     def candidates(self, localisation: Localisation | None) -> list[int]:
-        """The views whose poses are tried: the localised view, the primary and the next best view when they scored
-        at least ``SECOND_VIEW_SHARE`` of it (at most ``MAX_CANDIDATES``), else every view."""
+        """The views whose poses are tried: the localised view, the primary (the object is most often near its demo
+        pose; its pose score, not its localisation, decides) and the next best view when it scored at least
+        ``SECOND_VIEW_SHARE`` of the localised one (at most ``MAX_CANDIDATES``); without a localisation every view."""
         if localisation is None or "demo_view_scores" not in localisation.details:
             return [i for i, s in enumerate(self.states) if s.region is not None]
         scores = localisation.details["demo_view_scores"]
         best = localisation.details["demo_view"]
         plausible = [i for i in sorted(scores, key=lambda i: (i != 0, -scores[i]))  # the primary first, then by score
-                     if i != best and scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0]
+                     if i != best and (i == 0 or scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0)]
         return [best] + plausible[:MAX_CANDIDATES - 1]
 
     def align(self, localisation: Localisation | None, live_fmap, live_mask, settings: DenseSettings,
