@@ -31,13 +31,16 @@ def alignment_record(result: FrameResult) -> dict[str, Any] | None:
     ``~/alignment_quality``: ``kind`` 3d (``transform`` 4x4 demo camera -> live camera, ``rmse_m``) or 2d (``matrix``
     2x3 demo -> live pixels, ``rmse_px``, ``scale``, ``angle_deg``), ``success``, ``reason``, ``inlier_ratio``,
     ``num_inliers``, ``solver``, ``demo_view`` (a multi-view demo: the view whose matches gave the pose, 0 = the
-    primary; else None). None when the frame had no alignment at all."""
+    primary; else None), ``demo_view_scores`` (each candidate view's pose score against the live frame, by view index;
+    else None). None when the frame had no alignment at all."""
     if result.alignment is not None:
         a = result.alignment
         return {"kind": "3d", "success": bool(a.success), "reason": a.reason,
                 "transform": np.asarray(a.transform).tolist() if a.success and a.transform is not None else None,
                 "inlier_ratio": _finite(a.inlier_ratio), "rmse_m": _finite(a.rmse), "num_inliers": int(a.num_inliers),
-                "solver": a.solver, "demo_view": result.demo_view}
+                "solver": a.solver, "demo_view": result.demo_view,
+                "demo_view_scores": (None if result.demo_view_scores is None else
+                                     {str(k): v for k, v in result.demo_view_scores.items()})}
     if result.alignment_2d is not None:
         a = result.alignment_2d
         return {"kind": "2d", "success": bool(a.success), "reason": a.reason,

@@ -35,6 +35,7 @@ from .errors import InputError
 from .icp import IcpSettings, masked_cloud, masked_pixels_and_cloud, refine
 from .localise import DepthViews, Localisation, LocaliseSettings, localise
 from .object_colour import ColourModel
+from .pose_search import LiveFrame, PoseSearchSettings, score_pose
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, Prompt
 
@@ -42,7 +43,9 @@ PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when i
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
 # demo pose (README "Multi-view demos", +-30 deg, 40 trials: with 1.0 six failures had chosen a turned view, with
 # 1.25 five; 77.5 % success vs 92.5 % with one view: the view choice is what is left)
-SECOND_VIEW_SHARE = 0.5  # a second view is matched too when its localisation score is at least this share of the best
+SECOND_VIEW_SHARE = 0.5  # another view's pose is tried too when its localisation score is at least this share of the
+# best: the localisation alone chose a turned view in 5 of 40 +-30 deg trials (look-alike sides), the pose score decides
+MAX_CANDIDATES = 3  # views whose poses are computed and scored per frame (the localised one, the primary, the next)
 
 
 def object_cloud(depth: np.ndarray, intrinsics, region: np.ndarray | None, rgb, fmap, depth_range: tuple,
@@ -129,44 +132,68 @@ class MultiViewDemo:
     # ------------------------------------------------------------------------------------------ matches pose
 
     def candidates(self, localisation: Localisation | None) -> list[int]:
-        """The views whose matches are tried: the localised view (and a second one that scored nearly as well),
-        else every view."""
+        """The views whose poses are tried: the localised view, the primary (the object is most often near its demo
+        pose; its pose score, not its localisation, decides) and the next best view when it scored at least
+        ``SECOND_VIEW_SHARE`` of the localised one (at most ``MAX_CANDIDATES``); without a localisation every view."""
         if localisation is None or "demo_view_scores" not in localisation.details:
             return [i for i, s in enumerate(self.states) if s.region is not None]
         scores = localisation.details["demo_view_scores"]
         best = localisation.details["demo_view"]
-        ranked = sorted(scores, key=lambda i: -scores[i])
-        return [best] + [i for i in ranked[:2] if i != best and scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0]
+        plausible = [i for i in sorted(scores, key=lambda i: (i != 0, -scores[i]))  # the primary first, then by score
+                     if i != best and (i == 0 or scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0)]
+        return [best] + plausible[:MAX_CANDIDATES - 1]
 
     def align(self, localisation: Localisation | None, live_fmap, live_mask, settings: DenseSettings,
               align: Callable[[DenseMatches, DemoView], tuple], live_depth=None, live_intrinsics=None,
-              icp: IcpSettings | None = None) -> tuple[int, DenseMatches, tuple]:
-        """(view index, its dense matches, ``align(dense, view)``'s result) of the candidate view whose alignment
-        has the most RANSAC inliers (a successful one first); with the live depth and mask, its pose is then fitted
-        by the guarded ICP of that view's cloud onto the live object's (``solver`` gains ``+view-icp``)."""
+              icp: IcpSettings | None = None, live: LiveFrame | None = None,
+              search: PoseSearchSettings | None = None) -> tuple[int, DenseMatches, tuple, dict[int, float] | None]:
+        """(view index, its dense matches, ``align(dense, view)``'s result, each candidate's pose score or None).
+        Each candidate view's matches give a pose (RANSAC in the primary frame), fitted with the live depth and mask
+        by the guarded ICP of that view's cloud (``solver`` gains ``+view-icp``). With ``live`` the candidate whose
+        pose scores best against the live frame (:func:`~correspondence.pose_search.score_pose` on the part of the
+        fused cloud the camera would see under it, so every candidate is judged on the same model) wins: sides that
+        look alike localise alike, the pose tells them apart; ties go to the localised view. Without ``live``: the
+        most RANSAC inliers."""
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
-        best = None
+        tried = []
         for i in self.candidates(localisation):
             state = self.states[i]
             fmap = self.feature_map(i)
             dense = dense_matches(fmap, fmap.cell_mask(state.region, min_fraction=0.5), live_fmap, live_valid,
                                   settings)
-            result = align(dense, state.view)
+            result = self._view_icp(i, align(dense, state.view), live_depth, live_intrinsics, live_mask, icp)
             alignment = result[0]
-            key = (bool(alignment is not None and alignment.success),
-                   0 if alignment is None else int(alignment.num_inliers))
-            if best is None or key > best[0]:
-                best = (key, i, dense, result)
-        _, index, dense, result = best
+            ok = bool(alignment is not None and alignment.success)
+            inliers = 0 if alignment is None else int(alignment.num_inliers)
+            score = (self.pose_score(alignment.transform, live, search or PoseSearchSettings(), icp)
+                     if ok and live is not None else None)
+            tried.append(((ok, -np.inf if score is None else score, inliers), i, dense, result, score))
+        scored = {i: round(score, 4) for _, i, _, _, score in tried if score is not None}
+        if not scored:  # no live frame, or nothing aligned: the most RANSAC inliers (a successful one first)
+            tried = [((t[0][0], t[0][2]), *t[1:]) for t in tried]
+        _, index, dense, result, _ = max(tried, key=lambda t: t[0])  # max keeps the first of equals
+        return index, dense, result, (scored or None)
+
+    def _view_icp(self, index: int, result: tuple, live_depth, live_intrinsics, live_mask,
+                  icp: IcpSettings | None) -> tuple:
         alignment = result[0]
-        if (icp is not None and alignment is not None and alignment.success and live_depth is not None
-                and live_mask is not None):  # icp None: the caller asked for no refinement
-            live_cloud = masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points)
-            fitted = refine(self.view_cloud(index, icp.max_points), live_cloud, alignment.transform, icp)
-            if fitted.accepted:
-                result = (replace(alignment, transform=fitted.transform, solver=alignment.solver + "+view-icp"),
-                          *result[1:])
-        return index, dense, result
+        if (icp is None or alignment is None or not alignment.success or live_depth is None
+                or live_mask is None):  # icp None: the caller asked for no refinement
+            return result
+        live_cloud = masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points)
+        fitted = refine(self.view_cloud(index, icp.max_points), live_cloud, alignment.transform, icp)
+        if not fitted.accepted:
+            return result
+        return (replace(alignment, transform=fitted.transform, solver=alignment.solver + "+view-icp"), *result[1:])
+
+    def pose_score(self, T: np.ndarray, live: LiveFrame, settings: PoseSearchSettings,
+                   icp: IcpSettings | None) -> float:
+        """How well the primary -> live pose ``T`` explains the live frame: the pose search's score of the part of
+        the fused cloud (descriptors, colours) the live camera would see under ``T``."""
+        points, descriptors, colours = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)
+        seen = visible_mask(points, T, live.intrinsics)
+        return score_pose(T, points[seen], None if descriptors is None else descriptors[seen], live, settings,
+                          colours[seen]).score
 
     def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
         """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
@@ -212,7 +239,13 @@ class MultiViewDemo:
 
 def visible_points(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float = 4.0,
                    depth_margin_m: float = 0.015) -> np.ndarray:
-    """The points (demo frame) the live camera would see with the object at ``T``: moved into the live camera,
+    """The rows of ``points`` that :func:`visible_mask` keeps."""
+    return points[visible_mask(points, T, intrinsics, cell_px, depth_margin_m)]
+
+
+def visible_mask(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float = 4.0,
+                 depth_margin_m: float = 0.015) -> np.ndarray:
+    """Which points (demo frame) the live camera would see with the object at ``T``: moved into the live camera,
     binned into ``cell_px`` cells, each cell keeps the points within ``depth_margin_m`` of its nearest one (hidden
     point removal by a coarse z-buffer; points outside the frame are kept, they hide nothing in it)."""
     moved = points @ T[:3, :3].T + T[:3, 3]
@@ -220,7 +253,7 @@ def visible_points(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float
     keep = np.ones(len(points), dtype=bool)
     front = z > 1e-3
     if not front.any():
-        return points
+        return keep
     xy = intrinsics.project(moved[front])
     w, h = int(np.ceil(intrinsics.width / cell_px)), int(np.ceil(intrinsics.height / cell_px))
     col, row = np.floor(xy[:, 0] / cell_px).astype(np.int64), np.floor(xy[:, 1] / cell_px).astype(np.int64)
@@ -231,7 +264,7 @@ def visible_points(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float
     seen = np.ones(int(front.sum()), dtype=bool)
     seen[inside] = z[front][inside] <= nearest[cell] + depth_margin_m
     keep[front] = seen
-    return points[keep]
+    return keep
 
 
 def chosen_view(localisation: Localisation | None) -> int | None:

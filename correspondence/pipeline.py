@@ -109,6 +109,8 @@ class FrameResult:
     pose_keypoints: tuple[KeypointPose, ...] | None = None  # per keypoint: the pose's prediction, visibility, flag
     localisation: Localisation | None = None  # where the demo object was found before segmentation (candidates, choice)
     demo_view: int | None = None  # multi-view demo: the view whose matches gave the pose (0 = primary); else None
+    demo_view_scores: dict[int, float] | None = None  # multi-view demo: each candidate view's pose score (the pose
+    # search's score against the live frame; the best was chosen), None when none was scored
 
     @property
     def success(self) -> bool:
@@ -229,12 +231,14 @@ class TransferPipeline:
             timings["matching"] += time.perf_counter() - start
         start = time.perf_counter()
         weights = np.array([max(m.score, 1e-3) for m in matches]) * accepted
-        dense_points = None
+        dense_points = view_scores = None
         if multi_view:  # the views' matches: the best view's pose composed into the primary frame
-            view_index, dense, (alignment, alignment_2d, dense_points) = self.views.align(
+            live = (self._live_frame(depth, intrinsics, live_mask, live_fmap, image) if live_mask is not None
+                    else None)  # each candidate view's pose is scored against it (multiview_pose.py)
+            view_index, dense, (alignment, alignment_2d, dense_points), view_scores = self.views.align(
                 localisation, live_fmap, live_mask, self.settings.dense,
                 lambda d, view: self._align_dense(d, depth, intrinsics, three_d, view), depth, intrinsics,
-                self.settings.icp if self.settings.refine == "icp" else None)
+                self.settings.icp if self.settings.refine == "icp" else None, live, self.settings.pose_search)
         elif source == "dense":
             alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
         elif three_d:
@@ -259,7 +263,7 @@ class TransferPipeline:
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
                            alignment_2d, mask_result, timings, dense, source, search and search.refinement,
                            dense_points, geometry, search, pose_keypoints,
-                           localisation, view_index)
+                           localisation, view_index, view_scores)
 
     # ------------------------------------------------------------------------------------------ segmentation
 
@@ -429,6 +433,15 @@ class TransferPipeline:
         use = demo_ok & live_ok
         return self._align_3d(demo_points, live_points, np.where(use, weights, 0.0)), None, live_points
 
+    def _live_frame(self, depth, intrinsics, live_mask, live_fmap, image) -> LiveFrame:
+        """What a pose is scored against: the live depth, mask, object cloud, descriptors and image."""
+        live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, self.settings.icp.max_points)
+        sampler = None
+        if live_fmap is not None:
+            sampler = lambda xy: to_numpy(live_fmap.sample(  # noqa: E731
+                np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
+        return LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
+
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
                 live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None,
                 view: int | None = None) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
@@ -455,12 +468,7 @@ class TransferPipeline:
                                                                               self.settings.multiview_cloud))
         if self.views is not None and self.settings.multiview_cloud == "fused":
             fit = lambda T: visible_points(demo_points, T, intrinsics)  # noqa: E731 (the side the camera sees)
-        live_cloud = masked_cloud(depth, intrinsics, live_mask, self.settings.depth_range, icp.max_points)
-        sampler = None
-        if live_fmap is not None:
-            sampler = lambda xy: to_numpy(live_fmap.sample(  # noqa: E731
-                np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
-        live = LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
+        live = self._live_frame(depth, intrinsics, live_mask, live_fmap, image)
         start_pose = alignment.transform if alignment.success else None
         own_view = self.views is None or (not view and self.settings.multiview_cloud == "view")
         demo_view = (None if self.demo_region is None or not own_view else  # the demo's own view: symmetric rivals

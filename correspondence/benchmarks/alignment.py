@@ -287,7 +287,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 row = _score(row, result, scene.truth, centre)
                 row = _score_symmetric(row, result, obj, demo_view.pose, scene.truth, centre)
                 search = result.pose_search
-                row.update(demo_view=result.demo_view,
+                row.update(demo_view=result.demo_view, demo_view_scores=result.demo_view_scores,
                            pose_source=search.chosen.source if search is not None and search.chosen else None,
                            ambiguous=bool(search is not None and search.ambiguous),
                            pose_score=None if search is None or search.chosen is None else
