@@ -93,6 +93,13 @@ class MultiViewDemo:
             state.fmap = self.extractor(state.view.rgb)
         return state.fmap
 
+    def _cells(self, index: int):
+        """The view's object cells on its feature grid (localisation's voters, dense matching's sources), once."""
+        state = self.states[index]
+        if state.cells is None:
+            state.cells = self.feature_map(index).cell_mask(state.region, min_fraction=0.5)
+        return state.cells
+
     # ------------------------------------------------------------------------------------------ localisation
 
     def localise(self, live_fmap, settings: LocaliseSettings, depth: np.ndarray | None, intrinsics,
@@ -104,9 +111,7 @@ class MultiViewDemo:
             if state.region is None:
                 continue
             fmap = self.feature_map(i)
-            if state.cells is None:
-                state.cells = fmap.cell_mask(state.region, min_fraction=0.5)
-            if int(state.cells.sum()) < settings.min_demo_cells:
+            if int(self._cells(i).sum()) < settings.min_demo_cells:
                 continue  # too coarse to vote from this side
             depths = (DepthViews(state.view.depth, state.view.intrinsics, depth, intrinsics)
                       if depth is not None and intrinsics is not None else None)
@@ -155,13 +160,13 @@ class MultiViewDemo:
         look alike localise alike, the pose tells them apart; ties go to the localised view. Without ``live``: the
         most RANSAC inliers."""
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
+        live_cloud = (None if icp is None or live_depth is None or live_mask is None else  # once, for every candidate
+                      masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points))
         tried = []
         for i in self.candidates(localisation):
             state = self.states[i]
-            fmap = self.feature_map(i)
-            dense = dense_matches(fmap, fmap.cell_mask(state.region, min_fraction=0.5), live_fmap, live_valid,
-                                  settings)
-            result = self._view_icp(i, align(dense, state.view), live_depth, live_intrinsics, live_mask, icp)
+            dense = dense_matches(self.feature_map(i), self._cells(i), live_fmap, live_valid, settings)
+            result = self._view_icp(i, align(dense, state.view), live_cloud, icp)
             alignment = result[0]
             ok = bool(alignment is not None and alignment.success)
             inliers = 0 if alignment is None else int(alignment.num_inliers)
@@ -174,13 +179,11 @@ class MultiViewDemo:
         _, index, dense, result, _ = max(tried, key=lambda t: t[0])  # max keeps the first of equals
         return index, dense, result, (scored or None)
 
-    def _view_icp(self, index: int, result: tuple, live_depth, live_intrinsics, live_mask,
-                  icp: IcpSettings | None) -> tuple:
+    def _view_icp(self, index: int, result: tuple, live_cloud: np.ndarray | None, icp: IcpSettings | None) -> tuple:
         alignment = result[0]
-        if (icp is None or alignment is None or not alignment.success or live_depth is None
-                or live_mask is None):  # icp None: the caller asked for no refinement
+        if (icp is None or alignment is None or not alignment.success
+                or live_cloud is None):  # icp None: the caller asked for no refinement; no live depth or mask
             return result
-        live_cloud = masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points)
         fitted = refine(self.view_cloud(index, icp.max_points), live_cloud, alignment.transform, icp)
         if not fitted.accepted:
             return result
