@@ -1,0 +1,124 @@
+"""The per-frame savings of docs/multiview_demo.md ("Cost"): work done once per frame or per demo instead of per
+call gives the same numbers bit for bit — a depth map lifted from many times (lifting.DepthMap), one live cloud
+with its normals shared by every ICP (icp.IcpTarget), the localisation's rigid check on prepared maps — and the view
+schedule's rules (view_schedule.py)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from correspondence.camera import CameraIntrinsics
+from correspondence.errors import ConfigError, InputError
+from correspondence.lifting import DepthMap, lift
+from correspondence.localise import Candidate, DepthViews, Localisation
+from correspondence.view_schedule import ViewSchedule, ViewScheduleSettings
+
+CAMERA = CameraIntrinsics(120.0, 120.0, 40.0, 30.0, 80, 60)
+
+
+def _depth(seed: int = 0) -> np.ndarray:
+    """A slanted surface with holes, flying pixels and far background: every branch of lift's filter."""
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:60, 0:80]
+    depth = (0.6 + 0.002 * cols + 0.001 * rows).astype(np.float32)
+    depth[rng.random(depth.shape) < 0.1] = 0.0
+    depth[rng.random(depth.shape) < 0.05] = np.nan
+    depth[:, 60:] = 7.0  # beyond a (0.05, 5) range
+    depth[rng.random(depth.shape) < 0.03] += 0.3
+    return depth
+
+
+def test_lifting_from_a_depth_map_is_bit_identical_to_lifting_from_the_array():
+    depth = _depth()
+    xy = np.random.default_rng(1).uniform([0, 0], [80, 60], (500, 2))
+    prepared = DepthMap(depth, CAMERA)
+    for depth_range in (None, (0.05, 5.0), (0.7, 0.8)):
+        for window in (0, 1, 2):
+            a = lift(xy, depth, CAMERA, depth_range, window)
+            b = lift(xy, prepared, CAMERA, depth_range, window)
+            assert np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0], equal_nan=True)
+            assert a[1].any() and not a[1].all()  # the case exercises both valid and invalid points
+    assert len(prepared._padded) == 9  # one filtered map per (range, window), reused by later lifts
+    lift(xy, prepared, CAMERA, (0.05, 5.0), 1)
+    assert len(prepared._padded) == 9
+
+
+def test_a_depth_map_refuses_other_intrinsics_and_bad_depth():
+    prepared = DepthMap(_depth(), CAMERA)
+    with pytest.raises(InputError, match="prepared with intrinsics"):
+        lift(np.array([[1.0, 1.0]]), prepared, CameraIntrinsics(100.0, 100.0, 40.0, 30.0, 80, 60))
+    with pytest.raises(InputError, match="W x H"):
+        DepthMap(np.ones((10, 10), np.float32), CAMERA)
+
+
+def test_depth_views_wrap_arrays_once():
+    depth = _depth()
+    views = DepthViews(depth, CAMERA, depth.copy(), CAMERA)
+    assert isinstance(views.demo_depth, DepthMap) and isinstance(views.live_depth, DepthMap)
+    shared = DepthMap(depth, CAMERA)
+    assert DepthViews(shared, CAMERA, shared, CAMERA).live_depth is shared  # a frame's map is kept, not redone
+
+
+def test_one_icp_target_for_many_fits_gives_the_same_fits():
+    pytest.importorskip("open3d")
+    from correspondence.icp import IcpSettings, IcpTarget, refine
+
+    rng = np.random.default_rng(2)
+    u, v = rng.uniform(-0.1, 0.1, (2, 1500))
+    live = np.stack([u, v, 0.8 + 0.5 * u ** 2 + 0.3 * v ** 2 + 0.2 * u * v], 1)  # a curved patch
+    demo = live[::2] + [0.004, -0.003, 0.002]
+    target = IcpTarget(live)
+    settings = IcpSettings()
+    for start_shift in (0.0, 0.005, 0.01):
+        start = np.eye(4)
+        start[:3, 3] = [-0.004 + start_shift, 0.003, -0.002]
+        a, b = refine(demo, live, start, settings), refine(demo, target, start, settings)
+        assert a.accepted == b.accepted and a.reason == b.reason
+        assert abs(a.correction_m - b.correction_m) <= 1e-9
+        assert abs(a.correction_deg - b.correction_deg) <= 1e-4  # an arccos near 1 magnifies the last bits
+        # equal up to the last bits: Open3D's ICP sums over its own threads, so two runs on one input can differ
+        # there (seen with a fresh target each time as well); the same cloud and normals are used either way
+        assert np.allclose(a.transform, b.transform, rtol=0, atol=1e-9)
+        assert abs(a.fitness_after - b.fitness_after) <= 1e-9
+    assert list(target._clouds) == [settings.normal_neighbours]  # the normals were estimated once for three fits
+
+
+def _localisation(found=True, rigid=True, score=0.3) -> Localisation:
+    candidate = Candidate(score, np.zeros((5, 2)), np.ones(5), np.zeros((5, 2)), 5, score, rigid, (1.0, 1.0),
+                          (0.0, 0.0, 2.0, 2.0))
+    return Localisation((candidate,), found, 0.01, 100, 5)
+
+
+def test_the_schedule_starts_with_every_view_then_the_last_pose_view():
+    schedule = ViewSchedule(ViewScheduleSettings(min_score=0.15, every=3))
+    assert schedule.first() is None  # no pose yet: every view votes
+    schedule.localised(all_views=True)
+    schedule.used(2)
+    assert schedule.first() == 2
+    schedule.localised(all_views=False)
+    schedule.used(2)
+    assert schedule.first() == 2
+    schedule.localised(all_views=False)
+    schedule.used(2)
+    assert schedule.first() is None  # every = 3: the frame after two with the last view alone has all of them
+    schedule.localised(all_views=True)
+    schedule.used(1)
+    assert schedule.first() == 1  # the view whose pose was used, not the one localised
+    schedule.used(None)  # a frame without a pose: every view next
+    assert schedule.first() is None
+
+
+def test_the_schedule_stops_only_on_a_clear_rigid_find():
+    schedule = ViewSchedule(ViewScheduleSettings(min_score=0.15))
+    assert schedule.confirmed(_localisation())
+    assert not schedule.confirmed(_localisation(score=0.1))  # found, but without a clear margin
+    assert not schedule.confirmed(_localisation(rigid=False))  # not confirmed in 3D
+    assert not schedule.confirmed(_localisation(found=False))
+    assert not schedule.confirmed(None)  # the view could not vote
+    assert not ViewSchedule(ViewScheduleSettings(every=1)).first()  # every=1: no schedule
+
+
+@pytest.mark.parametrize("bad", [dict(min_score=1.5), dict(min_score=float("nan")), dict(every=0)])
+def test_schedule_settings_are_checked(bad):
+    with pytest.raises(ConfigError):
+        ViewScheduleSettings(**bad)
