@@ -278,13 +278,14 @@ class TransferPipeline:
         if first is not None:
             localisation = self.views.localise_view(first, live_fmap, settings, live_map, intrinsics, image)
             if schedule.confirmed(localisation):
-                schedule.localised(all_views=False)
+                schedule.localised(None)
                 chosen = self.views.choose({first: localisation})
                 return replace(chosen, details={**chosen.details, "views_localised": "last pose's view, confirmed"})
             known = {} if localisation is None else {first: localisation}
+        localisation = self.views.localise(live_fmap, settings, live_map, intrinsics, image, known=known)
         if schedule is not None:
-            schedule.localised(all_views=True)
-        return self.views.localise(live_fmap, settings, live_map, intrinsics, image, known=known)
+            schedule.localised(localisation.details["demo_view_scores"])
+        return localisation
 
     def _not_found(self, localisation: Localisation, three_d: bool, timings: dict[str, float]) -> FrameResult:
         """No pose for a frame without the demo object; the reason carries the best candidate's score."""

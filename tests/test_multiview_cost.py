@@ -90,35 +90,50 @@ def _localisation(found=True, rigid=True, score=0.3) -> Localisation:
 
 
 def test_the_schedule_starts_with_every_view_then_the_last_pose_view():
-    schedule = ViewSchedule(ViewScheduleSettings(min_score=0.15, every=3))
+    schedule = ViewSchedule(ViewScheduleSettings(every=3))
     assert schedule.first() is None  # no pose yet: every view votes
-    schedule.localised(all_views=True)
+    schedule.localised({0: 0.05, 1: 0.08, 2: 0.12})
     schedule.used(2)
-    assert schedule.first() == 2
-    schedule.localised(all_views=False)
+    assert schedule.first() == 2 and schedule.reference == 0.12  # its score when every view voted
+    schedule.localised(None)  # the view alone confirmed it
     schedule.used(2)
-    assert schedule.first() == 2
-    schedule.localised(all_views=False)
+    assert schedule.first() == 2 and schedule.reference == 0.12  # the reference stays the full vote's
+    schedule.localised(None)
     schedule.used(2)
-    assert schedule.first() is None  # every = 3: the frame after two with the last view alone has all of them
-    schedule.localised(all_views=True)
+    assert schedule.first() is None  # every = 3: after two frames with the view alone, every view votes again
+    schedule.localised({0: 0.05, 1: 0.11, 2: 0.06})
     schedule.used(1)
-    assert schedule.first() == 1  # the view whose pose was used, not the one localised
+    assert schedule.first() == 1 and schedule.reference == 0.11  # the view whose pose was used
+    schedule.localised(None)
+    schedule.used(0)  # the pose came from another view than the one that voted alone: every view next
+    assert schedule.first() is None
+    schedule.localised({0: 0.1, 1: 0.11})
     schedule.used(None)  # a frame without a pose: every view next
     assert schedule.first() is None
+    schedule.used(1)
+    schedule.reset()
+    assert schedule.first() is None and schedule.view is None
 
 
 def test_the_schedule_stops_only_on_a_clear_rigid_find():
-    schedule = ViewSchedule(ViewScheduleSettings(min_score=0.15))
-    assert schedule.confirmed(_localisation())
-    assert not schedule.confirmed(_localisation(score=0.1))  # found, but without a clear margin
-    assert not schedule.confirmed(_localisation(rigid=False))  # not confirmed in 3D
-    assert not schedule.confirmed(_localisation(found=False))
+    schedule = ViewSchedule(ViewScheduleSettings(keep=0.8, min_score=0.05))
+    schedule.localised({0: 0.2})
+    schedule.used(0)
+    assert schedule.confirmed(_localisation(score=0.17))  # more than 0.8 of its 0.2
+    assert not schedule.confirmed(_localisation(score=0.15))  # found, but it lost more than a fifth of its score
+    assert not schedule.confirmed(_localisation(score=0.3, rigid=False))  # not confirmed in 3D
+    assert not schedule.confirmed(_localisation(score=0.3, found=False))
     assert not schedule.confirmed(None)  # the view could not vote
-    assert not ViewSchedule(ViewScheduleSettings(every=1)).first()  # every=1: no schedule
+    schedule.localised({0: 0.04})
+    schedule.used(0)
+    assert not schedule.confirmed(_localisation(score=0.045))  # above 0.8 of 0.04 but under min_score
+    schedule = ViewSchedule(ViewScheduleSettings(every=1))
+    schedule.localised({0: 0.2})
+    schedule.used(0)
+    assert schedule.first() is None  # every = 1: no schedule
 
 
-@pytest.mark.parametrize("bad", [dict(min_score=1.5), dict(min_score=float("nan")), dict(every=0)])
+@pytest.mark.parametrize("bad", [dict(min_score=1.5), dict(min_score=float("nan")), dict(keep=-0.1), dict(every=0)])
 def test_schedule_settings_are_checked(bad):
     with pytest.raises(ConfigError):
         ViewScheduleSettings(**bad)
