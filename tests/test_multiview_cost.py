@@ -137,3 +137,60 @@ def test_the_schedule_stops_only_on_a_clear_rigid_find():
 def test_schedule_settings_are_checked(bad):
     with pytest.raises(ConfigError):
         ViewScheduleSettings(**bad)
+
+
+@pytest.mark.slow  # 4 multi-view frames at 224 px: 63 s on the loaded 2-core machine
+def test_a_stream_localises_with_the_last_pose_view_alone_when_it_is_confirmed(monkeypatch):
+    """The car turned by 165 deg, a 2-view demo, the same frame twice (a still object): the first frame votes with
+    both views exactly as without a schedule; the second with the view of the first pose alone (one localisation,
+    one candidate pose fewer), which keeps its score, and gives the same view and pose. Without the schedule the
+    second frame votes with both again."""
+    pytest.importorskip("open3d")
+    from correspondence import multiview_pose
+    from correspondence.alignment import rotation_error_deg
+    from correspondence.api import Matcher
+    from correspondence.benchmarks.alignment import demo_views_around
+    from correspondence.demo_spec import DemoSpec
+    from correspondence.io import KeypointSet, NamedPoint
+    from correspondence.pipeline import PipelineSettings, TransferPipeline
+    from correspondence.segmentation import DepthForeground
+    from correspondence.world.families import make_instance
+    from correspondence.world.render import Renderer, RenderSettings, sample_pose
+    from correspondence.world.scene import table_motion
+
+    settings = RenderSettings(width=224, height=224)
+    obj = make_instance("car", 0, 0)
+    pose = sample_pose(np.random.default_rng(1), obj, intrinsics=settings.intrinsics)
+    renderer = Renderer(obj)
+    demo_view = renderer.render(pose, settings, seed=3)
+    live = renderer.render(pose @ table_motion(165.0, np.array([0.02, -0.01]), obj.center), settings, seed=4)
+    keypoints = KeypointSet(tuple(NamedPoint(k.name, tuple(xy)) for k, xy, v in
+                                  zip(obj.keypoints, demo_view.keypoints_xy, demo_view.keypoints_visible) if v))
+    demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask, keypoints, None, None,
+                    demo_views_around(obj, demo_view, 2, settings, seed=3))
+    matcher = Matcher.create("daisy", size=224)
+    calls = []
+    original = multiview_pose.localise
+    monkeypatch.setattr(multiview_pose, "localise", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def stream(view_schedule):
+        pipeline = TransferPipeline(demo, matcher, PipelineSettings(view_schedule=view_schedule),
+                                    DepthForeground((0.05, 5.0))).prepare()
+        results, counts = [], []
+        for _ in range(2):
+            calls.clear()
+            results.append(pipeline.process(live.rgb, live.depth, live.intrinsics))
+            counts.append(len(calls))
+        return results, counts
+
+    (first, second), counts = stream(ViewScheduleSettings())
+    (plain_first, plain_second), plain_counts = stream(None)
+    assert counts == [2, 1] and plain_counts == [2, 2]
+    assert first.localisation.details["demo_view_scores"] == plain_first.localisation.details["demo_view_scores"]
+    assert first.alignment.success and first.demo_view == plain_first.demo_view == 1  # the back view faces it
+    assert np.allclose(first.alignment.transform, plain_first.alignment.transform, rtol=0, atol=1e-9)  # Open3D bits
+    assert second.localisation.details["views_localised"] == "last pose's view, confirmed"
+    assert list(second.localisation.details["demo_view_scores"]) == [1]
+    assert second.localisation.details["demo_view_scores"] == {1: first.localisation.details["demo_view_scores"][1]}
+    assert second.demo_view == 1 and second.alignment.success
+    assert rotation_error_deg(second.alignment.transform, first.alignment.transform) < 0.5
