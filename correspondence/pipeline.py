@@ -246,7 +246,7 @@ class TransferPipeline:
                                   {**result.details, "localised": why}), None
             live_map = live_map if live_map is not None or intrinsics is None else DepthMap(depth, intrinsics)
             depths = (DepthViews(self._demo_depth_map(), self.demo.intrinsics, live_map, intrinsics)
-                      if intrinsics is not None else None)  # RGB-D: the rigid 3D check tells the object from a look-alike
+                      if intrinsics is not None else None)  # RGB-D: the rigid 3D check tells object from look-alike
             demo_rgb = to_rgb_array(self.demo.rgb)
             localisation = (self._localise_views(live_fmap, live_map, intrinsics, image)
                             if self.views is not None else  # the views vote (multiview_pose.py, view_schedule.py)

@@ -4,12 +4,13 @@ the others only when it does not find the object clearly, or on a schedule.
 Why: every view votes on every frame otherwise (:meth:`~correspondence.multiview_pose.MultiViewDemo.localise`), and
 each vote costs a full cell-to-cell similarity, a colour gate and a rigid check (docs/multiview_demo.md, "Cost"). On a
 stream the object turns a few degrees a frame, so the side that faced the camera on the last frame almost always
-still does; localising with it alone and stopping there when it is confirmed with a clear margin (found, rigid in 3D,
-and scoring at least ``keep`` of what it scored when every view last voted, and ``min_score``) keeps one view's cost, and also one candidate pose fewer (only the views that voted are
-candidates, the primary always). When it is not confirmed (the object turned away, left, or the score fell), the
-other views vote too and the choice is the same as without a schedule; every ``every`` frames they vote anyway, so
-a side that would now score higher is not missed for long. State is per pipeline (a new demo is a new pipeline)
-and, like :class:`~correspondence.tracking.MaskTracker`'s, it forgets the view when a frame yields no pose.
+still does. Localising with it alone, and stopping there when it is confirmed with a clear margin (found, rigid in
+3D, scoring at least ``keep`` of what it scored when every view last voted and at least ``min_score``), costs one
+view's votes instead of K, and one candidate pose fewer (only the views that voted are candidates; the primary
+always is). When it is not confirmed (the object turned away, left, or the score fell), the other views vote too and
+the choice is the one without a schedule; every ``every`` frames they vote anyway, so a side that would now score
+higher is not missed for long. State is per pipeline (a new demo is a new pipeline) and, like
+:class:`~correspondence.tracking.MaskTracker`'s, the view is forgotten when a frame yields no pose.
 """
 from __future__ import annotations
 

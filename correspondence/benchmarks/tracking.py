@@ -220,7 +220,8 @@ def _report(rows: list[dict], matcher: Matcher, source_name: str, config: Tracki
     settings = write_record(out / "tracking.json", matcher, config, summary, rows, mask_source=source_name)
     name = settings["backbone"]["name"]
     md = (f"{config.frames} frames of a moving {config.category} ({config.yaw_step_deg:g} deg and "
-          f"{1000 * config.shift_step_m:g} mm per frame), demo views {config.demo_views}, {name} at {settings['effective_image_size']} px, mask source "
+          f"{1000 * config.shift_step_m:g} mm per frame), demo views {config.demo_views}, {name} at "
+          f"{settings['effective_image_size']} px, mask source "
           f"{source_name}, {platform.machine()} CPU, {torch.get_num_threads()} threads\n\n"
           "| mode | frames | mean frame (ms) | median (ms) | features | localisation | segmentation (incl. "
           "localisation) | matching | alignment | full segmentations | mean mask IoU | pose correct | views "
