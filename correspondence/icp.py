@@ -91,9 +91,29 @@ def _cloud(points: np.ndarray, normals_k: int | None = None):
     return cloud
 
 
-def refine(src_cloud: np.ndarray, dst_cloud: np.ndarray, start: np.ndarray, settings: IcpSettings | None = None
-           ) -> IcpResult:
-    """Point-to-plane ICP of ``src_cloud`` (demo frame) onto ``dst_cloud`` (live frame) from ``start`` (4x4)."""
+class IcpTarget:
+    """The live cloud of one frame with its normals, estimated once however many ICPs fit onto it (each candidate
+    view's, each pose hypothesis's): point-to-plane ICP needs the target's normals, and estimating them is the
+    costly part of building it. :func:`refine` accepts one in place of the array, with the same result."""
+
+    def __init__(self, points: np.ndarray) -> None:
+        self.points = points
+        self._clouds: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    def cloud(self, normal_neighbours: int):
+        """The Open3D cloud with normals from ``normal_neighbours`` nearest neighbours, built on first use."""
+        if normal_neighbours not in self._clouds:
+            self._clouds[normal_neighbours] = _cloud(self.points, normal_neighbours)
+        return self._clouds[normal_neighbours]
+
+
+def refine(src_cloud: np.ndarray, dst_cloud: "np.ndarray | IcpTarget", start: np.ndarray,
+           settings: IcpSettings | None = None) -> IcpResult:
+    """Point-to-plane ICP of ``src_cloud`` (demo frame) onto ``dst_cloud`` (live frame; an :class:`IcpTarget` when
+    several fits share it) from ``start`` (4x4)."""
     s = settings or IcpSettings()
     start = np.asarray(start, dtype=np.float64)
     nan = float("nan")
@@ -105,7 +125,8 @@ def refine(src_cloud: np.ndarray, dst_cloud: np.ndarray, start: np.ndarray, sett
         return IcpResult(False, start, 0.0, 0.0, nan, 0.0, 0.0,
                          "ICP skipped: open3d is not installed (pip install -e .[vision])")
     reg = o3d.pipelines.registration
-    src, dst = _cloud(src_cloud), _cloud(dst_cloud, s.normal_neighbours)
+    target = dst_cloud if isinstance(dst_cloud, IcpTarget) else IcpTarget(dst_cloud)
+    src, dst = _cloud(src_cloud), target.cloud(s.normal_neighbours)
     plane = reg.TransformationEstimationPointToPlane()
     finest = s.max_distances[-1]
     before = reg.evaluate_registration(src, dst, finest, start)

@@ -80,7 +80,39 @@ def _lower_median(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ordered[np.arange(len(values)), index], count
 
 
-def lift(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
+class DepthMap:
+    """A metric depth map checked once and lifted from many times: one frame's localisation (each view's rigid
+    check), dense matches and keypoints all lift from the same live map, and each demo view's map serves every
+    frame. :func:`lift` accepts one in place of the array; the filtered, padded map it samples is built once per
+    ``(depth_range, window)``, so lifting from a ``DepthMap`` gives bit-identical points to lifting from the array."""
+
+    def __init__(self, depth: np.ndarray, intrinsics: CameraIntrinsics) -> None:
+        self.depth = _check_depth(depth, intrinsics)
+        self.intrinsics = intrinsics
+        self._padded: dict[tuple[float, float, int], np.ndarray] = {}
+
+    def padded(self, lo: float, hi: float, window: int) -> np.ndarray:
+        """The valid depths (finite, > 0, inside ``[lo, hi]``; NaN elsewhere) padded by ``window`` with NaN."""
+        key = (lo, hi, int(window))
+        if key not in self._padded:
+            d = self.depth
+            with np.errstate(invalid="ignore"):
+                good = np.isfinite(d) & (d > 0) & (d >= lo) & (d <= hi)
+            self._padded[key] = np.pad(np.where(good, d, np.nan), window, constant_values=np.nan)
+        return self._padded[key]
+
+
+def depth_map(depth: "np.ndarray | DepthMap", intrinsics: CameraIntrinsics) -> DepthMap:
+    """``depth`` as a :class:`DepthMap` (itself when it is one; its intrinsics must be ``intrinsics``)."""
+    if isinstance(depth, DepthMap):
+        if depth.intrinsics is not intrinsics and depth.intrinsics != intrinsics:
+            raise InputError(f"the depth map was prepared with intrinsics {depth.intrinsics} but is lifted with "
+                             f"{intrinsics}")
+        return depth
+    return DepthMap(depth, intrinsics)
+
+
+def lift(xy: np.ndarray, depth: "np.ndarray | DepthMap", intrinsics: CameraIntrinsics,
          depth_range: tuple[float, float] | None = None, window: int = 1,
          min_valid_fraction: float = 0.5, max_deviation: float = 0.02) -> tuple[np.ndarray, np.ndarray]:
     """Continuous pixel coordinates + a metric depth map -> camera-frame points ``(N, 3)`` and ``valid (N,)``.
@@ -92,10 +124,11 @@ def lift(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
     point rather than risk a wrong one. When the pixel's own depth is valid and within ``max_deviation``
     (relative) of that median, the pixel's own depth is kept: the median of a lopsided window (at a silhouette,
     on a slanted surface) is biased by up to a pixel's depth step, the confirmed measurement is not. The ray
-    goes through the exact (sub-pixel) ``xy``.
+    goes through the exact (sub-pixel) ``xy``. ``depth``: the HxW map or a :class:`DepthMap` of it (lifting many
+    times from one map: the map is checked and filtered once).
     """
-    d = _check_depth(depth, intrinsics)
-    h, w = d.shape
+    source = depth_map(depth, intrinsics)
+    h, w = source.depth.shape
     p = _check_pixels(xy, w, h)
     lo, hi = _check_range(depth_range)
     if isinstance(window, bool) or not isinstance(window, (int, np.integer)) or window < 0:
@@ -104,9 +137,7 @@ def lift(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
         raise InputError(f"min_valid_fraction must be in [0, 1], got {min_valid_fraction}")
     if not (np.isfinite(max_deviation) and max_deviation >= 0):
         raise InputError(f"max_deviation must be a non-negative fraction of depth, got {max_deviation}")
-    with np.errstate(invalid="ignore"):
-        good = np.isfinite(d) & (d > 0) & (d >= lo) & (d <= hi)
-    padded = np.pad(np.where(good, d, np.nan), window, constant_values=np.nan)
+    padded = source.padded(lo, hi, window)
     rows, cols = np.floor(p[:, 1]).astype(np.int64), np.floor(p[:, 0]).astype(np.int64)
     offsets = np.arange(-window, window + 1)
     dr, dc = (o.ravel() for o in np.meshgrid(offsets, offsets, indexing="ij"))

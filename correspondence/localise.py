@@ -54,7 +54,7 @@ from .camera import CameraIntrinsics
 from .device import to_numpy
 from .errors import ConfigError, InputError
 from .features import FeatureMap
-from .lifting import lift
+from .lifting import DepthMap, depth_map, lift
 from .object_colour import ColourModel, patch_chromaticity
 from .preprocessing import to_rgb_array
 from .matching import mutual_nearest_neighbors, normalise
@@ -106,12 +106,19 @@ class LocaliseSettings:
 
 @dataclass(frozen=True, eq=False)
 class DepthViews:
-    """Metric depth (HxW, metres) and intrinsics of the demo and the live view: enables the rigid 3D check."""
+    """Metric depth (HxW, metres, or a :class:`~correspondence.lifting.DepthMap` of it) and intrinsics of the demo
+    and the live view: enables the rigid 3D check. Arrays are wrapped in a ``DepthMap`` here, so every candidate's
+    lifting checks and filters each map once; a caller that localises with several demo views on one frame passes
+    the frame's ``DepthMap`` to each, and it is filtered once per frame."""
 
-    demo_depth: np.ndarray
+    demo_depth: np.ndarray | DepthMap
     demo_intrinsics: CameraIntrinsics
-    live_depth: np.ndarray
+    live_depth: np.ndarray | DepthMap
     live_intrinsics: CameraIntrinsics
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "demo_depth", depth_map(self.demo_depth, self.demo_intrinsics))
+        object.__setattr__(self, "live_depth", depth_map(self.live_depth, self.live_intrinsics))
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,8 @@ from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .demo_views import DemoView
 from .device import to_numpy
 from .errors import InputError
-from .icp import IcpSettings, masked_cloud, masked_pixels_and_cloud, refine
+from .icp import IcpSettings, IcpTarget, masked_cloud, masked_pixels_and_cloud, refine
+from .lifting import DepthMap
 from .localise import DepthViews, Localisation, LocaliseSettings, localise
 from .object_colour import ColourModel
 from .pose_search import LiveFrame, PoseSearchSettings, score_pose
@@ -66,6 +67,7 @@ class _ViewState:
     cells: object = None
     colours: ColourModel | None = None
     search_cloud: tuple | None = None  # (points in the primary frame, descriptors, colours) at max_points
+    depth_map: DepthMap | None = None  # the view's depth prepared for lifting
 
 
 class MultiViewDemo:
@@ -93,6 +95,25 @@ class MultiViewDemo:
             state.fmap = self.extractor(state.view.rgb)
         return state.fmap
 
+    def prepare(self, max_points: int | None = None) -> None:
+        """What every frame uses from each view, computed now (each once): features, object cells and depth map;
+        with ``max_points`` also the fused cloud the candidate poses are scored on."""
+        for i, state in enumerate(self.states):
+            if state.region is not None:
+                self._cells(i)
+                self.depth_map(i)
+        if max_points is not None:
+            self.fused_cloud(max_points)
+
+    def depth_map(self, view: DemoView | int) -> DepthMap:
+        """A view's depth prepared for lifting (:class:`~correspondence.lifting.DepthMap`), once per pipeline; by
+        index or by the view itself."""
+        state = (self.states[view] if isinstance(view, int) else
+                 next(s for s in self.states if s.view is view))
+        if state.depth_map is None:
+            state.depth_map = DepthMap(state.view.depth, state.view.intrinsics)
+        return state.depth_map
+
     def _cells(self, index: int):
         """The view's object cells on its feature grid (localisation's voters, dense matching's sources), once."""
         state = self.states[index]
@@ -102,26 +123,43 @@ class MultiViewDemo:
 
     # ------------------------------------------------------------------------------------------ localisation
 
-    def localise(self, live_fmap, settings: LocaliseSettings, depth: np.ndarray | None, intrinsics,
-                 image: np.ndarray) -> Localisation:
+    def localise(self, live_fmap, settings: LocaliseSettings, depth: "np.ndarray | DepthMap | None", intrinsics,
+                 image: np.ndarray, known: dict[int, Localisation] | None = None) -> Localisation:
         """Every view votes; the localisation of the view that found the object best (highest best score, found
-        first), with ``details["demo_view"]`` its index and ``details["demo_view_scores"]`` every view's score."""
-        results: list[tuple[int, Localisation]] = []
-        for i, state in enumerate(self.states):
-            if state.region is None:
-                continue
-            fmap = self.feature_map(i)
-            if int(self._cells(i).sum()) < settings.min_demo_cells:
-                continue  # too coarse to vote from this side
-            depths = (DepthViews(state.view.depth, state.view.intrinsics, depth, intrinsics)
-                      if depth is not None and intrinsics is not None else None)
-            results.append((i, localise(fmap, state.cells, live_fmap, settings, depths,
-                                        (to_rgb_array(state.view.rgb), image))))
+        first), with ``details["demo_view"]`` its index and ``details["demo_view_scores"]`` every view's score.
+        ``known``: views already localised on this frame (a stream's schedule tried one first), not redone."""
+        if depth is not None and intrinsics is not None and not isinstance(depth, DepthMap):
+            depth = DepthMap(depth, intrinsics)  # the frame's depth filtered once for every view's rigid check
+        results = dict(known or {})
+        for i in range(len(self.states)):
+            if i not in results:
+                localisation = self.localise_view(i, live_fmap, settings, depth, intrinsics, image)
+                if localisation is not None:
+                    results[i] = localisation
+        return self.choose(results)
+
+    def localise_view(self, index: int, live_fmap, settings: LocaliseSettings, depth: "np.ndarray | DepthMap | None",
+                      intrinsics, image: np.ndarray) -> Localisation | None:
+        """One view's votes (:func:`~correspondence.localise.localise` with its rigid check on that view's depth);
+        None when the view has no object region or covers too few cells to vote from."""
+        state = self.states[index]
+        if state.region is None or int(self._cells(index).sum()) < settings.min_demo_cells:
+            return None  # nothing, or too coarse, to vote from this side
+        depths = (DepthViews(self.depth_map(index), state.view.intrinsics, depth, intrinsics)
+                  if depth is not None and intrinsics is not None else None)
+        return localise(self.feature_map(index), state.cells, live_fmap, settings, depths,
+                        (to_rgb_array(state.view.rgb), image))
+
+    @staticmethod
+    def choose(results: dict[int, Localisation]) -> Localisation:
+        """The localisation of the view that found the object best among ``results`` (view index -> localisation),
+        with the chosen index and every voting view's score in its details."""
         if not results:
             raise InputError("no demo view covers enough feature cells to localise the object")
-        best_index, best = max(results, key=lambda r: (r[1].found, r[1].best_score * (PRIMARY_PREFERENCE if r[0] == 0
-                                                                                     else 1.0)))
-        scores = {i: round(loc.best_score, 4) for i, loc in results}
+        ordered = sorted(results.items())  # by index: of equal scores the lower index wins, as it always did
+        best_index, best = max(ordered, key=lambda r: (r[1].found, r[1].best_score * (PRIMARY_PREFERENCE if r[0] == 0
+                                                                                      else 1.0)))
+        scores = {i: round(loc.best_score, 4) for i, loc in ordered}
         return replace(best, details={**best.details, "demo_view": best_index, "demo_view_scores": scores})
 
     def colours(self, localisation: Localisation | None) -> ColourModel | None:
@@ -161,7 +199,8 @@ class MultiViewDemo:
         most RANSAC inliers."""
         live_valid = live_fmap.cell_mask(live_mask, min_fraction=0.5) if live_mask is not None else None
         live_cloud = (None if icp is None or live_depth is None or live_mask is None else  # once, for every candidate
-                      masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points))
+                      IcpTarget(live.cloud if live is not None else  # the live frame's cloud is this same cloud
+                                masked_cloud(live_depth, live_intrinsics, live_mask, self.depth_range, icp.max_points)))
         tried = []
         for i in self.candidates(localisation):
             state = self.states[i]
@@ -179,7 +218,7 @@ class MultiViewDemo:
         _, index, dense, result, _ = max(tried, key=lambda t: t[0])  # max keeps the first of equals
         return index, dense, result, (scored or None)
 
-    def _view_icp(self, index: int, result: tuple, live_cloud: np.ndarray | None, icp: IcpSettings | None) -> tuple:
+    def _view_icp(self, index: int, result: tuple, live_cloud: "IcpTarget | None", icp: IcpSettings | None) -> tuple:
         alignment = result[0]
         if (icp is None or alignment is None or not alignment.success
                 or live_cloud is None):  # icp None: the caller asked for no refinement; no live depth or mask

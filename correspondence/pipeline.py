@@ -36,6 +36,7 @@ from .dense_transfer import DenseMatches, dense_matches
 from .errors import ConfigError, InputError
 from .deprecation import renamed_kwarg
 from .icp import masked_cloud
+from .lifting import DepthMap
 from .pose_keypoints import keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
@@ -44,6 +45,7 @@ from .multiview_pose import MultiViewDemo, object_cloud, visible_points
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker
+from .view_schedule import ViewSchedule
 from .segmentation import DepthForeground, GivenMask, MaskResult, MaskSource, Prompt
 
 from .pipeline_types import ALIGNMENT_SOURCES, FrameResult, PipelineSettings  # noqa: F401 (re-exported)
@@ -82,6 +84,7 @@ class TransferPipeline:
         self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
+        self._demo_depth = None  # the demo depth prepared for lifting (lifting.DepthMap), once
         self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
         self._demo_query = None  # keypoint mode: the demo prepared for matching (and refinement), computed once
@@ -91,6 +94,8 @@ class TransferPipeline:
             if self.mode != "keypoints" or self._features is None:
                 raise ConfigError("a multi-view demo needs a keypoint (same-object) demo and a Matcher with features")
             self.views = MultiViewDemo(demo.all_views, matcher.extractor, self.settings.depth_range)
+        self.view_schedule = (ViewSchedule(self.settings.view_schedule)  # a stream: the last pose's view votes first
+                              if self.views is not None and self.settings.view_schedule is not None else None)
         if self.mode == "functional" and self._features is None and functional is None:
             raise ConfigError("a functional demo needs a Matcher with a feature extractor (or a functional head)")
         if self.settings.alignment_source == "dense" and self.mode == "keypoints" and self._features is None:
@@ -131,6 +136,7 @@ class TransferPipeline:
         image = to_rgb_array(rgb)
         depth = self._check_depth(depth, image, intrinsics)
         three_d = depth is not None and intrinsics is not None and self.demo.has_3d
+        live_map = DepthMap(depth, intrinsics) if three_d else None  # checked and filtered once for every lift
         live_fmap = None
         if mask is None and prompt is None and self._can_localise():  # the frame's features find the object first
             start = time.perf_counter()
@@ -138,7 +144,7 @@ class TransferPipeline:
             timings["features"] = time.perf_counter() - start
         try:
             mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings,
-                                                      intrinsics if three_d else None)
+                                                      intrinsics if three_d else None, live_map)
         except ObjectNotFound as exc:
             return self._not_found(exc.localisation, three_d, timings)
         live_mask = mask_result.mask if mask_result else None
@@ -152,7 +158,7 @@ class TransferPipeline:
         live_xy = np.array([m.live_xy for m in matches], dtype=np.float64).reshape(-1, 2)
         live_points = np.full((len(matches), 3), np.nan)
         if three_d:
-            points, valid = lift(live_xy, depth, intrinsics, self.settings.depth_range)
+            points, valid = lift(live_xy, live_map, intrinsics, self.settings.depth_range)
             live_points = np.where(valid[:, None], points, np.nan)
         source = self.settings.alignment_source
         multi_view, view_index = source == "dense" and three_d and self.views is not None, None
@@ -164,16 +170,17 @@ class TransferPipeline:
             timings["matching"] += time.perf_counter() - start
         start = time.perf_counter()
         weights = np.array([max(m.score, 1e-3) for m in matches]) * accepted
-        dense_points = view_scores = None
+        dense_points = view_scores = live = None
         if multi_view:  # the views' matches: the best view's pose composed into the primary frame
             live = (self._live_frame(depth, intrinsics, live_mask, live_fmap, image) if live_mask is not None
                     else None)  # each candidate view's pose is scored against it (multiview_pose.py)
             view_index, dense, (alignment, alignment_2d, dense_points), view_scores = self.views.align(
                 localisation, live_fmap, live_mask, self.settings.dense,
-                lambda d, view: self._align_dense(d, depth, intrinsics, three_d, view), depth, intrinsics,
+                lambda d, view: self._align_dense(d, live_map, intrinsics, three_d, view), depth, intrinsics,
                 self.settings.icp if self.settings.refine == "icp" else None, live, self.settings.pose_search)
         elif source == "dense":
-            alignment, alignment_2d, dense_points = self._align_dense(dense, depth, intrinsics, three_d)
+            alignment, alignment_2d, dense_points = self._align_dense(dense, live_map if three_d else depth,
+                                                                      intrinsics, three_d)
         elif three_d:
             use = accepted & np.isfinite(live_points).all(1) & np.isfinite(self.demo_points).all(1)
             alignment, alignment_2d = self._align_3d(self.demo_points, live_points, np.where(use, weights, 0)), None
@@ -181,7 +188,7 @@ class TransferPipeline:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
         alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up,
-                                         image, view_index)
+                                         image, view_index, live)
         geometry, pose_keypoints = getattr(matches, "geometry", None), None
         if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
             # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
@@ -193,6 +200,8 @@ class TransferPipeline:
             moved = self._keypoint_surface @ alignment.transform[:3, :3].T + alignment.transform[:3, 3]
             live_points = np.where(np.isfinite(moved).all(1, keepdims=True), moved, live_points)
         timings["alignment"] = time.perf_counter() - start
+        if multi_view and self.view_schedule is not None and localisation is not None:  # the next frame's first view
+            self.view_schedule.used(view_index if alignment is not None and alignment.success else None)
         return FrameResult("keypoints", tuple(matches), accepted, self.demo_points, live_points, alignment,
                            alignment_2d, mask_result, timings, dense, source, search and search.refinement,
                            dense_points, geometry, search, pose_keypoints,
@@ -206,10 +215,11 @@ class TransferPipeline:
         return (self.settings.localise.enabled and self.mask_source is not None and self._features is not None
                 and self.functional is None and self.demo_object is not None)
 
-    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float], intrinsics=None
-                 ) -> tuple[MaskResult | None, Localisation | None]:
+    def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float], intrinsics=None,
+                 live_map: DepthMap | None = None) -> tuple[MaskResult | None, Localisation | None]:
         """The live mask: the caller's mask or prompt when given; else the mask source prompted where the demo
-        object's features are found (:mod:`~correspondence.localise`); else the source's own rule."""
+        object's features are found (:mod:`~correspondence.localise`); else the source's own rule. ``live_map``:
+        the frame's depth prepared for lifting (the localisations' rigid checks share it)."""
         start = time.perf_counter()
         localisation = None
         if mask is not None:
@@ -220,6 +230,8 @@ class TransferPipeline:
             result = self.mask_source.segment(image, prompt or Prompt.auto(), depth)
         else:
             demo_fmap = self._demo_feature_map()  # the demo's features once, counted as features, not segmentation
+            if self.views is not None:  # likewise every view's (a stream computes them in prepare())
+                self.views.prepare()
             timings["features"] = timings.get("features", 0.0) + time.perf_counter() - start
             start = time.perf_counter()
             if self._demo_object_cells is None:
@@ -232,11 +244,12 @@ class TransferPipeline:
                        f"{self.settings.localise.min_demo_cells} feature cells, too few to localise)")
                 return MaskResult(result.mask, result.score, result.source, result.prompt,
                                   {**result.details, "localised": why}), None
-            depths = (DepthViews(self.demo.depth, self.demo.intrinsics, depth, intrinsics) if intrinsics is not None
-                      else None)  # an RGB-D frame: the rigid 3D check tells the object from a look-alike
+            live_map = live_map if live_map is not None or intrinsics is None else DepthMap(depth, intrinsics)
+            depths = (DepthViews(self._demo_depth_map(), self.demo.intrinsics, live_map, intrinsics)
+                      if intrinsics is not None else None)  # RGB-D: the rigid 3D check tells object from look-alike
             demo_rgb = to_rgb_array(self.demo.rgb)
-            localisation = (self.views.localise(live_fmap, self.settings.localise, depth, intrinsics, image)
-                            if self.views is not None else  # every view votes (multiview_pose.py)
+            localisation = (self._localise_views(live_fmap, live_map, intrinsics, image)
+                            if self.views is not None else  # the views vote (multiview_pose.py, view_schedule.py)
                             localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
                                      (demo_rgb, image)))
             if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
@@ -257,8 +270,27 @@ class TransferPipeline:
         timings["segmentation"] = time.perf_counter() - start
         return result, localisation
 
+    def _localise_views(self, live_fmap, live_map, intrinsics, image) -> Localisation:
+        """A multi-view demo's localisation: the view of the last pose alone when :class:`ViewSchedule` says so and
+        it confirms the object clearly; else every view (those already tried on this frame not redone)."""
+        settings, schedule, known = self.settings.localise, self.view_schedule, {}
+        first = None if schedule is None else schedule.first()
+        if first is not None:
+            localisation = self.views.localise_view(first, live_fmap, settings, live_map, intrinsics, image)
+            if schedule.confirmed(localisation):
+                schedule.localised(None)
+                chosen = self.views.choose({first: localisation})
+                return replace(chosen, details={**chosen.details, "views_localised": "last pose's view, confirmed"})
+            known = {} if localisation is None else {first: localisation}
+        localisation = self.views.localise(live_fmap, settings, live_map, intrinsics, image, known=known)
+        if schedule is not None:
+            schedule.localised(localisation.details["demo_view_scores"])
+        return localisation
+
     def _not_found(self, localisation: Localisation, three_d: bool, timings: dict[str, float]) -> FrameResult:
         """No pose for a frame without the demo object; the reason carries the best candidate's score."""
+        if self.view_schedule is not None:
+            self.view_schedule.used(None)
         timings.setdefault("matching", 0.0)
         timings.setdefault("alignment", 0.0)
         reason = localisation.reason
@@ -273,6 +305,12 @@ class TransferPipeline:
                            timings, None, self.settings.alignment_source if self.mode == "keypoints" else "dense",
                            localisation=localisation)
 
+    def _demo_depth_map(self) -> DepthMap:
+        """The demo's depth prepared for lifting, once per pipeline."""
+        if self._demo_depth is None:
+            self._demo_depth = DepthMap(self.demo.depth, self.demo.intrinsics)
+        return self._demo_depth
+
     def _demo_feature_map(self):
         """The demo's features, computed once per pipeline (not left to the extractor's cache, which a live stream
         may keep small or off)."""
@@ -285,6 +323,8 @@ class TransferPipeline:
         ``soco bench tracking`` calls it before the stream so its first frame is timed as a frame)."""
         if self._features is not None:
             self._demo_feature_map()
+        if self.views is not None:  # every view's features, cells, depth and clouds: the first frame's cost otherwise
+            self.views.prepare(self.settings.icp.max_points)
         return self
 
     def _match_keypoints(self, image: np.ndarray, live_mask, timings: dict[str, float], live_fmap=None):
@@ -360,7 +400,8 @@ class TransferPipeline:
         if not three_d:
             return None, self._align_2d(dense.demo_xy, dense.live_xy, weights), None
         demo = self.demo if view is None else view
-        demo_points, demo_ok = lift(dense.demo_xy, demo.depth, demo.intrinsics, self.settings.depth_range)
+        demo_map = self._demo_depth_map() if view is None else self.views.depth_map(view)
+        demo_points, demo_ok = lift(dense.demo_xy, demo_map, demo.intrinsics, self.settings.depth_range)
         demo_points = demo_points if view is None else view.to_primary(demo_points)
         live_points, live_ok = lift(dense.live_xy, depth, intrinsics, self.settings.depth_range)
         use = demo_ok & live_ok
@@ -377,11 +418,13 @@ class TransferPipeline:
 
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
                 live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None,
-                view: int | None = None) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
+                view: int | None = None, live: LiveFrame | None = None
+                ) -> tuple[AlignmentResult | None, PoseSearchResult | None]:
         """The pose search (:mod:`correspondence.pose_search`): the correspondence pose and, for a same-object
         (keypoint) demo, global FPFH + RANSAC / FGR hypotheses on the two clouds, scored against the live frame and
         refined with the guarded ICP. Needs a live mask (without one the live cloud would include the
-        background). An ambiguous turn replaces the pose with a refusal that says so."""
+        background). An ambiguous turn replaces the pose with a refusal that says so. ``live``: the frame's
+        :class:`LiveFrame` when the caller built it already (the multi-view pose scores), else built here."""
         if self.settings.refine == "none" or live_mask is None or alignment is None:
             return alignment, None
         search_settings = self.settings.pose_search
@@ -401,7 +444,7 @@ class TransferPipeline:
                                                                               self.settings.multiview_cloud))
         if self.views is not None and self.settings.multiview_cloud == "fused":
             fit = lambda T: visible_points(demo_points, T, intrinsics)  # noqa: E731 (the side the camera sees)
-        live = self._live_frame(depth, intrinsics, live_mask, live_fmap, image)
+        live = live if live is not None else self._live_frame(depth, intrinsics, live_mask, live_fmap, image)
         start_pose = alignment.transform if alignment.success else None
         own_view = self.views is None or (not view and self.settings.multiview_cloud == "view")
         demo_view = (None if self.demo_region is None or not own_view else  # the demo's own view: symmetric rivals

@@ -17,6 +17,7 @@ from .mask_types import MaskResult
 from .pose_keypoints import KeypointPose, KeypointPoseSettings
 from .pose_search import PoseSearchResult, PoseSearchSettings
 from .tracking import TrackSettings
+from .view_schedule import ViewScheduleSettings
 
 ALIGNMENT_SOURCES = ("dense", "keypoints")
 
@@ -42,6 +43,8 @@ class PipelineSettings:
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
+    view_schedule: ViewScheduleSettings | None = field(default_factory=ViewScheduleSettings)  # multi-view demo on a
+    # stream: the last pose's view localises first, the others only when it is not clearly confirmed (None: all views)
 
     def __post_init__(self) -> None:
         if self.alignment_source not in ALIGNMENT_SOURCES:

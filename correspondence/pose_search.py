@@ -41,7 +41,7 @@ import numpy as np
 
 from .alignment import rotation_error_deg
 from .camera import CameraIntrinsics
-from .icp import IcpResult, IcpSettings, refine
+from .icp import IcpResult, IcpSettings, IcpTarget, refine
 from .yaw_sweep import _axis_angle, yaw_sweep
 
 SOURCE_MATCHES, SOURCE_FPFH, SOURCE_FGR = "matches", "fpfh-ransac", "fgr"
@@ -397,9 +397,10 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     finals, verified = [], []  # verified: the guarded ICP accepted the surfaces' fit (whether or not it is kept)
     chosen_for_icp = _distinct(scored, max(s.refine_top, 1), centre)
     chosen_for_icp += [h for h in scored if h.source == SOURCE_MATCHES and h not in chosen_for_icp][:1]  # always
+    target = IcpTarget(live.cloud)  # the live cloud's normals once for every ICP
     for h in chosen_for_icp:
         if refine_with_icp:
-            refinement = refine(fit(h.transform), live.cloud, h.transform, icp)
+            refinement = refine(fit(h.transform), target, h.transform, icp)
             refined_score = score(refinement.transform) if refinement.accepted else None
             if refined_score is not None and refined_score.score < h.score.score - s.icp_score_drop:
                 # the ICP slid off what the frame says (a partial view's overlap pulls it): the start stands

@@ -59,3 +59,24 @@ def test_tracking_bench_counts_one_encoder_pass_per_segmentation(tmp_path):
     assert summary["tracked"]["encoder_passes"] == summary["tracked"]["segmentations"] >= 1
     assert summary["segmented every frame"]["encoder_passes"] == 2
     assert summary["demo_features_ms"] > 0 and "at 64 px" in (out / "tracking.md").read_text()
+
+
+@pytest.mark.slow  # 28 s on the loaded 2-core machine
+def test_tracking_bench_with_a_multi_view_demo_runs_the_stream_with_and_without_the_view_schedule(tmp_path):
+    """--demo-views 2: every frame runs twice, alternately, tracked with the view schedule and with every view
+    localising; the first frame has no last pose, so both localise with both views, and the all-views mode always
+    does. Pose correctness against the renderer's truth is reported per mode."""
+    out = tmp_path / "track"
+    assert main(["bench", "tracking", "--backbone", "daisy", "--mask-source", "depth", "--frames", "3",
+                 "--baseline-frames", "0", "--size", "224", "--yaw-step", "10", "--demo-views", "2",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "tracking.json").read_text())
+    tracked = [r for r in record["rows"] if r["mode"] == "tracked"]
+    every = [r for r in record["rows"] if r["mode"] == "all views every frame"]
+    assert len(tracked) == len(every) == 3
+    assert tracked[0]["views_localised"] == 2 and all(r["views_localised"] == 2 for r in every)
+    assert all(1 <= r["views_localised"] <= 2 for r in tracked)
+    summary = record["summary"]
+    assert summary["all views every frame"]["mean_views_localised"] == 2.0
+    assert summary["tracked"]["pose_correct"] == 100.0 * np.mean([r["pose_correct"] for r in tracked])
+    assert "all views every frame" in (out / "tracking.md").read_text()

@@ -147,7 +147,8 @@ def markdown(rows: list[dict], name: str, size: int, latency: dict, conditions: 
 
 def write_report(rows: list[dict], matcher, config, out: Path) -> dict:
     timed = [r["timings_s"] for r in rows if "timings_s" in r]
-    stages = [s for s in ("segmentation", "features", "matching", "alignment", "total")
+    stages = [s for s in ("segmentation", "localisation", "features", "matching", "alignment", "total",
+                        "demo_setup")
               if timed and all(s in t for t in timed)]
     latency = {s: {"median_ms": 1e3 * float(np.median([t[s] for t in timed])),
                    "p95_ms": 1e3 * float(np.percentile([t[s] for t in timed], 95))} for s in stages}

@@ -41,6 +41,10 @@ def add_bench_parsers(bench) -> None:
     track.add_argument("--baseline-frames", type=int, default=5,
                        help="frames also run segmenting every frame (each is an image-encoder pass)")
     track.add_argument("--seed", type=int, default=0)
+    track.add_argument("--yaw-step", type=float, default=1.5, help="deg the object turns per frame")
+    track.add_argument("--demo-views", type=int, default=1, metavar="K",
+                       help="a demo recorded from K sides (the object turned by 360/K); with K > 1 the stream also "
+                            "runs without the view schedule (every view localises every frame), alternately")
     track.add_argument("--out", default="bench_out/tracking")
     track.set_defaults(handler=run_tracking)
 
@@ -77,7 +81,8 @@ def run_tracking(args: argparse.Namespace) -> int:
         source, name = (DepthForeground((0.05, 5.0)), "depth") if args.mask_source == "depth" else (GrabCutBox(),
                                                                                                    "grabcut")
     config = TrackingBenchConfig(frames=args.frames, size=args.size, every=args.every,
-                                 baseline_frames=args.baseline_frames, seed=args.seed)
+                                 baseline_frames=args.baseline_frames, seed=args.seed, yaw_step_deg=args.yaw_step,
+                                 demo_views=args.demo_views)
     result = run_tracking_benchmark(matcher, source, name, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/tracking.json, tracking.md and tracking_frames.png")
