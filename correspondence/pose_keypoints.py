@@ -5,8 +5,11 @@ Why: a keypoint's own match is one patch comparison, easily fooled by a look-ali
 wheel matched to its front-left one), while the pose rests on hundreds of dense matches and the two depth
 clouds. So with a pose the published position is the pose's prediction (``position="pose"``), its visibility is
 checked against the live depth (a point behind the seen surface, by more than ``max(min_m, fraction * depth)``, is
-hidden: ``position="pose-hidden"``), and a keypoint whose own match lies more than ``max_px`` from the prediction
-is flagged (``KeypointPose.disagrees``): the match, not the pose, is the suspect.
+hidden: ``position="pose-hidden"``; on a silhouette, where the pixel shows the backdrop, the surfaces beside it
+judge), and a keypoint whose own match lies more than ``max_px`` from the prediction
+is flagged (``KeypointPose.disagrees``): the match, not the pose, is the suspect. Each demo keypoint's 3D point is
+read once from the demo depth at its sub-pixel position (:func:`surface_points`): turned by up to 180 deg, its depth
+error becomes a lateral one in the live frame.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class KeypointPoseSettings:
     max_px: float = 10.0  # a match farther than this from the pose's prediction disagrees with the pose
     min_m: float = 0.01  # visibility: the predicted depth may exceed the seen depth by max(min_m, fraction * z)
     fraction: float = 0.02
+    edge_px: int = 2  # no depth under the point (the backdrop beside a silhouette): the surfaces this near judge it
 
 
 @dataclass(frozen=True)
@@ -134,14 +138,25 @@ def predict(demo_points: np.ndarray, transform: np.ndarray, depth: np.ndarray, i
         if not known[i] or not (0 <= xy[i, 0] < w and 0 <= xy[i, 1] < h):
             visibility.append("out of frame")
             continue
-        seen = float(depth[int(xy[i, 1]), int(xy[i, 0])])
-        if not (np.isfinite(seen) and seen > 0):
-            visibility.append("no live depth")
-        elif z[i] > seen + max(settings.min_m, settings.fraction * z[i]):
-            visibility.append("hidden")
-        else:
-            visibility.append("visible")
+        visibility.append(_visibility(z[i], depth, int(xy[i, 0]), int(xy[i, 1]), settings))
     return xy, z, visibility
+
+
+def _visibility(z: float, depth: np.ndarray, col: int, row: int, s: KeypointPoseSettings) -> str:
+    """hidden: the seen surface is in front of the point by more than the tolerance. A point on the object's
+    silhouette often projects onto the backdrop, where the depth is missing or out of range (a keypoint on a roof
+    corner, a rim): then the surfaces within ``edge_px`` judge it, hidden only when all of them are in front."""
+    tolerance = max(s.min_m, s.fraction * z)
+    seen = float(depth[row, col])
+    if np.isfinite(seen) and seen > 0:
+        return "hidden" if z > seen + tolerance else "visible"
+    r = s.edge_px
+    window = np.asarray(depth[max(row - r, 0):row + r + 1, max(col - r, 0):col + r + 1], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        near = window[np.isfinite(window) & (window > 0)]
+    if not len(near):
+        return "no live depth"
+    return "hidden" if (z > near + tolerance).all() else "visible"
 
 
 def keypoints_from_pose(matches, demo_points: np.ndarray, transform: np.ndarray, depth: np.ndarray,

@@ -65,7 +65,8 @@ def test_keypoint_errors_name_their_cause():
 
     exact = live.keypoints_xy[seen[:4]]
     report = _keypoint_errors(result(scene.truth, exact, "pose"), car, live, demo_view.pose)
-    assert max(report["keypoint_errors_px"]) < 1e-6 and not any("cause" in d for d in report["keypoint_detail"].values())
+    assert max(report["keypoint_errors_px"]) < 1e-6
+    assert not any("cause" in d for d in report["keypoint_detail"].values())
     shifted = exact + 8.0
     causes = {d["cause"] for d in _keypoint_errors(result(scene.truth, shifted, "pose"), car, live,
                                                    demo_view.pose)["keypoint_detail"].values()}
@@ -74,3 +75,20 @@ def test_keypoint_errors_name_their_cause():
     assert {d["cause"] for d in report["keypoint_detail"].values()} == {"pose"}
     report = _keypoint_errors(result(scene.truth, shifted, "cell"), car, live, demo_view.pose)
     assert {d["cause"] for d in report["keypoint_detail"].values()} == {"match"}
+
+
+def test_visibility_verdicts_are_counted_against_the_truth():
+    car, demo_view, scene, _ = _trial("car", yaw=180.0)
+    live = scene.view.target
+    from correspondence.pose_keypoints import KeypointPose
+    names = [k.name for k in car.keypoints]
+    verdicts = ["visible" if v else "hidden" for v in live.keypoints_visible]
+    verdicts[0] = "no live depth"
+    poses = [KeypointPose(n, (1.0, 1.0), 1.0, v, (0.0, 0.0), 0.0, False) for n, v in zip(names, verdicts)]
+    matches = [KeypointMatch(n, (0.0, 0.0), (1.0, 1.0), 1.0, True, 0.0, position="pose") for n in names]
+    result = SimpleNamespace(alignment=SimpleNamespace(success=False), matches=matches, pose_keypoints=poses)
+    counts = _keypoint_errors(result, car, live, demo_view.pose)["keypoint_visibility"]
+    first = f"true {'visible' if live.keypoints_visible[0] else 'hidden'} / no live depth"
+    seen = int(live.keypoints_visible[1:].sum())
+    expected = {first: 1, "true visible / visible": seen, "true hidden / hidden": len(names) - 1 - seen}
+    assert counts == {k: n for k, n in expected.items() if n}

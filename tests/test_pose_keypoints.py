@@ -125,3 +125,17 @@ def test_a_keypoint_at_a_depth_edge_is_on_the_occluding_side():
     np.testing.assert_allclose(points[:, 2], [0.4, 0.4, 0.9])
     masked = surface_points(np.array([[50.2, 20.0]]), depth, camera, depth > 0.5, (0.05, 5.0))
     np.testing.assert_allclose(masked[:, 2], [0.9])  # the near surface is not the object's: not taken
+
+
+def test_a_silhouette_point_over_the_backdrop_is_judged_by_the_surface_beside_it():
+    """The prediction of a keypoint on a roof corner lands on the backdrop (no depth): visible when the object's
+    surface beside it is at its depth, hidden when every surface beside it is well in front, and "no live depth"
+    only with no depth anywhere near."""
+    camera = _flat_camera()
+    depth = np.zeros((100, 100))
+    depth[:, :50] = 1.0  # the object's surface; the backdrop beyond has no depth
+    pixels, z = np.array([[50.8, 20.5], [51.3, 20.5], [80.5, 20.5], [40.5, 20.5]]), np.array([1.0, 1.2, 1.0, 1.2])
+    points = camera.unproject(pixels, z)  # the second and the fourth 20 cm behind the surface
+    xy, _, visibility = predict(points, np.eye(4), depth, camera, KeypointPoseSettings())
+    np.testing.assert_allclose(xy[:, 0], [50.8, 51.3, 80.5, 40.5], atol=1e-9)
+    assert visibility == ["visible", "hidden", "no live depth", "hidden"]

@@ -231,7 +231,21 @@ def _keypoint_errors(result, obj, live_target, demo_pose: np.ndarray) -> dict:
             detail["cause"] = ("match" if "pose_error_px" not in detail else
                                "pose" if detail["pose_error_px"] > KEYPOINT_PX else "demo point")
         by_name[match.name] = detail
-    return {"keypoint_errors_px": errors, "keypoints_visible_live": len(errors), "keypoint_detail": by_name}
+    return {"keypoint_errors_px": errors, "keypoints_visible_live": len(errors), "keypoint_detail": by_name,
+            "keypoint_visibility": _visibility_counts(result, index, live_target)}
+
+
+def _visibility_counts(result, index: dict, live_target) -> dict:
+    """The pipeline's visibility verdict on each pose-predicted keypoint against the truth (in frame, not hidden
+    by the object itself or another): ``"true visible / visible"`` etc., counts."""
+    counts: dict[str, int] = {}
+    for match, predicted in zip(result.matches, getattr(result, "pose_keypoints", None) or ()):
+        if predicted.xy is None:
+            continue
+        truth = "visible" if live_target.keypoints_visible[index[match.name]] else "hidden"
+        key = f"true {truth} / {predicted.visibility}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def symmetric_counterparts(obj, turn: np.ndarray, tolerance_m: float = 0.005) -> np.ndarray:
