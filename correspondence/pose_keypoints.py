@@ -92,7 +92,7 @@ def surface_points(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsi
 
 def _surface_depth(x: float, y: float, depth: np.ndarray, valid: np.ndarray, radius: int,
                    s: SurfaceSettings) -> float | None:
-    h, w = depth.shape
+    """The depth (z) of the surface at sub-pixel ``(x, y)``, or None with no object pixel within ``radius``."""
     c0, r0 = int(np.floor(x)), int(np.floor(y))
     top, left = max(r0 - radius, 0), max(c0 - radius, 0)
     rows, cols = np.nonzero(valid[top:r0 + radius + 1, left:c0 + radius + 1])
