@@ -21,7 +21,9 @@ mask of the object, so pose and segmentation are judged apart).
 
 Success: rotation error < 5 deg and translation < 2 cm, taking the best of the object's symmetries (a refused
 alignment counts as a failure); BOP's MSSD and ADD-S within 10 % of the diameter, the live mask's IoU with the
-true mask and the keypoints' pixel error against their true projections are reported beside it
+true mask and the keypoints' pixel error against their true projections (a symmetric object's against its
+counterparts under the symmetry success was judged on; each error over 5 px with its cause; the pipeline's
+visibility verdicts against the truth: docs/pose_keypoints.md) are reported beside it
 (:mod:`correspondence.benchmarks.alignment_report`), overall and per condition.
 """
 from __future__ import annotations
