@@ -5,8 +5,11 @@ Why: a keypoint's own match is one patch comparison, easily fooled by a look-ali
 wheel matched to its front-left one), while the pose rests on hundreds of dense matches and the two depth
 clouds. So with a pose the published position is the pose's prediction (``position="pose"``), its visibility is
 checked against the live depth (a point behind the seen surface, by more than ``max(min_m, fraction * depth)``, is
-hidden: ``position="pose-hidden"``), and a keypoint whose own match lies more than ``max_px`` from the prediction
-is flagged (``KeypointPose.disagrees``): the match, not the pose, is the suspect.
+hidden: ``position="pose-hidden"``; on a silhouette, where the pixel shows the backdrop, the surfaces beside it
+judge), and a keypoint whose own match lies more than ``max_px`` from the prediction
+is flagged (``KeypointPose.disagrees``): the match, not the pose, is the suspect. Each demo keypoint's 3D point is
+read once from the demo depth at its sub-pixel position (:func:`surface_points`): turned by up to 180 deg, its depth
+error becomes a lateral one in the live frame.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ class KeypointPoseSettings:
     max_px: float = 10.0  # a match farther than this from the pose's prediction disagrees with the pose
     min_m: float = 0.01  # visibility: the predicted depth may exceed the seen depth by max(min_m, fraction * z)
     fraction: float = 0.02
+    edge_px: int = 2  # no depth under the point (the backdrop beside a silhouette): the surfaces this near judge it
 
 
 @dataclass(frozen=True)
@@ -48,13 +52,30 @@ class KeypointPose:
                 "matched_xy": self.matched_xy, "match_error_px": self.match_error_px, "disagrees": self.disagrees}
 
 
+@dataclass(frozen=True)
+class SurfaceSettings:
+    """How a demo keypoint's depth is read (:func:`surface_points`)."""
+
+    candidate_px: float = 1.5  # object pixels (centres) this close to the keypoint each propose a surface
+    jump_m: float = 0.03  # a neighbour this much nearer / farther is another surface (a depth edge)
+
+
 def surface_points(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics, mask: np.ndarray | None,
-                   depth_range: tuple[float, float], radius: int = 4) -> np.ndarray:
-    """Demo keypoints -> 3D points (demo camera), NaN where none: the nearest object pixel with valid depth within
-    ``radius`` px gives the depth. A keypoint on a silhouette (a wheel's edge) has half its neighbourhood on the
-    background, where the robust lifting of the matches refuses it; the nearest object pixel still lies on it."""
+                   depth_range: tuple[float, float], radius: int = 4, settings: SurfaceSettings | None = None
+                   ) -> np.ndarray:
+    """Demo keypoints -> 3D points (demo camera), NaN where none, on the surface the keypoint's ray meets.
+
+    A keypoint sits between pixel centres, often on a steep or silhouette surface (a wheel's edge, a mug's rim):
+    one pixel's depth there is millimetres to centimetres off (a 23 mm/px slope on a bus's tyre), and turned by
+    90 deg in the live view a depth error becomes the same lateral error, several px. So each object pixel within
+    ``settings.candidate_px`` of the keypoint fits a plane (depth over the image) to its 3 x 3 neighbours on the
+    same surface (depth within ``settings.jump_m``), read at the keypoint's sub-pixel position and clamped to
+    that neighbourhood's depths widened by their spread; of these the front-most wins (at a depth edge the
+    keypoint is on the occluding side: the far pixel only shows the surface behind it). No object pixel that
+    near: the nearest one within ``radius`` px, as before (the robust lifting of the matches refuses keypoints
+    on silhouettes; the nearest object pixel still lies on the object)."""
+    s = settings or SurfaceSettings()
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-    h, w = depth.shape
     with np.errstate(invalid="ignore"):
         valid = np.isfinite(depth) & (depth >= depth_range[0]) & (depth <= depth_range[1]) & (depth > 0)
     if mask is not None:
@@ -63,14 +84,40 @@ def surface_points(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsi
     for i, (x, y) in enumerate(xy):
         if not np.isfinite([x, y]).all():
             continue
-        c0, r0 = int(np.floor(x)), int(np.floor(y))
-        rows, cols = np.nonzero(valid[max(r0 - radius, 0):r0 + radius + 1, max(c0 - radius, 0):c0 + radius + 1])
-        if not len(rows):
-            continue
-        rows, cols = rows + max(r0 - radius, 0), cols + max(c0 - radius, 0)
-        k = int(np.argmin((rows + 0.5 - y) ** 2 + (cols + 0.5 - x) ** 2))
-        out[i] = intrinsics.unproject(np.array([x, y]), np.array(float(depth[rows[k], cols[k]])))
+        z = _surface_depth(x, y, depth, valid, radius, s)
+        if z is not None:
+            out[i] = intrinsics.unproject(np.array([x, y]), np.array(z))
     return out
+
+
+def _surface_depth(x: float, y: float, depth: np.ndarray, valid: np.ndarray, radius: int,
+                   s: SurfaceSettings) -> float | None:
+    """The depth (z) of the surface at sub-pixel ``(x, y)``, or None with no object pixel within ``radius``."""
+    c0, r0 = int(np.floor(x)), int(np.floor(y))
+    top, left = max(r0 - radius, 0), max(c0 - radius, 0)
+    rows, cols = np.nonzero(valid[top:r0 + radius + 1, left:c0 + radius + 1])
+    if not len(rows):
+        return None
+    rows, cols = rows + top, cols + left
+    distance = np.hypot(rows + 0.5 - y, cols + 0.5 - x)
+    near = distance <= s.candidate_px
+    if not near.any():
+        near = distance == distance.min()
+    depths = []
+    for r, c in zip(rows[near], cols[near]):
+        r_lo, c_lo = max(r - 1, 0), max(c - 1, 0)
+        patch, ok = depth[r_lo:r + 2, c_lo:c + 2].astype(np.float64), valid[r_lo:r + 2, c_lo:c + 2]
+        ok = ok & (np.abs(patch - depth[r, c]) < s.jump_m)
+        pr, pc = np.nonzero(ok)
+        d = patch[ok]
+        if len(d) < 3:
+            depths.append(float(depth[r, c]))
+            continue
+        A = np.stack([np.ones(len(d)), pc + c_lo + 0.5 - x, pr + r_lo + 0.5 - y], 1)
+        fitted = float(np.linalg.lstsq(A, d, rcond=None)[0][0])  # the plane at the keypoint (collinear: min-norm)
+        spread = float(d.max() - d.min())
+        depths.append(float(np.clip(fitted, d.min() - spread, d.max() + spread)))
+    return min(depths)
 
 
 def predict(demo_points: np.ndarray, transform: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
@@ -91,14 +138,25 @@ def predict(demo_points: np.ndarray, transform: np.ndarray, depth: np.ndarray, i
         if not known[i] or not (0 <= xy[i, 0] < w and 0 <= xy[i, 1] < h):
             visibility.append("out of frame")
             continue
-        seen = float(depth[int(xy[i, 1]), int(xy[i, 0])])
-        if not (np.isfinite(seen) and seen > 0):
-            visibility.append("no live depth")
-        elif z[i] > seen + max(settings.min_m, settings.fraction * z[i]):
-            visibility.append("hidden")
-        else:
-            visibility.append("visible")
+        visibility.append(_visibility(z[i], depth, int(xy[i, 0]), int(xy[i, 1]), settings))
     return xy, z, visibility
+
+
+def _visibility(z: float, depth: np.ndarray, col: int, row: int, s: KeypointPoseSettings) -> str:
+    """hidden: the seen surface is in front of the point by more than the tolerance. A point on the object's
+    silhouette often projects onto the backdrop, where the depth is missing or out of range (a keypoint on a roof
+    corner, a rim): then the surfaces within ``edge_px`` judge it, hidden only when all of them are in front."""
+    tolerance = max(s.min_m, s.fraction * z)
+    seen = float(depth[row, col])
+    if np.isfinite(seen) and seen > 0:
+        return "hidden" if z > seen + tolerance else "visible"
+    r = s.edge_px
+    window = np.asarray(depth[max(row - r, 0):row + r + 1, max(col - r, 0):col + r + 1], dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        near = window[np.isfinite(window) & (window > 0)]
+    if not len(near):
+        return "no live depth"
+    return "hidden" if (z > near + tolerance).all() else "visible"
 
 
 def keypoints_from_pose(matches, demo_points: np.ndarray, transform: np.ndarray, depth: np.ndarray,

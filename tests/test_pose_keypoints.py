@@ -93,3 +93,49 @@ def test_silhouette_keypoints_get_a_surface_point_where_robust_lifting_refuses()
     np.testing.assert_allclose(demo.intrinsics.project(surface), demo.keypoints_xy[seen], atol=1e-6)  # same pixel
     far = surface_points(np.array([[1.0, 1.0]]), demo.depth, demo.intrinsics, demo.mask, (0.05, 5.0))
     assert np.isnan(far).all()  # nothing of the object near the corner
+
+
+def _flat_camera() -> CameraIntrinsics:
+    return CameraIntrinsics.from_matrix([[200.0, 0, 50.0], [0, 200.0, 50.0], [0, 0, 1]], 100, 100)
+
+
+def test_a_keypoint_on_a_steep_surface_gets_the_depth_at_its_sub_pixel_position():
+    """A surface rising 20 mm per pixel (a tyre or a rim seen at a grazing angle): the depth at the keypoint's own
+    sub-pixel position, not its pixel centre's (10 mm off here, several px once the object turns 90 deg)."""
+    from correspondence.pose_keypoints import SurfaceSettings, surface_points
+    camera = _flat_camera()
+    u = np.arange(100) + 0.5
+    depth = np.tile(0.5 + 0.02 * u, (100, 1)).astype(np.float64)
+    xy = np.array([[30.05, 40.5], [61.9, 12.3], [0.2, 99.7]])  # near a pixel's edge, inside, in the image corner
+    points = surface_points(xy, depth, camera, None, (0.05, 5.0))
+    np.testing.assert_allclose(points[:, 2], 0.5 + 0.02 * xy[:, 0], atol=1e-9)
+    np.testing.assert_allclose(camera.project(points), xy, atol=1e-9)
+    centre_only = surface_points(xy, depth, camera, None, (0.05, 5.0), settings=SurfaceSettings(0.0, 0.0))
+    assert np.abs(centre_only[:, 2] - (0.5 + 0.02 * xy[:, 0])).max() > 0.008  # the old rule: the pixel's depth
+
+
+def test_a_keypoint_at_a_depth_edge_is_on_the_occluding_side():
+    """The pixel behind a silhouette keypoint shows the surface behind the object's edge; the keypoint is on the
+    edge, the nearer surface. Two pixels away from the edge the far surface is the keypoint's own."""
+    from correspondence.pose_keypoints import surface_points
+    camera = _flat_camera()
+    depth = np.full((100, 100), 0.9)
+    depth[:, :50] = 0.4
+    points = surface_points(np.array([[50.2, 20.0], [49.7, 20.0], [52.6, 20.0]]), depth, camera, None, (0.05, 5.0))
+    np.testing.assert_allclose(points[:, 2], [0.4, 0.4, 0.9])
+    masked = surface_points(np.array([[50.2, 20.0]]), depth, camera, depth > 0.5, (0.05, 5.0))
+    np.testing.assert_allclose(masked[:, 2], [0.9])  # the near surface is not the object's: not taken
+
+
+def test_a_silhouette_point_over_the_backdrop_is_judged_by_the_surface_beside_it():
+    """The prediction of a keypoint on a roof corner lands on the backdrop (no depth): visible when the object's
+    surface beside it is at its depth, hidden when every surface beside it is well in front, and "no live depth"
+    only with no depth anywhere near."""
+    camera = _flat_camera()
+    depth = np.zeros((100, 100))
+    depth[:, :50] = 1.0  # the object's surface; the backdrop beyond has no depth
+    pixels, z = np.array([[50.8, 20.5], [51.3, 20.5], [80.5, 20.5], [40.5, 20.5]]), np.array([1.0, 1.2, 1.0, 1.2])
+    points = camera.unproject(pixels, z)  # the second and the fourth 20 cm behind the surface
+    xy, _, visibility = predict(points, np.eye(4), depth, camera, KeypointPoseSettings())
+    np.testing.assert_allclose(xy[:, 0], [50.8, 51.3, 80.5, 40.5], atol=1e-9)
+    assert visibility == ["visible", "hidden", "no live depth", "hidden"]

@@ -21,13 +21,15 @@ mask of the object, so pose and segmentation are judged apart).
 
 Success: rotation error < 5 deg and translation < 2 cm, taking the best of the object's symmetries (a refused
 alignment counts as a failure); BOP's MSSD and ADD-S within 10 % of the diameter, the live mask's IoU with the
-true mask and the keypoints' pixel error against their true projections are reported beside it
+true mask and the keypoints' pixel error against their true projections (a symmetric object's against its
+counterparts under the symmetry success was judged on; each error over 5 px with its cause; the pipeline's
+visibility verdicts against the truth: docs/pose_keypoints.md) are reported beside it
 (:mod:`correspondence.benchmarks.alignment_report`), overall and per condition.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +47,7 @@ from ..world.families import make_instance
 from ..world.render import Renderer, RenderSettings, sample_pose
 from ..world.scene import SceneNotVisible, SceneSpec, distractor_objects, sample_live_scene, table_motion
 from ..world.symmetry import add_s, model_points, mssd, object_symmetry
-from .alignment_report import KIND_FUNCTIONAL, KIND_SAME, SUCCESS_DEG, SUCCESS_M, write_report
+from .alignment_report import KEYPOINT_PX, KIND_FUNCTIONAL, KIND_SAME, SUCCESS_DEG, SUCCESS_M, write_report
 
 DEFAULT_CATEGORIES = ("car", "bus", "truck", "chair", "stool", "mug", "kettle", "jug")
 DEFAULT_FUNCTIONS = (("mug", "pour-with"), ("kettle", "pour-with"), ("jug", "pour-with"), ("pan", "scoop-with"),
@@ -195,28 +197,79 @@ def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.nd
         equivalent = true_pose @ S @ np.linalg.inv(demo_pose)
         errors.append((rotation_error_deg(alignment.transform, equivalent),
                        object_translation_error(alignment.transform, equivalent, centre)))
-    r_err, t_err = min(errors, key=lambda e: (e[0] >= SUCCESS_DEG or e[1] >= SUCCESS_M, e[0]))
+    turn = min(range(len(errors)), key=lambda k: (errors[k][0] >= SUCCESS_DEG or errors[k][1] >= SUCCESS_M,
+                                                  errors[k][0]))
+    r_err, t_err = errors[turn]
     points = model_points(obj)
     mssd_m, adds_m = mssd(estimate, true_pose, points, symmetry), add_s(estimate, true_pose, points)
     row.update(rotation_error_deg=r_err, translation_error_cm=100 * t_err,
                success=bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M), mssd_m=mssd_m, adds_m=adds_m,
-               mssd_ok=bool(mssd_m < BOP_FRACTION * symmetry.diameter),
+               symmetric_turn=turn, mssd_ok=bool(mssd_m < BOP_FRACTION * symmetry.diameter),
                adds_ok=bool(adds_m < BOP_FRACTION * symmetry.diameter))
     return row
 
 
-def _keypoint_errors(result, obj, live_target) -> dict:
-    """Pixel error of each reported keypoint that is visible in the live frame, against its true projection."""
+def _keypoint_errors(result, obj, live_target, demo_pose: np.ndarray) -> dict:
+    """Pixel error of each reported keypoint that is visible in the live frame, against its true projection, and
+    its cause when it is over :data:`KEYPOINT_PX`: ``pose`` (the true demo point moved by the estimated pose is
+    that far off too), ``demo point`` (the pose is right, the keypoint's 3D point is not: its lifting from the
+    demo depth) or ``match`` (the keypoint's own match was published, not a pose prediction)."""
     index = {kp.name: i for i, kp in enumerate(obj.keypoints)}
     errors, by_name = [], {}
+    alignment = result.alignment
     for match in result.matches:
         i = index[match.name]
         if not live_target.keypoints_visible[i]:
             continue
-        error = float(np.linalg.norm(np.asarray(match.live_xy) - live_target.keypoints_xy[i]))
+        true_xy = live_target.keypoints_xy[i]
+        error = float(np.linalg.norm(np.asarray(match.live_xy) - true_xy))
         errors.append(error)
-        by_name[match.name] = {"error_px": error, "position": match.position, "accepted": bool(match.accepted)}
-    return {"keypoint_errors_px": errors, "keypoints_visible_live": len(errors), "keypoint_detail": by_name}
+        detail = {"error_px": error, "position": match.position, "accepted": bool(match.accepted)}
+        if alignment is not None and alignment.success and match.position in ("pose", "pose-hidden"):
+            demo_point = demo_pose[:3, :3] @ obj.keypoints[i].position + demo_pose[:3, 3]
+            moved = alignment.transform[:3, :3] @ demo_point + alignment.transform[:3, 3]
+            detail["pose_error_px"] = float(np.linalg.norm(live_target.intrinsics.project(moved) - true_xy))
+        if error > KEYPOINT_PX:
+            detail["cause"] = ("match" if "pose_error_px" not in detail else
+                               "pose" if detail["pose_error_px"] > KEYPOINT_PX else "demo point")
+        by_name[match.name] = detail
+    return {"keypoint_errors_px": errors, "keypoints_visible_live": len(errors), "keypoint_detail": by_name,
+            "keypoint_visibility": _visibility_counts(result, index, live_target)}
+
+
+def _visibility_counts(result, index: dict, live_target) -> dict:
+    """The pipeline's visibility verdict on each pose-predicted keypoint against the truth (in frame, not hidden
+    by the object itself or another): ``"true visible / visible"`` etc., counts."""
+    counts: dict[str, int] = {}
+    for match, predicted in zip(result.matches, getattr(result, "pose_keypoints", None) or ()):
+        if predicted.xy is None:
+            continue
+        truth = "visible" if live_target.keypoints_visible[index[match.name]] else "hidden"
+        key = f"true {truth} / {predicted.visibility}"
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def symmetric_counterparts(obj, turn: np.ndarray, tolerance_m: float = 0.005) -> np.ndarray:
+    """Per keypoint, the keypoint its symmetry ``turn`` (object frame) moves it onto (itself on the axis), or -1
+    when none lies within ``tolerance_m`` (the symmetry is found from the mesh, so a counterpart is within about
+    2 mm, not exact). A pose judged right up to that turn puts each keypoint where its counterpart is: against
+    the drawn pose it would count half a turn off, though no image of the object can tell the two apart."""
+    positions = obj.keypoint_positions
+    moved = positions @ turn[:3, :3].T + turn[:3, 3]
+    distance = np.linalg.norm(moved[:, None] - positions[None], axis=2)
+    nearest = distance.argmin(1)
+    return np.where(distance[np.arange(len(positions)), nearest] <= tolerance_m, nearest, -1)
+
+
+def symmetric_target(target, obj, turn: np.ndarray):
+    """The live target's keypoint truth under the symmetric pose: each keypoint where its counterpart is, with the
+    counterpart's visibility (a keypoint without one is not scored)."""
+    counterpart = symmetric_counterparts(obj, turn)
+    has = counterpart >= 0
+    return replace(target, keypoints_xy=np.where(has[:, None], target.keypoints_xy[counterpart], np.nan),
+                   keypoints_depth=np.where(has, target.keypoints_depth[counterpart], np.nan),
+                   keypoints_visible=has & target.keypoints_visible[counterpart])
 
 
 def _mask_iou(result, truth: np.ndarray) -> float | None:
@@ -295,8 +348,11 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                            ambiguous=bool(search is not None and search.ambiguous),
                            pose_score=None if search is None or search.chosen is None else
                            {**search.chosen.score.as_dict(), "support": search.chosen.score.support})
+                turn = row.get("symmetric_turn", 0)  # keypoints judged against the pose success was judged on
+                target = (live.target if not turn else
+                          symmetric_target(live.target, obj, object_symmetry(obj).transforms[turn]))
                 row.update(mask_iou=_mask_iou(result, live.target_mask),
-                           **_keypoint_errors(result, obj, live.target))
+                           **_keypoint_errors(result, obj, target, demo_view.pose))
                 rows.append(row)
         for trial in range(config.functional_trials):
             category, function = config.functions[trial % len(config.functions)]

@@ -33,6 +33,22 @@ def _median(values) -> float | None:
     return float(np.median(values)) if values else None
 
 
+def _causes(rows: list[dict]) -> dict:
+    """Keypoints over KEYPOINT_PX where the pose succeeded, counted by cause (alignment._keypoint_errors)."""
+    causes = [d.get("cause", "?") for r in rows if r.get("success") for d in r.get("keypoint_detail", {}).values()
+              if d["error_px"] > KEYPOINT_PX]
+    return {c: causes.count(c) for c in sorted(set(causes))}
+
+
+def _visibility(rows: list[dict]) -> dict:
+    """The pipeline's visibility verdicts (pose_keypoints.py) against the truth where the pose succeeded."""
+    total: dict[str, int] = {}
+    for r in rows:
+        for key, n in (r.get("keypoint_visibility") or {}).items() if r.get("success") else ():
+            total[key] = total.get(key, 0) + n
+    return dict(sorted(total.items()))
+
+
 def summarise(rows: list[dict]) -> dict:
     aligned = [r for r in rows if "rotation_error_deg" in r]
     refused = [r for r in rows if "rotation_error_deg" not in r]
@@ -53,6 +69,8 @@ def summarise(rows: list[dict]) -> dict:
         "keypoints_within_5px": _percent(e <= KEYPOINT_PX for e in kp_all),
         "keypoints_within_5px_where_pose_succeeded": _percent(e <= KEYPOINT_PX for e in kp_success),
         "median_keypoint_error_px": _median(kp_all), "keypoints_scored": len(kp_all),
+        "keypoints_off_where_pose_succeeded_by_cause": _causes(rows),
+        "keypoint_visibility_where_pose_succeeded": _visibility(rows),
         "failure_reasons": {k: sum(1 for r in refused if r.get("reason") == k)
                             for k in sorted({r.get("reason", "") for r in refused})}}
 
@@ -122,6 +140,17 @@ def markdown(rows: list[dict], name: str, size: int, latency: dict, conditions: 
                f"{_fmt(k['median_translation_error_cm'])} | {k['refined_by_icp']:.0f} % | "
                f"{_fmt(k['mask_iou_at_least_0.8'], ' %')} | {_fmt(k['keypoints_within_5px'], ' %')} / "
                f"{_fmt(k['keypoints_within_5px_where_pose_succeeded'], ' %')} |\n")
+    for kind, source, group in _groups(rows):
+        causes = summarise(group)["keypoints_off_where_pose_succeeded_by_cause"]
+        if causes:
+            md += (f"\nKeypoints over {KEYPOINT_PX:g} px where the pose succeeded ({kind}, {_source_label(source)}), "
+                   "by cause (pose: the pose is that far off; demo point: the keypoint's 3D point is; match: its own "
+                   "match was published): " + ", ".join(f"{c} {n}" for c, n in causes.items()) + "\n")
+    for kind, source, group in _groups(rows):
+        verdicts = summarise(group)["keypoint_visibility_where_pose_succeeded"]
+        if verdicts:
+            md += (f"\nKeypoint visibility where the pose succeeded ({kind}, {_source_label(source)}), truth / the "
+                   "pipeline's verdict: " + ", ".join(f"{k} {n}" for k, n in verdicts.items()) + "\n")
     reasons = []
     for kind, source, group in _groups(rows):
         k = summarise(group)
