@@ -1,6 +1,7 @@
 """Held-out same-object check (issue 21): photos the bench never uses, warped exactly, ours against expert SIFT.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/held_out_warps.py [--out bench_out/held_out] [--quick]
+        [--only TEXT] [--unrelated N [--unrelated-only]]
 
 Photos: scikit-image's bundled data (astronaut, coffee, chelsea, rocket, camera, immunohistochemistry, coins,
 clock, the left motorcycle view) and scikit-learn's two sample images (china, flower); none is in
@@ -9,7 +10,8 @@ crops of ``soco bench homography``). Each pair: a homography = mild perspective 
 rotation 0-180 deg in 15-deg steps (either sense), scale 0.25-4 log-spaced, a translation, then gamma / gain /
 blur / noise / JPEG (:func:`correspondence.benchmarks.homography_pairs.photometric`); 150 random demo points whose
 exact live position lies inside the live view. Upright pairs (0 deg, 1x) are also run with ``--search none`` to
-measure what the search costs there.
+measure what the search costs there. ``--unrelated N`` adds N pairs of *different* photos (one against another
+warped the same way, small copies among them): every point accepted there is a mistake.
 
 Methods: OpenCV SIFT (expert settings) + ratio + mutual + MAGSAC++ (``homography_methods.expert``) and ours,
 ``daisy`` with ``--geometry auto`` (the same-object setting). Writes ``results.json`` (every pair), ``results.md``
