@@ -210,15 +210,21 @@ def _confirmed_local(local: Matches | None, dense: DenseCoarse, support: np.ndar
     model = fit_geometry(*local, few, threshold)
     if not model.predictive:
         return None
-    demo, live = dense.demo_xy[support], dense.live_xy[support]
+    agree, in_view = _agreeing(model, dense.demo_xy[support], dense.live_xy[support], coarse_threshold, live_wh)
+    if agree < geometry.min_matches or agree < geometry.min_dense_agreement * max(in_view, 1):
+        return None
+    return replace(model, support=0.0, reason=f"ok: {model.num_inliers} local-feature matches, confirmed by {agree} "
+                                              f"of {in_view} coarse dense matches")
+
+
+def _agreeing(model: GeometryResult, demo: np.ndarray, live: np.ndarray, threshold: float,
+              live_wh: tuple[int, int]) -> tuple[int, int]:
+    """How many of the matches ``model`` keeps in the live view lie within ``threshold`` of its prediction, of
+    how many it keeps in view."""
     predicted = model.predict(demo)
     inside = np.isfinite(predicted).all(1) & (predicted >= 0).all(1) & (predicted[:, 0] < live_wh[0]) & (
         predicted[:, 1] < live_wh[1])
-    agree = int((np.linalg.norm(predicted[inside] - live[inside], axis=1) <= coarse_threshold).sum())
-    if agree < geometry.min_matches or agree < geometry.min_dense_agreement * max(int(inside.sum()), 1):
-        return None
-    return replace(model, support=0.0, reason=f"ok: {model.num_inliers} local-feature matches, confirmed by {agree} "
-                                              f"of {int(inside.sum())} coarse dense matches")
+    return int((np.linalg.norm(predicted[inside] - live[inside], axis=1) <= threshold).sum()), int(inside.sum())
 
 
 def _coarse_consensus(dense: DenseCoarse, support: np.ndarray, geometry: GeometrySettings, coarse_threshold: float,
@@ -236,14 +242,11 @@ def _coarse_consensus(dense: DenseCoarse, support: np.ndarray, geometry: Geometr
                                              min_inlier_ratio=geometry.min_coarse_share), coarse_threshold)
     if not model.predictive:
         return None
-    predicted = model.predict(demo)
-    inside = np.isfinite(predicted).all(1) & (predicted >= 0).all(1) & (predicted[:, 0] < live_wh[0]) & (
-        predicted[:, 1] < live_wh[1])
-    agree = int((np.linalg.norm(predicted[inside] - live[inside], axis=1) <= coarse_threshold).sum())
-    if agree < geometry.min_coarse_inliers or agree < geometry.min_coarse_share * max(int(inside.sum()), 1):
+    agree, in_view = _agreeing(model, demo, live, coarse_threshold, live_wh)
+    if agree < geometry.min_coarse_inliers or agree < geometry.min_coarse_share * max(in_view, 1):
         return None
-    return replace(model, support=0.0, reason=f"ok at cell precision: {agree} of {int(inside.sum())} mutual coarse "
-                                              f"dense matches agree; too few sharp cells to refine it")
+    return replace(model, support=0.0, reason=f"ok at cell precision: {agree} of {in_view} mutual coarse dense "
+                                              f"matches agree; too few sharp cells to refine it")
 
 
 def _refit_local(candidate: GeometryResult, local: Matches, geometry: GeometrySettings, threshold: float
