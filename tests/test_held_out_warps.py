@@ -45,6 +45,8 @@ def test_plain_photo_at_4x_few_local_features_confirmed_by_the_coarse_cells():
     assert pck5 >= 0.95
 
 
+@pytest.mark.slow  # the held-out design and the full pair (~25 s on 2 loaded cores); tests/test_local_features.py
+# pins the retry itself fast
 def test_small_object_in_a_large_frame_retries_the_local_features_at_low_contrast():
     """The rocket photo (640 x 427) turned -30 deg at 0.25x fills 160 x 107 px of the live frame. SIFT at the
     large-frame contrast (0.04) finds 35 live features and 6 matches, 3 right (expert SIFT: 0 %), and the model was
