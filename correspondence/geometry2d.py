@@ -45,6 +45,8 @@ class GeometrySettings:
     min_local_share: float = 0.5  # this share of them (see verify.py)
     min_confirmed_local: int = 8  # fewer local-feature matches (down to this many) vouch for a model only ...
     min_dense_agreement: float = 0.3  # ... when this share of the coarse dense matches in view agree with it
+    min_coarse_inliers: int = 24  # where the pixels cannot test any model (too few sharp cells: a tiny or blurred
+    min_coarse_share: float = 0.6  # view), the coarse dense matches' own model needs this many inliers and share
     quick_min_inliers: int = 40  # a dense-only model settles the frame only with this many inliers (verify.py)
     guided_rounds: int = 2  # refits of a predictive model to dense matches refined around its own prediction
     max_refined: int = 400  # dense matches refined per fit

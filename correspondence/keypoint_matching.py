@@ -23,7 +23,7 @@ from .errors import ConfigError
 from .features import FeatureExtractor, FeatureMap
 from .geometry2d import GeometryResult, GeometrySettings
 from .io import KeypointSet
-from .local_features import LocalFeatures, detect, match as match_local
+from .local_features import FineRetry, LocalFeatures, detect, match_images
 from .matching import nearest_neighbors, similarity_maps, soft_argmax_window, top_k_neighbors
 from .preprocessing import to_rgb_array
 from .refine import DenseCoarse, FrameRefiner, PreparedImage, RefineSettings, prepare_image
@@ -185,6 +185,7 @@ class DemoQuery:
     image: PreparedImage | None = None  # the demo's pixels for refinement (None: no refinement possible)
     masked: bool = False  # a demo mask restricts the cycle
     local: LocalFeatures | None = None  # the demo's local features (same-object geometry only), detected once
+    local_retry: FineRetry | None = None  # the demo's pixels for the low-contrast retry (local_features.match_images)
     search: DemoSearch | None = None  # what the rotation / scale search needs (None: no search possible)
 
     @property
@@ -227,16 +228,17 @@ def prepare_demo(demo: FeatureMap, keypoints: KeypointSet, demo_mask: np.ndarray
         dense = _dense_cells(to_numpy(valid, bool), demo.grid_wh, limit)
         descriptors = torch.cat([descriptors, demo.flat()[torch.from_numpy(dense).to(demo.features.device)]], 0)
     dense_xy = demo.cell_to_original(demo.index_to_uv(dense)) if len(dense) else np.zeros((0, 2))
-    image = local = None
+    image = local = retry = None
     if settings.refine and demo_image is not None:
         image = prepare_image(to_rgb_array(demo_image), settings.refinement, levels=True)
     if settings.geometry.model != "none" and settings.geometry.local_features.kind != "none" and demo_image is not None:
         local = detect(to_rgb_array(demo_image), settings.geometry.local_features, demo_mask)
+        retry = FineRetry(to_rgb_array(demo_image), demo_mask)
     search = None
     if search_enabled(settings) and extractor is not None and demo_image is not None:
         search = DemoSearch(extractor, to_rgb_array(demo_image), keypoints, demo_mask)
     return DemoQuery(demo, keypoints, xy, descriptors, valid, np.concatenate([index, dense]), dense_xy, image,
-                     demo_mask is not None, local, search)
+                     demo_mask is not None, local, retry, search)
 
 
 def live_cells(live: FeatureMap, live_mask: np.ndarray | None, settings: MatchSettings) -> torch.Tensor | None:
@@ -417,8 +419,8 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
                 if local_found is not None:  # the rotation / scale search already matched them on this frame
                     return local_found
                 begin = time.perf_counter()
-                live_local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
-                found = match_local(query.local, live_local, settings.geometry.local_features)
+                found = match_images(query.local, query.local_retry, to_rgb_array(live_image),
+                                     settings.geometry.local_features, live_mask)
                 timings["local_features"] = time.perf_counter() - begin
                 return found
         geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner, local)

@@ -37,7 +37,7 @@ import cv2
 import numpy as np
 
 from .io import KeypointSet, NamedPoint
-from .local_features import detect, match as match_local
+from .local_features import match_images
 from .preprocessing import to_rgb_array
 from .refine import DenseCoarse
 
@@ -245,8 +245,8 @@ def _estimate(query: "DemoQuery", live_image: Any, live_mask: np.ndarray | None,
     the matches themselves (None without local features), so the verification does not detect them again."""
     if query.local is None or live_image is None:
         return None, None
-    local = detect(to_rgb_array(live_image), settings.geometry.local_features, live_mask)
-    found = match_local(query.local, local, settings.geometry.local_features)
+    found = match_images(query.local, query.local_retry, to_rgb_array(live_image), settings.geometry.local_features,
+                         live_mask)
     demo_xy, live_xy = found
     if len(demo_xy) < MIN_INLIERS:
         return None, found

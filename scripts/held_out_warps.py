@@ -1,6 +1,7 @@
 """Held-out same-object check (issue 21): photos the bench never uses, warped exactly, ours against expert SIFT.
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/held_out_warps.py [--out bench_out/held_out] [--quick]
+        [--only TEXT] [--unrelated N [--unrelated-only]]
 
 Photos: scikit-image's bundled data (astronaut, coffee, chelsea, rocket, camera, immunohistochemistry, coins,
 clock, the left motorcycle view) and scikit-learn's two sample images (china, flower); none is in
@@ -9,7 +10,8 @@ crops of ``soco bench homography``). Each pair: a homography = mild perspective 
 rotation 0-180 deg in 15-deg steps (either sense), scale 0.25-4 log-spaced, a translation, then gamma / gain /
 blur / noise / JPEG (:func:`correspondence.benchmarks.homography_pairs.photometric`); 150 random demo points whose
 exact live position lies inside the live view. Upright pairs (0 deg, 1x) are also run with ``--search none`` to
-measure what the search costs there.
+measure what the search costs there. ``--unrelated N`` adds N pairs of *different* photos (one against another
+warped the same way, small copies among them): every point accepted there is a mistake.
 
 Methods: OpenCV SIFT (expert settings) + ratio + mutual + MAGSAC++ (``homography_methods.expert``) and ours,
 ``daisy`` with ``--geometry auto`` (the same-object setting). Writes ``results.json`` (every pair), ``results.md``
@@ -121,6 +123,28 @@ def design(seed: int, quick: bool) -> list[Pair]:
     return pairs
 
 
+def unrelated(seed: int, count: int) -> list[Pair]:
+    """``count`` pairs of different photos: the demo one photo (every other one a small copy, 118-250 px), the live
+    another one warped like the design's pairs (any rotation, 0.25-4x). Every accepted point is a mistake."""
+    rng = np.random.default_rng(seed + 1)
+    settings = WarpSettings(perspective=0.05, translation=0.05)
+    images = photos()
+    names = sorted(images)
+    pairs: list[Pair] = []
+    for i in range(count):
+        a, b = names[i % len(names)], names[(i + 1 + i // len(names)) % len(names)]
+        demo = images[a] if i % 2 == 0 else small(images[a], int(rng.integers(118, 251)))
+        live = images[b] if i % 3 else small(images[b], int(rng.integers(118, 251)))
+        angle, scale = float(rng.choice([-1, 1]) * rng.choice(ANGLES)), float(rng.choice(SCALES))
+        warped = warp_pair(rng, b, "unrelated", live, angle, scale, 20, settings)
+        if warped is None:
+            continue
+        query = np.stack([rng.uniform(0, demo.shape[1], 50), rng.uniform(0, demo.shape[0], 50)], 1)
+        pairs.append(Pair(f"{a}{'' if i % 2 == 0 else '@' + str(min(demo.shape[:2]))} vs {warped.name}", "unrelated",
+                          demo, warped.live, query, np.full_like(query, np.nan), "unrelated", None, angle, scale))
+    return pairs
+
+
 def pck5(err: np.ndarray) -> float:
     return float(100.0 * np.mean(err < 5.0))
 
@@ -131,12 +155,16 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer pairs (a smoke run)")
     parser.add_argument("--only", default=None, help="run only pairs whose name contains this")
+    parser.add_argument("--unrelated", type=int, default=0,
+                        help="also this many pairs of different photos (every accepted point is wrong)")
+    parser.add_argument("--unrelated-only", action="store_true", help="only the unrelated pairs")
     args = parser.parse_args()
     from correspondence.api import Matcher
     from correspondence.keypoint_matching import MatchSettings
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    pairs = design(args.seed, args.quick)
+    pairs = [] if args.unrelated_only else design(args.seed, args.quick)
+    pairs += unrelated(args.seed, args.unrelated)
     if args.only:
         pairs = [p for p in pairs if args.only in p.name]
     extractor = Matcher.create("daisy", size=448, cache_size=0).extractor
@@ -151,6 +179,11 @@ def main() -> int:
                   "rotation_deg": pair.rotation_deg, "scale": pair.scale, "points": len(pair.query_xy),
                   "methods": {}}
         for label, prediction in [(SIFT, sift)] + [(row.label, p) for row, p in zip(rows, ours)]:
+            if pair.group == "unrelated":
+                answered = int(np.isfinite(prediction.xy).all(1).sum())
+                record["methods"][label] = {"accepted": answered, "seconds": prediction.seconds,
+                                            **{k: v for k, v in prediction.info.items() if k != "timings_s"}}
+                continue
             err = np.linalg.norm(prediction.xy - pair.truth_xy, axis=1)
             err = np.where(np.isfinite(err), err, np.inf)
             record["methods"][label] = {"pck@5": pck5(err), "pck@1": float(100 * np.mean(err < 1)),
@@ -159,6 +192,10 @@ def main() -> int:
                                         "timings_s": prediction.info.get("timings_s")}
         records.append(record)
         m = record["methods"]
+        if pair.group == "unrelated":
+            print(f"[{i + 1}/{len(pairs)}] {pair.name} (unrelated): accepted SIFT {m[SIFT]['accepted']}, ours "
+                  f"{m[OURS]['accepted']} of {len(pair.query_xy)}", flush=True)
+            continue
         print(f"[{i + 1}/{len(pairs)}] {pair.name} ({pair.group}, {pair.demo.shape[1]}x{pair.demo.shape[0]}): "
               f"SIFT {m[SIFT]['pck@5']:.1f} / {m[SIFT]['median_px']:.2f} px, ours {m[OURS]['pck@5']:.1f} / "
               f"{m[OURS]['median_px']:.2f} px", flush=True)
@@ -171,6 +208,8 @@ def _fmt(x: float) -> str:
 
 
 def report(records: list[dict], out: Path) -> None:
+    wrong = [r for r in records if r["group"] == "unrelated"]
+    records = [r for r in records if r["group"] != "unrelated"]
     lines = ["| group | method | pairs | mean PCK@5 | pairs >= 95 % | median of pair medians (px) | worst pair |",
              "|---|---|---|---|---|---|---|"]
     for group in ("photos", "small", "upright", "all"):
@@ -183,6 +222,11 @@ def report(records: list[dict], out: Path) -> None:
             lines.append(f"| {group} | {label} | {len(chosen)} | {np.mean(values):.1f} | "
                          f"{sum(v >= 95 for v in values)} / {len(values)} | {_fmt(float(np.median(medians)))} | "
                          f"{min(values):.1f} |")
+    if wrong:
+        lines += ["", f"**Unrelated pairs** ({len(wrong)}, {sum(r['points'] for r in wrong)} points; every accepted "
+                      f"point is wrong): " + ", ".join(
+                          f"{label} {sum(r['methods'][label]['accepted'] for r in wrong)} accepted "
+                          f"({sum(r['methods'][label]['accepted'] > 0 for r in wrong)} pairs)" for label in (SIFT, OURS))]
     trail = [r for r in records if r["methods"][OURS]["pck@5"] < 95 or (
         r["methods"][SIFT]["pck@5"] >= 95 and r["methods"][OURS]["median_px"] > r["methods"][SIFT]["median_px"])]
     lines += ["", f"**Pairs where ours < 95 % PCK@5, or median error above SIFT's while SIFT >= 95 %**: {len(trail)}",
@@ -208,7 +252,7 @@ def report(records: list[dict], out: Path) -> None:
                       f"{np.median(a) / max(np.median(b), 1e-9):.2f}; PCK@5 `--search none` "
                       f"{np.mean([r['methods'][OURS_NONE]['pck@5'] for r in upright]):.1f}"]
     (out / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    (out / "results.json").write_text(json.dumps(records, indent=1, default=float), encoding="utf-8")
+    (out / "results.json").write_text(json.dumps(records + wrong, indent=1, default=float), encoding="utf-8")
     print("\n".join(lines))
     import matplotlib
     matplotlib.use("Agg")

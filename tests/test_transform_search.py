@@ -151,7 +151,7 @@ def test_the_search_and_the_verification_detect_the_live_local_features_once(pho
     """The search's rotation / scale estimate matches the live SIFT features; the model's verification reuses
     those matches instead of detecting them on the same frame again."""
     import correspondence.keypoint_matching as km
-    import correspondence.transform_search as ts
+    import correspondence.local_features as lf
     live, keypoints, truth = similarity_pair(photo, 180.0, 1.0)
     calls = []
 
@@ -161,8 +161,8 @@ def test_the_search_and_the_verification_detect_the_live_local_features_once(pho
             return detect(image, settings, mask)
         return counted
 
-    monkeypatch.setattr(km, "detect", spy(km.detect))
-    monkeypatch.setattr(ts, "detect", spy(ts.detect))
+    monkeypatch.setattr(km, "detect", spy(km.detect))  # the demo's
+    monkeypatch.setattr(lf, "detect", spy(lf.detect))  # the live frame's (local_features.match_images)
     verify = km.verify_dense
     asked = []
 
