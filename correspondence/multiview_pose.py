@@ -45,6 +45,9 @@ PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when i
 # 1.25 five; 77.5 % success vs 92.5 % with one view: the view choice is what is left)
 SECOND_VIEW_SHARE = 0.5  # another view's pose is tried too when its localisation score is at least this share of the
 # best: the localisation alone chose a turned view in 5 of 40 +-30 deg trials (look-alike sides), the pose score decides
+PRIMARY_MARGIN = 0.05  # after the search, a turned view's pose wins over the primary's only by this much of the
+# pose score: a near tie is two sides that look alike (a bus's two ends: 0.661 vs 0.659 at yaw -45 deg, 180 deg
+# apart), which the data cannot settle, and the primary is the frame the keypoints were marked in
 MAX_CANDIDATES = 3  # views whose poses are computed and scored per frame (the localised one, the primary, the next)
 
 
@@ -314,11 +317,13 @@ def visible_mask(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float =
 
 
 def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandidate], tuple],
-                    score: Callable[[np.ndarray], float]) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
+                    score: Callable[[np.ndarray], float], primary_margin: float = PRIMARY_MARGIN
+                    ) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
     """(the chosen candidate, its ``search(candidate)`` result = (alignment, pose search result), each searched
     pose's score). Every candidate view's pose goes through the pose search (from that view's cloud, starting at its
     matches pose, or from nothing when its RANSAC failed), and the searched poses are scored alike, ``score(T)``
-    (the fused cloud's visible part against the live frame); the best wins, ties the earlier candidate. Why: at
+    (the fused cloud's visible part against the live frame); the best wins, the primary's by ``primary_margin``
+    (:data:`PRIMARY_MARGIN`), ties the earlier candidate. Why: at
     yaw +-180 deg with distractors a candidate's RANSAC often fails or lands 20-70 deg off (5 of 6 failures at
     507cc3a: the right view's search, never run, finds the truth, which scores far higher than the pose chosen).
     A candidate whose search refuses (ambiguous) or finds nothing gives no pose; when none gives one, the first
@@ -332,7 +337,8 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     with_pose = [o for o in outcomes if o[2] is not None]
     if not with_pose:
         return outcomes[0][0], outcomes[0][1], scores or None
-    best = max(with_pose, key=lambda o: o[2])  # max keeps the first of equals: the candidates' order
+    best = max(with_pose, key=lambda o: o[2] + (primary_margin if o[0].index == 0 else 0.0))  # max keeps the
+    # first of equals: the candidates' order
     return best[0], best[1], scores
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from correspondence.alignment import AlignmentResult
 from correspondence.icp import IcpResult
-from correspondence.multiview_pose import ViewCandidate, _result_to_primary, choose_searched
+from correspondence.multiview_pose import PRIMARY_MARGIN, ViewCandidate, _result_to_primary, choose_searched
 from correspondence.pose_search import Hypothesis, PoseScore, PoseSearchResult
 
 
@@ -47,9 +47,20 @@ def test_the_searched_pose_that_scores_best_wins_whatever_the_candidate_order():
 def test_a_tie_keeps_the_earlier_candidate_and_a_refusal_gives_no_score():
     poses = {1: _pose(10.0), 0: _pose(0.0), 2: None}  # view 2's search refused (ambiguous): no pose
     chosen, (alignment, _), view_scores = choose_searched(
-        _candidates(1, 0, 2), lambda c: (_alignment(poses[c.index]), None), lambda T: 0.7)
+        _candidates(1, 0, 2), lambda c: (_alignment(poses[c.index]), None), lambda T: 0.7, primary_margin=0.0)
     assert chosen.index == 1 and alignment.transform is poses[1]
     assert view_scores == {1: 0.7, 0: 0.7}
+
+
+def test_a_turned_view_must_beat_the_primary_by_the_margin():
+    """Two sides that look alike give near-equal scores 180 deg apart (a bus's ends): the primary keeps a near tie,
+    a turned view that explains the frame clearly better still wins."""
+    poses = {2: _pose(180.0), 0: _pose(0.0)}
+    for turned_score, expected in ((0.66 + PRIMARY_MARGIN / 2, 0), (0.66 + 2 * PRIMARY_MARGIN, 2)):
+        scores = {id(poses[2]): turned_score, id(poses[0]): 0.66}
+        chosen, _, _ = choose_searched(_candidates(2, 0), lambda c: (_alignment(poses[c.index]), None),
+                                       lambda T: scores[id(T)])
+        assert chosen.index == expected, (turned_score, chosen.index)
 
 
 def test_when_every_search_refuses_the_first_candidates_refusal_stands():
