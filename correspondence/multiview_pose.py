@@ -5,13 +5,15 @@ matches, and their pose is composed with the view's known pose so that it is the
 * **localisation**: each view's object cells vote in the live frame (:func:`~correspondence.localise.localise`,
   with its rigid 3D check on that view's depth); the view whose best candidate scores highest is chosen — the side
   of the object that faces the live camera. Its candidate prompts the mask source;
-* **matches pose**: the chosen view's dense matches are lifted with that view's depth and moved into the primary
-  frame with ``T_primary_from_view``, so RANSAC returns primary -> live directly (``T_live_from_view @
-  T_view_from_primary``). Without a localisation (a given mask) every view is matched and the one with the most
-  RANSAC inliers wins. That pose is then fitted with the guarded ICP of the chosen view's own cloud (in the primary
-  frame) onto the live object: the view and the live camera see the same side, so ICP converges on the truth
-  rather than on the largest overlap, which a full 360 deg cloud against one partial live view would pull it to;
-* **pose search**: by default (``PipelineSettings.multiview_cloud = "view"``) on the chosen view's own cloud in the
+* **matches pose**: each candidate view's dense matches are lifted with that view's depth and moved into the
+  primary frame with ``T_primary_from_view``, so RANSAC returns primary -> live directly (``T_live_from_view @
+  T_view_from_primary``), fitted with the guarded ICP of that view's own cloud onto the live object (the view and
+  the live camera see the same side, so ICP converges on the truth rather than on the largest overlap);
+* **choice after the search** (:func:`choose_searched`): every candidate's pose goes through the pose search (a
+  turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
+  on the fused cloud's visible part; the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
+  Without a live frame the candidate with the most RANSAC inliers is searched alone;
+* **pose search** (the search in the step above): by default (``PipelineSettings.multiview_cloud = "view"``) on each candidate view's own cloud in the
   primary frame: the one-view search from the side that faces the camera. ``"fused"``: against the union of every
   view's object cloud in the primary frame (descriptors and colours from each view), each hypothesis fitted (snap,
   guarded ICP) with the part of that cloud the live camera would see under it (:func:`visible_points`, a
