@@ -13,9 +13,9 @@ matches, and their pose is composed with the view's known pose so that it is the
   turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
   on the fused cloud's visible part; the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
   Without a live frame the candidate with the most RANSAC inliers is searched alone;
-* **pose search** (the search in the step above): by default (``PipelineSettings.multiview_cloud = "view"``) on each candidate view's own cloud in the
-  primary frame: the one-view search from the side that faces the camera. ``"fused"``: against the union of every
-  view's object cloud in the primary frame (descriptors and colours from each view), each hypothesis fitted (snap,
+* **pose search** (the search above): by default (``PipelineSettings.multiview_cloud = "view"``) on each
+  candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
+  union of every view's object cloud in the primary frame (descriptors and colours from each view), each hypothesis fitted (snap,
   guarded ICP) with the part of that cloud the live camera would see under it (:func:`visible_points`, a
   z-buffer), since the far side would pull the fit onto the near surface. Not the default: measured worse, because
   a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric objects and the ambiguity test
@@ -255,8 +255,9 @@ class MultiViewDemo:
         own = LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
                         to_rgb_array(state.view.rgb))
         up_view = None if up is None else (T_view_from_primary[:3, :3] @ np.asarray(up[0], dtype=np.float64), up[1])
-        result = search_pose(points, descriptors, live, None if start_pose is None else start_pose @ T_primary_from_view,
-                             settings, icp, up=up_view, demo_colors=colours, demo_view=own)
+        start = None if start_pose is None else start_pose @ T_primary_from_view  # view -> live
+        result = search_pose(points, descriptors, live, start, settings, icp, up=up_view, demo_colors=colours,
+                             demo_view=own)
         return _result_to_primary(result, T_view_from_primary)
 
     def view_cloud(self, index: int, max_points: int) -> np.ndarray:
