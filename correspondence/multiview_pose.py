@@ -18,8 +18,8 @@ matches, and their pose is composed with the view's known pose so that it is the
   union of every view's object cloud in the primary frame (descriptors and colours from each view), each
   hypothesis fitted (snap, guarded ICP) with the part of that cloud the live camera would see under it
   (:func:`visible_points`, a z-buffer), since the far side would pull the fit onto the near surface. Not the
-  default: measured worse, because a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric objects and the ambiguity test
-  refuses (docs/multiview_demo.md).
+  default: measured worse, because a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric
+  objects and the ambiguity test refuses (docs/multiview_demo.md).
 
 Each view's features are computed once per pipeline (the extractor caches by image as well).
 """
