@@ -5,19 +5,21 @@ matches, and their pose is composed with the view's known pose so that it is the
 * **localisation**: each view's object cells vote in the live frame (:func:`~correspondence.localise.localise`,
   with its rigid 3D check on that view's depth); the view whose best candidate scores highest is chosen — the side
   of the object that faces the live camera. Its candidate prompts the mask source;
-* **matches pose**: the chosen view's dense matches are lifted with that view's depth and moved into the primary
-  frame with ``T_primary_from_view``, so RANSAC returns primary -> live directly (``T_live_from_view @
-  T_view_from_primary``). Without a localisation (a given mask) every view is matched and the one with the most
-  RANSAC inliers wins. That pose is then fitted with the guarded ICP of the chosen view's own cloud (in the primary
-  frame) onto the live object: the view and the live camera see the same side, so ICP converges on the truth
-  rather than on the largest overlap, which a full 360 deg cloud against one partial live view would pull it to;
-* **pose search**: by default (``PipelineSettings.multiview_cloud = "view"``) on the chosen view's own cloud in the
-  primary frame: the one-view search from the side that faces the camera. ``"fused"``: against the union of every
-  view's object cloud in the primary frame (descriptors and colours from each view), each hypothesis fitted (snap,
-  guarded ICP) with the part of that cloud the live camera would see under it (:func:`visible_points`, a
-  z-buffer), since the far side would pull the fit onto the near surface. Not the default: measured worse, because
-  a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric objects and the ambiguity test
-  refuses (docs/multiview_demo.md).
+* **matches pose**: each candidate view's dense matches are lifted with that view's depth and moved into the
+  primary frame with ``T_primary_from_view``, so RANSAC returns primary -> live directly (``T_live_from_view @
+  T_view_from_primary``), fitted with the guarded ICP of that view's own cloud onto the live object (the view and
+  the live camera see the same side, so ICP converges on the truth rather than on the largest overlap);
+* **choice after the search** (:func:`choose_searched`): every candidate's pose goes through the pose search (a
+  turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
+  on the fused cloud's visible part; the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
+  Without a live frame the candidate with the most RANSAC inliers is searched alone;
+* **pose search** (the search above): by default (``PipelineSettings.multiview_cloud = "view"``) on each
+  candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
+  union of every view's object cloud in the primary frame (descriptors and colours from each view), each
+  hypothesis fitted (snap, guarded ICP) with the part of that cloud the live camera would see under it
+  (:func:`visible_points`, a z-buffer), since the far side would pull the fit onto the near surface. Not the
+  default: measured worse, because a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric
+  objects and the ambiguity test refuses (docs/multiview_demo.md).
 
 Each view's features are computed once per pipeline (the extractor caches by image as well).
 """
@@ -36,7 +38,7 @@ from .icp import IcpSettings, IcpTarget, masked_cloud, masked_pixels_and_cloud, 
 from .lifting import DepthMap
 from .localise import DepthViews, Localisation, LocaliseSettings, localise
 from .object_colour import ColourModel
-from .pose_search import LiveFrame, PoseSearchSettings, score_pose
+from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose, search_pose
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, Prompt
 
@@ -46,6 +48,9 @@ PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when i
 # 1.25 five; 77.5 % success vs 92.5 % with one view: the view choice is what is left)
 SECOND_VIEW_SHARE = 0.5  # another view's pose is tried too when its localisation score is at least this share of the
 # best: the localisation alone chose a turned view in 5 of 40 +-30 deg trials (look-alike sides), the pose score decides
+PRIMARY_MARGIN = 0.05  # after the search, a turned view's pose wins over the primary's only by this much of the
+# pose score: a near tie is two sides that look alike (a bus's two ends: 0.661 vs 0.659 at yaw -45 deg, 180 deg
+# apart), which the data cannot settle, and the primary is the frame the keypoints were marked in
 MAX_CANDIDATES = 3  # views whose poses are computed and scored per frame (the localised one, the primary, the next)
 
 
@@ -57,6 +62,17 @@ def object_cloud(depth: np.ndarray, intrinsics, region: np.ndarray | None, rgb, 
     descriptors = to_numpy(fmap.sample(xy).float()) if fmap is not None and len(xy) else None
     pixels = xy.astype(np.int64)
     return points, descriptors, to_rgb_array(rgb)[pixels[:, 1], pixels[:, 0]]
+
+
+@dataclass(frozen=True)
+class ViewCandidate:
+    """One candidate view's matches pose: its dense matches, ``align(dense, view)``'s result (alignment, 2D
+    alignment, live points) after the view's ICP, and that pose's score against the live frame (None: none)."""
+
+    index: int
+    dense: DenseMatches
+    result: tuple
+    score: float | None
 
 
 @dataclass
@@ -190,7 +206,19 @@ class MultiViewDemo:
               align: Callable[[DenseMatches, DemoView], tuple], live_depth=None, live_intrinsics=None,
               icp: IcpSettings | None = None, live: LiveFrame | None = None,
               search: PoseSearchSettings | None = None) -> tuple[int, DenseMatches, tuple, dict[int, float] | None]:
-        """(view index, its dense matches, ``align(dense, view)``'s result, each candidate's pose score or None).
+        """(view index, its dense matches, ``align(dense, view)``'s result, each candidate's pose score or None):
+        the best of :meth:`align_candidates`."""
+        ranked, scores = self.align_candidates(localisation, live_fmap, live_mask, settings, align, live_depth,
+                                               live_intrinsics, icp, live, search)
+        best = ranked[0]
+        return best.index, best.dense, best.result, scores
+
+    def align_candidates(self, localisation: Localisation | None, live_fmap, live_mask, settings: DenseSettings,
+                         align: Callable[[DenseMatches, DemoView], tuple], live_depth=None, live_intrinsics=None,
+                         icp: IcpSettings | None = None, live: LiveFrame | None = None,
+                         search: PoseSearchSettings | None = None
+                         ) -> tuple[list["ViewCandidate"], dict[int, float] | None]:
+        """Every candidate view's matches pose, best first, and each one's pose score (None without a live frame).
         Each candidate view's matches give a pose (RANSAC in the primary frame), fitted with the live depth and mask
         by the guarded ICP of that view's cloud (``solver`` gains ``+view-icp``). With ``live`` the candidate whose
         pose scores best against the live frame (:func:`~correspondence.pose_search.score_pose` on the part of the
@@ -215,8 +243,8 @@ class MultiViewDemo:
         scored = {i: round(score, 4) for _, i, _, _, score in tried if score is not None}
         if not scored:  # no live frame, or nothing aligned: the most RANSAC inliers (a successful one first)
             tried = [((t[0][0], t[0][2]), *t[1:]) for t in tried]
-        _, index, dense, result, _ = max(tried, key=lambda t: t[0])  # max keeps the first of equals
-        return index, dense, result, (scored or None)
+        ranked = sorted(tried, key=lambda t: t[0], reverse=True)  # stable: the first of equals stays first
+        return [ViewCandidate(i, dense, result, score) for _, i, dense, result, score in ranked], (scored or None)
 
     def _view_icp(self, index: int, result: tuple, live_cloud: "IcpTarget | None", icp: IcpSettings | None) -> tuple:
         alignment = result[0]
@@ -249,6 +277,27 @@ class MultiViewDemo:
                                                         max_points)
             state.search_cloud = (state.view.to_primary(points), descriptors, colours)
         return state.search_cloud
+
+    def search_from_view(self, index: int, start_pose: np.ndarray | None, live: LiveFrame,
+                         settings: PoseSearchSettings, icp: IcpSettings, up: tuple | None,
+                         max_points: int) -> PoseSearchResult:
+        """The one-view pose search run in view ``index``'s own camera frame, on its own cloud, with its depth and
+        mask as the demo view, its poses moved back to primary -> live. Why: the search tells a symmetric object's
+        other turn (which puts the surface where the best does, :mod:`~correspondence.pose_equivalence`) from a real
+        ambiguity with the demo view's own depth and silhouette; run from the primary frame on a turned view's
+        cloud it has none, and refused 2-fold stools that one view accepts."""
+        state = self.states[index]
+        T_primary_from_view = state.view.T_primary_from_view
+        T_view_from_primary = np.linalg.inv(T_primary_from_view)
+        points, descriptors, colours = self.search_cloud(index, max_points)
+        points = points @ T_view_from_primary[:3, :3].T + T_view_from_primary[:3, 3]  # back in the view's camera
+        own = LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
+                        to_rgb_array(state.view.rgb))
+        up_view = None if up is None else (T_view_from_primary[:3, :3] @ np.asarray(up[0], dtype=np.float64), up[1])
+        start = None if start_pose is None else start_pose @ T_primary_from_view  # view -> live
+        result = search_pose(points, descriptors, live, start, settings, icp, up=up_view, demo_colors=colours,
+                             demo_view=own)
+        return _result_to_primary(result, T_view_from_primary)
 
     def view_cloud(self, index: int, max_points: int) -> np.ndarray:
         """One view's object cloud in the primary frame."""
@@ -307,6 +356,48 @@ def visible_mask(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float =
     seen[inside] = z[front][inside] <= nearest[cell] + depth_margin_m
     keep[front] = seen
     return keep
+
+
+def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandidate], tuple],
+                    score: Callable[[np.ndarray], float], primary_margin: float = PRIMARY_MARGIN
+                    ) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
+    """(the chosen candidate, its ``search(candidate)`` result = (alignment, pose search result), each searched
+    pose's score). Every candidate view's pose goes through the pose search (from that view's cloud, starting at its
+    matches pose, or from nothing when its RANSAC failed), and the searched poses are scored alike, ``score(T)``
+    (the fused cloud's visible part against the live frame); the best wins, the primary's by ``primary_margin``
+    (:data:`PRIMARY_MARGIN`), ties the earlier candidate. Why: at
+    yaw +-180 deg with distractors a candidate's RANSAC often fails or lands 20-70 deg off (5 of 6 failures at
+    507cc3a: the right view's search, never run, finds the truth, which scores far higher than the pose chosen).
+    A candidate whose search refuses (ambiguous) or finds nothing gives no pose; when none gives one, the first
+    candidate's refusal stands."""
+    outcomes = []
+    for candidate in candidates:
+        alignment, result = search(candidate)
+        ok = alignment is not None and alignment.success and alignment.transform is not None
+        outcomes.append((candidate, (alignment, result), float(score(alignment.transform)) if ok else None))
+    scores = {c.index: round(v, 4) for c, _, v in outcomes if v is not None}
+    with_pose = [o for o in outcomes if o[2] is not None]
+    if not with_pose:
+        return outcomes[0][0], outcomes[0][1], scores or None
+    best = max(with_pose, key=lambda o: o[2] + (primary_margin if o[0].index == 0 else 0.0))  # max keeps the
+    # first of equals: the candidates' order
+    return best[0], best[1], scores
+
+
+def _result_to_primary(result: PoseSearchResult, T_view_from_primary: np.ndarray) -> PoseSearchResult:
+    """A search run in a view's camera frame (poses view -> live) with its poses as primary -> live."""
+    def move(h: Hypothesis | None) -> Hypothesis | None:
+        if h is None:
+            return None
+        refinement = (None if h.refinement is None else
+                      replace(h.refinement, transform=h.refinement.transform @ T_view_from_primary))
+        return replace(h, transform=h.transform @ T_view_from_primary, refinement=refinement)
+
+    moved = {id(h): move(h) for h in (*result.hypotheses, *result.equivalent, result.chosen) if h is not None}
+    return replace(result, transform=None if result.transform is None else result.transform @ T_view_from_primary,
+                   chosen=None if result.chosen is None else moved[id(result.chosen)],
+                   hypotheses=tuple(moved[id(h)] for h in result.hypotheses),
+                   equivalent=tuple(moved[id(h)] for h in result.equivalent))
 
 
 def chosen_view(localisation: Localisation | None) -> int | None:

@@ -41,7 +41,7 @@ from .pose_keypoints import keypoints_from_pose, surface_points
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import DepthViews, Localisation, ObjectNotFound, localise, segment_localised
-from .multiview_pose import MultiViewDemo, object_cloud, visible_points
+from .multiview_pose import MultiViewDemo, choose_searched, object_cloud, visible_points
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker
@@ -170,14 +170,23 @@ class TransferPipeline:
             timings["matching"] += time.perf_counter() - start
         start = time.perf_counter()
         weights = np.array([max(m.score, 1e-3) for m in matches]) * accepted
-        dense_points = view_scores = live = None
+        dense_points = view_scores = searched = live = None
         if multi_view:  # the views' matches: the best view's pose composed into the primary frame
             live = (self._live_frame(depth, intrinsics, live_mask, live_fmap, image) if live_mask is not None
                     else None)  # each candidate view's pose is scored against it (multiview_pose.py)
-            view_index, dense, (alignment, alignment_2d, dense_points), view_scores = self.views.align(
+            candidates, view_scores = self.views.align_candidates(
                 localisation, live_fmap, live_mask, self.settings.dense,
                 lambda d, view: self._align_dense(d, live_map, intrinsics, three_d, view), depth, intrinsics,
                 self.settings.icp if self.settings.refine == "icp" else None, live, self.settings.pose_search)
+            if live is not None and self.settings.refine != "none":  # each candidate view's pose searched, the
+                # searched poses scored on the fused cloud (multiview_pose.choose_searched)
+                chosen, searched, view_scores = choose_searched(candidates, lambda c: self._refine(
+                    c.result[0], depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up, image, c.index,
+                    live),
+                    lambda T: self.views.pose_score(T, live, self.settings.pose_search, self.settings.icp))
+            else:
+                chosen = candidates[0]
+            view_index, dense, (alignment, alignment_2d, dense_points) = chosen.index, chosen.dense, chosen.result
         elif source == "dense":
             alignment, alignment_2d, dense_points = self._align_dense(dense, live_map if three_d else depth,
                                                                       intrinsics, three_d)
@@ -187,8 +196,8 @@ class TransferPipeline:
         else:
             demo_xy = np.where(accepted[:, None], self.demo.keypoints.xy, np.nan)
             alignment, alignment_2d = None, self._align_2d(demo_xy, live_xy, weights)
-        alignment, search = self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up,
-                                         image, view_index, live)
+        alignment, search = searched or self._refine(alignment, depth, intrinsics, live_mask, demo_fmap, live_fmap,
+                                                     three_d, up, image, view_index, live)
         geometry, pose_keypoints = getattr(matches, "geometry", None), None
         if three_d and alignment is not None and alignment.success and self.settings.keypoint_pose.enabled:
             # the pose, not each keypoint's own match, says where the demo keypoints are (pose_keypoints.py)
@@ -450,8 +459,12 @@ class TransferPipeline:
         demo_view = (None if self.demo_region is None or not own_view else  # the demo's own view: symmetric rivals
                      LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool),
                                demo_points, None, to_rgb_array(self.demo.rgb)))
-        search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
-                             demo_colors=demo_colors, demo_view=demo_view, fit_points=fit)
+        if self.views is not None and view and self.settings.multiview_cloud == "view":  # a turned view: the search
+            # in its own frame, with its depth and mask as the demo view (symmetric rivals)
+            search = self.views.search_from_view(view, start_pose, live, search_settings, icp, up, icp.max_points)
+        else:
+            search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
+                                 demo_colors=demo_colors, demo_view=demo_view, fit_points=fit)
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
