@@ -183,6 +183,10 @@ def report(records: list[dict], out: Path) -> None:
             lines.append(f"| {group} | {label} | {len(chosen)} | {np.mean(values):.1f} | "
                          f"{sum(v >= 95 for v in values)} / {len(values)} | {_fmt(float(np.median(medians)))} | "
                          f"{min(values):.1f} |")
+    polished = [r["methods"][OURS].get("geometry", {}).get("photometric") for r in records]
+    ran = [p for p in polished if p]
+    lines += ["", f"**Photometric (ECC) refinement** of `{OURS}`: accepted on {sum(p['accepted'] for p in ran)} of "
+                  f"{len(ran)} verified models (median {np.median([p['seconds'] for p in ran]) if ran else 0:.3f} s)"]
     trail = [r for r in records if r["methods"][OURS]["pck@5"] < 95 or (
         r["methods"][SIFT]["pck@5"] >= 95 and r["methods"][OURS]["median_px"] > r["methods"][SIFT]["median_px"])]
     lines += ["", f"**Pairs where ours < 95 % PCK@5, or median error above SIFT's while SIFT >= 95 %**: {len(trail)}",
