@@ -131,6 +131,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer pairs (a smoke run)")
     parser.add_argument("--only", default=None, help="run only pairs whose name contains this")
+    parser.add_argument("--upright-cost", type=int, default=0, metavar="N",
+                        help="only time the upright pairs, N rounds, rows alternated (ECC refinement on / off, "
+                             "--search none without it) and write upright_cost.md")
     args = parser.parse_args()
     from correspondence.api import Matcher
     from correspondence.keypoint_matching import MatchSettings
@@ -140,6 +143,8 @@ def main() -> int:
     if args.only:
         pairs = [p for p in pairs if args.only in p.name]
     extractor = Matcher.create("daisy", size=448, cache_size=0).extractor
+    if args.upright_cost:
+        return upright_cost([p for p in pairs if p.group == "upright"], extractor, args.upright_cost, out)
     auto = [OursRow(OURS, MatchSettings(geometry="auto"))]
     upright_rows = auto + [OursRow(OURS_NONE, MatchSettings(geometry="auto", search="none"))]
     records = []
@@ -163,6 +168,32 @@ def main() -> int:
               f"SIFT {m[SIFT]['pck@5']:.1f} / {m[SIFT]['median_px']:.2f} px, ours {m[OURS]['pck@5']:.1f} / "
               f"{m[OURS]['median_px']:.2f} px", flush=True)
     report(records, out)
+    return 0
+
+
+def upright_cost(pairs: list[Pair], extractor, rounds: int, out: Path) -> int:
+    """Seconds after the two encodings per upright pair and row, the rows in a rotating order each round (the
+    machine's load drifts), and the median over pairs of each row's median over rounds."""
+    from correspondence.geometry2d import GeometrySettings
+    from correspondence.keypoint_matching import MatchSettings
+    rows = [OursRow(OURS, MatchSettings(geometry="auto")),
+            OursRow(f"{OURS} --no-photometric", MatchSettings(geometry=GeometrySettings("auto", photometric=False))),
+            OursRow(f"{OURS_NONE} --no-photometric",
+                    MatchSettings(geometry=GeometrySettings("auto", photometric=False), search="none"))]
+    seconds = {row.label: [[] for _ in pairs] for row in rows}
+    for k in range(rounds):
+        for i, pair in enumerate(pairs):
+            order = rows[k % len(rows):] + rows[:k % len(rows)]
+            for row, prediction in zip(order, run_ours(pair, extractor, order)):
+                seconds[row.label][i].append(prediction.seconds - prediction.info["timings_s"]["features"])
+        print(f"round {k + 1}/{rounds}", flush=True)
+    medians = {label: float(np.median([np.median(s) for s in per])) for label, per in seconds.items()}
+    base = medians[rows[2].label]
+    lines = [f"**Upright cost** ({len(pairs)} pairs x {rounds} rounds, seconds after the two encodings, median)", "",
+             "| setting | seconds | / `--search none --no-photometric` |", "|---|---|---|"]
+    lines += [f"| `{label}` | {value:.3f} | {value / base:.2f} |" for label, value in medians.items()]
+    (out / "upright_cost.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
     return 0
 
 
