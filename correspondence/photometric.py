@@ -87,8 +87,7 @@ def from_cv(matrix: np.ndarray) -> np.ndarray:
 
 
 def _project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    h = np.column_stack([xy, np.ones(len(xy))]) @ matrix.T
-    return h[:, :2] / h[:, 2:3]
+    return cv2.perspectiveTransform(np.asarray(xy, np.float64).reshape(-1, 1, 2), matrix).reshape(-1, 2)
 
 
 def _away_from_border(shape: tuple[int, ...], band: float) -> np.ndarray:

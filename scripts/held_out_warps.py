@@ -131,6 +131,10 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="fewer pairs (a smoke run)")
     parser.add_argument("--only", default=None, help="run only pairs whose name contains this")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only every N-th pair from the K-th (0-based; parallel processes); --merge joins them")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DIR",
+                        help="no run: the report of the shards' results.json in these folders, written to --out")
     parser.add_argument("--upright-cost", type=int, default=0, metavar="N",
                         help="only time the upright pairs, N rounds, rows alternated (ECC refinement on / off, "
                              "--search none without it) and write upright_cost.md")
@@ -139,7 +143,15 @@ def main() -> int:
     from correspondence.keypoint_matching import MatchSettings
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        records = [r for folder in args.merge for r in json.loads((folder / "results.json").read_text())]
+        order = {p.name + p.group: i for i, p in enumerate(design(args.seed, args.quick))}
+        report(sorted(records, key=lambda r: order[r["pair"] + r["group"]]), out)
+        return 0
     pairs = design(args.seed, args.quick)
+    if args.shard:
+        k, n = (int(v) for v in args.shard.split("/"))
+        pairs = pairs[k::n]
     if args.only:
         pairs = [p for p in pairs if args.only in p.name]
     extractor = Matcher.create("daisy", size=448, cache_size=0).extractor
