@@ -73,7 +73,9 @@ class Matcher:
         - ``matching``: a :class:`MatchSettings`, or ``protocol`` (``default`` precise transfer | ``soco`` the SOCO
           reference), ``method``, ``window``, ``beta``, ``temperature``, ``refine``, ``refinement``, ``geometry``
           (none | affine | homography | fundamental | auto), ``geometry_threshold``, ``local_features`` (sift | orb |
-          akaze | none: fused into same-object geometry), ``search`` (none | rotation | rotation-scale | auto: the
+          akaze | none: fused into same-object geometry), ``photometric`` (True by default: ECC refinement of a
+          verified homography / affine map, :mod:`correspondence.photometric`; False, a dict or a
+          :class:`PhotometricSettings`), ``search`` (none | rotation | rotation-scale | auto: the
           coarse match's rotation / scale search, :mod:`correspondence.transform_search`); see
           docs/precise_transfer.md.
 
@@ -155,7 +157,7 @@ def match(demo: ImageLike, keypoints: Any, live: ImageLike, live_mask: Any = Non
 
 EXTRACTION_FIELDS = ("size", "pad", "size_policy", "convention")
 MATCHING_FIELDS = ("protocol", "method", "window", "beta", "temperature", "refine", "refinement", "geometry",
-                   "geometry_threshold", "local_features", "search")
+                   "geometry_threshold", "local_features", "photometric", "search")
 
 
 def _split_options(options: Mapping[str, Any]) -> tuple[dict, dict]:
@@ -198,9 +200,11 @@ def _match_settings(value, options: dict) -> MatchSettings:
     if merged is None:
         return value
     geometry, threshold = merged.pop("geometry", None), merged.pop("geometry_threshold", None)
-    local = merged.pop("local_features", None)
-    if not isinstance(geometry, GeometrySettings) and (geometry is not None or threshold is not None or local):
+    local, photometric = merged.pop("local_features", None), merged.pop("photometric", None)
+    if not isinstance(geometry, GeometrySettings) and (geometry is not None or threshold is not None or local
+                                                       or photometric is not None):
         geometry = GeometrySettings(model=geometry or "none", threshold_px=threshold,
-                                    **({"local_features": local} if local else {}))
+                                    **({"local_features": local} if local else {}),
+                                    **({"photometric": photometric} if photometric is not None else {}))
     protocol = merged.pop("protocol", "default")
     return MatchSettings.protocol(protocol, geometry=geometry, **merged)

@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ConfigError
 from .local_features import LocalFeatureSettings
+from .photometric import PhotometricSettings
 
 GEOMETRY_MODELS = ("none", "affine", "homography", "fundamental", "auto")
 PREDICTIVE = ("affine", "homography")  # models that say where a demo point goes (fundamental: only a line)
@@ -55,6 +56,8 @@ class GeometrySettings:
     # Local features (SIFT by default) of both full-resolution images, fused with the refined dense matches.
     local_features: LocalFeatureSettings = field(default_factory=LocalFeatureSettings)
     gric_sigma: float | None = None  # match noise (px) of the model selection; None: estimated (match_noise)
+    photometric: PhotometricSettings = field(default_factory=PhotometricSettings)  # ECC refinement of a verified
+    # homography / affine map over the pixels its inliers span (correspondence/photometric.py)
     distinct_cells: float = 1.0  # a guided match counts as support only if no other peak within +- this many live
     # cells nearly equals it (a repeated pattern supports any model shifted by its period)
 
@@ -63,6 +66,10 @@ class GeometrySettings:
             object.__setattr__(self, "local_features", LocalFeatureSettings(kind=self.local_features))
         elif isinstance(self.local_features, dict):
             object.__setattr__(self, "local_features", LocalFeatureSettings(**self.local_features))
+        if isinstance(self.photometric, bool):
+            object.__setattr__(self, "photometric", PhotometricSettings(enabled=self.photometric))
+        elif isinstance(self.photometric, dict):
+            object.__setattr__(self, "photometric", PhotometricSettings(**self.photometric))
         if self.model not in GEOMETRY_MODELS:
             raise ConfigError(f"geometry must be one of {', '.join(GEOMETRY_MODELS)}, got {self.model!r}")
         if self.threshold_px is not None and not (np.isfinite(self.threshold_px) and self.threshold_px > 0):
@@ -87,7 +94,9 @@ class GeometryResult:
     # fundamental: share of the fused matches within the threshold of their epipolar line
     gric: dict[str, float] | None = None  # auto: each candidate's GRIC score (lower is better), when both fitted
     evidence: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)  # the
-    # (demo, live) matches a fundamental matrix was fitted to: its inliers guide the epipolar search
+    # (demo, live) matches the model was fitted to: a fundamental matrix's inliers guide the epipolar search, a
+    # homography's outline the region its photometric refinement uses
+    photometric: dict[str, Any] | None = None  # what the photometric refinement did (photometric.py), if it ran
 
     @property
     def inlier_ratio(self) -> float:
@@ -128,7 +137,8 @@ class GeometryResult:
         return {"requested": self.requested, "model": self.model, "success": self.success, "reason": self.reason,
                 "matrix": None if self.matrix is None else self.matrix.tolist(), "num_matches": self.num_matches,
                 "num_inliers": self.num_inliers, "inlier_ratio": round(self.inlier_ratio, 4),
-                "threshold_px": self.threshold_px, "support": self.support, "gric": self.gric}
+                "threshold_px": self.threshold_px, "support": self.support, "gric": self.gric,
+                "photometric": self.photometric}
 
     def refused(self, reason: str) -> "GeometryResult":
         """This model turned down for ``reason`` (no matrix, no inliers)."""

@@ -28,6 +28,7 @@ from .matching import nearest_neighbors, similarity_maps, soft_argmax_window, to
 from .preprocessing import to_rgb_array
 from .refine import DenseCoarse, FrameRefiner, PreparedImage, RefineSettings, prepare_image
 from .transform_search import SEARCH_MODES, DemoSearch, SearchOutcome, search_coarse, search_enabled
+from .photometric import refine_verified
 from .verify import apply_model, verify_dense
 
 TEMPERATURES = ("relative", "absolute")
@@ -424,6 +425,7 @@ def refine_and_verify(query: DemoQuery, live: FeatureMap, coarse: MatchList, liv
                 timings["local_features"] = time.perf_counter() - begin
                 return found
         geometry = verify_dense(dense, support, settings.geometry, live_cell, live_wh, refiner, local)
+        geometry = refine_verified(geometry, refiner, settings.geometry.photometric)
         matches = apply_model(geometry, matches, live_wh, refiner, live_cell)
         timings["geometry"] = time.perf_counter() - start
     return MatchList.of(matches, dense, geometry), timings

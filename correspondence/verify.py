@@ -207,7 +207,7 @@ def _confirmed_local(local: Matches | None, dense: DenseCoarse, support: np.ndar
         return None
     few = replace(geometry, min_matches=geometry.min_confirmed_local, min_inliers=geometry.min_confirmed_local,
                   min_inlier_ratio=geometry.min_local_share)
-    model = fit_geometry(*local, few, threshold)
+    model = replace(fit_geometry(*local, few, threshold), evidence=local)
     if not model.predictive:
         return None
     agree, in_view = _agreeing(model, dense.demo_xy[support], dense.live_xy[support], coarse_threshold, live_wh)
@@ -254,7 +254,7 @@ def _refit_local(candidate: GeometryResult, local: Matches, geometry: GeometrySe
                  ) -> GeometryResult | None:
     """``candidate`` refitted to the local-feature matches under the real settings (support 0: no cell tested)."""
     again = fit_geometry(*local, geometry, threshold)
-    return replace(again, support=0.0) if again.predictive else None
+    return replace(again, support=0.0, evidence=local) if again.predictive else None
 
 
 def _local_agreement(model: GeometryResult, local: Matches | None) -> tuple[int, int]:
@@ -288,11 +288,12 @@ def _guided(model: GeometryResult, dense: DenseCoarse, geometry: GeometrySetting
         if ok.sum() < geometry.min_inliers:
             break
         cells = int(ok.sum())
-        again = fit_geometry(*_fuse((dense.demo_xy[pick][ok], result.xy[ok]), local), geometry, threshold)
+        evidence = _fuse((dense.demo_xy[pick][ok], result.xy[ok]), local)
+        again = fit_geometry(*evidence, geometry, threshold)
         if not again.predictive:
             break
         textured = max(1, int(np.isfinite(result.ncc).sum()))
-        model = best = replace(again, support=int(again.inliers[:cells].sum()) / textured)
+        model = best = replace(again, support=int(again.inliers[:cells].sum()) / textured, evidence=evidence)
     return best
 
 

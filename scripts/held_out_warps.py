@@ -158,16 +158,34 @@ def main() -> int:
     parser.add_argument("--unrelated", type=int, default=0,
                         help="also this many pairs of different photos (every accepted point is wrong)")
     parser.add_argument("--unrelated-only", action="store_true", help="only the unrelated pairs")
+    parser.add_argument("--shard", default=None, metavar="K/N",
+                        help="run only every N-th pair from the K-th (0-based; parallel processes); --merge joins them")
+    parser.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DIR",
+                        help="no run: the report of the shards' results.json in these folders, written to --out")
+    parser.add_argument("--upright-cost", type=int, default=0, metavar="N",
+                        help="only time the upright pairs, N rounds, rows alternated (ECC refinement on / off, "
+                             "--search none without it) and write upright_cost.md")
     args = parser.parse_args()
     from correspondence.api import Matcher
     from correspondence.keypoint_matching import MatchSettings
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        records = [r for folder in args.merge for r in json.loads((folder / "results.json").read_text())]
+        order = {p.name + p.group: i for i, p in enumerate(design(args.seed, args.quick) +
+                                                           unrelated(args.seed, args.unrelated))}
+        report(sorted(records, key=lambda r: order[r["pair"] + r["group"]]), out)
+        return 0
     pairs = [] if args.unrelated_only else design(args.seed, args.quick)
     pairs += unrelated(args.seed, args.unrelated)
+    if args.shard:
+        k, n = (int(v) for v in args.shard.split("/"))
+        pairs = pairs[k::n]
     if args.only:
         pairs = [p for p in pairs if args.only in p.name]
     extractor = Matcher.create("daisy", size=448, cache_size=0).extractor
+    if args.upright_cost:
+        return upright_cost([p for p in pairs if p.group == "upright"], extractor, args.upright_cost, out)
     auto = [OursRow(OURS, MatchSettings(geometry="auto"))]
     upright_rows = auto + [OursRow(OURS_NONE, MatchSettings(geometry="auto", search="none"))]
     records = []
@@ -203,6 +221,32 @@ def main() -> int:
     return 0
 
 
+def upright_cost(pairs: list[Pair], extractor, rounds: int, out: Path) -> int:
+    """Seconds after the two encodings per upright pair and row, the rows in a rotating order each round (the
+    machine's load drifts), and the median over pairs of each row's median over rounds."""
+    from correspondence.geometry2d import GeometrySettings
+    from correspondence.keypoint_matching import MatchSettings
+    rows = [OursRow(OURS, MatchSettings(geometry="auto")),
+            OursRow(f"{OURS} --no-photometric", MatchSettings(geometry=GeometrySettings("auto", photometric=False))),
+            OursRow(f"{OURS_NONE} --no-photometric",
+                    MatchSettings(geometry=GeometrySettings("auto", photometric=False), search="none"))]
+    seconds = {row.label: [[] for _ in pairs] for row in rows}
+    for k in range(rounds):
+        for i, pair in enumerate(pairs):
+            order = rows[k % len(rows):] + rows[:k % len(rows)]
+            for row, prediction in zip(order, run_ours(pair, extractor, order)):
+                seconds[row.label][i].append(prediction.seconds - prediction.info["timings_s"]["features"])
+        print(f"round {k + 1}/{rounds}", flush=True)
+    medians = {label: float(np.median([np.median(s) for s in per])) for label, per in seconds.items()}
+    base = medians[rows[2].label]
+    lines = [f"**Upright cost** ({len(pairs)} pairs x {rounds} rounds, seconds after the two encodings, median)", "",
+             "| setting | seconds | / `--search none --no-photometric` |", "|---|---|---|"]
+    lines += [f"| `{label}` | {value:.3f} | {value / base:.2f} |" for label, value in medians.items()]
+    (out / "upright_cost.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
 def _fmt(x: float) -> str:
     return "inf" if not np.isfinite(x) else f"{x:.2f}"
 
@@ -227,6 +271,10 @@ def report(records: list[dict], out: Path) -> None:
                       f"point is wrong): " + ", ".join(
                           f"{label} {sum(r['methods'][label]['accepted'] for r in wrong)} accepted "
                           f"({sum(r['methods'][label]['accepted'] > 0 for r in wrong)} pairs)" for label in (SIFT, OURS))]
+    polished = [r["methods"][OURS].get("geometry", {}).get("photometric") for r in records]
+    ran = [p for p in polished if p]
+    lines += ["", f"**Photometric (ECC) refinement** of `{OURS}`: accepted on {sum(p['accepted'] for p in ran)} of "
+                  f"{len(ran)} verified models (median {np.median([p['seconds'] for p in ran]) if ran else 0:.3f} s)"]
     trail = [r for r in records if r["methods"][OURS]["pck@5"] < 95 or (
         r["methods"][SIFT]["pck@5"] >= 95 and r["methods"][OURS]["median_px"] > r["methods"][SIFT]["median_px"])]
     lines += ["", f"**Pairs where ours < 95 % PCK@5, or median error above SIFT's while SIFT >= 95 %**: {len(trail)}",

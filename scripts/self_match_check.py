@@ -1,6 +1,7 @@
 """An image against itself, turned / scaled copies and other instances, default `soco match` settings (issue 21).
 
     PYTHONPATH=$PWD OMP_NUM_THREADS=1 python scripts/self_match_check.py [--images ../shared/data/images]
+        [--geometry auto [--no-photometric]] [--skip-cross]
 
 Prints one markdown row per case: within 1 / 5 px (PCK@1, PCK@5; 150 random points, or the annotated keypoints
 across instances) and where the answers came from (`position`). Uses the public API only, so the same script
@@ -48,8 +49,12 @@ def row(case: str, result, truth: np.ndarray) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/images")
+    parser.add_argument("--geometry", default=None, help="same-object mode (e.g. auto; default: soco match's none)")
+    parser.add_argument("--no-photometric", action="store_true", help="with --geometry: no ECC refinement")
+    parser.add_argument("--skip-cross", action="store_true", help="no cross-instance pairs (no model exists there)")
     args = parser.parse_args()
-    matcher = Matcher.create("daisy")
+    matcher = Matcher.create("daisy", **({"geometry": args.geometry} if args.geometry else {}),
+                             **({"photometric": False} if args.no_photometric else {}))
     load = lambda name: np.asarray(Image.open(args.images / name).convert("RGB"))  # noqa: E731
     print("| case | within 1 px | within 5 px | median px | max px | position |\n|---|---|---|---|---|---|")
     for name in SELF:
@@ -67,7 +72,7 @@ def main() -> None:
             seen = ((truth > 2) & (truth < [w - 2, h - 2])).all(1)
             xy, truth = xy[seen][:150], truth[seen][:150]
             print(row(f"{name} turned {degrees} deg x{scale}", matcher(image, keypoints(xy), live), truth), flush=True)
-    for demo, live in CROSS:
+    for demo, live in [] if args.skip_cross else CROSS:
         a, b = load_keypoints(EXAMPLES / f"{demo}.json"), load_keypoints(EXAMPLES / f"{live}.json")
         named = {p.name: p.xy for p in b.points}
         shared = [p for p in a.points if p.name in named]

@@ -43,6 +43,10 @@ def add_matching_options(parser: argparse.ArgumentParser, refine_flag: str = "--
     group.add_argument("--local-features", default=None, choices=LOCAL_FEATURES,
                        help="local features fused with the dense matches in the model (any --geometry but none): "
                             "rotation- and scale-invariant evidence at full resolution (default: sift)")
+    group.add_argument("--no-photometric", dest="photometric", action="store_false", default=True,
+                       help="keep a verified homography / affine map as fitted to the matches (default: refined by "
+                            "ECC over the pixels its inliers span, kept only when the correlation rises and no "
+                            "inlier's prediction moves more than 1 px of the coarser view)")
     group.add_argument("--search", default=None, choices=SEARCH_MODES,
                        help="test-time search of the coarse match over the live view's rotation (45 deg steps) and "
                             "scale (0.25-4x), the hypothesis chosen by the dense matches' geometric support; the "
@@ -56,7 +60,7 @@ def matching_options(args: argparse.Namespace) -> dict:
     return {"method": args.method, "protocol": args.protocol, "window": args.window, "beta": args.beta,
             "temperature": args.temperature, "refine": args.refine_keypoints, "geometry": args.geometry,
             "geometry_threshold": args.geometry_threshold, "local_features": args.local_features,
-            "search": args.search,
+            "search": args.search, **({} if args.photometric else {"photometric": False}),
             "refinement": {key: value for key, value in (("candidates", args.refine_candidates),
                                                          ("window_cells", args.refine_window)) if value is not None}
             or None}
