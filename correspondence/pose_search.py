@@ -383,7 +383,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         if up is not None and s.sweep_step_deg > 0:  # already fitted with the turn held: not snapped (a free ICP
             # would slide them back onto the largest overlap)
             fitted = [Hypothesis(SOURCE_UPRIGHT, T, score(T)) for T in yaw_sweep(
-                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg)]
+                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg, live.mask)]
     if not proposals and not scored and not fitted:
         return PoseSearchResult(None, None, (), False, "no pose hypothesis (no matches pose, no global registration)")
     scored = sorted(scored + fitted + [Hypothesis(src, snap(T), score(snap(T))) for src, T in proposals],
