@@ -31,6 +31,9 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    score and needs the stricter ``min_score_unconfirmed`` (weight-free features often match a part to its mirror
    twin, a wheel to the other wheel, so the object itself may fail the rigid check). Confirmed candidates that
    pass come first.
+   b. When no group is confirmed, the votes of the whole frame go through the same rigid check (``pool_votes``):
+   at least ``min_votes_rigid`` agreeing make one more candidate, judged by ``min_score`` (no adjacency backs it).
+   A stool's seat and thin legs, or a turned object's few votes, are groups of one or two, below ``min_votes``.
 5. The best candidate is chosen when its score reaches its threshold (without depth: ``min_score``); otherwise the
    object is **not found** (the report keeps every candidate's score, and a frame without a candidate scores 0). No
    mutual match at all (nothing matches, colour aside) leaves the choice to the mask source's own rule (the
@@ -77,7 +80,8 @@ class LocaliseSettings:
     cell votes only for live cells whose r and g chromaticity agree within this (rule 3b; images given).
     ``rigid_cells``: the rigid fit's tolerance in live cells, turned into metres at the votes' median depth (coarse
     cells sample each view up to half a cell off, in both views). The defaults were set on ``soco bench
-    localisation``'s frames (seed 0): every distractor-only frame refused, 28 of 31 frames with the object found."""
+    localisation``'s frames (seed 0): every distractor-only frame refused, 28 of 31 frames with the object found.
+    ``pool_votes``: rule 4b, the frame's votes pooled when no group is confirmed (docs/live_object.md)."""
 
     enabled: bool = True
     min_score: float = 0.05
