@@ -121,12 +121,14 @@ def place(R: np.ndarray, demo_points: np.ndarray, t: np.ndarray, placement: Plac
     t = np.asarray(t, dtype=np.float64).copy()
     best = placement.score(rotated + t)
     for step in steps:
+        back = None  # the way back to where the last move came from: it scored lower, no need to score it again
         for _ in range(max_moves):
-            values = [placement.score(rotated + t + step * d) for d in _DIRECTIONS]
+            values = [-np.inf if k == back else placement.score(rotated + t + step * d)
+                      for k, d in enumerate(_DIRECTIONS)]
             k = int(np.argmax(values))
             if values[k] <= best:
                 break
-            best, t = values[k], t + step * _DIRECTIONS[k]
+            best, t, back = values[k], t + step * _DIRECTIONS[k], (k + 3) % 6
     return t
 
 
