@@ -31,6 +31,9 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    score and needs the stricter ``min_score_unconfirmed`` (weight-free features often match a part to its mirror
    twin, a wheel to the other wheel, so the object itself may fail the rigid check). Confirmed candidates that
    pass come first.
+   b. When no group is confirmed, the votes of the whole frame go through the same rigid check (``pool_votes``):
+   at least ``min_votes_rigid`` agreeing make one more candidate, judged by ``min_score`` (no adjacency backs it).
+   A stool's seat and thin legs, or a turned object's few votes, are groups of one or two, below ``min_votes``.
 5. The best candidate is chosen when its score reaches its threshold (without depth: ``min_score``); otherwise the
    object is **not found** (the report keeps every candidate's score, and a frame without a candidate scores 0). No
    mutual match at all (nothing matches, colour aside) leaves the choice to the mask source's own rule (the
@@ -43,7 +46,7 @@ the depth source with the depth-connected component holding most votes (less a t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -77,7 +80,8 @@ class LocaliseSettings:
     cell votes only for live cells whose r and g chromaticity agree within this (rule 3b; images given).
     ``rigid_cells``: the rigid fit's tolerance in live cells, turned into metres at the votes' median depth (coarse
     cells sample each view up to half a cell off, in both views). The defaults were set on ``soco bench
-    localisation``'s frames (seed 0): every distractor-only frame refused, 28 of 31 frames with the object found."""
+    localisation``'s frames (seed 0): every distractor-only frame refused, 28 of 31 frames with the object found.
+    ``pool_votes``: rule 4b, the frame's votes pooled when no group is confirmed (docs/live_object.md)."""
 
     enabled: bool = True
     min_score: float = 0.05
@@ -92,6 +96,7 @@ class LocaliseSettings:
     min_score_unconfirmed: float = 0.07
     rigid_cells: float = 1.5
     max_colour_difference: float = 0.08
+    pool_votes: bool = True
 
     def __post_init__(self) -> None:
         for name in ("min_score", "min_score_rigid", "min_score_unconfirmed"):
@@ -134,6 +139,7 @@ class Candidate:
     rigid: bool  # confirmed in 3D: the score counts only the (>= min_votes_rigid) votes of one rigid motion
     point: tuple[float, float]  # the vote nearest the weighted centre of the votes (it lies on the object)
     box: tuple[float, float, float, float]  # the votes' box plus a margin, clipped to the image
+    pooled: bool = False  # its votes come from anywhere in the frame (no group held enough): judged by min_score
 
     @property
     def prompt(self) -> Prompt:
@@ -141,6 +147,7 @@ class Candidate:
 
     def as_dict(self) -> dict:
         return {"score": round(self.score, 4), "affine_score": round(self.affine_score, 4), "rigid": bool(self.rigid),
+                "pooled": bool(self.pooled),
                 "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
                 "similarity": round(float(self.weights.mean()), 4),
                 "point": [round(v, 1) for v in self.point], "box": [round(v, 1) for v in self.box]}
@@ -259,8 +266,11 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
                                          confirmed, n_demo, cell_px * settings.box_margin,
                                          settings.box_grow, width, height, extent))
 
+    if depths is not None and settings.pool_votes and index.size >= settings.min_votes_rigid:
+        candidates += _pooled(index, demo_xy, weight, live, depths, settings, n_demo, demo_cell_xy, candidates)
+
     def threshold(candidate: Candidate) -> float:
-        if depths is None:
+        if depths is None or candidate.pooled:
             return settings.min_score
         return settings.min_score_rigid if candidate.rigid else settings.min_score_unconfirmed
 
@@ -312,6 +322,26 @@ def _rigid_inliers(demo_xy: np.ndarray, live_xy: np.ndarray, depths: DepthViews,
     # A set too small or too flat for a trustworthy pose still agrees in its distances: its votes count (the
     # score and min_votes weigh how much), its pose is not used.
     return np.asarray(fit.inliers, bool) & ok, fit.transform
+
+
+def _pooled(index: np.ndarray, demo_xy: np.ndarray, weight: np.ndarray, live: FeatureMap, depths: DepthViews,
+            settings: LocaliseSettings, n_demo: int, demo_cell_xy: np.ndarray, candidates: list) -> list:
+    """One more candidate from *every* vote of the frame: those agreeing with one distance-keeping motion, wherever
+    they lie. Why: a thin or turned object's votes are too few, or too scattered (a stool's seat and legs), to
+    form a group of ``min_votes`` by adjacency; their 3D agreement does not need adjacency. Only when no grouped
+    candidate is already confirmed; [] when fewer than ``min_votes_rigid`` agree."""
+    if any(c.rigid for c in candidates):
+        return []
+    cell_px = np.array(live.cell_size_px())
+    xy = live.cell_to_original(live.index_to_uv(index))
+    rigid, motion = _rigid_inliers(demo_xy, xy, depths, settings.rigid_cells * float(cell_px.max()))
+    if rigid.sum() < settings.min_votes_rigid:
+        return []
+    width, height = live.geometry.original_width, live.geometry.original_height
+    extent = None if motion is None else _projected(demo_cell_xy, depths, motion)
+    pooled = _candidate(xy[rigid], weight[rigid], demo_xy[rigid], int(len(index)), float(weight[rigid].sum() / n_demo),
+                        True, n_demo, cell_px * settings.box_margin, settings.box_grow, width, height, extent)
+    return [replace(pooled, pooled=True)]
 
 
 def _projected(demo_xy: np.ndarray, depths: DepthViews, motion: np.ndarray) -> np.ndarray | None:

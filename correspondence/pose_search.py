@@ -56,8 +56,9 @@ class PoseSearchSettings:
     fgr: bool = True
     turn_step_deg: float = 30.0  # also the best proposal turned by multiples of this about the moved cloud's
     # principal axes (0: no turns)
-    sweep_step_deg: float = 10.0  # with the vertical known: an upright pose every this many degrees of yaw, its
-    # translation fitted on the visible overlap (:mod:`correspondence.yaw_sweep`; 0: none)
+    sweep_step_deg: float = 5.0  # with the vertical known: an upright pose every this many degrees of yaw, its
+    # translation fitted on the visible overlap and placed on the depth evidence (:mod:`correspondence.yaw_sweep`;
+    # 0: none). 5, not 10: success needs < 5 deg, and a 10-deg grid leaves the nearest turn up to 5 deg off
     voxel_fraction: float = 1 / 30  # voxel size: this share of the demo cloud's diagonal (clamped to 3-30 mm)
     refine_top: int = 4  # hypotheses refined with ICP, best pre-score first
     snap: bool = True  # pull every hypothesis onto its nearest fit (a quick coarse ICP) before scoring it
@@ -383,7 +384,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         if up is not None and s.sweep_step_deg > 0:  # already fitted with the turn held: not snapped (a free ICP
             # would slide them back onto the largest overlap)
             fitted = [Hypothesis(SOURCE_UPRIGHT, T, score(T)) for T in yaw_sweep(
-                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg)]
+                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg, live.mask)]
     if not proposals and not scored and not fitted:
         return PoseSearchResult(None, None, (), False, "no pose hypothesis (no matches pose, no global registration)")
     scored = sorted(scored + fitted + [Hypothesis(src, snap(T), score(snap(T))) for src, T in proposals],

@@ -11,6 +11,8 @@ overlap that is truly shared pulls the cloud into place. Each hypothesis is then
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .camera import CameraIntrinsics
@@ -41,6 +43,19 @@ def upright_rotations(up_demo: np.ndarray, up_live: np.ndarray, step_deg: float)
     return [_axis_angle(b, angle) @ level for angle in np.radians(np.arange(0.0, 360.0 - 1e-6, step_deg))]
 
 
+def _seen(moved: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics
+          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Where the live camera sees the moved points: (in front of it and in the image, row, column, the live depth
+    there; rows, columns and depths are 0 outside)."""
+    h, w = depth.shape
+    front = moved[:, 2] > 1e-3
+    xy = intrinsics.project(np.where(front[:, None], moved, 1.0))
+    col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
+    inside = front & (col >= 0) & (col < w) & (row >= 0) & (row < h)
+    row, col = np.where(inside, row, 0), np.where(inside, col, 0)
+    return inside, row, col, np.where(inside, depth[row, col], 0.0)
+
+
 def fit_translation(R: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarray, live_tree, depth: np.ndarray,
                     intrinsics: CameraIntrinsics, start: np.ndarray,
                     distances: tuple[float, ...] = FIT_DISTANCES_M, hidden_m: float = 0.01) -> np.ndarray:
@@ -49,17 +64,11 @@ def fit_translation(R: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarr
     the step's radius, and the translation moves by the median offset of the pairs."""
     t = np.asarray(start, dtype=np.float64).copy()
     rotated = demo_points @ R.T
-    h, w = depth.shape
     for distance in distances:
         moved = rotated + t
-        z = moved[:, 2]
-        front = z > 1e-3
-        xy = intrinsics.project(np.where(front[:, None], moved, 1.0))
-        col, row = np.floor(xy[:, 0]).astype(np.int64), np.floor(xy[:, 1]).astype(np.int64)
-        inside = front & (col >= 0) & (col < w) & (row >= 0) & (row < h)
-        seen = depth[np.where(inside, row, 0), np.where(inside, col, 0)]
-        hidden = inside & np.isfinite(seen) & (seen > 0) & (z > seen + hidden_m)  # behind the surface the camera saw
-        use = front & ~hidden
+        inside, _, _, seen = _seen(moved, depth, intrinsics)
+        hidden = inside & np.isfinite(seen) & (seen > 0) & (moved[:, 2] > seen + hidden_m)  # behind the seen surface
+        use = (moved[:, 2] > 1e-3) & ~hidden
         if use.sum() < 5:
             break
         gap, index = live_tree.query(moved[use], distance_upper_bound=distance)
@@ -69,18 +78,78 @@ def fit_translation(R: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarr
     return t
 
 
+@dataclass(frozen=True)
+class Placement:
+    """The live evidence a placement is judged by while its turn is held (a cheap form of the pose score: depth
+    and silhouette only, no colour or descriptors, so it can be evaluated hundreds of times a frame)."""
+
+    depth: np.ndarray
+    mask: np.ndarray
+    intrinsics: CameraIntrinsics
+    live_tree: object  # cKDTree of the live object cloud
+    live_count: int
+    surface_m: float = 0.01  # a moved point this near the live depth on the live mask agrees
+    free_space_m: float = 0.02  # this far in front of the seen surface, or off the silhouette, contradicts
+    contradiction_weight: float = 4.0  # as the pose score: a contradiction costs this many agreeing points
+
+    def score(self, moved: np.ndarray) -> float:
+        """0.5 (agreement + coverage) - weight x contradictions, the pose score's terms on depth alone."""
+        inside, row, col, seen = _seen(moved, self.depth, self.intrinsics)
+        on_object, has_depth = self.mask[row, col] & inside, inside & np.isfinite(seen) & (seen > 0)
+        agree = on_object & has_depth & (np.abs(moved[:, 2] - seen) < self.surface_m)
+        contradiction = inside & ((has_depth & (moved[:, 2] < seen - self.free_space_m)) | (~on_object & ~has_depth))
+        gap, index = self.live_tree.query(moved, distance_upper_bound=self.surface_m)
+        coverage = len(np.unique(index[np.isfinite(gap)])) / max(min(self.live_count, len(moved)), 1)
+        return (0.5 * (agree.mean() + coverage)
+                - self.contradiction_weight * contradiction.sum() / max(int(inside.sum()), 1))
+
+
+PLACE_STEPS_M = (0.02, 0.01, 0.005)  # the placement search's step per stage, coarse to fine
+PLACE_POINTS = 600  # demo points the placement is judged on (evenly spaced: ~20 scores a turn, 36 turns a frame)
+_DIRECTIONS = np.vstack([np.eye(3), -np.eye(3)])
+
+
+def place(R: np.ndarray, demo_points: np.ndarray, t: np.ndarray, placement: Placement,
+          steps: tuple[float, ...] = PLACE_STEPS_M, max_moves: int = 8) -> np.ndarray:
+    """The translation moved, step by step along the camera axes, while :meth:`Placement.score` improves.
+
+    Why: the nearest-neighbour fit starts from the offset of two partial clouds' centroids, which belong to
+    different sides of the object; on a turn of 60-90 deg it settles on a slid fit that lays a fifth of the demo's
+    points in free space (a kettle placed 3-4 cm off, its near-right turn scoring far below a wrong one). Free
+    space is what the fit does not look at and the score weighs most, so the placement climbs on it."""
+    rotated = demo_points[::max(1, -(-len(demo_points) // PLACE_POINTS))] @ R.T
+    t = np.asarray(t, dtype=np.float64).copy()
+    best = placement.score(rotated + t)
+    for step in steps:
+        back = None  # the way back to where the last move came from: it scored lower, no need to score it again
+        for _ in range(max_moves):
+            values = [-np.inf if k == back else placement.score(rotated + t + step * d)
+                      for k, d in enumerate(_DIRECTIONS)]
+            k = int(np.argmax(values))
+            if values[k] <= best:
+                break
+            best, t, back = values[k], t + step * _DIRECTIONS[k], (k + 3) % 6
+    return t
+
+
 def yaw_sweep(demo_points: np.ndarray, live_cloud: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
-              up: tuple[np.ndarray, np.ndarray], step_deg: float) -> list[np.ndarray]:
+              up: tuple[np.ndarray, np.ndarray], step_deg: float, mask: np.ndarray | None = None) -> list[np.ndarray]:
     """One upright pose (4x4, demo camera -> live camera) per turn of ``step_deg``, its translation fitted
-    (:func:`fit_translation`) from the centroids' offset."""
+    (:func:`fit_translation`) from the centroids' offset; with the live ``mask``, then placed on the depth and
+    silhouette evidence (:func:`place`) and the fit's finest steps run again from there."""
     from scipy.spatial import cKDTree
 
     tree = cKDTree(live_cloud)
+    placement = None if mask is None else Placement(depth, np.asarray(mask, bool), intrinsics, tree, len(live_cloud))
     out = []
     for R in upright_rotations(up[0], up[1], step_deg):
         T = np.eye(4)
         T[:3, :3] = R
-        T[:3, 3] = fit_translation(R, demo_points, live_cloud, tree, depth, intrinsics,
-                                   live_cloud.mean(0) - R @ demo_points.mean(0))
+        t = fit_translation(R, demo_points, live_cloud, tree, depth, intrinsics,
+                            live_cloud.mean(0) - R @ demo_points.mean(0))
+        if placement is not None:
+            t = fit_translation(R, demo_points, live_cloud, tree, depth, intrinsics,
+                                place(R, demo_points, t, placement), FIT_DISTANCES_M[-3:])
+        T[:3, 3] = t
         out.append(T)
     return out

@@ -43,7 +43,9 @@ def test_a_large_turn_is_recovered_from_the_clouds_alone():
     result = search_pose(demo_points, None, live, None, PoseSearchSettings(), up=up)
     assert result.transform is not None, result.reason
     assert rotation_error_deg(result.transform, truth) < 2.0
-    assert result.chosen.source != "matches" and result.chosen.refinement.accepted
+    # the guarded ICP ran on it: kept, or undone because it lowered the score (with the sweep's placement the
+    # chosen turn is 0.8 deg off at score 0.26; its ICP goes to 2.0 deg at 0.16, what c92b785 returned)
+    assert result.chosen.source != "matches" and result.chosen.refinement is not None
     assert len(result.hypotheses) > 5
 
 

@@ -240,8 +240,9 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
         rule = "own rule (no prompt)" if how == "auto" else "prompted by correspondence localisation"
         md += f"| {name_} | {rule} | {_fmt(m['mean_iou'])} | {_pct(m['iou_ge_0_8'])} |\n"
     defaults = LocaliseSettings()
-    threshold = (f"confirmed in 3D with score >= {defaults.min_score_rigid:g}, else score >= "
-                 f"{defaults.min_score_unconfirmed:g}" if config.rigid else f"score >= {defaults.min_score:g}")
+    threshold = (f"confirmed in 3D with score >= {defaults.min_score_rigid:g}, votes pooled over the frame and "
+                 f"confirmed with score >= {defaults.min_score:g}, else score >= {defaults.min_score_unconfirmed:g}"
+                 if config.rigid else f"score >= {defaults.min_score:g}")
     rule = "2D votes + colour + rigid 3D checks" if config.rigid else "2D votes"
     md += (f"\nLocalisation ({rule}): best candidate on the target in {_pct(summary['best_candidate_on_target'])} of "
            f"frames with the target; found ({threshold}) in "
