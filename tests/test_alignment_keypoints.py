@@ -92,3 +92,18 @@ def test_visibility_verdicts_are_counted_against_the_truth():
     seen = int(live.keypoints_visible[1:].sum())
     expected = {first: 1, "true visible / visible": seen, "true hidden / hidden": len(names) - 1 - seen}
     assert counts == {k: n for k, n in expected.items() if n}
+
+
+def test_the_mask_iou_share_counts_trials_without_a_mask_as_below_the_bar():
+    """Issue 26's mask target is a share of trials: 'object not found' (no mask) and a mask source's InputError
+    are failures of it, not trials left out (the summary once said 100 % where 3 of 32 found no mask)."""
+    from correspondence.benchmarks.alignment_report import summarise
+
+    rows = [{"success": True, "mask_iou": 0.9}, {"success": True, "mask_iou": 0.85},
+            {"success": False, "mask_iou": None, "reason": "object not found"},
+            {"success": False, "reason": "InputError: the mask source found nothing"},
+            {"success": False, "mask_iou": 0.5}]
+    summary = summarise(rows)
+    assert summary["mask_iou_at_least_0.8"] == 40.0
+    assert summary["median_mask_iou"] == 0.85  # the median is of the masks there are
+    assert summarise([{"success": True}])["mask_iou_at_least_0.8"] is None  # no mask asked for: no figure

@@ -54,6 +54,9 @@ def summarise(rows: list[dict]) -> dict:
     refused = [r for r in rows if "rotation_error_deg" not in r]
     bop = [r for r in aligned if "mssd_ok" in r]
     ious = [r["mask_iou"] for r in rows if r.get("mask_iou") is not None]
+    # the IoU target is a share of *trials*: a trial whose mask source found nothing ("object not found", or an
+    # InputError such as an empty mask) has no mask and counts as below the bar, never left out of the count
+    masked = [r for r in rows if "mask_iou" in r or str(r.get("reason", "")).startswith("InputError")]
     kp_all = [e for r in rows for e in r.get("keypoint_errors_px", [])]
     kp_success = [e for r in rows if r.get("success") for e in r.get("keypoint_errors_px", [])]
     return {
@@ -65,7 +68,8 @@ def summarise(rows: list[dict]) -> dict:
         "median_translation_error_cm": _median(r["translation_error_cm"] for r in aligned),
         "refined_by_icp": 100.0 * sum(r.get("refined", False) for r in aligned) / max(len(aligned), 1),
         "not_in_view": sum(r.get("reason") == "object not in view" for r in rows),
-        "median_mask_iou": _median(ious), "mask_iou_at_least_0.8": _percent(i >= MASK_IOU for i in ious),
+        "median_mask_iou": _median(ious), "mask_iou_at_least_0.8": _percent(
+            r.get("mask_iou") is not None and r["mask_iou"] >= MASK_IOU for r in masked),
         "keypoints_within_5px": _percent(e <= KEYPOINT_PX for e in kp_all),
         "keypoints_within_5px_where_pose_succeeded": _percent(e <= KEYPOINT_PX for e in kp_success),
         "median_keypoint_error_px": _median(kp_all), "keypoints_scored": len(kp_all),
