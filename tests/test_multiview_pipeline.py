@@ -17,7 +17,7 @@ from correspondence.demo_spec import DemoSpec  # noqa: E402
 from correspondence.errors import ConfigError  # noqa: E402
 from correspondence.frame_report import alignment_record  # noqa: E402
 from correspondence.io import KeypointSet, NamedPoint  # noqa: E402
-from correspondence.multiview_pose import MultiViewDemo, visible_points  # noqa: E402
+from correspondence.multiview_pose import PRIMARY_MARGIN, MultiViewDemo, visible_points  # noqa: E402
 from correspondence import pipeline as pipeline_module  # noqa: E402
 from correspondence.pipeline import PipelineSettings, TransferPipeline  # noqa: E402
 from correspondence.segmentation import DepthForeground  # noqa: E402
@@ -75,9 +75,16 @@ def test_a_multi_view_demo_finds_the_turned_pose(world, count):
     rotation, translation = _errors(world, result.alignment.transform)
     assert rotation < 5.0 and translation < 2.0, (rotation, translation)
     back = count // 2  # the view turned by 180 deg faces the live camera (turned by 165)
-    assert result.demo_view == back and result.localisation.details["demo_view"] == back
-    assert "view-icp" in result.alignment.solver  # the chosen view's cloud fitted the matches pose
-    assert alignment_record(result)["demo_view"] == back
+    assert result.localisation.details["demo_view"] == back  # the side facing the camera localises best
+    # both the back view and the primary were searched; since the one-view search finds this turn too (the
+    # placed yaw sweep), the primary's pose may be as good: a turned view wins only by PRIMARY_MARGIN
+    scores = result.demo_view_scores
+    assert back in scores and 0 in scores, scores
+    if result.demo_view == back:
+        assert scores[back] >= scores[0] + PRIMARY_MARGIN, scores
+    else:
+        assert result.demo_view == 0 and scores[back] < scores[0] + PRIMARY_MARGIN, (result.demo_view, scores)
+    assert alignment_record(result)["demo_view"] == result.demo_view
     iou = (result.mask.mask & world["live"].mask).sum() / (result.mask.mask | world["live"].mask).sum()
     assert iou >= 0.8
     # the keypoints are the primary frame's, moved by the pose: the visible ones land on their true pixels

@@ -364,7 +364,7 @@ def test_load_30hz_for_60s_with_a_slow_backbone(ros):
             peer.send_camera_info(scene.intrinsics)
         peer.send_frame(varied(scene.rgb, sent), scene.depth)
         sent += 1
-        if sent % 150 == 0:
+        if sent % 30 == 0:  # once a second: windows of ~20 samples, so a few landing mid-frame move no median
             rss.append((time.monotonic() - start, node.rss_mb()))
         next_t += period
         time.sleep(max(0.0, next_t - time.monotonic()))
@@ -405,11 +405,15 @@ def test_load_30hz_for_60s_with_a_slow_backbone(ros):
     print(json.dumps({k: report[k] for k in ("wait_within_previous_processing", "early_late_latency_s")}))
     assert np.mean(within) >= 0.9, report
     assert np.percentile(latencies, 95) < 3.0
-    # memory: flat after warm-up (samples every 5 s from 5 s). Warm-up takes the first ~10 s on a loaded 2-core
-    # machine (first frames allocate the refinement's image buffers and ICP's clouds: +60-80 MB by 10 s, then
-    # flat), so the 5 s sample is left out. A sample can land mid-frame (transient buffers of a few tens of MB), so
-    # compare the next 20 s with the last 20 s: their floors (between frames) and their medians.
-    first, last = [m for _, m in rss[1:5]], [m for _, m in rss[-4:]]
+    # memory: flat after warm-up (samples every second). Warm-up takes the first ~10 s on a loaded 2-core machine
+    # (first frames allocate the refinement's image buffers and ICP's clouds: +60-80 MB by 10 s, then flat), so
+    # the first 10 s are left out. A sample can land mid-frame (transient buffers of 50-60 MB), so compare the
+    # first and the second half of the rest: their floors (between frames) and their medians (with 4 samples a
+    # window, as before, three mid-frame samples in the last window once read as +52 MB while the floors were
+    # equal to 0.2 MB)
+    steady = [m for t, m in rss if t >= 10.0]
+    assert len(steady) >= 4, rss
+    first, last = steady[:len(steady) // 2], steady[len(steady) // 2:]
     assert min(last) - min(first) < 50, rss
     assert np.median(last) - np.median(first) < 50, rss
     # the diagnostics latency agrees with the subscriber-side stamp -> receive latency over the same frames
