@@ -107,3 +107,21 @@ def test_the_mask_iou_share_counts_trials_without_a_mask_as_below_the_bar():
     assert summary["mask_iou_at_least_0.8"] == 40.0
     assert summary["median_mask_iou"] == 0.85  # the median is of the masks there are
     assert summarise([{"success": True}])["mask_iou_at_least_0.8"] is None  # no mask asked for: no figure
+
+
+def test_a_wrong_published_pose_is_counted_apart_from_a_refusal():
+    """A refusal and a wrong pose are both failures, but only the wrong pose misleads a robot: the summary
+    counts it as its own share of trials."""
+    from correspondence.benchmarks.alignment_report import markdown, summarise
+
+    rows = [{"kind": "same instance, keypoints", "mask_source": "depth", "success": True, "rotation_error_deg": 1.0,
+             "translation_error_cm": 0.5},
+            {"kind": "same instance, keypoints", "mask_source": "depth", "success": False,
+             "rotation_error_deg": 179.0, "translation_error_cm": 3.0},
+            {"kind": "same instance, keypoints", "mask_source": "depth", "success": False, "reason": "ambiguous"},
+            {"kind": "same instance, keypoints", "mask_source": "depth", "success": False, "reason": "ambiguous"}]
+    summary = summarise(rows)
+    assert summary["alignment_returned"] == 50.0 and summary["wrong_pose_returned"] == 25.0
+    table = markdown(rows, "daisy", 448, {}, {}).splitlines()
+    header, row = [c.strip() for c in table[0].split("|")], [c.strip() for c in table[2].split("|")]
+    assert row[header.index("wrong pose returned")] == "25.0 %"

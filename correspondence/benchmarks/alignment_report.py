@@ -62,6 +62,8 @@ def summarise(rows: list[dict]) -> dict:
     return {
         "trials": len(rows), "success_rate": _percent(r["success"] for r in rows),
         "alignment_returned": 100.0 * len(aligned) / max(len(rows), 1),
+        # the outcome a robot must not act on: a pose was published and it is wrong (a refusal is safer)
+        "wrong_pose_returned": 100.0 * sum(not r["success"] for r in aligned) / max(len(rows), 1),
         "mssd_recall": _percent(r.get("mssd_ok", False) for r in rows) if bop else None,
         "adds_recall": _percent(r.get("adds_ok", False) for r in rows) if bop else None,
         "median_rotation_error_deg": _median(r["rotation_error_deg"] for r in aligned),
@@ -133,13 +135,14 @@ def _source_label(source: str) -> str:
 
 def markdown(rows: list[dict], name: str, size: int, latency: dict, conditions: dict) -> str:
     md = ("| backbone | size | trials | mask | success (<5 deg, <2 cm; symmetric: best turn) | pose returned | "
-          "MSSD < 0.1 d | ADD-S < 0.1 d | median rot. err (deg) | median transl. err (cm) | refined by ICP | "
+          "wrong pose returned | MSSD < 0.1 d | ADD-S < 0.1 d | median rot. err (deg) | median transl. err (cm) | refined by ICP | "
           "mask IoU >= 0.8 | keypoints <= 5 px (all / pose succeeded) |\n"
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     for kind, source, group in _groups(rows):
         k = summarise(group)
         md += (f"| {name} | {size} | {k['trials']} ({kind}) | {_source_label(source)} | {_fmt(k['success_rate'], ' %')}"
-               f" | {_fmt(k['alignment_returned'], ' %')} | {_fmt(k['mssd_recall'], ' %')} | "
+               f" | {_fmt(k['alignment_returned'], ' %')} | {_fmt(k['wrong_pose_returned'], ' %')} | "
+               f"{_fmt(k['mssd_recall'], ' %')} | "
                f"{_fmt(k['adds_recall'], ' %')} | {_fmt(k['median_rotation_error_deg'])} | "
                f"{_fmt(k['median_translation_error_cm'])} | {k['refined_by_icp']:.0f} % | "
                f"{_fmt(k['mask_iou_at_least_0.8'], ' %')} | {_fmt(k['keypoints_within_5px'], ' %')} / "
@@ -165,12 +168,13 @@ def markdown(rows: list[dict], name: str, size: int, latency: dict, conditions: 
     for condition, per_source in conditions.items():
         if not per_source or all(len(bins) < 2 for bins in per_source.values()):
             continue  # one bin only: nothing to break down
-        md += (f"\nBy {condition}\n\n| mask | {condition} | trials | success | pose returned | median rot. err (deg) "
-               f"| keypoints <= 5 px |\n|---|---|---|---|---|---|---|\n")
+        md += (f"\nBy {condition}\n\n| mask | {condition} | trials | success | pose returned | wrong pose "
+               f"| median rot. err (deg) | keypoints <= 5 px |\n|---|---|---|---|---|---|---|---|\n")
         for source, bins in per_source.items():
             for label, k in bins.items():
                 md += (f"| {_source_label(source)} | {label} | {k['trials']} | {_fmt(k['success_rate'], ' %')} | "
-                       f"{_fmt(k['alignment_returned'], ' %')} | {_fmt(k['median_rotation_error_deg'])} | "
+                       f"{_fmt(k['alignment_returned'], ' %')} | {_fmt(k['wrong_pose_returned'], ' %')} | "
+                       f"{_fmt(k['median_rotation_error_deg'])} | "
                        f"{_fmt(k['keypoints_within_5px'], ' %')} |\n")
     if latency:
         md += "\nPer-frame latency (median / p95, ms)\n\n| stage | median | p95 |\n|---|---|---|\n"
