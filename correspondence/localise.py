@@ -59,6 +59,7 @@ from .errors import ConfigError, InputError
 from .features import FeatureMap
 from .lifting import DepthMap, depth_map, lift
 from .object_colour import ColourModel, patch_chromaticity
+from .object_signature import SignatureCue, signature_reason, signature_record
 from .preprocessing import to_rgb_array
 from .matching import mutual_nearest_neighbors, normalise
 from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, Prompt
@@ -140,6 +141,7 @@ class Candidate:
     point: tuple[float, float]  # the vote nearest the weighted centre of the votes (it lies on the object)
     box: tuple[float, float, float, float]  # the votes' box plus a margin, clipped to the image
     pooled: bool = False  # its votes come from anywhere in the frame (no group held enough): judged by min_score
+    signature: dict | None = None  # its surface's height, footprint and colours vs the demo object's (rule 6)
 
     @property
     def prompt(self) -> Prompt:
@@ -147,7 +149,7 @@ class Candidate:
 
     def as_dict(self) -> dict:
         return {"score": round(self.score, 4), "affine_score": round(self.affine_score, 4), "rigid": bool(self.rigid),
-                "pooled": bool(self.pooled),
+                "pooled": bool(self.pooled), "signature": self.signature,
                 "votes": int(len(self.votes_xy)), "all_votes": self.total_votes,
                 "similarity": round(float(self.weights.mean()), 4),
                 "point": [round(v, 1) for v in self.point], "box": [round(v, 1) for v in self.box]}
@@ -183,7 +185,9 @@ class Localisation:
     @property
     def reason(self) -> str:
         if self.found:
-            return f"object found: candidate 1 of {len(self.candidates)}, score {self.best_score:.3f}"
+            shape = (" and its height, footprint and colours match the demo object's"
+                     if self.best.signature is not None and self.best.signature["agrees"] else "")
+            return f"object found: candidate 1 of {len(self.candidates)}, score {self.best_score:.3f}{shape}"
         if not self.matched:
             return "no demo cell matched the live frame"
         if not self.candidates:
@@ -191,7 +195,7 @@ class Localisation:
             return (f"object not found: no candidate (best score 0; {self.votes} scattered matches{colour}, none "
                     f"{self.details.get('min_votes', '')} agreeing in one place)")
         return (f"object not found: best of {len(self.candidates)} candidates scores {self.best_score:.3f} < "
-                f"{self.min_score:g}")
+                f"{self.min_score:g}{signature_reason(self.details.get('signature'))}")
 
     def as_dict(self) -> dict:
         return {"found": self.found, "reason": self.reason, "chosen": 0 if self.found else None,
@@ -202,10 +206,12 @@ class Localisation:
 
 def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: FeatureMap,
              settings: LocaliseSettings | None = None, depths: DepthViews | None = None,
-             images: tuple[np.ndarray, np.ndarray] | None = None) -> Localisation:
+             images: tuple[np.ndarray, np.ndarray] | None = None, signature: SignatureCue | None = None
+             ) -> Localisation:
     """Locate the demo object (its ``demo_valid`` cells) in the live frame (all its image cells); see the module
     docstring for the rule. ``depths``: both views' depth, for the rigid 3D check (rule 4); ``images``: (demo RGB, live
-    RGB), HxWx3, the sizes the feature maps were made from, for the colour check (rule 3b)."""
+    RGB), HxWx3, the sizes the feature maps were made from, for the colour check (rule 3b); ``signature``: the demo
+    object's height, footprint and colours and the live frame's vertical (rule 6)."""
     settings = settings or LocaliseSettings()
     demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().to(demo.features.device)
     if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
@@ -280,8 +286,20 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     found = bool(candidates) and candidates[0].score >= min_score
     rule = ("mutual NN votes of the demo object's cells, grouped, affine-consistent"
             + (", same colour" if images is not None else "") + (", rigid in 3D" if depths is not None else ""))
-    return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size),
-                        {"min_votes": int(settings.min_votes), "rule": rule}, matches)
+    details = {"min_votes": int(settings.min_votes), "rule": rule}
+    if not found and signature is not None and signature.settings.enabled and index.size:
+        xy = live.cell_to_original(live.index_to_uv(index))
+        surfaces = signature.vote_components(xy, weight, n_demo)
+        details["signature"] = signature_record(signature, surfaces)
+        shaped = [replace(_candidate(xy[s.members], weight[s.members], demo_xy[s.members], int(s.members.sum()),
+                                     s.score, False, n_demo, np.array(live.cell_size_px()) * settings.box_margin,
+                                     settings.box_grow, width, height, s.box), signature=s.match.as_dict())
+                  for s in surfaces if s.match.agrees]
+        if shaped:  # rule 6: the surface whose shape and colours are the demo object's, its votes saying where
+            candidates = shaped + candidates
+            min_score, found = signature.settings.min_score, True
+            details["rule"] = rule + "; chosen by height, footprint and colours (votes too weak)"
+    return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size), details, matches)
 
 
 def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, live_xy: np.ndarray,
