@@ -193,7 +193,8 @@ class Localisation:
         if not self.candidates:
             colour = "" if self.matches is None else f" of the colour of the demo's cells ({self.matches} without)"
             return (f"object not found: no candidate (best score 0; {self.votes} scattered matches{colour}, none "
-                    f"{self.details.get('min_votes', '')} agreeing in one place)")
+                    f"{self.details.get('min_votes', '')} agreeing in one place)"
+                    f"{signature_reason(self.details.get('signature'))}")
         return (f"object not found: best of {len(self.candidates)} candidates scores {self.best_score:.3f} < "
                 f"{self.min_score:g}{signature_reason(self.details.get('signature'))}")
 

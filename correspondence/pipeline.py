@@ -43,6 +43,7 @@ from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, p
 from .localise import DepthViews, Localisation, ObjectNotFound, localise, segment_localised
 from .multiview_pose import MultiViewDemo, choose_searched, object_cloud, visible_points
 from .object_colour import ColourModel
+from .object_signature import ObjectSignature, SignatureCue
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker
 from .view_schedule import ViewSchedule
@@ -80,6 +81,7 @@ class TransferPipeline:
         self.demo_object = demo.mask if demo.mask is not None else self._depth_foreground()  # localisation's cells
         self._demo_object_cells = None  # computed once, on the first localised frame
         self._demo_colours: ColourModel | None = None  # likewise
+        self._demo_signature: tuple | None = None  # (the demo vertical, its ObjectSignature), likewise
         self._demo_object_count = 0
         self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
@@ -144,7 +146,7 @@ class TransferPipeline:
             timings["features"] = time.perf_counter() - start
         try:
             mask_result, localisation = self._segment(image, depth, mask, prompt, live_fmap, timings,
-                                                      intrinsics if three_d else None, live_map)
+                                                      intrinsics if three_d else None, live_map, up)
         except ObjectNotFound as exc:
             return self._not_found(exc.localisation, three_d, timings)
         live_mask = mask_result.mask if mask_result else None
@@ -225,7 +227,8 @@ class TransferPipeline:
                 and self.functional is None and self.demo_object is not None)
 
     def _segment(self, image, depth, mask, prompt, live_fmap, timings: dict[str, float], intrinsics=None,
-                 live_map: DepthMap | None = None) -> tuple[MaskResult | None, Localisation | None]:
+                 live_map: DepthMap | None = None, up: tuple | None = None
+                 ) -> tuple[MaskResult | None, Localisation | None]:
         """The live mask: the caller's mask or prompt when given; else the mask source prompted where the demo
         object's features are found (:mod:`~correspondence.localise`); else the source's own rule. ``live_map``:
         the frame's depth prepared for lifting (the localisations' rigid checks share it)."""
@@ -260,7 +263,7 @@ class TransferPipeline:
             localisation = (self._localise_views(live_fmap, live_map, intrinsics, image)
                             if self.views is not None else  # the views vote (multiview_pose.py, view_schedule.py)
                             localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
-                                     (demo_rgb, image)))
+                                     (demo_rgb, image), self._signature_cue(up, demo_rgb, image, live_map)))
             if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
                 self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
             colours = self._demo_colours if self.views is None else self.views.colours(localisation)
@@ -278,6 +281,20 @@ class TransferPipeline:
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start
         return result, localisation
+
+    def _signature_cue(self, up: tuple | None, demo_rgb: np.ndarray, image: np.ndarray,
+                       live_map: DepthMap | None) -> SignatureCue | None:
+        """With the vertical and depth in both views: the demo object's height, footprint and colours (measured once
+        per demo vertical) and the live frame, for localisation's rule 6 (:mod:`~correspondence.object_signature`)."""
+        if up is None or live_map is None or self.settings.signature is None or not self.settings.signature.enabled:
+            return None
+        key = tuple(np.round(np.asarray(up[0], dtype=np.float64).ravel(), 6))
+        if self._demo_signature is None or self._demo_signature[0] != key:
+            self._demo_signature = (key, ObjectSignature.measure(demo_rgb, self._demo_depth_map(),
+                                                                 self.demo.intrinsics, self.demo_object, up[0],
+                                                                 self.settings.signature))
+        return SignatureCue(self._demo_signature[1], image, live_map, live_map.intrinsics, np.asarray(up[1]),
+                            self.settings.signature)
 
     def _localise_views(self, live_fmap, live_map, intrinsics, image) -> Localisation:
         """A multi-view demo's localisation: the view of the last pose alone when :class:`ViewSchedule` says so and

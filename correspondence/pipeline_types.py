@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .icp import IcpResult, IcpSettings
 from .keypoint_matching import KeypointMatch
 from .localise import Localisation, LocaliseSettings
+from .object_signature import SignatureSettings
 from .mask_types import MaskResult
 from .pose_keypoints import KeypointPose, KeypointPoseSettings
 from .pose_search import PoseSearchResult, PoseSearchSettings
@@ -42,6 +43,8 @@ class PipelineSettings:
     multiview_cloud: str = "view"  # multi-view demo: the pose search's demo cloud, the chosen view's | all fused
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
+    # localisation's rule 6 when the vertical is given (up=): the demo object's height, footprint and colours
+    signature: SignatureSettings | None = field(default_factory=SignatureSettings)
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
     view_schedule: ViewScheduleSettings | None = field(default_factory=ViewScheduleSettings)  # multi-view demo on a
     # stream: the last pose's view localises first, the others only when it is not clearly confirmed (None: all views)
