@@ -45,7 +45,8 @@ class SignatureSettings:
     1.15x). ``min_colour_overlap``: the
     histogram intersection of their chromaticities must reach this. ``min_score``: the appearance score a candidate
     the signature admits still needs (some votes must say *where*; the signature alone says nothing of a frame's
-    other objects). ``trim``: the share of points left out at each end of every extent. ``bins``: chromaticity
+    other objects). ``trim``: the share of points left out at each end of every extent. ``min_extent``: metres
+    below which extents compare as equal (a thin part's width is depth noise and its slant). ``bins``: chromaticity
     histogram bins per axis. The defaults are discussed in docs/live_object.md."""
 
     enabled: bool = True
@@ -54,6 +55,7 @@ class SignatureSettings:
     min_colour_overlap: float = 0.55
     min_score: float = 0.02
     trim: float = 0.02
+    min_extent: float = 0.02
     bins: int = 16
     max_points: int = 4000
 
@@ -137,16 +139,18 @@ def compare(demo: ObjectSignature, live: ObjectSignature, settings: SignatureSet
             ) -> SignatureMatch:
     """The size ratios and colour overlap of two signatures, and whether all are within tolerance."""
     settings = settings or SignatureSettings()
-    height = _ratio(demo.height, live.height)
-    footprint = max(_ratio(a, b) for a, b in zip(demo.footprint, live.footprint))
+    floor = settings.min_extent
+    height = _ratio(demo.height, live.height, floor)
+    footprint = max(_ratio(a, b, floor) for a, b in zip(demo.footprint, live.footprint))
     overlap = float(np.minimum(demo.colours, live.colours).sum())
     agrees = (height <= settings.max_height_ratio and footprint <= settings.max_footprint_ratio
               and overlap >= settings.min_colour_overlap)
     return SignatureMatch(height, footprint, overlap, bool(agrees), live)
 
 
-def _ratio(a: float, b: float) -> float:
-    return float(max(a, b) / max(min(a, b), 1e-6))
+def _ratio(a: float, b: float, floor: float) -> float:
+    a, b = max(a, floor, 1e-9), max(b, floor, 1e-9)
+    return float(max(a, b) / min(a, b))
 
 
 @dataclass(frozen=True, eq=False)
