@@ -53,7 +53,7 @@ class SignatureSettings:
     max_height_ratio: float = 1.2
     max_footprint_ratio: float = 1.5
     min_colour_overlap: float = 0.55
-    min_score: float = 0.02
+    min_score: float = 0.03
     trim: float = 0.02
     min_extent: float = 0.02
     bins: int = 16
