@@ -38,6 +38,11 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    object is **not found** (the report keeps every candidate's score, and a frame without a candidate scores 0). No
    mutual match at all (nothing matches, colour aside) leaves the choice to the mask source's own rule (the
    image-centre fallback).
+6. With the vertical given (:class:`~correspondence.object_signature.SignatureCue`) and no candidate passing, the
+   frame's votes are grouped by the depth-connected surface they fall on; a surface whose height, sorted footprint and
+   colours match the demo object's (yaw-invariant: :mod:`~correspondence.object_signature`) and whose votes reach
+   its ``min_score`` is chosen (``signature`` in the candidate's record); else "not found" says how close the
+   nearest surface came.
 
 A candidate prompts a mask source through :func:`segment_localised`: SAM / SAM 2 with the vote centre as a point
 and the votes' box, GrabCut with the box (with depth, of the whole demo object moved by the votes' rigid motion),
