@@ -29,6 +29,7 @@ from ..errors import InputError
 from ..io import write_json
 from ..localise import DepthViews, LocaliseSettings, localise, segment_localised
 from ..object_colour import ColourModel
+from ..object_signature import ObjectSignature, SignatureCue
 from ..segmentation import DepthForeground, GrabCutBox, Prompt
 from ..world.families import make_instance
 from ..world.mesh import rot_z
@@ -51,6 +52,8 @@ class LocalisationBenchConfig:
     sources: tuple[str, ...] = ("depth", "grabcut")
     seed: int = 0
     rigid: bool = True  # localisation with both views' colour and depth (colour + rigid 3D checks); False: 2D votes
+    gravity: bool = True  # with ``rigid``: the vertical in both cameras (a robot has it from TF): rule 6, the
+    # height, footprint and colours of the surfaces under the votes (correspondence/object_signature.py)
 
 
 @dataclass(frozen=True)
@@ -171,8 +174,13 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
         demo_cells = demo_fmap.cell_mask(demo.mask, min_fraction=0.5)
         depths = (DepthViews(demo.depth, settings.intrinsics, scene.depth, scene.intrinsics) if config.rigid
                   else None)
+        cue = None
+        if config.rigid and config.gravity:  # the table's +z in the demo camera and in the live camera
+            cue = SignatureCue(ObjectSignature.measure(demo.rgb, demo.depth, settings.intrinsics, demo.mask,
+                                                       pose[:3, 2]), scene.rgb, scene.depth, scene.intrinsics,
+                               scene.camera[:3, 2])
         located = localise(demo_fmap, demo_cells, live_fmap, loc_settings, depths,
-                           (demo.rgb, scene.rgb) if config.rigid else None)
+                           (demo.rgb, scene.rgb) if config.rigid else None, cue)
         row["localisation_s"] = time.perf_counter() - start
         colours = ColourModel.from_image(demo.rgb, demo.mask) if config.rigid else None
         if config.rigid:  # the 2D rule on the same frame, for the comparison in the report
@@ -243,7 +251,8 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
     threshold = (f"confirmed in 3D with score >= {defaults.min_score_rigid:g}, votes pooled over the frame and "
                  f"confirmed with score >= {defaults.min_score:g}, else score >= {defaults.min_score_unconfirmed:g}"
                  if config.rigid else f"score >= {defaults.min_score:g}")
-    rule = "2D votes + colour + rigid 3D checks" if config.rigid else "2D votes"
+    rule = ("2D votes + colour + rigid 3D checks" + (" + height, footprint and colours (rule 6)" if config.gravity
+                                                      else "") if config.rigid else "2D votes")
     md += (f"\nLocalisation ({rule}): best candidate on the target in {_pct(summary['best_candidate_on_target'])} of "
            f"frames with the target; found ({threshold}) in "
            f"{_pct(summary['found_when_present'])}; 'object not found' in {_pct(summary['not_found_when_absent'])} "

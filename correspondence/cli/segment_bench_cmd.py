@@ -21,6 +21,8 @@ def add_bench_parsers(bench) -> None:
     loc.add_argument("--sources", nargs="+", default=["depth", "grabcut"], choices=("depth", "grabcut"))
     loc.add_argument("--no-rigid", action="store_true",
                      help="localise with 2D votes only (no rigid 3D check with both views' depth)")
+    loc.add_argument("--no-gravity", action="store_true",
+                     help="do not give localisation the vertical (no height / footprint / colour rule 6)")
     loc.add_argument("--seed", type=int, default=0)
     loc.add_argument("--out", default="bench_out/localisation")
     loc.set_defaults(handler=run_localisation)
@@ -57,7 +59,8 @@ def run_localisation(args: argparse.Namespace) -> int:
                              cache_size=2)
     config = LocalisationBenchConfig(trials=args.trials, size=args.size, distractors=args.distractors,
                                      max_rotation_deg=args.max_rotation, absent_fraction=args.absent_fraction,
-                                     sources=tuple(args.sources), seed=args.seed, rigid=not args.no_rigid)
+                                     sources=tuple(args.sources), seed=args.seed, rigid=not args.no_rigid,
+                                     gravity=not args.no_gravity)
     result = run_localisation_benchmark(matcher, config, args.out)
     print(result["markdown"])
     print(f"wrote {args.out}/localisation.json, localisation.md and localisation_iou.png")
