@@ -169,3 +169,27 @@ def test_the_cue_off_or_absent_changes_nothing(frames):
     without, _ = frames["object"]
     assert "signature" not in without.as_dict()
     assert all(c.signature is None for c in without.candidates)
+
+
+def test_pipeline_passes_the_vertical_to_localisation_and_reports_the_choice():
+    """process(..., up=...) turns rule 6 on; without the vertical the same frame stays "object not found"."""
+    from correspondence.demo_spec import DemoSpec
+    from correspondence.io import KeypointSet, NamedPoint
+    from correspondence.pipeline import PipelineSettings, TransferPipeline
+    from correspondence.segmentation import DepthForeground
+
+    matcher = Matcher.create("daisy", size=SIZE, cache_size=2)
+    rgb, depth = scene([(84, 84, 1.0)])
+    keypoints = KeypointSet(tuple(NamedPoint(f"k{i}", (90.0 + 12 * i, 95.0 + 9 * i)) for i in range(4)))
+    demo = DemoSpec(None, rgb, depth, CAMERA, depth > 0, keypoints, None, None)
+    pipeline = TransferPipeline(demo, matcher, PipelineSettings(localise=NEVER), DepthForeground((0.1, 2.0)))
+    live_rgb, live_depth = scene([(20, 30, 1.0), (110, 100, 1.6)])
+    blind = pipeline.process(live_rgb, live_depth, CAMERA)
+    assert blind.alignment.reason.startswith("object not found") and blind.mask is None
+    seen = pipeline.process(live_rgb, live_depth, CAMERA, up=(UP, UP))
+    assert seen.localisation.found and seen.localisation.best.signature["agrees"]
+    truth = np.zeros_like(live_depth, bool)
+    truth[30:86, 20:76] = True
+    assert (seen.mask.mask == truth).all()  # the object's own surface, not the larger copy
+    off = TransferPipeline(demo, matcher, PipelineSettings(localise=NEVER, signature=None), DepthForeground((0.1, 2.0)))
+    assert off.process(live_rgb, live_depth, CAMERA, up=(UP, UP)).mask is None
