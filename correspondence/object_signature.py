@@ -204,27 +204,6 @@ class SignatureCue:
             out.append(ComponentVotes(members, score, compare(self.demo, live, self.settings), box))
         return sorted(out, key=lambda c: (c.match.agrees, c.score), reverse=True)
 
-    def candidate(self, votes_xy: np.ndarray, min_share: float = 0.2) -> SignatureMatch | None:
-        """The signature of the depth-connected surfaces under ``votes_xy`` (each holding at least ``min_share`` of
-        the votes, else the one holding most) compared with the demo's; None when no vote lies on valid depth."""
-        labels, count = self._components()
-        height, width = labels.shape
-        xy = np.asarray(votes_xy, dtype=np.float64).reshape(-1, 2)
-        cols = np.clip(np.floor(xy[:, 0]).astype(int), 0, width - 1)
-        rows = np.clip(np.floor(xy[:, 1]).astype(int), 0, height - 1)
-        hits = np.bincount(labels[rows, cols], minlength=count + 1)
-        hits[0] = 0
-        if not hits.any():
-            return None
-        chosen = np.flatnonzero(hits >= max(min_share * hits.sum(), 2))
-        chosen = chosen if chosen.size else np.array([int(np.argmax(hits))])
-        try:
-            live = ObjectSignature.measure(self.live_rgb, self.live_depth, self.live_intrinsics,
-                                           np.isin(labels, chosen), self.live_up, self.settings)
-        except InputError:  # too few points with depth to measure
-            return None
-        return compare(self.demo, live, self.settings)
-
     def _components(self) -> tuple[np.ndarray, int]:
         if self._labels is None:
             source = DepthForeground((1e-6, 1e6))
