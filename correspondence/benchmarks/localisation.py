@@ -29,7 +29,7 @@ from ..errors import InputError
 from ..io import write_json
 from ..localise import DepthViews, LocaliseSettings, localise, segment_localised
 from ..object_colour import ColourModel
-from ..object_signature import ObjectSignature, SignatureCue
+from ..object_signature import ObjectSignature, SignatureCue, SignatureSettings
 from ..segmentation import DepthForeground, GrabCutBox, Prompt
 from ..world.families import make_instance
 from ..world.mesh import rot_z
@@ -250,6 +250,8 @@ def _report(rows: list[dict], matcher: Matcher, config: LocalisationBenchConfig,
     defaults = LocaliseSettings()
     threshold = (f"confirmed in 3D with score >= {defaults.min_score_rigid:g}, votes pooled over the frame and "
                  f"confirmed with score >= {defaults.min_score:g}, else score >= {defaults.min_score_unconfirmed:g}"
+                 + (f"; else a surface whose height, footprint and colours match the demo object's, score >= "
+                    f"{SignatureSettings().min_score:g}" if config.gravity else "")
                  if config.rigid else f"score >= {defaults.min_score:g}")
     rule = ("2D votes + colour + rigid 3D checks" + (" + height, footprint and colours (rule 6)" if config.gravity
                                                       else "") if config.rigid else "2D votes")
