@@ -56,6 +56,58 @@ def _seen(moved: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics
     return inside, row, col, np.where(inside, depth[row, col], 0.0)
 
 
+class LiveCloud:
+    """The live object's cloud with its KD-tree and, per query radius, a coarse occupancy grid: the sweep asks
+    for each moved point's live neighbour within a few millimetres to centimetres, and most moved points of most
+    turns have none; the grid (cells a hair over the radius, dilated by one) rules those out without a tree
+    search. :meth:`query` answers as ``cKDTree.query(points, distance_upper_bound=radius)`` does, bit for bit."""
+
+    MAX_CELLS = 4_000_000  # a grid larger than this (a huge cloud at a small radius) is not built: the tree alone
+
+    def __init__(self, cloud: np.ndarray) -> None:
+        from scipy.spatial import cKDTree
+
+        self.cloud = np.asarray(cloud, dtype=np.float64)
+        self.tree = cKDTree(self.cloud)
+        self._grids: dict[float, tuple | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.cloud)
+
+    def _grid(self, radius: float):
+        if radius not in self._grids:
+            cell = radius * 1.001  # a neighbour within the radius is at most one cell away, rounding included
+            low = self.cloud.min(0) - 2 * cell
+            index = np.floor((self.cloud - low) / cell).astype(np.int64)
+            shape = index.max(0) + 3
+            grid = None
+            if len(self.cloud) and np.prod(shape) <= self.MAX_CELLS:
+                occupied = np.zeros(shape, dtype=bool)  # each live point's cell and its 26 neighbours
+                for offset in np.stack(np.meshgrid(*[(-1, 0, 1)] * 3), -1).reshape(-1, 3):
+                    cells = index + offset
+                    occupied[cells[:, 0], cells[:, 1], cells[:, 2]] = True
+                grid = (low, cell, occupied)
+            self._grids[radius] = grid
+        return self._grids[radius]
+
+    def query(self, points: np.ndarray, distance_upper_bound: float) -> tuple[np.ndarray, np.ndarray]:
+        """(distance, index) of each point's nearest live point within ``distance_upper_bound`` (inf and
+        ``len(self)`` for none): ``cKDTree.query``'s call and answer, so either serves the sweep."""
+        radius = distance_upper_bound
+        grid = self._grid(radius)
+        if grid is None:
+            return self.tree.query(points, distance_upper_bound=radius)
+        low, cell, occupied = grid
+        index = np.floor((points - low) / cell).astype(np.int64)
+        inside = ((index >= 0) & (index < occupied.shape)).all(1)
+        near = np.zeros(len(points), dtype=bool)
+        near[inside] = occupied[index[inside, 0], index[inside, 1], index[inside, 2]]
+        gap, nearest = np.full(len(points), np.inf), np.full(len(points), len(self.cloud), dtype=np.int64)
+        if near.any():
+            gap[near], nearest[near] = self.tree.query(points[near], distance_upper_bound=radius)
+        return gap, nearest
+
+
 def fit_translations(Rs: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarray, live_tree, depth: np.ndarray,
                      intrinsics: CameraIntrinsics, starts: np.ndarray,
                      distances: tuple[float, ...] = FIT_DISTANCES_M, hidden_m: float = 0.01) -> np.ndarray:
@@ -108,7 +160,7 @@ class Placement:
     depth: np.ndarray
     mask: np.ndarray
     intrinsics: CameraIntrinsics
-    live_tree: object  # cKDTree of the live object cloud
+    live_tree: object  # the live object cloud's cKDTree or LiveCloud (the same answers, faster)
     live_count: int
     surface_m: float = 0.01  # a moved point this near the live depth on the live mask agrees
     free_space_m: float = 0.02  # this far in front of the seen surface, or off the silhouette, contradicts
@@ -184,9 +236,7 @@ def yaw_sweep(demo_points: np.ndarray, live_cloud: np.ndarray, depth: np.ndarray
     """One upright pose (4x4, demo camera -> live camera) per turn of ``step_deg``, its translation fitted
     (:func:`fit_translations`) from the centroids' offset; with the live ``mask``, then placed on the depth and
     silhouette evidence (:func:`place_all`) and the fit's finest steps run again from there. All turns at once."""
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(live_cloud)
+    tree = LiveCloud(live_cloud)
     Rs = np.stack(upright_rotations(up[0], up[1], step_deg))
     starts = np.stack([live_cloud.mean(0) - R @ demo_points.mean(0) for R in Rs])
     t = fit_translations(Rs, demo_points, live_cloud, tree, depth, intrinsics, starts)

@@ -92,3 +92,23 @@ def test_placement_scores_are_each_placements_score():
     batch = p.scores(moved[None] + shifts[:, None])
     assert batch.tolist() == [_loop_score(p, moved + s) for s in shifts]
     assert batch[0] == batch.max() and batch[3] < batch[0] - 0.5  # the truth best; free space costs
+
+
+def test_the_live_cloud_answers_as_its_kd_tree():
+    """LiveCloud's occupancy grid only skips points with no live neighbour within the radius: every answer is the
+    tree's, at every radius the sweep uses, for points near the surface, far off it and on cell boundaries."""
+    from correspondence.yaw_sweep import LiveCloud
+
+    rng = np.random.default_rng(5)
+    cloud = rng.uniform(-0.1, 0.1, (800, 3)) * [1, 1, 0.05] + [0, 0, 0.7]  # a slab, like a seen surface
+    live = LiveCloud(cloud)
+    near = cloud[rng.integers(0, len(cloud), 3000)] + rng.normal(0, 0.01, (3000, 3))
+    far = rng.uniform(-0.4, 0.4, (3000, 3)) + [0, 0, 0.7]
+    edges = cloud[:200] + [0.006, 0.0, 0.0]  # exactly one radius away along an axis
+    points = np.vstack([near, far, edges])
+    for radius in (0.006, 0.01, 0.015, 0.025, 0.04, 0.06):
+        gap, index = live.query(points, distance_upper_bound=radius)
+        expected_gap, expected_index = live.tree.query(points, distance_upper_bound=radius)
+        assert np.array_equal(gap, expected_gap) and np.array_equal(index, expected_index)
+        assert np.isfinite(gap).any() and not np.isfinite(gap).all()
+    assert any(g is not None for g in live._grids.values())  # the grid was used, not only the tree
