@@ -21,6 +21,7 @@ import numpy as np
 from .errors import ConfigError
 from .local_features import LocalFeatureSettings
 from .photometric import PhotometricSettings
+from .projective import as_points, homogeneous, project
 
 GEOMETRY_MODELS = ("none", "affine", "homography", "fundamental", "auto")
 PREDICTIVE = ("affine", "homography")  # models that say where a demo point goes (fundamental: only a line)
@@ -110,15 +111,14 @@ class GeometryResult:
         """Live positions of demo points under an affine map or homography."""
         if not self.predictive:
             raise ValueError(f"a {self.model} model ({'fitted' if self.success else 'refused'}) predicts no points")
-        return _project(self.matrix, demo_xy)
+        return project(self.matrix, demo_xy)
 
     def jacobians(self, demo_xy: np.ndarray) -> np.ndarray:
         """``(K, 2, 2)``: the local linear map of an affine map or homography at each demo point (how a small
         demo patch there looks in the live view)."""
         if not self.predictive:
             raise ValueError(f"a {self.model} model has no point-to-point jacobian")
-        xy = _points(demo_xy)
-        h = np.column_stack([xy, np.ones(len(xy))]) @ self.matrix.T
+        h = homogeneous(demo_xy) @ self.matrix.T
         w = h[:, 2]
         p = h[:, :2] / w[:, None]
         return (self.matrix[None, :2, :2] - p[:, :, None] * self.matrix[None, 2:3, :2]) / w[:, None, None]
@@ -126,11 +126,11 @@ class GeometryResult:
     def residuals(self, demo_xy: np.ndarray, live_xy: np.ndarray) -> np.ndarray:
         """Live-pixel distance of each match from the model: the transfer error (affine, homography) or the
         distance of the live point to its epipolar line (fundamental)."""
-        demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+        demo_xy, live_xy = as_points(demo_xy), as_points(live_xy)
         if self.model in PREDICTIVE:
-            return np.linalg.norm(_project(self.matrix, demo_xy) - live_xy, axis=1)
-        lines = np.column_stack([demo_xy, np.ones(len(demo_xy))]) @ self.matrix.T
-        dist = np.abs((np.column_stack([live_xy, np.ones(len(live_xy))]) * lines).sum(1))
+            return np.linalg.norm(project(self.matrix, demo_xy) - live_xy, axis=1)
+        lines = homogeneous(demo_xy) @ self.matrix.T
+        dist = np.abs((homogeneous(live_xy) * lines).sum(1))
         return dist / np.maximum(np.hypot(lines[:, 0], lines[:, 1]), 1e-12)
 
     def as_dict(self) -> dict[str, Any]:
@@ -145,21 +145,11 @@ class GeometryResult:
         return replace(self, success=False, reason=reason, matrix=None, inliers=np.zeros(0, dtype=bool))
 
 
-def _points(xy: np.ndarray) -> np.ndarray:
-    return np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-
-
-def _project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    xy = _points(xy)
-    h = np.column_stack([xy, np.ones(len(xy))]) @ matrix.T
-    return h[:, :2] / h[:, 2:3]
-
-
 def fit_geometry(demo_xy: np.ndarray, live_xy: np.ndarray, settings: GeometrySettings, threshold_px: float
                  ) -> GeometryResult:
     """Fit ``settings.model`` to the matches with MAGSAC++ (``auto``: the homography or the fundamental matrix,
     whichever has the lower :func:`gric`). A model the data do not support comes back refused, with the reason."""
-    demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+    demo_xy, live_xy = as_points(demo_xy), as_points(live_xy)
     keep = np.isfinite(demo_xy).all(1) & np.isfinite(live_xy).all(1)
     demo_xy, live_xy = demo_xy[keep], live_xy[keep]
     if settings.model == "none":
@@ -267,7 +257,7 @@ def beats_chance(result: GeometryResult, demo_xy: np.ndarray, live_xy: np.ndarra
     """'' when ``result`` (a fitted fundamental matrix) explains clearly more matches than the same model fitted
     to the matches shuffled (the live side permuted: no correspondence left), else why not. An epipolar line is a
     weak test: on a small image or with matches bunched near an epipole, a fundamental matrix fits chance."""
-    demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+    demo_xy, live_xy = as_points(demo_xy), as_points(live_xy)
     shuffled = live_xy[np.random.default_rng(seed).permutation(len(live_xy))]
     chance = fit_geometry(demo_xy, shuffled, replace(settings, model=result.model, min_inlier_ratio=0.0,
                                                       min_inliers=0, min_inliers_fundamental=0), result.threshold_px)
@@ -289,14 +279,14 @@ def plane_and_parallax(result: GeometryResult, demo_xy: np.ndarray, live_xy: np.
     on one epipole (a 2-point RANSAC) must number ``min_parallax`` and twice what the same off-plane matches
     shuffled reach (wrong matches also agree with some epipole by chance). No share of inliers is asked of the
     plane: an accurate matrix of a scene with a dominant plane (a stereo pair of a wall and an object) passes."""
-    demo_xy, live_xy = _points(demo_xy), _points(live_xy)
+    demo_xy, live_xy = as_points(demo_xy), as_points(live_xy)
     threshold = result.threshold_px
     inliers = result.residuals(demo_xy, live_xy) <= threshold
     plane, _ = cv2.findHomography(demo_xy[inliers], live_xy[inliers], cv2.USAC_MAGSAC, threshold, maxIters=2000,
                                   confidence=0.99) if inliers.sum() >= 4 else (None, None)
     if plane is None or not np.isfinite(plane).all():
         return ""  # no homography explains even part of the inliers: nothing planar to be confused with
-    predicted = _project(plane, demo_xy)
+    predicted = project(plane, demo_xy)
     off = np.isfinite(predicted).all(1) & (np.linalg.norm(predicted - live_xy, axis=1) > threshold)
     rng = np.random.default_rng(seed)
     real = _epipole_support(predicted[off], live_xy[off], threshold, rng)

@@ -212,12 +212,14 @@ class Localisation:
 
 def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: FeatureMap,
              settings: LocaliseSettings | None = None, depths: DepthViews | None = None,
-             images: tuple[np.ndarray, np.ndarray] | None = None, signature: SignatureCue | None = None
-             ) -> Localisation:
+             images: tuple[np.ndarray, np.ndarray] | None = None, signature: SignatureCue | None = None,
+             live_chroma: np.ndarray | None = None) -> Localisation:
     """Locate the demo object (its ``demo_valid`` cells) in the live frame (all its image cells); see the module
     docstring for the rule. ``depths``: both views' depth, for the rigid 3D check (rule 4); ``images``: (demo RGB, live
     RGB), HxWx3, the sizes the feature maps were made from, for the colour check (rule 3b); ``signature``: the demo
-    object's height, footprint and colours and the live frame's vertical (rule 6)."""
+    object's height, footprint and colours and the live frame's vertical (rule 6). ``live_chroma``: the live cells'
+    colours (:func:`live_cell_chromaticity` of ``live`` and the live RGB), when a caller that localises several demo
+    views on one frame has sampled them once."""
     settings = settings or LocaliseSettings()
     demo_valid = torch.as_tensor(demo_valid, dtype=torch.bool).flatten().to(demo.features.device)
     if demo_valid.numel() != demo.grid_wh[0] * demo.grid_wh[1]:
@@ -236,8 +238,9 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
         result = mutual_nearest_neighbors(source, target, None, live_valid)
         forward, score, mutual = result.forward.index, result.forward.score, result.mutual
     else:  # a demo cell votes only among the live cells of its colour
-        live_cell_xy = live.cell_to_original(live.index_to_uv(np.arange(target.shape[0])))
-        same = _colour_agrees(images, demo_cell_xy, live_cell_xy, settings.max_colour_difference)
+        if live_chroma is None:
+            live_chroma = live_cell_chromaticity(live, images[1])
+        same = _colour_agrees(patch_chromaticity(images[0], demo_cell_xy), live_chroma, settings.max_colour_difference)
         similarity = normalise(source) @ normalise(target).T  # once, for the ungated count and the gated votes
         ungated = _mutual_where(similarity, live_valid[None].expand(source.shape[0], -1))[2]
         matches = int(ungated.sum())
@@ -308,13 +311,16 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size), details, matches)
 
 
-def _colour_agrees(images: tuple[np.ndarray, np.ndarray], demo_xy: np.ndarray, live_xy: np.ndarray,
-                   tolerance: float) -> np.ndarray:
-    """(N_demo, N_live) bool: the demo and live pixels' 5 x 5 px colours have the same chromaticity within
-    ``tolerance``: the descriptor of a weight-free backbone sees texture, not hue, and another instance of the
-    category has other colours."""
-    demo_chroma = patch_chromaticity(images[0], demo_xy)
-    live_chroma = patch_chromaticity(images[1], live_xy)
+def live_cell_chromaticity(live: FeatureMap, image: np.ndarray) -> np.ndarray:
+    """(N_live_cells, 2): the chromaticity of the 5 x 5 px around every live cell's centre (rule 3b's live side)."""
+    return patch_chromaticity(image, live.cell_to_original(live.index_to_uv(np.arange(live.grid_wh[0]
+                                                                                       * live.grid_wh[1]))))
+
+
+def _colour_agrees(demo_chroma: np.ndarray, live_chroma: np.ndarray, tolerance: float) -> np.ndarray:
+    """(N_demo, N_live) bool: the demo and live cells' 5 x 5 px colours (:func:`patch_chromaticity`) have the same
+    chromaticity within ``tolerance``: the descriptor of a weight-free backbone sees texture, not hue, and another
+    instance of the category has other colours."""
     # r and g compared apart: the same test as the max over both, without numpy's slow reduction over a 2-long axis
     # (about 30x faster on 250 x 1024 cells; NaN fails both ways)
     return ((np.abs(demo_chroma[:, None, 0] - live_chroma[None, :, 0]) <= tolerance)
@@ -516,4 +522,4 @@ class ObjectNotFound(NoMaskError):
 
 
 __all__ = ["Candidate", "DepthViews", "Localisation", "LocaliseSettings", "ObjectNotFound", "depth_component_under",
-           "localise", "segment_localised", "split_by_colour"]
+           "live_cell_chromaticity", "localise", "segment_localised", "split_by_colour"]

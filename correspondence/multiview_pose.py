@@ -36,7 +36,7 @@ from .device import to_numpy
 from .errors import InputError
 from .icp import IcpSettings, IcpTarget, masked_cloud, masked_pixels_and_cloud, refine
 from .lifting import DepthMap
-from .localise import DepthViews, Localisation, LocaliseSettings, localise
+from .localise import DepthViews, Localisation, LocaliseSettings, live_cell_chromaticity, localise
 from .object_colour import ColourModel
 from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose, search_pose
 from .preprocessing import to_rgb_array
@@ -98,6 +98,7 @@ class MultiViewDemo:
                        for v in views]
         self._cloud = None
         self._view_clouds = None  # per view: (points in the primary frame, descriptors, colours)
+        self._live_colours = None  # (live feature map, live image, their cells' chromaticity): once per frame
 
     def __len__(self) -> int:
         return len(self.states)
@@ -164,7 +165,15 @@ class MultiViewDemo:
         depths = (DepthViews(self.depth_map(index), state.view.intrinsics, depth, intrinsics)
                   if depth is not None and intrinsics is not None else None)
         return localise(self.feature_map(index), state.cells, live_fmap, settings, depths,
-                        (to_rgb_array(state.view.rgb), image))
+                        (to_rgb_array(state.view.rgb), image), self._live_chroma(live_fmap, image))
+
+    def _live_chroma(self, live_fmap, image: np.ndarray) -> np.ndarray:
+        """The live cells' colours for every view's colour gate, sampled once per frame (this frame's feature map and
+        image, by identity)."""
+        cached = self._live_colours
+        if cached is None or cached[0] is not live_fmap or cached[1] is not image:
+            self._live_colours = cached = (live_fmap, image, live_cell_chromaticity(live_fmap, image))
+        return cached[2]
 
     @staticmethod
     def choose(results: dict[int, Localisation]) -> Localisation:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .errors import ConfigError
+from .projective import project
 
 if TYPE_CHECKING:  # geometry2d holds these settings
     from .geometry2d import GeometryResult
@@ -87,10 +88,6 @@ def from_cv(matrix: np.ndarray) -> np.ndarray:
     return _shift(0.5) @ matrix @ _shift(-0.5)
 
 
-def _project(matrix: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    return cv2.perspectiveTransform(np.asarray(xy, np.float64).reshape(-1, 1, 2), matrix).reshape(-1, 2)
-
-
 def _away_from_border(shape: tuple[int, ...], band: float) -> np.ndarray:
     """255 except within ``band`` px of the image border, where the blur saw a made-up border (a turned copy's
     fill there is a strong false edge: measured 0.14 -> 0.36 px on a 220-px hammer turned 20 deg)."""
@@ -129,7 +126,7 @@ def refine_model(geometry: GeometryResult, demo_gray: np.ndarray, live_gray: np.
         return geometry, PhotometricOutcome(False, f"{len(inlier_demo_xy)} inliers outline no region "
                                                    f"(needs {settings.min_inliers})")
     h = geometry.matrix / geometry.matrix[2, 2]
-    inlier_live_xy = _project(h, inlier_demo_xy)
+    inlier_live_xy = project(h, inlier_demo_xy)
     jac = geometry.jacobians(inlier_demo_xy)
     scale = float(np.median(np.sqrt(np.abs(np.linalg.det(jac)))))  # live px per demo px over the inliers
     live_valid = _away_from_border(live_gray.shape, settings.edge_px)
@@ -189,7 +186,7 @@ def refine_model(geometry: GeometryResult, demo_gray: np.ndarray, live_gray: np.
         refined = refined @ s
     demo_to_live = refined if scale >= 1.0 else np.linalg.inv(refined)
     demo_to_live = demo_to_live / demo_to_live[2, 2]
-    moved = _project(demo_to_live, inlier_demo_xy)
+    moved = project(demo_to_live, inlier_demo_xy)
     move = float(np.max(np.linalg.norm(moved - inlier_live_xy, axis=1))) if np.isfinite(moved).all() else math.inf
     if not (np.isfinite(after) and np.isfinite(before) and after > before):
         return geometry, PhotometricOutcome(False, "the correlation did not rise", before, after, move)
@@ -197,7 +194,7 @@ def refine_model(geometry: GeometryResult, demo_gray: np.ndarray, live_gray: np.
     if move > bound:
         return geometry, PhotometricOutcome(False, f"it moved an inlier {move:.2f} px (bound {bound:.2f} px)", before,
                                             after, move)
-    kept = int((np.linalg.norm(_project(demo_to_live, demo_xy) - live_xy, axis=1) <= geometry.threshold_px).sum())
+    kept = int((np.linalg.norm(project(demo_to_live, demo_xy) - live_xy, axis=1) <= geometry.threshold_px).sum())
     if kept < settings.min_inlier_share * len(inlier_demo_xy):
         return geometry, PhotometricOutcome(False, f"it explains {kept} of the {len(inlier_demo_xy)} matches the model "
                                                    f"did", before, after, move)

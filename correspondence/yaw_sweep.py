@@ -56,26 +56,100 @@ def _seen(moved: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics
     return inside, row, col, np.where(inside, depth[row, col], 0.0)
 
 
-def fit_translation(R: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarray, live_tree, depth: np.ndarray,
-                    intrinsics: CameraIntrinsics, start: np.ndarray,
-                    distances: tuple[float, ...] = FIT_DISTANCES_M, hidden_m: float = 0.01) -> np.ndarray:
-    """The translation (rotation ``R`` held) that brings the demo points the live camera would see onto the live
-    cloud: per step, each moved point in front of (or on) the live surface pairs with its nearest live point within
-    the step's radius, and the translation moves by the median offset of the pairs."""
-    t = np.asarray(start, dtype=np.float64).copy()
-    rotated = demo_points @ R.T
+class LiveCloud:
+    """The live object's cloud with its KD-tree and, per query radius, a coarse occupancy grid: the sweep asks
+    for each moved point's live neighbour within a few millimetres to centimetres, and most moved points of most
+    turns have none; the grid (cells a hair over the radius, dilated by one) rules those out without a tree
+    search. :meth:`query` answers as ``cKDTree.query(points, distance_upper_bound=radius)`` does, bit for bit."""
+
+    MAX_CELLS = 4_000_000  # a grid larger than this (a huge cloud at a small radius) is not built: the tree alone
+
+    def __init__(self, cloud: np.ndarray) -> None:
+        from scipy.spatial import cKDTree
+
+        self.cloud = np.asarray(cloud, dtype=np.float64)
+        self.tree = cKDTree(self.cloud)
+        self._grids: dict[float, tuple | None] = {}
+
+    def __len__(self) -> int:
+        return len(self.cloud)
+
+    def _grid(self, radius: float):
+        if radius not in self._grids:
+            cell = radius * 1.001  # a neighbour within the radius is at most one cell away, rounding included
+            low = self.cloud.min(0) - 2 * cell
+            index = np.floor((self.cloud - low) / cell).astype(np.int64)
+            shape = index.max(0) + 3
+            grid = None
+            if len(self.cloud) and np.prod(shape) <= self.MAX_CELLS:
+                occupied = np.zeros(shape, dtype=bool)  # each live point's cell and its 26 neighbours
+                for offset in np.stack(np.meshgrid(*[(-1, 0, 1)] * 3), -1).reshape(-1, 3):
+                    cells = index + offset
+                    occupied[cells[:, 0], cells[:, 1], cells[:, 2]] = True
+                grid = (low, cell, occupied)
+            self._grids[radius] = grid
+        return self._grids[radius]
+
+    def query(self, points: np.ndarray, distance_upper_bound: float) -> tuple[np.ndarray, np.ndarray]:
+        """(distance, index) of each point's nearest live point within ``distance_upper_bound`` (inf and
+        ``len(self)`` for none): ``cKDTree.query``'s call and answer, so either serves the sweep."""
+        radius = distance_upper_bound
+        grid = self._grid(radius)
+        if grid is None:
+            return self.tree.query(points, distance_upper_bound=radius)
+        low, cell, occupied = grid
+        index = np.floor((points - low) / cell).astype(np.int64)
+        inside = ((index >= 0) & (index < occupied.shape)).all(1)
+        near = np.zeros(len(points), dtype=bool)
+        near[inside] = occupied[index[inside, 0], index[inside, 1], index[inside, 2]]
+        gap, nearest = np.full(len(points), np.inf), np.full(len(points), len(self.cloud), dtype=np.int64)
+        if near.any():
+            gap[near], nearest[near] = self.tree.query(points[near], distance_upper_bound=radius)
+        return gap, nearest
+
+
+def fit_translations(Rs: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarray, live_tree, depth: np.ndarray,
+                     intrinsics: CameraIntrinsics, starts: np.ndarray,
+                     distances: tuple[float, ...] = FIT_DISTANCES_M, hidden_m: float = 0.01) -> np.ndarray:
+    """(K, 3): the translation per rotation of ``Rs`` (K, 3, 3), each held, that brings the demo points the live
+    camera would see onto the live cloud: per step, each moved point in front of (or on) the live surface pairs with
+    its nearest live point within the step's radius, and the translation moves by the median offset of the pairs.
+    Every turn is fitted in one array per step (one projection, one KD-tree query): the per-turn loop's Python
+    overhead was a fifth of a +-180 deg frame (docs/multiview_demo.md, "Cost"); the result is the loop's, bit for bit
+    (tests/test_sweep_batched.py)."""
+    Rs = np.asarray(Rs, dtype=np.float64).reshape(-1, 3, 3)
+    t = np.asarray(starts, dtype=np.float64).reshape(-1, 3).copy()
+    rotated = np.stack([demo_points @ R.T for R in Rs])  # per turn, as the loop did (the same rounding)
+    n = len(demo_points)
+    active = np.ones(len(Rs), dtype=bool)  # a turn with under 5 usable points stops, as the loop's break did
     for distance in distances:
-        moved = rotated + t
-        inside, _, _, seen = _seen(moved, depth, intrinsics)
-        hidden = inside & np.isfinite(seen) & (seen > 0) & (moved[:, 2] > seen + hidden_m)  # behind the seen surface
-        use = (moved[:, 2] > 1e-3) & ~hidden
-        if use.sum() < 5:
+        moved = rotated + t[:, None]
+        inside, _, _, seen = _seen(moved.reshape(-1, 3), depth, intrinsics)
+        inside, seen = inside.reshape(len(Rs), n), seen.reshape(len(Rs), n)
+        hidden = inside & np.isfinite(seen) & (seen > 0) & (moved[..., 2] > seen + hidden_m)  # behind the surface
+        use = (moved[..., 2] > 1e-3) & ~hidden
+        active &= use.sum(1) >= 5
+        use &= active[:, None]
+        if not use.any():
             break
         gap, index = live_tree.query(moved[use], distance_upper_bound=distance)
         paired = np.isfinite(gap)
-        if paired.sum() >= 5:
-            t += np.median(live_cloud[index[paired]] - moved[use][paired], axis=0)
+        turn = np.nonzero(use)[0]  # row-major: each turn's points contiguous, in the loop's order
+        bounds = np.searchsorted(turn, np.arange(len(Rs) + 1))
+        offsets = live_cloud[np.where(paired, index, 0)] - moved[use]
+        for k in np.nonzero(active)[0]:
+            pairs = paired[bounds[k]:bounds[k + 1]]
+            if pairs.sum() >= 5:
+                t[k] += np.median(offsets[bounds[k]:bounds[k + 1]][pairs], axis=0)
     return t
+
+
+def fit_translation(R: np.ndarray, demo_points: np.ndarray, live_cloud: np.ndarray, live_tree, depth: np.ndarray,
+                    intrinsics: CameraIntrinsics, start: np.ndarray,
+                    distances: tuple[float, ...] = FIT_DISTANCES_M, hidden_m: float = 0.01) -> np.ndarray:
+    """One turn's :func:`fit_translations`."""
+    return fit_translations(np.asarray(R)[None], demo_points, live_cloud, live_tree, depth, intrinsics,
+                            np.asarray(start)[None], distances, hidden_m)[0]
 
 
 @dataclass(frozen=True)
@@ -86,7 +160,7 @@ class Placement:
     depth: np.ndarray
     mask: np.ndarray
     intrinsics: CameraIntrinsics
-    live_tree: object  # cKDTree of the live object cloud
+    live_tree: object  # the live object cloud's cKDTree or LiveCloud (the same answers, faster)
     live_count: int
     surface_m: float = 0.01  # a moved point this near the live depth on the live mask agrees
     free_space_m: float = 0.02  # this far in front of the seen surface, or off the silhouette, contradicts
@@ -94,14 +168,21 @@ class Placement:
 
     def score(self, moved: np.ndarray) -> float:
         """0.5 (agreement + coverage) - weight x contradictions, the pose score's terms on depth alone."""
-        inside, row, col, seen = _seen(moved, self.depth, self.intrinsics)
+        return float(self.scores(moved[None])[0])
+
+    def scores(self, moved: np.ndarray) -> np.ndarray:
+        """(B,): :meth:`score` of each of ``moved`` (B, N, 3) placements, in one projection and one KD-tree query."""
+        b, n = moved.shape[:2]
+        inside, row, col, seen = (a.reshape(b, n) for a in _seen(moved.reshape(-1, 3), self.depth, self.intrinsics))
         on_object, has_depth = self.mask[row, col] & inside, inside & np.isfinite(seen) & (seen > 0)
-        agree = on_object & has_depth & (np.abs(moved[:, 2] - seen) < self.surface_m)
-        contradiction = inside & ((has_depth & (moved[:, 2] < seen - self.free_space_m)) | (~on_object & ~has_depth))
-        gap, index = self.live_tree.query(moved, distance_upper_bound=self.surface_m)
-        coverage = len(np.unique(index[np.isfinite(gap)])) / max(min(self.live_count, len(moved)), 1)
-        return (0.5 * (agree.mean() + coverage)
-                - self.contradiction_weight * contradiction.sum() / max(int(inside.sum()), 1))
+        agree = on_object & has_depth & (np.abs(moved[..., 2] - seen) < self.surface_m)
+        contradiction = inside & ((has_depth & (moved[..., 2] < seen - self.free_space_m)) | (~on_object & ~has_depth))
+        gap, index = self.live_tree.query(moved.reshape(-1, 3), distance_upper_bound=self.surface_m)
+        found = np.isfinite(gap)  # the live points each placement covers, counted apart: (placement, live index) once
+        key = np.unique(np.repeat(np.arange(b), n)[found] * (self.live_count + 1) + index[found])
+        coverage = np.bincount(key // (self.live_count + 1), minlength=b) / max(min(self.live_count, n), 1)
+        return (0.5 * (agree.mean(1) + coverage)
+                - self.contradiction_weight * contradiction.sum(1) / np.maximum(inside.sum(1), 1))
 
 
 PLACE_STEPS_M = (0.02, 0.01, 0.005)  # the placement search's step per stage, coarse to fine
@@ -109,47 +190,63 @@ PLACE_POINTS = 600  # demo points the placement is judged on (evenly spaced: ~20
 _DIRECTIONS = np.vstack([np.eye(3), -np.eye(3)])
 
 
-def place(R: np.ndarray, demo_points: np.ndarray, t: np.ndarray, placement: Placement,
-          steps: tuple[float, ...] = PLACE_STEPS_M, max_moves: int = 8) -> np.ndarray:
-    """The translation moved, step by step along the camera axes, while :meth:`Placement.score` improves.
+def place_all(Rs: np.ndarray, demo_points: np.ndarray, starts: np.ndarray, placement: Placement,
+              steps: tuple[float, ...] = PLACE_STEPS_M, max_moves: int = 8) -> np.ndarray:
+    """(K, 3): each turn's translation (``Rs`` (K, 3, 3), ``starts`` (K, 3)) moved, step by step along the camera
+    axes, while :meth:`Placement.score` improves.
 
     Why: the nearest-neighbour fit starts from the offset of two partial clouds' centroids, which belong to
     different sides of the object; on a turn of 60-90 deg it settles on a slid fit that lays a fifth of the demo's
     points in free space (a kettle placed 3-4 cm off, its near-right turn scoring far below a wrong one). Free
-    space is what the fit does not look at and the score weighs most, so the placement climbs on it."""
-    rotated = demo_points[::max(1, -(-len(demo_points) // PLACE_POINTS))] @ R.T
-    t = np.asarray(t, dtype=np.float64).copy()
-    best = placement.score(rotated + t)
+    space is what the fit does not look at and the score weighs most, so the placement climbs on it. Every turn
+    still climbing is scored in one batch per move (its six neighbours, :meth:`Placement.scores`): per turn and
+    direction, the placement cost 3 of a 4.9 s frame (docs/multiview_demo.md, "Cost"); the moves are the same."""
+    Rs = np.asarray(Rs, dtype=np.float64).reshape(-1, 3, 3)
+    sample = demo_points[::max(1, -(-len(demo_points) // PLACE_POINTS))]
+    rotated = np.stack([sample @ R.T for R in Rs])  # per turn, as one turn's placement did (the same rounding)
+    t = np.asarray(starts, dtype=np.float64).reshape(-1, 3).copy()
+    best = placement.scores(rotated + t[:, None])
     for step in steps:
-        back = None  # the way back to where the last move came from: it scored lower, no need to score it again
+        back = np.full(len(Rs), -1)  # the way back to where the last move came from: it scored lower
+        climbing = np.ones(len(Rs), dtype=bool)
         for _ in range(max_moves):
-            values = [-np.inf if k == back else placement.score(rotated + t + step * d)
-                      for k, d in enumerate(_DIRECTIONS)]
-            k = int(np.argmax(values))
-            if values[k] <= best:
+            k = np.nonzero(climbing)[0]
+            if not len(k):
                 break
-            best, t, back = values[k], t + step * _DIRECTIONS[k], (k + 3) % 6
+            moved = (rotated[k] + t[k, None])[:, None] + (step * _DIRECTIONS)[None, :, None]  # (A, 6, n, 3)
+            values = placement.scores(moved.reshape(-1, *rotated.shape[1:])).reshape(len(k), 6)
+            values[(back[k] >= 0).nonzero()[0], back[k][back[k] >= 0]] = -np.inf
+            direction = np.argmax(values, axis=1)  # the first of equals, as before
+            value = values[np.arange(len(k)), direction]
+            better = value > best[k]
+            climbing[k[~better]] = False
+            moving, d = k[better], direction[better]
+            best[moving], t[moving], back[moving] = value[better], t[moving] + step * _DIRECTIONS[d], (d + 3) % 6
     return t
+
+
+def place(R: np.ndarray, demo_points: np.ndarray, t: np.ndarray, placement: Placement,
+          steps: tuple[float, ...] = PLACE_STEPS_M, max_moves: int = 8) -> np.ndarray:
+    """One turn's :func:`place_all`."""
+    return place_all(np.asarray(R)[None], demo_points, np.asarray(t)[None], placement, steps, max_moves)[0]
 
 
 def yaw_sweep(demo_points: np.ndarray, live_cloud: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
               up: tuple[np.ndarray, np.ndarray], step_deg: float, mask: np.ndarray | None = None) -> list[np.ndarray]:
     """One upright pose (4x4, demo camera -> live camera) per turn of ``step_deg``, its translation fitted
-    (:func:`fit_translation`) from the centroids' offset; with the live ``mask``, then placed on the depth and
-    silhouette evidence (:func:`place`) and the fit's finest steps run again from there."""
-    from scipy.spatial import cKDTree
-
-    tree = cKDTree(live_cloud)
-    placement = None if mask is None else Placement(depth, np.asarray(mask, bool), intrinsics, tree, len(live_cloud))
+    (:func:`fit_translations`) from the centroids' offset; with the live ``mask``, then placed on the depth and
+    silhouette evidence (:func:`place_all`) and the fit's finest steps run again from there. All turns at once."""
+    tree = LiveCloud(live_cloud)
+    Rs = np.stack(upright_rotations(up[0], up[1], step_deg))
+    starts = np.stack([live_cloud.mean(0) - R @ demo_points.mean(0) for R in Rs])
+    t = fit_translations(Rs, demo_points, live_cloud, tree, depth, intrinsics, starts)
+    if mask is not None:
+        placement = Placement(depth, np.asarray(mask, bool), intrinsics, tree, len(live_cloud))
+        t = fit_translations(Rs, demo_points, live_cloud, tree, depth, intrinsics,
+                             place_all(Rs, demo_points, t, placement), FIT_DISTANCES_M[-3:])
     out = []
-    for R in upright_rotations(up[0], up[1], step_deg):
+    for R, translation in zip(Rs, t):
         T = np.eye(4)
-        T[:3, :3] = R
-        t = fit_translation(R, demo_points, live_cloud, tree, depth, intrinsics,
-                            live_cloud.mean(0) - R @ demo_points.mean(0))
-        if placement is not None:
-            t = fit_translation(R, demo_points, live_cloud, tree, depth, intrinsics,
-                                place(R, demo_points, t, placement), FIT_DISTANCES_M[-3:])
-        T[:3, 3] = t
+        T[:3, :3], T[:3, 3] = R, translation
         out.append(T)
     return out

@@ -136,6 +136,11 @@ SPECS: tuple[ParamSpec, ...] = (
     P("track_every", 0, "Carry the live mask between frames by the backbone's features and run the mask source "
                         "again at least every N frames (or when the object moved); 0 = segment every frame "
                         "(docs/live_object.md).", 0, 100000),
+    P("view_schedule_every", 10, "Multi-view demo on a stream: the last pose's demo view localises first and the "
+                                 "others only when it is not clearly confirmed, and all views at least every N "
+                                 "frames; 0 = every view on every frame (docs/multiview_demo.md).", 0, 100000),
+    P("view_schedule_keep", 0.8, "Multi-view demo: the share of its last winning localisation score the last "
+                                 "pose's view must keep to localise alone (view_schedule_every > 0).", 0.0, 1.0),
     # --- depth and alignment
     P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres and "
                             "is not scaled.", 1e-6, 1.0),

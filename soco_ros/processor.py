@@ -24,13 +24,14 @@ from correspondence.errors import ConfigError, InputError
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
 from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
 from correspondence.tracking import TrackSettings
+from correspondence.view_schedule import ViewScheduleSettings
 
 from . import parameters as P
 
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
                  "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "sam2_image_size", "track_every",
-                 "alignment_source", "refine", "dense_top_k")
+                 "alignment_source", "refine", "dense_top_k", "view_schedule_every", "view_schedule_keep")
 
 
 @dataclass
@@ -102,7 +103,17 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         min_inliers=int(params["min_inliers"]), solver=params["solver"],
         pixel_threshold=float(params["pixel_threshold"]), alignment_source=params["alignment_source"],
         refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])),
-        track=TrackSettings(every=int(params["track_every"])) if int(params["track_every"]) > 0 else None)
+        track=TrackSettings(every=int(params["track_every"])) if int(params["track_every"]) > 0 else None,
+        view_schedule=view_schedule(params))
+
+
+def view_schedule(params: dict[str, Any]) -> ViewScheduleSettings | None:
+    """``view_schedule_every`` / ``view_schedule_keep`` -> a multi-view demo's view schedule; None (every view
+    localises on every frame) for ``view_schedule_every`` 0."""
+    every = int(params.get("view_schedule_every", ViewScheduleSettings.every))
+    if every <= 0:
+        return None
+    return ViewScheduleSettings(keep=float(params.get("view_schedule_keep", ViewScheduleSettings.keep)), every=every)
 
 
 def gravity(params: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -176,10 +187,16 @@ class FrameProcessor:
     def install_demo(self, demo: DemoSpec, path: str) -> None:
         """Make ``demo`` (from :meth:`load_spec`) the current one."""
         with self._build_lock:  # never interleaved with update(): the pipeline gets the settings in force
-            pipeline = TransferPipeline(demo, self.matcher, pipeline_settings(self.params), self.mask_source,
-                                        functional=self.functional)
+            pipeline = self._pipeline_for(demo, self.params, self.mask_source)
             with self._lock:
                 self._pipeline, self.demo, self.demo_path = pipeline, demo, str(path).strip()
+
+    def _pipeline_for(self, demo: DemoSpec, params: dict[str, Any], mask_source) -> TransferPipeline:
+        """A pipeline for ``demo`` with the demo's set-up done (:meth:`TransferPipeline.prepare`: its features, a
+        multi-view demo's per-view features, cells, depth and clouds) while the previous pipeline still serves, so
+        the first frame is timed and delayed as a frame, not as the demo's set-up."""
+        return TransferPipeline(demo, self.matcher, pipeline_settings(params), mask_source,
+                                functional=self.functional).prepare()
 
     def warmup(self) -> float:
         """Run the current demo through the pipeline once (its features get cached, torch warms up); seconds."""
@@ -216,8 +233,7 @@ class FrameProcessor:
                 mask_source, reason = make_mask_source(params)
             pipeline = None
             if self.demo is not None and any(key in PIPELINE_KEYS for key in changes):
-                pipeline = TransferPipeline(self.demo, self.matcher, pipeline_settings(params), mask_source,
-                                            functional=self.functional)
+                pipeline = self._pipeline_for(self.demo, params, mask_source)
             with self._lock:
                 self.params, self.mask_source, self.mask_source_reason, self.up = params, mask_source, reason, up
                 if pipeline is not None:

@@ -173,3 +173,30 @@ def test_the_pose_score_chooses_the_view_when_sides_look_alike(monkeypatch):
     by_inliers = run()
     assert by_inliers.demo_view_scores is None
     assert by_inliers.demo_view != 0  # the rule the pose score replaces picks a turned view here
+
+
+def test_the_live_colours_are_sampled_once_a_frame_for_every_view(world, monkeypatch):
+    """Every view's colour gate reads the live cells' colours (localise.live_cell_chromaticity) sampled once per
+    frame, and localises exactly as when each view sampled them itself."""
+    from correspondence import multiview_pose
+    from correspondence.localise import DepthViews, LocaliseSettings, live_cell_chromaticity, localise
+    from correspondence.preprocessing import to_rgb_array
+
+    d, live = world["demo_view"], world["live"]
+    demo = DemoSpec(None, d.rgb, d.depth, d.intrinsics, d.mask, world["keypoints"], None, None,
+                    demo_views_around(world["obj"], d, 3, SETTINGS, seed=3))
+    views = MultiViewDemo(demo.all_views, world["matcher"].extractor, (0.05, 5.0))
+    live_fmap = world["matcher"].extractor.extract_batch([live.rgb], cache=False)[0]
+    calls = []
+    monkeypatch.setattr(multiview_pose, "live_cell_chromaticity",
+                        lambda *a: calls.append(1) or live_cell_chromaticity(*a))
+    settings = LocaliseSettings()
+    chosen = views.localise(live_fmap, settings, live.depth, live.intrinsics, live.rgb)
+    assert len(calls) == 1 and len(chosen.details["demo_view_scores"]) == len(views) >= 3
+    for i, state in enumerate(views.states):  # each view on its own, sampling the live colours itself
+        alone = localise(views.feature_map(i), state.cells, live_fmap, settings,
+                         DepthViews(state.view.depth, state.view.intrinsics, live.depth, live.intrinsics),
+                         (to_rgb_array(state.view.rgb), live.rgb))
+        assert round(alone.best_score, 4) == chosen.details["demo_view_scores"][i]
+    views.localise(live_fmap, settings, live.depth, live.intrinsics, live.rgb)
+    assert len(calls) == 1  # the same frame again: nothing resampled

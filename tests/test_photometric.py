@@ -189,3 +189,17 @@ def test_the_image_border_is_not_compared(edge_px, drifts):
                                     PhotometricSettings(edge_px=edge_px))
     error = median_error(refined.matrix, truth, points)
     assert (error > 0.1) == drifts, (error, outcome.reason)
+
+
+def test_one_projection_serves_the_models_and_the_refinement():
+    """geometry2d and photometric project through the one helper (correspondence/projective.py), which agrees with
+    OpenCV's perspectiveTransform on a real homography."""
+    import cv2
+
+    from correspondence import geometry2d, photometric, projective
+
+    assert geometry2d.project is projective.project and photometric.project is projective.project
+    h = np.array([[1.1, 0.05, 3.0], [-0.02, 0.95, -2.0], [1e-4, -2e-4, 1.0]])
+    xy = np.random.default_rng(0).uniform(0, 400, (50, 2))
+    expected = cv2.perspectiveTransform(xy.reshape(-1, 1, 2), h).reshape(-1, 2)
+    np.testing.assert_allclose(projective.project(h, xy), expected, atol=1e-9)

@@ -72,6 +72,10 @@ def test_the_node_processor_loads_a_multi_view_demo_and_reports_the_view(tmp_pat
                                 "up": [float(v) for v in live_pose[:3, 2]], "demo_up": [float(v) for v in pose[:3, 2]]})
     processor.set_demo(str(folder))
     assert len(processor.demo.views) == 1 and processor.demo.views[0].name == "back"
+    # prepared at load: every view's features, cells and depth, and the fused cloud, before the first frame
+    views = processor._pipeline.views
+    assert all(s.fmap is not None and s.cells is not None and s.depth_map is not None for s in views.states)
+    assert views._cloud is not None
     processed = processor.process(Frame(live.rgb, 0, "cam", live.depth, live.intrinsics))
     result = processed.result
     assert result.alignment.success, result.alignment.reason

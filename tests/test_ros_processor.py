@@ -170,3 +170,44 @@ def test_gravity_reaches_the_pose_search_and_the_outputs_carry_every_keypoints_f
     with pytest.raises(ConfigError, match="parameter 'up' must be 3 numbers"):
         gravity({"up": [0.0, 1.0]})
     assert gravity({"up": [0.0, 0.0, 0.0], "demo_up": [0.0, 1.0, 0.0]}) is None  # demo_up alone: no prior
+
+
+def _counting_demo_features(monkeypatch, extractor) -> list:
+    """Calls of ``extractor(image)`` (the demo path: the pipeline extracts live frames with ``extract_batch``)."""
+    calls, original = [], type(extractor).__call__
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+    monkeypatch.setattr(type(extractor), "__call__", counted)
+    return calls
+
+
+def test_the_demo_is_prepared_when_it_loads_not_on_the_first_frame(tmp_path, monkeypatch):
+    """set_demo (and a settings change that rebuilds the pipeline) computes the demo's features then: the first
+    frame extracts only its own features and its timings hold no demo set-up."""
+    from soco_ros.processor import Frame, FrameProcessor
+    from soco_ros.synthetic import make_scene
+
+    scene = make_scene(tmp_path / "demo", size=112, grid_points=8)
+    processor = FrameProcessor({**P.defaults(), "backbone": "test_vit_tiny", "random_weights": True,
+                                "segmentation": "depth"})
+    calls = _counting_demo_features(monkeypatch, processor.matcher.extractor)
+    processor.set_demo(str(scene.demo_dir))
+    assert len(calls) == 1 and processor._pipeline._demo_fmap is not None  # at load
+    processor.process(Frame(scene.rgb, 0, "cam", scene.depth, scene.intrinsics))
+    assert len(calls) == 1  # the first frame did not compute the demo's features
+    processor.update({"min_score": 0.5})  # a rebuilt pipeline is prepared before it serves
+    assert len(calls) == 2 and processor._pipeline._demo_fmap is not None
+    processor.process(Frame(scene.rgb, 1, "cam", scene.depth, scene.intrinsics))
+    assert len(calls) == 2
+
+
+def test_the_view_schedule_parameters_reach_the_pipeline():
+    from correspondence.view_schedule import ViewScheduleSettings
+    from soco_ros.processor import pipeline_settings
+
+    assert pipeline_settings(P.defaults()).view_schedule == ViewScheduleSettings()
+    settings = pipeline_settings({**P.defaults(), "view_schedule_every": 3, "view_schedule_keep": 0.6})
+    assert settings.view_schedule == ViewScheduleSettings(keep=0.6, every=3)
+    assert pipeline_settings({**P.defaults(), "view_schedule_every": 0}).view_schedule is None

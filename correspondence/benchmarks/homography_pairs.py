@@ -30,6 +30,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..projective import project  # noqa: F401 (scripts and tests import it from here)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 ROTATION_BINS = (0.0, 30.0, 60.0, 90.0, 120.0, 150.0, 180.0)  # |rotation| in degrees
@@ -154,11 +155,6 @@ _SHIFT = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, -0.5], [0.0, 0.0, 1.0]])  # cont
 def to_continuous(h_cv: np.ndarray) -> np.ndarray:
     """A homography between OpenCV pixel coordinates as one between continuous pixel coordinates."""
     return np.linalg.inv(_SHIFT) @ h_cv @ _SHIFT
-
-
-def project(h: np.ndarray, xy: np.ndarray) -> np.ndarray:
-    p = np.column_stack([xy, np.ones(len(xy))]) @ h.T
-    return p[:, :2] / p[:, 2:3]
 
 
 def query_grid(width: float, height: float, points: int, origin=(0.0, 0.0)) -> np.ndarray:
