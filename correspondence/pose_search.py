@@ -90,6 +90,9 @@ class PoseSearchSettings:
     # turns cost ~0.5 s a frame on 2 CPU cores); its turns are still probed for ambiguity. None: always search
     early_stop_score: float | None = 0.9
     early_stop_free_space: float = 0.05
+    mirror_completion: bool = True  # one-view demo with the vertical known: complete the demo cloud with its
+    # reflection about the object's vertical mirror plane when the demo view shows strong evidence of one
+    # (:mod:`correspondence.mirror_symmetry`), so the side a turned live camera sees is scored too
 
 
 @dataclass(frozen=True)
@@ -219,16 +222,25 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
 
 
 def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
-               settings: PoseSearchSettings, demo_colors: np.ndarray | None = None) -> PoseScore:
+               settings: PoseSearchSettings, demo_colors: np.ndarray | None = None,
+               inferred: np.ndarray | None = None) -> PoseScore:
     """How well ``T`` explains the live frame (see the module doc); ``demo_descriptors`` and ``demo_colors``
-    ((N, 3) RGB) are row-aligned with ``demo_points`` (or None)."""
+    ((N, 3) RGB) are row-aligned with ``demo_points`` (or None). ``inferred``: rows that were not seen but
+    inferred (a mirror-completed demo cloud, :mod:`correspondence.mirror_symmetry`): the cloud then has both
+    sides, so ``agreement`` is the share of the points the live camera would see (not hidden behind the object's
+    near side), and their descriptors (NaN) take no part in the appearance."""
     e = evidence(T, demo_points, live, settings, demo_colors)
     agree = e.agree
     agreement = float(agree.mean()) if len(agree) else 0.0
+    if inferred is not None and len(agree):
+        from .multiview_pose import visible_mask  # the coarse z-buffer the fused multi-view cloud uses
+
+        agreement = float(agree.sum() / max(int(visible_mask(demo_points, T, live.intrinsics).sum()), 1))
     coverage = float(e.covered.mean()) if len(e.covered) else 0.0
     appearance = None
-    if demo_descriptors is not None and live.descriptors is not None and agree.sum() >= 5:
-        a, b = _unit_rows(demo_descriptors[agree]), _unit_rows(live.descriptors(e.xy[agree]))
+    described = agree if inferred is None else agree & ~inferred
+    if demo_descriptors is not None and live.descriptors is not None and described.sum() >= 5:
+        a, b = _unit_rows(demo_descriptors[described]), _unit_rows(live.descriptors(e.xy[described]))
         shuffled = np.roll(np.arange(len(b)), len(b) // 2)  # the same live pixels, paired with other demo points
         appearance = float(np.mean((a * b).sum(1)) - np.mean((a * b[shuffled]).sum(1)))
     contradictions = e.free_space + (e.color_mismatch or 0.0)
@@ -357,7 +369,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
                 settings: PoseSearchSettings | None = None, icp: IcpSettings | None = None,
                 refine_with_icp: bool = True, up: tuple[np.ndarray, np.ndarray] | None = None,
                 demo_colors: np.ndarray | None = None, demo_view: LiveFrame | None = None,
-                fit_points=None) -> PoseSearchResult:
+                fit_points=None, inferred: np.ndarray | None = None) -> PoseSearchResult:
     """Propose (the matches' pose and, with ``global_hypotheses``, FPFH + RANSAC and FGR poses, turns of the best,
     and with ``up`` = (the vertical in the demo camera, in the live camera) upright poses every
     ``turn_step_deg``), score, refine the best with the guarded ICP, score again, choose, and call the turn
@@ -365,12 +377,18 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     :class:`LiveFrame` whose cloud is ``demo_points``): a rival that puts the object's surface where the best does
     (:func:`~correspondence.pose_equivalence.equivalent_poses`) is then no ambiguity. ``fit_points``:
     ``T -> (K, 3)`` the demo points a hypothesis is fitted with (snap, ICP); default all of them (a multi-view
-    demo's fused cloud gives the side the live camera sees)."""
+    demo's fused cloud gives the side the live camera sees). ``inferred``: (N,) bool, the rows of ``demo_points``
+    inferred rather than seen (a mirror completion, :mod:`correspondence.mirror_symmetry`): scored as both sides
+    of the object, fitted with the side the live camera would see, and left out of the demo-view checks."""
     s = settings or PoseSearchSettings()
     icp = icp or IcpSettings()
     if len(demo_points) < 10 or len(live.cloud) < 10:
         return PoseSearchResult(None, None, (), False, "too few depth points on the demo or live object")
-    score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s, demo_colors)  # noqa: E731
+    score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s, demo_colors, inferred)  # noqa: E731
+    if inferred is not None and fit_points is None:
+        from .multiview_pose import visible_points
+
+        fit_points = lambda T: visible_points(demo_points, T, live.intrinsics)  # noqa: E731
     snap = _snapper(demo_points, live.cloud, s, fit_points) if s.snap else (lambda T: T)
     fit = fit_points or (lambda T: demo_points)
     scored = []
@@ -441,7 +459,8 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
     from .pose_equivalence import equivalent_poses  # it builds on this module's scorer and snapper
 
-    equivalent = tuple(h for h in rivals if equivalent_poses(best.transform, h.transform, demo_points, demo_view, s))
+    seen = demo_points if inferred is None else demo_points[~inferred]  # only what the demo view can check
+    equivalent = tuple(h for h in rivals if equivalent_poses(best.transform, h.transform, seen, demo_view, s))
     rivals = [h for h in rivals if all(h is not e for e in equivalent)]
     if rivals:
         turn = rotation_error_deg(rivals[0].transform, best.transform)
