@@ -11,16 +11,16 @@ offset, searched exhaustively.
 Evidence for a plane comes only from what the demo camera can check (as for the symmetric rivals of
 :mod:`correspondence.pose_equivalence`): each reflected point is projected into the demo view and
 
-* **agrees** when it lands on the object's seen surface (within ``surface_m``) in the same colour;
+* **agrees** when it lands on the object's seen surface (within ``surface_m``);
 * **contradicts** when the camera saw *through* it (``free_space_m`` in front of the seen depth, or off the
-  silhouette where nothing was seen) or it lands on the surface in another colour;
+  silhouette where nothing was seen);
 * is **unknown** when it lies behind the seen surface: the hidden side, which is what the completion adds.
 
 A plane is accepted only when a fair share of the cloud agrees with its own reflection and almost none contradicts
 it; otherwise there is no plane and the demo cloud stays as it was (an asymmetric object is not made symmetric).
-The completion adds the reflected points that lie on the hidden side, with their source's colours; their
-descriptors are unknown (a mirrored patch has other descriptors), so they are NaN and the appearance term skips
-them.
+The completion adds the reflected points that lie on the hidden side. Their colours and descriptors are unknown
+(paint need not be symmetric where the shape is; a mirrored patch has other descriptors): NaN, which the colour
+and appearance terms of the pose score skip. Colour takes no part in finding the plane either (see ``_DemoCheck``).
 """
 from __future__ import annotations
 
@@ -41,10 +41,10 @@ class MirrorSettings:
     fine_offset_step_m: float = 0.001
     surface_m: float = 0.01  # a reflected point this near the seen depth lies on the surface
     free_space_m: float = 0.02  # a reflected point this far in front of the seen depth contradicts it
-    color_tolerance: float = 0.1  # chromaticity distance above which a reflected point has another colour
-    color_dark: float = 0.12  # pixels darker than this (mean sRGB 0-1) have no trusted colour
-    min_agreement: float = 0.3  # accept a plane only when at least this share of the cloud agrees with its
-    max_contradiction: float = 0.03  # reflection and at most this share contradicts it
+    min_agreement: float = 0.1  # accept a plane only when at least this share of the cloud agrees with its
+    # reflection (low: seen from one side, only the surfaces the plane cuts, the top and the ends, map onto seen
+    # surfaces; the rest lands on the hidden side) ...
+    max_contradiction: float = 0.03  # ... and at most this share contradicts it (the evidence that counts)
     min_hidden: float = 0.1  # ... and the reflection reveals at least this share as hidden points (else no use)
 
 
@@ -67,35 +67,21 @@ class MirrorPlane:
 @dataclass(frozen=True)
 class MirrorCompletion:
     points: np.ndarray  # (N + K, 3): the demo cloud, then the K reflected hidden points
-    colors: np.ndarray | None  # (N + K, 3)
+    colors: np.ndarray | None  # (N + K, 3) RGB in 0-1; the reflected rows are NaN (unknown)
     descriptors: np.ndarray | None  # (N + K, C); the reflected rows are NaN (unknown)
     inferred: np.ndarray  # (N + K,) bool: True for the reflected rows
     plane: MirrorPlane
 
 
 class _DemoCheck:
-    """The demo view's verdict on reflected points; the view's chromaticity and the points' are computed once (the
-    plane search asks for ~5000 planes)."""
+    """The demo view's verdict on reflected points, by geometry only: paint is often not symmetric where the shape
+    is (a bus's doors, a car's decals; on this project's objects the true plane's reflection lands on another
+    colour for 24-31 % of a car's or a bus's points, and contradicts their depth for under 1 %)."""
 
-    def __init__(self, view, colors: np.ndarray | None, s: MirrorSettings):
-        from .pose_search import chromaticity  # one helper for the conversion
-
+    def __init__(self, view, s: MirrorSettings):
         self.depth = np.asarray(view.depth, dtype=np.float64)
         self.mask = np.asarray(view.mask, dtype=bool)
         self.intrinsics, self.s = view.intrinsics, s
-        self.colored = colors is not None and view.image is not None
-        if self.colored:
-            h, w = self.depth.shape
-            image_chroma, image_ok = chromaticity(np.asarray(view.image).reshape(-1, 3), s.color_dark)
-            self.image_chroma, self.image_ok = image_chroma.reshape(h, w, 3), image_ok.reshape(h, w)
-            self.point_chroma, self.point_ok = chromaticity(colors, s.color_dark)
-
-    def subset(self, rows: np.ndarray) -> "_DemoCheck":
-        out = object.__new__(_DemoCheck)
-        out.__dict__.update(self.__dict__)
-        if self.colored:
-            out.point_chroma, out.point_ok = self.point_chroma[rows], self.point_ok[rows]
-        return out
 
     def __call__(self, reflected: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(..., N, 3) reflected points -> (agreement weight in 0-1, contradicts, hidden) per point. The agreement
@@ -115,17 +101,6 @@ class _DemoCheck:
         seen = np.where(has, seen, np.inf)
         agree = np.where(on, np.clip(1.0 - np.abs(z - seen) / s.surface_m, 0.0, 1.0), 0.0)
         contradicts = inside & ((has & (z < seen - s.free_space_m)) | (~on & ~has))
-        if self.colored:
-            near = agree > 0
-            r, c = row[near], col[near]
-            a = np.broadcast_to(self.point_chroma, row.shape + (3,))[near]
-            a_ok = np.broadcast_to(self.point_ok, row.shape)[near]
-            other = a_ok & self.image_ok[r, c] & (np.linalg.norm(a - self.image_chroma[r, c], axis=-1)
-                                                  > s.color_tolerance)
-            wrong = np.zeros_like(near)
-            wrong[near] = other
-            contradicts |= wrong
-            agree = np.where(wrong, 0.0, agree)
         hidden = has & (z > seen + s.surface_m)
         return agree, contradicts, hidden
 
@@ -137,41 +112,48 @@ def _horizontal_basis(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return e1, np.cross(u, e1)
 
 
-def _grid_scores(points: np.ndarray, check: _DemoCheck, normals: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """Score every (normal, offset) pair: agreement minus four times contradiction (a view can hide a surface,
-    never show a wrong one); (A, D)."""
+def _grid_scores(points: np.ndarray, check: _DemoCheck, normals: np.ndarray, offsets: np.ndarray,
+                 s: MirrorSettings) -> np.ndarray:
+    """Score every (normal, offset) pair, (A, D): the agreement of a plane whose reflection the view does not
+    contradict (at most ``max_contradiction``, less four times the contradiction: a view can hide a surface, never
+    show a wrong one) and that reveals a hidden side (at least ``min_hidden``); -inf for any other. A plane that
+    only maps the seen side onto itself (a bus's front onto its back, seen end-on) may be a symmetry too, but says
+    nothing about what the live camera may see that the demo did not."""
     out = np.empty((len(normals), len(offsets)))
     for i, n in enumerate(normals):
         distance = points @ n  # (N,)
         reflected = points[None] - 2.0 * (distance[None] - offsets[:, None])[..., None] * n  # (D, N, 3)
-        agree, contradicts, _ = check(reflected)
-        out[i] = agree.mean(1) - 4.0 * contradicts.mean(1)
+        agree, contradicts, hidden = check(reflected)
+        contradiction = contradicts.mean(1)
+        valid = (contradiction <= s.max_contradiction) & (hidden.mean(1) >= s.min_hidden)
+        out[i] = np.where(valid, agree.mean(1) - 4.0 * contradiction, -np.inf)
     return out
 
 
-def estimate_mirror_plane(points: np.ndarray, colors: np.ndarray | None, view, up: np.ndarray,
+def estimate_mirror_plane(points: np.ndarray, view, up: np.ndarray,
                           settings: MirrorSettings | None = None, seed: int = 0) -> MirrorPlane | None:
     """The vertical plane about which the demo cloud best agrees with its own reflection, as the demo view
     (``view``: a :class:`~correspondence.pose_search.LiveFrame` with the demo's depth, mask, intrinsics and image)
     checks it; ``up``: the vertical in the demo camera. None when no plane has strong evidence (module doc)."""
     s = settings or MirrorSettings()
-    plane = best_mirror_plane(points, colors, view, up, s, seed)
+    plane = best_mirror_plane(points, view, up, s, seed)
     strong = (plane is not None and plane.agreement >= s.min_agreement and plane.contradiction <= s.max_contradiction
               and plane.hidden >= s.min_hidden)
     return plane if strong else None
 
 
-def best_mirror_plane(points: np.ndarray, colors: np.ndarray | None, view, up: np.ndarray,
+def best_mirror_plane(points: np.ndarray, view, up: np.ndarray,
                       settings: MirrorSettings | None = None, seed: int = 0) -> MirrorPlane | None:
-    """The best-scoring vertical plane and its evidence, strong or not (None: too few points or no vertical)."""
+    """The best-scoring vertical plane and its evidence, strong or not (None: too few points, no vertical, or no
+    plane both consistent with the view and revealing a hidden side)."""
     s = settings or MirrorSettings()
     points = np.asarray(points, dtype=np.float64)
     if len(points) < 50 or not np.isfinite(up).all() or np.linalg.norm(up) < 1e-9:
         return None
-    check = _DemoCheck(view, None if colors is None else np.asarray(colors), s)
+    check = _DemoCheck(view, s)
     e1, e2 = _horizontal_basis(up)
     pick = np.random.default_rng(seed).choice(len(points), min(s.coarse_points, len(points)), replace=False)
-    sub, sub_check = points[pick], check.subset(pick)
+    sub = points[pick]
     angles = np.radians(np.arange(0.0, 180.0, s.angle_step_deg))
     normals = np.cos(angles)[:, None] * e1 + np.sin(angles)[:, None] * e2
     projected = sub @ normals.T  # (N, A): the plane must cut the cloud (about a plane outside it, the reflection
@@ -179,16 +161,21 @@ def best_mirror_plane(points: np.ndarray, colors: np.ndarray | None, view, up: n
     best = (-np.inf, 0.0, 0.0)
     for i, n in enumerate(normals):
         offsets = np.arange(lo[i], hi[i] + 1e-9, s.offset_step_m)
-        scores = _grid_scores(sub, sub_check, n[None], offsets)[0]
+        scores = _grid_scores(sub, check, n[None], offsets, s)[0]
         j = int(np.argmax(scores))
         if scores[j] > best[0]:
             best = (float(scores[j]), float(angles[i]), float(offsets[j]))
-    _, angle, offset = best
+    score, angle, offset = best
+    if not np.isfinite(score):
+        return None
     fine_angles = angle + np.radians(np.arange(-s.fine_angle_deg, s.fine_angle_deg + 1e-9, s.fine_angle_step_deg))
     fine_normals = np.cos(fine_angles)[:, None] * e1 + np.sin(fine_angles)[:, None] * e2
     fine_offsets = offset + np.arange(-s.fine_offset_m, s.fine_offset_m + 1e-9, s.fine_offset_step_m)
-    scores = _grid_scores(points, check, fine_normals, fine_offsets)
-    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)
+    scores = _grid_scores(points, check, fine_normals, fine_offsets, s)
+    i, j = np.unravel_index(int(np.argmax(scores)), scores.shape)  # the coarse best's neighbourhood: a subset's
+    # verdict may not hold on every point, and then no fine plane passes
+    if not np.isfinite(scores[i, j]):
+        return None
     plane = MirrorPlane(fine_normals[i], float(fine_offsets[j]), 0.0, 0.0, 0.0)
     agree, contradicts, hidden = check(plane.reflect(points))
     return MirrorPlane(plane.normal, plane.offset, float((agree > 0).mean()), float(contradicts.mean()),
@@ -201,10 +188,14 @@ def complete_with_mirror(points: np.ndarray, descriptors: np.ndarray | None, col
     reflections duplicate points it has; contradicted ones are left out)."""
     s = settings or MirrorSettings()
     reflected = plane.reflect(np.asarray(points, dtype=np.float64))
-    _, _, hidden = _DemoCheck(view, None if colors is None else np.asarray(colors), s)(reflected)
+    _, _, hidden = _DemoCheck(view, s)(reflected)
     new = reflected[hidden]
     inferred = np.concatenate([np.zeros(len(points), bool), np.ones(len(new), bool)])
-    all_colors = None if colors is None else np.concatenate([colors, np.asarray(colors)[hidden]])
+    all_colors = None  # the reflected points' colours are unknown (paint need not be symmetric): NaN, not compared
+    if colors is not None:
+        seen_colors = np.asarray(colors, dtype=np.float64)
+        seen_colors = seen_colors / 255.0 if seen_colors.size and seen_colors.max() > 1.0 else seen_colors
+        all_colors = np.concatenate([seen_colors, np.full((len(new), 3), np.nan)])
     all_descriptors = None
     if descriptors is not None:
         unknown = np.full((len(new), descriptors.shape[1]), np.nan, dtype=descriptors.dtype)

@@ -493,7 +493,7 @@ class TransferPipeline:
             points, descriptors, colors = self._demo_cloud
             view = LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool), points,
                              None, to_rgb_array(self.demo.rgb))
-            plane = estimate_mirror_plane(points, colors, view, up_demo)
+            plane = estimate_mirror_plane(points, view, up_demo)
             self._mirror = (key, None if plane is None else
                             complete_with_mirror(points, descriptors, colors, view, plane))
         return self._mirror[1]

@@ -75,7 +75,7 @@ def test_symmetric_object_seen_from_one_side_gives_its_plane(yaw):
     depth, mask, image, seen = _render(_object(False), T)
     view = LiveFrame(depth, K, mask, seen, None, image)
     up = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
-    plane = estimate_mirror_plane(seen, np.full((len(seen), 3), 150, np.uint8), view, up)
+    plane = estimate_mirror_plane(seen, view, up)
     assert plane is not None
     normal, offset = _plane_in_object(plane, T)
     assert abs(abs(normal[1]) - 1.0) < 1 - np.cos(np.radians(2.0))  # the y = 0 plane, within 2 deg
@@ -89,7 +89,7 @@ def test_asymmetric_object_gives_no_plane():
     depth, mask, image, seen = _render(_object(True), T)
     view = LiveFrame(depth, K, mask, seen, None, image)
     up = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
-    assert estimate_mirror_plane(seen, np.full((len(seen), 3), 150, np.uint8), view, up) is None
+    assert estimate_mirror_plane(seen, view, up) is None
 
 
 def test_completion_adds_the_hidden_side_where_it_is():
@@ -101,7 +101,7 @@ def test_completion_adds_the_hidden_side_where_it_is():
     view = LiveFrame(depth, K, mask, seen, None, image)
     up = T[:3, :3] @ np.array([0.0, 0.0, 1.0])
     colors = np.full((len(seen), 3), 150, np.uint8)
-    plane = estimate_mirror_plane(seen, colors, view, up)
+    plane = estimate_mirror_plane(seen, view, up)
     completion = complete_with_mirror(seen, np.ones((len(seen), 4), np.float32), colors, view, plane)
     added = completion.points[completion.inferred]
     assert len(added) > 0.1 * len(seen)
@@ -123,7 +123,7 @@ def test_completed_cloud_explains_the_turned_view():
     view = LiveFrame(depth, K, mask, seen, None, image)
     up = T_demo[:3, :3] @ np.array([0.0, 0.0, 1.0])
     colors = np.full((len(seen), 3), 150, np.uint8)
-    completion = complete_with_mirror(seen, None, colors, view, estimate_mirror_plane(seen, colors, view, up))
+    completion = complete_with_mirror(seen, None, colors, view, estimate_mirror_plane(seen, view, up))
     live = LiveFrame(live_depth, K, live_mask, live_seen, None, live_image)
     true_motion = T_live @ np.linalg.inv(T_demo)
     s = PoseSearchSettings()
