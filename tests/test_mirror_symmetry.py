@@ -131,3 +131,30 @@ def test_completed_cloud_explains_the_turned_view():
     completed = score_pose(true_motion, completion.points, None, live, s, completion.colors, completion.inferred)
     assert completed.coverage > 0.8 and alone.coverage < 0.5
     assert completed.score > alone.score + 0.3
+
+
+@pytest.mark.slow  # the whole search: ~30 s alone, 110 s on a loaded 2-core machine
+def test_search_with_the_completed_cloud_finds_the_turn_from_the_other_side():
+    """The whole search (upright sweep, turns, ICP, ambiguity) on the demo seen from +y and the live view from -y
+    (turned 180 deg): with the completed cloud the published pose is the truth."""
+    from correspondence.alignment import rotation_error_deg
+    from correspondence.pose_search import search_pose
+
+    truth_points = _object(False)
+    T_demo, T_live = _pose(10.0), _pose(190.0)
+    T_live[:3, 3] += np.array([0.02, -0.01, 0.03])  # and moved
+    depth, mask, image, seen = _render(truth_points, T_demo)
+    live_depth, live_mask, live_image, live_seen = _render(truth_points, T_live)
+    view = LiveFrame(depth, K, mask, seen, None, image)
+    up = (T_demo[:3, :3] @ np.array([0.0, 0.0, 1.0]), T_live[:3, :3] @ np.array([0.0, 0.0, 1.0]))
+    colors = np.full((len(seen), 3), 150, np.uint8)
+    completion = complete_with_mirror(seen, None, colors, view, estimate_mirror_plane(seen, view, up[0]))
+    live = LiveFrame(live_depth, K, live_mask, live_seen, None, live_image)
+    truth = T_live @ np.linalg.inv(T_demo)
+    result = search_pose(completion.points, None, live, None, up=up, demo_colors=completion.colors, demo_view=view,
+                         inferred=completion.inferred)
+    assert result.transform is not None, result.reason
+    assert rotation_error_deg(result.transform, truth) < 5.0
+    centre = seen.mean(0)
+    moved = lambda T: T[:3, :3] @ centre + T[:3, 3]  # noqa: E731
+    assert np.linalg.norm(moved(result.transform) - moved(truth)) < 0.02
