@@ -359,6 +359,14 @@ def _also_explains(rival: PoseScore, best: PoseScore, s: PoseSearchSettings) -> 
     return consistent and rival.agreement >= s.consistent_agreement and not appearance_decides
 
 
+def _rival(rival: PoseScore, best: PoseScore, s: PoseSearchSettings) -> bool:
+    """Whether a pose turned away from the best explains the frame about as well: scores within the margin, or
+    support within ``explains_margin`` and :func:`_also_explains` (a small contradiction that the weighted score
+    magnifies does not make a rival that explains the frame implausible)."""
+    return (rival.score >= best.score - s.ambiguity_margin
+            or (rival.support >= best.support - s.explains_margin and _also_explains(rival, best, s)))
+
+
 def _confident(score: PoseScore, s: PoseSearchSettings) -> bool:
     """The early stop: a matches' pose that already explains the live surface needs no global search."""
     return (s.early_stop_score is not None and score.support >= s.early_stop_score
@@ -451,10 +459,17 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         probes = [Hypothesis(SOURCE_PROBE, snap(T), score(snap(T)))
                   for T in turned(best.transform, demo_points, s.turn_step_deg, None if up is None else up[1])]
     rivals = [h for h in finals[1:] + probes if rotation_error_deg(h.transform, best.transform) >= s.ambiguity_deg
-              and (h.score.score >= best.score.score - s.ambiguity_margin
-                   or (h.score.support >= best.score.support - s.explains_margin
-                       and _also_explains(h.score, best.score, s)))]  # support: a small contradiction that the
-    # weighted score magnifies does not make a rival that explains the frame implausible
+              and _rival(h.score, best.score, s)]
+    if inferred is not None and rivals:  # a mirror-completed cloud: a rival must also explain the frame as well by
+        # what the demo saw. Its inferred points carry no colour or descriptor, so a turn that lays them on the
+        # live surface (a box-like bus's back on its front) is not told apart by them; a pose the seen points
+        # support, and the rival's seen points do not, stands. A pose supported by the inferred side alone
+        # (turned by ~180 deg) still meets every rival that the seen side supports
+        seen_score = lambda T: score_pose(T, demo_points[~inferred], None if demo_descriptors is None else  # noqa
+                                          demo_descriptors[~inferred], live, s,
+                                          None if demo_colors is None else demo_colors[~inferred])
+        best_seen = seen_score(best.transform)
+        rivals = [h for h in rivals if _rival(seen_score(h.transform), best_seen, s)]
     ordered = (tuple(finals) + tuple(h for h in scored if all(h is not f for f in finals))
                + tuple(sorted(probes, key=lambda h: -h.score.score)))
     from .pose_equivalence import equivalent_poses  # it builds on this module's scorer and snapper
