@@ -38,6 +38,7 @@ from .deprecation import renamed_kwarg
 from .icp import masked_cloud
 from .lifting import DepthMap
 from .pose_keypoints import keypoints_from_pose, surface_points
+from .mirror_symmetry import complete_with_mirror, estimate_mirror_plane
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import DepthViews, Localisation, ObjectNotFound, localise, segment_localised
@@ -86,6 +87,7 @@ class TransferPipeline:
         self.tracker = MaskTracker(self.settings.track) if self.settings.track is not None else None
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
+        self._mirror = None  # (demo vertical, its mirror completion of _demo_cloud or None), once per vertical
         self._demo_depth = None  # the demo depth prepared for lifting (lifting.DepthMap), once
         self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
@@ -468,6 +470,13 @@ class TransferPipeline:
         demo_points, demo_descriptors, demo_colors = (self._demo_cloud if self.views is None else
                                                       self.views.search_cloud(view or 0, icp.max_points,
                                                                               self.settings.multiview_cloud))
+        inferred = None
+        if (self.views is None and up is not None and self.demo_region is not None
+                and search_settings.mirror_completion and search_settings.global_hypotheses):
+            completion = self._mirror_completion(np.asarray(up[0], dtype=np.float64))
+            if completion is not None:
+                demo_points, demo_descriptors, demo_colors = completion.points, completion.descriptors, completion.colors
+                inferred = completion.inferred
         if self.views is not None and self.settings.multiview_cloud == "fused":
             fit = lambda T: visible_points(demo_points, T, intrinsics)  # noqa: E731 (the side the camera sees)
         live = live if live is not None else self._live_frame(depth, intrinsics, live_mask, live_fmap, image)
@@ -481,7 +490,7 @@ class TransferPipeline:
             search = self.views.search_from_view(view, start_pose, live, search_settings, icp, up, icp.max_points)
         else:
             search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
-                                 demo_colors=demo_colors, demo_view=demo_view, fit_points=fit)
+                                 demo_colors=demo_colors, demo_view=demo_view, fit_points=fit, inferred=inferred)
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
@@ -492,6 +501,19 @@ class TransferPipeline:
         if chosen.source == "matches" and solver == alignment.solver:
             return alignment, search
         return replace(alignment, success=True, transform=search.transform, reason="ok", solver=solver), search
+
+    def _mirror_completion(self, up_demo: np.ndarray):
+        """The one-view demo cloud completed with its vertical mirror plane (None: no plane with strong evidence),
+        once per demo vertical (:mod:`correspondence.mirror_symmetry`)."""
+        key = tuple(np.round(up_demo / np.linalg.norm(up_demo), 3))
+        if self._mirror is None or self._mirror[0] != key:
+            points, descriptors, colors = self._demo_cloud
+            view = LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool), points,
+                             None, to_rgb_array(self.demo.rgb))
+            plane = estimate_mirror_plane(points, view, up_demo)
+            self._mirror = (key, None if plane is None else
+                            complete_with_mirror(points, descriptors, colors, view, plane))
+        return self._mirror[1]
 
     def _align_3d(self, src: np.ndarray, dst: np.ndarray, weights: np.ndarray) -> AlignmentResult:
         use = weights > 0

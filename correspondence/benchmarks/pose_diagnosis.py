@@ -27,6 +27,7 @@ from ..demo_spec import DemoSpec
 from ..icp import refine
 from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
+from ..multiview_pose import visible_points
 from ..pose_search import score_pose
 from ..world.render import RenderSettings
 from ..world.scene import SceneNotVisible
@@ -78,10 +79,12 @@ def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up) -> dic
     centre = demo_view.pose[:3, :3] @ obj.center + demo_view.pose[:3, 3]
     truth = scene.truth
     errors = lambda T: symmetric_errors(T, truth, demo_view.pose, symmetry, centre)  # noqa: E731
-    true_score = score_pose(truth, demo_points, demo_descriptors, live, settings, colors)
-    true_refined = refine(demo_points, live.cloud, truth, icp)
+    inferred = kwargs.get("inferred")  # a mirror-completed demo cloud: scored and fitted as the search does
+    fit = demo_points if inferred is None else visible_points(demo_points, truth, live.intrinsics)
+    true_score = score_pose(truth, demo_points, demo_descriptors, live, settings, colors, inferred)
+    true_refined = refine(fit, live.cloud, truth, icp)
     true_refined_score = (score_pose(true_refined.transform, demo_points, demo_descriptors, live, settings,
-                                     colors)
+                                     colors, inferred)
                           if true_refined.accepted else None)
     hypotheses = []
     for h in search.hypotheses:
