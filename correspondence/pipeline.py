@@ -41,7 +41,8 @@ from .pose_keypoints import keypoints_from_pose, surface_points
 from .mirror_symmetry import complete_with_mirror, estimate_mirror_plane
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
-from .localise import DepthViews, Localisation, ObjectNotFound, localise, segment_localised
+from .localise import DepthViews, Localisation, ObjectNotFound, localise
+from .localised_mask import segment_localised
 from .multiview_pose import MultiViewDemo, choose_searched, object_cloud, visible_points
 from .object_colour import ColourModel
 from .object_signature import ObjectSignature, SignatureCue

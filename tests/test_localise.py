@@ -9,7 +9,8 @@ from correspondence.api import Matcher
 from correspondence.camera import CameraIntrinsics
 from correspondence.demo_spec import DemoSpec
 from correspondence.io import KeypointSet, NamedPoint
-from correspondence.localise import LocaliseSettings, ObjectNotFound, localise, segment_localised
+from correspondence.localise import LocaliseSettings, ObjectNotFound, localise
+from correspondence.localised_mask import segment_localised
 from correspondence.pipeline import PipelineSettings, TransferPipeline
 from correspondence.segmentation import DepthForeground, GrabCutBox, Prompt
 

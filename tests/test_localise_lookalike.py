@@ -9,7 +9,8 @@ import pytest
 
 from correspondence.api import Matcher
 from correspondence.camera import CameraIntrinsics
-from correspondence.localise import DepthViews, LocaliseSettings, ObjectNotFound, localise, segment_localised
+from correspondence.localise import DepthViews, LocaliseSettings, ObjectNotFound, localise
+from correspondence.localised_mask import segment_localised
 from correspondence.object_colour import ColourModel
 from correspondence.segmentation import DepthForeground
 from test_localise import PATCH, SIZE, iou, paste, patch
@@ -114,7 +115,7 @@ def test_colour_model_ignores_brightness_and_dark_pixels():
 def test_depth_mask_keeps_every_part_of_the_object_that_holds_votes():
     """An object's parts at different depths (a truck's cab behind its box) are separate depth components; each part
     with a real share of the votes belongs to the mask, a component with one stray vote does not."""
-    from correspondence.localise import depth_component_under
+    from correspondence.localised_mask import depth_component_under
     rgb = np.full((SIZE, SIZE, 3), 128, np.uint8)
     depth = np.full((SIZE, SIZE), 1.5, np.float32)
     depth[40:120, 40:100] = 0.8  # the box

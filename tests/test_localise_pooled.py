@@ -10,7 +10,8 @@ import pytest
 
 from correspondence.api import Matcher
 from correspondence.camera import CameraIntrinsics
-from correspondence.localise import DepthViews, LocaliseSettings, localise, segment_localised
+from correspondence.localise import DepthViews, LocaliseSettings, localise
+from correspondence.localised_mask import segment_localised
 from correspondence.segmentation import DepthForeground
 from test_localise import SIZE
 

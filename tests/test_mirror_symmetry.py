@@ -134,9 +134,11 @@ def test_completed_cloud_explains_the_turned_view():
 
 
 @pytest.mark.slow  # the whole search: ~30 s alone, 110 s on a loaded 2-core machine
-def test_search_with_the_completed_cloud_finds_the_turn_from_the_other_side():
+def test_search_with_the_completed_cloud_still_finds_the_turn_from_the_other_side():
     """The whole search (upright sweep, turns, ICP, ambiguity) on the demo seen from +y and the live view from -y
-    (turned 180 deg): with the completed cloud the published pose is the truth."""
+    (turned 180 deg): with the completed cloud the published pose is the truth. A guard, not the completion's
+    benefit: on this box-built car the search without the completion finds the truth too (checked by hand, 0.0 deg);
+    the benefit is measured on the bench (docs/pose_search.md), and the completion is off by default."""
     from correspondence.alignment import rotation_error_deg
     from correspondence.pose_search import search_pose
 

@@ -27,7 +27,8 @@ from tqdm.auto import tqdm
 from ..api import Matcher
 from ..errors import InputError
 from ..io import write_json
-from ..localise import DepthViews, LocaliseSettings, localise, segment_localised
+from ..localise import DepthViews, LocaliseSettings, localise
+from ..localised_mask import segment_localised
 from ..object_colour import ColourModel
 from ..object_signature import ObjectSignature, SignatureCue, SignatureSettings
 from ..segmentation import DepthForeground, GrabCutBox, Prompt
