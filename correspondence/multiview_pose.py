@@ -30,6 +30,7 @@ from typing import Callable
 
 import numpy as np
 
+from .alignment import rotation_error_deg
 from .dense_transfer import DenseMatches, DenseSettings, dense_matches
 from .demo_views import DemoView
 from .device import to_numpy
@@ -41,6 +42,7 @@ from .object_colour import ColourModel
 from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose, search_pose
 from .preprocessing import to_rgb_array
 from .segmentation import DepthForeground, Prompt
+from .view_pool import FusedFit, Pooled, pool_view, turn_best
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -265,6 +267,15 @@ class MultiViewDemo:
         return score_pose(T, points[seen], None if descriptors is None else descriptors[seen], live, settings,
                           colours[seen]).score
 
+    def fused_fitter(self, live: LiveFrame, settings: PoseSearchSettings, icp: IcpSettings | None,
+                     up: tuple | None) -> FusedFit:
+        """What the pooled view choice (:mod:`~correspondence.view_pool`) fits and scores poses with: the fused
+        cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``) and half the sweep step."""
+        points = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)[0]
+        return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp),
+                        lambda p, T: visible_mask(p, T, live.intrinsics),
+                        None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2)
+
     def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
         """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
         view's own (``max_points``), ``fused`` every view's (:meth:`fused_cloud`)."""
@@ -359,7 +370,8 @@ def visible_mask(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float =
 
 
 def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandidate], tuple],
-                    score: Callable[[np.ndarray], float], primary_margin: float = PRIMARY_MARGIN
+                    score: Callable[[np.ndarray], float], primary_margin: float = PRIMARY_MARGIN,
+                    fitter: FusedFit | None = None, settings: PoseSearchSettings | None = None
                     ) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
     """(the chosen candidate, its ``search(candidate)`` result = (alignment, pose search result), each searched
     pose's score). Every candidate view's pose goes through the pose search (from that view's cloud, starting at its
@@ -369,12 +381,15 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     yaw +-180 deg with distractors a candidate's RANSAC often fails or lands 20-70 deg off (5 of 6 failures at
     507cc3a: the right view's search, never run, finds the truth, which scores far higher than the pose chosen).
     A candidate whose search refuses (ambiguous) or finds nothing gives no pose; when none gives one, the first
-    candidate's refusal stands."""
+    candidate's refusal stands. With ``fitter`` (:class:`~correspondence.view_pool.FusedFit`) each view's search
+    gives a pool instead of one pose (:func:`_choose_pooled`)."""
     outcomes = []
     for candidate in candidates:
         alignment, result = search(candidate)
         ok = alignment is not None and alignment.success and alignment.transform is not None
         outcomes.append((candidate, (alignment, result), float(score(alignment.transform)) if ok else None))
+    if fitter is not None:
+        return _choose_pooled(outcomes, fitter, primary_margin, settings or PoseSearchSettings())
     scores = {c.index: round(v, 4) for c, _, v in outcomes if v is not None}
     with_pose = [o for o in outcomes if o[2] is not None]
     if not with_pose:
@@ -382,6 +397,48 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     best = max(with_pose, key=lambda o: o[2] + (primary_margin if o[0].index == 0 else 0.0))  # max keeps the
     # first of equals: the candidates' order
     return best[0], best[1], scores
+
+
+def _choose_pooled(outcomes: list[tuple], fitter: FusedFit, primary_margin: float, settings: PoseSearchSettings
+                   ) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
+    """The pooled choice (:mod:`~correspondence.view_pool`): every candidate's searched pose and its search's best
+    distinct hypotheses, each fitted on the fused cloud and scored; the best wins (the primary's by
+    ``primary_margin``). A view whose own search refused (ambiguous, or no pose) lends a pose only when it beats
+    every pooled pose turned ``ambiguity_deg`` or more from it by ``ambiguity_margin`` (the search's own rule,
+    judged on the fused cloud that sees the sides the view does not)."""
+    with_pose, pooled = set(), []
+    for candidate, (alignment, result), value in outcomes:
+        if value is not None:
+            with_pose.add(candidate.index)
+        if result is None:
+            continue
+        pooled += pool_view(candidate.index, alignment.transform if value is not None else None, result.hypotheses,
+                            fitter)
+    pooled = turn_best(pooled, fitter)
+
+    def clear(p: Pooled) -> bool:
+        return all(q.score < p.score - settings.ambiguity_margin for q in pooled
+                   if rotation_error_deg(q.transform, p.transform) >= settings.ambiguity_deg)
+
+    allowed = [p for p in pooled if p.view in with_pose or clear(p)]
+    scores = {}
+    for p in allowed:
+        scores[p.view] = round(max(p.score, scores.get(p.view, -np.inf)), 4)
+    if not allowed:
+        return outcomes[0][0], outcomes[0][1], scores or None
+    order = [c.index for c, _, _ in outcomes]
+    best = max(sorted(allowed, key=lambda p: order.index(p.view)),  # max keeps the first of equals
+               key=lambda p: p.score + (primary_margin if p.view == 0 else 0.0))
+    candidate, (alignment, result), _ = next(o for o in outcomes if o[0].index == best.view)
+    if best.is_searched:
+        return candidate, (alignment, result), scores
+    source = best.source.source if best.source is not None else alignment.solver
+    chosen = (replace(best.source, transform=best.transform) if best.source is not None else
+              replace(result.chosen, transform=best.transform))
+    alignment = replace(alignment, success=True, transform=best.transform, reason="ok", solver=f"{source}+fused-fit")
+    result = replace(result, transform=best.transform, chosen=chosen, ambiguous=False,
+                     reason="ok: pooled over the views' hypotheses, fitted and scored on the fused cloud")
+    return candidate, (alignment, result), scores
 
 
 def _result_to_primary(result: PoseSearchResult, T_view_from_primary: np.ndarray) -> PoseSearchResult:
