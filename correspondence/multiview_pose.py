@@ -410,10 +410,8 @@ def _choose_pooled(outcomes: list[tuple], fitter: FusedFit, primary_margin: floa
     for candidate, (alignment, result), value in outcomes:
         if value is not None:
             with_pose.add(candidate.index)
-        if result is None:
-            continue
-        pooled += pool_view(candidate.index, alignment.transform if value is not None else None, result.hypotheses,
-                            fitter)
+        pooled += pool_view(candidate.index, alignment.transform if value is not None else None,
+                            () if result is None else result.hypotheses, fitter)
     pooled = turn_best(pooled, fitter)
 
     def clear(p: Pooled) -> bool:
@@ -433,11 +431,12 @@ def _choose_pooled(outcomes: list[tuple], fitter: FusedFit, primary_margin: floa
     if best.is_searched:
         return candidate, (alignment, result), scores
     source = best.source.source if best.source is not None else alignment.solver
-    chosen = (replace(best.source, transform=best.transform) if best.source is not None else
-              replace(result.chosen, transform=best.transform))
     alignment = replace(alignment, success=True, transform=best.transform, reason="ok", solver=f"{source}+fused-fit")
-    result = replace(result, transform=best.transform, chosen=chosen, ambiguous=False,
-                     reason="ok: pooled over the views' hypotheses, fitted and scored on the fused cloud")
+    if result is not None:  # the search's record says which hypothesis was taken, and where it went
+        chosen = best.source if best.source is not None else result.chosen
+        result = replace(result, transform=best.transform, ambiguous=False,
+                         chosen=None if chosen is None else replace(chosen, transform=best.transform),
+                         reason="ok: pooled over the views' hypotheses, fitted and scored on the fused cloud")
     return candidate, (alignment, result), scores
 
 

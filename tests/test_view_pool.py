@@ -141,3 +141,14 @@ def test_the_fused_fit_brings_a_pose_a_centimetre_off_back_onto_the_surface():
     assert fitter.best(truth)[0] >= fitter.score(truth)  # a pose on the surface is kept or improved, never worse
     turned = fitter.turned(truth)
     assert [round(rotation_error_deg(T, truth), 3) for T in turned] == [2.5, 2.5]
+
+
+def test_a_view_with_a_pose_but_no_search_record_is_still_pooled():
+    """A candidate whose search gave no record (``_refine`` returns none without a live mask or refinement) still
+    lends its pose; the fitted pose replaces it with no search result to update."""
+    off = _pose(TRUTH_YAW + 2.5)
+    chosen, (alignment, result), scores = choose_searched(
+        _candidates(0), lambda c: (_alignment(off), None), _Fit().score, fitter=_Fit(turns=True),
+        settings=PoseSearchSettings())
+    assert result is None and alignment.success
+    assert rotation_error_deg(alignment.transform, _pose(TRUTH_YAW)) < 1e-6 and alignment.solver == "test+fused-fit"
