@@ -185,7 +185,7 @@ class TransferPipeline:
                     live),
                     lambda T: self.views.pose_score(T, live, self.settings.pose_search, self.settings.icp),
                     fitter=(self.views.fused_fitter(live, self.settings.pose_search, self.settings.icp, up)
-                            if self.settings.multiview_pool else None), settings=self.settings.pose_search)
+                            if self.settings.multiview_pool else None))
             else:
                 chosen = candidates[0]
             view_index, dense, (alignment, alignment_2d, dense_points) = chosen.index, chosen.dense, chosen.result
