@@ -11,16 +11,9 @@ import pytest
 from correspondence.alignment import AlignmentResult, rotation_error_deg
 from correspondence.multiview_pose import PRIMARY_MARGIN, ViewCandidate, choose_searched
 from correspondence.pose_search import Hypothesis, PoseScore, PoseSearchResult, PoseSearchSettings
+from test_multiview_choice import _pose
 
 TRUTH_YAW = 37.0
-
-
-def _pose(yaw_deg: float, x: float = 0.0) -> np.ndarray:
-    a = np.radians(yaw_deg)
-    T = np.eye(4)
-    T[:3, :3] = [[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]]
-    T[:3, 3] = [x, 0.0, 1.0]
-    return T
 
 
 def _alignment(T):
