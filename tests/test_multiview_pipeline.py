@@ -168,7 +168,7 @@ def test_the_pose_score_chooses_the_view_when_sides_look_alike(monkeypatch):
     # the same candidates without the live frame, the first one searched: the most RANSAC inliers decide
     align = MultiViewDemo.align_candidates
     monkeypatch.setattr(MultiViewDemo, "align_candidates", lambda self, *a, **k: align(self, *a[:7], None, None))
-    monkeypatch.setattr(pipeline_module, "choose_searched", lambda candidates, search, score: (
+    monkeypatch.setattr(pipeline_module, "choose_searched", lambda candidates, search, score, **_: (
         candidates[0], search(candidates[0]), None))
     by_inliers = run()
     assert by_inliers.demo_view_scores is None

@@ -1,0 +1,117 @@
+"""A multi-view demo's last step: the candidate views' pose hypotheses pooled, each fitted on the fused cloud and
+judged by the same score, so the view choice can take a pose that a view's own search ranked second.
+
+Why: each candidate view's pose search (:func:`~correspondence.pose_search.search_pose`, run on that view's partial
+cloud) generates a pose within a few degrees of the truth in its yaw sweep, but ranks it with the view's own cloud,
+which for a round object (a mug, whose handle is the only cue) lets a turn 10-55 deg off score as well or better
+(docs/multiview_demo.md "Pooled hypotheses": in 3 of the 5 failures at +-180 deg the right view's sweep held a pose
+within 4 deg of the truth that its own score put below the one it returned; a fourth refused as ambiguous while it
+held one). The fused cloud sees the object from every side, so it tells those turns apart, but only once each pose
+is fitted to it: a pose fitted on one view's cloud sits a few millimetres off the fused cloud's surface, and the
+score (1 cm surface band, 4 mm colour band) punishes that more than a wrong turn that is fitted. Hence, per pooled
+pose: the translation refitted with the turn held, on the fused cloud's visible part (:mod:`~correspondence.
+yaw_sweep`'s fit and placement), and the best few also turned by half the sweep step both ways (the sweep's grid
+leaves the nearest turn up to that far off)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .pose_search import LiveFrame, _about, _distinct
+from .yaw_sweep import FIT_DISTANCES_M, Placement, _axis_angle, fit_translation, place
+
+POOL_TOP = 3  # distinct hypotheses per candidate view's search pooled beside its chosen pose (best own score first):
+# 3 views x 4 poses keeps the pooled fits to ~12 per frame
+TURN_TOP = 3  # the best pooled poses that are also tried turned by +-half the sweep step
+
+
+@dataclass
+class FusedFit:
+    """Fits a primary -> live pose on the fused cloud's visible part and scores it (``score``: the multi-view pose
+    score, :meth:`~correspondence.multiview_pose.MultiViewDemo.pose_score`). ``visible(points, T)``: the rows the
+    live camera would see; ``up``: the vertical in the live camera (None: no turns)."""
+
+    points: np.ndarray
+    live: LiveFrame
+    score: Callable[[np.ndarray], float]
+    visible: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    up: np.ndarray | None = None
+    turn_deg: float = 2.5
+    _placement: Placement | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        from scipy.spatial import cKDTree
+
+        self._tree = cKDTree(self.live.cloud)
+        self._placement = Placement(self.live.depth, np.asarray(self.live.mask, bool), self.live.intrinsics,
+                                    self._tree, len(self.live.cloud))
+
+    def fit(self, T: np.ndarray) -> np.ndarray:
+        """``T`` with its translation refitted (turn held) on the fused points the live camera sees under it."""
+        seen = self.points[self.visible(self.points, T)]
+        if len(seen) < 10:
+            return T
+        R, live = T[:3, :3], self.live
+        t = fit_translation(R, seen, live.cloud, self._tree, live.depth, live.intrinsics, T[:3, 3],
+                            FIT_DISTANCES_M[-3:])
+        fitted = T.copy()
+        fitted[:3, 3] = place(R, seen, t, self._placement)
+        return fitted
+
+    def best(self, T: np.ndarray) -> tuple[float, np.ndarray]:
+        """(score, pose): ``T`` as it is or refitted, whichever scores higher (a pose already on the fused surface
+        is not moved off it)."""
+        fitted = self.fit(T)
+        return max((self.score(T), T), (self.score(fitted), fitted), key=lambda s: s[0])
+
+    def turned(self, T: np.ndarray) -> list[np.ndarray]:
+        """``T`` turned by +-``turn_deg`` about the vertical through the moved cloud's centre."""
+        if self.up is None or self.turn_deg <= 0:
+            return []
+        centre = (self.points @ T[:3, :3].T + T[:3, 3]).mean(0)
+        return [_about(_axis_angle(self.up, np.radians(a)), centre) @ T for a in (-self.turn_deg, self.turn_deg)]
+
+
+@dataclass(frozen=True)
+class Pooled:
+    """One pooled pose: the view it came from, its fused score, the pose, the hypothesis it came from (None: the
+    view's searched pose itself) and whether it is that searched pose unchanged."""
+
+    view: int
+    score: float
+    transform: np.ndarray
+    source: object
+    is_searched: bool
+
+
+def pool_view(view: int, searched: np.ndarray | None, hypotheses, fitter: FusedFit, top: int = POOL_TOP
+              ) -> list[Pooled]:
+    """A view's searched pose (if any) and its search's ``top`` distinct best hypotheses (primary -> live), each
+    as :meth:`FusedFit.best` leaves it."""
+    centre = fitter.points.mean(0)
+    out = []
+    if searched is not None:
+        score, T = fitter.best(searched)
+        out.append(Pooled(view, score, T, None, T is searched))
+    for h in _distinct(list(hypotheses), top, centre):
+        if searched is not None and np.allclose(h.transform, searched):
+            continue
+        score, T = fitter.best(h.transform)
+        out.append(Pooled(view, score, T, h, False))
+    return out
+
+
+def turn_best(pooled: list[Pooled], fitter: FusedFit, top: int = TURN_TOP) -> list[Pooled]:
+    """The ``top`` best pooled poses also tried turned by half the sweep step each way (fitted), the better kept."""
+    ranked = sorted(pooled, key=lambda p: -p.score)
+    out = []
+    for k, p in enumerate(ranked):
+        if k < top:
+            for T in fitter.turned(p.transform):
+                score, fitted = fitter.best(T)
+                if score > p.score:
+                    p = Pooled(p.view, score, fitted, p.source, False)
+        out.append(p)
+    return out
