@@ -282,7 +282,8 @@ class MultiViewDemo:
         points = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)[0]
         return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp),
                         lambda p, T: visible_mask(p, T, live.intrinsics),
-                        None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2)
+                        None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
+                        icp)
 
     def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
         """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
@@ -420,6 +421,8 @@ def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, sc
     best = max(pooled, key=lambda p: p.score)  # the searched pose comes first: it keeps a tie
     if best.is_searched:
         return candidate, outcome, scores
+    score, transform = fitter.polish(best.transform, best.score)  # placed and turned in steps: ICP makes it precise
+    best = replace(best, score=score, transform=transform)
     scores = {**scores, candidate.index: round(best.score, 4)}
     source = best.source.source if best.source is not None else alignment.solver
     alignment = replace(alignment, success=True, transform=best.transform, reason="ok", solver=f"{source}+fused-fit")

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .icp import IcpSettings, IcpTarget, refine
 from .pose_search import LiveFrame, _about, _distinct
 from .yaw_sweep import FIT_DISTANCES_M, Placement, _axis_angle, fit_translation, place
 
@@ -39,12 +40,14 @@ class FusedFit:
     visible: Callable[[np.ndarray, np.ndarray], np.ndarray]
     up: np.ndarray | None = None
     turn_deg: float = 2.5
+    icp: IcpSettings | None = None  # None: no ICP polish of the pooled choice (:meth:`polish`)
     _placement: Placement | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         from scipy.spatial import cKDTree
 
         self._tree = cKDTree(self.live.cloud)
+        self._target: IcpTarget | None = None  # the live cloud's normals, built on the first polish
         self._placement = Placement(self.live.depth, np.asarray(self.live.mask, bool), self.live.intrinsics,
                                     self._tree, len(self.live.cloud))
 
@@ -65,6 +68,24 @@ class FusedFit:
         is not moved off it)."""
         fitted = self.fit(T)
         return max((self.score(T), T), (self.score(fitted), fitted), key=lambda s: s[0])
+
+    def polish(self, T: np.ndarray, score: float) -> tuple[float, np.ndarray]:
+        """(score, pose): the guarded ICP of the fused points the live camera sees under ``T`` onto the live cloud,
+        kept when it is accepted (converged, surfaces agree) and turns the pose by at most twice ``turn_deg``; else
+        ``T``. Why: the pool's poses are placed in 5 mm steps and turned by half a sweep step, and within that the
+        score (1 cm surface and 4 mm colour bands) cannot rank poses: a kettle's truth turned 2.5 deg and placed
+        scores 0.696 against the truth's 0.668. The score picks the turn's basin; the ICP, the pose within it
+        (that turned kettle comes back to 0.27 deg). Without the polish a searched pose made precise by ICP
+        (0.01 deg) could be replaced by one 2.5 deg off."""
+        seen = self.points[self.visible(self.points, T)]
+        if self.icp is None or len(seen) < 10:
+            return score, T
+        if self._target is None:
+            self._target = IcpTarget(self.live.cloud)
+        result = refine(seen, self._target, T, self.icp)
+        if not result.accepted or result.correction_deg > 2 * self.turn_deg:
+            return score, T
+        return self.score(result.transform), result.transform
 
     def turned(self, T: np.ndarray) -> list[np.ndarray]:
         """``T`` turned by +-``turn_deg`` about the vertical through the moved cloud's centre."""
