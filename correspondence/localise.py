@@ -209,7 +209,7 @@ class Localisation:
 
 def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: FeatureMap,
              settings: LocaliseSettings | None = None, depths: DepthViews | None = None,
-             images: tuple[np.ndarray, np.ndarray] | None = None, signature: SignatureCue | None = None,
+             images: tuple[np.ndarray, np.ndarray] | None = None, *, signature: SignatureCue | None = None,
              live_chroma: np.ndarray | None = None) -> Localisation:
     """Locate the demo object (its ``demo_valid`` cells) in the live frame (all its image cells); see the module
     docstring for the rule. ``depths``: both views' depth, for the rigid 3D check (rule 4); ``images``: (demo RGB, live

@@ -166,7 +166,7 @@ class MultiViewDemo:
         depths = (DepthViews(self.depth_map(index), state.view.intrinsics, depth, intrinsics)
                   if depth is not None and intrinsics is not None else None)
         return localise(self.feature_map(index), state.cells, live_fmap, settings, depths,
-                        (to_rgb_array(state.view.rgb), image), self._live_chroma(live_fmap, image))
+                        (to_rgb_array(state.view.rgb), image), live_chroma=self._live_chroma(live_fmap, image))
 
     def _live_chroma(self, live_fmap, image: np.ndarray) -> np.ndarray:
         """The live cells' colours for every view's colour gate, sampled once per frame (this frame's feature map and

@@ -68,7 +68,7 @@ class LiveObjectStage:
             localisation = (self._localise_views(live_fmap, live_map, intrinsics, image)
                             if self.views is not None else  # the views vote (multiview_pose.py, view_schedule.py)
                             localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
-                                     (demo_rgb, image), self._signature_cue(up, demo_rgb, image, live_map)))
+                                     (demo_rgb, image), signature=self._signature_cue(up, demo_rgb, image, live_map)))
             if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
                 self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
             colours = self._demo_colours if self.views is None else self.views.colours(localisation)

@@ -139,7 +139,7 @@ def frames():
         views = DepthViews(demo[1], CAMERA, depth, CAMERA)
         cue = SignatureCue(demo_sig, rgb, depth, CAMERA, UP)
         out[name] = (localise(fmaps[0], cells, fmap, NEVER, views, (demo[0], rgb)),
-                     localise(fmaps[0], cells, fmap, NEVER, views, (demo[0], rgb), cue))
+                     localise(fmaps[0], cells, fmap, NEVER, views, (demo[0], rgb), signature=cue))
     return out
 
 

@@ -181,7 +181,7 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
                                                        pose[:3, 2]), scene.rgb, scene.depth, scene.intrinsics,
                                scene.camera[:3, 2])
         located = localise(demo_fmap, demo_cells, live_fmap, loc_settings, depths,
-                           (demo.rgb, scene.rgb) if config.rigid else None, cue)
+                           (demo.rgb, scene.rgb) if config.rigid else None, signature=cue)
         row["localisation_s"] = time.perf_counter() - start
         colours = ColourModel.from_image(demo.rgb, demo.mask) if config.rigid else None
         if config.rigid:  # the 2D rule on the same frame, for the comparison in the report
