@@ -21,7 +21,7 @@ import numpy as np
 SLICES = 8  # height slices, each with its own radius: a jug narrows to its neck
 MAX_GAIN = 15.0  # the off-surface points' weight at most this many times the body's: a cloud with a handful of
 # outliers (depth noise at the rim) must not let them decide the score
-ROUND_RESIDUAL = 0.08  # the body's median distance from the fitted surface, as a share of its median radius, above
+ROUND_RESIDUAL = 0.08  # the points' median distance from the fitted surface, as a share of its median radius, above
 # which the object is not round (a box's sides are ~0.1 R from the circle through its corners)
 MAX_OFF_SHARE = 0.35  # more points than this off the surface: the object is not a round body with an appendage
 MIN_POINTS = 100
@@ -95,8 +95,8 @@ def fit_revolution(points: np.ndarray, up: np.ndarray, min_tolerance_m: float = 
         keep = d <= max(2.5 * float(np.median(d)), min_tolerance_m)
     body = float(np.median(d[keep])) if keep.any() else np.inf
     scale = float(np.median(radii[radii > 0])) if (radii > 0).any() else 0.0
-    if scale <= 0 or body > ROUND_RESIDUAL * scale:
-        return None
+    if scale <= 0 or float(np.median(d)) > ROUND_RESIDUAL * scale:  # every point's: the trimmed fit of a box keeps
+        return None  # the points nearest its circle, whose residual alone would call the box round
     tolerance = max(3.0 * body, min_tolerance_m, 0.05 * scale)
     off = np.clip(d / tolerance - 1.0, 0.0, 1.0)
     share = float(off.mean())

@@ -17,8 +17,8 @@ def _mug(rng, n_body: int = 2000, n_handle: int = 100) -> tuple[np.ndarray, np.n
     body = np.c_[0.1 + 0.04 * np.cos(a), -0.05 + 0.04 * np.sin(a), h]
     handle = np.c_[0.1 + rng.uniform(0.06, 0.07, n_handle), -0.05 + rng.uniform(-0.005, 0.005, n_handle),
                    rng.uniform(0.03, 0.07, n_handle)]
-    return np.vstack([body, handle]) + rng.normal(0, 0.001, (n_body + n_handle, 3)), np.r_[np.zeros(n_body),
-                                                                                          np.ones(n_handle)]
+    points = np.vstack([body, handle]) + rng.normal(0, 0.001, (n_body + n_handle, 3))
+    return points, np.r_[np.zeros(n_body), np.ones(n_handle)]
 
 
 def test_the_handle_is_off_the_fitted_surface_and_weighs_as_much_as_the_body():
@@ -37,9 +37,10 @@ def test_the_handle_is_off_the_fitted_surface_and_weighs_as_much_as_the_body():
 
 def test_an_object_that_is_not_round_gets_no_weights():
     rng = np.random.default_rng(1)
+    half = np.array([0.05, 0.03])
     box = rng.uniform([-0.05, -0.03, 0.0], [0.05, 0.03, 0.1], (3000, 3))
-    box[np.arange(3000), rng.integers(0, 2, 3000)] = rng.choice([-1, 1], 3000) * np.array([0.05, 0.03])[
-        rng.integers(0, 2, 3000)]  # on the sides (some corners), as a camera sees a box
+    side = rng.integers(0, 2, 3000)  # each point pushed onto an x or a y face: the sides, as cameras see a box
+    box[np.arange(3000), side] = rng.choice([-1.0, 1.0], 3000) * half[side]
     assert fit_revolution(box, UP) is None
     assert fit_revolution(np.zeros((10, 3)), UP) is None  # too few points
 
