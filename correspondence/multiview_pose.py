@@ -11,7 +11,8 @@ matches, and their pose is composed with the view's known pose so that it is the
   the live camera see the same side, so ICP converges on the truth rather than on the largest overlap);
 * **choice after the search** (:func:`choose_searched`): every candidate's pose goes through the pose search (a
   turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
-  on the fused cloud's visible part; the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
+  on the fused cloud's visible part (with the vertical, a round object's points weighed by how much they fix its turn,
+  :mod:`~correspondence.revolution`); the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
   Without a live frame the candidate with the most RANSAC inliers is searched alone;
 * **pose search** (the search above): by default (``PipelineSettings.multiview_cloud = "view"``) on each
   candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
