@@ -11,7 +11,8 @@ matches, and their pose is composed with the view's known pose so that it is the
   the live camera see the same side, so ICP converges on the truth rather than on the largest overlap);
 * **choice after the search** (:func:`choose_searched`): every candidate's pose goes through the pose search (a
   turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
-  on the fused cloud's visible part; the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
+  on the fused cloud's visible part (with the vertical, a round object's points weighed by how much they fix its turn,
+  :mod:`~correspondence.revolution`); the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
   Without a live frame the candidate with the most RANSAC inliers is searched alone;
 * **pose search** (the search above): by default (``PipelineSettings.multiview_cloud = "view"``) on each
   candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
@@ -40,6 +41,7 @@ from .localise import DepthViews, Localisation, LocaliseSettings, live_cell_chro
 from .object_colour import ColourModel
 from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose, search_pose
 from .preprocessing import to_rgb_array
+from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
 from .view_pool import FusedFit, pool_view, turn_best
 
@@ -100,6 +102,7 @@ class MultiViewDemo:
         self._cloud = None
         self._view_clouds = None  # per view: (points in the primary frame, descriptors, colours)
         self._live_colours = None  # (live feature map, live image, their cells' chromaticity): once per frame
+        self._revolution = None  # (demo vertical, its fitted surface of revolution or None), once per vertical
 
     def __len__(self) -> int:
         return len(self.states)
@@ -267,20 +270,32 @@ class MultiViewDemo:
         return (replace(alignment, transform=fitted.transform, solver=alignment.solver + "+view-icp"), *result[1:])
 
     def pose_score(self, T: np.ndarray, live: LiveFrame, settings: PoseSearchSettings,
-                   icp: IcpSettings | None) -> float:
+                   icp: IcpSettings | None, up: tuple | None = None) -> float:
         """How well the primary -> live pose ``T`` explains the live frame: the pose search's score of the part of
-        the fused cloud (descriptors, colours) the live camera would see under ``T``."""
+        the fused cloud (descriptors, colours) the live camera would see under ``T``. With the vertical (``up``, as
+        the pipeline's) and a round object, its points weighed by how much they fix the turn
+        (:mod:`~correspondence.revolution`)."""
         points, descriptors, colours = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)
         seen = visible_mask(points, T, live.intrinsics)
         return score_pose(T, points[seen], None if descriptors is None else descriptors[seen], live, settings,
-                          colours[seen]).score
+                          colours[seen], turn_weights=self.revolution(points, up)).score
+
+    def revolution(self, points: np.ndarray, up: tuple | None) -> Revolution | None:
+        """The fused cloud's surface of revolution about the demo vertical ``up[0]`` (None without one, or when the
+        object is not round), fitted once per vertical."""
+        if up is None:
+            return None
+        vertical = tuple(np.round(np.asarray(up[0], dtype=np.float64), 6))
+        if self._revolution is None or self._revolution[0] != vertical:
+            self._revolution = (vertical, fit_revolution(points, np.asarray(vertical)))
+        return self._revolution[1]
 
     def fused_fitter(self, live: LiveFrame, settings: PoseSearchSettings, icp: IcpSettings | None,
                      up: tuple | None) -> FusedFit:
         """What the pooled view choice (:mod:`~correspondence.view_pool`) fits and scores poses with: the fused
         cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``) and half the sweep step."""
         points = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)[0]
-        return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp),
+        return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp, up),
                         lambda p, T: visible_mask(p, T, live.intrinsics),
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
                         icp)

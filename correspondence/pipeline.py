@@ -187,7 +187,7 @@ class TransferPipeline(LiveObjectStage):
                 chosen, searched, view_scores = choose_searched(candidates, lambda c: self._refine(
                     c.result[0], depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up, image, c.index,
                     live),
-                    lambda T: self.views.pose_score(T, live, self.settings.pose_search, self.settings.icp),
+                    lambda T: self.views.pose_score(T, live, self.settings.pose_search, self.settings.icp, up),
                     fitter=(self.views.fused_fitter(live, self.settings.pose_search, self.settings.icp, up)
                             if self.settings.multiview_pool else None))
             else:

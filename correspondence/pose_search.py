@@ -224,20 +224,28 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
 
 def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
                settings: PoseSearchSettings, demo_colors: np.ndarray | None = None,
-               inferred: np.ndarray | None = None) -> PoseScore:
+               inferred: np.ndarray | None = None, turn_weights=None) -> PoseScore:
     """How well ``T`` explains the live frame (see the module doc); ``demo_descriptors`` and ``demo_colors``
     ((N, 3) RGB) are row-aligned with ``demo_points`` (or None). ``inferred``: rows that were not seen but
     inferred (a mirror-completed demo cloud, :mod:`correspondence.mirror_symmetry`): the cloud then has both
     sides, so ``agreement`` is the share of the points the live camera would see (not hidden behind the object's
-    near side), and their descriptors (NaN) take no part in the appearance."""
+    near side), and their descriptors (NaN) take no part in the appearance. ``turn_weights`` (a
+    :class:`~correspondence.revolution.Revolution` in the demo frame, or None): agreement and coverage weigh each demo
+    point, and each live point moved back into the demo frame, by how much it fixes a round object's turn."""
     e = evidence(T, demo_points, live, settings, demo_colors)
     agree = e.agree
     agreement = float(agree.mean()) if len(agree) else 0.0
+    if turn_weights is not None and len(agree):
+        w = turn_weights.weights(demo_points)
+        agreement = float((w * agree).sum() / w.sum())
     if inferred is not None and len(agree):
         from .multiview_pose import visible_mask  # the coarse z-buffer the fused multi-view cloud uses
 
         agreement = float(agree.sum() / max(int(visible_mask(demo_points, T, live.intrinsics).sum()), 1))
     coverage = float(e.covered.mean()) if len(e.covered) else 0.0
+    if turn_weights is not None and len(e.covered):
+        w = turn_weights.weights(_apply(np.linalg.inv(T), live.cloud))
+        coverage = float((w * e.covered).sum() / w.sum())
     appearance = None
     described = agree if inferred is None else agree & ~inferred
     if demo_descriptors is not None and live.descriptors is not None and described.sum() >= 5:
