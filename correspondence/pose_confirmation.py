@@ -1,0 +1,75 @@
+"""Is a one-view demo's pose confirmed by appearance, or a guess by shape alone?
+
+Why: turned by 90-180 deg, the live camera sees a side a one-view demo never saw. Under the truth the demo cloud
+then lands mostly behind the live surface and explains little, while a wrong turn that lays the seen side on the
+live surface (a box-like object's 180-deg twin, a round body's other turn) wins by geometry
+(docs/pose_search.md). A robot acts on a published pose: a refusal is safe, a wrong pose is not.
+
+The evidence: the pairs the pose makes (each moved demo point on the live surface, in its colour, and the live
+pixel it lands on) should look alike when the live view shows what the demo saw. :func:`appearance_agreement` is
+the share of those pairs whose descriptor cosine beats the same demo point paired with other pixels of the pairs
+(fixed shifts of the pairing, so the value is deterministic): 0.5 is chance, 1 is every pair confirmed. Being a
+rank, not a mean contrast (:func:`pose_search.score_pose`'s ``appearance``), a few very distinctive pixels do not
+carry it. Weight-free DAISY descriptors are not mirror-invariant, so a side laid on its mirror twin scores near
+chance. Its limit: an object whose other side *looks* the same (paint and shape symmetric) is confirmed anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, _unit_rows, evidence
+
+
+@dataclass(frozen=True)
+class ConfirmationSettings:
+    """The one-view rule (``PipelineSettings.confirmation``): ``min_agreement`` None turns it off."""
+
+    min_agreement: float | None = 0.6  # refuse a one-view pose whose appearance agreement is lower
+    min_pairs: int = 20  # fewer pairs on the live surface than this: no verdict (the value is None, no refusal)
+    shifts: int = 8  # the pairing shifted this many times (n / (shifts + 1) apart) for the chance level
+
+
+def appearance_agreement(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
+                         search: PoseSearchSettings, demo_colors: np.ndarray | None = None,
+                         inferred: np.ndarray | None = None, settings: ConfirmationSettings | None = None
+                         ) -> float | None:
+    """Share of the pose's on-surface pairs (demo point, live pixel) whose descriptors are more alike than the demo
+    point's with the other pairs' pixels; None without descriptors or with fewer than ``min_pairs`` pairs.
+    ``inferred``: rows with no descriptor of their own (mirror completion) take no part."""
+    settings = settings or ConfirmationSettings()
+    if demo_descriptors is None or live.descriptors is None:
+        return None
+    e = evidence(T, demo_points, live, search, demo_colors)
+    pairs = e.agree if inferred is None else e.agree & ~inferred
+    n = int(pairs.sum())
+    if n < max(settings.min_pairs, settings.shifts + 1):
+        return None
+    a = _unit_rows(np.asarray(demo_descriptors, dtype=np.float64)[pairs])
+    b = _unit_rows(np.asarray(live.descriptors(e.xy[pairs]), dtype=np.float64))
+    own = (a * b).sum(1)
+    wins = [own > (a * np.roll(b, k * n // (settings.shifts + 1), axis=0)).sum(1)
+            for k in range(1, settings.shifts + 1)]
+    return float(np.mean(wins))
+
+
+def unconfirmed_reason(value: float, threshold: float) -> str:
+    """The refusal's words: what the evidence says and what to do about it."""
+    return (f"unconfirmed: the live view shows a side the demo did not see (appearance agreement {value:.2f} < "
+            f"{threshold:.2f}): the turn is a guess by shape alone; record the demo from more sides "
+            "(docs/multiview_demo.md)")
+
+
+def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
+            search_settings: PoseSearchSettings, demo_colors: np.ndarray | None, inferred: np.ndarray | None,
+            settings: ConfirmationSettings) -> PoseSearchResult:
+    """``search`` with its chosen pose's appearance agreement; with no pose (``unconfirmed``, the reason says why)
+    when the rule is on and the agreement is under ``min_agreement``. The chosen hypothesis and the scored ones stay
+    (what the search found is still reported)."""
+    value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
+                                 inferred, settings)
+    if value is None or settings.min_agreement is None or value >= settings.min_agreement:
+        return replace(search, appearance_agreement=value)
+    return replace(search, transform=None, appearance_agreement=value, unconfirmed=True,
+                   reason=unconfirmed_reason(value, settings.min_agreement))
