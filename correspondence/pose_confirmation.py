@@ -26,7 +26,10 @@ from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, _unit_
 class ConfirmationSettings:
     """The one-view rule (``PipelineSettings.confirmation``): ``min_agreement`` None turns it off."""
 
-    min_agreement: float | None = 0.6  # refuse a one-view pose whose appearance agreement is lower
+    min_agreement: float | None = 0.6  # refuse a one-view pose whose appearance agreement is lower ...
+    max_view_change_deg: float = 45.0  # ... when the pose says the live camera sees the object from within this of
+    # the demo's direction (it claims the live view shows the demo's side, so the pairs must look alike); turned
+    # further, the same surface seen that obliquely looks different to DAISY and right poses score near chance too
     min_pairs: int = 20  # fewer pairs on the live surface than this: no verdict (the value is None, no refusal)
     shifts: int = 8  # the pairing shifted this many times (n / (shifts + 1) apart) for the chance level
 
@@ -54,10 +57,22 @@ def appearance_agreement(T: np.ndarray, demo_points: np.ndarray, demo_descriptor
     return float(np.mean(wins))
 
 
-def unconfirmed_reason(value: float, threshold: float) -> str:
+def view_change_deg(T: np.ndarray, demo_points: np.ndarray) -> float:
+    """The angle between the directions the demo and the live camera see the object from, as the pose ``T`` (demo
+    camera -> live camera) claims: the demo camera's ray to the object's centre, turned by ``T``, against the live
+    camera's ray to the moved centre (a camera's roll about its axis does not count)."""
+    centre = np.nanmean(np.asarray(demo_points, dtype=np.float64), axis=0)
+    demo_ray = T[:3, :3] @ (centre / np.linalg.norm(centre))
+    moved = T[:3, :3] @ centre + T[:3, 3]
+    live_ray = moved / np.linalg.norm(moved)
+    return float(np.degrees(np.arccos(np.clip(demo_ray @ live_ray, -1.0, 1.0))))
+
+
+def unconfirmed_reason(value: float, threshold: float, view_deg: float) -> str:
     """The refusal's words: what the evidence says and what to do about it."""
-    return (f"unconfirmed: the live view shows a side the demo did not see (appearance agreement {value:.2f} < "
-            f"{threshold:.2f}): the turn is a guess by shape alone; record the demo from more sides "
+    return (f"unconfirmed: the pose says the live camera sees the side the demo saw (view change {view_deg:.0f} deg)"
+            f" but the live view does not look like it (appearance agreement {value:.2f} < {threshold:.2f}): the "
+            "turn is a guess by shape alone, likely a side the demo did not see; record the demo from more sides "
             "(docs/multiview_demo.md)")
 
 
@@ -65,11 +80,15 @@ def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors,
             search_settings: PoseSearchSettings, demo_colors: np.ndarray | None, inferred: np.ndarray | None,
             settings: ConfirmationSettings) -> PoseSearchResult:
     """``search`` with its chosen pose's appearance agreement; with no pose (``unconfirmed``, the reason says why)
-    when the rule is on and the agreement is under ``min_agreement``. The chosen hypothesis and the scored ones stay
+    when the rule is on, the agreement is under ``min_agreement`` and the pose's view change
+    (:func:`view_change_deg`) within ``max_view_change_deg``. The chosen hypothesis and the scored ones stay
     (what the search found is still reported)."""
     value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
                                  inferred, settings)
     if value is None or settings.min_agreement is None or value >= settings.min_agreement:
         return replace(search, appearance_agreement=value)
+    view_deg = view_change_deg(search.transform, demo_points)
+    if view_deg > settings.max_view_change_deg:
+        return replace(search, appearance_agreement=value)
     return replace(search, transform=None, appearance_agreement=value, unconfirmed=True,
-                   reason=unconfirmed_reason(value, settings.min_agreement))
+                   reason=unconfirmed_reason(value, settings.min_agreement, view_deg))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from correspondence.camera import CameraIntrinsics
-from correspondence.pose_confirmation import ConfirmationSettings, appearance_agreement, confirm
+from correspondence.pose_confirmation import ConfirmationSettings, appearance_agreement, confirm, view_change_deg
 from correspondence.pose_search import Hypothesis, LiveFrame, PoseScore, PoseSearchResult, PoseSearchSettings
 
 K = CameraIntrinsics(200.0, 200.0, 32.0, 32.0, 64, 64)
@@ -78,3 +78,23 @@ def test_no_descriptors_or_too_few_pairs_give_no_verdict_and_no_refusal():
     assert out.appearance_agreement is None and out.transform is not None
     inferred = np.ones(len(points), dtype=bool)  # mirror-completed rows carry no descriptor of their own
     assert appearance_agreement(np.eye(4), points, descriptors, live, PoseSearchSettings(), inferred=inferred) is None
+
+
+def test_view_change_is_the_turn_of_the_viewing_direction_about_the_object():
+    points, _, _ = _scene(mirrored=False)
+    centre = points.mean(0)
+    angle = np.radians(60.0)
+    R = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    T = np.eye(4)
+    T[:3, :3], T[:3, 3] = R, centre - R @ centre  # the object turned by 60 deg about its own vertical axis
+    assert abs(view_change_deg(T, points) - 60.0) < 1.0
+    roll = np.eye(4)
+    roll[:2, :2] = [[0, -1], [1, 0]]  # the camera rolled about its axis: the object is seen from where it was
+    assert view_change_deg(roll, points) < 5.0
+
+
+def test_a_pose_that_claims_another_side_is_not_judged_by_appearance():
+    points, descriptors, live = _scene(mirrored=True)
+    out = confirm(_result(np.eye(4)), points, descriptors, live, PoseSearchSettings(), None, None,
+                  ConfirmationSettings(min_agreement=0.6, max_view_change_deg=-1.0))
+    assert out.transform is not None and not out.unconfirmed and out.appearance_agreement < 0.6
