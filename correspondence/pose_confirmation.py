@@ -85,10 +85,10 @@ def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors,
     (what the search found is still reported)."""
     value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
                                  inferred, settings)
-    if value is None or settings.min_agreement is None or value >= settings.min_agreement:
-        return replace(search, appearance_agreement=value)
     view_deg = view_change_deg(search.transform, demo_points)
-    if view_deg > settings.max_view_change_deg:
-        return replace(search, appearance_agreement=value)
-    return replace(search, transform=None, appearance_agreement=value, unconfirmed=True,
+    judged = replace(search, appearance_agreement=value, view_change_deg=view_deg)
+    if (value is None or settings.min_agreement is None or value >= settings.min_agreement
+            or view_deg > settings.max_view_change_deg):
+        return judged
+    return replace(judged, transform=None, unconfirmed=True,
                    reason=unconfirmed_reason(value, settings.min_agreement, view_deg))

@@ -134,6 +134,7 @@ class PoseSearchResult:
     appearance_agreement: float | None = None  # one-view demo: the chosen pose's appearance agreement
     # (:mod:`correspondence.pose_confirmation`; None: not judged)
     unconfirmed: bool = False  # refused: the pose is a guess by shape alone (no pose; ``reason`` says why)
+    view_change_deg: float | None = None  # one-view demo: the view change the chosen pose claims (the same module)
 
     @property
     def refinement(self) -> IcpResult | None:

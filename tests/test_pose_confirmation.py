@@ -56,6 +56,7 @@ def test_an_unconfirmed_pose_is_refused_with_the_reason_and_the_value_kept():
     assert out.appearance_agreement < 0.6
     assert "side the demo did not see" in out.reason and f"{out.appearance_agreement:.2f} < 0.60" in out.reason
     assert out.chosen is not None  # what the search found is still reported
+    assert out.view_change_deg is not None and out.view_change_deg < 1.0
 
 
 def test_a_confirmed_pose_stands_and_the_rule_can_be_turned_off():
