@@ -15,6 +15,7 @@ from .keypoint_matching import KeypointMatch
 from .localise import Localisation, LocaliseSettings
 from .object_signature import SignatureSettings
 from .mask_types import MaskResult
+from .pose_confirmation import ConfirmationSettings
 from .pose_keypoints import KeypointPose, KeypointPoseSettings
 from .pose_search import PoseSearchResult, PoseSearchSettings
 from .tracking import TrackSettings
@@ -40,6 +41,8 @@ class PipelineSettings:
     refine: str = "icp"  # icp | none: guarded point-to-plane ICP of the demo object's cloud onto the live one
     icp: IcpSettings = field(default_factory=IcpSettings)
     pose_search: PoseSearchSettings = field(default_factory=PoseSearchSettings)  # global hypotheses (keypoint demos)
+    confirmation: ConfirmationSettings = field(default_factory=ConfirmationSettings)  # one-view demo: refuse a
+    # pose the live view's appearance does not confirm (:mod:`correspondence.pose_confirmation`)
     multiview_cloud: str = "view"  # multi-view demo: the pose search's demo cloud, the chosen view's | all fused
     multiview_pool: bool = True  # multi-view demo: the view choice pools each candidate view's best hypotheses,
     # fitted and scored on the fused cloud (view_pool.py); False: each view's searched pose alone

@@ -131,6 +131,10 @@ class PoseSearchResult:
     ambiguous: bool = False
     reason: str = "ok"
     equivalent: tuple[Hypothesis, ...] = field(default=())  # rivals that put the surface where the chosen pose does
+    appearance_agreement: float | None = None  # one-view demo: the chosen pose's appearance agreement
+    # (:mod:`correspondence.pose_confirmation`; None: not judged)
+    unconfirmed: bool = False  # refused: the pose is a guess by shape alone (no pose; ``reason`` says why)
+    view_change_deg: float | None = None  # one-view demo: the view change the chosen pose claims (the same module)
 
     @property
     def refinement(self) -> IcpResult | None:

@@ -53,17 +53,22 @@ def quality_dict(processed: Processed) -> dict | None:
 def pose_search_dict(processed: Processed) -> dict:
     """The pose search behind a 3D pose: whether it ran, ``ambiguous`` (the turn cannot be fixed: no pose),
     ``reason``, the ``chosen`` hypothesis' source, how many hypotheses were scored per source, and ``up``: the
-    verticals it was given (``demo`` / ``live`` camera, unit vectors; None: no gravity prior)."""
+    verticals it was given (``demo`` / ``live`` camera, unit vectors; None: no gravity prior); ``unconfirmed``
+    (a one-view demo's pose refused as a guess by shape alone), its ``appearance_agreement`` and the
+    ``view_change_deg`` the pose claims (:mod:`correspondence.pose_confirmation`)."""
     search = processed.result.pose_search
     up = None if processed.up is None else {"demo": [round(float(v), 6) for v in processed.up[0]],
                                             "live": [round(float(v), 6) for v in processed.up[1]]}
     if search is None:
-        return {"ran": False, "ambiguous": False, "reason": None, "chosen": None, "hypotheses": {}, "up": up}
+        return {"ran": False, "ambiguous": False, "reason": None, "chosen": None, "hypotheses": {}, "up": up,
+                "unconfirmed": False, "appearance_agreement": None, "view_change_deg": None}
     sources: dict[str, int] = {}
     for h in search.hypotheses:
         sources[h.source] = sources.get(h.source, 0) + 1
     return {"ran": True, "ambiguous": bool(search.ambiguous), "reason": search.reason,
-            "chosen": None if search.chosen is None else search.chosen.source, "hypotheses": sources, "up": up}
+            "chosen": None if search.chosen is None else search.chosen.source, "hypotheses": sources, "up": up,
+            "unconfirmed": bool(search.unconfirmed), "appearance_agreement": search.appearance_agreement,
+            "view_change_deg": search.view_change_deg}
 
 
 def keypoint_records(processed: Processed) -> list[dict]:

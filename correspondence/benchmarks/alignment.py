@@ -346,6 +346,9 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 row.update(demo_view=result.demo_view, demo_view_scores=result.demo_view_scores,
                            pose_source=search.chosen.source if search is not None and search.chosen else None,
                            ambiguous=bool(search is not None and search.ambiguous),
+                           unconfirmed=bool(search is not None and search.unconfirmed),
+                           appearance_agreement=None if search is None else search.appearance_agreement,
+                           view_change_deg=None if search is None else search.view_change_deg,
                            pose_score=None if search is None or search.chosen is None else
                            {**search.chosen.score.as_dict(), "support": search.chosen.score.support})
                 turn = row.get("symmetric_turn", 0)  # keypoints judged against the pose success was judged on

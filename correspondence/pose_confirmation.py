@@ -1,0 +1,94 @@
+"""Is a one-view demo's pose confirmed by appearance, or a guess by shape alone?
+
+Why: turned by 90-180 deg, the live camera sees a side a one-view demo never saw. Under the truth the demo cloud
+then lands mostly behind the live surface and explains little, while a wrong turn that lays the seen side on the
+live surface (a box-like object's 180-deg twin, a round body's other turn) wins by geometry
+(docs/pose_search.md). A robot acts on a published pose: a refusal is safe, a wrong pose is not.
+
+The evidence: the pairs the pose makes (each moved demo point on the live surface, in its colour, and the live
+pixel it lands on) should look alike when the live view shows what the demo saw. :func:`appearance_agreement` is
+the share of those pairs whose descriptor cosine beats the same demo point paired with other pixels of the pairs
+(fixed shifts of the pairing, so the value is deterministic): 0.5 is chance, 1 is every pair confirmed. Being a
+rank, not a mean contrast (:func:`pose_search.score_pose`'s ``appearance``), a few very distinctive pixels do not
+carry it. Weight-free DAISY descriptors are not mirror-invariant, so a side laid on its mirror twin scores near
+chance. Its limit: an object whose other side *looks* the same (paint and shape symmetric) is confirmed anyway.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, _unit_rows, evidence
+
+
+@dataclass(frozen=True)
+class ConfirmationSettings:
+    """The one-view rule (``PipelineSettings.confirmation``): ``min_agreement`` None turns it off."""
+
+    min_agreement: float | None = 0.6  # refuse a one-view pose whose appearance agreement is lower ...
+    max_view_change_deg: float = 45.0  # ... when the pose says the live camera sees the object from within this of
+    # the demo's direction (it claims the live view shows the demo's side, so the pairs must look alike); turned
+    # further, the same surface seen that obliquely looks different to DAISY and right poses score near chance too
+    min_pairs: int = 20  # fewer pairs on the live surface than this: no verdict (the value is None, no refusal)
+    shifts: int = 8  # the pairing shifted this many times (n / (shifts + 1) apart) for the chance level
+
+
+def appearance_agreement(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
+                         search: PoseSearchSettings, demo_colors: np.ndarray | None = None,
+                         inferred: np.ndarray | None = None, settings: ConfirmationSettings | None = None
+                         ) -> float | None:
+    """Share of the pose's on-surface pairs (demo point, live pixel) whose descriptors are more alike than the demo
+    point's with the other pairs' pixels; None without descriptors or with fewer than ``min_pairs`` pairs.
+    ``inferred``: rows with no descriptor of their own (mirror completion) take no part."""
+    settings = settings or ConfirmationSettings()
+    if demo_descriptors is None or live.descriptors is None:
+        return None
+    e = evidence(T, demo_points, live, search, demo_colors)
+    pairs = e.agree if inferred is None else e.agree & ~inferred
+    n = int(pairs.sum())
+    if n < max(settings.min_pairs, settings.shifts + 1):
+        return None
+    a = _unit_rows(np.asarray(demo_descriptors, dtype=np.float64)[pairs])
+    b = _unit_rows(np.asarray(live.descriptors(e.xy[pairs]), dtype=np.float64))
+    own = (a * b).sum(1)
+    wins = [own > (a * np.roll(b, k * n // (settings.shifts + 1), axis=0)).sum(1)
+            for k in range(1, settings.shifts + 1)]
+    return float(np.mean(wins))
+
+
+def view_change_deg(T: np.ndarray, demo_points: np.ndarray) -> float:
+    """The angle between the directions the demo and the live camera see the object from, as the pose ``T`` (demo
+    camera -> live camera) claims: the demo camera's ray to the object's centre, turned by ``T``, against the live
+    camera's ray to the moved centre (a camera's roll about its axis does not count)."""
+    centre = np.nanmean(np.asarray(demo_points, dtype=np.float64), axis=0)
+    demo_ray = T[:3, :3] @ (centre / np.linalg.norm(centre))
+    moved = T[:3, :3] @ centre + T[:3, 3]
+    live_ray = moved / np.linalg.norm(moved)
+    return float(np.degrees(np.arccos(np.clip(demo_ray @ live_ray, -1.0, 1.0))))
+
+
+def unconfirmed_reason(value: float, threshold: float, view_deg: float) -> str:
+    """The refusal's words: what the evidence says and what to do about it."""
+    return (f"unconfirmed: the pose says the live camera sees the side the demo saw (view change {view_deg:.0f} deg)"
+            f" but the live view does not look like it (appearance agreement {value:.2f} < {threshold:.2f}): the "
+            "turn is a guess by shape alone, likely a side the demo did not see; record the demo from more sides "
+            "(docs/multiview_demo.md)")
+
+
+def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
+            search_settings: PoseSearchSettings, demo_colors: np.ndarray | None, inferred: np.ndarray | None,
+            settings: ConfirmationSettings) -> PoseSearchResult:
+    """``search`` with its chosen pose's appearance agreement; with no pose (``unconfirmed``, the reason says why)
+    when the rule is on, the agreement is under ``min_agreement`` and the pose's view change
+    (:func:`view_change_deg`) within ``max_view_change_deg``. The chosen hypothesis and the scored ones stay
+    (what the search found is still reported)."""
+    value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
+                                 inferred, settings)
+    view_deg = view_change_deg(search.transform, demo_points)
+    judged = replace(search, appearance_agreement=value, view_change_deg=view_deg)
+    if (value is None or settings.min_agreement is None or value >= settings.min_agreement
+            or view_deg > settings.max_view_change_deg):
+        return judged
+    return replace(judged, transform=None, unconfirmed=True,
+                   reason=unconfirmed_reason(value, settings.min_agreement, view_deg))
