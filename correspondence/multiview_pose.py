@@ -145,22 +145,24 @@ class MultiViewDemo:
     # ------------------------------------------------------------------------------------------ localisation
 
     def localise(self, live_fmap, settings: LocaliseSettings, depth: "np.ndarray | DepthMap | None", intrinsics,
-                 image: np.ndarray, known: dict[int, Localisation] | None = None) -> Localisation:
+                 image: np.ndarray, known: dict[int, Localisation] | None = None, signature=None) -> Localisation:
         """Every view votes; the localisation of the view that found the object best (highest best score, found
         first), with ``details["demo_view"]`` its index and ``details["demo_view_scores"]`` every view's score.
-        ``known``: views already localised on this frame (a stream's schedule tried one first), not redone."""
+        ``known``: views already localised on this frame (a stream's schedule tried one first), not redone.
+        ``signature``: the demo object's :class:`~correspondence.object_signature.SignatureCue` for localisation's
+        rule 6 in every view (one cue: the frame's depth components are labelled once)."""
         if depth is not None and intrinsics is not None and not isinstance(depth, DepthMap):
             depth = DepthMap(depth, intrinsics)  # the frame's depth filtered once for every view's rigid check
         results = dict(known or {})
         for i in range(len(self.states)):
             if i not in results:
-                localisation = self.localise_view(i, live_fmap, settings, depth, intrinsics, image)
+                localisation = self.localise_view(i, live_fmap, settings, depth, intrinsics, image, signature)
                 if localisation is not None:
                     results[i] = localisation
         return self.choose(results)
 
     def localise_view(self, index: int, live_fmap, settings: LocaliseSettings, depth: "np.ndarray | DepthMap | None",
-                      intrinsics, image: np.ndarray) -> Localisation | None:
+                      intrinsics, image: np.ndarray, signature=None) -> Localisation | None:
         """One view's votes (:func:`~correspondence.localise.localise` with its rigid check on that view's depth);
         None when the view has no object region or covers too few cells to vote from."""
         state = self.states[index]
@@ -169,7 +171,8 @@ class MultiViewDemo:
         depths = (DepthViews(self.depth_map(index), state.view.intrinsics, depth, intrinsics)
                   if depth is not None and intrinsics is not None else None)
         return localise(self.feature_map(index), state.cells, live_fmap, settings, depths,
-                        (to_rgb_array(state.view.rgb), image), live_chroma=self._live_chroma(live_fmap, image))
+                        (to_rgb_array(state.view.rgb), image), signature=signature,
+                        live_chroma=self._live_chroma(live_fmap, image))
 
     def _live_chroma(self, live_fmap, image: np.ndarray) -> np.ndarray:
         """The live cells' colours for every view's colour gate, sampled once per frame (this frame's feature map and

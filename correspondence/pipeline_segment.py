@@ -65,10 +65,11 @@ class LiveObjectStage:
             depths = (DepthViews(self._demo_depth_map(), self.demo.intrinsics, live_map, intrinsics)
                       if intrinsics is not None else None)  # RGB-D: the rigid 3D check tells object from look-alike
             demo_rgb = to_rgb_array(self.demo.rgb)
-            localisation = (self._localise_views(live_fmap, live_map, intrinsics, image)
+            cue = self._signature_cue(up, demo_rgb, image, live_map)  # rule 6: height, footprint, colours
+            localisation = (self._localise_views(live_fmap, live_map, intrinsics, image, cue)
                             if self.views is not None else  # the views vote (multiview_pose.py, view_schedule.py)
                             localise(demo_fmap, self._demo_object_cells, live_fmap, self.settings.localise, depths,
-                                     (demo_rgb, image), signature=self._signature_cue(up, demo_rgb, image, live_map)))
+                                     (demo_rgb, image), signature=cue))
             if self._demo_colours is None:  # the demo object's colours, once: they cut a touching look-alike off
                 self._demo_colours = ColourModel.from_image(demo_rgb, self.demo_object)
             colours = self._demo_colours if self.views is None else self.views.colours(localisation)
@@ -101,19 +102,21 @@ class LiveObjectStage:
         return SignatureCue(self._demo_signature[1], image, live_map, live_map.intrinsics, np.asarray(up[1]),
                             self.settings.signature)
 
-    def _localise_views(self, live_fmap, live_map, intrinsics, image) -> Localisation:
+    def _localise_views(self, live_fmap, live_map, intrinsics, image, signature=None) -> Localisation:
         """A multi-view demo's localisation: the view of the last pose alone when :class:`ViewSchedule` says so and
-        it confirms the object clearly; else every view (those already tried on this frame not redone)."""
+        it confirms the object clearly; else every view (those already tried on this frame not redone).
+        ``signature``: rule 6's cue (the primary view's object signature), in every view."""
         settings, schedule, known = self.settings.localise, self.view_schedule, {}
         first = None if schedule is None else schedule.first()
         if first is not None:
-            localisation = self.views.localise_view(first, live_fmap, settings, live_map, intrinsics, image)
+            localisation = self.views.localise_view(first, live_fmap, settings, live_map, intrinsics, image, signature)
             if schedule.confirmed(localisation):
                 schedule.localised(None)
                 chosen = self.views.choose({first: localisation})
                 return replace(chosen, details={**chosen.details, "views_localised": "last pose's view, confirmed"})
             known = {} if localisation is None else {first: localisation}
-        localisation = self.views.localise(live_fmap, settings, live_map, intrinsics, image, known=known)
+        localisation = self.views.localise(live_fmap, settings, live_map, intrinsics, image, known=known,
+                                           signature=signature)
         if schedule is not None:
             schedule.localised(localisation.details["demo_view_scores"])
         return localisation
