@@ -185,10 +185,15 @@ class Localisation:
         return self.candidates[0].score if self.candidates else 0.0
 
     @property
+    def by_signature(self) -> bool:
+        """Found by rule 6 (height, footprint, colours) because no candidate's votes passed: a rescue, weaker
+        evidence than votes that pass, and its score (the surface's share of all votes) is not comparable with theirs."""
+        return bool(self.found and self.best.signature is not None and self.best.signature["agrees"])
+
+    @property
     def reason(self) -> str:
         if self.found:
-            shape = (" and its height, footprint and colours match the demo object's"
-                     if self.best.signature is not None and self.best.signature["agrees"] else "")
+            shape = " and its height, footprint and colours match the demo object's" if self.by_signature else ""
             return f"object found: candidate 1 of {len(self.candidates)}, score {self.best_score:.3f}{shape}"
         if not self.matched:
             return "no demo cell matched the live frame"

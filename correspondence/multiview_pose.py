@@ -185,12 +185,13 @@ class MultiViewDemo:
     @staticmethod
     def choose(results: dict[int, Localisation]) -> Localisation:
         """The localisation of the view that found the object best among ``results`` (view index -> localisation),
-        with the chosen index and every voting view's score in its details."""
+        with the chosen index and every voting view's score in its details. A view whose votes passed comes before
+        one that found the object by rule 6 alone (:attr:`~correspondence.localise.Localisation.by_signature`)."""
         if not results:
             raise InputError("no demo view covers enough feature cells to localise the object")
         ordered = sorted(results.items())  # by index: of equal scores the lower index wins, as it always did
-        best_index, best = max(ordered, key=lambda r: (r[1].found, r[1].best_score * (PRIMARY_PREFERENCE if r[0] == 0
-                                                                                      else 1.0)))
+        best_index, best = max(ordered, key=lambda r: (r[1].found, not r[1].by_signature,  # votes before rule 6
+                                                       r[1].best_score * (PRIMARY_PREFERENCE if r[0] == 0 else 1.0)))
         scores = {i: round(loc.best_score, 4) for i, loc in ordered}
         return replace(best, details={**best.details, "demo_view": best_index, "demo_view_scores": scores})
 

@@ -194,3 +194,20 @@ def test_a_stream_localises_with_the_last_pose_view_alone_when_it_is_confirmed(m
     assert second.localisation.details["demo_view_scores"] == {1: first.localisation.details["demo_view_scores"][1]}
     assert second.demo_view == 1 and second.alignment.success
     assert rotation_error_deg(second.alignment.transform, first.alignment.transform) < 0.5
+
+
+def test_a_view_whose_votes_passed_is_chosen_before_one_found_by_rule_6():
+    """Rule 6's score (a surface's share of all votes) is not comparable with a confirmed candidate's, and the
+    signature is a rescue: a view whose own votes found the object wins even against a higher rescued score (the
+    stool at 128 deg of the +-180 bench, seed 0, went to the primary's rescue and was refused as ambiguous)."""
+    from dataclasses import replace
+
+    from correspondence.multiview_pose import MultiViewDemo
+
+    voted = _localisation(score=0.05)
+    rescued = _localisation(score=0.4)
+    rescued = replace(rescued, candidates=(replace(rescued.candidates[0], signature={"agrees": True}),))
+    assert rescued.by_signature and not voted.by_signature
+    assert MultiViewDemo.choose({0: rescued, 1: voted}).details["demo_view"] == 1
+    assert MultiViewDemo.choose({0: rescued}).details["demo_view"] == 0  # alone, the rescue stands
+    assert MultiViewDemo.choose({0: voted, 1: _localisation(score=0.3)}).details["demo_view"] == 1  # scores as before
