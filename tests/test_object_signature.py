@@ -171,9 +171,12 @@ def test_the_cue_off_or_absent_changes_nothing(frames):
     assert all(c.signature is None for c in without.candidates)
 
 
-def test_pipeline_passes_the_vertical_to_localisation_and_reports_the_choice():
-    """process(..., up=...) turns rule 6 on; without the vertical the same frame stays "object not found"."""
+@pytest.mark.parametrize("views", [0, 1], ids=["one view", "multi-view demo"])
+def test_pipeline_passes_the_vertical_to_localisation_and_reports_the_choice(views):
+    """process(..., up=...) turns rule 6 on; without the vertical the same frame stays "object not found". A
+    multi-view demo's views vote with the same cue (here a second view of the same side)."""
     from correspondence.demo_spec import DemoSpec
+    from correspondence.demo_views import DemoView
     from correspondence.io import KeypointSet, NamedPoint
     from correspondence.pipeline import PipelineSettings, TransferPipeline
     from correspondence.segmentation import DepthForeground
@@ -181,7 +184,8 @@ def test_pipeline_passes_the_vertical_to_localisation_and_reports_the_choice():
     matcher = Matcher.create("daisy", size=SIZE, cache_size=2)
     rgb, depth = scene([(84, 84, 1.0)])
     keypoints = KeypointSet(tuple(NamedPoint(f"k{i}", (90.0 + 12 * i, 95.0 + 9 * i)) for i in range(4)))
-    demo = DemoSpec(None, rgb, depth, CAMERA, depth > 0, keypoints, None, None)
+    extra = tuple(DemoView(rgb, depth, CAMERA, depth > 0, np.eye(4), "the same side again") for _ in range(views))
+    demo = DemoSpec(None, rgb, depth, CAMERA, depth > 0, keypoints, None, None, extra)
     pipeline = TransferPipeline(demo, matcher, PipelineSettings(localise=NEVER), DepthForeground((0.1, 2.0)))
     live_rgb, live_depth = scene([(20, 30, 1.0), (110, 100, 1.6)])
     blind = pipeline.process(live_rgb, live_depth, CAMERA)
@@ -193,28 +197,3 @@ def test_pipeline_passes_the_vertical_to_localisation_and_reports_the_choice():
     assert (seen.mask.mask == truth).all()  # the object's own surface, not the larger copy
     off = TransferPipeline(demo, matcher, PipelineSettings(localise=NEVER, signature=None), DepthForeground((0.1, 2.0)))
     assert off.process(live_rgb, live_depth, CAMERA, up=(UP, UP)).mask is None
-
-
-def test_a_multi_view_demo_uses_rule_6_in_every_view():
-    """A multi-view demo's views vote with the same cue: with the vertical the object's surface is found where its
-    votes are too weak, without it the frame stays "object not found" (as for one view)."""
-    from correspondence.demo_spec import DemoSpec
-    from correspondence.demo_views import DemoView
-    from correspondence.io import KeypointSet, NamedPoint
-    from correspondence.pipeline import PipelineSettings, TransferPipeline
-    from correspondence.segmentation import DepthForeground
-
-    matcher = Matcher.create("daisy", size=SIZE, cache_size=2)
-    rgb, depth = scene([(84, 84, 1.0)])
-    keypoints = KeypointSet(tuple(NamedPoint(f"k{i}", (90.0 + 12 * i, 95.0 + 9 * i)) for i in range(4)))
-    other = DemoView(rgb, depth, CAMERA, depth > 0, np.eye(4), "the same side again")
-    demo = DemoSpec(None, rgb, depth, CAMERA, depth > 0, keypoints, None, None, (other,))
-    pipeline = TransferPipeline(demo, matcher, PipelineSettings(localise=NEVER), DepthForeground((0.1, 2.0)))
-    live_rgb, live_depth = scene([(20, 30, 1.0), (110, 100, 1.6)])
-    blind = pipeline.process(live_rgb, live_depth, CAMERA)
-    assert blind.alignment.reason.startswith("object not found") and blind.mask is None
-    seen = pipeline.process(live_rgb, live_depth, CAMERA, up=(UP, UP))
-    assert seen.localisation.found and seen.localisation.best.signature["agrees"]
-    truth = np.zeros_like(live_depth, bool)
-    truth[30:86, 20:76] = True
-    assert (seen.mask.mask == truth).all()
