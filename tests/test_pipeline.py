@@ -466,6 +466,14 @@ def test_alignment_benchmark_on_table_top_scenes_counts_unseen_objects_and_score
     assert set(result["summary"]["by_condition"]["distractors"]) == {"depth", "oracle"}
     for name in ("alignment.json", "alignment.md", "alignment_errors.png", "alignment_by_condition.png"):
         assert (tmp_path / name).is_file()
+    # one trial rerun alone meets the scene the full run drew for it, and gets the same outcome
+    alone = run_alignment_benchmark(matcher, dataclasses.replace(config, only_trials=(1,), mask_sources=("oracle",)),
+                                    tmp_path / "alone", progress=False)["rows"]
+    full = next(r for r in rows if r["trial"] == 1 and r["mask_source"] == "oracle")
+    assert [r["trial"] for r in alone] == [1]
+    assert (alone[0]["yaw_deg"], alone[0]["success"]) == (full["yaw_deg"], full["success"])
+    with pytest.raises(ConfigError, match="outside the 2 trials"):
+        dataclasses.replace(config, only_trials=(2,))
     far = dataclasses.replace(config, trials=1, max_translation_m=30.0, distractors=0, mask_sources=("oracle",),
                               max_draws=2)
     lost = run_alignment_benchmark(matcher, far, tmp_path / "far", progress=False)

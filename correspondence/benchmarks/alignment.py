@@ -76,12 +76,17 @@ class AlignmentBenchConfig:
     gravity: bool = True  # give the pipeline the vertical in both cameras (a robot has it from TF)
     demo_views: int = 1  # the demo recorded from this many views, turned by 360/K about the vertical (1: one view)
     multiview_cloud: str = "view"  # with demo_views > 1: the pose search's cloud, the chosen view's | fused
+    only_trials: tuple[int, ...] = ()  # run only these same-instance trials; every trial is still drawn, so each
+    # one's scene is the one a full run gives it (to rerun a failure without the rest)
 
     def __post_init__(self) -> None:
         if not self.mask_sources:
             raise ConfigError("mask_sources needs at least one name (depth, oracle, ...)")
         if not 1 <= self.demo_views <= 36:
             raise ConfigError(f"demo_views must be 1 to 36 views, got {self.demo_views}")
+        outside = [t for t in self.only_trials if not 0 <= t < self.trials]
+        if outside:
+            raise ConfigError(f"only_trials {outside} are outside the {self.trials} trials (0 to {self.trials - 1})")
 
     @property
     def scene(self) -> SceneSpec:
@@ -307,7 +312,11 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
             bar.update()
             try:
                 obj, demo_view, scene = make_scene_trial(rng, category, trial, config, settings)
+                if config.only_trials and trial not in config.only_trials:
+                    continue
             except SceneNotVisible as exc:
+                if config.only_trials and trial not in config.only_trials:
+                    continue
                 rows += [{**base, "mask_source": name, "success": False, "reason": "object not in view",
                           "detail": str(exc)} for name in sources]
                 continue

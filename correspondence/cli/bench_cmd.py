@@ -180,6 +180,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "choice and the true pose scored by the same scorer, and a verdict (ok, scorer, "
                             "generator, fit, ambiguous, choice): pose_diagnosis.json / .md")
     align.add_argument("--seed", type=int, default=0)
+    align.add_argument("--only-trials", type=_int_list, default=(), metavar="I,J,...",
+                       help="run only these same-instance trials (0-based); every trial is still drawn, so each "
+                            "one's scene is the one a full run gives it (to rerun a failure alone)")
     align.add_argument("--out", default="bench_out/alignment")
     align.set_defaults(handler=run_alignment)
 
@@ -350,6 +353,14 @@ def _float_pair(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    """'3,7,21' -> (3, 7, 21) for argparse."""
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected comma-separated trial numbers, got {text!r}") from exc
+
+
 def run_alignment(args: argparse.Namespace) -> int:
     from ..api import Matcher
     from ..benchmarks.alignment import AlignmentBenchConfig, run_alignment_benchmark
@@ -361,7 +372,7 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   distance_range=args.distance_range, distractors=args.distractors,
                                   occluders=args.occluders, mask_sources=tuple(args.mask_source),
                                   gravity=not args.no_gravity, demo_views=args.demo_views,
-                                  multiview_cloud=args.multiview_cloud, **extra)
+                                  multiview_cloud=args.multiview_cloud, only_trials=args.only_trials, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
