@@ -101,8 +101,12 @@ def test_decoding_overlaps_encoding(backbone, tmp_path):
     start = time.perf_counter()
     store.encode_distributed(views, progress=False)
     elapsed = time.perf_counter() - start
-    sequential = chunks * (SlowView.delay + SlowExtractor.delay)  # decode a chunk (its images in parallel), encode it
-    assert elapsed < 0.75 * sequential, (elapsed, sequential)
+    # decoding run in turn with encoding would add every chunk's decode to the encoding's own (measured) time; overlapped,
+    # only the first chunk's. The bound rests on the measured encode time, so a loaded machine, which slows the
+    # network stand-in's real work, does not fail it
+    decoding = chunks * SlowView.delay  # a chunk's images decode in parallel
+    encoding = store.stats.encode_seconds - store.stats.decode_wait_seconds  # the network's own time
+    assert elapsed < encoding + 0.5 * decoding, (elapsed, encoding, decoding)
     assert store.stats.encoded == len(views)
     assert store.stats.encode_seconds <= elapsed  # wall time: decoding that overlapped is not counted twice
     assert store.stats.decode_wait_seconds < 0.5 * chunks * SlowView.delay  # only the first chunk is waited for

@@ -12,7 +12,7 @@ from correspondence.world.families import make_instance  # noqa: E402
 from correspondence.world.mesh import MeshBuilder, rot_z  # noqa: E402
 from correspondence.world.render import Renderer, RenderSettings, sample_pose  # noqa: E402
 from correspondence.world.scene import (SceneNotVisible, SceneSpec, composite, distractor_objects,  # noqa: E402
-                                        sample_live_scene)
+                                        in_view_fraction, sample_live_scene, table_point_at_pixel)
 from correspondence.world.symmetry import add_s, model_points, mssd, object_symmetry  # noqa: E402
 from correspondence.world.types import Appearance, ObjectInstance  # noqa: E402
 from correspondence.errors import ConfigError  # noqa: E402
@@ -82,6 +82,38 @@ def test_a_target_out_of_view_is_reported_not_crashed():
         SceneSpec(max_rotation_deg=200)
 
 
+def test_table_point_at_pixel_lies_on_the_table_under_that_pixel():
+    _, pose, _ = _demo("car", 0, 3)
+    xy = np.array([17.25, 140.5])
+    point = table_point_at_pixel(xy, pose, SETTINGS)
+    assert point[2] == pytest.approx(0.0, abs=1e-12)
+    np.testing.assert_allclose(SETTINGS.intrinsics.project(_apply(pose, point[None]))[0], xy, atol=1e-9)
+    looking_up = pose.copy()
+    looking_up[:3, :3] = pose[:3, :3] @ np.diag([1.0, -1.0, -1.0])  # the camera turned to face away from the table
+    assert table_point_at_pixel(np.array([80.0, 80.0]), looking_up, SETTINGS) is None
+
+
+def test_a_target_that_fills_the_view_still_gets_its_distractors_in_view():
+    """A mug at half the demo's distance leaves no draw of its distractors around it in view (one draw allowed):
+    they are placed on the free table in view instead, apart from the mug and each partly in the frame."""
+    spec = SceneSpec(max_rotation_deg=0, max_translation_m=0, distance_range=(0.5, 0.5), distractors=2,
+                     min_in_view=0.5, max_draws=1)
+    obj, pose, rng = _demo("mug", 0, 4)
+    scene = sample_live_scene(rng, obj, pose, spec, SETTINGS, seed=0)
+    assert scene.conditions["distractors_placed"] == "in view"
+    view = scene.view
+    for k, (other, placed) in enumerate(zip(view.objects[1:], view.poses[1:]), start=1):
+        assert in_view_fraction(np.asarray(other.vertices), placed, SETTINGS) >= 0.3
+        assert (view.instance_map == k).any()
+    # the same draw again: the pass has its own generator, so the same draw gives the same scene
+    obj, pose, rng = _demo("mug", 0, 4)
+    again = sample_live_scene(rng, obj, pose, spec, SETTINGS, seed=0)
+    np.testing.assert_array_equal(again.view.instance_map, view.instance_map)
+    obj, pose, rng = _demo("mug", 0, 1)  # here not even the free table in view has room for them: said so
+    with pytest.raises(SceneNotVisible, match="distractors found no free place on the table in view"):
+        sample_live_scene(rng, obj, pose, spec, SETTINGS, seed=0)
+
+
 def _cylinder(segments: int = 64, with_handle: bool = False) -> ObjectInstance:
     b = MeshBuilder()
     b.frustum("body", [0, 0, 0], [0, 0, 0.2], 0.05, 0.05, segments)
@@ -119,3 +151,26 @@ def test_composite_of_one_object_is_its_render():
     np.testing.assert_array_equal(view.rgb, alone.rgb)
     np.testing.assert_array_equal(view.target.mask, alone.mask)
     np.testing.assert_array_equal(view.target.keypoints_visible, alone.keypoints_visible)
+
+
+def test_a_trial_whose_scene_cannot_be_drawn_gets_a_new_demo_view_without_moving_the_shared_stream(monkeypatch):
+    """The bench redraws the demo's camera when no live scene can be drawn around the first one, from a generator of
+    its own: the shared stream is left where the first attempt left it, so every later trial's scene is unchanged."""
+    import correspondence.benchmarks.alignment as bench
+
+    real, calls = bench.sample_live_scene, []
+
+    def first_fails(rng, *args, **kwargs):
+        calls.append(rng)
+        if len(calls) == 1:
+            raise SceneNotVisible("no room", 0.9, 0.0)
+        return real(rng, *args, **kwargs)
+
+    monkeypatch.setattr(bench, "sample_live_scene", first_fails)
+    config = bench.AlignmentBenchConfig(trials=1, size=64, max_rotation_deg=180, seed=3)
+    rng, twin = np.random.default_rng(7), np.random.default_rng(7)
+    obj, _, scene = bench.make_scene_trial(rng, "mug", 0, config, RenderSettings(width=64, height=64))
+    assert scene.conditions["demo_redraws"] == 1 and calls[1] is not rng
+    sample_pose(twin, obj, intrinsics=RenderSettings(width=64, height=64).intrinsics)
+    twin.integers(1 << 30)  # what the first attempt drew from the shared stream: its demo camera and view seed
+    assert rng.bit_generator.state == twin.bit_generator.state

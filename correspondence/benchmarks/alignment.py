@@ -5,7 +5,8 @@ Two kinds of trial, each a demo view and a live view:
 * **same instance, keypoint demo** — the live view is a table-top scene (:mod:`correspondence.world.scene`): the
   object turned about the vertical by up to ``max_rotation_deg`` (up to 180), shifted on the table by up to
   ``max_translation_m`` (anywhere in view: a draw that leaves less than 90 % of it in the frame is drawn again,
-  and a trial whose object never comes into view is counted as "object not in view", never a crash), the camera
+  a demo around which no live scene can be drawn is drawn again (:func:`make_scene_trial`), and a trial whose
+  object never comes into view is counted as "object not in view", never a crash), the camera
   at ``distance_range`` times the demo's distance, ``distractors`` other objects (other instances of the
   category and other categories of its family) and ``occluders`` objects in front of it. The truth is the drawn
   motion; the translation error is measured at the object's centre;
@@ -112,16 +113,35 @@ def make_trial(rng: np.random.Generator, category: str, index: int, config: Alig
     return obj, demo_view, live_view, truth, centre
 
 
+DEMO_REDRAWS = 3  # a trial whose live scene cannot be drawn around its demo view gets a new demo view this often
+
+
 def make_scene_trial(rng: np.random.Generator, category: str, index: int, config: AlignmentBenchConfig,
                      settings: RenderSettings):
     """A demo view of one instance alone and a live table-top scene of it (:class:`~correspondence.world.scene.
-    LiveScene`); returns (object, demo view, live scene) and raises SceneNotVisible when it never came into view."""
+    LiveScene`); returns (object, demo view, live scene).
+
+    When no live scene can be drawn around the demo view (e.g. the object fills a close demo camera's view, so that
+    no distractor fits beside it), the demo's camera is drawn again, up to :data:`DEMO_REDRAWS` times, each time from
+    a generator of its own (the trial's seed and index), so that the shared stream, and every other trial's scene,
+    stays that of a run without the redraw; ``conditions["demo_redraws"]`` says how many it took. Raises
+    SceneNotVisible when none worked."""
     obj = make_instance(category, index, config.seed)
-    pose = sample_pose(rng, obj, intrinsics=settings.intrinsics)
-    demo_view = Renderer(obj).render(pose, settings, seed=int(rng.integers(1 << 30)))
     spec = config.scene
     others = distractor_objects(obj, spec.distractors + spec.occluders, index, config.seed)
-    return obj, demo_view, sample_live_scene(rng, obj, pose, spec, settings, seed=index, others=others)
+    first = None
+    for redraw in range(DEMO_REDRAWS + 1):
+        draw = rng if redraw == 0 else np.random.default_rng([config.seed, index, redraw])
+        pose = sample_pose(draw, obj, intrinsics=settings.intrinsics)
+        demo_view = Renderer(obj).render(pose, settings, seed=int(draw.integers(1 << 30)))
+        try:
+            scene = sample_live_scene(draw, obj, pose, spec, settings, seed=index, others=others)
+        except SceneNotVisible as exc:
+            first = first or exc
+            continue
+        scene.conditions["demo_redraws"] = redraw
+        return obj, demo_view, scene
+    raise first
 
 
 def demo_views_around(obj, demo_view, count: int, settings: RenderSettings, seed: int) -> tuple[DemoView, ...]:

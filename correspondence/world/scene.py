@@ -11,7 +11,10 @@ every object is lit by the same light.
 
 A draw whose target is not in view (less than ``min_in_view`` of it inside the frame, or less than
 ``min_visible`` of its pixels left by the occluders) is drawn again, up to ``max_draws`` times; then
-:class:`SceneNotVisible` says so, with the best draw's figures, and a benchmark counts the trial as such.
+:class:`SceneNotVisible` says so, with the best draw's figures, and a benchmark counts the trial as such. A target
+that fills most of the view may leave no draw of its distractors around it (uniform on the table near it) in view:
+then the first such draw is completed with distractors on the free table in view (``distractors_placed`` says which),
+from a generator of its own so that every other trial's scene stays the same.
 """
 from __future__ import annotations
 
@@ -199,6 +202,38 @@ def _place_around(rng: np.random.Generator, obj: ObjectInstance, taken: list[tup
     return None
 
 
+def table_point_at_pixel(xy: np.ndarray, camera_pose: np.ndarray, settings: RenderSettings) -> np.ndarray | None:
+    """The table-plane point (table frame, z = 0) seen at pixel ``xy``; None when that ray misses the table."""
+    ray_cam = settings.intrinsics.unproject(np.asarray(xy, dtype=np.float64), np.float64(1.0))
+    rotation, translation = camera_pose[:3, :3], camera_pose[:3, 3]
+    eye, ray = -rotation.T @ translation, rotation.T @ ray_cam
+    if ray[2] >= -1e-9:  # parallel to the table or looking up
+        return None
+    return eye + ray * (-eye[2] / ray[2])
+
+
+def _place_in_view(rng: np.random.Generator, obj: ObjectInstance, taken: list[tuple[np.ndarray, float]],
+                   camera_pose: np.ndarray, settings: RenderSettings, tries: int = 200) -> np.ndarray | None:
+    """Like :func:`_place_around`, but each footprint centre is the table point under a pixel drawn uniformly in the
+    frame: where the target fills most of the view, the draws of ``_place_around`` (uniform on the table around it)
+    seldom land in view beside it, while the free table in view is still there (at the frame's edges, behind it)."""
+    radius = _footprint_radius(obj)
+    probe = np.asarray(obj.vertices, dtype=np.float64)
+    for _ in range(tries):
+        where = table_point_at_pixel(rng.uniform([0, 0], [settings.width, settings.height]), camera_pose, settings)
+        if where is None:
+            continue
+        placement = table_motion(rng.uniform(-180, 180), np.zeros(2), np.asarray(obj.center, dtype=np.float64))
+        placement[:2, 3] += where[:2] - _footprint_centre(obj, placement)
+        centre = _footprint_centre(obj, placement)
+        if any(np.linalg.norm(centre - c) < radius + r + 0.01 for c, r in taken):
+            continue
+        if in_view_fraction(probe, camera_pose @ placement, settings) < 0.3:
+            continue
+        return placement
+    return None
+
+
 def _place_in_front(rng: np.random.Generator, renderer: Renderer, target: Renderer, motion: np.ndarray,
                     camera_pose: np.ndarray, settings: RenderSettings, tries: int = 30) -> np.ndarray:
     """A placement on the table between the camera and the target, beside the line of sight by up to one target
@@ -229,6 +264,57 @@ def _place_in_front(rng: np.random.Generator, renderer: Renderer, target: Render
     return best
 
 
+CROWDED_PASSES = 10  # draws completed with distractors anywhere in view when none found a place around the target
+
+
+@dataclass(frozen=True, eq=False)
+class _Draw:
+    """One draw of the target's motion and the live camera."""
+
+    draw: int
+    yaw: float
+    shift: np.ndarray
+    factor: float
+    view_seed: int
+    motion: np.ndarray
+    camera_pose: np.ndarray
+    in_view: float
+
+
+def _compose(rng: np.random.Generator, drawn: _Draw, anywhere_in_view: bool, target: ObjectInstance,
+             others: list[ObjectInstance], renderers: dict[int, Renderer], demo_pose: np.ndarray, spec: SceneSpec,
+             settings: RenderSettings) -> LiveScene | float | None:
+    """The scene of one draw: distractors placed around the target (:func:`_place_around`) or, with
+    ``anywhere_in_view``, on the free table in view (:func:`_place_in_view`), occluders in front. None when a
+    distractor found no place; the target's visible fraction when the occluders hid too much of it."""
+    camera_pose, motion = drawn.camera_pose, drawn.motion
+    taken = [(_footprint_centre(target, motion), _footprint_radius(target))]
+    placements = []
+    reach = spec.max_translation_m + 4 * _footprint_radius(target)
+    for obj in others[:spec.distractors]:
+        placement = (_place_in_view(rng, obj, taken, camera_pose, settings) if anywhere_in_view
+                     else _place_around(rng, obj, taken, camera_pose, settings, reach))
+        if placement is None:
+            return None
+        placements.append(placement)
+        taken.append((_footprint_centre(obj, placement), _footprint_radius(obj)))
+    placements += [_place_in_front(rng, renderers[id(obj)], renderers[id(target)], motion, camera_pose, settings)
+                   for obj in others[spec.distractors:]]
+    objects = [target, *others]
+    poses = [camera_pose @ motion] + [camera_pose @ p for p in placements]
+    view = composite([renderers[id(o)] for o in objects], poses, settings, drawn.view_seed)
+    if view.visible_fraction < spec.min_visible or not view.target.mask.any():
+        return view.visible_fraction
+    truth = camera_pose @ motion @ np.linalg.inv(demo_pose)
+    shift = float(np.linalg.norm(drawn.shift))
+    conditions = {"yaw_deg": drawn.yaw, "shift_m": shift, "distance_factor": drawn.factor,
+                  "distractors": spec.distractors, "occluders": spec.occluders,
+                  "visible_fraction": view.visible_fraction, "in_view": drawn.in_view, "draws": drawn.draw,
+                  "distractors_placed": "in view" if anywhere_in_view else "around"}
+    return LiveScene(view, motion, camera_pose, truth, drawn.yaw, shift, drawn.factor, drawn.in_view, drawn.draw,
+                     conditions)
+
+
 def sample_live_scene(rng: np.random.Generator, target: ObjectInstance, demo_pose: np.ndarray, spec: SceneSpec,
                       settings: RenderSettings, seed: int, others: list[ObjectInstance] | None = None,
                       renderers: dict[int, Renderer] | None = None) -> LiveScene:
@@ -244,8 +330,8 @@ def sample_live_scene(rng: np.random.Generator, target: ObjectInstance, demo_pos
             renderers[id(obj)] = Renderer(obj)
     centre = np.asarray(target.center, dtype=np.float64)
     probe = np.asarray(target.vertices, dtype=np.float64)
-    radius = _footprint_radius(target)
     best = (-1.0, 0.0)
+    crowded: list[_Draw] = []  # draws whose target was in view but whose distractors found no place around it
     for draw in range(1, spec.max_draws + 1):
         yaw = float(rng.uniform(-spec.max_rotation_deg, spec.max_rotation_deg))
         shift = rng.uniform(-spec.max_translation_m, spec.max_translation_m, 2)
@@ -257,32 +343,28 @@ def sample_live_scene(rng: np.random.Generator, target: ObjectInstance, demo_pos
         if in_view < spec.min_in_view:
             best = max(best, (in_view, 0.0))
             continue
-        target_centre = _footprint_centre(target, motion)
-        taken = [(target_centre, radius)]
-        placements = []
-        reach = spec.max_translation_m + 4 * radius
-        for obj in others[:spec.distractors]:
-            placement = _place_around(rng, obj, taken, camera_pose, settings, reach)
-            if placement is None:
-                break
-            placements.append(placement)
-            taken.append((_footprint_centre(obj, placement), _footprint_radius(obj)))
-        if len(placements) < spec.distractors:
-            continue
-        placements += [_place_in_front(rng, renderers[id(obj)], renderers[id(target)], motion, camera_pose, settings)
-                       for obj in others[spec.distractors:]]
-        objects = [target, *others]
-        poses = [camera_pose @ motion] + [camera_pose @ p for p in placements]
-        view = composite([renderers[id(o)] for o in objects], poses, settings, view_seed)
-        if view.visible_fraction < spec.min_visible or not view.target.mask.any():
-            best = max(best, (in_view, view.visible_fraction))
-            continue
-        truth = camera_pose @ motion @ np.linalg.inv(demo_pose)
-        conditions = {"yaw_deg": yaw, "shift_m": float(np.linalg.norm(shift)), "distance_factor": factor,
-                      "distractors": spec.distractors, "occluders": spec.occluders,
-                      "visible_fraction": view.visible_fraction, "in_view": in_view, "draws": draw}
-        return LiveScene(view, motion, camera_pose, truth, yaw, float(np.linalg.norm(shift)), factor, in_view, draw,
-                         conditions)
+        drawn = _Draw(draw, yaw, shift, factor, view_seed, motion, camera_pose, in_view)
+        scene = _compose(rng, drawn, False, target, others, renderers, demo_pose, spec, settings)
+        if scene is None:
+            crowded.append(drawn)
+        elif isinstance(scene, LiveScene):
+            return scene
+        else:
+            best = max(best, (in_view, scene))
+    # the target fills so much of the view that no draw found its distractors a free place around it: place them on
+    # the free table in view instead, draw by draw. Each pass has its own generator (from the trial's seed and the
+    # draw), so the shared stream, and with it every other trial's scene, stays that of a run without these passes
+    for drawn in crowded[:CROWDED_PASSES]:
+        scene = _compose(np.random.default_rng([seed, drawn.draw]), drawn, True, target, others, renderers, demo_pose,
+                         spec, settings)
+        if isinstance(scene, LiveScene):
+            return scene
+        best = max(best, (drawn.in_view, 0.0 if scene is None else scene))
+    if crowded:
+        raise SceneNotVisible(f"the target {target.instance_id} filled so much of the view that its "
+                              f"{spec.distractors} distractors found no free place on the table in view that left it "
+                              f"visible (in {spec.max_draws} draws and {min(len(crowded), CROWDED_PASSES)} passes "
+                              f"placing them anywhere in view; best: {100 * best[1]:.0f} % of it unoccluded)", best[0], best[1])
     raise SceneNotVisible(f"the target {target.instance_id} was not in view in {spec.max_draws} draws (best: "
                           f"{100 * best[0]:.0f} % in the frame, {100 * best[1]:.0f} % of it unoccluded; the spec "
                           f"asks for {100 * spec.min_in_view:.0f} % and {100 * spec.min_visible:.0f} %)",
