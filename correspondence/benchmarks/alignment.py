@@ -44,6 +44,7 @@ from ..errors import ConfigError, InputError
 from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
 from ..segmentation import DepthForeground, mask_source_from_name
+from ..world.depth_noise import depth_noise_from_name, stereo_depth
 from ..world.families import make_instance
 from ..world.render import Renderer, RenderSettings, sample_pose
 from ..world.scene import SceneNotVisible, SceneSpec, distractor_objects, sample_live_scene, table_motion
@@ -77,6 +78,8 @@ class AlignmentBenchConfig:
     gravity: bool = True  # give the pipeline the vertical in both cameras (a robot has it from TF)
     demo_views: int = 1  # the demo recorded from this many views, turned by 360/K about the vertical (1: one view)
     multiview_cloud: str = "view"  # with demo_views > 1: the pose search's cloud, the chosen view's | fused
+    depth_noise: str = "none"  # the depth images as a stereo camera gives them: none | stereo | stereo-poor
+    # (world/depth_noise.py), demo and live alike
     only_trials: tuple[int, ...] = ()  # run only these same-instance trials; every trial is still drawn, so each
     # one's scene is the one a full run gives it (to rerun a failure without the rest)
 
@@ -85,6 +88,7 @@ class AlignmentBenchConfig:
             raise ConfigError("mask_sources needs at least one name (depth, oracle, ...)")
         if not 1 <= self.demo_views <= 36:
             raise ConfigError(f"demo_views must be 1 to 36 views, got {self.demo_views}")
+        depth_noise_from_name(self.depth_noise)  # an unknown name is refused here
         outside = [t for t in self.only_trials if not 0 <= t < self.trials]
         if outside:
             raise ConfigError(f"only_trials {outside} are outside the {self.trials} trials (0 to {self.trials - 1})")
@@ -304,6 +308,16 @@ def _mask_iou(result, truth: np.ndarray) -> float | None:
     return float((mask & truth).sum()) / max(int((mask | truth).sum()), 1)
 
 
+def _depth_sensor(config: AlignmentBenchConfig, trial: int):
+    """``(depth, intrinsics) -> depth`` as the trial's camera gives it (``config.depth_noise``); a generator of the
+    trial's own, so the noise leaves the scenes' shared stream, and every scene, as they are without it."""
+    noise = depth_noise_from_name(config.depth_noise)
+    if noise is None:
+        return lambda depth, intrinsics: depth
+    rng = np.random.default_rng([config.seed, trial, 0x5E45])
+    return lambda depth, intrinsics: stereo_depth(depth, intrinsics, noise, rng)
+
+
 def _mask_sources(config: AlignmentBenchConfig) -> dict:
     sources = {}
     for name in config.mask_sources:
@@ -349,7 +363,10 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 continue
             views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed)
                      if config.demo_views > 1 else ())
-            demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
+            sensed = _depth_sensor(config, trial)
+            views = tuple(replace(v, depth=sensed(v.depth, v.intrinsics)) for v in views)
+            demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics), demo_view.intrinsics,
+                            demo_view.mask,
                             KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None, views)
             pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
             start = time.perf_counter()  # the demo's (and its views') features and clouds: a stream's set-up, once
@@ -357,13 +374,14 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
             setup_s = time.perf_counter() - start
             centre = demo_view.pose[:3, :3] @ obj.center + demo_view.pose[:3, 3]
             live = scene.view
+            live_depth = sensed(live.depth, live.target.intrinsics)
             up = (demo_view.pose[:3, 2], scene.camera_pose[:3, 2]) if config.gravity else None  # the table's +z
             for name, source in sources.items():
                 row = {**base, "mask_source": name}
                 pipeline.mask_source = source
                 start = time.perf_counter()
                 try:
-                    result = pipeline.process(live.rgb, live.depth, live.target.intrinsics,
+                    result = pipeline.process(live.rgb, live_depth, live.target.intrinsics,
                                               mask=live.target_mask if source is None else None, up=up)
                 except InputError as exc:  # e.g. a mask source that finds nothing: a failed trial, not a crash
                     rows.append({**row, "success": False, "reason": f"{type(exc).__name__}: {exc}"})
@@ -396,11 +414,13 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
             if part.sum() < 20:
                 rows.append({**row, "success": False, "reason": "functional part hardly visible in the demo view"})
                 continue
-            demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask, None,
-                            function, part)
+            sensed = _depth_sensor(config, config.trials + trial)
+            demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics), demo_view.intrinsics,
+                            demo_view.mask, None, function, part)
             pipeline = TransferPipeline(demo, matcher, pipeline_settings, DepthForeground((0.05, 5.0)))
             start = time.perf_counter()
-            result = pipeline.process(live_view.rgb, live_view.depth, live_view.intrinsics)
+            result = pipeline.process(live_view.rgb, sensed(live_view.depth, live_view.intrinsics),
+                                      live_view.intrinsics)
             row["timings_s"] = {**result.timings_s, "total": time.perf_counter() - start}
             rows.append(_score(row, result, truth, centre))
     return write_report(rows, matcher, config, Path(out))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from . import segment_bench_cmd, umd_cmd
+from ..world.depth_noise import DEPTH_NOISE
 from .common import add_model_options
 
 
@@ -169,6 +170,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     align.add_argument("--multiview-cloud", default="view", choices=("view", "fused"),
                        help="with --demo-views > 1: the pose search scores the chosen view's cloud (default) or the "
                             "fused cloud of every view")
+    align.add_argument("--depth-noise", default="none", choices=tuple(DEPTH_NOISE),
+                       help="depth as a stereo camera gives it, demo and live alike: disparity noise growing with "
+                            "distance squared, 1 mm steps, no depth at occluding edges, holes "
+                            "(correspondence/world/depth_noise.py; stereo: a D435-like camera, stereo-poor: worse)")
     align.add_argument("--no-gravity", action="store_true",
                        help="do not give the pipeline the vertical in the demo and live cameras (a robot has it "
                             "from TF; without it the pose search turns about the clouds' principal axes)")
@@ -372,7 +377,7 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   distance_range=args.distance_range, distractors=args.distractors,
                                   occluders=args.occluders, mask_sources=tuple(args.mask_source),
                                   gravity=not args.no_gravity, demo_views=args.demo_views,
-                                  multiview_cloud=args.multiview_cloud, only_trials=args.only_trials, **extra)
+                                  multiview_cloud=args.multiview_cloud, only_trials=args.only_trials, depth_noise=args.depth_noise, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
