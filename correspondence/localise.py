@@ -298,7 +298,8 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     rule = ("mutual NN votes of the demo object's cells, grouped, affine-consistent"
             + (", same colour" if images is not None else "") + (", rigid in 3D" if depths is not None else ""))
     details = {"min_votes": int(settings.min_votes), "rule": rule}
-    if not found and signature is not None and signature.settings.enabled and index.size:
+    pooled_only = found and candidates[0].pooled  # rule 6c: scattered votes yield to a surface of the object's shape
+    if (not found or pooled_only) and signature is not None and signature.settings.enabled and index.size:
         xy = live.cell_to_original(live.index_to_uv(index))
         surfaces = signature.vote_components(xy, weight, n_demo)
         details["signature"] = signature_record(signature, surfaces)
@@ -309,7 +310,8 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
         if shaped:  # rule 6: the surface whose shape and colours are the demo object's, its votes saying where
             candidates = shaped + candidates
             min_score, found = signature.settings.min_score, True
-            details["rule"] = rule + "; chosen by height, footprint and colours (votes too weak)"
+            details["rule"] = rule + ("; chosen by height, footprint and colours before votes pooled over the frame"
+                                      if pooled_only else "; chosen by height, footprint and colours (votes too weak)")
     return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size), details, matches)
 
 
