@@ -115,3 +115,14 @@ def test_votes_pooled_over_the_frame_yield_to_a_surface_of_the_objects_shape(poo
     votes = shaped.best.votes_xy
     assert ((votes[:, 0] >= 20) & (votes[:, 0] < 76) & (votes[:, 1] >= 30) & (votes[:, 1] < 86)).all()
     assert "before votes pooled over the frame" in shaped.as_dict()["rule"]
+
+
+def test_a_leading_surface_of_the_objects_size_but_other_colours_stays_refused():
+    """The lead loosens the footprint only: a look-alike of the object's size and other colours, holding every
+    vote, is refused (colour overlap under the strict ``min_colour_overlap``)."""
+    rgb, depth = frame((0, 60, 60, {}))
+    rgb[60:116, 60:116, 1:] //= 4  # the same board, reddened
+    cue = SignatureCue(demo_signature(), rgb, depth, CAMERA, UP)
+    only = cue.vote_components(votes_on(60, 60, 10), np.ones(10), 40)[0]
+    assert only.match.leads and only.match.height_ratio < 1.1 and only.match.footprint_ratio < 1.1
+    assert only.match.colour_overlap < cue.settings.min_colour_overlap and not only.match.agrees
