@@ -42,7 +42,11 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    frame's votes are grouped by the depth-connected surface they fall on; a surface whose height, sorted footprint and
    colours match the demo object's (yaw-invariant: :mod:`~correspondence.object_signature`) and whose votes reach
    its ``min_score`` is chosen (``signature`` in the candidate's record); else "not found" says how close the
-   nearest surface came.
+   nearest surface came. A surface holding ``lead_ratio`` x the votes of every other surface is judged with the
+   looser footprint tolerance (a turn hides a spout or a cab behind the body).
+   c. The same check runs when the best candidate is only votes pooled over the frame (4b, the weakest evidence
+   taken): a surface whose height, footprint and colours agree comes first (such pooled votes chose a look-alike
+   of the object's category beside the object itself).
 
 A candidate prompts a mask source through :func:`~correspondence.localised_mask.segment_localised`: SAM / SAM 2 with the vote centre as a point
 and the votes' box, GrabCut with the box (with depth, of the whole demo object moved by the votes' rigid motion),
