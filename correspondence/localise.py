@@ -42,7 +42,11 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    frame's votes are grouped by the depth-connected surface they fall on; a surface whose height, sorted footprint and
    colours match the demo object's (yaw-invariant: :mod:`~correspondence.object_signature`) and whose votes reach
    its ``min_score`` is chosen (``signature`` in the candidate's record); else "not found" says how close the
-   nearest surface came.
+   nearest surface came. A surface holding ``lead_ratio`` x the votes of every other surface is judged with the
+   looser footprint tolerance (a turn hides a spout or a cab behind the body).
+   c. The same check runs when the best candidate is only votes pooled over the frame (4b, the weakest evidence
+   taken): a surface whose height, footprint and colours agree comes first (such pooled votes chose a look-alike
+   of the object's category beside the object itself).
 
 A candidate prompts a mask source through :func:`~correspondence.localised_mask.segment_localised`: SAM / SAM 2 with the vote centre as a point
 and the votes' box, GrabCut with the box (with depth, of the whole demo object moved by the votes' rigid motion),
@@ -298,7 +302,8 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
     rule = ("mutual NN votes of the demo object's cells, grouped, affine-consistent"
             + (", same colour" if images is not None else "") + (", rigid in 3D" if depths is not None else ""))
     details = {"min_votes": int(settings.min_votes), "rule": rule}
-    if not found and signature is not None and signature.settings.enabled and index.size:
+    pooled_only = found and candidates[0].pooled  # rule 6c: scattered votes yield to a surface of the object's shape
+    if (not found or pooled_only) and signature is not None and signature.settings.enabled and index.size:
         xy = live.cell_to_original(live.index_to_uv(index))
         surfaces = signature.vote_components(xy, weight, n_demo)
         details["signature"] = signature_record(signature, surfaces)
@@ -309,7 +314,8 @@ def localise(demo: FeatureMap, demo_valid: torch.Tensor | np.ndarray, live: Feat
         if shaped:  # rule 6: the surface whose shape and colours are the demo object's, its votes saying where
             candidates = shaped + candidates
             min_score, found = signature.settings.min_score, True
-            details["rule"] = rule + "; chosen by height, footprint and colours (votes too weak)"
+            details["rule"] = rule + ("; chosen by height, footprint and colours before votes pooled over the frame"
+                                      if pooled_only else "; chosen by height, footprint and colours (votes too weak)")
     return Localisation(tuple(candidates), found, float(min_score), n_demo, int(index.size), details, matches)
 
 
