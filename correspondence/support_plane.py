@@ -9,13 +9,15 @@ the table's pixels made holes, each object is a surface of its own again.
 Rule (one frame, metric depth and intrinsics):
 
 1. Every valid pixel is lifted to the camera frame; a fixed-seed sample of them (``max_samples``) feeds a RANSAC of
-   ``iterations`` three-point planes with ``ransac_threshold`` (metres, or ``ransac_relative`` of the median depth
-   when larger). With the vertical ``up`` (a robot has it from TF), only planes whose normal lies within
+   ``iterations`` three-point planes scored by their truncated squared distances (MSAC) with ``ransac_threshold``
+   (metres, or ``ransac_relative`` of the median depth when larger). With the vertical ``up`` (a robot has it from TF), only planes whose normal lies within
    ``max_tilt_deg`` of it are tried (a table is level; a box's side is not); without it, the largest plane.
-2. The best plane is refitted by least squares to its inliers among all pixels; its normal is turned towards the
-   camera (the camera looks at the table's top side), and every pixel's *height* above it is ``n . p + d``.
-3. The band: the inliers' height spread is the depth noise where the table is; ``band_sigmas`` robust standard
-   deviations (1.4826 x MAD) of it, clipped to ``[min_band, max_band]``. 3 sigma keeps 99.7 % of the table's pixels
+2. The best plane is refitted by least squares to the pixels within its band (3), until they no longer change
+   (at most ``refits`` times); its normal is turned
+   towards the camera (the camera looks at the table's top side), and every pixel's *height* above it is
+   ``n . p + d``.
+3. The band: the height spread of the pixels within the threshold is the depth noise where the table is;
+   ``band_sigmas`` robust standard deviations (1.4826 x MAD) of it, clipped to ``[min_band, max_band]``. 3 sigma keeps 99.7 % of the table's pixels
    out of the objects; ``min_band`` (3 mm) covers noise-free synthetic depth and a plane fitted with a slight tilt
    over the frame; ``max_band`` (1.5 cm) keeps a noisy far table from eating the objects' lower parts.
 4. It is the *support* plane only when (a) its band's pixels cover at least ``min_area`` of the frame (a table
@@ -51,6 +53,7 @@ class SupportPlaneSettings:
     ransac_threshold: float = 0.005
     ransac_relative: float = 0.01
     iterations: int = 256
+    refits: int = 10
     max_samples: int = 8000
     band_sigmas: float = 3.0
     min_band: float = 0.003
@@ -67,7 +70,7 @@ class SupportPlaneSettings:
             raise ConfigError("ransac_threshold, band_sigmas and gap must be > 0 and ransac_relative >= 0")
         if not 0 < self.min_band <= self.max_band:
             raise ConfigError(f"the band must satisfy 0 < min_band <= max_band, got {self.min_band}, {self.max_band}")
-        if self.iterations < 1 or self.max_samples < 3:
+        if self.iterations < 1 or self.max_samples < 3 or self.refits < 0:
             raise ConfigError(f"iterations must be >= 1 and max_samples >= 3, got {self.iterations}, "
                               f"{self.max_samples}")
 
@@ -137,24 +140,29 @@ def find_support_plane(depth: np.ndarray, intrinsics: CameraIntrinsics, up: np.n
         where = f"within {settings.max_tilt_deg:g} deg of the vertical" if up_unit is not None else "at all"
         return SupportPlane(False, f"no plane {where} holds 3 points", none)
     normal, offset = plane
-    for _ in range(2):  # least squares on the inliers among every pixel, twice (the first fit moves the inliers)
-        inliers = np.abs(points @ normal + offset) <= threshold
-        if inliers.sum() < 3:
+    heights = points @ normal + offset
+    core = None
+    for _ in range(settings.refits):  # the noise, then a least-squares refit to the pixels within its band, until
+        # the band holds the same pixels: the RANSAC plane comes from three noisy points, and a surface just beside
+        # the table (a box's side) within the coarse threshold can tilt it; each refit narrows the band onto the table
+        centre, noise, band = _band(heights[np.abs(heights) <= threshold], settings)
+        inside = np.abs(heights - centre) <= max(band, 3.0 * noise)  # about the table's own level: the plane may
+        # sit off it by up to the threshold
+        if inside.sum() < 3 or (core is not None and np.array_equal(inside, core)):
             break
-        normal, offset = _fit(points[inliers])
+        core = inside
+        normal, offset = _fit(points[core])
+        heights = points @ normal + offset
+    _, noise, band = _band(heights[np.abs(heights) <= threshold], settings)
     if offset < 0:  # towards the camera: the camera (origin) is above the table
-        normal, offset = -normal, -offset
+        normal, offset, heights = -normal, -offset, -heights
     if up_unit is not None and float(normal @ up_unit) < np.cos(np.radians(settings.max_tilt_deg)):
         return SupportPlane(False, f"no plane: the largest level plane is seen from below or tilts "
                                    f"{np.degrees(np.arccos(np.clip(normal @ up_unit, -1, 1))):.1f} deg from the "
                                    f"vertical", none)
-    heights = points @ normal + offset
-    near = heights[np.abs(heights) <= threshold]
-    noise = 1.4826 * float(np.median(np.abs(near - np.median(near)))) if near.size else 0.0
-    band = float(np.clip(settings.band_sigmas * noise, settings.min_band, settings.max_band))
     on_plane = heights <= band
     area = float((np.abs(heights) <= band).sum()) / frame
-    behind = float(((heights < -max(band, threshold)) & (heights >= -settings.gap)).sum()) / n_valid
+    behind = float(((heights < -band) & (heights >= -settings.gap)).sum()) / n_valid
     figures = (f"{area:.1%} of the frame within {1000 * band:.1f} mm of it, {behind:.1%} of the depth less than "
                f"{100 * settings.gap:g} cm beyond it, noise {1000 * noise:.1f} mm")
     if area < settings.min_area or behind > settings.max_behind:
@@ -169,6 +177,15 @@ def find_support_plane(depth: np.ndarray, intrinsics: CameraIntrinsics, up: np.n
                         area, behind)
 
 
+def _band(near: np.ndarray, settings: SupportPlaneSettings) -> tuple[float, float, float]:
+    """The median and robust standard deviation (1.4826 x MAD) of the heights ``near`` the plane, and the band."""
+    if not near.size:
+        return 0.0, 0.0, settings.min_band
+    centre = float(np.median(near))
+    noise = 1.4826 * float(np.median(np.abs(near - centre)))
+    return centre, noise, float(np.clip(settings.band_sigmas * noise, settings.min_band, settings.max_band))
+
+
 def _fit(points: np.ndarray) -> tuple[np.ndarray, float]:
     """Least-squares plane (unit normal, offset) through ``points``."""
     centre = points.mean(0)
@@ -178,7 +195,9 @@ def _fit(points: np.ndarray) -> tuple[np.ndarray, float]:
 
 def _ransac(points: np.ndarray, rng: np.random.Generator, threshold: float, settings: SupportPlaneSettings,
             up: np.ndarray | None) -> tuple[np.ndarray, float] | None:
-    """The three-point plane with the most inliers among ``points``; with ``up``, only near-level ones."""
+    """The three-point plane of least truncated squared distance to ``points`` (MSAC: a plane tilted to catch a
+    surface beside the table within the threshold pays for its spread on the table); with ``up``, only near-level
+    ones."""
     triples = points[rng.integers(0, len(points), (settings.iterations, 3))]
     normals = np.cross(triples[:, 1] - triples[:, 0], triples[:, 2] - triples[:, 0])
     length = np.linalg.norm(normals, axis=1)
@@ -191,11 +210,11 @@ def _ransac(points: np.ndarray, rng: np.random.Generator, threshold: float, sett
     if not len(normals):
         return None
     offsets = -np.einsum("ij,ij->i", normals, triples[:, 0])
-    counts = np.zeros(len(normals), dtype=np.int64)
-    for start in range(0, len(normals), 32):  # (32, S) residuals at a time: bounded memory
+    costs = np.zeros(len(normals))
+    for start in range(0, len(normals), 32):  # (S, 32) residuals at a time: bounded memory
         block = slice(start, start + 32)
-        counts[block] = (np.abs(points @ normals[block].T + offsets[block]) <= threshold).sum(0)
-    best = int(np.argmax(counts))
+        costs[block] = np.minimum((points @ normals[block].T + offsets[block]) ** 2, threshold ** 2).sum(0)
+    best = int(np.argmin(costs))
     return normals[best], float(offsets[best])
 
 

@@ -1,0 +1,136 @@
+"""The support plane (correspondence/support_plane.py) and the table under the scenes' objects (world/table.py),
+checked against geometry the test holds: the table's true normal (the table frame's +z in the camera), the scene's
+instance map (which pixels are objects, which the table), a plane with known noise, and frames without a table."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("open3d")
+
+from correspondence.camera import CameraIntrinsics  # noqa: E402
+from correspondence.errors import ConfigError, InputError  # noqa: E402
+from correspondence.support_plane import SupportPlaneSettings, find_support_plane  # noqa: E402
+from correspondence.world.families import make_instance  # noqa: E402
+from correspondence.world.render import RenderSettings, sample_pose  # noqa: E402
+from correspondence.world.scene import SceneSpec, sample_live_scene  # noqa: E402
+
+SETTINGS = RenderSettings(width=160, height=160)
+CATEGORIES = ("car", "bus", "truck", "chair", "stool", "mug", "kettle", "jug")
+
+
+def _scene(category: str, seed: int, table: bool, distractors: int = 2):
+    obj = make_instance(category, seed)
+    rng = np.random.default_rng(seed)
+    pose = sample_pose(rng, obj, intrinsics=SETTINGS.intrinsics)
+    spec = SceneSpec(max_rotation_deg=180, max_translation_m=0.1, distractors=distractors, table=table)
+    return sample_live_scene(rng, obj, pose, spec, SETTINGS, seed=seed)
+
+
+def _angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.degrees(np.arccos(np.clip(a @ b / np.linalg.norm(a) / np.linalg.norm(b), -1, 1))))
+
+
+def test_the_table_leaves_every_object_truth_unchanged_and_fills_the_rest():
+    plain, table = _scene("mug", 1, False), _scene("mug", 1, True)  # the same draws: the table uses no rng
+    a, b = plain.view, table.view
+    np.testing.assert_array_equal(a.instance_map, b.instance_map)
+    np.testing.assert_array_equal(a.target.mask, b.target.mask)
+    np.testing.assert_array_equal(a.target.keypoints_visible, b.target.keypoints_visible)
+    np.testing.assert_array_equal(a.target.depth, b.target.depth)
+    np.testing.assert_allclose(plain.truth, table.truth)
+    objects = a.instance_map >= 0
+    np.testing.assert_array_equal(a.depth[objects], b.depth[objects])
+    np.testing.assert_array_equal(a.rgb[objects], b.rgb[objects])
+    off = ~objects
+    assert (a.depth[off] == 0).all() and (b.depth[off] > 0).mean() > 0.9  # the table fills most of the rest
+    # the table's depth is the plane z = level of the table frame, below every object (never in front of one)
+    points = SETTINGS.intrinsics.pixel_rays()[off & (b.depth > 0)] * b.depth[off & (b.depth > 0)][:, None]
+    in_table = (points - table.camera_pose[:3, 3]) @ table.camera_pose[:3, :3]
+    assert np.ptp(in_table[:, 2]) < 1e-5 and in_table[:, 2].max() <= 0.0
+
+
+@pytest.mark.parametrize("with_up", [True, False])
+@pytest.mark.parametrize("category", ["mug", "truck"])
+def test_the_table_is_found_and_removed_and_the_objects_stay(category, with_up):
+    scene = _scene(category, 2, True)
+    view = scene.view
+    up = scene.camera_pose[:3, 2]
+    plane = find_support_plane(view.depth, view.target.intrinsics, up if with_up else None)
+    assert plane.found, plane.reason
+    assert _angle_deg(plane.normal, up) < 1.0  # the table frame's +z, seen from the live camera
+    table = (view.instance_map < 0) & (view.depth > 0)
+    assert plane.removed[table].mean() > 0.99
+    target = view.target_mask
+    assert plane.removed[target].mean() < 0.05  # the band (3 mm here) takes the target's lowest rim only
+    assert not plane.removed[view.depth == 0].any()
+    # heights above the table: the target's top is its height (the table sits 0.1 % of its size under it)
+    top = np.nanmax(np.where(target, plane.height, np.nan))
+    assert abs(top - float(np.ptp(np.asarray(scene.view.objects[0].vertices)[:, 2]))) < 0.01
+    cleaned = plane.without_plane(view.depth)
+    assert (cleaned[table] == 0).mean() > 0.99 and (cleaned[target] == view.depth[target]).mean() > 0.95
+
+
+@pytest.mark.parametrize("category", CATEGORIES)
+def test_a_frame_without_a_table_comes_out_exactly_as_it_went_in(category):
+    for seed in (0, 3):
+        scene = _scene(category, seed, False, distractors=seed % 3)
+        depth = scene.view.depth
+        for up in (scene.camera_pose[:3, 2], None):
+            plane = find_support_plane(depth, scene.view.target.intrinsics, up)
+            assert not plane.found, plane.reason
+            assert not plane.removed.any() and plane.height is None
+            assert plane.without_plane(depth) is depth  # the very array: every later stage sees what it saw before
+
+
+def test_the_band_follows_the_depth_noise_and_a_box_on_the_plane_survives():
+    """A tilted plane seen with 2 mm of depth noise, a 5 cm box on it: the noise measured, the band ~3 sigma."""
+    K = CameraIntrinsics(300.0, 300.0, 160.0, 120.0, 320, 240)
+    rng = np.random.default_rng(0)
+    normal = np.array([0.0, -np.sin(np.radians(50)), -np.cos(np.radians(50))])  # up: a table seen from 50 deg above
+    offset = 0.6  # the camera 60 cm above it
+    rays = K.pixel_rays()
+    depth = -offset / (rays @ normal)  # height n . (z ray) + d = 0 on the table
+    box = (np.abs(np.arange(320) - 160)[None, :] < 30) & (np.abs(np.arange(240) - 120)[:, None] < 30)
+    box_height = 0.05
+    depth = np.where(box, -(offset - box_height) / (rays @ normal), depth)  # the box's top face, 5 cm up
+    noisy = (depth + rng.normal(0, 0.002, depth.shape)).astype(np.float32)
+    plane = find_support_plane(noisy, K, normal)
+    assert plane.found, plane.reason
+    assert _angle_deg(plane.normal, normal) < 1.0
+    assert abs(plane.offset - offset) < 0.003
+    # the height noise is the depth noise times the cosine between the ray and the normal (about 0.6-0.75 here)
+    assert 0.001 < plane.noise < 0.0018 and plane.band == pytest.approx(3 * plane.noise)
+    assert plane.removed[box].mean() < 0.01 and plane.removed[~box].mean() > 0.99
+    assert np.nanmedian(plane.height[box]) == pytest.approx(box_height, abs=0.002)
+    # without the vertical: the largest plane, the same one
+    assert _angle_deg(find_support_plane(noisy, K).normal, normal) < 1.0
+
+
+def test_a_floor_past_the_tables_edge_is_allowed_an_objects_face_is_not():
+    K = CameraIntrinsics(300.0, 300.0, 160.0, 120.0, 320, 240)
+    up = np.array([0.0, -np.sin(np.radians(60)), -np.cos(np.radians(60))])
+    rays, rows = K.pixel_rays(), np.arange(240)[:, None]
+
+    def at_height(h):  # the depth of the surface ``h`` metres above a table 60 cm below the camera
+        return ((h - 0.6) / (rays @ up)).astype(np.float32)
+
+    depth = np.where(rows < 80, at_height(-0.7), at_height(0.0))  # the top third: the floor, 70 cm lower
+    plane = find_support_plane(depth, K, up)
+    assert plane.found and plane.removed.all()  # the table and, beneath it, the floor
+    # a face with the object's body continuing just beyond it (a box's top and its sides): not a support
+    face = np.where(rows < 160, at_height(0.0), at_height(-0.005 - 0.02 * (rows - 160) / 80.0))
+    rejected = find_support_plane(face, K, up)
+    assert not rejected.found and rejected.behind > 0.2, rejected.reason
+
+
+def test_bad_settings_and_input_are_refused():
+    with pytest.raises(ConfigError):
+        SupportPlaneSettings(min_band=0.02, max_band=0.01)
+    with pytest.raises(ConfigError):
+        SupportPlaneSettings(max_tilt_deg=0)
+    K = CameraIntrinsics(100.0, 100.0, 32.0, 32.0, 64, 64)
+    with pytest.raises(InputError, match="does not match"):
+        find_support_plane(np.ones((10, 10), np.float32), K)
+    with pytest.raises(InputError, match="up"):
+        find_support_plane(np.ones((64, 64), np.float32), K, np.zeros(3))
