@@ -193,3 +193,19 @@ def test_a_demo_on_a_table_without_a_mask_gets_its_object_not_the_table(table_tr
     pipeline.settings = replace(pipeline.settings, support_plane=None)
     joined = pipeline._depth_foreground()
     assert (joined & demo.mask).sum() / (joined | demo.mask).sum() < 0.5
+
+
+def test_bench_alignment_table_puts_the_demo_and_the_live_scene_on_the_table():
+    from correspondence.benchmarks.alignment import AlignmentBenchConfig, make_scene_trial
+
+    settings = RenderSettings(width=128, height=128)
+    trials = {}
+    for table in (False, True):
+        config = AlignmentBenchConfig(size=128, max_rotation_deg=180, distractors=1, table=table)
+        assert config.scene.table is table
+        trials[table] = make_scene_trial(np.random.default_rng(4), "jug", 0, config, settings)
+    (_, demo, scene), (_, demo_t, scene_t) = trials[False], trials[True]
+    np.testing.assert_array_equal(demo.mask, demo_t.mask)  # the same draws, the same truth
+    np.testing.assert_array_equal(scene.view.instance_map, scene_t.view.instance_map)
+    assert (demo.depth[~demo.mask] == 0).all() and (demo_t.depth[~demo_t.mask] > 0).mean() > 0.9
+    assert (scene_t.view.depth[scene_t.view.instance_map < 0] > 0).mean() > 0.9
