@@ -172,6 +172,11 @@ def test_the_pipeline_finds_the_object_on_a_table_with_the_depth_mask_source(tab
     result = _table_pipeline(demo, True).process(live.rgb, live.depth, live.target.intrinsics, up=up)
     assert result.support_plane is not None and result.support_plane.found, result.support_plane
     assert "support_plane" in result.timings_s
+    import json
+
+    from correspondence.frame_report import frame_record
+    record = json.loads(json.dumps(frame_record(result)))["support_plane"]  # the frame's JSON says what was removed
+    assert record["found"] and record["removed_px"] == int(result.support_plane.removed.sum())
     iou = (result.mask.mask & truth).sum() / (result.mask.mask | truth).sum()
     assert iou >= 0.8, (iou, result.mask.details)
     # without the removal the table joins the object's surface: the mask is mostly table
