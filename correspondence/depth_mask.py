@@ -27,6 +27,10 @@ class DepthForeground:
 
     ``score`` is 1.0 (rule-based); ``details`` hold the median depth, area and number of components.
     ``depth_scale=0.001`` reads ROS ``16UC1`` millimetre depth.
+
+    An object standing on a table in view touches it with no depth step, so the two are one component: the pipeline
+    takes the table out of the live depth before this source runs (:mod:`~correspondence.support_plane`); used on its
+    own, pass ``find_support_plane(depth_m, intrinsics, up).without_plane(depth_m)``.
     """
 
     name = "depth"

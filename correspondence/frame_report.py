@@ -68,6 +68,7 @@ def frame_record(result: FrameResult) -> dict[str, Any]:
         "refinement": result.refinement.as_dict() if result.refinement is not None else None,
         "keypoint_geometry": result.keypoint_geometry.as_dict() if result.keypoint_geometry is not None else None,
         "localisation": result.localisation.as_dict() if result.localisation is not None else None,
+        "support_plane": result.support_plane.as_dict() if result.support_plane is not None else None,
         "timings_s": {k: float(v) for k, v in result.timings_s.items()}}
     if result.dense is not None:
         d = result.dense

@@ -17,8 +17,9 @@ it). One view sees part of the object, so the extents are those of its visible s
 camera) the top and near sides, which show the whole height and footprint of most objects; an occluded candidate
 measures smaller than it is. The live candidate's points are the depth-connected surfaces under its votes (the
 depth mask source's rule, :class:`~correspondence.depth_mask.DepthForeground`): an object standing on a visible
-table joins the table's surface there, and its extents are then the table's, which no demo object matches (the
-candidate is simply not rescued).
+table would join the table's surface there, so the pipeline takes the table out of the live depth first
+(:mod:`~correspondence.support_plane`, once per frame); where that finds no table, such a candidate measures the
+table's extents, which no demo object matches (it is simply not rescued).
 """
 from __future__ import annotations
 

@@ -49,6 +49,7 @@ from .preprocessing import to_rgb_array
 from .tracking import MaskTracker
 from .view_schedule import ViewSchedule
 from .segmentation import DepthForeground, MaskSource, Prompt
+from .support_plane import SupportPlane, find_support_plane
 
 from .pipeline_types import ALIGNMENT_SOURCES, FrameResult, PipelineSettings  # noqa: F401 (re-exported)
 from .pipeline_segment import LiveObjectStage
@@ -119,8 +120,11 @@ class TransferPipeline(LiveObjectStage):
     def _depth_foreground(self) -> np.ndarray | None:
         if self.demo.depth is None:
             return None
+        depth, plane = self.demo.depth, self.settings.support_plane
         try:
-            return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(), self.demo.depth).mask
+            if plane is not None and plane.enabled and self.demo.intrinsics is not None:  # the demo's table out too
+                depth = find_support_plane(depth, self.demo.intrinsics, None, plane).without_plane(depth)
+            return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(), depth).mask
         except InputError:
             return None
 
@@ -140,6 +144,15 @@ class TransferPipeline(LiveObjectStage):
         timings: dict[str, float] = {}
         image = to_rgb_array(rgb)
         depth = self._check_depth(depth, image, intrinsics)
+        support = self._support_plane(depth, intrinsics, None if up is None else up[1], timings)
+        depth = depth if support is None else support.without_plane(depth)  # every later stage: no table
+        result = self._process(image, depth, intrinsics, mask, prompt, up, timings)
+        return result if support is None else replace(result, support_plane=support)
+
+    def _process(self, image: np.ndarray, depth: np.ndarray | None, intrinsics: CameraIntrinsics | None,
+                 mask: np.ndarray | None, prompt: Prompt | None, up: tuple | None,
+                 timings: dict[str, float]) -> FrameResult:
+        """:meth:`process` after the depth check and the support plane's removal."""
         three_d = depth is not None and intrinsics is not None and self.demo.has_3d
         live_map = DepthMap(depth, intrinsics) if three_d else None  # checked and filtered once for every lift
         live_fmap = None
@@ -410,6 +423,18 @@ class TransferPipeline(LiveObjectStage):
 
     def _check_depth(self, depth, image: np.ndarray, intrinsics: CameraIntrinsics | None) -> np.ndarray | None:
         return depth_module.check_live_depth(depth, image, intrinsics, self.settings.depth_scale)
+
+    def _support_plane(self, depth: np.ndarray | None, intrinsics: CameraIntrinsics | None, up,
+                       timings: dict[str, float]) -> SupportPlane | None:
+        """The frame's table (:mod:`~correspondence.support_plane`), once; None when not looked for (off, or no
+        depth or intrinsics to lift it with)."""
+        settings = self.settings.support_plane
+        if settings is None or not settings.enabled or depth is None or intrinsics is None:
+            return None
+        start = time.perf_counter()
+        support = find_support_plane(depth, intrinsics, up, settings)
+        timings["support_plane"] = time.perf_counter() - start
+        return support
 
 
 def _feature_matcher(matcher) -> "Matcher | None":

@@ -18,6 +18,7 @@ from .mask_types import MaskResult
 from .pose_confirmation import ConfirmationSettings
 from .pose_keypoints import KeypointPose, KeypointPoseSettings
 from .pose_search import PoseSearchResult, PoseSearchSettings
+from .support_plane import SupportPlane, SupportPlaneSettings
 from .tracking import TrackSettings
 from .view_schedule import ViewScheduleSettings
 
@@ -50,6 +51,9 @@ class PipelineSettings:
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     # localisation's rule 6 when the vertical is given (up=): the demo object's height, footprint and colours
     signature: SignatureSettings | None = field(default_factory=SignatureSettings)
+    # the table under the objects taken out of the live depth once per frame, before segmentation, localisation,
+    # rule 6 and the live cloud (:mod:`correspondence.support_plane`); a frame without one is left as it is
+    support_plane: SupportPlaneSettings | None = field(default_factory=SupportPlaneSettings)
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
     view_schedule: ViewScheduleSettings | None = field(default_factory=ViewScheduleSettings)  # multi-view demo on a
     # stream: the last pose's view localises first, the others only when it is not clearly confirmed (None: all views)
@@ -93,6 +97,7 @@ class FrameResult:
     demo_view: int | None = None  # multi-view demo: the view whose matches gave the pose (0 = primary); else None
     demo_view_scores: dict[int, float] | None = None  # multi-view demo: each candidate view's pose score (the pose
     # search's score against the live frame; the best was chosen), None when none was scored
+    support_plane: SupportPlane | None = None  # the live frame's table, taken out of its depth (None: not looked for)
 
     @property
     def success(self) -> bool:

@@ -64,7 +64,9 @@ def test_known_motion_is_recovered_exactly_with_true_matches():
     truth = moved @ np.linalg.inv(pose)  # demo camera frame -> live camera frame
     assert rotation_error_deg(result.alignment.transform, truth) < 1.0
     assert translation_error(result.alignment.transform, truth) < 0.005
-    assert set(result.timings_s) == {"segmentation", "features", "matching", "alignment"}
+    # support_plane: the table search runs on every RGB-D frame (here none is found: nothing removed)
+    assert set(result.timings_s) == {"support_plane", "segmentation", "features", "matching", "alignment"}
+    assert result.support_plane is not None and not result.support_plane.found
 
 
 def test_a_real_backbone_recovers_the_known_motion():

@@ -45,9 +45,11 @@ from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
 from ..segmentation import DepthForeground, mask_source_from_name
 from ..world.depth_noise import depth_noise_from_name, stereo_depth
+from ..support_plane import SupportPlaneSettings
 from ..world.families import make_instance
 from ..world.render import Renderer, RenderSettings, sample_pose
 from ..world.scene import SceneNotVisible, SceneSpec, distractor_objects, sample_live_scene, table_motion
+from ..world.table import view_on_table
 from ..world.symmetry import add_s, model_points, mssd, object_symmetry
 from .alignment_report import KEYPOINT_PX, KIND_FUNCTIONAL, KIND_SAME, SUCCESS_DEG, SUCCESS_M, write_report
 
@@ -80,6 +82,8 @@ class AlignmentBenchConfig:
     multiview_cloud: str = "view"  # with demo_views > 1: the pose search's cloud, the chosen view's | fused
     depth_noise: str = "none"  # the depth images as a stereo camera gives them: none | stereo | stereo-poor
     # (world/depth_noise.py), demo and live alike
+    table: bool = False  # the table under the objects in the live and demo views' depth and colour (realistic)
+    support_plane: bool = True  # the pipeline takes the table out of the live depth (correspondence.support_plane)
     only_trials: tuple[int, ...] = ()  # run only these same-instance trials; every trial is still drawn, so each
     # one's scene is the one a full run gives it (to rerun a failure without the rest)
 
@@ -97,7 +101,7 @@ class AlignmentBenchConfig:
     def scene(self) -> SceneSpec:
         return SceneSpec(max_rotation_deg=self.max_rotation_deg, max_translation_m=self.max_translation_m,
                          distance_range=tuple(self.distance_range), distractors=self.distractors,
-                         occluders=self.occluders, max_draws=self.max_draws)
+                         occluders=self.occluders, max_draws=self.max_draws, table=self.table)
 
 
 def make_trial(rng: np.random.Generator, category: str, index: int, config: AlignmentBenchConfig,
@@ -138,6 +142,8 @@ def make_scene_trial(rng: np.random.Generator, category: str, index: int, config
         draw = rng if redraw == 0 else np.random.default_rng([config.seed, index, redraw])
         pose = sample_pose(draw, obj, intrinsics=settings.intrinsics)
         demo_view = Renderer(obj).render(pose, settings, seed=int(draw.integers(1 << 30)))
+        if config.table:  # the demo was recorded on a table too (its mask is given; the table is in its depth)
+            demo_view = view_on_table(demo_view, obj, settings)
         try:
             scene = sample_live_scene(draw, obj, pose, spec, settings, seed=index, others=others)
         except SceneNotVisible as exc:
@@ -148,15 +154,17 @@ def make_scene_trial(rng: np.random.Generator, category: str, index: int, config
     raise first
 
 
-def demo_views_around(obj, demo_view, count: int, settings: RenderSettings, seed: int) -> tuple[DemoView, ...]:
+def demo_views_around(obj, demo_view, count: int, settings: RenderSettings, seed: int, table: bool = False
+                      ) -> tuple[DemoView, ...]:
     """The ``count - 1`` extra views of a multi-view demo: the object turned on the table by ``360 k / count`` deg
     about its vertical axis (a turntable; the same camera, light and backdrop as the primary view), each with its
     exact ``T_primary_from_view`` and its true mask. The rng of the trials is not touched, so the live scenes are
-    those of the one-view run."""
+    those of the one-view run. ``table``: each view on the table (turning with the object, as on a turntable)."""
     renderer, views = Renderer(obj), []
     for k in range(1, count):
         pose = demo_view.pose @ table_motion(360.0 * k / count, np.zeros(2), obj.center)
         view = renderer.render(pose, settings, seed=seed)
+        view = view_on_table(view, obj, settings) if table else view
         views.append(DemoView(view.rgb, view.depth, view.intrinsics, view.mask,
                               demo_view.pose @ np.linalg.inv(pose), f"turn {360.0 * k / count:g} deg"))
     return tuple(views)
@@ -335,7 +343,8 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
     pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
-                                         multiview_cloud=config.multiview_cloud)
+                                         multiview_cloud=config.multiview_cloud,
+                                         support_plane=SupportPlaneSettings() if config.support_plane else None)
     sources = _mask_sources(config)
     rows = []
     total = config.trials + config.functional_trials
@@ -361,7 +370,8 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 rows += [{**base, "mask_source": name, "success": False, "reason": "no visible demo keypoint"}
                          for name in sources]
                 continue
-            views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed)
+            views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed,
+                                       table=config.table)
                      if config.demo_views > 1 else ())
             sensed = _depth_sensor(config, trial)
             views = tuple(replace(v, depth=sensed(v.depth, v.intrinsics)) for v in views)

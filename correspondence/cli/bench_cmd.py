@@ -184,6 +184,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="instead: per same-instance trial, with the true mask, the pose search's hypotheses, its "
                             "choice and the true pose scored by the same scorer, and a verdict (ok, scorer, "
                             "generator, fit, ambiguous, choice): pose_diagnosis.json / .md")
+    align.add_argument("--table", action="store_true",
+                       help="the table the objects stand on in the live and demo views' depth and colour, as a real "
+                            "RGB-D or stereo camera sees it (the realistic setting; off by default so earlier "
+                            "numbers stay comparable)")
+    align.add_argument("--no-support-plane", action="store_true",
+                       help="do not take the support plane (the table) out of the live depth before segmenting and "
+                            "localising (to measure what the removal does)")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--only-trials", type=_int_list, default=(), metavar="I,J,...",
                        help="run only these same-instance trials (0-based); every trial is still drawn, so each "
@@ -377,7 +384,9 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   distance_range=args.distance_range, distractors=args.distractors,
                                   occluders=args.occluders, mask_sources=tuple(args.mask_source),
                                   gravity=not args.no_gravity, demo_views=args.demo_views,
-                                  multiview_cloud=args.multiview_cloud, only_trials=args.only_trials, depth_noise=args.depth_noise, **extra)
+                                  multiview_cloud=args.multiview_cloud, only_trials=args.only_trials,
+                                  depth_noise=args.depth_noise, table=args.table,
+                                  support_plane=not args.no_support_plane, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)

@@ -27,6 +27,7 @@ from .families import get_category, make_instance
 from .families import categories as all_categories
 from .mesh import rot_z
 from .render import Renderer, RenderSettings
+from .table import fill_table, table_half_size, table_level
 from .types import ObjectInstance, RenderedView
 
 
@@ -52,6 +53,8 @@ class SceneSpec:
     min_in_view: float = 0.9  # share of the target's surface samples that must project inside the frame
     min_visible: float = 0.3  # share of its in-frame pixels the occluders must leave
     max_draws: int = 50
+    table: bool = False  # the table the objects stand on, in depth and colour (:mod:`~correspondence.world.table`):
+    # the realistic setting (a real camera sees it); off keeps the benches' earlier numbers comparable
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_rotation_deg <= 180:
@@ -72,7 +75,7 @@ class SceneView:
     """One composited RGB-D frame of several objects."""
 
     rgb: np.ndarray  # (H, W, 3) uint8
-    depth: np.ndarray  # (H, W) float32 metres, 0 where no object
+    depth: np.ndarray  # (H, W) float32 metres, 0 where no object (and no table, see SceneSpec.table)
     instance_map: np.ndarray  # (H, W) int16: index into ``objects``, -1 for the backdrop
     objects: tuple[ObjectInstance, ...]  # the target first
     poses: tuple[np.ndarray, ...]  # object -> camera, per object
@@ -135,8 +138,11 @@ def camera_moved_along_axis(pose: np.ndarray, centre_table: np.ndarray, factor: 
     return shift @ pose
 
 
-def composite(renderers: list[Renderer], poses: list[np.ndarray], settings: RenderSettings, seed: int) -> SceneView:
-    """Render each object from its pose and keep the nearest surface per pixel (the first object is the target)."""
+def composite(renderers: list[Renderer], poses: list[np.ndarray], settings: RenderSettings, seed: int,
+              table_pose: np.ndarray | None = None) -> SceneView:
+    """Render each object from its pose and keep the nearest surface per pixel (the first object is the target).
+    ``table_pose`` (table frame -> camera): the table under them fills the pixels no object covers
+    (:mod:`~correspondence.world.table`; the instance map stays -1 there, the target's truth is unchanged)."""
     views = [r.render(p, settings, seed=seed) for r, p in zip(renderers, poses)]
     depth_stack = np.stack([np.where(v.mask, v.depth, np.inf) for v in views])
     nearest = np.argmin(depth_stack, axis=0)
@@ -153,6 +159,10 @@ def composite(renderers: list[Renderer], poses: list[np.ndarray], settings: Rend
         if kp_visible[i]:  # in frame and not self-occluded: is another object's surface in front of it?
             row, col = int(np.floor(y)), int(np.floor(x))
             kp_visible[i] = bool(depth[row, col] >= z - max(5e-4, 1e-3 * z) or instance_map[row, col] == 0)
+    if table_pose is not None:  # after the keypoints' check, which reads the objects' depth alone
+        objects = [r.obj for r in renderers]
+        rgb, depth = fill_table(rgb, depth, hit, table_pose, target.intrinsics, settings, seed, table_level(objects),
+                                table_half_size(objects[0]))
     occluded_target = replace(target, rgb=rgb, depth=np.where(own, target.depth, 0.0).astype(np.float32), mask=own,
                               part_map=np.where(own, target.part_map, -1).astype(np.int16),
                               face_map=np.where(own, target.face_map, -1).astype(np.int32),
@@ -302,7 +312,8 @@ def _compose(rng: np.random.Generator, drawn: _Draw, anywhere_in_view: bool, tar
                    for obj in others[spec.distractors:]]
     objects = [target, *others]
     poses = [camera_pose @ motion] + [camera_pose @ p for p in placements]
-    view = composite([renderers[id(o)] for o in objects], poses, settings, drawn.view_seed)
+    view = composite([renderers[id(o)] for o in objects], poses, settings, drawn.view_seed,
+                     camera_pose if spec.table else None)
     if view.visible_fraction < spec.min_visible or not view.target.mask.any():
         return view.visible_fraction
     truth = camera_pose @ motion @ np.linalg.inv(demo_pose)
@@ -364,7 +375,8 @@ def sample_live_scene(rng: np.random.Generator, target: ObjectInstance, demo_pos
         raise SceneNotVisible(f"the target {target.instance_id} filled so much of the view that its "
                               f"{spec.distractors} distractors found no free place on the table in view that left it "
                               f"visible (in {spec.max_draws} draws and {min(len(crowded), CROWDED_PASSES)} passes "
-                              f"placing them anywhere in view; best: {100 * best[1]:.0f} % of it unoccluded)", best[0], best[1])
+                              f"placing them anywhere in view; best: {100 * best[1]:.0f} % of it unoccluded)",
+                              best[0], best[1])
     raise SceneNotVisible(f"the target {target.instance_id} was not in view in {spec.max_draws} draws (best: "
                           f"{100 * best[0]:.0f} % in the frame, {100 * best[1]:.0f} % of it unoccluded; the spec "
                           f"asks for {100 * spec.min_in_view:.0f} % and {100 * spec.min_visible:.0f} %)",
