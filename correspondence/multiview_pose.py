@@ -39,11 +39,12 @@ from .icp import IcpSettings, IcpTarget, masked_cloud, masked_pixels_and_cloud, 
 from .lifting import DepthMap
 from .localise import DepthViews, Localisation, LocaliseSettings, live_cell_chromaticity, localise
 from .object_colour import ColourModel
-from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose, search_pose
+from .pose_search import (Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, _distinct, score_pose,
+                          search_pose)
 from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
-from .view_pool import FusedFit, pool_view, turn_best
+from .view_pool import POOL_TOP, FusedFit, pool_view, turn_best, view_rival
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -298,11 +299,27 @@ class MultiViewDemo:
                      up: tuple | None) -> FusedFit:
         """What the pooled view choice (:mod:`~correspondence.view_pool`) fits and scores poses with: the fused
         cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``) and half the sweep step."""
-        points = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)[0]
+        max_points = icp.max_points if icp is not None else IcpSettings().max_points
+        points = self.fused_cloud(max_points)[0]
         return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp, up),
                         lambda p, T: visible_mask(p, T, live.intrinsics),
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
-                        icp)
+                        icp, settings.ambiguity_deg, settings.ambiguity_margin,
+                        self._equivalent(max_points, settings))
+
+    def _equivalent(self, max_points: int, settings: PoseSearchSettings):
+        """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place, judged on
+        the primary view's own cloud, depth and silhouette (:func:`~correspondence.pose_equivalence.equivalent_poses`:
+        a 2-fold stool turned by 180 deg is no rival); None without the primary's object region."""
+        state = self.states[0]
+        if state.region is None:
+            return None
+        from .pose_equivalence import equivalent_poses
+
+        points = self.search_cloud(0, max_points)[0]  # the primary frame is the primary view's camera
+        own = LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
+                        to_rgb_array(state.view.rgb))
+        return lambda a, b: equivalent_poses(a, b, points, own, settings)
 
     def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
         """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
@@ -422,12 +439,41 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     best = max(with_pose, key=lambda o: o[2] + (primary_margin if o[0].index == 0 else 0.0))  # max keeps the
     # first of equals: the candidates' order
     if fitter is not None:
-        return _refit_chosen(best[0], best[1], fitter, scores)
+        chosen, outcome, scores, pooled = _refit_chosen(best[0], best[1], fitter, scores)
+        return chosen, _refuse_rival(chosen, outcome, pooled, outcomes, fitter), scores
     return best[0], best[1], scores
 
 
+def _refuse_rival(chosen: ViewCandidate, outcome: tuple, pooled: list, outcomes: list, fitter: FusedFit) -> tuple:
+    """``outcome`` (alignment, search result), or a refusal (ambiguous, no pose) when a pose turned far from the
+    chosen one explains the fused cloud about as well (:func:`~correspondence.view_pool.view_rival`): the chosen
+    view's pooled poses, every other candidate's searched pose and its search's best distinct hypotheses (a refused
+    search's too)."""
+    alignment, result = outcome
+    centre = fitter.points.mean(0)
+    best = max(pooled, key=lambda p: p.score)
+    poses = [(p.view, p.transform, p.score) for p in pooled if p is not best]
+    for candidate, (other, searched), _ in outcomes:
+        if candidate.index == chosen.index:
+            continue
+        own = other.transform if other is not None and other.success else None
+        if own is not None:
+            poses.append((candidate.index, own, None))
+        if searched is not None:
+            poses += [(candidate.index, h.transform, None) for h in _distinct(list(searched.hypotheses), POOL_TOP,
+                                                                                 centre)
+                      if own is None or not np.allclose(h.transform, own)]
+    rival = view_rival(alignment.transform, best.score, poses, fitter)
+    if rival is None:
+        return outcome
+    alignment = replace(alignment, success=False, transform=None, reason=rival.reason)
+    if result is not None:
+        result = replace(result, transform=None, ambiguous=True, reason=rival.reason)
+    return alignment, result
+
+
 def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, scores: dict[int, float]
-                  ) -> tuple[ViewCandidate, tuple, dict[int, float]]:
+                  ) -> tuple[ViewCandidate, tuple, dict[int, float], list]:
     """The chosen view's pose, pooled with its search's best distinct hypotheses (:mod:`~correspondence.view_pool`):
     each fitted on the fused cloud and scored alike, the best three also turned by half the sweep step; the best
     replaces the searched pose (``solver`` ``<source>+fused-fit``). Only within the chosen view: across views the
@@ -439,9 +485,11 @@ def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, sc
                                  fitter), fitter)
     best = max(pooled, key=lambda p: p.score)  # the searched pose comes first: it keeps a tie
     if best.is_searched:
-        return candidate, outcome, scores
+        return candidate, outcome, scores, pooled
     score, transform = fitter.polish(best.transform, best.score)  # placed and turned in steps: ICP makes it precise
+    pooled = [p for p in pooled if p is not best]
     best = replace(best, score=score, transform=transform)
+    pooled.append(best)
     scores = {**scores, candidate.index: round(best.score, 4)}
     source = best.source.source if best.source is not None else alignment.solver
     alignment = replace(alignment, success=True, transform=best.transform, reason="ok", solver=f"{source}+fused-fit")
@@ -450,7 +498,7 @@ def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, sc
         result = replace(result, transform=best.transform,
                          chosen=None if chosen is None else replace(chosen, transform=best.transform),
                          reason="ok: the chosen view's hypotheses fitted and scored on the fused cloud")
-    return candidate, (alignment, result), scores
+    return candidate, (alignment, result), scores, pooled
 
 
 def _result_to_primary(result: PoseSearchResult, T_view_from_primary: np.ndarray) -> PoseSearchResult:

@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from .alignment import rotation_error_deg
 from .icp import IcpSettings, IcpTarget, refine
 from .pose_search import LiveFrame, _about, _distinct
 from .yaw_sweep import FIT_DISTANCES_M, Placement, _axis_angle, fit_translation, place
@@ -41,6 +42,10 @@ class FusedFit:
     up: np.ndarray | None = None
     turn_deg: float = 2.5
     icp: IcpSettings | None = None  # None: no ICP polish of the pooled choice (:meth:`polish`)
+    rival_deg: float = 20.0  # a pose turned at least this far from the chosen one ... (:func:`view_rival`)
+    rival_margin: float = 0.02  # ... that scores within this of it (or higher) on the fused cloud is a rival
+    equivalent: Callable[[np.ndarray, np.ndarray], bool] | None = None  # whether two poses put the demo's surface
+    # in the same place (:func:`~correspondence.pose_equivalence.equivalent_poses` on the primary view): no rival
     _placement: Placement | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -136,3 +141,45 @@ def turn_best(pooled: list[Pooled], fitter: FusedFit, top: int = TURN_TOP) -> li
                     p = Pooled(p.view, score, fitted, p.source, False)
         out.append(p)
     return out
+
+
+@dataclass(frozen=True)
+class Rival:
+    """A pose of another candidate view (or of the chosen view's pool) turned ``turn_deg`` from the chosen pose that
+    explains the fused cloud about as well: ``score`` against the chosen pose's ``chosen_score``."""
+
+    view: int
+    turn_deg: float
+    score: float
+    chosen_score: float
+
+    @property
+    def reason(self) -> str:
+        return (f"ambiguous: the views disagree: view {self.view}'s pose {self.turn_deg:.0f} deg from the chosen one "
+                f"explains the fused cloud as well (scores {self.chosen_score:.3f} and {self.score:.3f}); the data "
+                f"cannot fix the object's turn")
+
+
+def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, np.ndarray, float | None]],
+               fitter: FusedFit) -> Rival | None:
+    """The best of ``poses`` ((view, pose, fused score or None: fitted and scored here)) turned at least
+    ``fitter.rival_deg`` from ``chosen`` that scores within ``fitter.rival_margin`` of ``chosen_score`` or higher,
+    and does not put the demo's surface where ``chosen`` does (``fitter.equivalent``); None when there is none.
+    Why: each view's search judges its rivals on its own partial cloud, and the view choice compares only the
+    searched poses; a turn that another view found (or whose search refused) can explain the fused cloud as well
+    as the chosen one, or better. Then the views disagree and the data does not fix the turn: a kettle whose spout
+    and handle sit opposite (the primary's 180-deg turn at 0.701, view 1's pose 2.7 deg off at 0.690), a jug whose
+    only posed view lands 160 deg off (0.128) while another view's refused search held a pose 3 deg off at 0.807."""
+    best: Rival | None = None
+    for view, T, score in poses:
+        turn = rotation_error_deg(T, chosen)
+        if turn < fitter.rival_deg:
+            continue
+        if score is None:
+            score, T = fitter.best(T)
+        if score < chosen_score - fitter.rival_margin or (best is not None and score <= best.score):
+            continue
+        if fitter.equivalent is not None and fitter.equivalent(chosen, T):
+            continue
+        best = Rival(view, turn, float(score), float(chosen_score))
+    return best

@@ -29,6 +29,8 @@ class _Fit:
     """Stands in for FusedFit: poses are not moved; a pose scores 1 - its turn from the truth / 100 deg (the
     fused cloud's verdict, which a view's own partial cloud does not give)."""
 
+    rival_deg, rival_margin, equivalent = 20.0, 0.02, None  # as FusedFit's defaults
+
     def __init__(self, truth_yaw: float = TRUTH_YAW, turns: bool = False):
         self.points = np.zeros((20, 3))
         self.truth = _pose(truth_yaw)
@@ -165,3 +167,60 @@ def test_the_polish_brings_a_half_step_turned_pose_back_onto_the_truth():
     assert rotation_error_deg(polished, truth) < 0.5 and polished_score == score(polished)
     no_icp = FusedFit(demo_points, live, score, lambda p, T: visible_mask(p, T, live.intrinsics), np.asarray(up[1]))
     assert no_icp.polish(turned, 0.3) == (0.3, turned)
+
+
+class _Scores(_Fit):
+    """A fused score given per turn (deg from the truth, rounded), e.g. a kettle whose 180-deg turn (spout on the
+    handle's place) scores near the truth."""
+
+    def __init__(self, by_turn: dict[int, float], equivalent=None):
+        super().__init__()
+        self.by_turn, self.equivalent = by_turn, equivalent
+
+    def score(self, T):
+        return self.by_turn[round(rotation_error_deg(T, self.truth))]
+
+
+def test_views_that_disagree_on_the_turn_give_a_refusal_not_the_primary_by_its_margin():
+    """Seed 1 trial 14 of the 4-view +-180 bench: a kettle whose spout and handle sit opposite. The primary's search
+    lands 180 deg off, view 1's on the truth; the primary margin keeps the primary (0.534 + 0.05 against 0.579), and
+    its pooled 180-deg turn (0.701) was published. View 1's pose explains the fused cloud within the ambiguity
+    margin: the views disagree, and the answer is a refusal that says so."""
+    wrong, right = _pose(TRUTH_YAW + 180.0), _pose(TRUTH_YAW)
+    fit = _Scores({180: 0.701, 0: 0.690})
+    outcomes = {0: (wrong, [(wrong, 0.638)]), 1: (right, [(right, 0.749)])}
+    chosen, (alignment, result), scores = choose_searched(_candidates(1, 0), _search(outcomes), fit.score,
+                                                          fitter=fit, primary_margin=PRIMARY_MARGIN)
+    assert chosen.index == 0 and scores == {0: 0.701, 1: 0.69}
+    assert not alignment.success and alignment.transform is None
+    assert result.ambiguous and result.transform is None and "views disagree" in alignment.reason
+    assert "view 1's pose 180 deg" in alignment.reason
+    clear = _Scores({180: 0.701, 0: 0.601})  # the other view's pose clearly worse: the chosen pose stands
+    _, (alignment, _), _ = choose_searched(_candidates(1, 0), _search(outcomes), clear.score, fitter=clear)
+    assert alignment.success and alignment.transform is wrong
+
+
+def test_a_refused_views_hypothesis_that_explains_the_fused_cloud_better_refuses_the_chosen_pose():
+    """Seed 1 trial 15: a jug whose only posed view lands 160 deg off (fused 0.128) while the primary's refused
+    search held a pose 3 deg off (0.807 fitted). The refused view lends no pose (a refusal stays a refusal), but the
+    chosen pose is not published either."""
+    wrong, near = _pose(TRUTH_YAW + 160.0), _pose(TRUTH_YAW + 3.0)
+    fit = _Scores({160: 0.128, 3: 0.807})
+    outcomes = {1: (wrong, [(wrong, -0.024)]), 0: (None, [(near, 0.512)])}
+    chosen, (alignment, result), _ = choose_searched(_candidates(1, 0), _search(outcomes), fit.score, fitter=fit)
+    assert chosen.index == 1 and not alignment.success and result.ambiguous
+    assert "view 0's pose" in alignment.reason
+
+
+def test_a_rival_that_puts_the_surface_where_the_chosen_pose_does_is_no_rival():
+    """A 2-fold symmetric stool: its 180-deg turn scores as well on the fused cloud, and the primary view's own
+    surface maps onto itself under it (FusedFit.equivalent): the pose stands."""
+    pose, flipped = _pose(TRUTH_YAW), _pose(TRUTH_YAW + 180.0)
+    outcomes = {0: (pose, [(pose, 0.8)]), 2: (flipped, [(flipped, 0.8)])}
+    seen = []
+    fit = _Scores({0: 0.9, 180: 0.9}, equivalent=lambda a, b: seen.append((a, b)) or True)
+    _, (alignment, result), _ = choose_searched(_candidates(0, 2), _search(outcomes), fit.score, fitter=fit)
+    assert alignment.success and alignment.transform is pose and not result.ambiguous and len(seen) == 1
+    unlike = _Scores({0: 0.9, 180: 0.9}, equivalent=lambda a, b: False)
+    _, (alignment, _), _ = choose_searched(_candidates(0, 2), _search(outcomes), unlike.score, fitter=unlike)
+    assert not alignment.success
