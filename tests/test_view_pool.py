@@ -224,3 +224,13 @@ def test_a_rival_that_puts_the_surface_where_the_chosen_pose_does_is_no_rival():
     unlike = _Scores({0: 0.9, 180: 0.9}, equivalent=lambda a, b: False)
     _, (alignment, _), _ = choose_searched(_candidates(0, 2), _search(outcomes), unlike.score, fitter=unlike)
     assert not alignment.success
+
+
+def test_a_far_turn_in_the_chosen_views_own_pool_that_scores_alike_refuses():
+    """A mug whose handle is hidden: the one posed view's pool holds two turns 60 deg apart that explain the fused
+    cloud alike (0.738 and 0.730): no turn is fixed, no pose is published."""
+    chosen, other = _pose(TRUTH_YAW + 84.0), _pose(TRUTH_YAW + 144.0)
+    fit = _Scores({84: 0.738, 144: 0.730})
+    outcomes = {1: (chosen, [(chosen, 1.146), (other, 1.112)])}
+    _, (alignment, result), _ = choose_searched(_candidates(1), _search(outcomes), fit.score, fitter=fit)
+    assert not alignment.success and result.ambiguous and "view 1's pose 60 deg" in alignment.reason
