@@ -39,12 +39,11 @@ from .icp import IcpSettings, IcpTarget, masked_cloud, masked_pixels_and_cloud, 
 from .lifting import DepthMap
 from .localise import DepthViews, Localisation, LocaliseSettings, live_cell_chromaticity, localise
 from .object_colour import ColourModel
-from .pose_search import (Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, _distinct, score_pose,
-                          search_pose)
+from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose, search_pose
 from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
-from .view_pool import POOL_TOP, FusedFit, pool_view, turn_best, view_rival
+from .view_pool import FusedFit, pool_view, refuse_rival, turn_best
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -440,36 +439,8 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     # first of equals: the candidates' order
     if fitter is not None:
         chosen, outcome, scores, pooled = _refit_chosen(best[0], best[1], fitter, scores)
-        return chosen, _refuse_rival(chosen, outcome, pooled, outcomes, fitter), scores
+        return chosen, refuse_rival(chosen.index, outcome, pooled, outcomes, fitter), scores
     return best[0], best[1], scores
-
-
-def _refuse_rival(chosen: ViewCandidate, outcome: tuple, pooled: list, outcomes: list, fitter: FusedFit) -> tuple:
-    """``outcome`` (alignment, search result), or a refusal (ambiguous, no pose) when a pose turned far from the
-    chosen one explains the fused cloud about as well (:func:`~correspondence.view_pool.view_rival`): the chosen
-    view's pooled poses, every other candidate's searched pose and its search's best distinct hypotheses (a refused
-    search's too)."""
-    alignment, result = outcome
-    centre = fitter.points.mean(0)
-    best = max(pooled, key=lambda p: p.score)
-    poses = [(p.view, p.transform, p.score) for p in pooled if p is not best]
-    for candidate, (other, searched), _ in outcomes:
-        if candidate.index == chosen.index:
-            continue
-        own = other.transform if other is not None and other.success else None
-        if own is not None:
-            poses.append((candidate.index, own, None))
-        if searched is not None:
-            poses += [(candidate.index, h.transform, None) for h in _distinct(list(searched.hypotheses), POOL_TOP,
-                                                                                 centre)
-                      if own is None or not np.allclose(h.transform, own)]
-    rival = view_rival(alignment.transform, best.score, poses, fitter)
-    if rival is None:
-        return outcome
-    alignment = replace(alignment, success=False, transform=None, reason=rival.reason)
-    if result is not None:
-        result = replace(result, transform=None, ambiguous=True, reason=rival.reason)
-    return alignment, result
 
 
 def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, scores: dict[int, float]

@@ -14,7 +14,7 @@ yaw_sweep`'s fit and placement), and the best few also turned by half the sweep 
 leaves the nearest turn up to that far off)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -156,8 +156,8 @@ class Rival:
     @property
     def reason(self) -> str:
         return (f"ambiguous: the views disagree: view {self.view}'s pose {self.turn_deg:.0f} deg from the chosen one "
-                f"explains the fused cloud as well (scores {self.chosen_score:.3f} and {self.score:.3f}); the data "
-                f"cannot fix the object's turn")
+                f"explains the fused cloud as well or better (scores {self.chosen_score:.3f} and {self.score:.3f}); "
+                f"the data cannot fix the object's turn")
 
 
 def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, np.ndarray, float | None]],
@@ -183,3 +183,32 @@ def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, n
             continue
         best = Rival(view, turn, float(score), float(chosen_score))
     return best
+
+
+def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: list, fitter: FusedFit) -> tuple:
+    """``outcome`` (alignment, search result) of the chosen view ``chosen``, or a refusal (ambiguous, no pose) when a
+    pose turned far from the chosen one explains the fused cloud about as well (:func:`view_rival`): the chosen
+    view's pooled poses, every other candidate's searched pose and its search's best distinct hypotheses (a refused
+    search's too). ``outcomes``: :func:`~correspondence.multiview_pose.choose_searched`'s (candidate, (alignment,
+    search result), score) per candidate view; ``pooled``: the chosen view's pool, its best the chosen pose."""
+    alignment, result = outcome
+    centre = fitter.points.mean(0)
+    best = max(pooled, key=lambda p: p.score)
+    poses = [(p.view, p.transform, p.score) for p in pooled if p is not best]
+    for candidate, (other, searched), _ in outcomes:
+        if candidate.index == chosen:
+            continue
+        own = other.transform if other is not None and other.success else None
+        if own is not None:
+            poses.append((candidate.index, own, None))
+        if searched is not None:
+            poses += [(candidate.index, h.transform, None) for h in _distinct(list(searched.hypotheses), POOL_TOP,
+                                                                                 centre)
+                      if own is None or not np.allclose(h.transform, own)]
+    rival = view_rival(alignment.transform, best.score, poses, fitter)
+    if rival is None:
+        return outcome
+    alignment = replace(alignment, success=False, transform=None, reason=rival.reason)
+    if result is not None:
+        result = replace(result, transform=None, ambiguous=True, reason=rival.reason)
+    return alignment, result
