@@ -13,6 +13,9 @@ matches, and their pose is composed with the view's known pose so that it is the
   turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
   on the fused cloud's visible part (with the vertical, a round object's points weighed by how much they fix its turn,
   :mod:`~correspondence.revolution`); the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
+  When a pose turned far from the chosen one (another view's, or the chosen view's pool's) explains the fused cloud
+  about as well, the views disagree and the frame is refused as ambiguous (:func:`~correspondence.view_pool.
+  refuse_rival`).
   Without a live frame the candidate with the most RANSAC inliers is searched alone;
 * **pose search** (the search above): by default (``PipelineSettings.multiview_cloud = "view"``) on each
   candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
