@@ -46,7 +46,7 @@ from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSett
 from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
-from .view_pool import FusedFit, pool_view, refuse_rival, turn_best
+from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -307,21 +307,25 @@ class MultiViewDemo:
                         lambda p, T: visible_mask(p, T, live.intrinsics),
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
                         icp, settings.ambiguity_deg, settings.ambiguity_margin,
-                        self._equivalent(max_points, settings))
+                        self._equivalent(max_points, settings, up))
 
-    def _equivalent(self, max_points: int, settings: PoseSearchSettings):
-        """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place, judged on
-        the primary view's own cloud, depth and silhouette (:func:`~correspondence.pose_equivalence.equivalent_poses`:
-        a 2-fold stool turned by 180 deg is no rival); None without the primary's object region."""
-        state = self.states[0]
-        if state.region is None:
-            return None
+    def _equivalent(self, max_points: int, settings: PoseSearchSettings, up: tuple | None):
+        """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place: the fused
+        cloud maps onto itself under the motion between them (:func:`~correspondence.view_pool.maps_onto_itself`,
+        a round object's points weighed as in the score), or the primary view's own cloud, depth and silhouette say
+        so (:func:`~correspondence.pose_equivalence.equivalent_poses`). A 2-fold stool turned by 180 deg is no rival."""
         from .pose_equivalence import equivalent_poses
 
+        fused = self.fused_cloud(max_points)[0]
+        revolution = self.revolution(fused, up)
+        weights = None if revolution is None else revolution.weights(fused)
+        state = self.states[0]
         points = self.search_cloud(0, max_points)[0]  # the primary frame is the primary view's camera
-        own = LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
-                        to_rgb_array(state.view.rgb))
-        return lambda a, b: equivalent_poses(a, b, points, own, settings)
+        own = (None if state.region is None else
+               LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
+                         to_rgb_array(state.view.rgb)))
+        return lambda a, b: (maps_onto_itself(fused, np.linalg.inv(a) @ b, settings.surface_m, weights)
+                             or equivalent_poses(a, b, points, own, settings))
 
     def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
         """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen

@@ -26,6 +26,10 @@ from .yaw_sweep import FIT_DISTANCES_M, Placement, _axis_angle, fit_translation,
 
 POOL_TOP = 3  # distinct hypotheses per candidate view's search pooled beside its chosen pose (best own score first):
 # 3 views x 4 poses keeps the pooled fits to ~12 per frame
+SELF_MAP_SHARE = 0.9  # the share of the fused cloud (weighed) that a motion must lay within surface_m of the cloud
+# itself, both ways, for two poses to put the object in the same place: a whole cloud of a 2-fold stool maps onto
+# itself under its 180-deg turn; a kettle's body does under any turn, but weighed by the turn weights its spout and
+# handle count as much as the body
 TURN_TOP = 3  # the best pooled poses that are also tried turned by +-half the sweep step
 
 
@@ -207,3 +211,20 @@ def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: li
     if result is not None:
         result = replace(result, transform=None, ambiguous=True, reason=rival.reason)
     return alignment, result
+
+
+def maps_onto_itself(points: np.ndarray, motion: np.ndarray, surface_m: float, weights: np.ndarray | None = None,
+                     share: float = SELF_MAP_SHARE) -> bool:
+    """Whether ``motion`` (demo frame -> demo frame) lays at least ``share`` of ``points`` (weighed by ``weights``)
+    within ``surface_m`` of ``points``, and so does its inverse: the fused cloud sees every side, so a motion that
+    maps it onto itself is a symmetry of what the demo showed (geometry only, as BOP's MSSD judges)."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(points)
+    w = np.ones(len(points)) if weights is None else np.asarray(weights, dtype=np.float64)
+    for m in (motion, np.linalg.inv(motion)):
+        moved = points @ m[:3, :3].T + m[:3, 3]
+        near = np.isfinite(tree.query(moved, distance_upper_bound=surface_m)[0])
+        if float((w * near).sum() / max(w.sum(), 1e-12)) < share:
+            return False
+    return True

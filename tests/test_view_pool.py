@@ -239,3 +239,35 @@ def test_a_far_turn_in_the_chosen_views_own_pool_that_scores_alike_refuses():
     outcomes = {1: (chosen, [(chosen, 1.146), (other, 1.112)])}
     _, (alignment, result), _ = choose_searched(_candidates(1), _search(outcomes), fit.score, fitter=fit)
     assert not alignment.success and result.ambiguous and "view 1's pose 60 deg" in alignment.reason
+
+
+def _round_body(handles: tuple[float, ...], seed: int = 0) -> np.ndarray:
+    """A cylinder (radius 5 cm, 10 cm tall, axis z) with a 2 x 2 x 4 cm handle block at each of the given angles."""
+    rng = np.random.default_rng(seed)
+    a, h = rng.uniform(0, 2 * np.pi, 3000), rng.uniform(0, 0.1, 3000)
+    body = np.stack([0.05 * np.cos(a), 0.05 * np.sin(a), h], 1)
+    blocks = []
+    for angle in handles:
+        local = rng.uniform([0.06, -0.01, 0.03], [0.08, 0.01, 0.07], (150, 3))
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        blocks.append(local @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T)
+    return np.concatenate([body, *blocks])
+
+
+def test_a_motion_maps_the_fused_cloud_onto_itself_only_when_the_handles_land_on_handles():
+    """view_pool.maps_onto_itself, the fused-cloud equivalence: a 2-fold object (handles opposite each other) turned
+    by 180 deg maps onto itself; a one-handled mug does not once its handle weighs as in the score (turn weights),
+    though its body alone (95 % of the points) would."""
+    from correspondence.revolution import fit_revolution
+    from correspondence.view_pool import maps_onto_itself
+
+    turn = np.eye(4)
+    turn[:3, :3] = [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]  # 180 deg about the axis
+    two_fold, mug = _round_body((0.0, 180.0)), _round_body((0.0,))
+    body = fit_revolution(mug, np.array([0.0, 0.0, 1.0]))  # the same body: its handles weigh like the body
+    assert maps_onto_itself(two_fold, turn, 0.01, body.weights(two_fold))
+    assert maps_onto_itself(mug, turn, 0.01)  # unweighted, the body decides
+    assert not maps_onto_itself(mug, turn, 0.01, body.weights(mug))
+    shifted = np.eye(4)
+    shifted[0, 3] = 0.03
+    assert not maps_onto_itself(two_fold, shifted, 0.01)
