@@ -13,6 +13,9 @@ matches, and their pose is composed with the view's known pose so that it is the
   turned view's in its own camera frame, :meth:`MultiViewDemo.search_from_view`), and the searched poses are scored
   on the fused cloud's visible part (with the vertical, a round object's points weighed by how much they fix its turn,
   :mod:`~correspondence.revolution`); the best wins, a turned view only by ``PRIMARY_MARGIN`` over the primary.
+  When a pose turned far from the chosen one (another view's, or the chosen view's pool's) explains the fused cloud
+  about as well, the views disagree and the frame is refused as ambiguous (:func:`~correspondence.view_pool.
+  refuse_rival`).
   Without a live frame the candidate with the most RANSAC inliers is searched alone;
 * **pose search** (the search above): by default (``PipelineSettings.multiview_cloud = "view"``) on each
   candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
@@ -43,7 +46,7 @@ from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSett
 from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
-from .view_pool import FusedFit, pool_view, turn_best
+from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -298,11 +301,31 @@ class MultiViewDemo:
                      up: tuple | None) -> FusedFit:
         """What the pooled view choice (:mod:`~correspondence.view_pool`) fits and scores poses with: the fused
         cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``) and half the sweep step."""
-        points = self.fused_cloud(icp.max_points if icp is not None else IcpSettings().max_points)[0]
+        max_points = icp.max_points if icp is not None else IcpSettings().max_points
+        points = self.fused_cloud(max_points)[0]
         return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp, up),
                         lambda p, T: visible_mask(p, T, live.intrinsics),
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
-                        icp)
+                        icp, settings.ambiguity_deg, settings.ambiguity_margin,
+                        self._equivalent(max_points, settings, up))
+
+    def _equivalent(self, max_points: int, settings: PoseSearchSettings, up: tuple | None):
+        """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place: the fused
+        cloud maps onto itself under the motion between them (:func:`~correspondence.view_pool.maps_onto_itself`,
+        a round object's points weighed as in the score), or the primary view's own cloud, depth and silhouette say
+        so (:func:`~correspondence.pose_equivalence.equivalent_poses`). A 2-fold stool turned by 180 deg is no rival."""
+        from .pose_equivalence import equivalent_poses
+
+        fused = self.fused_cloud(max_points)[0]
+        revolution = self.revolution(fused, up)
+        weights = None if revolution is None else revolution.weights(fused)
+        state = self.states[0]
+        points = self.search_cloud(0, max_points)[0]  # the primary frame is the primary view's camera
+        own = (None if state.region is None else
+               LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
+                         to_rgb_array(state.view.rgb)))
+        return lambda a, b: (maps_onto_itself(fused, np.linalg.inv(a) @ b, settings.surface_m, weights)
+                             or equivalent_poses(a, b, points, own, settings))
 
     def search_cloud(self, index: int, max_points: int, source: str = "view") -> tuple:
         """The pose search's demo cloud in the primary frame (points, descriptors, colours): ``view`` the chosen
@@ -422,12 +445,13 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     best = max(with_pose, key=lambda o: o[2] + (primary_margin if o[0].index == 0 else 0.0))  # max keeps the
     # first of equals: the candidates' order
     if fitter is not None:
-        return _refit_chosen(best[0], best[1], fitter, scores)
+        chosen, outcome, scores, pooled = _refit_chosen(best[0], best[1], fitter, scores)
+        return chosen, refuse_rival(chosen.index, outcome, pooled, outcomes, fitter), scores
     return best[0], best[1], scores
 
 
 def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, scores: dict[int, float]
-                  ) -> tuple[ViewCandidate, tuple, dict[int, float]]:
+                  ) -> tuple[ViewCandidate, tuple, dict[int, float], list]:
     """The chosen view's pose, pooled with its search's best distinct hypotheses (:mod:`~correspondence.view_pool`):
     each fitted on the fused cloud and scored alike, the best three also turned by half the sweep step; the best
     replaces the searched pose (``solver`` ``<source>+fused-fit``). Only within the chosen view: across views the
@@ -439,9 +463,11 @@ def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, sc
                                  fitter), fitter)
     best = max(pooled, key=lambda p: p.score)  # the searched pose comes first: it keeps a tie
     if best.is_searched:
-        return candidate, outcome, scores
+        return candidate, outcome, scores, pooled
     score, transform = fitter.polish(best.transform, best.score)  # placed and turned in steps: ICP makes it precise
+    pooled = [p for p in pooled if p is not best]
     best = replace(best, score=score, transform=transform)
+    pooled.append(best)
     scores = {**scores, candidate.index: round(best.score, 4)}
     source = best.source.source if best.source is not None else alignment.solver
     alignment = replace(alignment, success=True, transform=best.transform, reason="ok", solver=f"{source}+fused-fit")
@@ -450,7 +476,7 @@ def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, sc
         result = replace(result, transform=best.transform,
                          chosen=None if chosen is None else replace(chosen, transform=best.transform),
                          reason="ok: the chosen view's hypotheses fitted and scored on the fused cloud")
-    return candidate, (alignment, result), scores
+    return candidate, (alignment, result), scores, pooled
 
 
 def _result_to_primary(result: PoseSearchResult, T_view_from_primary: np.ndarray) -> PoseSearchResult:

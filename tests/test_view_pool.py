@@ -29,6 +29,8 @@ class _Fit:
     """Stands in for FusedFit: poses are not moved; a pose scores 1 - its turn from the truth / 100 deg (the
     fused cloud's verdict, which a view's own partial cloud does not give)."""
 
+    rival_deg, rival_margin, equivalent = 20.0, 0.02, None  # as FusedFit's defaults
+
     def __init__(self, truth_yaw: float = TRUTH_YAW, turns: bool = False):
         self.points = np.zeros((20, 3))
         self.truth = _pose(truth_yaw)
@@ -165,3 +167,107 @@ def test_the_polish_brings_a_half_step_turned_pose_back_onto_the_truth():
     assert rotation_error_deg(polished, truth) < 0.5 and polished_score == score(polished)
     no_icp = FusedFit(demo_points, live, score, lambda p, T: visible_mask(p, T, live.intrinsics), np.asarray(up[1]))
     assert no_icp.polish(turned, 0.3) == (0.3, turned)
+
+
+class _Scores(_Fit):
+    """A fused score given per turn (deg from the truth, rounded), e.g. a kettle whose 180-deg turn (spout on the
+    handle's place) scores near the truth."""
+
+    def __init__(self, by_turn: dict[int, float], equivalent=None):
+        super().__init__()
+        self.by_turn, self.equivalent = by_turn, equivalent
+
+    def score(self, T):
+        return self.by_turn[round(rotation_error_deg(T, self.truth))]
+
+
+def test_views_that_disagree_on_the_turn_give_a_refusal_not_the_primary_by_its_margin():
+    """Seed 1 trial 14 of the 4-view +-180 bench: a kettle whose spout and handle sit opposite. The primary's search
+    lands 180 deg off, view 1's on the truth; the primary margin keeps the primary (0.534 + 0.05 against 0.579), and
+    its pooled 180-deg turn (0.701) was published. View 1's pose explains the fused cloud within the ambiguity
+    margin: the views disagree, and the answer is a refusal that says so."""
+    wrong, right = _pose(TRUTH_YAW + 180.0), _pose(TRUTH_YAW)
+    fit = _Scores({180: 0.701, 0: 0.690})
+    outcomes = {0: (wrong, [(wrong, 0.638)]), 1: (right, [(right, 0.749)])}
+    chosen, (alignment, result), scores = choose_searched(_candidates(1, 0), _search(outcomes), fit.score,
+                                                          fitter=fit, primary_margin=PRIMARY_MARGIN)
+    assert chosen.index == 0 and scores == {0: 0.701, 1: 0.69}
+    assert not alignment.success and alignment.transform is None
+    assert result.ambiguous and result.transform is None and "views disagree" in alignment.reason
+    assert "view 1's pose 180 deg" in alignment.reason
+    clear = _Scores({180: 0.701, 0: 0.601})  # the other view's pose clearly worse: the chosen pose stands
+    _, (alignment, _), _ = choose_searched(_candidates(1, 0), _search(outcomes), clear.score, fitter=clear)
+    assert alignment.success and alignment.transform is wrong
+
+
+def test_another_views_hypotheses_and_a_refused_views_are_no_rivals():
+    """Only the views' answers (their searched poses) and the chosen view's own pool can disagree with the chosen
+    pose: a hypothesis another view's search ranked below its choice, or a refused search's, vetoed right poses as
+    often as wrong ones on the 4-view bench (a jug's refused view held a wrong turn 0.33 above the right pose), so
+    the chosen pose stands; a far turn that another view answers within the margin refuses."""
+    chosen, far = _pose(TRUTH_YAW), _pose(TRUTH_YAW + 130.0)
+    fit = _Scores({0: 0.5, 1: 0.49, 130: 0.83})
+    near = _pose(TRUTH_YAW + 1.0)  # view 2 answers the same turn; its search ranked the far turn below it
+    refused = {1: (chosen, [(chosen, 0.6)]), 3: (None, [(far, 0.4)]), 2: (near, [(near, 0.5), (far, 0.3)])}
+    picked, (alignment, result), _ = choose_searched(_candidates(1, 3, 2), _search(refused), fit.score, fitter=fit)
+    assert picked.index == 1 and alignment.success and alignment.transform is chosen and not result.ambiguous
+    answered = {1: (chosen, [(chosen, 0.6)]), 3: (far, [(far, 0.4)])}  # view 3 answers the far turn, within the
+    close = _Scores({0: 0.5, 130: 0.49})  # ambiguity margin: the views disagree
+    _, (alignment, _), _ = choose_searched(_candidates(1, 3), _search(answered), close.score, fitter=close)
+    assert not alignment.success and "view 3's pose 130 deg" in alignment.reason
+
+
+def test_a_rival_that_puts_the_surface_where_the_chosen_pose_does_is_no_rival():
+    """A 2-fold symmetric stool: its 180-deg turn scores as well on the fused cloud, and the primary view's own
+    surface maps onto itself under it (FusedFit.equivalent): the pose stands."""
+    pose, flipped = _pose(TRUTH_YAW), _pose(TRUTH_YAW + 180.0)
+    outcomes = {0: (pose, [(pose, 0.8)]), 2: (flipped, [(flipped, 0.8)])}
+    seen = []
+    fit = _Scores({0: 0.9, 180: 0.9}, equivalent=lambda a, b: seen.append((a, b)) or True)
+    _, (alignment, result), _ = choose_searched(_candidates(0, 2), _search(outcomes), fit.score, fitter=fit)
+    assert alignment.success and alignment.transform is pose and not result.ambiguous and len(seen) == 1
+    unlike = _Scores({0: 0.9, 180: 0.9}, equivalent=lambda a, b: False)
+    _, (alignment, _), _ = choose_searched(_candidates(0, 2), _search(outcomes), unlike.score, fitter=unlike)
+    assert not alignment.success
+
+
+def test_a_far_turn_in_the_chosen_views_own_pool_that_scores_alike_refuses():
+    """A mug whose handle is hidden: the one posed view's pool holds two turns 60 deg apart that explain the fused
+    cloud alike (0.738 and 0.730): no turn is fixed, no pose is published."""
+    chosen, other = _pose(TRUTH_YAW + 84.0), _pose(TRUTH_YAW + 144.0)
+    fit = _Scores({84: 0.738, 144: 0.730})
+    outcomes = {1: (chosen, [(chosen, 1.146), (other, 1.112)])}
+    _, (alignment, result), _ = choose_searched(_candidates(1), _search(outcomes), fit.score, fitter=fit)
+    assert not alignment.success and result.ambiguous and "view 1's pose 60 deg" in alignment.reason
+
+
+def _round_body(handles: tuple[float, ...], seed: int = 0) -> np.ndarray:
+    """A cylinder (radius 5 cm, 10 cm tall, axis z) with a 2 x 2 x 4 cm handle block at each of the given angles."""
+    rng = np.random.default_rng(seed)
+    a, h = rng.uniform(0, 2 * np.pi, 3000), rng.uniform(0, 0.1, 3000)
+    body = np.stack([0.05 * np.cos(a), 0.05 * np.sin(a), h], 1)
+    blocks = []
+    for angle in handles:
+        local = rng.uniform([0.06, -0.01, 0.03], [0.08, 0.01, 0.07], (150, 3))
+        c, s = np.cos(np.radians(angle)), np.sin(np.radians(angle))
+        blocks.append(local @ np.array([[c, -s, 0], [s, c, 0], [0, 0, 1]]).T)
+    return np.concatenate([body, *blocks])
+
+
+def test_a_motion_maps_the_fused_cloud_onto_itself_only_when_the_handles_land_on_handles():
+    """view_pool.maps_onto_itself, the fused-cloud equivalence: a 2-fold object (handles opposite each other) turned
+    by 180 deg maps onto itself; a one-handled mug does not once its handle weighs as in the score (turn weights),
+    though its body alone (95 % of the points) would."""
+    from correspondence.revolution import fit_revolution
+    from correspondence.view_pool import maps_onto_itself
+
+    turn = np.eye(4)
+    turn[:3, :3] = [[-1, 0, 0], [0, -1, 0], [0, 0, 1]]  # 180 deg about the axis
+    two_fold, mug = _round_body((0.0, 180.0)), _round_body((0.0,))
+    body = fit_revolution(mug, np.array([0.0, 0.0, 1.0]))  # the same body: its handles weigh like the body
+    assert maps_onto_itself(two_fold, turn, 0.01, body.weights(two_fold))
+    assert maps_onto_itself(mug, turn, 0.01)  # unweighted, the body decides
+    assert not maps_onto_itself(mug, turn, 0.01, body.weights(mug))
+    shifted = np.eye(4)
+    shifted[0, 3] = 0.03
+    assert not maps_onto_itself(two_fold, shifted, 0.01)
