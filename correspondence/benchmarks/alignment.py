@@ -188,10 +188,10 @@ def _score(row: dict, result, truth: np.ndarray, centre: np.ndarray) -> dict:
     return row
 
 
-def _nearest_true_pose(T: np.ndarray, symmetry, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray
-                      ) -> tuple[int, float, float]:
-    """(which symmetric turn, rotation error deg, translation error m) of a demo -> live pose against the nearest
-    symmetric true pose: a successful one first, then the smallest rotation error."""
+def nearest_symmetric_pose(T: np.ndarray, truth: np.ndarray, demo_pose: np.ndarray, symmetry, centre: np.ndarray
+                           ) -> tuple[int, float, float]:
+    """(which of the object's symmetric turns, rotation deg, translation m) of a demo -> live pose ``T`` against the
+    nearest pose the symmetries make as true: a successful one first, then the smallest rotation error."""
     errors = []
     for S in symmetry.transforms:  # S maps the object onto itself: truth @ demo_pose @ S is as true
         equivalent = truth @ demo_pose @ S @ np.linalg.inv(demo_pose)
@@ -201,12 +201,18 @@ def _nearest_true_pose(T: np.ndarray, symmetry, demo_pose: np.ndarray, truth: np
     return turn, errors[turn][0], errors[turn][1]
 
 
+def symmetric_errors(T: np.ndarray, truth: np.ndarray, demo_pose: np.ndarray, symmetry, centre: np.ndarray
+                     ) -> tuple[float, float]:
+    """(rotation deg, translation m) of ``T`` against the nearest pose the object's symmetries make as true."""
+    return nearest_symmetric_pose(T, truth, demo_pose, symmetry, centre)[1:]
+
+
 def _refusal_errors(search, symmetry, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> dict:
     """An ambiguous refusal judged on the truth: the refused best's error and its rivals', and whether either was
     right (< 5 deg, < 2 cm against the nearest symmetric pose). A refusal whose best was wrong kept a wrong pose
     from the robot; one whose best was right cost a success."""
     def judged(T: np.ndarray) -> tuple[float, float, bool]:
-        _, r_err, t_err = _nearest_true_pose(T, symmetry, demo_pose, truth, centre)
+        r_err, t_err = symmetric_errors(T, truth, demo_pose, symmetry, centre)
         return r_err, 100 * t_err, bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M)
 
     best = judged(search.chosen.transform)
@@ -227,7 +233,7 @@ def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.nd
     if not alignment.success:
         return row
     estimate, true_pose = alignment.transform @ demo_pose, truth @ demo_pose  # object -> live camera
-    turn, r_err, t_err = _nearest_true_pose(alignment.transform, symmetry, demo_pose, truth, centre)
+    turn, r_err, t_err = nearest_symmetric_pose(alignment.transform, truth, demo_pose, symmetry, centre)
     points = model_points(obj)
     mssd_m, adds_m = mssd(estimate, true_pose, points, symmetry), add_s(estimate, true_pose, points)
     row.update(rotation_error_deg=r_err, translation_error_cm=100 * t_err,
