@@ -488,11 +488,13 @@ def _result_to_primary(result: PoseSearchResult, T_view_from_primary: np.ndarray
                       replace(h.refinement, transform=h.refinement.transform @ T_view_from_primary))
         return replace(h, transform=h.transform @ T_view_from_primary, refinement=refinement)
 
-    moved = {id(h): move(h) for h in (*result.hypotheses, *result.equivalent, result.chosen) if h is not None}
+    moved = {id(h): move(h) for h in (*result.hypotheses, *result.equivalent, *result.rivals, result.chosen)
+             if h is not None}
     return replace(result, transform=None if result.transform is None else result.transform @ T_view_from_primary,
                    chosen=None if result.chosen is None else moved[id(result.chosen)],
                    hypotheses=tuple(moved[id(h)] for h in result.hypotheses),
-                   equivalent=tuple(moved[id(h)] for h in result.equivalent))
+                   equivalent=tuple(moved[id(h)] for h in result.equivalent),
+                   rivals=tuple(moved[id(h)] for h in result.rivals))
 
 
 def chosen_view(localisation: Localisation | None) -> int | None:

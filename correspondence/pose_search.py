@@ -135,6 +135,8 @@ class PoseSearchResult:
     # (:mod:`correspondence.pose_confirmation`; None: not judged)
     unconfirmed: bool = False  # refused: the pose is a guess by shape alone (no pose; ``reason`` says why)
     view_change_deg: float | None = None  # one-view demo: the view change the chosen pose claims (the same module)
+    rivals: tuple[Hypothesis, ...] = field(default=())  # ambiguous: the turns that explained the frame as well (the
+    # first is the one ``reason`` names): to judge a refusal, the bench measures them and ``chosen`` on the truth
 
     @property
     def refinement(self) -> IcpResult | None:
@@ -495,7 +497,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         return PoseSearchResult(None, best, ordered, True,
                                 f"ambiguous: poses {turn:.0f} deg apart explain the live frame equally well (scores "
                                 f"{best.score.score:.3f} and {rivals[0].score.score:.3f}); the data cannot fix the "
-                                f"object's turn")
+                                f"object's turn", rivals=tuple(rivals))
     if equivalent:
         turn = rotation_error_deg(equivalent[0].transform, best.transform)
         return PoseSearchResult(best.transform, best, ordered, False,

@@ -41,3 +41,36 @@ def test_the_diagnosis_scores_the_truth_beside_the_choice(tmp_path):
         if row["verdict"] == "scorer":
             assert row["true_score"]["score"] < row["chosen_score"]["score"]
     assert any(row["verdict"] == "ok" for row in rows)
+
+
+def test_an_ambiguous_refusal_is_judged_on_the_truth():
+    """The bench says whether a refusal kept a wrong pose away (the refused best wrong) or cost a success (right)."""
+    from types import SimpleNamespace
+
+    from correspondence.benchmarks.alignment import _refusal_errors
+    from correspondence.benchmarks.alignment_report import summarise
+    from correspondence.pose_search import Hypothesis, PoseScore
+    from correspondence.yaw_sweep import _axis_angle
+
+    symmetry = object_symmetry(make_instance("car", 0))
+    assert len(symmetry.transforms) == 1  # no symmetry: only the truth itself is right
+    demo_pose, truth = np.eye(4), np.eye(4)
+    truth[:3, 3] = [0.02, 0.0, 0.1]
+    centre = np.array([0.0, 0.0, 0.6])
+    turned = np.eye(4)
+    turned[:3, :3] = _axis_angle(np.array([0.0, -1.0, 0.0]), np.radians(177.0))
+    turned[:3, 3] = centre - turned[:3, :3] @ centre
+    score = PoseScore(0.5, 0.5, 0.0, None, 0.5)
+
+    def refused(best, rival):
+        search = SimpleNamespace(chosen=Hypothesis("upright", best, score), rivals=(Hypothesis("probe", rival, score),))
+        return _refusal_errors(search, symmetry, demo_pose, truth, centre)
+
+    kept_away = refused(truth @ turned, truth)  # the car's case: the best 177 deg off, its rival the truth
+    assert not kept_away["refused_best_right"] and kept_away["rival_right"]
+    assert kept_away["refused_best_error"][0] == pytest.approx(177.0, abs=1e-6)
+    cost = refused(truth, truth @ turned)
+    assert cost["refused_best_right"] and not cost["rival_right"] and cost["refused_best_error"][0] < 1e-6
+    rows = [{"kind": "same", "ambiguous": True, "success": False, **kept_away},
+            {"kind": "same", "ambiguous": True, "success": False, **cost}]
+    assert summarise(rows)["ambiguous_refusals"] == {"trials": 2, "best_right": 1, "rival_right": 1}

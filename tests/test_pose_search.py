@@ -62,6 +62,10 @@ def test_a_turn_the_data_cannot_fix_is_ambiguous_not_a_random_yaw():
     assert result.ambiguous and result.transform is None
     assert result.reason.startswith("ambiguous")
     assert result.chosen is not None  # the best candidate is still there to inspect
+    # and the rivals that made it refuse, each turned at least ambiguity_deg from it: the bench judges both on the truth
+    assert result.rivals and all(rotation_error_deg(h.transform, result.chosen.transform)
+                                 >= PoseSearchSettings().ambiguity_deg for h in result.rivals)
+    assert f"{result.rivals[0].score.score:.3f}" in result.reason
 
 
 def test_the_score_prefers_the_truth_and_counts_free_space():

@@ -220,23 +220,52 @@ def _score(row: dict, result, truth: np.ndarray, centre: np.ndarray) -> dict:
     return row
 
 
+def nearest_symmetric_pose(T: np.ndarray, truth: np.ndarray, demo_pose: np.ndarray, symmetry, centre: np.ndarray
+                           ) -> tuple[int, float, float]:
+    """(which of the object's symmetric turns, rotation deg, translation m) of a demo -> live pose ``T`` against the
+    nearest pose the symmetries make as true: a successful one first, then the smallest rotation error."""
+    errors = []
+    for S in symmetry.transforms:  # S maps the object onto itself: truth @ demo_pose @ S is as true
+        equivalent = truth @ demo_pose @ S @ np.linalg.inv(demo_pose)
+        errors.append((rotation_error_deg(T, equivalent), object_translation_error(T, equivalent, centre)))
+    turn = min(range(len(errors)), key=lambda k: (errors[k][0] >= SUCCESS_DEG or errors[k][1] >= SUCCESS_M,
+                                                  errors[k][0]))
+    return turn, errors[turn][0], errors[turn][1]
+
+
+def symmetric_errors(T: np.ndarray, truth: np.ndarray, demo_pose: np.ndarray, symmetry, centre: np.ndarray
+                     ) -> tuple[float, float]:
+    """(rotation deg, translation m) of ``T`` against the nearest pose the object's symmetries make as true."""
+    return nearest_symmetric_pose(T, truth, demo_pose, symmetry, centre)[1:]
+
+
+def _refusal_errors(search, symmetry, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> dict:
+    """An ambiguous refusal judged on the truth: the refused best's error and its rivals', and whether either was
+    right (< 5 deg, < 2 cm against the nearest symmetric pose). A refusal whose best was wrong kept a wrong pose
+    from the robot; one whose best was right cost a success."""
+    def judged(T: np.ndarray) -> tuple[float, float, bool]:
+        r_err, t_err = symmetric_errors(T, truth, demo_pose, symmetry, centre)
+        return r_err, 100 * t_err, bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M)
+
+    best = judged(search.chosen.transform)
+    rivals = [judged(h.transform) for h in search.rivals]
+    return {"refused_best_error": [best[0], best[1]], "refused_best_right": best[2],
+            "rival_errors": [[r, t] for r, t, _ in rivals], "rival_right": any(ok for _, _, ok in rivals)}
+
+
 def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> dict:
     """Rotation / translation errors against the nearest symmetric pose (success judged on those) and BOP's MSSD
     and ADD-S, for a same-instance trial."""
     symmetry = object_symmetry(obj)
     row.update(symmetry=symmetry.label, diameter_m=symmetry.diameter)
     alignment = result.alignment
+    search = result.pose_search
+    if search is not None and search.ambiguous and search.chosen is not None:  # was the refusal needed?
+        row.update(_refusal_errors(search, symmetry, demo_pose, truth, centre))
     if not alignment.success:
         return row
     estimate, true_pose = alignment.transform @ demo_pose, truth @ demo_pose  # object -> live camera
-    errors = []
-    for S in symmetry.transforms:  # S maps the object onto itself: truth @ demo_pose @ S is as true
-        equivalent = true_pose @ S @ np.linalg.inv(demo_pose)
-        errors.append((rotation_error_deg(alignment.transform, equivalent),
-                       object_translation_error(alignment.transform, equivalent, centre)))
-    turn = min(range(len(errors)), key=lambda k: (errors[k][0] >= SUCCESS_DEG or errors[k][1] >= SUCCESS_M,
-                                                  errors[k][0]))
-    r_err, t_err = errors[turn]
+    turn, r_err, t_err = nearest_symmetric_pose(alignment.transform, truth, demo_pose, symmetry, centre)
     points = model_points(obj)
     mssd_m, adds_m = mssd(estimate, true_pose, points, symmetry), add_s(estimate, true_pose, points)
     row.update(rotation_error_deg=r_err, translation_error_cm=100 * t_err,

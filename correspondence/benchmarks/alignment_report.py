@@ -77,6 +77,10 @@ def summarise(rows: list[dict]) -> dict:
         "median_keypoint_error_px": _median(kp_all), "keypoints_scored": len(kp_all),
         "keypoints_off_where_pose_succeeded_by_cause": _causes(rows),
         "keypoint_visibility_where_pose_succeeded": _visibility(rows),
+        # ambiguous refusals judged on the truth: a right best refused costs a success, a wrong one was kept away
+        "ambiguous_refusals": {"trials": sum(r.get("ambiguous", False) for r in refused),
+                               "best_right": sum(r.get("refused_best_right", False) for r in refused),
+                               "rival_right": sum(r.get("rival_right", False) for r in refused)},
         "failure_reasons": {k: sum(1 for r in refused if r.get("reason") == k)
                             for k in sorted({r.get("reason", "") for r in refused})}}
 
@@ -165,6 +169,11 @@ def markdown(rows: list[dict], name: str, size: int, latency: dict, conditions: 
             reasons.append(f"{kind}, {_source_label(source)}: "
                            + "; ".join(f"{reason} x{n}" for reason, n in k["failure_reasons"].items()))
     md += "\nRefusals (no pose returned): " + (" | ".join(reasons) or "none") + "\n"
+    judged = [f"{kind}, {_source_label(source)}: {a['trials']}, the refused best right in {a['best_right']}, a rival "
+              f"right in {a['rival_right']}" for kind, source, group in _groups(rows)
+              for a in [summarise(group)["ambiguous_refusals"]] if a["trials"]]
+    if judged:
+        md += "\nAmbiguous refusals judged on the truth (< 5 deg, < 2 cm): " + " | ".join(judged) + "\n"
     for condition, per_source in conditions.items():
         if not per_source or all(len(bins) < 2 for bins in per_source.values()):
             continue  # one bin only: nothing to break down

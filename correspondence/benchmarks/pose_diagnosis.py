@@ -22,7 +22,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import pipeline as pipeline_module
-from ..alignment import rotation_error_deg
 from ..demo_spec import DemoSpec
 from ..icp import refine
 from ..io import KeypointSet, NamedPoint
@@ -32,20 +31,10 @@ from ..pose_search import score_pose
 from ..world.render import RenderSettings
 from ..world.scene import SceneNotVisible
 from ..world.symmetry import object_symmetry
-from .alignment import AlignmentBenchConfig, make_scene_trial, object_translation_error
+from .alignment import AlignmentBenchConfig, make_scene_trial, symmetric_errors
 from .alignment_report import SUCCESS_DEG, SUCCESS_M
 
 NEAR_DEG = 10.0  # a hypothesis this near the truth (rotation) could have been refined onto it
-
-
-def symmetric_errors(T: np.ndarray, truth: np.ndarray, demo_pose: np.ndarray, symmetry, centre: np.ndarray
-                     ) -> tuple[float, float]:
-    """(rotation deg, translation m) of ``T`` against the nearest pose the object's symmetries make as true."""
-    errors = []
-    for S in symmetry.transforms:
-        equivalent = truth @ demo_pose @ S @ np.linalg.inv(demo_pose)
-        errors.append((rotation_error_deg(T, equivalent), object_translation_error(T, equivalent, centre)))
-    return min(errors, key=lambda e: (e[0] >= SUCCESS_DEG or e[1] >= SUCCESS_M, e[0]))
 
 
 class _Recorder:
