@@ -193,22 +193,25 @@ def distractor_objects(target: ObjectInstance, count: int, index: int, seed: int
     return others
 
 
+def _fits(obj: ObjectInstance, placement: np.ndarray, taken: list[tuple[np.ndarray, float]], camera_pose: np.ndarray,
+          settings: RenderSettings) -> bool:
+    """Whether ``obj`` placed so overlaps no taken footprint (1 cm apart) and is at least 30 % in view."""
+    centre, radius = _footprint_centre(obj, placement), _footprint_radius(obj)
+    if any(np.linalg.norm(centre - c) < radius + r + 0.01 for c, r in taken):
+        return False
+    return in_view_fraction(np.asarray(obj.vertices, dtype=np.float64), camera_pose @ placement, settings) >= 0.3
+
+
 def _place_around(rng: np.random.Generator, obj: ObjectInstance, taken: list[tuple[np.ndarray, float]],
                   camera_pose: np.ndarray, settings: RenderSettings, reach: float, tries: int = 60
                   ) -> np.ndarray | None:
     """A placement (table frame) of ``obj`` on the table, at least partly in view, whose footprint overlaps no
     taken one; None when ``tries`` draws all failed."""
-    radius = _footprint_radius(obj)
-    probe = np.asarray(obj.vertices, dtype=np.float64)
     for _ in range(tries):
         placement = table_motion(rng.uniform(-180, 180), np.zeros(2), np.asarray(obj.center, dtype=np.float64))
         placement[:2, 3] += rng.uniform(-reach, reach, 2)
-        centre = _footprint_centre(obj, placement)
-        if any(np.linalg.norm(centre - c) < radius + r + 0.01 for c, r in taken):
-            continue
-        if in_view_fraction(probe, camera_pose @ placement, settings) < 0.3:
-            continue
-        return placement
+        if _fits(obj, placement, taken, camera_pose, settings):
+            return placement
     return None
 
 
@@ -227,20 +230,14 @@ def _place_in_view(rng: np.random.Generator, obj: ObjectInstance, taken: list[tu
     """Like :func:`_place_around`, but each footprint centre is the table point under a pixel drawn uniformly in the
     frame: where the target fills most of the view, the draws of ``_place_around`` (uniform on the table around it)
     seldom land in view beside it, while the free table in view is still there (at the frame's edges, behind it)."""
-    radius = _footprint_radius(obj)
-    probe = np.asarray(obj.vertices, dtype=np.float64)
     for _ in range(tries):
         where = table_point_at_pixel(rng.uniform([0, 0], [settings.width, settings.height]), camera_pose, settings)
         if where is None:
             continue
         placement = table_motion(rng.uniform(-180, 180), np.zeros(2), np.asarray(obj.center, dtype=np.float64))
         placement[:2, 3] += where[:2] - _footprint_centre(obj, placement)
-        centre = _footprint_centre(obj, placement)
-        if any(np.linalg.norm(centre - c) < radius + r + 0.01 for c, r in taken):
-            continue
-        if in_view_fraction(probe, camera_pose @ placement, settings) < 0.3:
-            continue
-        return placement
+        if _fits(obj, placement, taken, camera_pose, settings):
+            return placement
     return None
 
 
