@@ -141,6 +141,11 @@ SPECS: tuple[ParamSpec, ...] = (
                                  "frames; 0 = every view on every frame (docs/multiview_demo.md).", 0, 100000),
     P("view_schedule_keep", 0.8, "Multi-view demo: the share of its last winning localisation score the last "
                                  "pose's view must keep to localise alone (view_schedule_every > 0).", 0.0, 1.0),
+    P("support_plane", True, "Take the table the object stands on out of the live depth before segmenting and "
+                             "localising (RANSAC plane, level with up when up is set; docs/live_object.md). Off for "
+                             "an object held in the air or on a wall."),
+    P("support_plane_min_area", 0.25, "The least share of the frame a plane must cover to be taken for the table.",
+      0.01, 1.0),
     # --- depth and alignment
     P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres and "
                             "is not scaled.", 1e-6, 1.0),

@@ -23,6 +23,7 @@ from correspondence.dense_transfer import DenseSettings
 from correspondence.errors import ConfigError, InputError
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
 from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
+from correspondence.support_plane import SupportPlaneSettings
 from correspondence.tracking import TrackSettings
 from correspondence.view_schedule import ViewScheduleSettings
 
@@ -31,7 +32,8 @@ from . import parameters as P
 # Settings that rebuild the pipeline (cheap: the demo keypoints are re-lifted) when they change.
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
                  "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "sam2_image_size", "track_every",
-                 "alignment_source", "refine", "dense_top_k", "view_schedule_every", "view_schedule_keep")
+                 "alignment_source", "refine", "dense_top_k", "view_schedule_every", "view_schedule_keep",
+                 "support_plane", "support_plane_min_area")
 
 
 @dataclass
@@ -104,7 +106,10 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         pixel_threshold=float(params["pixel_threshold"]), alignment_source=params["alignment_source"],
         refine=params["refine"], dense=DenseSettings(top_k=int(params["dense_top_k"])),
         track=TrackSettings(every=int(params["track_every"])) if int(params["track_every"]) > 0 else None,
-        view_schedule=view_schedule(params))
+        view_schedule=view_schedule(params),
+        support_plane=(SupportPlaneSettings(min_area=float(params.get("support_plane_min_area",
+                                                                      SupportPlaneSettings.min_area)))
+                       if params.get("support_plane", True) else None))
 
 
 def view_schedule(params: dict[str, Any]) -> ViewScheduleSettings | None:

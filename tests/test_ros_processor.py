@@ -203,6 +203,16 @@ def test_the_demo_is_prepared_when_it_loads_not_on_the_first_frame(tmp_path, mon
     assert len(calls) == 2
 
 
+def test_the_support_plane_parameters_reach_the_pipeline():
+    from correspondence.support_plane import SupportPlaneSettings
+    from soco_ros.processor import pipeline_settings
+
+    assert pipeline_settings(P.defaults()).support_plane == SupportPlaneSettings()  # the library's defaults
+    assert pipeline_settings({**P.defaults(), "support_plane_min_area": 0.1}).support_plane.min_area == 0.1
+    assert pipeline_settings({**P.defaults(), "support_plane": False}).support_plane is None
+    assert P.validate("support_plane_min_area", 0.0) is not None
+
+
 def test_the_view_schedule_parameters_reach_the_pipeline():
     from correspondence.view_schedule import ViewScheduleSettings
     from soco_ros.processor import pipeline_settings
