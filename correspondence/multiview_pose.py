@@ -196,7 +196,9 @@ class MultiViewDemo:
         best_index, best = max(ordered, key=lambda r: (r[1].found, not r[1].by_signature,  # votes before rule 6
                                                        r[1].best_score * (PRIMARY_PREFERENCE if r[0] == 0 else 1.0)))
         scores = {i: round(loc.best_score, 4) for i, loc in ordered}
-        return replace(best, details={**best.details, "demo_view": best_index, "demo_view_scores": scores})
+        signature = [i for i, loc in ordered if loc.by_signature]  # their scores are vote shares of a surface
+        return replace(best, details={**best.details, "demo_view": best_index, "demo_view_scores": scores,
+                                      "demo_view_by_signature": signature})
 
     def colours(self, localisation: Localisation | None) -> ColourModel | None:
         """The colours of the view that localised the object (they cut a touching look-alike off)."""
@@ -213,13 +215,16 @@ class MultiViewDemo:
     def candidates(self, localisation: Localisation | None) -> list[int]:
         """The views whose poses are tried: the localised view, the primary (the object is most often near its demo
         pose; its pose score, not its localisation, decides) and the next best view when it scored at least
-        ``SECOND_VIEW_SHARE`` of the localised one (at most ``MAX_CANDIDATES``); without a localisation every view."""
+        ``SECOND_VIEW_SHARE`` of the localised one (at most ``MAX_CANDIDATES``); without a localisation every view.
+        As in :meth:`choose`, a view whose votes passed comes before one found by rule 6 alone, whose score (a
+        surface's share of the votes) is not comparable with theirs."""
         if localisation is None or "demo_view_scores" not in localisation.details:
             return [i for i, s in enumerate(self.states) if s.region is not None]
         scores = localisation.details["demo_view_scores"]
         best = localisation.details["demo_view"]
-        plausible = [i for i in sorted(scores, key=lambda i: (i != 0, -scores[i]))  # the primary first, then by score
-                     if i != best and (i == 0 or scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0)]
+        signature = set(localisation.details.get("demo_view_by_signature", ()))
+        plausible = [i for i in sorted(scores, key=lambda i: (i != 0, i in signature, -scores[i]))  # primary, votes
+                     if i != best and (i == 0 or i in signature or scores[i] >= SECOND_VIEW_SHARE * scores[best] > 0)]
         return [best] + plausible[:MAX_CANDIDATES - 1]
 
     def align(self, localisation: Localisation | None, live_fmap, live_mask, settings: DenseSettings,
