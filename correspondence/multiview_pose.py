@@ -21,7 +21,7 @@ matches, and their pose is composed with the view's known pose so that it is the
   candidate view's own cloud: the one-view search from the side that faces the camera. ``"fused"``: against the
   union of every view's object cloud in the primary frame (descriptors and colours from each view), each
   hypothesis fitted (snap, guarded ICP) with the part of that cloud the live camera would see under it
-  (:func:`visible_points`, a z-buffer), since the far side would pull the fit onto the near surface. Not the
+  (:func:`~correspondence.cloud_visibility.visible_points`, a z-buffer), since the far side would pull the fit onto the near surface. Not the
   default: measured worse, because a whole cloud turned by 180 deg fills the truth's volume for shape-symmetric
   objects and the ambiguity test refuses (docs/multiview_demo.md).
 
@@ -46,6 +46,7 @@ from .pose_search import Hypothesis, LiveFrame, PoseSearchResult, PoseSearchSett
 from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
+from .cloud_visibility import visible_mask
 from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
@@ -393,36 +394,6 @@ class MultiViewDemo:
                                                             per_view)
                 self._view_clouds.append((state.view.to_primary(points), descriptors, colours))
         return self._view_clouds
-
-
-def visible_points(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float = 4.0,
-                   depth_margin_m: float = 0.015) -> np.ndarray:
-    """The rows of ``points`` that :func:`visible_mask` keeps."""
-    return points[visible_mask(points, T, intrinsics, cell_px, depth_margin_m)]
-
-
-def visible_mask(points: np.ndarray, T: np.ndarray, intrinsics, cell_px: float = 4.0,
-                 depth_margin_m: float = 0.015) -> np.ndarray:
-    """Which points (demo frame) the live camera would see with the object at ``T``: moved into the live camera,
-    binned into ``cell_px`` cells, each cell keeps the points within ``depth_margin_m`` of its nearest one (hidden
-    point removal by a coarse z-buffer; points outside the frame are kept, they hide nothing in it)."""
-    moved = points @ T[:3, :3].T + T[:3, 3]
-    z = moved[:, 2]
-    keep = np.ones(len(points), dtype=bool)
-    front = z > 1e-3
-    if not front.any():
-        return keep
-    xy = intrinsics.project(moved[front])
-    w, h = int(np.ceil(intrinsics.width / cell_px)), int(np.ceil(intrinsics.height / cell_px))
-    col, row = np.floor(xy[:, 0] / cell_px).astype(np.int64), np.floor(xy[:, 1] / cell_px).astype(np.int64)
-    inside = (col >= 0) & (col < w) & (row >= 0) & (row < h)
-    cell = row[inside] * w + col[inside]
-    nearest = np.full(w * h, np.inf)
-    np.minimum.at(nearest, cell, z[front][inside])
-    seen = np.ones(int(front.sum()), dtype=bool)
-    seen[inside] = z[front][inside] <= nearest[cell] + depth_margin_m
-    keep[front] = seen
-    return keep
 
 
 def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandidate], tuple],

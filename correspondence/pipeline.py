@@ -30,6 +30,7 @@ import torch
 from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, similarity_2d
 from . import depth as depth_module
 from .camera import CameraIntrinsics
+from .cloud_visibility import visible_points
 from .demo_spec import DemoSpec
 from .device import to_numpy
 from .dense_transfer import DenseMatches, dense_matches
@@ -43,7 +44,7 @@ from .pose_confirmation import confirm
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import ObjectNotFound
-from .multiview_pose import MultiViewDemo, choose_searched, object_cloud, visible_points
+from .multiview_pose import MultiViewDemo, choose_searched, object_cloud
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker

@@ -245,7 +245,7 @@ def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: L
         w = turn_weights.weights(demo_points)
         agreement = float((w * agree).sum() / w.sum())
     if inferred is not None and len(agree):
-        from .multiview_pose import visible_mask  # the coarse z-buffer the fused multi-view cloud uses
+        from .cloud_visibility import visible_mask  # the coarse z-buffer the fused multi-view cloud uses
 
         agreement = float(agree.sum() / max(int(visible_mask(demo_points, T, live.intrinsics).sum()), 1))
     coverage = float(e.covered.mean()) if len(e.covered) else 0.0
@@ -409,7 +409,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         return PoseSearchResult(None, None, (), False, "too few depth points on the demo or live object")
     score = lambda T: score_pose(T, demo_points, demo_descriptors, live, s, demo_colors, inferred)  # noqa: E731
     if inferred is not None and fit_points is None:
-        from .multiview_pose import visible_points
+        from .cloud_visibility import visible_points
 
         fit_points = lambda T: visible_points(demo_points, T, live.intrinsics)  # noqa: E731
     snap = _snapper(demo_points, live.cloud, s, fit_points) if s.snap else (lambda T: T)

@@ -17,7 +17,8 @@ from correspondence.demo_spec import DemoSpec  # noqa: E402
 from correspondence.errors import ConfigError  # noqa: E402
 from correspondence.frame_report import alignment_record  # noqa: E402
 from correspondence.io import KeypointSet, NamedPoint  # noqa: E402
-from correspondence.multiview_pose import PRIMARY_MARGIN, MultiViewDemo, visible_points  # noqa: E402
+from correspondence.cloud_visibility import visible_points  # noqa: E402
+from correspondence.multiview_pose import PRIMARY_MARGIN, MultiViewDemo  # noqa: E402
 from correspondence import pipeline as pipeline_module  # noqa: E402
 from correspondence.pipeline import PipelineSettings, TransferPipeline  # noqa: E402
 from correspondence.segmentation import DepthForeground  # noqa: E402

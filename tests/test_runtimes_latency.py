@@ -46,7 +46,7 @@ def test_latency_command_reports_runtimes_ratio_peak_and_pipeline(tmp_path, caps
     if not pipeline:
         stages = {r["runtime"]: r["stages_median_ms"] for r in report["pipeline"]}
         assert set(stages) == {"torch", "onnxruntime"}
-        assert set(stages["onnxruntime"]) == {"segmentation", "features", "matching", "alignment"}
+        assert set(stages["onnxruntime"]) == {"support_plane", "segmentation", "features", "matching", "alignment"}
     assert (out / "latency.md").is_file() and (out / "latency.png").stat().st_size > 1000
     assert (out / "models" / "test_vit_tiny_56_fp32.onnx.verify.json").is_file()
 

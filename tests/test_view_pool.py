@@ -111,7 +111,7 @@ def test_the_fused_fit_brings_a_pose_a_centimetre_off_back_onto_the_surface():
     """FusedFit.fit on a rendered kettle: the truth's turn held, its translation 1.2 cm off (a pose fitted on another
     view's partial cloud) comes back within 4 mm, and FusedFit.best prefers it by the pose score."""
     pytest.importorskip("open3d")  # the renderer's pair and the search module's snapper
-    from correspondence.multiview_pose import visible_mask
+    from correspondence.cloud_visibility import visible_mask
     from correspondence.pose_search import score_pose
     from correspondence.view_pool import FusedFit
     from correspondence.world.families import make_instance
@@ -149,7 +149,7 @@ def test_the_polish_brings_a_half_step_turned_pose_back_onto_the_truth():
     score ranks the turned pose above the truth; without ICP settings the pose is left as it is."""
     pytest.importorskip("open3d")
     from correspondence.icp import IcpSettings
-    from correspondence.multiview_pose import visible_mask
+    from correspondence.cloud_visibility import visible_mask
     from correspondence.pose_search import score_pose
     from correspondence.view_pool import FusedFit
     from correspondence.world.families import make_instance

@@ -15,7 +15,6 @@ same scorer (:func:`~correspondence.pose_search.score_pose`), before and after t
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ from ..demo_spec import DemoSpec
 from ..icp import refine
 from ..io import KeypointSet, NamedPoint
 from ..pipeline import PipelineSettings, TransferPipeline
-from ..multiview_pose import visible_points
+from ..cloud_visibility import visible_points
 from ..pose_search import score_pose
 from ..world.render import RenderSettings
 from ..world.scene import SceneNotVisible
