@@ -74,3 +74,23 @@ def test_an_ambiguous_refusal_is_judged_on_the_truth():
     rows = [{"kind": "same", "ambiguous": True, "success": False, **kept_away},
             {"kind": "same", "ambiguous": True, "success": False, **cost}]
     assert summarise(rows)["ambiguous_refusals"] == {"trials": 2, "best_right": 1, "rival_right": 1}
+
+
+def test_the_diagnosis_runs_the_benchs_trial_and_refuses_a_multiview_demo(tmp_path):
+    """``--only-trials``, ``--depth-noise`` and the demo are the bench's own (``trial_demo``): trial 1 diagnosed
+    alone meets the scene a full diagnosis meets (the same yaw), under stereo depth; a multi-view demo is refused
+    before any work, since the search runs once per view there."""
+    from correspondence.benchmarks.pose_diagnosis import check_diagnosable
+    from correspondence.errors import ConfigError
+
+    matcher = Matcher.create("daisy", size=160)
+    base = dict(trials=2, size=160, categories=("mug",), max_rotation_deg=20.0, seed=3)
+    full = run_pose_diagnosis(matcher, AlignmentBenchConfig(**base), tmp_path / "full", progress=False)["rows"]
+    alone = run_pose_diagnosis(matcher, AlignmentBenchConfig(**base, only_trials=(1,), depth_noise="stereo"),
+                               tmp_path / "alone", progress=False)["rows"]
+    assert [r["trial"] for r in alone] == [1]
+    assert alone[0]["yaw_deg"] == pytest.approx(full[1]["yaw_deg"])
+    assert "true_score" in alone[0] and "true_score" in full[1]
+    assert alone[0]["true_score"] != full[1]["true_score"]  # the truth scored on the stereo depth, not the rendered
+    with pytest.raises(ConfigError, match="one-view"):
+        check_diagnosable(AlignmentBenchConfig(**base, demo_views=4))

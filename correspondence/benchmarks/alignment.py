@@ -355,6 +355,26 @@ def _depth_sensor(config: AlignmentBenchConfig, trial: int):
     return lambda depth, intrinsics: stereo_depth(depth, intrinsics, noise, rng)
 
 
+def trial_demo(config: AlignmentBenchConfig, trial: int, obj, demo_view, visible: list, settings: RenderSettings):
+    """The demo of one same-instance trial as the bench gives it to the pipeline (its extra views with
+    ``config.demo_views``, depth as ``config.depth_noise`` senses it), and the trial's depth sensor for the live
+    frame. One place, so the bench and ``--diagnose-pose`` see the same demo."""
+    views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed, table=config.table)
+             if config.demo_views > 1 else ())
+    sensed = _depth_sensor(config, trial)
+    views = tuple(replace(v, depth=sensed(v.depth, v.intrinsics)) for v in views)
+    demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics), demo_view.intrinsics,
+                    demo_view.mask, KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None, views)
+    return demo, sensed
+
+
+def pipeline_settings_for(config: AlignmentBenchConfig) -> PipelineSettings:
+    """The pipeline's settings of a bench run (shared by the bench and ``--diagnose-pose``)."""
+    return PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
+                            multiview_cloud=config.multiview_cloud,
+                            support_plane=SupportPlaneSettings() if config.support_plane else None)
+
+
 def _mask_sources(config: AlignmentBenchConfig) -> dict:
     sources = {}
     for name in config.mask_sources:
@@ -371,9 +391,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                             progress: bool = True) -> dict:
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
-    pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
-                                         multiview_cloud=config.multiview_cloud,
-                                         support_plane=SupportPlaneSettings() if config.support_plane else None)
+    pipeline_settings = pipeline_settings_for(config)
     sources = _mask_sources(config)
     rows = []
     total = config.trials + config.functional_trials
@@ -399,14 +417,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 rows += [{**base, "mask_source": name, "success": False, "reason": "no visible demo keypoint"}
                          for name in sources]
                 continue
-            views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed,
-                                       table=config.table)
-                     if config.demo_views > 1 else ())
-            sensed = _depth_sensor(config, trial)
-            views = tuple(replace(v, depth=sensed(v.depth, v.intrinsics)) for v in views)
-            demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics), demo_view.intrinsics,
-                            demo_view.mask,
-                            KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None, views)
+            demo, sensed = trial_demo(config, trial, obj, demo_view, visible, settings)
             pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
             start = time.perf_counter()  # the demo's (and its views') features and clouds: a stream's set-up, once
             pipeline.prepare()

@@ -21,16 +21,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .. import pipeline as pipeline_module
-from ..demo_spec import DemoSpec
+from ..errors import ConfigError
 from ..icp import refine
-from ..io import KeypointSet, NamedPoint
-from ..pipeline import PipelineSettings, TransferPipeline
+from ..pipeline import TransferPipeline
 from ..cloud_visibility import visible_points
 from ..pose_search import score_pose
 from ..world.render import RenderSettings
 from ..world.scene import SceneNotVisible
 from ..world.symmetry import object_symmetry
-from .alignment import AlignmentBenchConfig, make_scene_trial, symmetric_errors
+from .alignment import AlignmentBenchConfig, make_scene_trial, pipeline_settings_for, symmetric_errors, trial_demo
 from .alignment_report import SUCCESS_DEG, SUCCESS_M
 
 NEAR_DEG = 10.0  # a hypothesis this near the truth (rotation) could have been refined onto it
@@ -47,11 +46,13 @@ class _Recorder:
         return self.inner(*args, **kwargs)
 
 
-def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up) -> dict:
+def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up, live_depth=None) -> dict:
+    """``live_depth``: the live depth as the trial's camera senses it (default: the rendered depth)."""
     recorder = _Recorder(pipeline_module.search_pose)
     pipeline_module.search_pose = recorder
     try:
-        result = pipeline.process(scene.view.rgb, scene.view.depth, scene.view.target.intrinsics,
+        result = pipeline.process(scene.view.rgb, scene.view.depth if live_depth is None else live_depth,
+                                  scene.view.target.intrinsics,
                                   mask=scene.view.target_mask, up=up)
     finally:
         pipeline_module.search_pose = recorder.inner
@@ -110,31 +111,44 @@ def diagnose_trial(pipeline: TransferPipeline, scene, obj, demo_view, up) -> dic
     return row
 
 
+def check_diagnosable(config: AlignmentBenchConfig) -> None:
+    """Refuse, before any model is loaded, what the diagnosis cannot show: the search is recorded once per frame,
+    and a multi-view demo runs one search per view and picks among them."""
+    if config.demo_views > 1:
+        raise ConfigError(f"--diagnose-pose diagnoses one-view demos; demo_views={config.demo_views} runs one pose "
+                          "search per view and picks among them (docs/alignment.md): diagnose with --demo-views 1")
+
+
 def run_pose_diagnosis(matcher, config: AlignmentBenchConfig, out: str | Path, progress: bool = True) -> dict:
-    """Every same-instance trial of ``config`` diagnosed (module doc); writes pose_diagnosis.json / .md."""
+    """Every same-instance trial of ``config`` (or ``config.only_trials``) diagnosed (module doc), with the bench's
+    demo, depth noise, table and support-plane settings; writes pose_diagnosis.json / .md."""
+    check_diagnosable(config)
     rng = np.random.default_rng(config.seed)
     settings = RenderSettings(width=config.size, height=config.size)
-    pipeline_settings = PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine)
+    pipeline_settings = pipeline_settings_for(config)
     rows = []
     for trial in tqdm(range(config.trials), desc="pose diagnosis", unit="trial", disable=not progress):
         category = config.categories[trial % len(config.categories)]
         base = {"trial": trial, "category": category}
+        wanted = not config.only_trials or trial in config.only_trials
         try:
-            obj, demo_view, scene = make_scene_trial(rng, category, trial, config, settings)
+            obj, demo_view, scene = make_scene_trial(rng, category, trial, config, settings)  # drawn either way
         except SceneNotVisible:
-            rows.append({**base, "verdict": "not in view"})
+            rows += [{**base, "verdict": "not in view"}] if wanted else []
+            continue
+        if not wanted:
             continue
         visible = [(k.name, tuple(xy)) for k, xy, v in zip(obj.keypoints, demo_view.keypoints_xy,
                                                            demo_view.keypoints_visible) if v]
         if not visible:
             rows.append({**base, "verdict": "no visible demo keypoint"})
             continue
-        demo = DemoSpec(None, demo_view.rgb, demo_view.depth, demo_view.intrinsics, demo_view.mask,
-                        KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None)
+        demo, sensed = trial_demo(config, trial, obj, demo_view, visible, settings)
         pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
         up = (demo_view.pose[:3, 2], scene.camera_pose[:3, 2]) if config.gravity else None
+        live_depth = sensed(scene.view.depth, scene.view.target.intrinsics)
         rows.append({**base, "yaw_deg": scene.conditions.get("yaw_deg"),
-                     **diagnose_trial(pipeline, scene, obj, demo_view, up)})
+                     **diagnose_trial(pipeline, scene, obj, demo_view, up, live_depth)})
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "pose_diagnosis.json").write_text(json.dumps(rows, indent=1, default=float))

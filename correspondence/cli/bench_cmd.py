@@ -388,6 +388,9 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   depth_noise=args.depth_noise, table=args.table,
                                   support_plane=not args.no_support_plane, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
+    if args.diagnose_pose:
+        from ..benchmarks.pose_diagnosis import check_diagnosable
+        check_diagnosable(config)
     matcher = Matcher.create(args.backbone, weights=args.weights, random_weights=args.random_weights, size=args.size,
                              method=args.method)
     if args.diagnose_pose:
