@@ -76,4 +76,12 @@ def test_the_bench_gives_the_pipeline_stereo_depth_of_its_own_generator(tmp_path
         both = (a > 0) & (b > 0)
         assert (a[b > 0] == 0).any() and both.sum() > 0.5 * (b > 0).sum()  # edges and holes lost, most kept
         assert not np.array_equal(a[both], b[both]) and np.abs(a[both] - b[both]).max() < 0.01
-    assert np.array_equal(bench._depth_sensor(config, 0)(live_exact, K), bench._depth_sensor(config, 0)(live_exact, K))
+    sense = bench._depth_sensor(config, 0)
+    assert np.array_equal(sense(live_exact, K, bench.LIVE_IMAGE), bench._depth_sensor(config, 0)(live_exact, K, 0))
+    # each image has its own generator: the live depth does not depend on how many demo views were sensed before
+    assert not np.array_equal(sense(live_exact, K, bench.LIVE_IMAGE), sense(live_exact, K, bench.DEMO_IMAGE))
+    four_views = bench.run_alignment_benchmark(matcher, dataclasses.replace(config, demo_views=4), tmp_path / "c",
+                                               progress=False)["rows"][0]
+    assert four_views["yaw_deg"] == noisy["yaw_deg"]
+    demo_four, live_four = seen[-1]
+    assert np.array_equal(live_four, live_noisy) and np.array_equal(demo_four, demo_noisy)

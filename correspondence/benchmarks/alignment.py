@@ -345,14 +345,18 @@ def _mask_iou(result, truth: np.ndarray) -> float | None:
     return float((mask & truth).sum()) / max(int((mask | truth).sum()), 1)
 
 
+LIVE_IMAGE, DEMO_IMAGE = 0, 1  # the depth sensor's image keys; a multi-view demo's extra view k is 2 + k
+
+
 def _depth_sensor(config: AlignmentBenchConfig, trial: int):
-    """``(depth, intrinsics) -> depth`` as the trial's camera gives it (``config.depth_noise``); a generator of the
-    trial's own, so the noise leaves the scenes' shared stream, and every scene, as they are without it."""
+    """``(depth, intrinsics, image) -> depth`` as the trial's camera gives it (``config.depth_noise``). Each image
+    (``LIVE_IMAGE``, ``DEMO_IMAGE``, ``2 + k`` for extra view k) has a generator of its own, so the noise leaves the
+    scenes' shared stream as it is, and a one-view and a four-view run see the same live and demo depth."""
     noise = depth_noise_from_name(config.depth_noise)
     if noise is None:
-        return lambda depth, intrinsics: depth
-    rng = np.random.default_rng([config.seed, trial, 0x5E45])
-    return lambda depth, intrinsics: stereo_depth(depth, intrinsics, noise, rng)
+        return lambda depth, intrinsics, image: depth
+    return lambda depth, intrinsics, image: stereo_depth(
+        depth, intrinsics, noise, np.random.default_rng([config.seed, trial, 0x5E45, image]))
 
 
 def trial_demo(config: AlignmentBenchConfig, trial: int, obj, demo_view, visible: list, settings: RenderSettings):
@@ -362,9 +366,9 @@ def trial_demo(config: AlignmentBenchConfig, trial: int, obj, demo_view, visible
     views = (demo_views_around(obj, demo_view, config.demo_views, settings, seed=demo_view.seed, table=config.table)
              if config.demo_views > 1 else ())
     sensed = _depth_sensor(config, trial)
-    views = tuple(replace(v, depth=sensed(v.depth, v.intrinsics)) for v in views)
-    demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics), demo_view.intrinsics,
-                    demo_view.mask, KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None, views)
+    views = tuple(replace(v, depth=sensed(v.depth, v.intrinsics, 2 + k)) for k, v in enumerate(views))
+    demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics, DEMO_IMAGE),
+                    demo_view.intrinsics, demo_view.mask, KeypointSet(tuple(NamedPoint(n, xy) for n, xy in visible)), None, None, views)
     return demo, sensed
 
 
@@ -424,7 +428,7 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
             setup_s = time.perf_counter() - start
             centre = demo_view.pose[:3, :3] @ obj.center + demo_view.pose[:3, 3]
             live = scene.view
-            live_depth = sensed(live.depth, live.target.intrinsics)
+            live_depth = sensed(live.depth, live.target.intrinsics, LIVE_IMAGE)
             up = (demo_view.pose[:3, 2], scene.camera_pose[:3, 2]) if config.gravity else None  # the table's +z
             for name, source in sources.items():
                 row = {**base, "mask_source": name}
@@ -465,11 +469,11 @@ def run_alignment_benchmark(matcher: Matcher, config: AlignmentBenchConfig, out:
                 rows.append({**row, "success": False, "reason": "functional part hardly visible in the demo view"})
                 continue
             sensed = _depth_sensor(config, config.trials + trial)
-            demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics), demo_view.intrinsics,
-                            demo_view.mask, None, function, part)
+            demo = DemoSpec(None, demo_view.rgb, sensed(demo_view.depth, demo_view.intrinsics, DEMO_IMAGE),
+                            demo_view.intrinsics, demo_view.mask, None, function, part)
             pipeline = TransferPipeline(demo, matcher, pipeline_settings, DepthForeground((0.05, 5.0)))
             start = time.perf_counter()
-            result = pipeline.process(live_view.rgb, sensed(live_view.depth, live_view.intrinsics),
+            result = pipeline.process(live_view.rgb, sensed(live_view.depth, live_view.intrinsics, LIVE_IMAGE),
                                       live_view.intrinsics)
             row["timings_s"] = {**result.timings_s, "total": time.perf_counter() - start}
             rows.append(_score(row, result, truth, centre))

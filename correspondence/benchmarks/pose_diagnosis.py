@@ -29,7 +29,8 @@ from ..pose_search import score_pose
 from ..world.render import RenderSettings
 from ..world.scene import SceneNotVisible
 from ..world.symmetry import object_symmetry
-from .alignment import AlignmentBenchConfig, make_scene_trial, pipeline_settings_for, symmetric_errors, trial_demo
+from .alignment import (LIVE_IMAGE, AlignmentBenchConfig, make_scene_trial, pipeline_settings_for, symmetric_errors,
+                        trial_demo)
 from .alignment_report import SUCCESS_DEG, SUCCESS_M
 
 NEAR_DEG = 10.0  # a hypothesis this near the truth (rotation) could have been refined onto it
@@ -146,7 +147,7 @@ def run_pose_diagnosis(matcher, config: AlignmentBenchConfig, out: str | Path, p
         demo, sensed = trial_demo(config, trial, obj, demo_view, visible, settings)
         pipeline = TransferPipeline(demo, matcher, pipeline_settings, None)
         up = (demo_view.pose[:3, 2], scene.camera_pose[:3, 2]) if config.gravity else None
-        live_depth = sensed(scene.view.depth, scene.view.target.intrinsics)
+        live_depth = sensed(scene.view.depth, scene.view.target.intrinsics, LIVE_IMAGE)
         rows.append({**base, "yaw_deg": scene.conditions.get("yaw_deg"),
                      **diagnose_trial(pipeline, scene, obj, demo_view, up, live_depth)})
     out = Path(out)
