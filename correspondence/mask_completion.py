@@ -11,7 +11,8 @@ Rule: with the vertical and the demo object's signature (:class:`~correspondence
 a piece of the frame touching the mask (a neighbouring depth component, or the part of a chosen component the colour
 cut took; within ``reach_px``) is added when
 
-- at least ``min_colour_share`` of its pixels show the demo object's colours (or are too dark to say), and
+- at least ``min_colour_share`` of its pixels show the demo object's colours (or are too dark to say; a colour
+  paled by a highlight counts: :func:`~correspondence.object_colour.white_mix_reach`), and
 - the mask with it stays within the demo object's size: its height and each sorted footprint extent at most ``grow``
   times the demo object's (or the mask's own before, when that is already larger: a turn shows a longer side).
 
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .errors import ConfigError, InputError
-from .object_colour import ColourModel
+from .object_colour import ColourModel, in_white_mix_reach, white_mix_reach
 from .object_signature import ObjectSignature, SignatureCue
 
 
@@ -68,6 +69,9 @@ def complete_mask(mask: np.ndarray, labels: np.ndarray, cue: SignatureCue, colou
         return mask, record
     measure_settings = replace(cue.settings, trim=settings.trim)
     own = None if colours is None else colours.matches(cue.live_rgb)
+    if own is not None and cue.demo.linear_colours is not None:  # a lit face turned pale is still the object's
+        own = own | in_white_mix_reach(cue.live_rgb, white_mix_reach(cue.demo.linear_colours,
+                                                                      cue.settings.max_white_mix))
 
     def measure(region: np.ndarray) -> ObjectSignature | None:
         try:
@@ -83,15 +87,9 @@ def complete_mask(mask: np.ndarray, labels: np.ndarray, cue: SignatureCue, colou
     start = int(mask.sum())
     for _ in range(settings.max_rounds):
         ring = ndimage.binary_dilation(mask, np.ones((3, 3), bool), iterations=settings.reach_px) & ~mask & (labels > 0)
-        touching = np.unique(labels[ring])
-        pieces, count = ndimage.label(np.isin(labels, touching) & ~mask, np.ones((3, 3), bool))
-        sizes = np.bincount(pieces.ravel(), minlength=count + 1)
-        near = np.unique(pieces[ring])
-        near = [int(p) for p in near if p > 0 and sizes[p] >= settings.min_pixels]
-        near.sort(key=lambda p: -sizes[p])
+        pieces = _pieces(labels, mask, ring, settings.min_pixels)
         added = False
-        for p in near[:settings.max_pieces]:
-            piece = pieces == p
+        for piece in pieces[:settings.max_pieces]:
             if own is not None and float(own[piece].mean()) < settings.min_colour_share:
                 continue
             union = mask | piece
@@ -105,6 +103,20 @@ def complete_mask(mask: np.ndarray, labels: np.ndarray, cue: SignatureCue, colou
     record["pixels_added"] = int(mask.sum()) - start
     record.update(height_m=round(current.height, 4), footprint_m=[round(v, 4) for v in current.footprint])
     return mask, record
+
+
+def _pieces(labels: np.ndarray, mask: np.ndarray, ring: np.ndarray, min_pixels: int) -> list[np.ndarray]:
+    """The connected parts outside ``mask`` of each depth component reaching into ``ring``, those touching the ring
+    and of at least ``min_pixels``, largest first. Per component: two objects side by side in the image are two
+    pieces (their depth components differ), never one."""
+    from scipy import ndimage
+
+    out = []
+    for label in np.unique(labels[ring]):
+        parts, count = ndimage.label((labels == label) & ~mask, np.ones((3, 3), bool))
+        sizes = np.bincount(parts.ravel(), minlength=count + 1)
+        out += [parts == p for p in np.unique(parts[ring]) if p > 0 and sizes[p] >= min_pixels]
+    return sorted(out, key=lambda piece: -int(piece.sum()))
 
 
 def _within(grown: ObjectSignature, before: ObjectSignature, demo: ObjectSignature, grow: float) -> bool:
