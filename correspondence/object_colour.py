@@ -113,8 +113,9 @@ def white_mix_reach(demo: np.ndarray, max_mix: float = 0.7, min_share: float = 0
 
 def white_mix_overlap(demo: np.ndarray, live: np.ndarray, max_mix: float = 0.7) -> float:
     """The share of the live colours (:func:`linear_chromaticity_histogram`) that the demo object shows, each bin
-    up to the share of the demo colour reaching it (:func:`white_mix_reach`). A live view of one side (the other
-    parts hidden) in the demo's colours scores near 1; colours the demo does not show, of any paleness, 0."""
+    up to the share of the demo colour reaching it (:func:`white_mix_reach`). A live view in the demo's colours,
+    paled or not, scores near 1; one of a part alone, up to that part's share of the demo (a hidden part is forgiven
+    only as far as the other colours are the demo's major ones); colours the demo does not show, of any paleness, 0."""
     return float(np.minimum(live, white_mix_reach(demo, max_mix)).sum())
 
 
