@@ -59,7 +59,8 @@ class CompletionSettings:
 def complete_mask(mask: np.ndarray, labels: np.ndarray, cue: SignatureCue, colours: ColourModel | None = None,
                   settings: CompletionSettings | None = None) -> tuple[np.ndarray, dict]:
     """``mask`` with the touching pieces of ``labels`` (depth components, 0: no depth) that keep it within the demo
-    object's size (module docstring). Returns the mask and a record (pieces added, pixels added, the extents)."""
+    object's size (module docstring); ``colours``: the demo object's (None: no colour test, the size alone). Returns the
+    mask and a record (pieces added, pixels added, the extents)."""
     from scipy import ndimage
 
     settings = settings or CompletionSettings()
