@@ -43,14 +43,17 @@ Rule (coarse cells, the backbone's own grid, no extra network pass):
    colours match the demo object's (yaw-invariant: :mod:`~correspondence.object_signature`) and whose votes reach
    its ``min_score`` is chosen (``signature`` in the candidate's record); else "not found" says how close the
    nearest surface came. A surface holding ``lead_ratio`` x the votes of every other surface is judged with the
-   looser footprint tolerance (a turn hides a spout or a cab behind the body).
+   looser footprint tolerance (a turn hides a spout or a cab behind the body), and its colours agree too by their
+   white-mix overlap (a lit face turned pale: :func:`~correspondence.object_colour.white_mix_overlap`).
    c. The same check runs when the best candidate is only votes pooled over the frame (4b, the weakest evidence
    taken): a surface whose height, footprint and colours agree comes first (such pooled votes chose a look-alike
    of the object's category beside the object itself).
 
 A candidate prompts a mask source through :func:`~correspondence.localised_mask.segment_localised`: SAM / SAM 2 with the vote centre as a point
 and the votes' box, GrabCut with the box (with depth, of the whole demo object moved by the votes' rigid motion),
-the depth source with the depth-connected component holding most votes (less a touching object of other colours).
+the depth source with the depth-connected component holding most votes (less a touching object of other colours),
+completed with the object's other surfaces that keep it within the demo object's size (:mod:`~correspondence.
+mask_completion`).
 """
 from __future__ import annotations
 

@@ -71,4 +71,64 @@ class ColourModel:
         return self.present[index[..., 0], index[..., 1]] | ~known
 
 
-__all__ = ["ColourModel", "MIN_BRIGHTNESS", "chromaticity", "patch_chromaticity"]
+#: The encoding gamma undone before light is mixed (sRGB-like cameras and the procedural renderer: 2.2).
+GAMMA = 2.2
+
+
+def linear_chromaticity_histogram(rgb: np.ndarray, bins: int = 16) -> np.ndarray:
+    """(bins, bins) histogram, summing to 1 (all 0 when no pixel is bright enough), of the chromaticity of the
+    bright pixels of ``rgb`` (N x 3 or H x W x 3, gamma-encoded uint8) in *linear* light: there a highlight or a
+    clipped channel mixes the surface's colour with the light's (white) along a straight line (the dichromatic
+    reflection model), which :func:`white_mix_overlap` allows."""
+    values = np.asarray(rgb, dtype=np.float64).reshape(-1, 3)
+    known = values.sum(-1) >= MIN_BRIGHTNESS
+    linear = (values[known] / 255.0) ** GAMMA
+    histogram = np.zeros((bins, bins))
+    if len(linear):
+        chroma = linear[:, :2] / np.maximum(linear.sum(-1, keepdims=True), 1e-12)
+        index = np.clip((chroma * bins).astype(int), 0, bins - 1)
+        np.add.at(histogram, (index[:, 0], index[:, 1]), 1.0)
+        histogram /= len(linear)
+    return histogram
+
+
+def white_mix_reach(demo: np.ndarray, max_mix: float = 0.7, min_share: float = 0.01, steps: int = 15
+                    ) -> np.ndarray:
+    """(bins, bins): for every linear chromaticity bin, the largest share of a demo colour (``demo``: a
+    :func:`linear_chromaticity_histogram`) that reaches it when mixed with up to ``max_mix`` white light (a
+    highlight, a clipped channel: a lit face turns pale), a bin either way; 0 where no demo colour reaches. Demo
+    colours under ``min_share`` are left out (stray pixels)."""
+    from scipy import ndimage
+
+    bins = demo.shape[0]
+    reach = np.zeros_like(demo)
+    white = np.full(2, 1.0 / 3.0)
+    for i, j in zip(*np.nonzero(demo >= min_share)):
+        colour = (np.array([i, j]) + 0.5) / bins
+        for t in np.linspace(0.0, max_mix, steps):
+            k = np.clip((((1.0 - t) * colour + t * white) * bins).astype(int), 0, bins - 1)
+            reach[k[0], k[1]] = max(reach[k[0], k[1]], demo[i, j])
+    return ndimage.maximum_filter(reach, size=3, mode="constant")
+
+
+def white_mix_overlap(demo: np.ndarray, live: np.ndarray, max_mix: float = 0.7) -> float:
+    """The share of the live colours (:func:`linear_chromaticity_histogram`) that the demo object shows, each bin
+    up to the share of the demo colour reaching it (:func:`white_mix_reach`). A live view in the demo's colours,
+    paled or not, scores near 1; one of a part alone, up to that part's share of the demo (a hidden part is forgiven
+    only as far as the other colours are the demo's major ones); colours the demo does not show, of any paleness, 0."""
+    return float(np.minimum(live, white_mix_reach(demo, max_mix)).sum())
+
+
+def in_white_mix_reach(rgb: np.ndarray, reach: np.ndarray) -> np.ndarray:
+    """(...) bool: each pixel of ``rgb`` (..., 3) shows a demo colour, paled or not (:func:`white_mix_reach`), or
+    is too dark to say."""
+    values = np.asarray(rgb, dtype=np.float64)
+    linear = (values / 255.0) ** GAMMA
+    chroma = linear[..., :2] / np.maximum(linear.sum(-1, keepdims=True), 1e-12)
+    bins = reach.shape[0]
+    index = np.clip((chroma * bins).astype(int), 0, bins - 1)
+    return (reach[index[..., 0], index[..., 1]] > 0) | (values.sum(-1) < MIN_BRIGHTNESS)
+
+
+__all__ = ["ColourModel", "GAMMA", "MIN_BRIGHTNESS", "chromaticity", "linear_chromaticity_histogram",
+           "in_white_mix_reach", "patch_chromaticity", "white_mix_overlap", "white_mix_reach"]

@@ -32,7 +32,7 @@ from .camera import CameraIntrinsics
 from .depth_mask import DepthForeground
 from .errors import ConfigError, InputError
 from .lifting import DepthMap, depth_map
-from .object_colour import chromaticity
+from .object_colour import chromaticity, linear_chromaticity_histogram, white_mix_overlap
 
 #: Horizontal directions (over 180 deg) the footprint's widths are measured along.
 FOOTPRINT_DIRECTIONS = 36
@@ -52,8 +52,13 @@ class SignatureSettings:
     other surface under the votes *leads*; a leader is admitted with the looser ``lead_footprint_ratio`` (its height
     and colours still within the strict tolerances): when nearly all of the frame's votes agree on one surface, the
     cue a turn changes most (the visible footprint, with a spout or a cab hidden behind the body: up to x1.61 on the
-    benches' targets) needs less margin. Colours are not loosened: a same-category look-alike of similar colours
-    leads the votes of a frame without the object at overlap 0.44-0.45 (docs/live_object.md)."""
+    benches' targets) needs less margin. A leader's colours agree too when its white-mix overlap
+    (:func:`~correspondence.object_colour.white_mix_overlap`: the live colours are the demo's, some hidden, some
+    paled by a highlight, up to ``max_white_mix``) reaches ``lead_white_mix_overlap``: a turned truck shows its
+    box and hides its cab (histogram overlap 0.50, white-mix 0.99), a lit chair back turns pale (0.36, 0.90), while
+    the benches' look-alikes within the lead rule's height and footprint reach 0.77 (docs/live_object.md). The
+    histogram overlap alone is not loosened: a same-category look-alike of similar colours leads the votes of a frame
+    without the object at overlap 0.44-0.45."""
 
     enabled: bool = True
     max_height_ratio: float = 1.2
@@ -66,13 +71,15 @@ class SignatureSettings:
     max_points: int = 4000
     lead_ratio: float = 2.0
     lead_footprint_ratio: float = 1.75
+    lead_white_mix_overlap: float = 0.85
+    max_white_mix: float = 0.7
 
     def __post_init__(self) -> None:
         for name in ("max_height_ratio", "max_footprint_ratio", "lead_ratio", "lead_footprint_ratio"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 1.0):
                 raise ConfigError(f"signature {name} must be >= 1, got {value}")
-        for name in ("min_colour_overlap", "min_score"):
+        for name in ("min_colour_overlap", "min_score", "lead_white_mix_overlap", "max_white_mix"):
             value = getattr(self, name)
             if not (math.isfinite(value) and 0.0 <= value <= 1.0):
                 raise ConfigError(f"signature {name} must be in [0, 1], got {value}")
@@ -89,6 +96,7 @@ class ObjectSignature:
     footprint: tuple[float, float]  # (long, short) horizontal extents
     colours: np.ndarray  # (bins, bins) chromaticity histogram
     points: int  # visible points it was measured on
+    linear_colours: np.ndarray | None = None  # (bins, bins) chromaticity histogram in linear light (white mix)
 
     @classmethod
     def measure(cls, rgb: np.ndarray, depth: np.ndarray | DepthMap, intrinsics: CameraIntrinsics, mask: np.ndarray,
@@ -120,7 +128,8 @@ class ObjectSignature:
         narrow = int(np.argmin(widths))
         across = widths[(narrow + FOOTPRINT_DIRECTIONS // 2) % FOOTPRINT_DIRECTIONS]
         colours = _histogram(np.asarray(rgb)[rows, cols], settings.bins)
-        return cls(height, (float(max(across, widths[narrow])), float(widths[narrow])), colours, int(len(rows)))
+        return cls(height, (float(max(across, widths[narrow])), float(widths[narrow])), colours, int(len(rows)),
+                   linear_chromaticity_histogram(np.asarray(rgb)[rows, cols], settings.bins))
 
     def as_dict(self) -> dict:
         return {"height_m": round(self.height, 4), "footprint_m": [round(v, 4) for v in self.footprint],
@@ -137,17 +146,21 @@ class SignatureMatch:
     agrees: bool  # all within the settings' tolerances (a leading surface's: the looser ones)
     live: ObjectSignature
     leads: bool = False  # its votes score >= lead_ratio x every other surface's (SignatureCue.vote_components)
+    white_mix_overlap: float = 0.0  # the live colours the demo shows, a white mix allowed (object_colour.py)
 
     def as_dict(self) -> dict:
         return {"height_ratio": round(self.height_ratio, 3), "footprint_ratio": round(self.footprint_ratio, 3),
-                "colour_overlap": round(self.colour_overlap, 3), "leads": bool(self.leads),
+                "colour_overlap": round(self.colour_overlap, 3),
+                "white_mix_overlap": round(self.white_mix_overlap, 3), "leads": bool(self.leads),
                 "agrees": bool(self.agrees), **self.live.as_dict()}
 
     def as_leader(self, settings: SignatureSettings) -> "SignatureMatch":
-        """This match for a surface that leads the votes: judged by the looser footprint tolerance."""
+        """This match for a surface that leads the votes: judged by the looser footprint tolerance, and its colours
+        by the white-mix overlap as well."""
+        colours = (self.colour_overlap >= settings.min_colour_overlap
+                   or self.white_mix_overlap >= settings.lead_white_mix_overlap)
         agrees = self.agrees or (self.height_ratio <= settings.max_height_ratio
-                                 and self.footprint_ratio <= settings.lead_footprint_ratio
-                                 and self.colour_overlap >= settings.min_colour_overlap)
+                                 and self.footprint_ratio <= settings.lead_footprint_ratio and colours)
         return replace(self, agrees=bool(agrees), leads=True)
 
 
@@ -161,7 +174,9 @@ def compare(demo: ObjectSignature, live: ObjectSignature, settings: SignatureSet
     overlap = float(np.minimum(demo.colours, live.colours).sum())
     agrees = (height <= settings.max_height_ratio and footprint <= settings.max_footprint_ratio
               and overlap >= settings.min_colour_overlap)
-    return SignatureMatch(height, footprint, overlap, bool(agrees), live)
+    white_mix = (0.0 if demo.linear_colours is None or live.linear_colours is None else
+                 white_mix_overlap(demo.linear_colours, live.linear_colours, settings.max_white_mix))
+    return SignatureMatch(height, footprint, overlap, bool(agrees), live, white_mix_overlap=white_mix)
 
 
 def _ratio(a: float, b: float, floor: float) -> float:
@@ -290,6 +305,6 @@ def signature_reason(record: dict | None) -> str:
     best = record["surfaces"][0]
     return (f"; no surface under the votes has the demo object's height, footprint and colours (closest: height "
             f"x{best['height_ratio']:.2f}, footprint x{best['footprint_ratio']:.2f}, colour overlap "
-            f"{best['colour_overlap']:.2f})")
+            f"{best['colour_overlap']:.2f}, white-mix {best.get('white_mix_overlap', 0.0):.2f})")
 __all__ = ["ComponentVotes", "ObjectSignature", "SignatureCue", "SignatureMatch", "SignatureSettings", "compare",
            "signature_reason", "signature_record"]

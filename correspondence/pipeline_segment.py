@@ -76,13 +76,13 @@ class LiveObjectStage:
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
-                    result = segment_localised(self.mask_source, image, depth, localisation, colours)
+                    result = segment_localised(self.mask_source, image, depth, localisation, colours, cue)
                 elif localisation.matched and not localisation.found:  # the key frame stays: the box test
                     raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
                 else:
                     result = self.tracker.step(live_fmap, localisation,
                                                lambda: segment_localised(self.mask_source, image, depth, localisation,
-                                                                         colours))
+                                                                         colours, cue))
             finally:  # "object not found" is a frame result too: its time counts
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start

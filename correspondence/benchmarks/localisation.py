@@ -199,7 +199,7 @@ def run_localisation_benchmark(matcher: Matcher, config: LocalisationBenchConfig
                     if how == "auto":
                         result = source.segment(scene.rgb, Prompt.auto(), scene.depth)
                     else:
-                        result = segment_localised(source, scene.rgb, scene.depth, located, colours)
+                        result = segment_localised(source, scene.rgb, scene.depth, located, colours, cue)
                     row[key] = iou(result.mask, scene.mask) if present else None
                 except InputError as exc:  # ObjectNotFound and NoMaskError: no mask for this frame
                     row[key] = 0.0 if present else None
