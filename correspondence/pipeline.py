@@ -125,7 +125,7 @@ class TransferPipeline(LiveObjectStage):
             return None
         depth, plane = self.demo.depth, self.settings.support_plane
         try:
-            if plane is not None and plane.enabled and self.demo.intrinsics is not None:  # the demo's table out too
+            if plane is not None and self.demo.intrinsics is not None:  # the demo's table out too
                 depth = find_support_plane(depth, self.demo.intrinsics, None, plane).without_plane(depth)
             return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(), depth).mask
         except InputError:
@@ -436,7 +436,7 @@ class TransferPipeline(LiveObjectStage):
         """The frame's table (:mod:`~correspondence.support_plane`), once; None when not looked for (off, or no
         depth or intrinsics to lift it with)."""
         settings = self.settings.support_plane
-        if settings is None or not settings.enabled or depth is None or intrinsics is None:
+        if settings is None or depth is None or intrinsics is None:
             return None
         start = time.perf_counter()
         support = find_support_plane(depth, intrinsics, up, settings)

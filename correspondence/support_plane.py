@@ -45,9 +45,10 @@ from .errors import ConfigError, InputError
 
 @dataclass(frozen=True)
 class SupportPlaneSettings:
-    """See the module doc for each value's role; the defaults are discussed in docs/live_object.md."""
+    """See the module doc for each value's role; the defaults are discussed in docs/live_object.md. No off-switch of
+    its own: ``PipelineSettings(support_plane=None)`` is the one way to turn the removal off (the node's
+    ``support_plane: false`` and ``soco bench alignment --no-support-plane`` set exactly that)."""
 
-    enabled: bool = True
     max_tilt_deg: float = 10.0
     min_area: float = 0.25
     max_behind: float = 0.05
