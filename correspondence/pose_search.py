@@ -213,14 +213,7 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
     has_depth = np.isfinite(seen) & (seen > 0)
     agree = np.zeros(len(moved), dtype=bool)
     agree[inside] = on_object & has_depth & (np.abs(z[inside] - seen) < settings.surface_m)
-    unknown = live.unknown[r, c]  # a camera's hole: no reading is no evidence that nothing is there ...
-    if unknown.any() and demo_colors is not None and live.image is not None:  # ... but the image still sees what
-        # is there: a hole pixel of another colour (the table beside a seat's edge) is no surface of the object
-        hole = np.flatnonzero(inside)[unknown & ~on_object & ~has_depth]
-        a, a_ok = chromaticity(demo_colors[hole], settings.color_dark)
-        other = a_ok & (_colour_difference(a, row[hole], col[hole], live.image, settings) > settings.color_tolerance)
-        unknown = unknown.copy()
-        unknown[np.flatnonzero(unknown & ~on_object & ~has_depth)[other]] = False
+    unknown = live.unknown[r, c]  # a camera's hole: no reading is no evidence that nothing is there
     contradiction = (has_depth & (z[inside] < seen - settings.free_space_m)) | (~on_object & ~has_depth & ~unknown)
     free_space = float(contradiction.mean()) if inside.any() else 1.0
     color_mismatch, wrong_color = None, np.zeros(len(moved), dtype=bool)
@@ -228,7 +221,14 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
         near = agree.copy()
         near[inside] &= np.abs(z[inside] - seen) < settings.color_surface_m
         a, a_ok = chromaticity(demo_colors[near], settings.color_dark)
-        difference = _colour_difference(a, row[near], col[near], live.image, settings)
+        difference = np.full(int(near.sum()), np.inf)  # the nearest colour within color_window_px: a pose a pixel
+        # or two off puts a textured surface's stripes side by side, which is no contradiction
+        k = settings.color_window_px
+        for dr in (-k, 0, k):
+            for dc in (-k, 0, k):
+                b, b_ok = chromaticity(live.image[np.clip(row[near] + dr, 0, h - 1), np.clip(col[near] + dc, 0, w - 1)],
+                                       settings.color_dark)
+                difference = np.minimum(difference, np.where(b_ok, np.linalg.norm(a - b, axis=1), 0.0))
         wrong_color[near] = a_ok & (difference > settings.color_tolerance)
         color_mismatch = float(wrong_color.sum() / max(int(inside.sum()), 1))
         agree &= ~wrong_color
@@ -236,21 +236,6 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
     distance = (cKDTree(supported).query(live.cloud, distance_upper_bound=settings.surface_m)[0] if len(supported)
                 else np.full(len(live.cloud), np.inf))
     return Evidence(agree, np.isfinite(distance), free_space, color_mismatch, xy)
-
-
-def _colour_difference(a: np.ndarray, row: np.ndarray, col: np.ndarray, image: np.ndarray,
-                       settings: PoseSearchSettings) -> np.ndarray:
-    """(N,) chromaticity distance from ``a`` to the nearest live pixel colour within ``color_window_px`` of (row, col)
-    (0 where a live pixel is too dark to judge): a pose a pixel or two off puts a textured surface's stripes side by
-    side, which is no contradiction."""
-    h, w = image.shape[:2]
-    difference = np.full(len(a), np.inf)
-    k = settings.color_window_px
-    for dr in (-k, 0, k):
-        for dc in (-k, 0, k):
-            b, b_ok = chromaticity(image[np.clip(row + dr, 0, h - 1), np.clip(col + dc, 0, w - 1)], settings.color_dark)
-            difference = np.minimum(difference, np.where(b_ok, np.linalg.norm(a - b, axis=1), 0.0))
-    return difference
 
 
 def score_pose(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
