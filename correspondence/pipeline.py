@@ -51,6 +51,7 @@ from .tracking import MaskTracker
 from .view_schedule import ViewSchedule
 from .segmentation import DepthForeground, MaskSource, Prompt
 from .support_plane import SupportPlane, find_support_plane
+from .depth_holes import depth_holes
 
 from .pipeline_types import ALIGNMENT_SOURCES, FrameResult, PipelineSettings  # noqa: F401 (re-exported)
 from .pipeline_segment import LiveObjectStage
@@ -91,6 +92,7 @@ class TransferPipeline(LiveObjectStage):
         self._demo_features = None  # functional mode: (FeatureMap, valid cells), computed once
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
         self._mirror = None  # (demo vertical, its mirror completion of _demo_cloud or None), once per vertical
+        self._live_holes = None  # the current frame's depth holes before the support plane's removal (process())
         self._demo_depth = None  # the demo depth prepared for lifting (lifting.DepthMap), once
         self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
@@ -123,7 +125,7 @@ class TransferPipeline(LiveObjectStage):
             return None
         depth, plane = self.demo.depth, self.settings.support_plane
         try:
-            if plane is not None and plane.enabled and self.demo.intrinsics is not None:  # the demo's table out too
+            if plane is not None and self.demo.intrinsics is not None:  # the demo's table out too
                 depth = find_support_plane(depth, self.demo.intrinsics, None, plane).without_plane(depth)
             return DepthForeground(self.settings.depth_range).segment(self.demo.rgb, Prompt.auto(), depth).mask
         except InputError:
@@ -146,6 +148,9 @@ class TransferPipeline(LiveObjectStage):
         image = to_rgb_array(rgb)
         depth = self._check_depth(depth, image, intrinsics)
         support = self._support_plane(depth, intrinsics, None if up is None else up[1], timings)
+        # the camera's holes, found before the table is taken out (the table's pixels were seen): the pose scores
+        # read them as unknown, not as free space (correspondence/depth_holes.py)
+        self._live_holes = None if depth is None or support is None else depth_holes(depth)
         depth = depth if support is None else support.without_plane(depth)  # every later stage: no table
         result = self._process(image, depth, intrinsics, mask, prompt, up, timings)
         return result if support is None else replace(result, support_plane=support)
@@ -333,7 +338,8 @@ class TransferPipeline(LiveObjectStage):
         if live_fmap is not None:
             sampler = lambda xy: to_numpy(live_fmap.sample(  # noqa: E731
                 np.clip(xy, 0, [intrinsics.width - 1e-3, intrinsics.height - 1e-3])).float())
-        return LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image)
+        holes = self._live_holes if self._live_holes is not None and self._live_holes.shape == depth.shape else None
+        return LiveFrame(depth, intrinsics, np.asarray(live_mask, dtype=bool), live_cloud, sampler, image, holes)
 
     def _refine(self, alignment: AlignmentResult | None, depth, intrinsics, live_mask, demo_fmap=None,
                 live_fmap=None, three_d: bool = False, up: tuple | None = None, image: np.ndarray | None = None,
@@ -430,7 +436,7 @@ class TransferPipeline(LiveObjectStage):
         """The frame's table (:mod:`~correspondence.support_plane`), once; None when not looked for (off, or no
         depth or intrinsics to lift it with)."""
         settings = self.settings.support_plane
-        if settings is None or not settings.enabled or depth is None or intrinsics is None:
+        if settings is None or depth is None or intrinsics is None:
             return None
         start = time.perf_counter()
         support = find_support_plane(depth, intrinsics, up, settings)

@@ -52,7 +52,9 @@ class PipelineSettings:
     # localisation's rule 6 when the vertical is given (up=): the demo object's height, footprint and colours
     signature: SignatureSettings | None = field(default_factory=SignatureSettings)
     # the table under the objects taken out of the live depth once per frame, before segmentation, localisation,
-    # rule 6 and the live cloud (:mod:`correspondence.support_plane`); a frame without one is left as it is
+    # rule 6 and the live cloud (:mod:`correspondence.support_plane`); a frame without one is left as it is. None:
+    # off (the only off-switch: the node's support_plane false and the bench's --no-support-plane set it), for the
+    # live frames and a mask-less demo's own depth foreground alike
     support_plane: SupportPlaneSettings | None = field(default_factory=SupportPlaneSettings)
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
     view_schedule: ViewScheduleSettings | None = field(default_factory=ViewScheduleSettings)  # multi-view demo on a

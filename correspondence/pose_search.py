@@ -154,6 +154,15 @@ class LiveFrame:
     cloud: np.ndarray  # (M, 3) live object points
     descriptors: object = None
     image: np.ndarray | None = None  # (H, W, 3) uint8 live RGB: colour consistency when the demo's colours are given
+    unknown: np.ndarray | None = None  # (H, W) bool: pixels without depth that a surface may fill (a stereo camera's
+    # holes, :mod:`correspondence.depth_holes`): no free-space evidence. None: found in ``depth`` itself (pass them
+    # when ``depth`` has had a support plane removed, whose pixels were seen)
+
+    def __post_init__(self) -> None:
+        if self.unknown is None:
+            from .depth_holes import depth_holes
+
+            object.__setattr__(self, "unknown", depth_holes(self.depth))
 
 
 def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -204,7 +213,8 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
     has_depth = np.isfinite(seen) & (seen > 0)
     agree = np.zeros(len(moved), dtype=bool)
     agree[inside] = on_object & has_depth & (np.abs(z[inside] - seen) < settings.surface_m)
-    contradiction = (has_depth & (z[inside] < seen - settings.free_space_m)) | (~on_object & ~has_depth)
+    unknown = live.unknown[r, c]  # a camera's hole: no reading is no evidence that nothing is there
+    contradiction = (has_depth & (z[inside] < seen - settings.free_space_m)) | (~on_object & ~has_depth & ~unknown)
     free_space = float(contradiction.mean()) if inside.any() else 1.0
     color_mismatch, wrong_color = None, np.zeros(len(moved), dtype=bool)
     if demo_colors is not None and live.image is not None:
@@ -425,7 +435,7 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
         if up is not None and s.sweep_step_deg > 0:  # already fitted with the turn held: not snapped (a free ICP
             # would slide them back onto the largest overlap)
             fitted = [Hypothesis(SOURCE_UPRIGHT, T, score(T)) for T in yaw_sweep(
-                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg, live.mask)]
+                demo_points, live.cloud, live.depth, live.intrinsics, up, s.sweep_step_deg, live.mask, live.unknown)]
     if not proposals and not scored and not fitted:
         return PoseSearchResult(None, None, (), False, "no pose hypothesis (no matches pose, no global registration)")
     scored = sorted(scored + fitted + [Hypothesis(src, snap(T), score(snap(T))) for src, T in proposals],

@@ -58,7 +58,7 @@ class FusedFit:
         self._tree = cKDTree(self.live.cloud)
         self._target: IcpTarget | None = None  # the live cloud's normals, built on the first polish
         self._placement = Placement(self.live.depth, np.asarray(self.live.mask, bool), self.live.intrinsics,
-                                    self._tree, len(self.live.cloud))
+                                    self._tree, len(self.live.cloud), unknown=self.live.unknown)
 
     def fit(self, T: np.ndarray) -> np.ndarray:
         """``T`` with its translation refitted (turn held) on the fused points the live camera sees under it."""

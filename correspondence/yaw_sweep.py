@@ -165,6 +165,7 @@ class Placement:
     surface_m: float = 0.01  # a moved point this near the live depth on the live mask agrees
     free_space_m: float = 0.02  # this far in front of the seen surface, or off the silhouette, contradicts
     contradiction_weight: float = 4.0  # as the pose score: a contradiction costs this many agreeing points
+    unknown: np.ndarray | None = None  # (H, W) bool: the camera's holes, no free-space evidence (LiveFrame.unknown)
 
     def score(self, moved: np.ndarray) -> float:
         """0.5 (agreement + coverage) - weight x contradictions, the pose score's terms on depth alone."""
@@ -176,7 +177,10 @@ class Placement:
         inside, row, col, seen = (a.reshape(b, n) for a in _seen(moved.reshape(-1, 3), self.depth, self.intrinsics))
         on_object, has_depth = self.mask[row, col] & inside, inside & np.isfinite(seen) & (seen > 0)
         agree = on_object & has_depth & (np.abs(moved[..., 2] - seen) < self.surface_m)
-        contradiction = inside & ((has_depth & (moved[..., 2] < seen - self.free_space_m)) | (~on_object & ~has_depth))
+        empty = ~on_object & ~has_depth
+        if self.unknown is not None:  # a hole in the camera's depth is not seen-through space
+            empty &= ~(self.unknown[row, col] & inside)
+        contradiction = inside & ((has_depth & (moved[..., 2] < seen - self.free_space_m)) | empty)
         gap, index = self.live_tree.query(moved.reshape(-1, 3), distance_upper_bound=self.surface_m)
         found = np.isfinite(gap)  # the live points each placement covers, counted apart: (placement, live index) once
         key = np.unique(np.repeat(np.arange(b), n)[found] * (self.live_count + 1) + index[found])
@@ -232,7 +236,8 @@ def place(R: np.ndarray, demo_points: np.ndarray, t: np.ndarray, placement: Plac
 
 
 def yaw_sweep(demo_points: np.ndarray, live_cloud: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsics,
-              up: tuple[np.ndarray, np.ndarray], step_deg: float, mask: np.ndarray | None = None) -> list[np.ndarray]:
+              up: tuple[np.ndarray, np.ndarray], step_deg: float, mask: np.ndarray | None = None,
+              unknown: np.ndarray | None = None) -> list[np.ndarray]:
     """One upright pose (4x4, demo camera -> live camera) per turn of ``step_deg``, its translation fitted
     (:func:`fit_translations`) from the centroids' offset; with the live ``mask``, then placed on the depth and
     silhouette evidence (:func:`place_all`) and the fit's finest steps run again from there. All turns at once."""
@@ -241,7 +246,7 @@ def yaw_sweep(demo_points: np.ndarray, live_cloud: np.ndarray, depth: np.ndarray
     starts = np.stack([live_cloud.mean(0) - R @ demo_points.mean(0) for R in Rs])
     t = fit_translations(Rs, demo_points, live_cloud, tree, depth, intrinsics, starts)
     if mask is not None:
-        placement = Placement(depth, np.asarray(mask, bool), intrinsics, tree, len(live_cloud))
+        placement = Placement(depth, np.asarray(mask, bool), intrinsics, tree, len(live_cloud), unknown=unknown)
         t = fit_translations(Rs, demo_points, live_cloud, tree, depth, intrinsics,
                              place_all(Rs, demo_points, t, placement), FIT_DISTANCES_M[-3:])
     out = []

@@ -190,7 +190,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                             "numbers stay comparable)")
     align.add_argument("--no-support-plane", action="store_true",
                        help="do not take the support plane (the table) out of the live depth before segmenting and "
-                            "localising (to measure what the removal does)")
+                            "localising (to measure what the removal does): PipelineSettings(support_plane=None), as "
+                            "the node's support_plane: false")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--only-trials", type=_int_list, default=(), metavar="I,J,...",
                        help="run only these same-instance trials (0-based); every trial is still drawn, so each "
