@@ -32,6 +32,11 @@ class ConfirmationSettings:
     # further, the same surface seen that obliquely looks different to DAISY and right poses score near chance too
     min_pairs: int = 20  # fewer pairs on the live surface than this: no verdict (the value is None, no refusal)
     shifts: int = 8  # the pairing shifted this many times (n / (shifts + 1) apart) for the chance level
+    max_free_space: float | None = 0.04  # refuse a one-view pose that puts more than this share of the demo's
+    # in-frame points where the live camera saw through them (``PoseScore.free_space``): a rigid object under its
+    # true pose contradicts nothing the camera saw (a partial view hides, it never shows a wrong surface). On the
+    # recorded one-view runs right poses reach 0.038 and the 180-deg twins of cars and buses 0.045-0.063, turns of
+    # kettles and jugs 0.073-0.088 (docs/pose_search.md, "Poses that contradict the frame"); None: off
 
 
 def appearance_agreement(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
@@ -76,17 +81,30 @@ def unconfirmed_reason(value: float, threshold: float, view_deg: float) -> str:
             "(docs/multiview_demo.md)")
 
 
+def contradiction_reason(free_space: float, threshold: float) -> str:
+    """The free-space refusal's words."""
+    return (f"unconfirmed: the pose puts {100 * free_space:.1f} % of the demo's surface where the live camera sees "
+            f"through it (free space {free_space:.3f} > {threshold:.3f}): a rigid object under its true pose hides "
+            "surfaces but contradicts none, so the turn is likely a look-alike side (a front laid on a back); "
+            "record the demo from more sides (docs/multiview_demo.md)")
+
+
 def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
             search_settings: PoseSearchSettings, demo_colors: np.ndarray | None, inferred: np.ndarray | None,
             settings: ConfirmationSettings) -> PoseSearchResult:
     """``search`` with its chosen pose's appearance agreement; with no pose (``unconfirmed``, the reason says why)
     when the rule is on, the agreement is under ``min_agreement`` and the pose's view change
-    (:func:`view_change_deg`) within ``max_view_change_deg``. The chosen hypothesis and the scored ones stay
+    (:func:`view_change_deg`) within ``max_view_change_deg``, or when the chosen pose's free-space share exceeds
+    ``max_free_space`` (it contradicts what the live camera saw). The chosen hypothesis and the scored ones stay
     (what the search found is still reported)."""
     value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
                                  inferred, settings)
     view_deg = view_change_deg(search.transform, demo_points)
     judged = replace(search, appearance_agreement=value, view_change_deg=view_deg)
+    free = None if search.chosen is None else search.chosen.score.free_space
+    if settings.max_free_space is not None and free is not None and free > settings.max_free_space:
+        return replace(judged, transform=None, unconfirmed=True,
+                       reason=contradiction_reason(free, settings.max_free_space))
     if (value is None or settings.min_agreement is None or value >= settings.min_agreement
             or view_deg > settings.max_view_change_deg):
         return judged
