@@ -37,6 +37,11 @@ class ConfirmationSettings:
     # true pose contradicts nothing the camera saw (a partial view hides, it never shows a wrong surface). On the
     # recorded one-view runs right poses reach 0.038 and the 180-deg twins of cars and buses 0.045-0.063, turns of
     # kettles and jugs 0.073-0.088 (docs/pose_search.md, "Poses that contradict the frame"); None: off
+    max_color_mismatch: float | None = 0.1  # ... or lays more than this share on the live surface in another
+    # colour (``PoseScore.color_mismatch``; right one-view poses reach 0.063, a mug turned 140 deg the wrong way 0.138)
+    min_surface_agreement: float | None = 0.02  # ... or lies on less than this share of the live surface
+    # (``PoseScore.agreement``: a pose placed on no evidence at all, e.g. on the wrong object's mask; a right truck
+    # seen from its other side lies on 0.078)
 
 
 def appearance_agreement(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
@@ -81,12 +86,25 @@ def unconfirmed_reason(value: float, threshold: float, view_deg: float) -> str:
             "(docs/multiview_demo.md)")
 
 
-def contradiction_reason(free_space: float, threshold: float) -> str:
-    """The free-space refusal's words."""
-    return (f"unconfirmed: the pose puts {100 * free_space:.1f} % of the demo's surface where the live camera sees "
-            f"through it (free space {free_space:.3f} > {threshold:.3f}): a rigid object under its true pose hides "
-            "surfaces but contradicts none, so the turn is likely a look-alike side (a front laid on a back); "
-            "record the demo from more sides (docs/multiview_demo.md)")
+def contradiction_reason(score, settings: ConfirmationSettings) -> str | None:
+    """Why the chosen pose's own score contradicts the live frame (None: it does not): through the seen surface
+    (free space), in another colour, or on no surface at all."""
+    more = "; record the demo from more sides (docs/multiview_demo.md)"
+    if settings.max_free_space is not None and score.free_space > settings.max_free_space:
+        return (f"unconfirmed: the pose puts {100 * score.free_space:.1f} % of the demo's surface where the live "
+                f"camera sees through it (free space {score.free_space:.3f} > {settings.max_free_space:.3f}): a "
+                "rigid object under its true pose hides surfaces but contradicts none, so the turn is likely a "
+                "look-alike side (a front laid on a back)" + more)
+    mismatch = score.color_mismatch or 0.0
+    if settings.max_color_mismatch is not None and mismatch > settings.max_color_mismatch:
+        return (f"unconfirmed: the pose lays {100 * mismatch:.1f} % of the demo's surface on the live surface in "
+                f"another colour (colour mismatch {mismatch:.3f} > {settings.max_color_mismatch:.3f}): likely a "
+                "wrong turn" + more)
+    if settings.min_surface_agreement is not None and score.agreement < settings.min_surface_agreement:
+        return (f"unconfirmed: the pose lays only {100 * score.agreement:.1f} % of the demo's points on the live "
+                f"surface (agreement {score.agreement:.3f} < {settings.min_surface_agreement:.3f}): nothing in the "
+                "live frame supports it (the wrong object's mask, or the object barely in view)")
+    return None
 
 
 def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
@@ -95,16 +113,16 @@ def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors,
     """``search`` with its chosen pose's appearance agreement; with no pose (``unconfirmed``, the reason says why)
     when the rule is on, the agreement is under ``min_agreement`` and the pose's view change
     (:func:`view_change_deg`) within ``max_view_change_deg``, or when the chosen pose's free-space share exceeds
-    ``max_free_space`` (it contradicts what the live camera saw). The chosen hypothesis and the scored ones stay
+    ``max_free_space``, its colour mismatch ``max_color_mismatch``, or its agreement is under
+    ``min_surface_agreement`` (:func:`contradiction_reason`). The chosen hypothesis and the scored ones stay
     (what the search found is still reported)."""
     value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
                                  inferred, settings)
     view_deg = view_change_deg(search.transform, demo_points)
     judged = replace(search, appearance_agreement=value, view_change_deg=view_deg)
-    free = None if search.chosen is None else search.chosen.score.free_space
-    if settings.max_free_space is not None and free is not None and free > settings.max_free_space:
-        return replace(judged, transform=None, unconfirmed=True,
-                       reason=contradiction_reason(free, settings.max_free_space))
+    contradicted = None if search.chosen is None else contradiction_reason(search.chosen.score, settings)
+    if contradicted is not None:
+        return replace(judged, transform=None, unconfirmed=True, reason=contradicted)
     if (value is None or settings.min_agreement is None or value >= settings.min_agreement
             or view_deg > settings.max_view_change_deg):
         return judged

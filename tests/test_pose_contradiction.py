@@ -52,9 +52,9 @@ def test_the_scorer_measures_the_contradiction_and_the_rule_refuses_it(share, re
         assert out.chosen is search.chosen and not out.ambiguous  # what the search found is still reported
 
 
-def _recorded(free_space: float, color_mismatch: float = 0.0) -> PoseSearchResult:
+def _recorded(free_space: float, color_mismatch: float = 0.0, agreement: float = 0.8) -> PoseSearchResult:
     T = np.eye(4)
-    chosen = Hypothesis("upright", T, PoseScore(0.8, 0.8, free_space, 0.05, 0.5, color_mismatch))
+    chosen = Hypothesis("upright", T, PoseScore(agreement, 0.8, free_space, 0.05, 0.5, color_mismatch))
     return PoseSearchResult(T, chosen, (chosen,))
 
 
@@ -69,8 +69,31 @@ RECORDED = [
     ("+-180 s0", 18, "truck", -43, 0.0360, True),  # the highest of a right pose at +-180 deg
     ("+-180 s1", 18, "truck", 98, 0.0340, True),
     ("+-30 s0", 23, "jug", 22, 0.0380, True),  # the highest of a right pose at +-30 deg
-    ("+-180 s0", 29, "mug", -175, 0.0090, False),  # wrong by its colours (0.138), not by free space: kept
+    ("+-180 s0", 29, "mug", -175, 0.0090, False),  # wrong by its colours (0.138), not by free space (below)
 ]
+
+
+def _judged(score_args: dict) -> PoseSearchResult:
+    return confirm(_recorded(**score_args), np.array([[0.0, 0.0, 1.0]]), None, None, PoseSearchSettings(), None,
+                   None, ConfirmationSettings(min_agreement=None))
+
+
+# colour mismatch and agreement of the chosen poses in the same runs
+@pytest.mark.parametrize("case, score_args, refused, words", [
+    ("+-180 s0 t29 mug -175 deg, 140 deg off", dict(free_space=0.009, color_mismatch=0.138, agreement=0.504), True,
+     "another colour"),
+    ("+-30 s0 t29 mug, right (the highest mismatch of a right pose)", dict(free_space=0.012, color_mismatch=0.063,
+                                                                          agreement=0.80), False, ""),
+    ("+-180 s1 t3 chair -71 deg on a wrong mask (IoU 0.17), 6.2 cm off", dict(free_space=0.0, color_mismatch=0.0,
+                                                                              agreement=0.0), True, "nothing in"),
+    ("+-180 s0 t10 truck 165 deg, right (the lowest agreement of a right pose)", dict(free_space=0.003,
+                                                                                       color_mismatch=0.0,
+                                                                                       agreement=0.078), False, ""),
+])
+def test_colour_and_no_evidence(case, score_args, refused, words):
+    out = _judged(score_args)
+    assert (out.transform is None) == refused, case
+    assert words in out.reason
 
 
 @pytest.mark.parametrize("run, trial, category, yaw, free_space, right", RECORDED)
