@@ -113,3 +113,21 @@ def test_off_and_a_looser_limit():
     out = confirm(_recorded(0.06), np.array([[0.0, 0.0, 1.0]]), None, None, PoseSearchSettings(), None, None,
                   ConfirmationSettings(min_agreement=None, max_free_space=0.1))
     assert out.transform is not None
+
+
+def test_stereo_depth_is_not_judged_by_free_space():
+    """A stereo sensor's depth (noise, 1 mm steps, rims lost) puts right poses 4-16 % in free space (the +-30 deg
+    bench with --depth-noise stereo): the free-space rule then gives no verdict; exact depth is judged."""
+    from correspondence.pose_confirmation import rough_share
+    from correspondence.world.depth_noise import DEPTH_NOISE, stereo_depth
+
+    settings = PoseSearchSettings()
+    points, live = _plane_scene(0.06)
+    search = _searched(points, live, settings)
+    assert rough_share(live) < 0.01
+    assert confirm(search, points, None, live, settings, None, None, ConfirmationSettings()).transform is None
+    noisy = stereo_depth(np.full((K.height, K.width), 0.7), K, DEPTH_NOISE["stereo"], np.random.default_rng(0))
+    noisy_live = LiveFrame(np.where(noisy > 0, noisy + 0.3, 0.0), K, live.mask, live.cloud, None, None)
+    assert rough_share(noisy_live) > 0.2
+    out = confirm(search, points, None, noisy_live, settings, None, None, ConfirmationSettings())
+    assert out.transform is not None and not out.unconfirmed
