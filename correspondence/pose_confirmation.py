@@ -38,10 +38,11 @@ class ConfirmationSettings:
     # true pose contradicts nothing the camera saw (a partial view hides, it never shows a wrong surface). On the
     # recorded one-view runs right poses reach 0.038 and the 180-deg twins of cars and buses 0.045-0.063, turns of
     # kettles and jugs 0.073-0.088 (docs/pose_search.md, "Poses that contradict the frame"); None: off
-    max_rough_share: float = 0.05  # the free-space rule judges only depth exact to ~0.5 mm: when more than this
-    # share of the live object's inner pixels differs from its 5 x 5 median by 0.5 mm or more (a stereo sensor's
-    # noise and 1 mm steps: 0.3-0.7 of them at 0.5-1 m; exact rendered depth 0.001), no verdict (:func:`rough_share`):
-    # under ``--depth-noise stereo`` right poses put 4-16 % of their points in free space (silhouette rims lost)
+    max_rough_share: float = 0.3  # the free-space rule judges only depth exact to ~0.5 mm: when more than this
+    # share of the live object's inner pixels has a second difference along the row of 0.5 mm or more (a stereo
+    # sensor's noise and 1 mm steps: 0.52-0.87 on the +-180 scenes; exact rendered depth 0.003-0.085, creases and
+    # edges), no verdict (:func:`rough_share`): under ``--depth-noise stereo`` right poses put 4-16 % of their points
+    # in free space (the silhouette rims the sensor loses)
     max_color_mismatch: float | None = 0.1  # ... or lays more than this share on the live surface in another
     # colour (``PoseScore.color_mismatch``; right one-view poses reach 0.063, a mug turned 140 deg the wrong way 0.138)
     min_surface_agreement: float | None = 0.02  # ... or lies on less than this share of the live surface
@@ -131,17 +132,18 @@ def handle_reason(value: float, threshold: float) -> str:
 
 
 def rough_share(live: LiveFrame, step_m: float = 0.0005) -> float | None:
-    """Share of the live object's inner pixels (the mask with depth, eroded by 2 px) whose depth differs from the
-    5 x 5 median around it by ``step_m`` or more: ~0 on exact depth, a large share on a stereo sensor's. None: too
-    few pixels to tell."""
+    """Share of the live object's inner pixels (the mask with depth, eroded by 2 px) whose depth's second difference
+    along the row (``d[x-1] - 2 d[x] + d[x+1]``) is ``step_m`` or more: a plane's is ~0 (only creases and edges
+    count), a stereo sensor's noise and 1 mm steps make it a large share. None: too few pixels to tell."""
     import cv2
 
-    depth = np.asarray(live.depth, dtype=np.float32)
+    depth = np.asarray(live.depth, dtype=np.float64)
     valid = np.asarray(live.mask, dtype=bool) & (depth > 0)
-    inner = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+    inner = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)[:, 1:-1]
     if inner.sum() < 50:
         return None
-    return float(np.mean(np.abs(depth - cv2.medianBlur(depth, 5))[inner] >= step_m))
+    second = np.abs(depth[:, :-2] - 2 * depth[:, 1:-1] + depth[:, 2:])
+    return float(np.mean(second[inner] >= step_m))
 
 
 def contradiction_reason(score, settings: ConfirmationSettings, exact_depth: bool = True) -> str | None:
