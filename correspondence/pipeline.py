@@ -390,7 +390,7 @@ class TransferPipeline(LiveObjectStage):
                                  demo_colors=demo_colors, demo_view=demo_view, fit_points=fit, inferred=inferred)
         if self.views is None and search.transform is not None:  # one view: is the turn confirmed, or a guess?
             search = confirm(search, demo_points, demo_descriptors, live, search_settings, demo_colors, inferred,
-                             self.settings.confirmation)
+                             self.settings.confirmation, None if up is None else up[0])
             if search.unconfirmed:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
         if search.transform is None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, _unit_rows, evidence
+from .revolution import fit_revolution
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,27 @@ class ConfirmationSettings:
     # further, the same surface seen that obliquely looks different to DAISY and right poses score near chance too
     min_pairs: int = 20  # fewer pairs on the live surface than this: no verdict (the value is None, no refusal)
     shifts: int = 8  # the pairing shifted this many times (n / (shifts + 1) apart) for the chance level
+    max_free_space: float | None = 0.04  # refuse a one-view pose that puts more than this share of the demo's
+    # in-frame points where the live camera saw through them (``PoseScore.free_space``): a rigid object under its
+    # true pose contradicts nothing the camera saw (a partial view hides, it never shows a wrong surface). On the
+    # recorded one-view runs right poses reach 0.038 and the 180-deg twins of cars and buses 0.045-0.063, turns of
+    # kettles and jugs 0.073-0.088 (docs/pose_search.md, "Poses that contradict the frame"); None: off
+    max_rough_share: float = 0.3  # the free-space rule judges only depth exact to ~0.5 mm: when more than this
+    # share of the live object's inner pixels has a second difference along the row of 0.5 mm or more (a stereo
+    # sensor's noise and 1 mm steps: 0.52-0.87 on the +-180 scenes; exact rendered depth 0.003-0.085, creases and
+    # edges), no verdict (:func:`rough_share`): under ``--depth-noise stereo`` right poses put 4-16 % of their points
+    # in free space (the silhouette rims the sensor loses)
+    max_color_mismatch: float | None = 0.1  # ... or lays more than this share on the live surface in another
+    # colour (``PoseScore.color_mismatch``; right one-view poses reach 0.063, a mug turned 140 deg the wrong way 0.138)
+    min_surface_agreement: float | None = 0.02  # ... or lies on less than this share of the live surface
+    # (``PoseScore.agreement``: a pose placed on no evidence at all, e.g. on the wrong object's mask; a right truck
+    # seen from its other side lies on 0.078)
+    min_handle_match: float | None = 0.3  # a round body (:func:`revolution.fit_revolution` fits the demo cloud)
+    # whose appendage (handle, spout: the points off the body) both views show: refuse the pose when under this
+    # share of the live appendage's points has a moved demo appendage point within ``surface_m`` (the handle laid
+    # elsewhere: the body fits under any turn, only the handle fixes it; right poses 0.37-1.0 on the recorded runs,
+    # wrong turns 0-0.26; see :func:`handle_match`)
+    min_handle_points: int = 10  # fewer appendage points than this in either view: no verdict
 
 
 def appearance_agreement(T: np.ndarray, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
@@ -76,17 +98,101 @@ def unconfirmed_reason(value: float, threshold: float, view_deg: float) -> str:
             "(docs/multiview_demo.md)")
 
 
+def handle_match(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, up_demo: np.ndarray | None,
+                 surface_m: float, min_points: int = 10) -> float | None:
+    """For a round body with an appendage (a mug's handle, a kettle's spout): the share of the live appendage's
+    points (live object points off the demo's surface of revolution, moved into the demo frame by ``inv(T)``) that
+    have a demo appendage point within ``surface_m``. None when the object is not round (no surface of revolution
+    fits), the vertical is unknown, or either view shows fewer than ``min_points`` appendage points (nothing to
+    judge: a hidden handle is the ambiguity rule's case). Pose-independent part: where the body's axis is; the turn
+    decides only whether the handles meet."""
+    from scipy.spatial import cKDTree
+
+    if up_demo is None or live.cloud is None or len(live.cloud) == 0:
+        return None
+    demo_points = np.asarray(demo_points, dtype=np.float64)
+    demo_points = demo_points[np.isfinite(demo_points).all(1)]
+    body = fit_revolution(demo_points, up_demo)
+    if body is None:
+        return None
+    inv = np.linalg.inv(T)
+    live_in_demo = np.asarray(live.cloud, dtype=np.float64) @ inv[:3, :3].T + inv[:3, 3]
+    demo_off, live_off = body.off(demo_points) > 0.5, body.off(live_in_demo) > 0.5
+    if demo_off.sum() < min_points or live_off.sum() < min_points:
+        return None
+    distance = cKDTree(demo_points[demo_off]).query(live_in_demo[live_off])[0]
+    return float((distance < surface_m).mean())
+
+
+def handle_reason(value: float, threshold: float) -> str:
+    return (f"unconfirmed: both views show the round body's handle or spout, but the pose lays the demo's on only "
+            f"{100 * value:.0f} % of the live one (handle match {value:.2f} < {threshold:.2f}): the body fits under "
+            "any turn and the turn that decides it does not; record the demo from more sides "
+            "(docs/multiview_demo.md)")
+
+
+def rough_share(live: LiveFrame, step_m: float = 0.0005) -> float | None:
+    """Share of the live object's inner pixels (the mask with depth, eroded by 2 px) whose depth's second difference
+    along the row (``d[x-1] - 2 d[x] + d[x+1]``) is ``step_m`` or more: a plane's is ~0 (only creases and edges
+    count), a stereo sensor's noise and 1 mm steps make it a large share. None: too few pixels to tell."""
+    import cv2
+
+    depth = np.asarray(live.depth, dtype=np.float64)
+    valid = np.asarray(live.mask, dtype=bool) & (depth > 0)
+    inner = cv2.erode(valid.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)[:, 1:-1]
+    if inner.sum() < 50:
+        return None
+    second = np.abs(depth[:, :-2] - 2 * depth[:, 1:-1] + depth[:, 2:])
+    return float(np.mean(second[inner] >= step_m))
+
+
+def contradiction_reason(score, settings: ConfirmationSettings, exact_depth: bool = True) -> str | None:
+    """Why the chosen pose's own score contradicts the live frame (None: it does not): through the seen surface
+    (free space), in another colour, or on no surface at all."""
+    more = "; record the demo from more sides (docs/multiview_demo.md)"
+    if exact_depth and settings.max_free_space is not None and score.free_space > settings.max_free_space:
+        return (f"unconfirmed: the pose puts {100 * score.free_space:.1f} % of the demo's surface where the live "
+                f"camera sees through it (free space {score.free_space:.3f} > {settings.max_free_space:.3f}): a "
+                "rigid object under its true pose hides surfaces but contradicts none, so the turn is likely a "
+                "look-alike side (a front laid on a back)" + more)
+    mismatch = score.color_mismatch or 0.0
+    if settings.max_color_mismatch is not None and mismatch > settings.max_color_mismatch:
+        return (f"unconfirmed: the pose lays {100 * mismatch:.1f} % of the demo's surface on the live surface in "
+                f"another colour (colour mismatch {mismatch:.3f} > {settings.max_color_mismatch:.3f}): likely a "
+                "wrong turn" + more)
+    if settings.min_surface_agreement is not None and score.agreement < settings.min_surface_agreement:
+        return (f"unconfirmed: the pose lays only {100 * score.agreement:.1f} % of the demo's points on the live "
+                f"surface (agreement {score.agreement:.3f} < {settings.min_surface_agreement:.3f}): nothing in the "
+                "live frame supports it (the wrong object's mask, or the object barely in view)")
+    return None
+
+
 def confirm(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, live: LiveFrame,
             search_settings: PoseSearchSettings, demo_colors: np.ndarray | None, inferred: np.ndarray | None,
-            settings: ConfirmationSettings) -> PoseSearchResult:
+            settings: ConfirmationSettings, up_demo: np.ndarray | None = None) -> PoseSearchResult:
     """``search`` with its chosen pose's appearance agreement; with no pose (``unconfirmed``, the reason says why)
     when the rule is on, the agreement is under ``min_agreement`` and the pose's view change
-    (:func:`view_change_deg`) within ``max_view_change_deg``. The chosen hypothesis and the scored ones stay
+    (:func:`view_change_deg`) within ``max_view_change_deg``, or when the chosen pose's free-space share exceeds
+    ``max_free_space``, its colour mismatch ``max_color_mismatch``, or its agreement is under
+    ``min_surface_agreement`` (:func:`contradiction_reason`), or (with ``up_demo``, the vertical in the demo camera)
+    a round body's handle is laid off the live handle (:func:`handle_match`). The chosen hypothesis and the scored ones stay
     (what the search found is still reported)."""
     value = appearance_agreement(search.transform, demo_points, demo_descriptors, live, search_settings, demo_colors,
                                  inferred, settings)
     view_deg = view_change_deg(search.transform, demo_points)
     judged = replace(search, appearance_agreement=value, view_change_deg=view_deg)
+    rough = rough_share(live) if settings.max_free_space is not None and live is not None else None
+    exact = rough is None or rough <= settings.max_rough_share
+    contradicted = None if search.chosen is None else contradiction_reason(search.chosen.score, settings, exact)
+    if contradicted is not None:
+        return replace(judged, transform=None, unconfirmed=True, reason=contradicted)
+    if settings.min_handle_match is not None:
+        seen = demo_points if inferred is None else np.asarray(demo_points)[~inferred]
+        handle = handle_match(search.transform, seen, live, up_demo, search_settings.surface_m,
+                              settings.min_handle_points)
+        if handle is not None and handle < settings.min_handle_match:
+            return replace(judged, transform=None, unconfirmed=True,
+                           reason=handle_reason(handle, settings.min_handle_match))
     if (value is None or settings.min_agreement is None or value >= settings.min_agreement
             or view_deg > settings.max_view_change_deg):
         return judged
