@@ -133,14 +133,29 @@ def refine(src_cloud: np.ndarray, dst_cloud: "np.ndarray | IcpTarget", start: np
     if len(src_cloud) < 10 or len(dst_cloud) < 10:
         return IcpResult(False, start, 0.0, 0.0, nan, 0.0, 0.0, "too few depth points for ICP")
     try:
-        import open3d as o3d
+        import open3d  # noqa: F401
     except ImportError:
         return IcpResult(False, start, 0.0, 0.0, nan, 0.0, 0.0,
                          "ICP skipped: open3d is not installed (pip install -e .[vision])")
-    reg = o3d.pipelines.registration
     target = dst_cloud if isinstance(dst_cloud, IcpTarget) else IcpTarget(dst_cloud)
+    if viewpoint is not None and s.facing_only:
+        fitted = _fit(src_cloud, target, start, s, FacingPart(src_cloud, viewpoint, s))
+        if fitted.accepted or fitted.unguarded is not None:
+            return fitted
+        # the facing part alone did not converge or moved too far (too little of it on a sparse cloud, measured on
+        # a 192-px chair): the whole cloud's fit, as without a viewpoint
+    return _fit(src_cloud, target, start, s, None)
+
+
+def _fit(src_cloud: np.ndarray, target: IcpTarget, start: np.ndarray, s: IcpSettings,
+         facing: "FacingPart | None") -> IcpResult:
+    """The guarded ICP of :func:`refine`, on ``facing``'s part of ``src_cloud`` (chosen again as the pose moves) or
+    on all of it."""
+    import open3d as o3d
+
+    reg = o3d.pipelines.registration
+    nan = float("nan")
     dst = target.cloud(s.normal_neighbours)
-    facing = None if viewpoint is None or not s.facing_only else FacingPart(src_cloud, viewpoint, s)
     whole = _cloud(src_cloud)
     part = (lambda T: whole) if facing is None else (lambda T: _cloud(facing(T)))  # noqa: E731
     plane = reg.TransformationEstimationPointToPlane()
