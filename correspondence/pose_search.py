@@ -64,10 +64,10 @@ class PoseSearchSettings:
     snap: bool = True  # pull every hypothesis onto its nearest fit (a quick coarse ICP) before scoring it
     surface_m: float = 0.01  # a moved point within this of the live depth agrees with it
     free_space_m: float = 0.02  # a moved point this far in front of the seen surface contradicts it
-    free_space_window_px: int = 1  # ... of every surface seen within this many px (and off the silhouette only with
-    # no object pixel that near): a right pose's point on a near part's edge projects, by pixel rounding, onto the
-    # far surface beside it (measured: 5 % of a truck's points at its true pose, which then lost to a pose 2.5 deg
-    # off; docs/pose_search.md). 0: the pixel alone
+    free_space_window_px: int = 1  # ... of every surface seen within this many px: a right pose's point on a near
+    # part's edge projects, by pixel rounding, onto the far surface beside it (5 % of a truck's points at its true
+    # pose, which then lost to a pose 2.5 deg off; docs/pose_search.md). 0: the pixel alone. The silhouette test
+    # stays per pixel (tolerant there too, a 2-fold stool's 90-deg rival became an ambiguity)
     appearance_weight: float = 1.0
     icp_score_drop: float = 0.02  # a refinement that lowers the score by more is undone
     icp_score_gain: float = 0.01  # one the ICP's point fitness refused (a share of nearest points within 8 mm, which
@@ -160,23 +160,21 @@ class LiveFrame:
     cloud: np.ndarray  # (M, 3) live object points
     descriptors: object = None
     image: np.ndarray | None = None  # (H, W, 3) uint8 live RGB: colour consistency when the demo's colours are given
-    _near: dict = field(default_factory=dict, repr=False, compare=False)  # window -> (nearest depth, mask nearby)
+    _near: dict = field(default_factory=dict, repr=False, compare=False)  # window px -> nearest depth
 
-    def nearest_surface(self, window_px: int) -> tuple[np.ndarray, np.ndarray]:
-        """(the nearest valid depth within ``window_px`` of each pixel (inf: none), whether an object pixel is that
-        near), once per frame and window: the free-space test's tolerance of pixel rounding at depth edges."""
+    def nearest_surface(self, window_px: int) -> np.ndarray:
+        """The nearest valid depth within ``window_px`` of each pixel (inf: none), once per frame and window: the
+        free-space test's tolerance of pixel rounding at depth edges."""
         if window_px not in self._near:
             import cv2
 
             depth = np.asarray(self.depth, dtype=np.float32)
             with np.errstate(invalid="ignore"):
                 depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.inf))
-            if window_px <= 0:
-                self._near[window_px] = (depth, np.asarray(self.mask, dtype=bool))
-            else:
-                kernel = np.ones((2 * window_px + 1, 2 * window_px + 1), np.uint8)
-                self._near[window_px] = (cv2.erode(depth, kernel, borderType=cv2.BORDER_REPLICATE),
-                                         cv2.dilate(self.mask.astype(np.uint8), kernel).astype(bool))
+            if window_px > 0:
+                depth = cv2.erode(depth, np.ones((2 * window_px + 1, 2 * window_px + 1), np.uint8),
+                                  borderType=cv2.BORDER_REPLICATE)
+            self._near[window_px] = depth
         return self._near[window_px]
 
 
@@ -228,11 +226,11 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
     has_depth = np.isfinite(seen) & (seen > 0)
     agree = np.zeros(len(moved), dtype=bool)
     agree[inside] = on_object & has_depth & (np.abs(z[inside] - seen) < settings.surface_m)
-    nearest, object_near = live.nearest_surface(settings.free_space_window_px)
+    nearest = live.nearest_surface(settings.free_space_window_px)
     near_depth = nearest[r, c]
     contradiction = ((np.isfinite(near_depth) & (z[inside] < near_depth - settings.free_space_m))  # in front of
                      # every surface near
-                     | (~object_near[r, c] & ~has_depth))
+                     | (~on_object & ~has_depth))
     free_space = float(contradiction.mean()) if inside.any() else 1.0
     color_mismatch, wrong_color = None, np.zeros(len(moved), dtype=bool)
     if demo_colors is not None and live.image is not None:
