@@ -68,7 +68,8 @@ def test_icp_started_at_the_truth_stays_there_when_the_cameras_see_opposite_face
     points, normals = np.concatenate([block[0], fin[0]]), np.concatenate([block[1], fin[1]])
     demo_cam = _look_at((0.25, 0.9, 0.7))
     angle = np.radians(150.0)
-    eye = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]]) @ [0.25, 0.9, 0.7]
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0], [0, 0, 1]])
+    eye = turn @ [0.25, 0.9, 0.7]
     live_cam = _look_at(eye)
     demo, live = _seen(points, normals, demo_cam), _seen(points, normals, live_cam)
     truth = live_cam @ np.linalg.inv(demo_cam)
