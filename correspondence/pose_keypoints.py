@@ -107,6 +107,8 @@ def _surface_depth(x: float, y: float, depth: np.ndarray, valid: np.ndarray, rad
         # silhouette): every surface on the rim of the gap proposes and the front-most wins, as above (a roof corner
         # in the band between a near and a far face: the nearer pixel alone took the far face, 8 cm off)
         near = distance <= distance.min() + s.candidate_px
+    elif not near.any():
+        near = distance == distance.min()
     depths = []
     for r, c in zip(rows[near], cols[near]):
         r_lo, c_lo = max(r - 1, 0), max(c - 1, 0)
