@@ -117,3 +117,24 @@ def test_a_keypoint_in_a_stereo_edge_band_is_lifted_onto_the_occluding_surface()
     point = surface_points(xy, depth, K, None, (0.1, 2.0))[0]
     assert np.isfinite(point).all()
     assert point[2] == pytest.approx(0.77, abs=0.005)
+
+
+def test_a_fit_refused_only_by_the_point_fitness_is_handed_on_for_the_pose_score_to_judge():
+    """The point fitness can prefer a wrong pose (a mug 6.5 deg off had more points within 8 mm than its truth), so
+    a converged fit refused only by it carries the fit (``unguarded``) for the pose search to judge by its score;
+    the start still stands in ``transform``. A fit refused for another reason carries none."""
+    block = _box_faces((-0.1, -0.1, 0.0), (0.1, 0.1, 0.2))
+    demo_cam = _look_at((0.5, 0.7, 0.6))
+    demo = _seen(*block, demo_cam)
+    angle = np.radians(3.0)
+    truth = np.eye(4)
+    truth[:3, :3] = [[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]]
+    truth[:3, 3] = [0.01, -0.005, 0.008]
+    live = demo @ truth[:3, :3].T + truth[:3, 3]
+    strict = IcpSettings(fitness_tolerance=-1.0)  # any fit "lowers" the fitness
+    refused = refine(demo, live, np.eye(4), strict, viewpoint=np.zeros(3))
+    assert not refused.accepted and "lowered the surface agreement" in refused.reason
+    np.testing.assert_array_equal(refused.transform, np.eye(4))
+    assert refused.unguarded is not None and np.abs(refused.unguarded - truth).max() < 1e-3
+    too_far = refine(demo, live, np.eye(4), IcpSettings(max_correction_deg=0.5), viewpoint=np.zeros(3))
+    assert not too_far.accepted and too_far.unguarded is None
