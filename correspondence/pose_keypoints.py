@@ -72,8 +72,9 @@ def surface_points(xy: np.ndarray, depth: np.ndarray, intrinsics: CameraIntrinsi
     same surface (depth within ``settings.jump_m``), read at the keypoint's sub-pixel position and clamped to
     that neighbourhood's depths widened by their spread; of these the front-most wins (at a depth edge the
     keypoint is on the occluding side: the far pixel only shows the surface behind it). No object pixel that
-    near: the nearest one within ``radius`` px, as before (the robust lifting of the matches refuses keypoints
-    on silhouettes; the nearest object pixel still lies on the object)."""
+    near (a stereo camera drops the pixels beside a depth edge and leaves holes of a few px): the object pixels within
+    ``candidate_px`` of the nearest one within ``radius`` px, each read by its plane at the keypoint, front-most
+    first, as above."""
     s = settings or SurfaceSettings()
     xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
     with np.errstate(invalid="ignore"):
@@ -101,7 +102,12 @@ def _surface_depth(x: float, y: float, depth: np.ndarray, valid: np.ndarray, rad
     rows, cols = rows + top, cols + left
     distance = np.hypot(rows + 0.5 - y, cols + 0.5 - x)
     near = distance <= s.candidate_px
-    if not near.any():
+    own = 0 <= r0 < valid.shape[0] and 0 <= c0 < valid.shape[1] and bool(valid[r0, c0])
+    if not own:  # no depth under the keypoint (a stereo camera's dropped edge band, a hole, the backdrop beside a
+        # silhouette): every surface on the rim of the gap proposes and the front-most wins, as above (a roof corner
+        # in the band between a near and a far face: the nearer pixel alone took the far face, 8 cm off)
+        near = distance <= distance.min() + s.candidate_px
+    elif not near.any():
         near = distance == distance.min()
     depths = []
     for r, c in zip(rows[near], cols[near]):

@@ -64,8 +64,14 @@ class PoseSearchSettings:
     snap: bool = True  # pull every hypothesis onto its nearest fit (a quick coarse ICP) before scoring it
     surface_m: float = 0.01  # a moved point within this of the live depth agrees with it
     free_space_m: float = 0.02  # a moved point this far in front of the seen surface contradicts it
+    free_space_window_px: int = 1  # ... of every surface seen within this many px: a right pose's point on a near
+    # part's edge projects, by pixel rounding, onto the far surface beside it (5 % of a truck's points at its true
+    # pose, which then lost to a pose 2.5 deg off; docs/pose_search.md). 0: the pixel alone. The silhouette test
+    # stays per pixel (tolerant there too, a 2-fold stool's 90-deg rival became an ambiguity)
     appearance_weight: float = 1.0
     icp_score_drop: float = 0.02  # a refinement that lowers the score by more is undone
+    icp_score_gain: float = 0.01  # one the ICP's point fitness refused (a share of nearest points within 8 mm, which
+    # a sparse cloud's sampling sways: a mug 6.5 deg off had more than its truth) is kept when it raises the score
     contradiction_weight: float = 4.0  # a point the pose puts where the frame says nothing is (free space, another
     # colour) costs this many agreeing points: a partial view can hide a surface, never show a wrong one
     color_surface_m: float = 0.004  # colours are compared only this near the seen surface (a thin wall's inside
@@ -157,12 +163,28 @@ class LiveFrame:
     unknown: np.ndarray | None = None  # (H, W) bool: pixels without depth that a surface may fill (a stereo camera's
     # holes, :mod:`correspondence.depth_holes`): no free-space evidence. None: found in ``depth`` itself (pass them
     # when ``depth`` has had a support plane removed, whose pixels were seen)
+    _near: dict = field(default_factory=dict, repr=False, compare=False)  # window px -> nearest depth
 
     def __post_init__(self) -> None:
         if self.unknown is None:
             from .depth_holes import depth_holes
 
             object.__setattr__(self, "unknown", depth_holes(self.depth))
+
+    def nearest_surface(self, window_px: int) -> np.ndarray:
+        """The nearest valid depth within ``window_px`` of each pixel (inf: none), once per frame and window: the
+        free-space test's tolerance of pixel rounding at depth edges."""
+        if window_px not in self._near:
+            import cv2
+
+            depth = np.asarray(self.depth, dtype=np.float32)
+            with np.errstate(invalid="ignore"):
+                depth = np.where(np.isfinite(depth) & (depth > 0), depth, np.float32(np.inf))
+            if window_px > 0:
+                depth = cv2.erode(depth, np.ones((2 * window_px + 1, 2 * window_px + 1), np.uint8),
+                                  borderType=cv2.BORDER_REPLICATE)
+            self._near[window_px] = depth
+        return self._near[window_px]
 
 
 def _apply(T: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -214,7 +236,11 @@ def evidence(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, settings: 
     agree = np.zeros(len(moved), dtype=bool)
     agree[inside] = on_object & has_depth & (np.abs(z[inside] - seen) < settings.surface_m)
     unknown = live.unknown[r, c]  # a camera's hole: no reading is no evidence that nothing is there
-    contradiction = (has_depth & (z[inside] < seen - settings.free_space_m)) | (~on_object & ~has_depth & ~unknown)
+    nearest = live.nearest_surface(settings.free_space_window_px)
+    near_depth = nearest[r, c]
+    contradiction = ((np.isfinite(near_depth) & (z[inside] < near_depth - settings.free_space_m))  # in front of
+                     # every surface near
+                     | (~on_object & ~has_depth & ~unknown))
     free_space = float(contradiction.mean()) if inside.any() else 1.0
     color_mismatch, wrong_color = None, np.zeros(len(moved), dtype=bool)
     if demo_colors is not None and live.image is not None:
@@ -450,9 +476,17 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     chosen_for_icp = _distinct(scored, max(s.refine_top, 1), centre)
     chosen_for_icp += [h for h in scored if h.source == SOURCE_MATCHES and h not in chosen_for_icp][:1]  # always
     target = IcpTarget(live.cloud)  # the live cloud's normals once for every ICP
+    viewpoint = np.zeros(3) if fit_points is None else None  # a view's own cloud: the ICP fits the part facing the
+    # live camera; a cut one (fused views, mirror completion) is already what the camera sees
     for h in chosen_for_icp:
         if refine_with_icp:
-            refinement = refine(fit(h.transform), target, h.transform, icp)
+            refinement = refine(fit(h.transform), target, h.transform, icp, viewpoint=viewpoint)
+            if refinement.unguarded is not None:  # converged, refused only by the point fitness: the score judges
+                rival = score(refinement.unguarded)
+                if rival.score >= h.score.score + s.icp_score_gain:
+                    refinement = replace(refinement, accepted=True, transform=refinement.unguarded,
+                                         reason=f"ok: the pose score rose ({h.score.score:.3f} -> {rival.score:.3f}) "
+                                                f"where the point fitness fell ({refinement.reason})")
             refined_score = score(refinement.transform) if refinement.accepted else None
             if refined_score is not None and refined_score.score < h.score.score - s.icp_score_drop:
                 # the ICP slid off what the frame says (a partial view's overlap pulls it): the start stands
