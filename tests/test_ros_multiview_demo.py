@@ -1,6 +1,6 @@
 """The node loads a multi-view demo (a demo.yaml with ``views:``) through the same DemoSpec as the library: the
-processor finds a car turned by 165 deg from the view that faces the camera, and ``~/alignment_quality`` says which
-demo view drove the pose."""
+processor finds a car turned by 165 deg (both views searched), and ``~/alignment_quality`` says which demo view drove
+the pose and how each view's pose scored."""
 from __future__ import annotations
 
 import json
@@ -81,5 +81,10 @@ def test_the_node_processor_loads_a_multi_view_demo_and_reports_the_view(tmp_pat
     assert result.alignment.success, result.alignment.reason
     assert rotation_error_deg(result.alignment.transform, live_pose @ np.linalg.inv(pose)) < 5.0
     quality = quality_dict(processed)
-    assert quality["demo_view"] == 1 == result.demo_view
+    # ~/alignment_quality names the view that drove the pose and each candidate view's score. Both views find the
+    # turned car here (the primary's searched pose is refined onto the truth too: 1.0315 against the back view's
+    # 1.0317 at fac410d), and the primary keeps a near tie (multiview_pose.PRIMARY_MARGIN): either may drive it
+    assert quality["demo_view"] == result.demo_view and result.demo_view in (0, 1)
+    assert set(quality["demo_view_scores"]) == {"0", "1"}  # both views searched and scored against the live frame
+    assert quality["demo_view_scores"] == {str(k): v for k, v in result.demo_view_scores.items()}
     assert quality["success"] is True
