@@ -58,8 +58,9 @@ def _recorded(free_space: float, color_mismatch: float = 0.0, agreement: float =
     return PoseSearchResult(T, chosen, (chosen,))
 
 
-# the chosen poses' PoseScore.free_space in the issue-26 runs (1 view, daisy, depth mask, 2 distractors; rows of
-# /work/m1_s0, /work/m1_s1, /work/m30 at 191add5): (run, trial, object, yaw, free space, published pose right?)
+# the chosen poses' PoseScore.free_space in the issue-26 runs at 191add5 (`soco bench alignment --backbone daisy
+# --trials 32 --functional-trials 0 --max-rotation 180 --distractors 2 --mask-source depth [--seed 1]` and
+# `--trials 40 --functional-trials 0`, alignment.json's pose_score): (run, trial, object, yaw, free space, right?)
 RECORDED = [
     ("+-180 s0", 16, "car", -124, 0.0452, False),  # 179 deg off
     ("+-180 s0", 24, "car", 169, 0.0631, False),  # 180 deg off
