@@ -39,6 +39,7 @@ from .demo_views import DemoView
 from .device import to_numpy
 from .errors import InputError
 from .icp import IcpSettings, IcpTarget, masked_cloud, masked_pixels_and_cloud, refine
+from .depth_holes import depth_holes
 from .lifting import DepthMap
 from .localise import DepthViews, Localisation, LocaliseSettings, live_cell_chromaticity, localise
 from .object_colour import ColourModel
@@ -91,6 +92,7 @@ class _ViewState:
     colours: ColourModel | None = None
     search_cloud: tuple | None = None  # (points in the primary frame, descriptors, colours) at max_points
     depth_map: DepthMap | None = None  # the view's depth prepared for lifting
+    holes: np.ndarray | None = None  # the view's depth holes (depth_holes): its demo-view frames' unknown pixels
 
 
 class MultiViewDemo:
@@ -127,6 +129,7 @@ class MultiViewDemo:
             if state.region is not None:
                 self._cells(i)
                 self.depth_map(i)
+                self.unknown(i)
         if max_points is not None:
             self.fused_cloud(max_points)
 
@@ -138,6 +141,14 @@ class MultiViewDemo:
         if state.depth_map is None:
             state.depth_map = DepthMap(state.view.depth, state.view.intrinsics)
         return state.depth_map
+
+    def unknown(self, index: int) -> np.ndarray:
+        """A view's depth holes (:func:`~correspondence.depth_holes.depth_holes`), once per pipeline: the view's
+        depth is constant, and its demo-view frames are built for every live frame's pose search."""
+        state = self.states[index]
+        if state.holes is None:
+            state.holes = depth_holes(state.view.depth)
+        return state.holes
 
     def _cells(self, index: int):
         """The view's object cells on its feature grid (localisation's voters, dense matching's sources), once."""
@@ -329,7 +340,7 @@ class MultiViewDemo:
         points = self.search_cloud(0, max_points)[0]  # the primary frame is the primary view's camera
         own = (None if state.region is None else
                LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
-                         to_rgb_array(state.view.rgb)))
+                         to_rgb_array(state.view.rgb), self.unknown(0)))
         return lambda a, b: (maps_onto_itself(fused, np.linalg.inv(a) @ b, settings.surface_m, weights)
                              or equivalent_poses(a, b, points, own, settings))
 
@@ -360,7 +371,7 @@ class MultiViewDemo:
         points, descriptors, colours = self.search_cloud(index, max_points)
         points = points @ T_view_from_primary[:3, :3].T + T_view_from_primary[:3, 3]  # back in the view's camera
         own = LiveFrame(state.view.depth, state.view.intrinsics, np.asarray(state.region, dtype=bool), points, None,
-                        to_rgb_array(state.view.rgb))
+                        to_rgb_array(state.view.rgb), self.unknown(index))
         up_view = None if up is None else (T_view_from_primary[:3, :3] @ np.asarray(up[0], dtype=np.float64), up[1])
         start = None if start_pose is None else start_pose @ T_primary_from_view  # view -> live
         result = search_pose(points, descriptors, live, start, settings, icp, up=up_view, demo_colors=colours,

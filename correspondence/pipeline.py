@@ -93,6 +93,7 @@ class TransferPipeline(LiveObjectStage):
         self._demo_cloud = None  # the demo region's depth cloud for ICP, computed once
         self._mirror = None  # (demo vertical, its mirror completion of _demo_cloud or None), once per vertical
         self._live_holes = None  # the current frame's depth holes before the support plane's removal (process())
+        self._demo_holes = None  # the demo depth's holes (depth_holes): the demo-view frames' unknown pixels, once
         self._demo_depth = None  # the demo depth prepared for lifting (lifting.DepthMap), once
         self._keypoint_surface = None  # the demo keypoints' 3D points for pose predictions, computed once
         self._demo_fmap = None  # keypoint mode: the demo's feature map, computed once
@@ -249,7 +250,18 @@ class TransferPipeline(LiveObjectStage):
             self._demo_feature_map()
         if self.views is not None:  # every view's features, cells, depth and clouds: the first frame's cost otherwise
             self.views.prepare(self.settings.icp.max_points)
+        elif self.demo_region is not None:
+            self._demo_unknown()
         return self
+
+    def _demo_unknown(self) -> np.ndarray:
+        """The demo depth's holes (:func:`~correspondence.depth_holes.depth_holes`), once: the demo depth is constant,
+        and the demo-view frames of every live frame's pose search would otherwise find them again."""
+        if self.views is not None:
+            return self.views.unknown(0)  # the primary view is the demo
+        if self._demo_holes is None:
+            self._demo_holes = depth_holes(self.demo.depth)
+        return self._demo_holes
 
     def _match_keypoints(self, image: np.ndarray, live_mask, timings: dict[str, float], live_fmap=None):
         """Keypoint matches (and the two feature maps, for dense matching). Each frame's features are computed
@@ -381,7 +393,7 @@ class TransferPipeline(LiveObjectStage):
         own_view = self.views is None or (not view and self.settings.multiview_cloud == "view")
         demo_view = (None if self.demo_region is None or not own_view else  # the demo's own view: symmetric rivals
                      LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool),
-                               demo_points, None, to_rgb_array(self.demo.rgb)))
+                               demo_points, None, to_rgb_array(self.demo.rgb), self._demo_unknown()))
         if self.views is not None and view and self.settings.multiview_cloud == "view":  # a turned view: the search
             # in its own frame, with its depth and mask as the demo view (symmetric rivals)
             search = self.views.search_from_view(view, start_pose, live, search_settings, icp, up, icp.max_points)
@@ -411,7 +423,7 @@ class TransferPipeline(LiveObjectStage):
         if self._mirror is None or self._mirror[0] != key:
             points, descriptors, colors = self._demo_cloud
             view = LiveFrame(self.demo.depth, self.demo.intrinsics, np.asarray(self.demo_region, dtype=bool), points,
-                             None, to_rgb_array(self.demo.rgb))
+                             None, to_rgb_array(self.demo.rgb), self._demo_unknown())
             plane = estimate_mirror_plane(points, view, up_demo)
             self._mirror = (key, None if plane is None else
                             complete_with_mirror(points, descriptors, colors, view, plane))

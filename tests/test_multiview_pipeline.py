@@ -201,3 +201,31 @@ def test_the_live_colours_are_sampled_once_a_frame_for_every_view(world, monkeyp
         assert round(alone.best_score, 4) == chosen.details["demo_view_scores"][i]
     views.localise(live_fmap, settings, live.depth, live.intrinsics, live.rgb)
     assert len(calls) == 1  # the same frame again: nothing resampled
+
+
+@pytest.mark.parametrize("count", [1, 2])
+def test_the_demo_depths_holes_are_found_once_per_pipeline(world, monkeypatch, count):
+    """The demo-view frames the pose search builds for every live frame (symmetric rivals, each view's own search)
+    take their depth holes from the pipeline, found once per demo depth: the demo depth is constant, and finding
+    them (connected components and a distance transform) was repeated on every frame."""
+    from correspondence import depth_holes as holes_module
+    from correspondence import multiview_pose
+
+    d = world["demo_view"]
+    views = demo_views_around(world["obj"], d, count, SETTINGS, seed=3) if count > 1 else None
+    demo_depths = [d.depth] + [v.depth for v in views or ()]
+    seen = []
+    original = holes_module.depth_holes
+
+    def counted(depth, *args, **kwargs):
+        seen.extend(i for i, ref in enumerate(demo_depths)
+                    if depth.shape == ref.shape and np.array_equal(depth, ref, equal_nan=True))
+        return original(depth, *args, **kwargs)
+
+    for module in (holes_module, pipeline_module, multiview_pose):
+        monkeypatch.setattr(module, "depth_holes", counted)
+    pipeline, first = _run(world, views)
+    live = world["live"]
+    second = pipeline.process(live.rgb, live.depth, live.intrinsics, up=world["up"])
+    assert seen and len(seen) == len(set(seen))  # each demo depth at most once over two frames
+    np.testing.assert_allclose(second.alignment.transform, first.alignment.transform, atol=1e-9)
