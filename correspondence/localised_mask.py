@@ -9,7 +9,7 @@ import numpy as np
 
 from .errors import InputError
 from .localise import Localisation, ObjectNotFound
-from .mask_completion import complete_mask
+from .mask_completion import CompletionSettings, complete_mask
 from .object_colour import ColourModel
 from .object_signature import SignatureCue
 from .preprocessing import to_rgb_array
@@ -18,13 +18,14 @@ from .segmentation import DepthForeground, MaskResult, MaskSource, NoMaskError, 
 
 def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray | None,
                       localisation: Localisation | None, colours: ColourModel | None = None,
-                      signature: SignatureCue | None = None) -> MaskResult:
+                      signature: SignatureCue | None = None,
+                      completion: CompletionSettings | None = CompletionSettings()) -> MaskResult:
     """Segment the localised object: the chosen candidate prompts ``source``; without votes the source's own
     automatic rule runs (the image-centre fallback). A localisation that found nothing is the caller's to report
     (:class:`ObjectNotFound`), not segmented. ``details["localised"]`` says which path was taken. ``colours``: the
     demo object's colours, to cut a touching object of other colours off a depth component. ``signature``: the demo
     object's height and footprint and the live vertical, to complete a depth mask with the object's other surfaces
-    (:mod:`~correspondence.mask_completion`)."""
+    (:mod:`~correspondence.mask_completion`, with ``completion``; None: not completed)."""
     if localisation is None or not localisation.matched:
         result = source.segment(image, Prompt.auto(), depth)
         return _with(result, localised="fallback: image-centre rule (no demo cell matched)")
@@ -34,7 +35,8 @@ def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray |
     if isinstance(source, DepthForeground):
         if depth is None:
             raise InputError("the depth mask source needs a depth map (depth=None was given)")
-        return _with(depth_component_under(source, image, candidate.votes_xy, depth, colours, signature=signature),
+        return _with(depth_component_under(source, image, candidate.votes_xy, depth, colours, signature=signature,
+                                           completion=completion),
                      localised="depth component under votes")
     result = source.segment(image, candidate.prompt, depth)
     return _with(result, localised="prompted with the candidate's point and box")
@@ -43,7 +45,8 @@ def segment_localised(source: MaskSource, image: np.ndarray, depth: np.ndarray |
 def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: np.ndarray,
                           depth: np.ndarray, colours: ColourModel | None = None,
                           min_foreign: float = 0.1, min_share: float = 0.2,
-                          signature: SignatureCue | None = None) -> MaskResult:
+                          signature: SignatureCue | None = None,
+                          completion: CompletionSettings | None = CompletionSettings()) -> MaskResult:
     """The depth-connected components (``source``'s rule for components) each holding at least ``min_share`` of
     ``votes_xy`` (and 2), else the one holding most: surfaces, not a box, so a neighbouring object stays out.
 
@@ -51,7 +54,8 @@ def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: 
     (the demo object's), when at least ``min_foreign`` of the component shows colours the demo object does not have,
     those pixels are cut (:func:`split_by_colour`); the votes' side is kept. With ``signature``, the touching pieces
     (other components, the part the cut took) that keep the mask within the demo object's size and colours are
-    added (:func:`~correspondence.mask_completion.complete_mask`: a chair's back in front of its seat)."""
+    added (:func:`~correspondence.mask_completion.complete_mask` with ``completion``, None: not completed: a chair's
+    back in front of its seat)."""
     height, width = np.asarray(depth).shape[:2]
     z, valid = source._valid(source.checked_depth(image, depth))
     labels, count = source._components(z, valid)
@@ -74,8 +78,8 @@ def depth_component_under(source: DepthForeground, image: np.ndarray, votes_xy: 
                "votes": int(len(xy)), "components": int(count), "depth_range": list(source.depth_range)}
     if colours is not None:
         mask, details["colour_cut"] = split_by_colour(mask, to_rgb_array(image), colours, rows, cols, min_foreign)
-    if signature is not None:
-        mask, details["completion"] = complete_mask(mask, labels, signature, colours)
+    if signature is not None and completion is not None:
+        mask, details["completion"] = complete_mask(mask, labels, signature, colours, completion)
     details.update(median_depth=float(np.median(z[mask])), area=int(mask.sum()))
     return MaskResult(mask, 1.0, source.name, Prompt.auto(), details)
 

@@ -40,7 +40,6 @@ class CompletionSettings:
     loses a few pixels along the edge where a thin leg meets a seat). ``trim``: the share of points left out at each end of an extent.
     ``max_rounds``: rounds of adding pieces (each round may add several)."""
 
-    enabled: bool = True
     grow: float = 1.15
     min_colour_share: float = 0.5
     min_pixels: int = 20
@@ -66,7 +65,7 @@ def complete_mask(mask: np.ndarray, labels: np.ndarray, cue: SignatureCue, colou
     settings = settings or CompletionSettings()
     mask = np.asarray(mask, bool)
     record = {"added": 0, "pixels_added": 0}
-    if not settings.enabled or not mask.any():
+    if not mask.any():
         return mask, record
     measure_settings = replace(cue.settings, trim=settings.trim)
     own = None if colours is None else colours.matches(cue.live_rgb)

@@ -76,13 +76,14 @@ class LiveObjectStage:
             timings["localisation"] = time.perf_counter() - start
             try:
                 if self.tracker is None:
-                    result = segment_localised(self.mask_source, image, depth, localisation, colours, cue)
+                    result = segment_localised(self.mask_source, image, depth, localisation, colours, cue,
+                                               self.settings.mask_completion)
                 elif localisation.matched and not localisation.found:  # the key frame stays: the box test
                     raise ObjectNotFound(localisation)  # decides when the object is back whether it moved
                 else:
                     result = self.tracker.step(live_fmap, localisation,
                                                lambda: segment_localised(self.mask_source, image, depth, localisation,
-                                                                         colours, cue))
+                                                                         colours, cue, self.settings.mask_completion))
             finally:  # "object not found" is a frame result too: its time counts
                 timings["segmentation"] = time.perf_counter() - start
         timings["segmentation"] = time.perf_counter() - start

@@ -13,6 +13,7 @@ from .errors import ConfigError
 from .icp import IcpResult, IcpSettings
 from .keypoint_matching import KeypointMatch
 from .localise import Localisation, LocaliseSettings
+from .mask_completion import CompletionSettings
 from .object_signature import SignatureSettings
 from .mask_types import MaskResult
 from .pose_confirmation import ConfirmationSettings
@@ -56,6 +57,11 @@ class PipelineSettings:
     # off (the only off-switch: the node's support_plane false and the bench's --no-support-plane set it), for the
     # live frames and a mask-less demo's own depth foreground alike
     support_plane: SupportPlaneSettings | None = field(default_factory=SupportPlaneSettings)
+    # a depth mask completed with the touching depth surfaces that keep it within the demo object's height, footprint
+    # and colours (:mod:`correspondence.mask_completion`: a chair's back in front of its seat, stool legs a stereo
+    # camera cut off); used with the vertical (up=). None: off (the node's mask_completion false, the bench's
+    # --no-mask-completion)
+    mask_completion: CompletionSettings | None = field(default_factory=CompletionSettings)
     track: TrackSettings | None = None  # a stream: carry the mask between frames, segment again only when needed
     view_schedule: ViewScheduleSettings | None = field(default_factory=ViewScheduleSettings)  # multi-view demo on a
     # stream: the last pose's view localises first, the others only when it is not clearly confirmed (None: all views)

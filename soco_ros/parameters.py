@@ -146,6 +146,11 @@ SPECS: tuple[ParamSpec, ...] = (
                              "an object held in the air or on a wall."),
     P("support_plane_min_area", 0.25, "The least share of the frame a plane must cover to be taken for the table.",
       0.01, 1.0),
+    P("mask_completion", True, "Complete the depth mask with the touching depth surfaces that keep it within the "
+                               "demo object's height, footprint and colours (a chair's back in front of its seat, "
+                               "legs a stereo camera cut off; needs up; docs/live_object.md)."),
+    P("mask_completion_grow", 1.15, "How much larger than the demo object's height and footprint a completed mask "
+                                    "may measure (mask_completion).", 1.0, 3.0),
     # --- depth and alignment
     P("depth_scale", 0.001, "Metres per unit of 16UC1 depth (0.001 = millimetres). 32FC1 depth is metres and "
                             "is not scaled.", 1e-6, 1.0),

@@ -21,6 +21,7 @@ from correspondence.camera import CameraIntrinsics
 from correspondence.demo_spec import DemoSpec, load_demo
 from correspondence.dense_transfer import DenseSettings
 from correspondence.errors import ConfigError, InputError
+from correspondence.mask_completion import CompletionSettings
 from correspondence.pipeline import FrameResult, PipelineSettings, TransferPipeline
 from correspondence.segmentation import MaskSource, Prompt, auto_mask_source, mask_source_from_name
 from correspondence.support_plane import SupportPlaneSettings
@@ -33,7 +34,7 @@ from . import parameters as P
 PIPELINE_KEYS = ("min_score", "require_mutual", "max_cycle_px", "depth_min", "depth_max", "solver",
                  "ransac_threshold", "ransac_iterations", "min_inliers", "pixel_threshold", "segmentation", "sam2_model", "sam2_image_size", "track_every",
                  "alignment_source", "refine", "dense_top_k", "view_schedule_every", "view_schedule_keep",
-                 "support_plane", "support_plane_min_area")
+                 "support_plane", "support_plane_min_area", "mask_completion", "mask_completion_grow")
 
 
 @dataclass
@@ -109,7 +110,9 @@ def pipeline_settings(params: dict[str, Any]) -> PipelineSettings:
         view_schedule=view_schedule(params),
         support_plane=(SupportPlaneSettings(min_area=float(params.get("support_plane_min_area",
                                                                       SupportPlaneSettings.min_area)))
-                       if params.get("support_plane", True) else None))
+                       if params.get("support_plane", True) else None),
+        mask_completion=(CompletionSettings(grow=float(params.get("mask_completion_grow", CompletionSettings.grow)))
+                         if params.get("mask_completion", True) else None))
 
 
 def view_schedule(params: dict[str, Any]) -> ViewScheduleSettings | None:

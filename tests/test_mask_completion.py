@@ -83,6 +83,22 @@ def test_the_object_split_at_a_depth_step_is_completed(demo):
     assert result.details["completion"]["added"] == 1
 
 
+def test_completion_off_leaves_the_depth_component_alone(demo):
+    """PipelineSettings(mask_completion=None) (the node's mask_completion false) reaches the depth mask: the seat
+    alone, as without the object's signature; a larger grow allowance still completes it."""
+    from correspondence.mask_completion import CompletionSettings
+
+    _, _, signature, colours = demo
+    rgb, depth = scene(*OBJECT)
+    cue = SignatureCue(signature, rgb, depth, CAMERA, UP)
+    source = DepthForeground((0.1, 2.0))
+    alone = segment_localised(source, rgb, depth, located(SEAT_VOTES), colours).mask
+    off = segment_localised(source, rgb, depth, located(SEAT_VOTES), colours, cue, None)
+    assert np.array_equal(off.mask, alone) and "completion" not in off.details
+    wider = segment_localised(source, rgb, depth, located(SEAT_VOTES), colours, cue, CompletionSettings(grow=1.5))
+    assert iou(wider.mask, depth > 0) > 0.99
+
+
 def test_a_look_alike_beside_it_is_not_taken_in(demo):
     """A board of the object's colours at the back's depth, touching it: with it the object would measure twice the
     demo's width."""

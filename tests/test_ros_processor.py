@@ -213,6 +213,15 @@ def test_the_support_plane_parameters_reach_the_pipeline():
     assert P.validate("support_plane_min_area", 0.0) is not None
 
 
+def test_the_mask_completion_parameters_reach_the_pipeline():
+    from correspondence.mask_completion import CompletionSettings
+    from soco_ros.processor import PIPELINE_KEYS, pipeline_settings
+    assert pipeline_settings(P.defaults()).mask_completion == CompletionSettings()  # the library's defaults
+    assert pipeline_settings({**P.defaults(), "mask_completion_grow": 1.3}).mask_completion.grow == 1.3
+    assert pipeline_settings({**P.defaults(), "mask_completion": False}).mask_completion is None
+    assert {"mask_completion", "mask_completion_grow"} <= set(PIPELINE_KEYS)  # a change rebuilds the pipeline
+
+
 def test_the_view_schedule_parameters_reach_the_pipeline():
     from correspondence.view_schedule import ViewScheduleSettings
     from soco_ros.processor import pipeline_settings

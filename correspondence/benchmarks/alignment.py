@@ -42,6 +42,7 @@ from ..demo_spec import DemoSpec
 from ..demo_views import DemoView
 from ..errors import ConfigError, InputError
 from ..io import KeypointSet, NamedPoint
+from ..mask_completion import CompletionSettings
 from ..pipeline import PipelineSettings, TransferPipeline
 from ..segmentation import DepthForeground, mask_source_from_name
 from ..world.depth_noise import depth_noise_from_name, stereo_depth
@@ -84,6 +85,7 @@ class AlignmentBenchConfig:
     # (world/depth_noise.py), demo and live alike
     table: bool = False  # the table under the objects in the live and demo views' depth and colour (realistic)
     support_plane: bool = True  # the pipeline takes the table out of the live depth (correspondence.support_plane)
+    mask_completion: bool = True  # the depth mask is completed with the object's other surfaces (mask_completion)
     only_trials: tuple[int, ...] = ()  # run only these same-instance trials; every trial is still drawn, so each
     # one's scene is the one a full run gives it (to rerun a failure without the rest)
 
@@ -376,7 +378,8 @@ def pipeline_settings_for(config: AlignmentBenchConfig) -> PipelineSettings:
     """The pipeline's settings of a bench run (shared by the bench and ``--diagnose-pose``)."""
     return PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
                             multiview_cloud=config.multiview_cloud,
-                            support_plane=SupportPlaneSettings() if config.support_plane else None)
+                            support_plane=SupportPlaneSettings() if config.support_plane else None,
+                            mask_completion=CompletionSettings() if config.mask_completion else None)
 
 
 def _mask_sources(config: AlignmentBenchConfig) -> dict:

@@ -192,6 +192,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="do not take the support plane (the table) out of the live depth before segmenting and "
                             "localising (to measure what the removal does): PipelineSettings(support_plane=None), as "
                             "the node's support_plane: false")
+    align.add_argument("--no-mask-completion", action="store_true",
+                       help="do not complete the depth mask with the object's other touching surfaces (to measure "
+                            "what the completion does): PipelineSettings(mask_completion=None), as the node's "
+                            "mask_completion: false")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--only-trials", type=_int_list, default=(), metavar="I,J,...",
                        help="run only these same-instance trials (0-based); every trial is still drawn, so each "
@@ -387,7 +391,8 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   gravity=not args.no_gravity, demo_views=args.demo_views,
                                   multiview_cloud=args.multiview_cloud, only_trials=args.only_trials,
                                   depth_noise=args.depth_noise, table=args.table,
-                                  support_plane=not args.no_support_plane, **extra)
+                                  support_plane=not args.no_support_plane,
+                                  mask_completion=not args.no_mask_completion, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     if args.diagnose_pose:
         from ..benchmarks.pose_diagnosis import check_diagnosable
