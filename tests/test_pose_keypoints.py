@@ -127,6 +127,27 @@ def test_a_keypoint_at_a_depth_edge_is_on_the_occluding_side():
     np.testing.assert_allclose(masked[:, 2], [0.9])  # the near surface is not the object's: not taken
 
 
+def test_a_keypoint_in_a_gap_of_noisy_depth_reads_its_surface_without_bias():
+    """A keypoint in a stereo camera's gap (no depth within 2 px) on a plane with 3 mm noise: every pixel on the
+    gap's rim reads the plane at the keypoint. The nearest of those readings sat about two noise sigmas in front of
+    the surface (the least of many noisy values); the median of the front surface's readings does not, and a far
+    face behind a depth edge still never votes."""
+    from correspondence.pose_keypoints import front_surface, surface_points
+    camera = _flat_camera()
+    rng = np.random.default_rng(0)
+    rows, cols = np.mgrid[:60, :60]
+    gap = np.hypot(rows + 0.5 - 30.0, cols + 0.5 - 30.0) < 2.5
+    biases, nearest = [], []
+    for _ in range(60):
+        noise = rng.normal(0.0, 0.003, (60, 60))
+        depth = np.where(gap, 0.0, 1.0 + noise)
+        biases.append(surface_points(np.array([[30.0, 30.0]]), depth, camera, None, (0.05, 5.0))[0, 2] - 1.0)
+        rim = depth[(~gap) & (np.hypot(rows + 0.5 - 30.0, cols + 0.5 - 30.0) < 4.0)]
+        nearest.append(rim.min() - 1.0)
+    assert abs(np.mean(biases)) < 0.001 and np.mean(nearest) < -0.004  # the nearest rim reading: > 1 sigma in front
+    assert front_surface([1.000, 1.002, 0.998, 1.090, 1.120], 0.03) == 1.0  # the far face (>= 3 cm back) is out
+
+
 def test_a_silhouette_point_over_the_backdrop_is_judged_by_the_surface_beside_it():
     """The prediction of a keypoint on a roof corner lands on the backdrop (no depth): visible when the object's
     surface beside it is at its depth, hidden when every surface beside it is well in front, and "no live depth"
