@@ -172,6 +172,10 @@ def test_the_pipeline_finds_the_object_on_a_table_with_the_depth_mask_source(tab
     result = _table_pipeline(demo, True).process(live.rgb, live.depth, live.target.intrinsics, up=up)
     assert result.support_plane is not None and result.support_plane.found, result.support_plane
     assert "support_plane" in result.timings_s
+    from correspondence.benchmarks.alignment_report import stage_latency  # the bench's latency table shows its cost
+    latency = stage_latency([{"timings_s": result.timings_s}, {"timings_s": result.timings_s}])
+    assert latency["support_plane"]["median_ms"] == pytest.approx(1e3 * result.timings_s["support_plane"])
+    assert list(latency)[0] == "support_plane"  # first: it runs before everything else
     import json
 
     from correspondence.frame_report import frame_record

@@ -191,13 +191,21 @@ def markdown(rows: list[dict], name: str, size: int, latency: dict, conditions: 
     return md
 
 
-def write_report(rows: list[dict], matcher, config, out: Path) -> dict:
+#: The per-frame stages the report times, in pipeline order (a stage shows when every timed trial has it: the support
+#: plane only with a table in view and the removal on).
+STAGES = ("support_plane", "segmentation", "localisation", "features", "matching", "alignment", "total", "demo_setup")
+
+
+def stage_latency(rows: list[dict]) -> dict:
+    """stage -> median / p95 ms over the trials that were timed, for the stages every one of them has."""
     timed = [r["timings_s"] for r in rows if "timings_s" in r]
-    stages = [s for s in ("segmentation", "localisation", "features", "matching", "alignment", "total",
-                        "demo_setup")
-              if timed and all(s in t for t in timed)]
-    latency = {s: {"median_ms": 1e3 * float(np.median([t[s] for t in timed])),
-                   "p95_ms": 1e3 * float(np.percentile([t[s] for t in timed], 95))} for s in stages}
+    stages = [s for s in STAGES if timed and all(s in t for t in timed)]
+    return {s: {"median_ms": 1e3 * float(np.median([t[s] for t in timed])),
+                "p95_ms": 1e3 * float(np.percentile([t[s] for t in timed], 95))} for s in stages}
+
+
+def write_report(rows: list[dict], matcher, config, out: Path) -> dict:
+    latency = stage_latency(rows)
     groups = {f"{kind} | {_source_label(source)}": summarise(group) for kind, source, group in _groups(rows)}
     by_kind = {k: summarise([r for r in rows if r["kind"] == k]) for k in (KIND_SAME, KIND_FUNCTIONAL)
                if any(r["kind"] == k for r in rows)}
