@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, similarity_2d
+from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, no_pose_reason, similarity_2d
 from . import depth as depth_module
 from .camera import CameraIntrinsics
 from .cloud_visibility import visible_points
@@ -396,6 +396,8 @@ class TransferPipeline(LiveObjectStage):
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
+            if not alignment.success:  # neither gave a pose: say what each found, not the matches' bare word
+                return replace(alignment, reason=no_pose_reason(alignment, search.reason)), search
             return alignment, search
         chosen = search.chosen
         solver = alignment.solver if chosen.source == "matches" else chosen.source
