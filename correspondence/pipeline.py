@@ -40,7 +40,7 @@ from .icp import masked_cloud
 from .lifting import DepthMap
 from .pose_keypoints import keypoints_from_pose, surface_points
 from .mirror_symmetry import complete_with_mirror, estimate_mirror_plane
-from .pose_confirmation import confirm
+from .pose_confirmation import confirm, without_contradicted_rivals
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import ObjectNotFound
@@ -388,6 +388,8 @@ class TransferPipeline(LiveObjectStage):
         else:
             search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
                                  demo_colors=demo_colors, demo_view=demo_view, fit_points=fit, inferred=inferred)
+        if self.views is None and search.ambiguous:  # one view: rivals the frame contradicts are none
+            search = without_contradicted_rivals(search, live, self.settings.confirmation)
         if self.views is None and search.transform is not None:  # one view: is the turn confirmed, or a guess?
             search = confirm(search, demo_points, demo_descriptors, live, search_settings, demo_colors, inferred,
                              self.settings.confirmation, None if up is None else up[0])

@@ -127,6 +127,28 @@ def cleaner_rival(search: PoseSearchResult, settings: ConfirmationSettings,
     return best
 
 
+def without_contradicted_rivals(search: PoseSearchResult, live: LiveFrame | None,
+                                settings: ConfirmationSettings) -> PoseSearchResult:
+    """An ambiguous one-view search whose every rival is contradicted by the frame where its best is not: each
+    rival puts at least ``cleaner_floor`` of its points in free space, and ``cleaner_ratio`` times the best's share
+    (the cleaner-turn rule seen from the other side: the frame shows a surface where the rival puts nothing, or
+    nothing where it puts one). Then the rivals are none and the best is returned, to be judged by :func:`confirm`
+    like any pose. Exact depth only (:func:`rough_share`); anything else is returned as it is."""
+    if (not search.ambiguous or search.chosen is None or not search.rivals or settings.cleaner_ratio is None
+            or settings.max_free_space is None or live is None):
+        return search
+    rough = rough_share(live)
+    if rough is not None and rough > settings.max_rough_share:
+        return search
+    own = _contradiction(search.chosen.score)
+    rivals = [_contradiction(h.score) for h in search.rivals]
+    if any(x < settings.cleaner_floor or x < settings.cleaner_ratio * own for x in rivals):
+        return search
+    return replace(search, transform=search.chosen.transform, ambiguous=False,
+                   reason=f"ok: the turns that explained the frame about as well put {100 * min(rivals):.1f} % or more "
+                          f"of their points where the live camera sees through them, the pose {100 * own:.1f} %")
+
+
 def _contradiction(score) -> float:
     return score.free_space  # not the colour mismatch: the renderer's light moves a right pose's colours by up to
     # 0.06 (a right stool's 0.044 against its 2-fold twin's 0.007 refused it), the depth does not move
