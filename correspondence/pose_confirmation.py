@@ -12,6 +12,8 @@ the share of those pairs whose descriptor cosine beats the same demo point paire
 rank, not a mean contrast (:func:`pose_search.score_pose`'s ``appearance``), a few very distinctive pixels do not
 carry it. Weight-free DAISY descriptors are not mirror-invariant, so a side laid on its mirror twin scores near
 chance. Its limit: an object whose other side *looks* the same (paint and shape symmetric) is confirmed anyway.
+Beside it, rules on the chosen pose's own contradictions (free space, colour, no surface, a handle laid elsewhere)
+and on a far turn that contradicts the frame much less (:func:`cleaner_rival`: a box's 180-deg twin).
 """
 from __future__ import annotations
 
@@ -36,18 +38,20 @@ class ConfirmationSettings:
     max_free_space: float | None = 0.046  # refuse a one-view pose that puts more than this share of the demo's
     # in-frame points where the live camera saw through them (``PoseScore.free_space``): a rigid object under its
     # true pose contradicts nothing the camera saw (a partial view hides, it never shows a wrong surface). On the
-    # recorded one-view runs right poses reach 0.0404 (a truck) and wrong ones other than a box's 180-deg twin
-    # 0.053-0.141 (kettles and jugs turned 74-91 deg, a truck 6 deg off, chairs 2.6 cm off): 0.046 sits between;
+    # recorded one-view runs right poses reach 0.0404 (a truck) and the wrong ones above them 0.0496-0.141 (a kettle
+    # 177 deg off, kettles and jugs turned 74-91 deg, a truck 6 deg off, chairs 2.6 cm off): 0.046 sits between;
     # the twins, which reach down to 0.023, are refused by ``cleaner_ratio`` (docs/pose_search.md, "A cleaner
     # turn"). Was 0.04: a car's twin at 0.0396 passed and the right truck at 0.0404 was refused; None: off
-    cleaner_ratio: float | None = 2.5  # refuse a one-view pose that contradicts the frame (free space) at least ``cleaner_floor`` when a hypothesis turned ``ambiguity_deg`` or more from it, lying on at
-    # least ``cleaner_agreement`` of the live surface, contradicts it this many times less: the truth of a box-like
+    cleaner_ratio: float | None = 2.5  # refuse a one-view pose that contradicts the frame (free space) at least
+    # ``cleaner_floor`` when a hypothesis turned ``ambiguity_deg`` or more from it, lying on at least
+    # ``cleaner_agreement`` of the live surface, contradicts it this many times less: the truth of a box-like
     # object turned 90-180 deg lays the demo's seen side out of sight (low agreement, low score) but contradicts
     # nothing, while its 180-deg twin lays a front on a back (bonnet where the boot was, wheels and mirrors at the
     # wrong end). Recorded (seeds 0-2, +-180): the twins 4.5-30 x their truth, right poses at most 1.3 x their
-    # cleanest far rival; None: off
-    cleaner_floor: float = 0.02  # ... a chosen pose contradicting less than this is not judged (right poses' pixel
-    # rounding reaches 0.018 where it has no far rival; the twins 0.023 and more)
+    # cleanest far rival. The same three numbers dismiss the rivals of an ambiguity that the frame contradicts
+    # (:func:`without_contradicted_rivals`); None: both off
+    cleaner_floor: float = 0.02  # ... a chosen pose contradicting less than this is not judged (most right poses'
+    # pixel rounding stays under it, median ~0.005; the twins put 0.023 and more)
     cleaner_agreement: float = 0.1  # ... nor a rival lying on less than this (it says little, so contradicts little;
     # the twins' truths lie on 0.16-0.66)
     max_rough_share: float = 0.3  # the free-space rule judges only depth exact to ~0.5 mm: when more than this
@@ -158,8 +162,8 @@ def cleaner_rival_reason(chosen: Hypothesis, rival: Hypothesis, angle: float) ->
     return (f"unconfirmed: the pose puts {100 * _contradiction(chosen.score):.1f} % of its points where the live "
             f"camera sees through them, while a turn {angle:.0f} deg away that also lies on the live surface "
             f"({100 * rival.score.agreement:.0f} % of its points) puts "
-            f"{100 * _contradiction(rival.score):.1f} % there: the pose likely lays the side the demo saw on a look-alike "
-            "side (a front on a back); record the demo from more sides (docs/multiview_demo.md)")
+            f"{100 * _contradiction(rival.score):.1f} % there: the pose likely lays the side the demo saw on a "
+            "look-alike side (a front on a back); record the demo from more sides (docs/multiview_demo.md)")
 
 
 def unconfirmed_reason(value: float, threshold: float, view_deg: float) -> str:

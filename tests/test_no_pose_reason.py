@@ -15,7 +15,8 @@ def test_collinear_matches_and_a_failed_search_are_both_named():
     dst = src + [0.05, 0.0, 0.02]
     result = ransac_rigid(src, dst)
     assert not result.success and result.reason == REASON_DEGENERATE and result.transform is None
-    words = no_pose_reason(result, "the guarded ICP refused the fits of all 5 best proposals and no matches or upright pose stands without it")
+    words = no_pose_reason(result, "the guarded ICP refused the fits of all 5 best proposals and no matches or "
+                                   "upright pose stands without it")
     assert words.startswith("no pose: the dense matches gave none (degenerate: the matched points that agree lie on "
                             "a line")
     assert "the pose search found none (the guarded ICP refused the fits of all 5 best proposals" in words
