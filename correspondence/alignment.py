@@ -414,6 +414,21 @@ def similarity_2d(src_xy: np.ndarray, dst_xy: np.ndarray, weights: np.ndarray | 
                              float(fit.inlier_ratio), float(fit.rmse), int(fit.inliers.sum()), fit.reason)
 
 
+_REASON_WORDS = {
+    REASON_DEGENERATE: "the matched points that agree lie on a line or a point, which leaves the turn about it free",
+    REASON_FEW_INLIERS: "too few of the matches agree on one rigid motion",
+    REASON_TOO_FEW: "too few matches with depth on both sides",
+}
+
+
+def no_pose_reason(alignment: AlignmentResult, search_reason: str) -> str:
+    """The words for a frame where neither the dense matches' RANSAC nor the pose search gave a pose: what each
+    found, so the user can act (the matches' bare ``degenerate`` named neither the stage nor what degenerated)."""
+    words = _REASON_WORDS.get(alignment.reason, alignment.reason)
+    return (f"no pose: the dense matches gave none ({alignment.reason}: {words}; {alignment.num_inliers} inliers) "
+            f"and the pose search found none ({search_reason})")
+
+
 # =============================================================================================== pose errors
 
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, similarity_2d
+from .alignment import Alignment2DResult, AlignmentResult, estimate_alignment, lift, no_pose_reason, similarity_2d
 from . import depth as depth_module
 from .camera import CameraIntrinsics
 from .cloud_visibility import visible_points
@@ -40,7 +40,7 @@ from .icp import masked_cloud
 from .lifting import DepthMap
 from .pose_keypoints import keypoints_from_pose, surface_points
 from .mirror_symmetry import complete_with_mirror, estimate_mirror_plane
-from .pose_confirmation import confirm
+from .pose_confirmation import confirm, without_contradicted_rivals
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import ObjectNotFound
@@ -400,6 +400,8 @@ class TransferPipeline(LiveObjectStage):
         else:
             search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
                                  demo_colors=demo_colors, demo_view=demo_view, fit_points=fit, inferred=inferred)
+        if self.views is None and search.ambiguous:  # one view: rivals the frame contradicts are none
+            search = without_contradicted_rivals(search, live, self.settings.confirmation)
         if self.views is None and search.transform is not None:  # one view: is the turn confirmed, or a guess?
             search = confirm(search, demo_points, demo_descriptors, live, search_settings, demo_colors, inferred,
                              self.settings.confirmation, None if up is None else up[0])
@@ -408,6 +410,8 @@ class TransferPipeline(LiveObjectStage):
         if search.transform is None:
             if search.ambiguous:
                 return replace(alignment, success=False, transform=None, reason=search.reason), search
+            if not alignment.success:  # neither gave a pose: say what each found, not the matches' bare word
+                return replace(alignment, reason=no_pose_reason(alignment, search.reason)), search
             return alignment, search
         chosen = search.chosen
         solver = alignment.solver if chosen.source == "matches" else chosen.source

@@ -407,8 +407,13 @@ def search_pose(demo_points: np.ndarray, demo_descriptors, live: LiveFrame, matc
     # held, as well
     finals = sorted((h for h in finals if h.source in (SOURCE_MATCHES, SOURCE_UPRIGHT)
                      or any(h.transform is T for T in verified)), key=lambda h: -h.score.score)
+    if not finals:  # every hypothesis the ICP was tried on needed it and was refused: the best one that stands
+        # without it (the matches' or an upright pose, lower in the ranking) is still a pose, judged below like any
+        finals = [h for h in scored if h.source in (SOURCE_MATCHES, SOURCE_UPRIGHT)][:1]
     if not finals:
-        return PoseSearchResult(None, None, tuple(scored), False, "no hypothesis survived the guarded ICP")
+        return PoseSearchResult(None, None, tuple(scored), False,
+                                f"the guarded ICP refused the fits of all {len(chosen_for_icp)} best proposals and no "
+                                "matches or upright pose stands without it")
     best = finals[0]
     same = [h for h in finals if h.source == SOURCE_MATCHES and _close(h.transform, best.transform, centre)]
     if same and best.source != SOURCE_MATCHES:  # the global search only confirmed the matches' pose: say so

@@ -47,7 +47,7 @@ def test_the_scorer_measures_the_contradiction_and_the_rule_refuses_it(share, re
     out = confirm(search, points, None, live, settings, None, None, ConfirmationSettings())
     assert (out.transform is None) == refused and out.unconfirmed == refused
     if refused:
-        assert "sees through it" in out.reason and f"free space {search.chosen.score.free_space:.3f} > 0.040" \
+        assert "sees through it" in out.reason and f"free space {search.chosen.score.free_space:.3f} > 0.046" \
             in out.reason
         assert out.chosen is search.chosen and not out.ambiguous  # what the search found is still reported
 
@@ -101,7 +101,8 @@ def test_colour_and_no_evidence(case, score_args, refused, words):
 def test_recorded_poses(run, trial, category, yaw, free_space, right):
     out = confirm(_recorded(free_space), np.array([[0.0, 0.0, 1.0]]), None, None, PoseSearchSettings(), None, None,
                   ConfirmationSettings(min_agreement=None))
-    if right or free_space <= 0.04:
+    if right or free_space <= ConfirmationSettings().max_free_space:  # the car at 0.0452 is left to the cleaner-turn
+        # rule (tests/test_cleaner_rival.py): its truth, a far hypothesis, contradicts the frame far less
         assert out.transform is not None, f"{run} t{trial} {category} {yaw} deg: a pose kept"
     else:
         assert out.transform is None and out.unconfirmed, f"{run} t{trial} {category} {yaw} deg: refused"

@@ -157,3 +157,28 @@ def test_equivalent_poses_tells_a_symmetry_from_a_flip_by_the_demo_view_alone():
         turned_obj = table_motion(yaw, np.zeros(2), np.asarray(obj.center))
         rival = truth @ pose @ turned_obj @ np.linalg.inv(pose)
         assert not equivalent_poses(truth, rival, demo_points, demo_view, settings), category
+
+
+def test_when_the_icp_refuses_every_proposal_the_best_upright_pose_still_stands(monkeypatch):
+    """Issue 26 (one view, seed 2, a stool): the ICP refused the fits of the top-ranked proposals (FPFH, FGR and
+    turns count only once verified) and the search returned no pose, though upright poses, which stand without the
+    ICP, were scored lower down. The best of those is now the pose (and the ambiguity and confirmation rules judge
+    it as any)."""
+    import correspondence.pose_search as module
+    from correspondence.icp import IcpResult
+
+    demo_points, colors, live, truth, up = _pair(make_instance("truck", 2), 40.0)
+    proposals = [("fpfh-ransac", truth @ module._about(np.diag([-1.0, -1.0, 1.0]), demo_points.mean(0)))]  # a flip
+    # the ICP is tried on the proposals only (on the bench they ranked above the upright poses) and refuses them
+    monkeypatch.setattr(module, "_distinct", lambda candidates, k, centre: [
+        h for h in candidates if h.source == "fpfh-ransac"][:k])
+    monkeypatch.setattr(module, "global_hypotheses", lambda *a, **k: proposals)
+    monkeypatch.setattr(module, "refine", lambda points, target, start, *a, **k: IcpResult(
+        False, start, 0.0, 0.0, float("nan"), 0.0, 0.0, "refused (test)"))
+    settings = PoseSearchSettings(refine_top=1, turn_step_deg=0.0, early_stop_score=None)
+    scored = search_pose(demo_points, None, live, None, settings, up=up, demo_colors=colors)
+    assert scored.chosen is not None and scored.chosen.source == "upright", scored.reason
+    assert rotation_error_deg(scored.transform, truth) < 5.0  # the best upright pose: the nearest turn, placed
+    no_sweep = search_pose(demo_points, None, live, None, PoseSearchSettings(refine_top=1, turn_step_deg=0.0,
+                                                                             sweep_step_deg=0.0), up=up)
+    assert no_sweep.transform is None and "refused the fits of all 1 best proposals" in no_sweep.reason

@@ -264,6 +264,10 @@ def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.nd
     search = result.pose_search
     if search is not None and search.ambiguous and search.chosen is not None:  # was the refusal needed?
         row.update(_refusal_errors(search, symmetry, demo_pose, truth, centre))
+    if search is not None and search.unconfirmed and search.chosen is not None:  # the refused pose on the truth
+        r_err, t_err = symmetric_errors(search.chosen.transform, truth, demo_pose, symmetry, centre)
+        row.update(unconfirmed_best_error=[r_err, 100 * t_err],
+                   unconfirmed_best_right=bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M))
     if not alignment.success:
         return row
     estimate, true_pose = alignment.transform @ demo_pose, truth @ demo_pose  # object -> live camera
