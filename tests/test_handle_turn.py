@@ -109,7 +109,7 @@ def test_a_pose_a_few_millimetres_off_is_seated_on_the_body_before_the_turn_is_r
     truth = _pose(120.0)
     live = _live(_mug(np.random.default_rng(8), spout=True), truth, lambda p: p[:, 1] > -0.06)
     shift = np.eye(4)
-    shift[:3, 3] = [0.004, -0.003, 0.002]
+    shift[:3, 3] = [0.004, -0.003, 0.0]
     start = truth @ turn_about_axis(rev, 30.0) @ shift
     assert len(live_part(start, live, demo, rev, HandleTurnSettings())) > 3 * len(
         live_part(truth, live, demo, rev, HandleTurnSettings()))  # off: the body reads as handle
@@ -117,6 +117,5 @@ def test_a_pose_a_few_millimetres_off_is_seated_on_the_body_before_the_turn_is_r
     assert np.linalg.norm((seated @ np.linalg.inv(start))[:3, 3]) > 0.003  # moved back
     out = handle_turn(seated, demo, live, rev)
     assert out.applied and _turn_error(out.transform, truth) < 2.0
-    centre = rev.centre + 0.05 * rev.axis  # the body's centre: placed across the axis within 2 mm (along it, a
-    gap = (out.transform @ np.r_[centre, 1] - truth @ np.r_[centre, 1])[:2]  # straight cylinder cannot tell)
-    assert np.linalg.norm(gap) < 0.002
+    centre = rev.centre + 0.05 * rev.axis  # the body's centre
+    assert np.linalg.norm(out.transform @ np.r_[centre, 1] - truth @ np.r_[centre, 1]) < 0.002
