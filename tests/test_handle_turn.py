@@ -119,3 +119,63 @@ def test_a_pose_a_few_millimetres_off_is_seated_on_the_body_before_the_turn_is_r
     assert out.applied and _turn_error(out.transform, truth) < 2.0
     centre = rev.centre + 0.05 * rev.axis  # the body's centre
     assert np.linalg.norm(out.transform @ np.r_[centre, 1] - truth @ np.r_[centre, 1]) < 0.002
+
+
+def _fitter(demo: np.ndarray, live: np.ndarray):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(revolution=fit_revolution(demo, UP), up=UP.copy(), points=demo,
+                           live=SimpleNamespace(cloud=live))
+
+
+def test_the_multiview_outcome_is_turned_and_a_rival_the_handle_explains_worse_is_dismissed():
+    """turn_outcome: the chosen pose 25 deg off comes back within 2 deg (solver ``+handle``); the judge then calls the
+    old pose worse (its handle lands off the live one) but not the truth turned 1 deg."""
+    from correspondence.alignment import AlignmentResult
+    from correspondence.handle_turn import turn_outcome
+
+    demo = _mug(np.random.default_rng(9), spout=True)
+    truth = _pose(-30.0)
+    live = _live(_mug(np.random.default_rng(10), spout=True), truth, lambda p: p[:, 1] > -0.06)
+    fitter = _fitter(demo, live)
+    wrong = truth @ turn_about_axis(fitter.revolution, 25.0)
+    alignment = AlignmentResult(True, wrong, np.zeros(0, dtype=bool), 1.0, 0.0, 10, "ok", "upright+fused-fit")
+    (turned, result), judge = turn_outcome((alignment, None), fitter)
+    assert result is None and turned.solver == "upright+fused-fit+handle"
+    assert _turn_error(turned.transform, truth) < 2.0
+    assert judge.decisive and judge.worse(wrong)
+    assert not judge.worse(truth @ turn_about_axis(fitter.revolution, 1.0))
+
+
+def test_no_judge_without_a_round_body_or_the_vertical():
+    from types import SimpleNamespace
+
+    from correspondence.handle_turn import turn_by_handle, turn_outcome
+
+    demo = _mug(np.random.default_rng(11))
+    fitter = _fitter(demo, demo)
+    fitter.up = None
+    assert turn_by_handle(_pose(0.0), fitter) is None
+    fitter.revolution, fitter.up = None, UP
+    alignment = SimpleNamespace(success=True, transform=_pose(0.0), solver="x")
+    assert turn_outcome((alignment, None), fitter) == ((alignment, None), None)
+
+
+def test_view_rival_skips_a_pose_the_handle_explains_worse():
+    """A pose 25 deg turned that scores as well on the fused cloud (the body agrees) is a rival without the handle's
+    judge and none with it."""
+    from types import SimpleNamespace
+
+    from correspondence.handle_turn import turn_by_handle
+    from correspondence.view_pool import view_rival
+
+    demo = _mug(np.random.default_rng(12), spout=True)
+    truth = _pose(75.0)
+    live = _live(_mug(np.random.default_rng(13), spout=True), truth, lambda p: p[:, 1] > -0.06)
+    fitter = _fitter(demo, live)
+    fitter.rival_deg, fitter.rival_margin, fitter.equivalent = 20.0, 0.02, None
+    judge = turn_by_handle(truth, fitter)
+    assert judge is not None and not judge.scan.applied and judge.decisive
+    other = truth @ turn_about_axis(fitter.revolution, 25.0)
+    assert view_rival(truth, 0.80, [(1, other, 0.81)], fitter) is not None
+    assert view_rival(truth, 0.80, [(1, other, 0.81)], fitter, judge) is None
