@@ -235,8 +235,23 @@ def turn_by_handle(T: np.ndarray, fitter, settings: HandleTurnSettings | None = 
     if os.environ.get("SOCO_DEBUG_HANDLE"):  # the scan's outcome, for diagnosis
         print(f"[handle] shift {1000 * np.linalg.norm((np.linalg.inv(T) @ seated)[:3, 3]):.1f} mm, "
               f"{scan.reason}", flush=True)
-    transform = scan.transform if scan.applied else T
+    transform = _polish(scan, fitter, revolution, s) if scan.applied else T
     return HandleJudge(transform, scan, fitter.points, fitter.live.cloud, revolution, s, fitter.up)
+
+
+def _polish(scan: HandleTurn, fitter, revolution: Revolution, s: HandleTurnSettings) -> np.ndarray:
+    """The turned pose made precise by the fused cloud's guarded ICP (``fitter.polish``: kept when accepted and
+    turning it by at most 5 deg) when the handle still explains as much of the live one (within 0.05): the scan places
+    the turn in 1 deg steps and the body in 1 mm steps, too coarse for keypoints within 5 px; ICP is what makes a
+    pose precise, and the handle guards the turn it settles on."""
+    polish = getattr(fitter, "polish", None)
+    if polish is None or getattr(fitter, "score", None) is None:
+        return scan.transform
+    _, polished = polish(scan.transform, float("nan"))
+    if polished is scan.transform:
+        return scan.transform
+    explained, _ = explained_at(polished, fitter.points, fitter.live.cloud, revolution, s)
+    return polished if explained >= scan.explained - 0.05 else scan.transform
 
 
 def turn_outcome(outcome: tuple, fitter) -> tuple[tuple, HandleJudge | None]:
