@@ -48,6 +48,7 @@ from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
 from .cloud_visibility import visible_mask
+from .handle_turn import turn_outcome
 from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
@@ -315,16 +316,18 @@ class MultiViewDemo:
         return self._revolution[1]
 
     def fused_fitter(self, live: LiveFrame, settings: PoseSearchSettings, icp: IcpSettings | None,
-                     up: tuple | None) -> FusedFit:
+                     up: tuple | None, handle: bool = True) -> FusedFit:
         """What the pooled view choice (:mod:`~correspondence.view_pool`) fits and scores poses with: the fused
-        cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``) and half the sweep step."""
+        cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``), half the sweep step, and with
+        ``handle`` the fused cloud's round body (:mod:`~correspondence.handle_turn`)."""
         max_points = icp.max_points if icp is not None else IcpSettings().max_points
         points = self.fused_cloud(max_points)[0]
         return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp, up),
                         lambda p, T: visible_mask(p, T, live.intrinsics),
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
                         icp, settings.ambiguity_deg, settings.ambiguity_margin,
-                        self._equivalent(max_points, settings, up))
+                        self._equivalent(max_points, settings, up),
+                        self.revolution(points, up) if handle else None)
 
     def _equivalent(self, max_points: int, settings: PoseSearchSettings, up: tuple | None):
         """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place: the fused
@@ -433,7 +436,8 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     # first of equals: the candidates' order
     if fitter is not None:
         chosen, outcome, scores, pooled = _refit_chosen(best[0], best[1], fitter, scores)
-        return chosen, refuse_rival(chosen.index, outcome, pooled, outcomes, fitter), scores
+        outcome, handle = turn_outcome(outcome, fitter)  # a round body's turn read from its handle or spout
+        return chosen, refuse_rival(chosen.index, outcome, pooled, outcomes, fitter, handle), scores
     return best[0], best[1], scores
 
 

@@ -209,7 +209,8 @@ class TransferPipeline(LiveObjectStage):
                     c.result[0], depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up, image, c.index,
                     live),
                     lambda T: self.views.pose_score(T, live, self.settings.pose_search, self.settings.icp, up),
-                    fitter=(self.views.fused_fitter(live, self.settings.pose_search, self.settings.icp, up)
+                    fitter=(self.views.fused_fitter(live, self.settings.pose_search, self.settings.icp, up,
+                                                    self.settings.multiview_handle)
                             if self.settings.multiview_pool else None))
             else:
                 chosen = candidates[0]

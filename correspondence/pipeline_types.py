@@ -48,6 +48,8 @@ class PipelineSettings:
     multiview_cloud: str = "view"  # multi-view demo: the pose search's demo cloud, the chosen view's | all fused
     multiview_pool: bool = True  # multi-view demo: the view choice pools each candidate view's best hypotheses,
     # fitted and scored on the fused cloud (view_pool.py); False: each view's searched pose alone
+    multiview_handle: bool = True  # multi-view demo of a round body with a handle or spout: the chosen pose's turn
+    # about the body's axis read again from that part (handle_turn.py); False: the pooled choice as it is
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     # localisation's rule 6 when the vertical is given (up=): the demo object's height, footprint and colours

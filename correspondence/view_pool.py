@@ -50,6 +50,8 @@ class FusedFit:
     rival_margin: float = 0.02  # ... that scores within this of it (or higher) on the fused cloud is a rival
     equivalent: Callable[[np.ndarray, np.ndarray], bool] | None = None  # whether two poses put the demo's surface
     # in the same place (:func:`~correspondence.pose_equivalence.equivalent_poses` on the primary view): no rival
+    revolution: object | None = None  # the fused cloud's round body (:mod:`~correspondence.revolution`): the
+    # chosen pose's turn is read again from its handle or spout (:mod:`~correspondence.handle_turn`); None: not
     _placement: Placement | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -165,7 +167,7 @@ class Rival:
 
 
 def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, np.ndarray, float | None]],
-               fitter: FusedFit) -> Rival | None:
+               fitter: FusedFit, handle=None) -> Rival | None:
     """The best of ``poses`` ((view, pose, fused score or None: fitted and scored here)) turned at least
     ``fitter.rival_deg`` from ``chosen`` that scores within ``fitter.rival_margin`` of ``chosen_score`` or higher,
     and does not put the demo's surface where ``chosen`` does (``fitter.equivalent``); None when there is none.
@@ -173,7 +175,9 @@ def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, n
     searched poses; a turn that another view found (or whose search refused) can explain the fused cloud as well
     as the chosen one, or better. Then the views disagree and the data does not fix the turn: a kettle whose spout
     and handle sit opposite (the primary's 180-deg turn at 0.701, view 1's pose 2.7 deg off at 0.690), a jug whose
-    only posed view lands 160 deg off (0.128) while another view's refused search held a pose 3 deg off at 0.807."""
+    only posed view lands 160 deg off (0.128) while another view's refused search held a pose 3 deg off at 0.807.
+    ``handle`` (:class:`~correspondence.handle_turn.HandleJudge`): a pose that explains the live handle or spout
+    clearly less than the chosen one is no rival (a round body agrees under any turn; the handle is what tells)."""
     best: Rival | None = None
     for view, T, score in poses:
         turn = rotation_error_deg(T, chosen)
@@ -185,11 +189,14 @@ def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, n
             continue
         if fitter.equivalent is not None and fitter.equivalent(chosen, T):
             continue
+        if handle is not None and handle.worse(T):
+            continue
         best = Rival(view, turn, float(score), float(chosen_score))
     return best
 
 
-def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: list, fitter: FusedFit) -> tuple:
+def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: list, fitter: FusedFit,
+                 handle=None) -> tuple:
     """``outcome`` (alignment, search result) of the chosen view ``chosen``, or a refusal (ambiguous, no pose) when a
     pose turned far from the chosen one explains the fused cloud about as well (:func:`view_rival`): the chosen
     view's other pooled poses and every other candidate's searched pose. Not the hypotheses another view's search
@@ -197,14 +204,14 @@ def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: li
     (a jug's refused primary held the truth at 0.807 against a pose 160 deg off; another jug's refused view held a
     wrong turn 0.33 above the right pose; a mug's, 0.03 above). ``outcomes``:
     :func:`~correspondence.multiview_pose.choose_searched`'s (candidate, (alignment, search result), score) per
-    candidate view; ``pooled``: the chosen view's pool, its best the chosen pose."""
+    candidate view; ``pooled``: the chosen view's pool, its best the chosen pose; ``handle``: as :func:`view_rival`."""
     alignment, result = outcome
     best = max(pooled, key=lambda p: p.score)
     poses = [(p.view, p.transform, p.score) for p in pooled if p is not best]
     for candidate, (other, _), _ in outcomes:
         if candidate.index != chosen and other is not None and other.success and other.transform is not None:
             poses.append((candidate.index, other.transform, None))
-    rival = view_rival(alignment.transform, best.score, poses, fitter)
+    rival = view_rival(alignment.transform, best.score, poses, fitter, handle)
     if rival is None:
         return outcome
     alignment = replace(alignment, success=False, transform=None, reason=rival.reason)
