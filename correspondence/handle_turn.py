@@ -14,12 +14,14 @@ stands (the part hidden behind the body: no evidence about the turn, and none in
 """
 from __future__ import annotations
 
-import os
+import logging
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .revolution import Revolution
+
+_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,9 @@ class HandleTurnSettings:
     min_points: int = 30
     min_gain: float = 0.15
     margin_m: float = 0.01
+    plateau: float = 0.05  # turns explaining within this of the best form its plateau; the turn is its centre
+    fine_span_deg: float = 3.0  # after the polish the turn is read again within +- this ...
+    fine_step_deg: float = 0.25  # ... in these steps
 
 
 @dataclass(frozen=True)
@@ -118,17 +123,10 @@ def handle_turn(T: np.ndarray, demo_points: np.ndarray, live_points: np.ndarray,
         return HandleTurn(0.0, 0.0, 0.0, len(live), T, False,
                           f"too little of the handle or spout seen ({len(live)} live, {len(demo_part)} demo points "
                           f"off the body; {s.min_points} needed)")
-    tree = cKDTree(demo_part)
-    turns = np.arange(-s.span_deg, s.span_deg + 1e-9, s.step_deg)
-    turns = turns[turns > -180.0 + 1e-9] if s.span_deg >= 180 else turns
-    explained = np.empty(len(turns))
-    for k, d in enumerate(turns):  # the live part turned back by -d = the demo part turned by d
-        M = turn_about_axis(revolution, -d)
-        moved = live @ M[:3, :3].T + M[:3, 3]
-        explained[k] = np.isfinite(tree.query(moved, distance_upper_bound=s.match_m)[0]).mean()
+    turns, explained = _scan(cKDTree(demo_part), live, revolution, s.span_deg, s.step_deg, s.match_m)
     given = float(explained[int(np.argmin(np.abs(turns)))])
     best = int(np.argmax(explained))
-    turn, value = float(turns[best]), float(explained[best])
+    turn, value = _plateau_centre(turns, explained, best, s.plateau, s.span_deg >= 180), float(explained[best])
     if value < given + s.min_gain:
         return HandleTurn(turn, value, given, len(live), T, False,
                           f"the pose's turn stands (best turn {turn:+.0f} deg explains {value:.2f} of the live handle "
@@ -232,11 +230,56 @@ def turn_by_handle(T: np.ndarray, fitter, settings: HandleTurnSettings | None = 
         return None
     seated = seat_body(level(T, revolution, fitter.up), fitter.live.cloud, revolution)
     scan = handle_turn(seated, fitter.points, fitter.live.cloud, revolution, s)
-    if os.environ.get("SOCO_DEBUG_HANDLE"):  # the scan's outcome, for diagnosis
-        print(f"[handle] shift {1000 * np.linalg.norm((np.linalg.inv(T) @ seated)[:3, 3]):.1f} mm, "
-              f"{scan.reason}", flush=True)
+    _LOG.debug("handle turn: body seated %.1f mm, %s", 1000 * np.linalg.norm((np.linalg.inv(T) @ seated)[:3, 3]),
+               scan.reason)  # the scan's outcome, for diagnosis (logging level DEBUG)
     transform = _polish(scan, fitter, revolution, s) if scan.applied else T
     return HandleJudge(transform, scan, fitter.points, fitter.live.cloud, revolution, s, fitter.up)
+
+
+def _scan(tree, live: np.ndarray, revolution: Revolution, span_deg: float, step_deg: float,
+          match_m: float) -> tuple[np.ndarray, np.ndarray]:
+    """Turns about the axis within +- ``span_deg`` (180: the circle once) and the share of the live off-body points
+    each explains (within ``match_m`` of the demo's part, ``tree``)."""
+    turns = np.arange(-span_deg, span_deg + 1e-9, step_deg)
+    turns = turns[turns > -180.0 + 1e-9] if span_deg >= 180 else turns
+    explained = np.empty(len(turns))
+    for k, d in enumerate(turns):  # the live part turned back by -d = the demo part turned by d
+        M = turn_about_axis(revolution, -d)
+        moved = live @ M[:3, :3].T + M[:3, 3]
+        explained[k] = np.isfinite(tree.query(moved, distance_upper_bound=match_m)[0]).mean()
+    return turns, explained
+
+
+def _plateau_centre(turns: np.ndarray, explained: np.ndarray, best: int, tolerance: float, circular: bool) -> float:
+    """The centre of the run of turns around ``best`` that explain within ``tolerance`` of it. Why: a share of
+    points within a distance is flat over every turn that keeps the part within it (a handle 5 cm out, 4 mm: about
+    +-4 deg), and its argmax falls anywhere on that plateau; the plateau is symmetric about the true turn."""
+    n, step = len(turns), float(turns[1] - turns[0]) if len(turns) > 1 else 0.0
+    floor = explained[best] - tolerance
+    left = right = 0
+    while left < n - 1 and (circular or best - left - 1 >= 0) and explained[(best - left - 1) % n] >= floor:
+        left += 1
+    while right < n - 1 - left and (circular or best + right + 1 < n) and explained[(best + right + 1) % n] >= floor:
+        right += 1
+    centre = float(turns[best]) + step * (right - left) / 2.0
+    return (centre + 180.0) % 360.0 - 180.0 if circular else centre
+
+
+def fine_turn(T: np.ndarray, demo_points: np.ndarray, live_points: np.ndarray, revolution: Revolution,
+              settings: HandleTurnSettings | None = None) -> np.ndarray:
+    """``T`` turned about the axis to the centre of the handle's plateau within +- ``fine_span_deg`` (steps of
+    ``fine_step_deg``): the turn read again after an ICP polish, which fits the body and the rest but lets a round
+    body's turn slide (polishing the true pose of a mug turned it 1.9 deg). ``T`` itself with too little handle."""
+    from scipy.spatial import cKDTree
+
+    s = settings or HandleTurnSettings()
+    demo_part = _demo_part(np.asarray(demo_points, dtype=np.float64), revolution, s)
+    live = live_part(T, np.asarray(live_points, dtype=np.float64), demo_points, revolution, s)
+    if len(live) < s.min_points or len(demo_part) < s.min_points:
+        return T
+    turns, explained = _scan(cKDTree(demo_part), live, revolution, s.fine_span_deg, s.fine_step_deg, s.match_m)
+    turn = _plateau_centre(turns, explained, int(np.argmax(explained)), s.plateau, False)
+    return T @ turn_about_axis(revolution, turn)
 
 
 def _polish(scan: HandleTurn, fitter, revolution: Revolution, s: HandleTurnSettings) -> np.ndarray:
@@ -250,6 +293,7 @@ def _polish(scan: HandleTurn, fitter, revolution: Revolution, s: HandleTurnSetti
     _, polished = polish(scan.transform, float("nan"))
     if polished is scan.transform:
         return scan.transform
+    polished = fine_turn(polished, fitter.points, fitter.live.cloud, revolution, s)
     explained, _ = explained_at(polished, fitter.points, fitter.live.cloud, revolution, s)
     return polished if explained >= scan.explained - 0.05 else scan.transform
 
@@ -273,5 +317,5 @@ def turn_outcome(outcome: tuple, fitter) -> tuple[tuple, HandleJudge | None]:
     return (alignment, result), judge
 
 
-__all__ = ["HandleJudge", "HandleTurn", "HandleTurnSettings", "explained_at", "handle_turn", "level", "live_part",
+__all__ = ["HandleJudge", "HandleTurn", "HandleTurnSettings", "explained_at", "fine_turn", "handle_turn", "level", "live_part",
            "seat_body", "turn_about_axis", "turn_by_handle", "turn_outcome"]
