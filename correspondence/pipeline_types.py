@@ -16,6 +16,7 @@ from .localise import Localisation, LocaliseSettings
 from .object_signature import SignatureSettings
 from .mask_types import MaskResult
 from .pose_confirmation import ConfirmationSettings
+from .multiview_confirmation import FusedConfirmationSettings
 from .pose_keypoints import KeypointPose, KeypointPoseSettings
 from .pose_search import PoseSearchResult, PoseSearchSettings
 from .support_plane import SupportPlane, SupportPlaneSettings
@@ -47,6 +48,8 @@ class PipelineSettings:
     multiview_cloud: str = "view"  # multi-view demo: the pose search's demo cloud, the chosen view's | all fused
     multiview_pool: bool = True  # multi-view demo: the view choice pools each candidate view's best hypotheses,
     # fitted and scored on the fused cloud (view_pool.py); False: each view's searched pose alone
+    fused_confirmation: FusedConfirmationSettings = field(default_factory=FusedConfirmationSettings)  # multi-view
+    # demo: refuse a chosen pose that contradicts the live frame on the fused cloud (multiview_confirmation.py)
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     # localisation's rule 6 when the vertical is given (up=): the demo object's height, footprint and colours

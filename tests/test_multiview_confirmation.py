@@ -1,0 +1,84 @@
+"""A four-view demo's chosen pose judged by the contradiction rules on the fused cloud
+(correspondence/multiview_confirmation.py). Synthetic ground truth: a plate 1 m in front of the live camera, its
+left half red and its right half blue, so the truth contradicts nothing, its 180-deg turn lays each half on the
+other colour and a pose 5 cm nearer the camera floats where the camera saw through it."""
+from __future__ import annotations
+
+import numpy as np
+
+from correspondence.alignment import AlignmentResult
+from correspondence.camera import CameraIntrinsics
+from correspondence.multiview_confirmation import (FusedConfirmationSettings, confirm_fused, facing_views,
+                                                   fused_check)
+from correspondence.pose_search import Hypothesis, LiveFrame, PoseScore, PoseSearchResult, PoseSearchSettings
+
+K = CameraIntrinsics(200.0, 200.0, 32.0, 32.0, 64, 64)
+RED, BLUE, GREEN = (200, 30, 30), (30, 30, 200), (30, 200, 30)
+
+
+def _plate():
+    u, v = np.meshgrid(np.arange(10, 54, 2) + 0.5, np.arange(10, 54, 2) + 0.5)
+    xy = np.stack([u.ravel(), v.ravel()], 1)
+    points = np.column_stack([(xy - [K.cx, K.cy]) / K.fx, np.ones(len(xy))])
+    colours = np.where((xy[:, 0] < K.cx)[:, None], RED, BLUE).astype(np.uint8)
+    image = np.zeros((K.height, K.width, 3), dtype=np.uint8)
+    image[:, :32], image[:, 32:] = RED, BLUE
+    mask = np.zeros((K.height, K.width), dtype=bool)
+    mask[9:55, 9:55] = True
+    live = LiveFrame(np.where(mask, 1.0, 3.0), K, mask, points.copy(), None, image)
+    return points, colours, live
+
+
+def _about_centre(deg: float) -> np.ndarray:
+    a = np.radians(deg)
+    T = np.eye(4)
+    T[:2, :2] = [[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]]
+    T[:3, 3] = np.array([0.0, 0.0, 1.0]) - T[:3, :3] @ [0.0, 0.0, 1.0]
+    return T
+
+
+def test_the_truth_stands_and_a_turn_in_the_wrong_colours_or_a_pose_in_free_space_is_refused():
+    points, colours, live = _plate()
+    s, rules = PoseSearchSettings(), FusedConfirmationSettings()
+    truth = fused_check(np.eye(4), points, colours, live, s, None, rules)
+    assert truth.reason is None and truth.free_space < 0.01 and truth.color_mismatch < 0.01 and truth.agreement > 0.9
+    turned = fused_check(_about_centre(180.0), points, colours, live, s, None, rules)
+    assert turned.color_mismatch > 0.8 and "another colour" in turned.reason and "fused views" in turned.reason
+    nearer = np.eye(4)
+    nearer[2, 3] = -0.05
+    floating = fused_check(nearer, points, colours, live, s, None, rules)
+    assert floating.free_space > 0.5 and "sees through it" in floating.reason
+    off = fused_check(_about_centre(180.0), points, colours, live, s, None, FusedConfirmationSettings(enabled=False))
+    assert off.reason is None and off.color_mismatch > 0.8  # measured, not refused
+
+
+def test_colour_and_free_space_count_only_the_views_that_face_the_live_camera():
+    """A second view that saw the plate from the side in other light (green): under the truth its colours
+    contradict the live image, but it does not face the live camera, so it is not judged; without the views'
+    sources every row is, and the truth would be refused."""
+    points, colours, live = _plate()
+    fused_points = np.concatenate([points, points])
+    fused_colours = np.concatenate([colours, np.tile(np.array(GREEN, dtype=np.uint8), (len(points), 1))])
+    rows = np.repeat([0, 1], len(points))
+    centres = np.array([[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]])  # view 0 where the live camera is, view 1 at 90 deg
+    assert facing_views(np.eye(4), fused_points, centres, 50.0).tolist() == [True, False]
+    s, rules = PoseSearchSettings(), FusedConfirmationSettings()
+    judged = fused_check(np.eye(4), fused_points, fused_colours, live, s, None, rules, (rows, centres))
+    assert judged.reason is None and judged.color_mismatch < 0.01
+    every = fused_check(np.eye(4), fused_points, fused_colours, live, s, None, rules)
+    assert every.color_mismatch > 0.4 and every.reason is not None
+
+
+def test_confirm_fused_refuses_with_the_values_kept_and_passes_a_refusal_unchanged():
+    points, colours, live = _plate()
+    s, rules = PoseSearchSettings(), FusedConfirmationSettings()
+    T = _about_centre(180.0)
+    chosen = Hypothesis("upright", T, PoseScore(0.9, 0.9, 0.0, None, 0.9))
+    searched = (AlignmentResult(True, T, np.zeros(0, bool), 0.0, 0.0, 0, "ok", "test"),
+                PoseSearchResult(T, chosen, (chosen,)))
+    alignment, result = confirm_fused(searched, lambda P: fused_check(P, points, colours, live, s, None, rules))
+    assert not alignment.success and alignment.transform is None and "another colour" in alignment.reason
+    assert result.unconfirmed and result.transform is None and result.chosen is chosen  # what was found stays
+    assert result.fused_check["color_mismatch"] > 0.8 and result.fused_check["refused"]
+    refused = (AlignmentResult(False, None, np.zeros(0, bool), 0.0, 0.0, 0, "ambiguous", "test"), None)
+    assert confirm_fused(refused, lambda P: 1 / 0) is refused  # nothing to judge: the check is not called
