@@ -47,7 +47,7 @@ from .preprocessing import to_rgb_array
 from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
 from .cloud_visibility import visible_mask
-from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best
+from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best, with_view_poses
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -441,18 +441,8 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
         if index != chosen.index:  # the frame contradicted the chosen pose, not its rival's: the rival's view
             poses.append((f"taken view {index}", outcome[0].transform, None))
             chosen = next(c for c, _, _ in outcomes if c.index == index)
-        return chosen, _with_view_poses(outcome, poses, check), scores
-    return best[0], _with_view_poses(best[1], searched, check), scores
-
-
-def _with_view_poses(outcome: tuple, poses: list, check: Callable | None) -> tuple:
-    """``outcome`` with ``poses`` ((label, pose, fused score)) and each one's contradiction values (``check``) in
-    its search result's ``view_poses``: what the view choice weighed, for the bench to judge on the truth."""
-    alignment, result = outcome
-    if result is None:
-        return outcome
-    judged = tuple((label, T, score, None if check is None else check(T).as_dict()) for label, T, score in poses)
-    return alignment, replace(result, view_poses=judged)
+        return chosen, with_view_poses(outcome, poses, check), scores
+    return best[0], with_view_poses(best[1], searched, check), scores
 
 
 def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, scores: dict[int, float]

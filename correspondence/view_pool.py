@@ -207,8 +207,8 @@ def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: li
     :func:`~correspondence.multiview_pose.choose_searched`'s (candidate, (alignment, search result), score) per
     candidate view; ``pooled``: the chosen view's pool, its best the chosen pose.
 
-    When the views disagree and the live frame contradicts the chosen pose but not the rival (``fitter.check``),
-    the rival wins (its view's index is returned, its pose polished, :meth:`FusedFit.polish`), unless a third pose
+    When the views disagree, the rival explains the fused cloud better and the live frame contradicts the chosen
+    pose but not the rival (``fitter.check``), the rival wins (its view's index is returned, its pose polished, :meth:`FusedFit.polish`), unless a third pose
     rivals it in turn: the frame, not the score, settles that disagreement (a jug whose chosen pose 146 deg off put
     6 % of its points in free space, while view 1's pose 3.7 deg off scored 0.69 against its 0.42)."""
     alignment, result = outcome
@@ -220,7 +220,8 @@ def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: li
     rival = view_rival(alignment.transform, best.score, poses, fitter)
     if rival is None:
         return outcome, None, chosen
-    if fitter.check is not None and fitter.check(alignment.transform).reason is not None:
+    if (rival.score > best.score and fitter.check is not None
+            and fitter.check(alignment.transform).reason is not None):
         others = [p for p in poses if p[1] is not rival.transform] + [(chosen, alignment.transform, best.score)]
         if view_rival(rival.transform, rival.score, others, fitter) is None:
             return _take_rival(outcome, rival, fitter), None, rival.view
@@ -242,6 +243,16 @@ def _take_rival(outcome: tuple, rival: Rival, fitter: FusedFit) -> tuple:
         result = replace(result, transform=T, chosen=None if chosen is None else replace(chosen, transform=T),
                          reason=reason)
     return alignment, result
+
+
+def with_view_poses(outcome: tuple, poses: list, check: Callable | None) -> tuple:
+    """``outcome`` with ``poses`` ((label, pose, fused score)) and each one's contradiction values (``check``) in
+    its search result's ``view_poses``: what the view choice weighed, for the bench to judge on the truth."""
+    alignment, result = outcome
+    if result is None:
+        return outcome
+    judged = tuple((label, T, score, None if check is None else check(T).as_dict()) for label, T, score in poses)
+    return alignment, replace(result, view_poses=judged)
 
 
 def maps_onto_itself(points: np.ndarray, motion: np.ndarray, surface_m: float, weights: np.ndarray | None = None,

@@ -297,7 +297,7 @@ def test_views_that_disagree_where_the_frame_contradicts_the_chosen_pose_take_th
     """Seed 2 trial 23 of the 4-view +-180 bench: a jug whose chosen pose (view 0's pool) is 146 deg off and puts
     6 % of its points in free space, while view 1's pose 3.7 deg off explains the fused cloud better (0.69 against
     0.42): before, the views disagreed and the frame was refused. The live frame contradicts one side of the
-    disagreement, so the other side wins; when it contradicts neither, the refusal stands; when both, there is no
+    disagreement and the other side explains the fused cloud better, so it wins; when it contradicts neither, the refusal stands; when both, there is no
     rival and the chosen pose goes on to the contradiction rules (multiview_confirmation.confirm_fused)."""
     wrong, right = _pose(TRUTH_YAW + 146.0), _pose(TRUTH_YAW + 3.7)
     outcomes = {0: (wrong, [(wrong, 0.6)]), 1: (right, [(right, 0.5)])}
@@ -308,6 +308,11 @@ def test_views_that_disagree_where_the_frame_contradicts_the_chosen_pose_take_th
     assert chosen.index == 1 and alignment.success and alignment.transform is right
     assert not result.ambiguous and "view 1's pose" in result.reason and "contradicts" in result.reason
     assert [label for label, *_ in result.view_poses][-1] == "taken view 1"
+    below = _Scores({146: 0.70, 4: 0.69})  # the rival within the margin but below the chosen pose: no swap
+    below.check = fit.check
+    _, (alignment, result), _ = choose_searched(_candidates(0, 1), _search(outcomes), below.score, fitter=below,
+                                                primary_margin=0.5)
+    assert not alignment.success and result.ambiguous and "views disagree" in alignment.reason
     fit.check = lambda T: _Verdict(None)
     chosen, (alignment, result), _ = choose_searched(_candidates(0, 1), _search(outcomes), fit.score, fitter=fit,
                                                      primary_margin=0.5)
