@@ -36,8 +36,9 @@ class FusedConfirmationSettings:
 
     enabled: bool = True
     judge_rivals: bool = True  # the view choice's rival rule skips a rival pose these rules refuse (view_pool.py)
-    max_free_space: float | None = 0.06  # the fused cloud's facing views: right poses reach 0.046 (a jug on seed 2,
-    # its silhouette rims seen by two views), wrong turns 0.08-0.13 unless the handle rule refuses them first
+    max_free_space: float | None = None  # off: on the fused cloud's facing views right poses reach 0.084 (a truck on
+    # seed 1, 0.66 deg off) and wrong turns 0.004-0.114 (jugs and a mug): no threshold separates them, and every
+    # wrong pose it would refuse the handle rule refuses too (docs/multiview_demo.md)
     max_rough_share: float = 0.3  # as the one-view rule: free space is judged only on depth exact to ~0.5 mm
     max_color_mismatch: float | None = None  # off: on the fused cloud right poses reach 0.27 (a chair on seed 2;
     # a car 0.10), even from the views facing the live camera, and no wrong pose on seed 2 needed it
