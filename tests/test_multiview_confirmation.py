@@ -118,3 +118,23 @@ def test_confirm_fused_refuses_with_the_values_kept_and_passes_a_refusal_unchang
     assert result.fused_check["color_mismatch"] > 0.8 and result.fused_check["refused"]
     refused = (AlignmentResult(False, None, np.zeros(0, bool), 0.0, 0.0, 0, "ambiguous", "test"), None)
     assert confirm_fused(refused, lambda P: 1 / 0) is refused  # nothing to judge: the check is not called
+
+
+def test_the_bench_judges_every_weighed_pose_and_the_checked_one_on_the_truth():
+    """The bench row's ``view_poses`` and ``fused_check`` (what the multi-view decision weighed, with errors against
+    the truth) are what the doc's right-vs-wrong figures are read from."""
+    from types import SimpleNamespace
+
+    from correspondence.benchmarks.alignment import _view_pose_errors
+
+    truth, off = np.eye(4), _about_axis(30.0)
+    search = PoseSearchResult(None, None, view_poses=(("view 0", truth, 0.8, {"handle_match": 1.0}),
+                                                      ("rival view 2", off, 0.79, None)),
+                              fused_check={"handle_match": 0.1, "refused": True, "transform": off.tolist()})
+    row = _view_pose_errors(search, SimpleNamespace(transforms=[np.eye(4)]), np.eye(4), truth, np.array([0, 0, .6]))
+    assert [v["label"] for v in row["view_poses"]] == ["view 0", "rival view 2"]
+    assert row["view_poses"][0]["error"] == [0.0, 0.0] and row["view_poses"][0]["check"] == {"handle_match": 1.0}
+    assert abs(row["view_poses"][1]["error"][0] - 30.0) < 0.01
+    assert row["fused_check"]["right"] is False and abs(row["fused_check"]["error"][0] - 30.0) < 0.01
+    assert "transform" not in row["fused_check"] and row["fused_check"]["refused"]
+    assert _view_pose_errors(None, None, None, None, None) == {}
