@@ -49,7 +49,7 @@ from .revolution import Revolution, fit_revolution
 from .segmentation import DepthForeground, Prompt
 from .cloud_visibility import visible_mask
 from .handle_turn import turn_outcome
-from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best
+from .view_pool import FusedFit, maps_onto_itself, pool_view, refuse_rival, turn_best, with_view_poses
 
 PRIMARY_PREFERENCE = 1.25  # another view is chosen over the primary only when its localisation score is this many
 # times the primary's: sides that look alike (a bus's two ends) score alike, and the object is more often near its
@@ -316,10 +316,11 @@ class MultiViewDemo:
         return self._revolution[1]
 
     def fused_fitter(self, live: LiveFrame, settings: PoseSearchSettings, icp: IcpSettings | None,
-                     up: tuple | None, handle: bool = True) -> FusedFit:
+                     up: tuple | None, handle: bool = True, check=None) -> FusedFit:
         """What the pooled view choice (:mod:`~correspondence.view_pool`) fits and scores poses with: the fused
-        cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``), half the sweep step, and with
-        ``handle`` the fused cloud's round body (:mod:`~correspondence.handle_turn`)."""
+        cloud, the live frame, :meth:`pose_score`, the live vertical (``up[1]``), half the sweep step, with
+        ``handle`` the fused cloud's round body (:mod:`~correspondence.handle_turn`); ``check``: a pose's
+        contradiction of the frame (a rival it refuses is no rival)."""
         max_points = icp.max_points if icp is not None else IcpSettings().max_points
         points = self.fused_cloud(max_points)[0]
         return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp, up),
@@ -327,7 +328,7 @@ class MultiViewDemo:
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
                         icp, settings.ambiguity_deg, settings.ambiguity_margin,
                         self._equivalent(max_points, settings, up),
-                        self.revolution(points, up) if handle else None)
+                        self.revolution(points, up) if handle else None, check)
 
     def _equivalent(self, max_points: int, settings: PoseSearchSettings, up: tuple | None):
         """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place: the fused
@@ -398,6 +399,13 @@ class MultiViewDemo:
         return self._cloud
 
 
+    def fused_sources(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
+        """(each fused row's view index, each view's camera centre in the primary frame): which camera saw a
+        point, for the rules that trust a view only where it sees the surface as the live camera does."""
+        parts = self._parts(max_points)
+        rows = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)])
+        return rows, np.stack([s.view.T_primary_from_view[:3, 3] for s in self.states])
+
     def _parts(self, max_points: int) -> list[tuple]:
         if self._view_clouds is None:
             per_view = max(2 * max_points // len(self.states), 200)
@@ -412,7 +420,8 @@ class MultiViewDemo:
 
 def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandidate], tuple],
                     score: Callable[[np.ndarray], float], primary_margin: float = PRIMARY_MARGIN,
-                    fitter: FusedFit | None = None) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
+                    fitter: FusedFit | None = None, check: Callable | None = None
+                    ) -> tuple[ViewCandidate, tuple, dict[int, float] | None]:
     """(the chosen candidate, its ``search(candidate)`` result = (alignment, pose search result), each searched
     pose's score). Every candidate view's pose goes through the pose search (from that view's cloud, starting at its
     matches pose, or from nothing when its RANSAC failed), and the searched poses are scored alike, ``score(T)``
@@ -422,7 +431,9 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
     507cc3a: the right view's search, never run, finds the truth, which scores far higher than the pose chosen).
     A candidate whose search refuses (ambiguous) or finds nothing gives no pose; when none gives one, the first
     candidate's refusal stands. With ``fitter`` (:class:`~correspondence.view_pool.FusedFit`)
-    the chosen view's pose is pooled with its search's best hypotheses (:func:`_refit_chosen`)."""
+    the chosen view's pose is pooled with its search's best hypotheses (:func:`_refit_chosen`). ``check``
+    (:func:`~correspondence.multiview_confirmation.fused_check` bound to the frame): each weighed pose's contradiction
+    values go into the result's ``view_poses`` (what the bench judges on the truth)."""
     outcomes = []
     for candidate in candidates:
         alignment, result = search(candidate)
@@ -434,11 +445,19 @@ def choose_searched(candidates: list[ViewCandidate], search: Callable[[ViewCandi
         return outcomes[0][0], outcomes[0][1], scores or None
     best = max(with_pose, key=lambda o: o[2] + (primary_margin if o[0].index == 0 else 0.0))  # max keeps the
     # first of equals: the candidates' order
+    searched = [(f"view {c.index}", a.transform, v) for c, (a, _), v in with_pose]
     if fitter is not None:
         chosen, outcome, scores, pooled = _refit_chosen(best[0], best[1], fitter, scores)
         outcome, handle = turn_outcome(outcome, fitter)  # a round body's turn read from its handle or spout
-        return chosen, refuse_rival(chosen.index, outcome, pooled, outcomes, fitter, handle), scores
-    return best[0], best[1], scores
+        poses = [*searched, (f"chosen view {chosen.index}", outcome[0].transform, scores.get(chosen.index))]
+        outcome, rival, index = refuse_rival(chosen.index, outcome, pooled, outcomes, fitter, handle)
+        if rival is not None:
+            poses.append((f"rival view {rival.view}", rival.transform, rival.score))
+        if index != chosen.index:  # the frame contradicted the chosen pose, not its rival's: the rival's view
+            poses.append((f"taken view {index}", outcome[0].transform, None))
+            chosen = next(c for c, _, _ in outcomes if c.index == index)
+        return chosen, with_view_poses(outcome, poses, check), scores
+    return best[0], with_view_poses(best[1], searched, check), scores
 
 
 def _refit_chosen(candidate: ViewCandidate, outcome: tuple, fitter: FusedFit, scores: dict[int, float]

@@ -44,6 +44,7 @@ from .pose_confirmation import confirm, without_contradicted_rivals
 from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import ObjectNotFound
+from .multiview_confirmation import confirm_fused, fused_check
 from .multiview_pose import MultiViewDemo, choose_searched, object_cloud
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
@@ -205,13 +206,20 @@ class TransferPipeline(LiveObjectStage):
                 self.settings.icp if self.settings.refine == "icp" else None, live, self.settings.pose_search)
             if live is not None and self.settings.refine != "none":  # each candidate view's pose searched, the
                 # searched poses scored on the fused cloud (multiview_pose.choose_searched)
+                fused = self.views.fused_cloud(self.settings.icp.max_points)
+                sources = self.views.fused_sources(self.settings.icp.max_points)
+                check = lambda T: fused_check(T, fused[0], fused[2], live, self.settings.pose_search,  # noqa: E731
+                                              None if up is None else up[0], self.settings.fused_confirmation,
+                                              sources)
                 chosen, searched, view_scores = choose_searched(candidates, lambda c: self._refine(
                     c.result[0], depth, intrinsics, live_mask, demo_fmap, live_fmap, three_d, up, image, c.index,
                     live),
                     lambda T: self.views.pose_score(T, live, self.settings.pose_search, self.settings.icp, up),
                     fitter=(self.views.fused_fitter(live, self.settings.pose_search, self.settings.icp, up,
-                                                    self.settings.multiview_handle)
-                            if self.settings.multiview_pool else None))
+                                                    self.settings.multiview_handle,
+                                                    check if self.settings.fused_confirmation.judge_rivals else None)
+                            if self.settings.multiview_pool else None), check=check)
+                searched = confirm_fused(searched, check)  # a pose the frame contradicts: refused
             else:
                 chosen = candidates[0]
             view_index, dense, (alignment, alignment_2d, dense_points) = chosen.index, chosen.dense, chosen.result

@@ -17,6 +17,7 @@ from .mask_completion import CompletionSettings
 from .object_signature import SignatureSettings
 from .mask_types import MaskResult
 from .pose_confirmation import ConfirmationSettings
+from .multiview_confirmation import FusedConfirmationSettings
 from .pose_keypoints import KeypointPose, KeypointPoseSettings
 from .pose_search import PoseSearchResult, PoseSearchSettings
 from .support_plane import SupportPlane, SupportPlaneSettings
@@ -50,6 +51,8 @@ class PipelineSettings:
     # fitted and scored on the fused cloud (view_pool.py); False: each view's searched pose alone
     multiview_handle: bool = True  # multi-view demo of a round body with a handle or spout: the chosen pose's turn
     # about the body's axis read again from that part (handle_turn.py); False: the pooled choice as it is
+    fused_confirmation: FusedConfirmationSettings = field(default_factory=FusedConfirmationSettings)  # multi-view
+    # demo: refuse a chosen pose that contradicts the live frame on the fused cloud (multiview_confirmation.py)
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
     localise: LocaliseSettings = field(default_factory=LocaliseSettings)  # find the demo object before segmenting
     # localisation's rule 6 when the vertical is given (up=): the demo object's height, footprint and colours

@@ -103,6 +103,10 @@ class PoseSearchResult:
     view_change_deg: float | None = None  # one-view demo: the view change the chosen pose claims (the same module)
     rivals: tuple[Hypothesis, ...] = field(default=())  # ambiguous: the turns that explained the frame as well (the
     # first is the one ``reason`` names): to judge a refusal, the bench measures them and ``chosen`` on the truth
+    fused_check: dict | None = None  # multi-view demo: the chosen pose's contradiction values on the fused cloud
+    # (:mod:`correspondence.multiview_confirmation`; None: not judged)
+    view_poses: tuple = field(default=())  # multi-view demo: (label, primary -> live pose, fused score or None) of
+    # each candidate view's searched pose, the pooled choice and a rival, for the bench to judge on the truth
 
     @property
     def refinement(self) -> IcpResult | None:

@@ -52,6 +52,8 @@ class FusedFit:
     # in the same place (:func:`~correspondence.pose_equivalence.equivalent_poses` on the primary view): no rival
     revolution: object | None = None  # the fused cloud's round body (:mod:`~correspondence.revolution`): the
     # chosen pose's turn is read again from its handle or spout (:mod:`~correspondence.handle_turn`); None: not
+    check: Callable[[np.ndarray], object] | None = None  # a pose's contradiction of the live frame on the fused
+    # cloud (:func:`~correspondence.multiview_confirmation.fused_check`): a rival the frame contradicts is no rival
     _placement: Placement | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +160,7 @@ class Rival:
     turn_deg: float
     score: float
     chosen_score: float
+    transform: np.ndarray | None = None  # the rival pose (primary -> live), fitted
 
     @property
     def reason(self) -> str:
@@ -176,6 +179,8 @@ def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, n
     as the chosen one, or better. Then the views disagree and the data does not fix the turn: a kettle whose spout
     and handle sit opposite (the primary's 180-deg turn at 0.701, view 1's pose 2.7 deg off at 0.690), a jug whose
     only posed view lands 160 deg off (0.128) while another view's refused search held a pose 3 deg off at 0.807.
+    A pose that contradicts the live frame (``fitter.check``'s rules) is no rival: its score is a near tie, but the
+    frame already tells it apart (docs/multiview_demo.md "Poses that contradict the frame, four views").
     ``handle`` (:class:`~correspondence.handle_turn.HandleJudge`): a pose that explains the live handle or spout
     clearly less than the chosen one is no rival (a round body agrees under any turn; the handle is what tells)."""
     best: Rival | None = None
@@ -191,20 +196,27 @@ def view_rival(chosen: np.ndarray, chosen_score: float, poses: list[tuple[int, n
             continue
         if handle is not None and handle.worse(T):
             continue
-        best = Rival(view, turn, float(score), float(chosen_score))
+        if fitter.check is not None and fitter.check(T).reason is not None:
+            continue  # the live frame contradicts it (free space, colour, surface, handle): no rival
+        best = Rival(view, turn, float(score), float(chosen_score), T)
     return best
 
 
 def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: list, fitter: FusedFit,
-                 handle=None) -> tuple:
-    """``outcome`` (alignment, search result) of the chosen view ``chosen``, or a refusal (ambiguous, no pose) when a
-    pose turned far from the chosen one explains the fused cloud about as well (:func:`view_rival`): the chosen
-    view's other pooled poses and every other candidate's searched pose. Not the hypotheses another view's search
-    ranked below its own choice, nor a refused search's: measured, they vetoed right poses as often as wrong ones
-    (a jug's refused primary held the truth at 0.807 against a pose 160 deg off; another jug's refused view held a
-    wrong turn 0.33 above the right pose; a mug's, 0.03 above). ``outcomes``:
+                 handle=None) -> tuple[tuple, Rival | None, int]:
+    """(``outcome``, None, ``chosen``) for the chosen view ``chosen``'s (alignment, search result); or a refusal
+    (ambiguous, no pose; with the rival) when a pose turned far from the chosen one explains the fused cloud about as
+    well (:func:`view_rival`): the chosen view's other pooled poses and every other candidate's searched pose. Not
+    the hypotheses another view's search ranked below its own choice, nor a refused search's: measured, they vetoed
+    right poses as often as wrong ones (a jug's refused primary held the truth at 0.807 against a pose 160 deg off;
+    another jug's refused view held a wrong turn 0.33 above the right pose; a mug's, 0.03 above). ``outcomes``:
     :func:`~correspondence.multiview_pose.choose_searched`'s (candidate, (alignment, search result), score) per
-    candidate view; ``pooled``: the chosen view's pool, its best the chosen pose; ``handle``: as :func:`view_rival`."""
+    candidate view; ``pooled``: the chosen view's pool, its best the chosen pose; ``handle``: as :func:`view_rival`.
+
+    When the views disagree, the rival explains the fused cloud better and the live frame contradicts the chosen
+    pose but not the rival (``fitter.check``), the rival wins (its view's index is returned, its pose polished, :meth:`FusedFit.polish`), unless a third pose
+    rivals it in turn: the frame, not the score, settles that disagreement (a jug whose chosen pose 146 deg off put
+    6 % of its points in free space, while view 1's pose 3.7 deg off scored 0.69 against its 0.42)."""
     alignment, result = outcome
     best = max(pooled, key=lambda p: p.score)
     poses = [(p.view, p.transform, p.score) for p in pooled if p is not best]
@@ -213,11 +225,40 @@ def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: li
             poses.append((candidate.index, other.transform, None))
     rival = view_rival(alignment.transform, best.score, poses, fitter, handle)
     if rival is None:
-        return outcome
+        return outcome, None, chosen
+    if (rival.score > best.score and fitter.check is not None
+            and fitter.check(alignment.transform).reason is not None):
+        others = [p for p in poses if p[1] is not rival.transform] + [(chosen, alignment.transform, best.score)]
+        if view_rival(rival.transform, rival.score, others, fitter) is None:
+            return _take_rival(outcome, rival, fitter), None, rival.view
     alignment = replace(alignment, success=False, transform=None, reason=rival.reason)
     if result is not None:
         result = replace(result, transform=None, ambiguous=True, reason=rival.reason)
+    return (alignment, result), rival, chosen
+
+
+def _take_rival(outcome: tuple, rival: Rival, fitter: FusedFit) -> tuple:
+    """``outcome`` with the rival's pose (polished by ICP on the fused cloud) as the answer."""
+    alignment, result = outcome
+    _, T = fitter.polish(rival.transform, rival.score)
+    reason = (f"ok: view {rival.view}'s pose {rival.turn_deg:.0f} deg from the chosen one, which the live frame "
+              "contradicts")
+    alignment = replace(alignment, success=True, transform=T, reason="ok", solver=f"view-{rival.view}+fused-fit")
+    if result is not None:
+        chosen = result.chosen
+        result = replace(result, transform=T, chosen=None if chosen is None else replace(chosen, transform=T),
+                         reason=reason)
     return alignment, result
+
+
+def with_view_poses(outcome: tuple, poses: list, check: Callable | None) -> tuple:
+    """``outcome`` with ``poses`` ((label, pose, fused score)) and each one's contradiction values (``check``) in
+    its search result's ``view_poses``: what the view choice weighed, for the bench to judge on the truth."""
+    alignment, result = outcome
+    if result is None:
+        return outcome
+    judged = tuple((label, T, score, None if check is None else check(T).as_dict()) for label, T, score in poses)
+    return alignment, replace(result, view_poses=judged)
 
 
 def maps_onto_itself(points: np.ndarray, motion: np.ndarray, surface_m: float, weights: np.ndarray | None = None,

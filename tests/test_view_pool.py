@@ -29,7 +29,7 @@ class _Fit:
     """Stands in for FusedFit: poses are not moved; a pose scores 1 - its turn from the truth / 100 deg (the
     fused cloud's verdict, which a view's own partial cloud does not give)."""
 
-    rival_deg, rival_margin, equivalent = 20.0, 0.02, None  # as FusedFit's defaults
+    rival_deg, rival_margin, equivalent, check = 20.0, 0.02, None, None  # as FusedFit's defaults
 
     def __init__(self, truth_yaw: float = TRUTH_YAW, turns: bool = False):
         self.points = np.zeros((20, 3))
@@ -286,3 +286,51 @@ def test_candidate_views_put_votes_before_rule_6_rescues():
     located = SimpleNamespace(details={**details, "demo_view_by_signature": [0, 2]})
     assert MultiViewDemo.candidates(no_views, located) == [3, 0, 1]
     assert MultiViewDemo.candidates(no_views, SimpleNamespace(details=details)) == [3, 0, 2]  # all by votes: by score
+
+
+class _Verdict:
+    def __init__(self, reason):
+        self.reason = reason
+
+
+def test_views_that_disagree_where_the_frame_contradicts_the_chosen_pose_take_the_rival():
+    """Seed 2 trial 23 of the 4-view +-180 bench: a jug whose chosen pose (view 0's pool) is 146 deg off and puts
+    6 % of its points in free space, while view 1's pose 3.7 deg off explains the fused cloud better (0.69 against
+    0.42): before, the views disagreed and the frame was refused. The live frame contradicts one side of the
+    disagreement and the other side explains the fused cloud better, so it wins; when it contradicts neither, the refusal stands; when both, there is no
+    rival and the chosen pose goes on to the contradiction rules (multiview_confirmation.confirm_fused)."""
+    wrong, right = _pose(TRUTH_YAW + 146.0), _pose(TRUTH_YAW + 3.7)
+    outcomes = {0: (wrong, [(wrong, 0.6)]), 1: (right, [(right, 0.5)])}
+    fit = _Scores({146: 0.423, 4: 0.691})
+    fit.check = lambda T: _Verdict("free space" if rotation_error_deg(T, fit.truth) > 90 else None)
+    chosen, (alignment, result), _ = choose_searched(_candidates(0, 1), _search(outcomes), fit.score, fitter=fit,
+                                                     primary_margin=0.5)  # the primary's margin keeps view 0 first
+    assert chosen.index == 1 and alignment.success and alignment.transform is right
+    assert not result.ambiguous and "view 1's pose" in result.reason and "contradicts" in result.reason
+    assert [label for label, *_ in result.view_poses][-1] == "taken view 1"
+    below = _Scores({146: 0.70, 4: 0.69})  # the rival within the margin but below the chosen pose: no swap
+    below.check = fit.check
+    _, (alignment, result), _ = choose_searched(_candidates(0, 1), _search(outcomes), below.score, fitter=below,
+                                                primary_margin=0.5)
+    assert not alignment.success and result.ambiguous and "views disagree" in alignment.reason
+    fit.check = lambda T: _Verdict(None)
+    chosen, (alignment, result), _ = choose_searched(_candidates(0, 1), _search(outcomes), fit.score, fitter=fit,
+                                                     primary_margin=0.5)
+    assert not alignment.success and result.ambiguous and "views disagree" in alignment.reason
+    fit.check = lambda T: _Verdict("free space")
+    chosen, (alignment, result), _ = choose_searched(_candidates(0, 1), _search(outcomes), fit.score, fitter=fit,
+                                                     primary_margin=0.5)
+    assert chosen.index == 0 and alignment.transform is wrong and not result.ambiguous
+
+
+def test_a_rival_the_frame_contradicts_is_no_rival():
+    """Seed 2 trial 7: the chosen view's pose is right and the other views' poses (117 and 62 deg off) score within
+    the margin, but each lays the jug's handle off the live one: no disagreement, the chosen pose stands."""
+    right, far = _pose(TRUTH_YAW), _pose(TRUTH_YAW + 117.0)
+    outcomes = {3: (right, [(right, 0.6)]), 0: (far, [(far, 0.5)])}
+    fit = _Scores({0: 0.659, 117: 0.65})
+    _, (alignment, _), _ = choose_searched(_candidates(3, 0), _search(outcomes), fit.score, fitter=fit)
+    assert not alignment.success  # without the frame's verdict: the views disagree
+    fit.check = lambda T: _Verdict("handle" if rotation_error_deg(T, fit.truth) > 90 else None)
+    _, (alignment, result), _ = choose_searched(_candidates(3, 0), _search(outcomes), fit.score, fitter=fit)
+    assert alignment.success and alignment.transform is right and not result.ambiguous

@@ -255,6 +255,31 @@ def _refusal_errors(search, symmetry, demo_pose: np.ndarray, truth: np.ndarray, 
             "rival_errors": [[r, t] for r, t, _ in rivals], "rival_right": any(ok for _, _, ok in rivals)}
 
 
+def _view_pose_errors(search, symmetry, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> dict:
+    """A multi-view demo's decision judged on the truth: each pose the view choice weighed (``view_poses``: every
+    candidate view's searched pose, the pooled choice, a rival) with its fused score and error, and the fused-cloud
+    contradiction values of the chosen pose (``fused_check``); a pose those refused gets its error too."""
+    if search is None:
+        return {}
+    out = {}
+    if search.view_poses:
+        out["view_poses"] = [{"label": label, "score": None if score is None else round(float(score), 4),
+                              "error": [round(e, 2) for e in _judged(T, symmetry, demo_pose, truth, centre)[:2]],
+                              "check": check} for label, T, score, check in search.view_poses]
+    if search.fused_check is not None:
+        check = dict(search.fused_check)
+        r_err, t_err, right = _judged(np.asarray(check.pop("transform")), symmetry, demo_pose, truth, centre)
+        out["fused_check"] = {**check, "error": [round(r_err, 2), round(t_err, 2)], "right": right}
+    return out
+
+
+def _judged(T: np.ndarray, symmetry, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray
+            ) -> tuple[float, float, bool]:
+    """(rotation deg, translation cm, right) of ``T`` against the nearest symmetric pose."""
+    r_err, t_err = symmetric_errors(T, truth, demo_pose, symmetry, centre)
+    return r_err, 100 * t_err, bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M)
+
+
 def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.ndarray, centre: np.ndarray) -> dict:
     """Rotation / translation errors against the nearest symmetric pose (success judged on those) and BOP's MSSD
     and ADD-S, for a same-instance trial."""
@@ -268,6 +293,7 @@ def _score_symmetric(row: dict, result, obj, demo_pose: np.ndarray, truth: np.nd
         r_err, t_err = symmetric_errors(search.chosen.transform, truth, demo_pose, symmetry, centre)
         row.update(unconfirmed_best_error=[r_err, 100 * t_err],
                    unconfirmed_best_right=bool(r_err < SUCCESS_DEG and t_err < SUCCESS_M))
+    row.update(_view_pose_errors(search, symmetry, demo_pose, truth, centre))
     if not alignment.success:
         return row
     estimate, true_pose = alignment.transform @ demo_pose, truth @ demo_pose  # object -> live camera
