@@ -173,7 +173,7 @@ def test_view_rival_skips_a_pose_the_handle_explains_worse():
     truth = _pose(75.0)
     live = _live(_mug(np.random.default_rng(13), spout=True), truth, lambda p: p[:, 1] > -0.06)
     fitter = _fitter(demo, live)
-    fitter.rival_deg, fitter.rival_margin, fitter.equivalent = 20.0, 0.02, None
+    fitter.rival_deg, fitter.rival_margin, fitter.equivalent, fitter.check = 20.0, 0.02, None, None
     judge = turn_by_handle(truth, fitter)
     assert judge is not None and not judge.scan.applied and judge.decisive
     other = truth @ turn_about_axis(fitter.revolution, 25.0)
