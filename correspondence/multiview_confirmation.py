@@ -1,7 +1,7 @@
 """A multi-view demo's chosen pose judged against the live frame by the one-view contradiction rules, on the fused
 cloud (:mod:`correspondence.pose_confirmation`, docs/pose_search.md "Poses that contradict the frame").
 
-Why: the four-view decision (:func:`~correspondence.multiview_pose.choose_searched`) ranks poses by score and
+Why: the four-view decision (:func:`~correspondence.view_choice.choose_searched`) ranks poses by score and
 refuses when two turns score alike, but a pose that wins with a fair score can still contradict what the live
 camera saw: a jug laid 160 deg off, a kettle 89 deg off (docs/multiview_demo.md "Poses that contradict the
 frame, four views"). The one-view rules judge the chosen hypothesis's own score on the one view's cloud; here every

@@ -45,10 +45,11 @@ from .pose_search import LiveFrame, PoseSearchResult, search_pose
 from .keypoint_matching import KeypointMatch, KeypointMatcher, match_prepared, prepare_demo
 from .localise import ObjectNotFound
 from .multiview_confirmation import confirm_fused, fused_check
-from .multiview_pose import MultiViewDemo, choose_searched, object_cloud
+from .multiview_pose import MultiViewDemo, object_cloud
 from .object_colour import ColourModel
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker
+from .view_choice import choose_searched
 from .view_schedule import ViewSchedule
 from .segmentation import DepthForeground, MaskSource, Prompt
 from .support_plane import SupportPlane, find_support_plane
@@ -205,7 +206,7 @@ class TransferPipeline(LiveObjectStage):
                 lambda d, view: self._align_dense(d, live_map, intrinsics, three_d, view), depth, intrinsics,
                 self.settings.icp if self.settings.refine == "icp" else None, live, self.settings.pose_search)
             if live is not None and self.settings.refine != "none":  # each candidate view's pose searched, the
-                # searched poses scored on the fused cloud (multiview_pose.choose_searched)
+                # searched poses scored on the fused cloud (view_choice.choose_searched)
                 fused = self.views.fused_cloud(self.settings.icp.max_points)
                 sources = self.views.fused_sources(self.settings.icp.max_points)
                 check = lambda T: fused_check(T, fused[0], fused[2], live, self.settings.pose_search,  # noqa: E731

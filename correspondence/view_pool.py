@@ -210,7 +210,7 @@ def refuse_rival(chosen: int, outcome: tuple, pooled: list[Pooled], outcomes: li
     the hypotheses another view's search ranked below its own choice, nor a refused search's: measured, they vetoed
     right poses as often as wrong ones (a jug's refused primary held the truth at 0.807 against a pose 160 deg off;
     another jug's refused view held a wrong turn 0.33 above the right pose; a mug's, 0.03 above). ``outcomes``:
-    :func:`~correspondence.multiview_pose.choose_searched`'s (candidate, (alignment, search result), score) per
+    :func:`~correspondence.view_choice.choose_searched`'s (candidate, (alignment, search result), score) per
     candidate view; ``pooled``: the chosen view's pool, its best the chosen pose; ``handle``: as :func:`view_rival`.
 
     When the views disagree, the rival explains the fused cloud better and the live frame contradicts the chosen

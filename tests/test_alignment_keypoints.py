@@ -9,9 +9,9 @@ import pytest
 
 pytest.importorskip("open3d")
 
-from correspondence.benchmarks.alignment import (AlignmentBenchConfig, _keypoint_errors,  # noqa: E402
-                                                 make_scene_trial, symmetric_counterparts,
-                                                 symmetric_target)
+from correspondence.benchmarks.alignment import AlignmentBenchConfig, make_scene_trial  # noqa: E402
+from correspondence.benchmarks.alignment_scoring import (_keypoint_errors, symmetric_counterparts,  # noqa: E402
+                                                         symmetric_target)
 from correspondence.keypoint_matching import KeypointMatch  # noqa: E402
 from correspondence.world.render import RenderSettings  # noqa: E402
 from correspondence.world.symmetry import object_symmetry  # noqa: E402

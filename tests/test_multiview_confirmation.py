@@ -125,7 +125,7 @@ def test_the_bench_judges_every_weighed_pose_and_the_checked_one_on_the_truth():
     the truth) are what the doc's right-vs-wrong figures are read from."""
     from types import SimpleNamespace
 
-    from correspondence.benchmarks.alignment import _view_pose_errors
+    from correspondence.benchmarks.alignment_scoring import _view_pose_errors
 
     truth, off = np.eye(4), _about_axis(30.0)
     search = PoseSearchResult(None, None, view_poses=(("view 0", truth, 0.8, {"handle_match": 1.0}),

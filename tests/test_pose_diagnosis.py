@@ -47,7 +47,7 @@ def test_an_ambiguous_refusal_is_judged_on_the_truth():
     """The bench says whether a refusal kept a wrong pose away (the refused best wrong) or cost a success (right)."""
     from types import SimpleNamespace
 
-    from correspondence.benchmarks.alignment import _refusal_errors
+    from correspondence.benchmarks.alignment_scoring import _refusal_errors
     from correspondence.benchmarks.alignment_report import summarise
     from correspondence.pose_search import Hypothesis, PoseScore
     from correspondence.yaw_sweep import _axis_angle

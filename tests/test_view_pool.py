@@ -1,4 +1,4 @@
-"""The pooled hypotheses of the chosen view (correspondence/view_pool.py, multiview_pose._refit_chosen): the view is
+"""The pooled hypotheses of the chosen view (correspondence/view_pool.py, view_choice._refit_chosen): the view is
 chosen on the searched poses as before, then its searched pose and its search's best hypotheses are fitted on the
 fused cloud and scored alike. Fast rules on hand-made
 candidates (the fit a stand-in that scores by the distance to a known truth), and the fit itself on a rendered
