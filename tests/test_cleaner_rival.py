@@ -12,20 +12,14 @@ from correspondence.camera import CameraIntrinsics
 from correspondence.pose_confirmation import ConfirmationSettings, cleaner_rival, confirm
 from correspondence.pose_search import Hypothesis, LiveFrame, PoseScore, PoseSearchResult, PoseSearchSettings, \
     score_pose
+from correspondence.world.render import look_at_pose
 
 K = CameraIntrinsics(300.0, 300.0, 160.0, 120.0, 320, 240)
 
 
 def _look_at(eye, target=(0.0, 0.0, 0.06)) -> np.ndarray:
     """World -> camera (x right, y down, z forward), world z up."""
-    eye, target = np.asarray(eye, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    forward = (target - eye) / np.linalg.norm(target - eye)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
-    right /= np.linalg.norm(right)
-    T = np.eye(4)
-    T[:3, :3] = np.stack([right, np.cross(forward, right), forward])
-    T[:3, 3] = -T[:3, :3] @ eye
-    return T
+    return look_at_pose(np.asarray(eye, dtype=np.float64), np.asarray(target, dtype=np.float64))
 
 
 def _box(lo, hi, step=0.002):
