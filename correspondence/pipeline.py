@@ -47,6 +47,7 @@ from .localise import ObjectNotFound
 from .multiview_confirmation import confirm_fused, fused_check
 from .multiview_pose import MultiViewDemo, object_cloud
 from .object_colour import ColourModel
+from .one_view_handle import handle_search
 from .preprocessing import to_rgb_array
 from .tracking import MaskTracker
 from .view_choice import choose_searched
@@ -410,6 +411,9 @@ class TransferPipeline(LiveObjectStage):
         else:
             search = search_pose(demo_points, demo_descriptors, live, start_pose, search_settings, icp, up=up,
                                  demo_colors=demo_colors, demo_view=demo_view, fit_points=fit, inferred=inferred)
+        if self.views is None and self.settings.one_view_handle and search_settings.global_hypotheses:
+            search = handle_search(search, demo_points, demo_descriptors, demo_colors, inferred, live,
+                                   search_settings, icp, up)  # a round body's turn read from its handle or spout
         if self.views is None and search.ambiguous:  # one view: rivals the frame contradicts are none
             search = without_contradicted_rivals(search, live, self.settings.confirmation)
         if self.views is None and search.transform is not None:  # one view: is the turn confirmed, or a guess?

@@ -51,6 +51,8 @@ class PipelineSettings:
     # fitted and scored on the fused cloud (view_pool.py); False: each view's searched pose alone
     multiview_handle: bool = True  # multi-view demo of a round body with a handle or spout: the chosen pose's turn
     # about the body's axis read again from that part (handle_turn.py); False: the pooled choice as it is
+    one_view_handle: bool = True  # one-view demo of a round body whose handle or spout both views show: the pose
+    # search's choice read again from that part, and rivals that lay it clearly worse dismissed (one_view_handle.py)
     fused_confirmation: FusedConfirmationSettings = field(default_factory=FusedConfirmationSettings)  # multi-view
     # demo: refuse a chosen pose that contradicts the live frame on the fused cloud (multiview_confirmation.py)
     keypoint_pose: KeypointPoseSettings = field(default_factory=KeypointPoseSettings)  # keypoints from the 3D pose
