@@ -42,6 +42,7 @@ class HandleTurnSettings:
     plateau: float = 0.05  # turns explaining within this of the best form its plateau; the turn is its centre
     fine_span_deg: float = 3.0  # after the polish the turn is read again within +- this ...
     fine_step_deg: float = 0.25  # ... in these steps
+    decisive: float = 0.5  # the judge is decisive when the chosen turn explains at least this share of the live part
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,8 @@ class HandleJudge:
     @property
     def decisive(self) -> bool:
         """Enough of the handle is seen, and the chosen pose explains most of it."""
-        return self.scan.points >= self.settings.min_points and max(self.scan.explained,
-                                                                    self.scan.explained_given) >= 0.5
+        return self.scan.points >= self.settings.min_points and max(
+            self.scan.explained, self.scan.explained_given) >= self.settings.decisive
 
     def worse(self, T: np.ndarray) -> bool:
         """Whether pose ``T`` explains the live handle clearly less than the chosen pose (by ``min_gain``): then it

@@ -109,12 +109,27 @@ def test_a_rival_that_lays_the_handle_as_well_keeps_the_ambiguity():
     assert _run(search, live, demo) is search
 
 
-def test_a_hidden_handle_or_a_body_that_is_not_round_leaves_the_search_as_it_is():
+def test_a_handle_the_demo_shows_and_the_live_view_hides_makes_the_turn_ambiguous():
+    truth, live = _scene(0.0, handle=False)
+    out = _run(_search(truth @ _turn(30.0)), live)
+    assert out.transform is None and out.ambiguous
+    assert "live view does not" in out.reason
+
+
+def test_no_handle_in_either_view_or_a_body_that_is_not_round_leaves_the_search_as_it_is():
     truth, live = _scene(0.0, handle=False)
     search = _search(truth @ _turn(30.0), (truth,))
-    assert _run(search, live) is search  # the live handle hidden: nothing to read the turn from
+    assert _run(search, live, _mug(np.random.default_rng(0), handle=False)) is search  # nothing to read the turn from
     rng = np.random.default_rng(0)
     box = np.column_stack([rng.uniform(-0.05, 0.05, 2000), rng.uniform(-0.05, 0.05, 2000),
                            np.full(2000, -0.03)]) + CENTRE  # a box's front face: no surface of revolution
     search = _search(_turn(30.0))
     assert _run(search, box, box) is search
+
+
+def test_facing_keeps_the_side_towards_the_live_camera():
+    from correspondence.one_view_handle import facing
+
+    demo = _mug(np.random.default_rng(0), handle=False)  # the near half, seen from the origin
+    assert facing(demo, np.eye(4)).mean() > 0.95  # the live camera where the demo camera was: all of it faces it
+    assert facing(demo, _turn(180.0)).mean() < 0.05  # turned half round: the seen half faces away

@@ -87,6 +87,7 @@ class AlignmentBenchConfig:
     table: bool = False  # the table under the objects in the live and demo views' depth and colour (realistic)
     support_plane: bool = True  # the pipeline takes the table out of the live depth (correspondence.support_plane)
     mask_completion: bool = True  # the depth mask is completed with the object's other surfaces (mask_completion)
+    one_view_handle: bool = True  # one-view demos: a round body's turn read again from its handle (one_view_handle)
     only_trials: tuple[int, ...] = ()  # run only these same-instance trials; every trial is still drawn, so each
     # one's scene is the one a full run gives it (to rerun a failure without the rest)
 
@@ -227,7 +228,8 @@ def pipeline_settings_for(config: AlignmentBenchConfig) -> PipelineSettings:
     return PipelineSettings(ransac_threshold=config.ransac_threshold, refine=config.refine,
                             multiview_cloud=config.multiview_cloud,
                             support_plane=SupportPlaneSettings() if config.support_plane else None,
-                            mask_completion=CompletionSettings() if config.mask_completion else None)
+                            mask_completion=CompletionSettings() if config.mask_completion else None,
+                            one_view_handle=config.one_view_handle)
 
 
 def _mask_sources(config: AlignmentBenchConfig) -> dict:

@@ -196,6 +196,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        help="do not complete the depth mask with the object's other touching surfaces (to measure "
                             "what the completion does): PipelineSettings(mask_completion=None), as the node's "
                             "mask_completion: false")
+    align.add_argument("--no-handle-turn", action="store_true",
+                       help="one-view demos: do not read a round body's turn again from its handle or spout (to "
+                            "measure what it does): PipelineSettings(one_view_handle=False)")
     align.add_argument("--seed", type=int, default=0)
     align.add_argument("--only-trials", type=_int_list, default=(), metavar="I,J,...",
                        help="run only these same-instance trials (0-based); every trial is still drawn, so each "
@@ -392,7 +395,8 @@ def run_alignment(args: argparse.Namespace) -> int:
                                   multiview_cloud=args.multiview_cloud, only_trials=args.only_trials,
                                   depth_noise=args.depth_noise, table=args.table,
                                   support_plane=not args.no_support_plane,
-                                  mask_completion=not args.no_mask_completion, **extra)
+                                  mask_completion=not args.no_mask_completion,
+                                  one_view_handle=not args.no_handle_turn, **extra)
     config.scene  # a bad range or count is refused here, before any model is loaded
     if args.diagnose_pose:
         from ..benchmarks.pose_diagnosis import check_diagnosable
