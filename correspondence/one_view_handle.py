@@ -20,9 +20,9 @@ import numpy as np
 
 from .alignment import rotation_error_deg
 from .cloud_visibility import visible_mask
-from .handle_turn import HandleTurnSettings, turn_by_handle
+from .handle_turn import HandleTurnSettings, level, live_part, seat_body, turn_by_handle
 from .icp import IcpSettings
-from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, score_pose
+from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, evidence, score_pose
 from .revolution import fit_revolution
 from .view_pool import FusedFit
 
@@ -36,11 +36,14 @@ ONE_VIEW = HandleTurnSettings(decisive=0.75)  # one view's handle is seen from o
 
 def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, demo_colors,
                   inferred: np.ndarray | None, live: LiveFrame, settings: PoseSearchSettings, icp: IcpSettings | None,
-                  up: tuple | None, handle: HandleTurnSettings | None = None) -> PoseSearchResult:
+                  up: tuple | None, handle: HandleTurnSettings | None = None,
+                  demo_view: LiveFrame | None = None) -> PoseSearchResult:
     """``search`` (a one-view pose search's result, poses demo -> live) with its choice's turn read from the round
     body's handle or spout (module doc); ``up`` = (the vertical in the demo camera, in the live camera). When the
     demo view shows the handle and the live view does not, the turn is refused as ambiguous: the body fits under
-    every turn that hides the handle (a mug published 24 deg off that way)."""
+    every turn that hides the handle (a mug published 24 deg off that way). With ``demo_view`` (the demo's own
+    depth and mask), a pose that lays either view's handle where the other camera saw through it is refused
+    (:func:`part_contradiction`)."""
     s = handle or ONE_VIEW
     base = (search.transform if search.transform is not None else
             search.chosen.transform if search.ambiguous and search.chosen is not None else None)
@@ -64,14 +67,14 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
                   "hides it, so the data cannot fix the object's turn")
         return replace(search, transform=None, ambiguous=True, reason=reason)
     if not judge.decisive:
-        return search
+        return _contradicted(search, seen, live, revolution, settings, s, up, demo_view)
     T = judge.transform
     rivals = [h for h in search.rivals
               if rotation_error_deg(h.transform, T) >= settings.ambiguity_deg and not judge.worse(h.transform)]
     if search.ambiguous and rivals:
         return search
     if not search.ambiguous and not judge.scan.applied:
-        return search
+        return _contradicted(search, seen, live, revolution, settings, s, up, demo_view)
     chosen = search.chosen
     picked = own.copy()
     picked[own] = facing(seen, T)
@@ -83,7 +86,55 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
     if search.ambiguous:
         words += (f"; the {len(search.rivals)} turn(s) that explained the frame as well lay the handle or spout "
                   f"clearly worse")
-    return replace(search, transform=T, chosen=chosen, ambiguous=False, rivals=(), reason=f"ok: {words}")
+    return _contradicted(replace(search, transform=T, chosen=chosen, ambiguous=False, rivals=(), reason=f"ok: {words}"),
+                         seen, live, revolution, settings, s, up, demo_view)
+
+
+MAX_PART_FREE_SPACE = 0.3  # a handle or spout laid with more than this share of its points where the other camera
+# sees through it: contradicted (right poses lay it on the part or behind the body, ~0; see part_contradiction)
+MIN_PART_POINTS = 10  # fewer points of the part than this in a view: no verdict from it
+
+
+def part_contradiction(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, demo_view: LiveFrame | None,
+                       revolution, settings: PoseSearchSettings, handle: HandleTurnSettings, up_live: np.ndarray
+                       ) -> tuple[str, float] | None:
+    """(which view's part, the share of its points in the other camera's free space) when the pose ``T`` lays a
+    round body's handle or spout where the other camera sees through it; None when it does not (or too little part
+    is seen). Why: the frame-wide free-space rule dilutes a handle's few per cent of points among the body's, which
+    fits under any turn; but the handle seen by one camera must, under the true pose, lie on the other's handle or
+    behind its body, never in front of what the other saw. The live handle is checked against the demo's depth (a
+    mug whose demo hid its handle was published 157 deg off with the live handle laid on the demo's empty side), the
+    demo's against the live depth. The live part is read with the body seated first (:func:`seat_body`)."""
+    seated = seat_body(level(T, revolution, up_live), live.cloud, revolution)
+    worst = None
+    demo_part = demo_points[revolution.off(demo_points) >= handle.off]
+    if len(demo_part) >= MIN_PART_POINTS:
+        share = evidence(seated, demo_part, live, settings).free_space
+        worst = ("demo", share)
+    if demo_view is not None:
+        part = live_part(seated, live.cloud, demo_points, revolution, handle)
+        if len(part) >= MIN_PART_POINTS:
+            share = evidence(np.eye(4), part, demo_view, settings).free_space
+            worst = max(worst or ("live", share), ("live", share), key=lambda w: w[1])
+    return worst if worst is not None and worst[1] > MAX_PART_FREE_SPACE else None
+
+
+def _contradicted(search: PoseSearchResult, seen: np.ndarray, live: LiveFrame, revolution,
+                  settings: PoseSearchSettings, s: HandleTurnSettings, up: tuple, demo_view: LiveFrame | None
+                  ) -> PoseSearchResult:
+    """``search`` refused (unconfirmed) when its pose lays a view's handle in the other's free space."""
+    if search.transform is None:
+        return search
+    found = part_contradiction(search.transform, seen, live, demo_view, revolution, settings, s,
+                               np.asarray(up[1], dtype=np.float64))
+    if found is None:
+        return search
+    view, share = found
+    other = "demo" if view == "live" else "live"
+    return replace(search, transform=None, unconfirmed=True,
+                   reason=f"unconfirmed: the pose lays {100 * share:.0f} % of the {view} view's handle or spout where "
+                          f"the {other} camera sees through it (> {100 * MAX_PART_FREE_SPACE:.0f} %): the round body "
+                          "fits under any turn, the part does not; likely a wrong turn")
 
 
 def facing(points: np.ndarray, T: np.ndarray, neighbours: int = 20) -> np.ndarray:
@@ -103,4 +154,4 @@ def facing(points: np.ndarray, T: np.ndarray, neighbours: int = 20) -> np.ndarra
     return (normals * moved).sum(1) < 0.0
 
 
-__all__ = ["ONE_VIEW", "facing", "handle_search"]
+__all__ = ["MAX_PART_FREE_SPACE", "ONE_VIEW", "facing", "handle_search", "part_contradiction"]

@@ -413,7 +413,8 @@ class TransferPipeline(LiveObjectStage):
                                  demo_colors=demo_colors, demo_view=demo_view, fit_points=fit, inferred=inferred)
         if self.views is None and self.settings.one_view_handle and search_settings.global_hypotheses:
             search = handle_search(search, demo_points, demo_descriptors, demo_colors, inferred, live,
-                                   search_settings, icp, up)  # a round body's turn read from its handle or spout
+                                   search_settings, icp, up, demo_view=demo_view)  # a round body's turn read
+            # from its handle or spout
         if self.views is None and search.ambiguous:  # one view: rivals the frame contradicts are none
             search = without_contradicted_rivals(search, live, self.settings.confirmation)
         if self.views is None and search.transform is not None:  # one view: is the turn confirmed, or a guess?
