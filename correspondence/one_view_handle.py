@@ -65,7 +65,8 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
         reason = (f"ambiguous: the demo view shows the round body's handle or spout ({demo_part} points off the "
                   f"body) and the live view does not ({judge.scan.points}): the body fits under every turn that "
                   "hides it, so the data cannot fix the object's turn")
-        return replace(search, transform=None, ambiguous=True, reason=reason)
+        return replace(search, transform=None, ambiguous=True, rivals=(), reason=reason)  # no rivals: nothing
+        # may undo the refusal by dismissing them (pose_confirmation.without_contradicted_rivals)
     if not judge.decisive:
         return _contradicted(search, seen, live, revolution, settings, s, up, demo_view)
     T = judge.transform
@@ -93,6 +94,8 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
 MAX_PART_FREE_SPACE = 0.3  # a handle or spout laid with more than this share of its points where the other camera
 # sees through it: contradicted (right poses lay it on the part or behind the body, ~0; see part_contradiction)
 MIN_PART_POINTS = 10  # fewer points of the part than this in a view: no verdict from it
+PART_REACH_M = 0.04  # the live part is looked for this far beyond the demo's body (a demo that hid its handle saw
+# the body alone, and a handle or spout stands out up to a few centimetres)
 
 
 def part_contradiction(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, demo_view: LiveFrame | None,
@@ -112,7 +115,7 @@ def part_contradiction(T: np.ndarray, demo_points: np.ndarray, live: LiveFrame, 
         share = evidence(seated, demo_part, live, settings).free_space
         worst = ("demo", share)
     if demo_view is not None:
-        part = live_part(seated, live.cloud, demo_points, revolution, handle)
+        part = live_part(seated, live.cloud, demo_points, revolution, replace(handle, margin_m=PART_REACH_M))
         if len(part) >= MIN_PART_POINTS:
             share = evidence(np.eye(4), part, demo_view, settings).free_space
             worst = max(worst or ("live", share), ("live", share), key=lambda w: w[1])

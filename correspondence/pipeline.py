@@ -415,6 +415,8 @@ class TransferPipeline(LiveObjectStage):
             search = handle_search(search, demo_points, demo_descriptors, demo_colors, inferred, live,
                                    search_settings, icp, up, demo_view=demo_view)  # a round body's turn read
             # from its handle or spout
+            if search.unconfirmed:  # the handle contradicts the pose: no pose (not the matches' in its place)
+                return replace(alignment, success=False, transform=None, reason=search.reason), search
         if self.views is None and search.ambiguous:  # one view: rivals the frame contradicts are none
             search = without_contradicted_rivals(search, live, self.settings.confirmation)
         if self.views is None and search.transform is not None:  # one view: is the turn confirmed, or a guess?

@@ -133,3 +133,58 @@ def test_facing_keeps_the_side_towards_the_live_camera():
     demo = _mug(np.random.default_rng(0), handle=False)  # the near half, seen from the origin
     assert facing(demo, np.eye(4)).mean() > 0.95  # the live camera where the demo camera was: all of it faces it
     assert facing(demo, _turn(180.0)).mean() < 0.05  # turned half round: the seen half faces away
+
+
+def _rendered(points: np.ndarray) -> LiveFrame:
+    """A frame of ``points`` (camera frame) as a depth camera gives it: each pixel's nearest point, a wall at 1 m
+    behind the object, the mask where the object is."""
+    depth = np.full((K.height, K.width), 1.0)
+    xy = np.floor(K.project(points)).astype(int)
+    inside = (xy[:, 0] >= 0) & (xy[:, 0] < K.width) & (xy[:, 1] >= 0) & (xy[:, 1] < K.height)
+    np.minimum.at(depth, (xy[inside, 1], xy[inside, 0]), points[inside, 2])
+    return LiveFrame(depth, K, depth < 1.0, points, None, None)
+
+
+@pytest.mark.parametrize("error_deg, refused", [(0.0, False), (150.0, True), (-120.0, True)])
+def test_a_pose_that_lays_the_handle_where_the_other_camera_sees_through_it_is_refused(error_deg, refused):
+    """The demo hid its handle (only the body's near half seen); the live camera, turned, sees it. A wrong turn lays
+    the live handle in front of the demo's body or beside it, where the demo camera saw the wall."""
+    from correspondence.one_view_handle import part_contradiction
+    from correspondence.handle_turn import HandleTurnSettings
+    from correspondence.revolution import fit_revolution
+
+    def seen(T, seed):  # the mug (all round) at T, the half facing the camera (handle included where it faces it)
+        points = _mug(np.random.default_rng(seed), full=True) @ T[:3, :3].T + T[:3, 3]
+        return points[points[:, 2] <= CENTRE[2]]
+
+    demo_pose, live_pose = _turn(-90.0), _turn(90.0)  # the handle behind the body for the demo, in front for live
+    demo, live = seen(demo_pose, 0), seen(live_pose, 1)
+    truth = live_pose @ np.linalg.inv(demo_pose)
+    rev = fit_revolution(demo, UP)
+    T = truth @ _turn(error_deg)
+    found = part_contradiction(T, demo, _rendered(live), _rendered(demo), rev, PoseSearchSettings(),
+                               HandleTurnSettings(), UP)
+    assert (found is not None) == refused, found
+    if refused:
+        assert found[0] == "live" and found[1] > 0.3
+
+
+def test_a_pose_the_handle_refuses_is_no_pose_in_the_pipeline(monkeypatch, tmp_path):
+    """A refusal by the handle (unconfirmed, no transform) must not let the dense matches' pose through in its place
+    (the pipeline keeps the matches' pose when the search finds nothing)."""
+    from dataclasses import replace
+
+    import correspondence.benchmarks.alignment as bench
+    import correspondence.pipeline as pipeline
+    from correspondence.api import Matcher
+
+    called = []
+
+    def refuse(search, *args, **kwargs):
+        called.append(search)
+        return replace(search, transform=None, unconfirmed=True, reason="unconfirmed: the handle says no (test)")
+
+    monkeypatch.setattr(pipeline, "handle_search", refuse)
+    config = bench.AlignmentBenchConfig(trials=1, size=96, categories=("mug",), mask_sources=("oracle",))
+    row = bench.run_alignment_benchmark(Matcher.create("daisy", size=96), config, tmp_path, progress=False)["rows"][0]
+    assert called and not row["success"] and row["reason"] == "unconfirmed: the handle says no (test)"
