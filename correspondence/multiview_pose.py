@@ -404,7 +404,8 @@ class MultiViewDemo:
         from .icp import IcpTarget
 
         rows, centres = self.fused_sources(max_points)
-        normals = np.concatenate([np.asarray(IcpTarget(p[0]).cloud(neighbours).normals) for p in self._parts(max_points)])
+        normals = np.concatenate([np.asarray(IcpTarget(part[0]).cloud(neighbours).normals)
+                                  for part in self._parts(max_points)])
         points = self.fused_cloud(max_points)[0]
         flip = np.einsum("ij,ij->i", normals, centres[rows] - points) < 0
         normals[flip] *= -1

@@ -121,7 +121,7 @@ def test_a_tilted_pose_off_by_millimetres_whose_handle_is_seen_is_fitted_upright
 
 def test_a_hidden_handle_leaves_the_pose_as_it_is():
     """Without the handle (the far side seen) nothing fixes the turn: no fit, the pose stands unchanged."""
-    demo, live, normals, truth, visible = _frame(-70.0, lambda p: (p[:, 0] < 0.08) & (p[:, 2] > 0.003))  # the base not seen
+    demo, live, normals, truth, visible = _frame(-70.0, lambda p: (p[:, 0] < 0.08) & (p[:, 2] > 0.003))  # no base
     fitter = _fitter(demo, live, normals, visible)
     start = _off(truth, demo, 1.0, [0.002, 0.002, 0.0])
     judge = turn_by_handle(start, fitter)
