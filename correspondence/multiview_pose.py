@@ -105,6 +105,7 @@ class MultiViewDemo:
                        for v in views]
         self._cloud = None
         self._view_clouds = None  # per view: (points in the primary frame, descriptors, colours)
+        self._normals = None  # the fused cloud's outward normals (:meth:`fused_normals`), estimated once
         self._live_colours = None  # (live feature map, live image, their cells' chromaticity): once per frame
         self._revolution = None  # (demo vertical, its fitted surface of revolution or None), once per vertical
 
@@ -401,14 +402,15 @@ class MultiViewDemo:
         """The fused cloud's normals, each estimated on its own view's cloud (one surface seen from one side) and
         turned towards the camera that saw it: which side of the surface a point is on, so that the inside of a
         mug's wall is not taken for its outside (:mod:`~correspondence.upright_icp`)."""
-        from .icp import IcpTarget
-
+        if self._normals is not None:
+            return self._normals
         rows, centres = self.fused_sources(max_points)
         normals = np.concatenate([np.asarray(IcpTarget(part[0]).cloud(neighbours).normals)
                                   for part in self._parts(max_points)])
         points = self.fused_cloud(max_points)[0]
         flip = np.einsum("ij,ij->i", normals, centres[rows] - points) < 0
         normals[flip] *= -1
+        self._normals = normals
         return normals
 
     def fused_sources(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
