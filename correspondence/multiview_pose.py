@@ -105,6 +105,7 @@ class MultiViewDemo:
                        for v in views]
         self._cloud = None
         self._view_clouds = None  # per view: (points in the primary frame, descriptors, colours)
+        self._normals = None  # the fused cloud's outward normals (:meth:`fused_normals`), estimated once
         self._live_colours = None  # (live feature map, live image, their cells' chromaticity): once per frame
         self._revolution = None  # (demo vertical, its fitted surface of revolution or None), once per vertical
 
@@ -320,12 +321,13 @@ class MultiViewDemo:
         contradiction of the frame (a rival it refuses is no rival)."""
         max_points = icp.max_points if icp is not None else IcpSettings().max_points
         points = self.fused_cloud(max_points)[0]
+        revolution = self.revolution(points, up) if handle else None
         return FusedFit(points, live, lambda T: self.pose_score(T, live, settings, icp, up),
                         lambda p, T: visible_mask(p, T, live.intrinsics),
                         None if up is None else np.asarray(up[1], dtype=np.float64), settings.sweep_step_deg / 2,
                         icp, settings.ambiguity_deg, settings.ambiguity_margin,
                         self._equivalent(max_points, settings, up),
-                        self.revolution(points, up) if handle else None, check)
+                        revolution, check, self.fused_normals(max_points) if revolution is not None else None)
 
     def _equivalent(self, max_points: int, settings: PoseSearchSettings, up: tuple | None):
         """``(A, B) -> bool``: whether two primary -> live poses put the object's surface in the same place: the fused
@@ -395,6 +397,21 @@ class MultiViewDemo:
             self._cloud = (points, descriptors, np.concatenate([p[2] for p in parts]))
         return self._cloud
 
+
+    def fused_normals(self, max_points: int, neighbours: int = 12) -> np.ndarray:
+        """The fused cloud's normals, each estimated on its own view's cloud (one surface seen from one side) and
+        turned towards the camera that saw it: which side of the surface a point is on, so that the inside of a
+        mug's wall is not taken for its outside (:mod:`~correspondence.upright_icp`)."""
+        if self._normals is not None:
+            return self._normals
+        rows, centres = self.fused_sources(max_points)
+        normals = np.concatenate([np.asarray(IcpTarget(part[0]).cloud(neighbours).normals)
+                                  for part in self._parts(max_points)])
+        points = self.fused_cloud(max_points)[0]
+        flip = np.einsum("ij,ij->i", normals, centres[rows] - points) < 0
+        normals[flip] *= -1
+        self._normals = normals
+        return normals
 
     def fused_sources(self, max_points: int) -> tuple[np.ndarray, np.ndarray]:
         """(each fused row's view index, each view's camera centre in the primary frame): which camera saw a

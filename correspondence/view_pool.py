@@ -54,6 +54,8 @@ class FusedFit:
     # chosen pose's turn is read again from its handle or spout (:mod:`~correspondence.handle_turn`); None: not
     check: Callable[[np.ndarray], object] | None = None  # a pose's contradiction of the live frame on the fused
     # cloud (:func:`~correspondence.multiview_confirmation.fused_check`): a rival the frame contradicts is no rival
+    normals: np.ndarray | None = None  # the fused points' outward normals (each towards the camera that saw it):
+    # the upright fit of a round body fits only the points facing the live camera (:mod:`~correspondence.upright_icp`)
     _placement: Placement | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -99,6 +101,14 @@ class FusedFit:
         if not result.accepted or result.correction_deg > 2 * self.turn_deg:
             return score, T
         return self.score(result.transform), result.transform
+
+    def live_normals(self) -> np.ndarray:
+        """The live cloud's normals (the ICP target's, built once): what the upright fit of a round body pulls along
+        (:mod:`~correspondence.upright_icp`)."""
+        if self._target is None:
+            self._target = IcpTarget(self.live.cloud)
+        neighbours = (self.icp or IcpSettings()).normal_neighbours
+        return np.asarray(self._target.cloud(neighbours).normals)
 
     def turned(self, T: np.ndarray) -> list[np.ndarray]:
         """``T`` turned by +-``turn_deg`` about the vertical through the moved cloud's centre."""

@@ -179,3 +179,34 @@ def test_view_rival_skips_a_pose_the_handle_explains_worse():
     other = truth @ turn_about_axis(fitter.revolution, 25.0)
     assert view_rival(truth, 0.80, [(1, other, 0.81)], fitter) is not None
     assert view_rival(truth, 0.80, [(1, other, 0.81)], fitter, judge) is None
+
+
+def test_seat_body_counts_the_grid_as_the_shift_by_shift_scan_did():
+    """The seat's grid counted in one array gives the shift the plain scan (each shift's count, the first strictly
+    better one kept) gives, on poses 0-8 mm off."""
+    from correspondence.handle_turn import seat_body
+
+    demo = _mug(np.random.default_rng(14), spout=True)
+    rev = fit_revolution(demo, UP)
+    truth = _pose(35.0)
+    live = _live(_mug(np.random.default_rng(15), spout=True), truth, lambda p: p[:, 1] > -0.06)
+    basis = np.linalg.svd(np.eye(3) - np.outer(rev.axis, rev.axis))[0][:, :2].T
+    steps = np.arange(-0.012, 0.012 + 1e-9, 0.001)
+    for shift_m in ([0.0, 0.0], [0.004, -0.003], [-0.008, 0.002], [0.0025, 0.0065]):
+        start = truth.copy()
+        start[:3, 3] += [*shift_m, 0.0]
+        inv = np.linalg.inv(start)
+        back = live @ inv[:3, :3].T + inv[:3, 3]
+        rel = back - rev.centre
+        near = back[np.linalg.norm(rel - (rel @ rev.axis)[:, None] * rev.axis, axis=1) <= rev.radii.max() + 0.024]
+        count = lambda s: int((rev.distance(near - s) <= rev.tolerance).sum())  # noqa: E731
+        best, most = np.zeros(3), count(np.zeros(3))
+        for a in steps:
+            for b in steps:
+                c = count(a * basis[0] + b * basis[1])
+                if c > most:
+                    best, most = a * basis[0] + b * basis[1], c
+        seated = seat_body(start, live, rev)
+        assert np.allclose((np.linalg.inv(start) @ seated)[:3, 3], best, atol=1e-12)
+        if any(shift_m):
+            assert np.linalg.norm(best) > 0.001  # the test is not empty: the body was moved

@@ -229,3 +229,23 @@ def test_the_demo_depths_holes_are_found_once_per_pipeline(world, monkeypatch, c
     second = pipeline.process(live.rgb, live.depth, live.intrinsics, up=world["up"])
     assert seen and len(seen) == len(set(seen))  # each demo depth at most once over two frames
     np.testing.assert_allclose(second.alignment.transform, first.alignment.transform, atol=1e-9)
+
+
+def test_the_fused_normals_face_the_camera_that_saw_each_point(world):
+    """MultiViewDemo.fused_normals: one unit normal per fused row, on its surface (the fused cloud's own estimate
+    agrees up to sign at most points) and turned towards the camera of the view the row came from: the side of the
+    surface that camera saw (the upright fit keeps the points facing the live camera, docs/multiview_demo.md)."""
+    from correspondence.icp import IcpTarget
+
+    d = world["demo_view"]
+    demo = DemoSpec(None, d.rgb, d.depth, d.intrinsics, d.mask, world["keypoints"], None, None,
+                    demo_views_around(world["obj"], d, 3, SETTINGS, seed=3))
+    views = MultiViewDemo(demo.all_views, world["matcher"].extractor, (0.05, 5.0))
+    points = views.fused_cloud(2500)[0]
+    normals = views.fused_normals(2500)
+    rows, centres = views.fused_sources(2500)
+    assert normals.shape == points.shape and np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+    assert (np.einsum("ij,ij->i", normals, centres[rows] - points) >= 0).all()
+    own = np.asarray(IcpTarget(points).cloud(12).normals)
+    assert np.median(np.abs(np.einsum("ij,ij->i", normals, own))) > 0.9
+    assert views.fused_normals(2500) is normals  # estimated once
