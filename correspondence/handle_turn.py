@@ -342,7 +342,7 @@ def _refit(start: np.ndarray, fitter, revolution: Revolution, s: HandleTurnSetti
 def turn_outcome(outcome: tuple, fitter) -> tuple[tuple, HandleJudge | None]:
     """A multi-view choice's outcome (alignment, pose search result): the chosen pose's turn about a round body's
     axis read again from its handle or spout (:func:`turn_by_handle`): turned when the handle says so (``solver``
-    ``...+handle``; fitted upright only: ``...+upright``), and the handle's judge for the rival check. Why: the fused
+    ``...+handle``; fitted upright only: ``...+upright-icp``), and the handle's judge for the rival check. Why: the fused
     score, the pool and the ICP count every point, and a mug's body agrees under any turn; on the bench's +-180 deg
     rows the mugs, jugs and kettles came out 8-160 deg off while their live handle said where the turn was (docs/multiview_demo.md "Handle turn")."""
     alignment, result = outcome
@@ -351,7 +351,7 @@ def turn_outcome(outcome: tuple, fitter) -> tuple[tuple, HandleJudge | None]:
     judge = turn_by_handle(alignment.transform, fitter)
     if judge is None or judge.transform is alignment.transform:
         return outcome, judge
-    tag = "+handle" if judge.scan.applied else "+upright"  # turned by the handle / only fitted upright (_refit)
+    tag = "+handle" if judge.scan.applied else "+upright-icp"  # turned by the handle / only fitted upright (_refit)
     alignment = replace(alignment, transform=judge.transform, solver=alignment.solver + tag)
     if result is not None:
         reason = f"ok: {judge.scan.reason}" if judge.scan.applied else result.reason

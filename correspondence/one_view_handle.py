@@ -26,7 +26,8 @@ from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, eviden
 from .revolution import fit_revolution
 from .view_pool import FusedFit
 
-SOURCE_HANDLE = "+handle"  # appended to the chosen hypothesis' source when the handle turned it
+SOURCE_HANDLE = "+handle"  # appended to the chosen hypothesis' source when the handle turned it ...
+SOURCE_UPRIGHT_ICP = "+upright-icp"  # ... or when its turn stood and the pose was fitted upright (handle_turn._refit)
 ONE_VIEW = HandleTurnSettings(decisive=0.75)  # one view's handle is seen from one side, and the live camera at a turn
 # of 90-180 deg sees another part of it: where the turned pose explained only 0.50-0.60 of the live off-body points
 # (kettles: handle and spout, 359-569 points) three of four turns came out 5.0-6.7 deg off, the part the two views
@@ -55,8 +56,9 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
     if revolution is None:
         return search
     score = lambda T: score_pose(T, demo_points, demo_descriptors, live, settings, demo_colors, inferred)  # noqa: E731
+    normals = demo_normals(seen)
     fitter = FusedFit(seen, live, lambda T: score(T).score, lambda p, T: visible_mask(p, T, live.intrinsics),
-                      np.asarray(up[1], dtype=np.float64), icp=icp, revolution=revolution)
+                      np.asarray(up[1], dtype=np.float64), icp=icp, revolution=revolution, normals=normals)
     judge = turn_by_handle(base, fitter, s)
     if judge is None:
         return search
@@ -74,16 +76,18 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
               if rotation_error_deg(h.transform, T) >= settings.ambiguity_deg and not judge.worse(h.transform)]
     if search.ambiguous and rivals:
         return search
-    if not search.ambiguous and not judge.scan.applied:
+    fitted = T is not base  # turned by the handle, or its turn standing and the pose fitted upright
+    if not search.ambiguous and not fitted:
         return _contradicted(search, seen, live, revolution, settings, s, up, demo_view)
     chosen = search.chosen
     picked = own.copy()
-    picked[own] = facing(seen, T)
+    picked[own] = facing(seen, T, normals)
+    tag = SOURCE_HANDLE if judge.scan.applied else SOURCE_UPRIGHT_ICP if fitted else ""
     chosen = replace(chosen, transform=T, score=score_pose(
         T, demo_points[picked], None if demo_descriptors is None else demo_descriptors[picked], live, settings,
-        None if demo_colors is None else demo_colors[picked]),
-        source=chosen.source + (SOURCE_HANDLE if judge.scan.applied else ""))
-    words = judge.scan.reason if judge.scan.applied else "the pose's turn stands"
+        None if demo_colors is None else demo_colors[picked]), source=chosen.source + tag)
+    words = (judge.scan.reason if judge.scan.applied else
+             "the pose's turn stands, fitted upright" if fitted else "the pose's turn stands")
     if search.ambiguous:
         words += (f"; the {len(search.rivals)} turn(s) that explained the frame as well lay the handle or spout "
                   f"clearly worse")
@@ -142,21 +146,26 @@ def _contradicted(search: PoseSearchResult, seen: np.ndarray, live: LiveFrame, r
                           "fits under any turn, the part does not; likely a wrong turn")
 
 
-def facing(points: np.ndarray, T: np.ndarray, neighbours: int = 20) -> np.ndarray:
+def demo_normals(points: np.ndarray, neighbours: int = 20) -> np.ndarray:
+    """Unit normals of the demo view's points, oriented towards the demo camera (at the origin; Open3D)."""
+    import open3d as o3d
+
+    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(points, dtype=np.float64)))
+    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(neighbours))
+    cloud.orient_normals_towards_camera_location(np.zeros(3))
+    return np.asarray(cloud.normals)
+
+
+def facing(points: np.ndarray, T: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
     """Which demo points (seen by the demo camera at the origin) face the live camera under ``T``: their normals
     (Open3D, oriented towards the demo camera) point towards it. Why the turned pose is scored on these alone: at a
     turn of 90-180 deg the demo's seen side lies at the back, and a thin wall's inside (a mug's, seen over its rim)
     lies within millimetres of the live outside in another shade; scored on every point, right turns of two jugs and
     a mug showed 0.14-0.55 of their points "in another colour" (the refusal's limit is 0.1), on the facing ones
     0.0-0.17."""
-    import open3d as o3d
-
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(points, dtype=np.float64)))
-    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(neighbours))
-    cloud.orient_normals_towards_camera_location(np.zeros(3))
-    normals = np.asarray(cloud.normals) @ T[:3, :3].T
+    normals = (demo_normals(points) if normals is None else normals) @ T[:3, :3].T
     moved = points @ T[:3, :3].T + T[:3, 3]
     return (normals * moved).sum(1) < 0.0
 
 
-__all__ = ["MAX_PART_FREE_SPACE", "ONE_VIEW", "facing", "handle_search", "part_contradiction"]
+__all__ = ["MAX_PART_FREE_SPACE", "ONE_VIEW", "demo_normals", "facing", "handle_search", "part_contradiction"]

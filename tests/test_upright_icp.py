@@ -105,7 +105,7 @@ def _fitter(demo, live, normals, visible):
 
 def test_a_tilted_pose_off_by_millimetres_whose_handle_is_seen_is_fitted_upright():
     """The handle seen where the pose puts it (the scan leaves the turn): the pose is levelled and fitted
-    (``+upright``): tilt 1.5 deg, 1 deg turn and 3 mm off -> within 0.8 deg and 1 mm."""
+    (``+upright-icp``): tilt 1.5 deg, 1 deg turn and 3 mm off -> within 0.8 deg and 1 mm."""
     from correspondence.alignment import AlignmentResult
 
     demo, live, normals, truth, visible = _frame(-70.0, lambda p: p[:, 0] > 0.08)
@@ -113,7 +113,7 @@ def test_a_tilted_pose_off_by_millimetres_whose_handle_is_seen_is_fitted_upright
     start = _off(truth, demo, 1.0, [0.002, 0.002, -0.002]) @ _tilt(1.5, fitter.revolution.centre)
     alignment = AlignmentResult(True, start, np.zeros(0, dtype=bool), 1.0, 0.0, 10, "ok", "upright+fused-fit")
     (fitted, _), judge = turn_outcome((alignment, None), fitter)
-    assert not judge.scan.applied and fitted.solver == "upright+fused-fit+upright"
+    assert not judge.scan.applied and fitted.solver == "upright+fused-fit+upright-icp"
     rot, moved, tilt = _errors(fitted.transform, truth, demo)
     assert rot < 0.8 and moved < 0.001 and tilt < 1e-6  # from 1.8 deg and 5 mm (the sampled handle's optimum: 0.65)
     assert _errors(start, truth, demo)[1] > 0.004
