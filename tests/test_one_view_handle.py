@@ -1,6 +1,8 @@
 """A one-view demo's pose of a round body read again from its handle (correspondence/one_view_handle.py): the
 search's choice turned off about the body's axis is turned back; an ambiguity between turns is settled when every
-rival lays the handle clearly worse; a hidden handle or a body that is not round leaves the search as it is.
+rival lays the handle clearly worse; a handle the demo shows and the live view hides is an ambiguity; a pose that
+lays a handle where the other camera sees through it is refused, in the pipeline too; no handle in either view or a
+body that is not round leaves the search as it is.
 Synthetic: the side of a mug-like cylinder with a handle that one camera sees, demo and live; the truth is known."""
 from __future__ import annotations
 
@@ -8,15 +10,12 @@ import numpy as np
 import pytest
 
 from correspondence.alignment import rotation_error_deg
-from correspondence.camera import CameraIntrinsics
 from correspondence.one_view_handle import handle_search
 from correspondence.pose_search import Hypothesis, LiveFrame, PoseScore, PoseSearchResult, PoseSearchSettings
 
-pytest.importorskip("scipy")
+from test_handle_match import CENTRE, K, UP, _turn  # the same camera, vertical and turn about the body's axis
 
-K = CameraIntrinsics(300.0, 300.0, 32.0, 32.0, 64, 64)
-UP = np.array([0.0, -1.0, 0.0])  # the vertical in both cameras (image rows grow downwards)
-CENTRE = np.array([0.0, 0.0, 0.6])
+pytest.importorskip("scipy")
 
 
 def _mug(rng, handle: bool = True, full: bool = False) -> np.ndarray:
@@ -29,15 +28,6 @@ def _mug(rng, handle: bool = True, full: bool = False) -> np.ndarray:
         parts.append(np.column_stack([rng.uniform(0.05, 0.07, 300), rng.uniform(-0.03, 0.03, 300),
                                       rng.uniform(-0.0075, 0.0075, 300)]))
     return np.vstack(parts) + CENTRE
-
-
-def _turn(deg: float) -> np.ndarray:
-    """A turn by ``deg`` about the body's axis (UP through CENTRE), as a 4 x 4 camera-frame motion."""
-    c, s = np.cos(np.radians(deg)), np.sin(np.radians(deg))
-    R = np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])
-    T = np.eye(4)
-    T[:3, :3], T[:3, 3] = R, CENTRE - R @ CENTRE
-    return T
 
 
 def _live(points: np.ndarray) -> LiveFrame:
