@@ -6,11 +6,13 @@ those were about half of all failures, and the live handle or spout, when the de
 turn is.
 
 :func:`handle_search` reads the search's choice again from the handle the way a multi-view demo's is read: level,
-seat the body, scan the turn, polish (:func:`~correspondence.handle_turn.turn_by_handle`, on the demo view's own
+seat the body, scan the turn, fit upright (:func:`~correspondence.handle_turn.turn_by_handle`, on the demo view's own
 points instead of the fused cloud). An ambiguous search is settled only when every rival (far from the turned pose)
-lays the handle clearly worse (:meth:`~correspondence.handle_turn.HandleJudge.worse`); a search whose handle is hidden
-in either view, or not seen well enough to be decisive, is returned as it is. The outcome is still judged by the
-confirmation rules like any pose.
+lays the handle clearly worse (:meth:`~correspondence.handle_turn.HandleJudge.worse`). A handle the demo view shows
+and the live view hides makes the turn ambiguous; a pose that lays either view's handle where the other camera sees
+through it is refused (:func:`part_contradiction`); a handle seen too little to be decisive leaves the search's pose
+as it is. The outcome is still judged by the confirmation rules like any pose (docs/pose_search.md, "One view: a
+round body's turn read from its handle").
 """
 from __future__ import annotations
 
