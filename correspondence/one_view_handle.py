@@ -23,7 +23,7 @@ import numpy as np
 from .alignment import rotation_error_deg
 from .cloud_visibility import visible_mask
 from .handle_turn import HandleTurnSettings, level, live_part, seat_body, turn_by_handle
-from .icp import IcpSettings
+from .icp import FacingPart, IcpSettings
 from .pose_search import LiveFrame, PoseSearchResult, PoseSearchSettings, evidence, score_pose
 from .revolution import fit_revolution
 from .view_pool import FusedFit
@@ -35,6 +35,12 @@ ONE_VIEW = HandleTurnSettings(decisive=0.75)  # one view's handle is seen from o
 # (kettles: handle and spout, 359-569 points) three of four turns came out 5.0-6.7 deg off, the part the two views
 # share too small to fix the turn; where it explained 0.98-1.00 the turns were right (0.4-2.5 deg). The multi-view
 # judge asks 0.5 of the fused cloud's handle, which every side of the part is in
+DEMO_NORMALS = IcpSettings(normal_neighbours=20, facing_cos=0.0)  # the demo view's normals (towards the demo camera)
+# and which of them face the live camera (icp.FacingPart): the upright fit takes only those, and the turned pose is
+# scored on them alone. Why the score: at a turn of 90-180 deg the demo's seen side lies at the back, and a thin
+# wall's inside (a mug's, seen over its rim) lies within millimetres of the live outside in another shade; scored on
+# every point, right turns of two jugs and a mug showed 0.14-0.55 of their points "in another colour" (the refusal's
+# limit is 0.1), on the facing ones 0.0-0.17
 
 
 def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descriptors, demo_colors,
@@ -58,9 +64,10 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
     if revolution is None:
         return search
     score = lambda T: score_pose(T, demo_points, demo_descriptors, live, settings, demo_colors, inferred)  # noqa: E731
-    normals = demo_normals(seen)
+    facing = FacingPart(seen, np.zeros(3), DEMO_NORMALS)
     fitter = FusedFit(seen, live, lambda T: score(T).score, lambda p, T: visible_mask(p, T, live.intrinsics),
-                      np.asarray(up[1], dtype=np.float64), icp=icp, revolution=revolution, normals=normals)
+                      np.asarray(up[1], dtype=np.float64), icp=icp, revolution=revolution,
+                      normals=facing.normals)
     judge = turn_by_handle(base, fitter, s)
     if judge is None:
         return search
@@ -83,7 +90,7 @@ def handle_search(search: PoseSearchResult, demo_points: np.ndarray, demo_descri
         return _contradicted(search, seen, live, revolution, settings, s, up, demo_view)
     chosen = search.chosen
     picked = own.copy()
-    picked[own] = facing(seen, T, normals)
+    picked[own] = facing.mask(T)
     tag = SOURCE_HANDLE if judge.scan.applied else SOURCE_UPRIGHT_ICP if fitted else ""
     chosen = replace(chosen, transform=T, score=score_pose(
         T, demo_points[picked], None if demo_descriptors is None else demo_descriptors[picked], live, settings,
@@ -148,26 +155,4 @@ def _contradicted(search: PoseSearchResult, seen: np.ndarray, live: LiveFrame, r
                           "fits under any turn, the part does not; likely a wrong turn")
 
 
-def demo_normals(points: np.ndarray, neighbours: int = 20) -> np.ndarray:
-    """Unit normals of the demo view's points, oriented towards the demo camera (at the origin; Open3D)."""
-    import open3d as o3d
-
-    cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.ascontiguousarray(points, dtype=np.float64)))
-    cloud.estimate_normals(o3d.geometry.KDTreeSearchParamKNN(neighbours))
-    cloud.orient_normals_towards_camera_location(np.zeros(3))
-    return np.asarray(cloud.normals)
-
-
-def facing(points: np.ndarray, T: np.ndarray, normals: np.ndarray | None = None) -> np.ndarray:
-    """Which demo points (seen by the demo camera at the origin) face the live camera under ``T``: their normals
-    (Open3D, oriented towards the demo camera) point towards it. Why the turned pose is scored on these alone: at a
-    turn of 90-180 deg the demo's seen side lies at the back, and a thin wall's inside (a mug's, seen over its rim)
-    lies within millimetres of the live outside in another shade; scored on every point, right turns of two jugs and
-    a mug showed 0.14-0.55 of their points "in another colour" (the refusal's limit is 0.1), on the facing ones
-    0.0-0.17."""
-    normals = (demo_normals(points) if normals is None else normals) @ T[:3, :3].T
-    moved = points @ T[:3, :3].T + T[:3, 3]
-    return (normals * moved).sum(1) < 0.0
-
-
-__all__ = ["MAX_PART_FREE_SPACE", "ONE_VIEW", "demo_normals", "facing", "handle_search", "part_contradiction"]
+__all__ = ["DEMO_NORMALS", "MAX_PART_FREE_SPACE", "ONE_VIEW", "handle_search", "part_contradiction"]

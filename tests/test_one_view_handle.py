@@ -121,11 +121,13 @@ def test_no_handle_in_either_view_or_a_body_that_is_not_round_leaves_the_search_
 
 
 def test_facing_keeps_the_side_towards_the_live_camera():
-    from correspondence.one_view_handle import facing
+    from correspondence.icp import FacingPart
+    from correspondence.one_view_handle import DEMO_NORMALS
 
     demo = _mug(np.random.default_rng(0), handle=False)  # the near half, seen from the origin
-    assert facing(demo, np.eye(4)).mean() > 0.95  # the live camera where the demo camera was: all of it faces it
-    assert facing(demo, _turn(180.0)).mean() < 0.05  # turned half round: the seen half faces away
+    facing = FacingPart(demo, np.zeros(3), DEMO_NORMALS).mask
+    assert facing(np.eye(4)).mean() > 0.95  # the live camera where the demo camera was: all of it faces it
+    assert facing(_turn(180.0)).mean() < 0.05  # turned half round: the seen half faces away
 
 
 def _rendered(points: np.ndarray) -> LiveFrame:
